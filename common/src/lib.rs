@@ -1,0 +1,237 @@
+//! The contract between the XDP program (`xdp-dns`) and userspace (`maps`, `geodns`).
+//!
+//! Every map key and value is `#[repr(C)]`, `Copy`, with explicit padding and a
+//! compile-time size check, so both sides agree on the bytes. Userspace computes every
+//! entry (see `geodns-maps`); the kernel only indexes.
+//!
+//! Generations: every map that describes *what to answer* exists twice (`_0` and `_1`
+//! suffixes in the object). [`STATE`] says which generation the program reads. A reload
+//! fills the idle generation completely, then flips [`RuntimeState::generation`] with one
+//! array update, so a packet sees either the whole old table or the whole new one.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Longest query name (wire format, including the root label) the kernel answers.
+/// Longer names are passed to userspace, which handles up to 255 bytes.
+pub const MAX_NAME_WIRE_LEN: usize = 128;
+/// Most labels (excluding the root) in a name the kernel answers.
+pub const MAX_LABELS: usize = 16;
+/// Most addresses of one family in an answer set.
+pub const MAX_ANSWER_ADDRS: usize = 8;
+/// UDP payload size we advertise in OPT records (RFC 9715 / DNS flag day 2020).
+pub const EDNS_UDP_PAYLOAD: u16 = 1232;
+/// EDNS option code of Client Subnet (RFC 7871).
+pub const EDNS_OPT_ECS: u16 = 8;
+/// Default UDP port; the loader overrides it through the `DNS_PORT` global.
+pub const DEFAULT_DNS_PORT: u16 = 53;
+/// Most EDNS options the kernel walks in one OPT record before it gives up and passes.
+pub const MAX_EDNS_OPTIONS: usize = 8;
+
+/// Answer-set policy: the single best up candidate (userspace already chose it).
+pub const POLICY_BEST: u8 = 0;
+/// Answer-set policy: choose per query by weight among the up candidates.
+pub const POLICY_SPREAD: u8 = 1;
+
+/// Names of the maps the loader expects in the object. `userspace/build.rs` checks the
+/// built object against these lists and fails the build if one is missing.
+pub const MAP_NAMES: &[&str] = &[
+    "STATE",
+    "COUNTERS",
+    "SCRATCH",
+    "PREFIX_V4_0",
+    "PREFIX_V4_1",
+    "PREFIX_V6_0",
+    "PREFIX_V6_1",
+    "NAMES_0",
+    "NAMES_1",
+    "ANSWERS_0",
+    "ANSWERS_1",
+];
+/// Names of the programs the loader expects in the object.
+pub const PROGRAM_NAMES: &[&str] = &["xdp_dns", "xdp_pass"];
+
+/// Which generation of the double-buffered maps the program reads, and run-time flags.
+/// Stored at index 0 of the `STATE` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeState {
+    /// 0 or 1: the suffix of the maps in use.
+    pub generation: u32,
+    /// `STATE_FLAG_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<RuntimeState>() == 8);
+
+/// When set, the kernel skips its flat first step and asks the LPM trie directly
+/// (bench and debugging).
+pub const STATE_FLAG_TRIE_ONLY: u32 = 1;
+/// When set, the kernel answers nothing itself and passes every packet (maintenance).
+pub const STATE_FLAG_PASS_ALL: u32 = 2;
+
+/// Value of the prefix maps: the region a client prefix belongs to and the length of
+/// the matched prefix (it becomes the ECS SCOPE PREFIX-LENGTH).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixValue {
+    pub region: u16,
+    pub prefix_len: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PrefixValue>() == 4);
+
+/// Key of the `NAMES_*` hash: a query name in lowercase wire format, zero padded.
+/// For a wildcard record `*.example.` the key holds `example.` (without the `*` label)
+/// and `wildcard = 1`; the kernel tries the exact name first, then the wildcard key of
+/// the name minus its first label.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub wildcard: u8,
+    pub _pad: [u8; 3],
+    pub name: [u8; MAX_NAME_WIRE_LEN],
+}
+const _: () = assert!(size_of::<NameKey>() == 4 + MAX_NAME_WIRE_LEN);
+
+impl NameKey {
+    pub const ZERO: Self = Self {
+        wildcard: 0,
+        _pad: [0; 3],
+        name: [0; MAX_NAME_WIRE_LEN],
+    };
+}
+
+/// Value of the `NAMES_*` hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameValue {
+    /// Index of the record; with the region it forms the [`AnswerKey`].
+    pub record: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<NameValue>() == 4);
+
+/// Key of the `ANSWERS_*` hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AnswerKey {
+    pub record: u16,
+    pub region: u16,
+}
+const _: () = assert!(size_of::<AnswerKey>() == 4);
+
+/// What to answer for one record in one region, given current node states.
+///
+/// For `POLICY_BEST` userspace stores exactly the chosen address(es) and `count` equal
+/// to the number stored. For `POLICY_SPREAD` the kernel draws `r` uniformly in
+/// `[0, total weight)`, picks the first slot whose cumulative weight exceeds `r`, and
+/// returns `count` addresses starting there (wrapping). An entry with no address of the
+/// asked family means "no answer here": the kernel passes the query to userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerSet {
+    pub ttl: u32,
+    pub policy: u8,
+    /// Number of valid entries in `v4`.
+    pub n_v4: u8,
+    /// Number of valid entries in `v6`.
+    pub n_v6: u8,
+    /// How many addresses to put in one answer (at least 1, at most `n_*`).
+    pub count: u8,
+    /// IPv4 addresses in network byte order.
+    pub v4: [[u8; 4]; MAX_ANSWER_ADDRS],
+    /// Cumulative weights of `v4` (strictly increasing over the valid entries).
+    pub cum_v4: [u32; MAX_ANSWER_ADDRS],
+    pub v6: [[u8; 16]; MAX_ANSWER_ADDRS],
+    pub cum_v6: [u32; MAX_ANSWER_ADDRS],
+}
+const _: () = assert!(size_of::<AnswerSet>() == 8 + 32 + 32 + 128 + 32);
+
+impl AnswerSet {
+    pub const EMPTY: Self = Self {
+        ttl: 0,
+        policy: POLICY_BEST,
+        n_v4: 0,
+        n_v6: 0,
+        count: 0,
+        v4: [[0; 4]; MAX_ANSWER_ADDRS],
+        cum_v4: [0; MAX_ANSWER_ADDRS],
+        v6: [[0; 16]; MAX_ANSWER_ADDRS],
+        cum_v6: [0; MAX_ANSWER_ADDRS],
+    };
+}
+
+/// Per-CPU scratch space, so the program does not need 2 x 132 bytes of BPF stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    pub exact: NameKey,
+    pub wildcard: NameKey,
+}
+const _: () = assert!(size_of::<Scratch>() == 2 * size_of::<NameKey>());
+
+/// Indexes of the per-CPU `COUNTERS` array: one per outcome.
+pub mod counter {
+    pub const RX: u32 = 0;
+    pub const ANSWERED_V4: u32 = 1;
+    pub const ANSWERED_V6: u32 = 2;
+    pub const ANSWERED_ECS: u32 = 3;
+    pub const ANSWERED_NO_ECS: u32 = 4;
+    pub const PASS_NOT_IP: u32 = 5;
+    pub const PASS_IP_OPTIONS_OR_FRAGMENT: u32 = 6;
+    pub const PASS_IPV6_EXT_HEADER: u32 = 7;
+    pub const PASS_NOT_UDP: u32 = 8;
+    pub const PASS_NOT_OUR_PORT: u32 = 9;
+    pub const PASS_TRUNCATED: u32 = 10;
+    pub const PASS_HEADER: u32 = 11;
+    pub const PASS_NAME: u32 = 12;
+    pub const PASS_QTYPE: u32 = 13;
+    pub const PASS_QCLASS: u32 = 14;
+    pub const PASS_EDNS: u32 = 15;
+    pub const PASS_ECS: u32 = 16;
+    pub const PASS_NOT_SERVED: u32 = 17;
+    pub const PASS_NO_REGION: u32 = 18;
+    pub const PASS_NO_ANSWER: u32 = 19;
+    pub const PASS_TOO_BIG: u32 = 20;
+    pub const PASS_DISABLED: u32 = 21;
+    /// Number of counters; the size of the `COUNTERS` array.
+    pub const COUNT: u32 = 22;
+
+    /// Metric label of each counter, indexed by its value.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "rx",
+        "answered_v4",
+        "answered_v6",
+        "answered_ecs",
+        "answered_no_ecs",
+        "pass_not_ip",
+        "pass_ip_options_or_fragment",
+        "pass_ipv6_ext_header",
+        "pass_not_udp",
+        "pass_not_our_port",
+        "pass_truncated",
+        "pass_header",
+        "pass_name",
+        "pass_qtype",
+        "pass_qclass",
+        "pass_edns",
+        "pass_ecs",
+        "pass_not_served",
+        "pass_no_region",
+        "pass_no_answer",
+        "pass_too_big",
+        "pass_disabled",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, with explicit padding and no pointers:
+    // every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::RuntimeState {}
+    unsafe impl aya::Pod for super::PrefixValue {}
+    unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl aya::Pod for super::NameValue {}
+    unsafe impl aya::Pod for super::AnswerKey {}
+    unsafe impl aya::Pod for super::AnswerSet {}
+}

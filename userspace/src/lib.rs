@@ -1,1 +1,6 @@
+//! The `geodns` daemon's parts: loader, fallback server, health, reload, HTTP.
 
+/// The XDP object built by `build.rs`, aligned for aya's ELF parser.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-dns"));
+
+pub mod cmd;

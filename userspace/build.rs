@@ -1,0 +1,106 @@
+//! Builds `xdp-dns` for the BPF target with `aya_build` and checks that the object holds
+//! every program and map the loader expects (a broken BPF build must not produce a
+//! binary that only fails at run time).
+use std::{env, path::PathBuf};
+
+use anyhow::{bail, Context as _};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+#[path = "../common/src/lib.rs"]
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+mod common;
+
+/// Where `cargo xtask setup` installs bpf-linker (kept in sync with xtask/src/setup.rs).
+fn toolchain_bin() -> Option<PathBuf> {
+    let data = env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(data.join("geodns/toolchain/bin"))
+}
+
+fn main() -> anyhow::Result<()> {
+    // Let a plain `cargo build` find the bpf-linker that `cargo xtask setup` built.
+    if let Some(bin) = toolchain_bin() {
+        let path = env::var_os("PATH").unwrap_or_default();
+        let mut paths: Vec<PathBuf> = env::split_paths(&path).collect();
+        if !paths.contains(&bin) {
+            paths.insert(0, bin);
+            // SAFETY: build scripts are single-threaded at this point.
+            unsafe { env::set_var("PATH", env::join_paths(paths)?) };
+        }
+    }
+    if which_bpf_linker().is_none() && env::var_os("AYA_BUILD_SKIP").is_none() {
+        bail!("bpf-linker not found: run `cargo xtask setup` (it builds bpf-linker against nightly's LLVM)");
+    }
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let ebpf_dir = root.join("../xdp-dns");
+    let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "xdp-dns",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )?;
+    println!("cargo:rerun-if-changed=../common/src/lib.rs");
+    let out = PathBuf::from(env::var("OUT_DIR")?).join("xdp-dns");
+    if env::var_os("AYA_BUILD_SKIP").is_some() {
+        // Host-only builds (e.g. clippy on a machine without the eBPF toolchain) get an
+        // empty object; loading it fails with a clear error at run time.
+        if !out.exists() {
+            std::fs::write(&out, [])?;
+        }
+        return Ok(());
+    }
+    check_object(&out)
+}
+
+fn which_bpf_linker() -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|p| p.join("bpf-linker"))
+        .find(|p| p.is_file())
+}
+
+/// Fails the build if a program or map the loader expects is missing from the object.
+fn check_object(path: &std::path::Path) -> anyhow::Result<()> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let obj = object::File::parse(&*data)
+        .with_context(|| format!("{} is not an ELF object", path.display()))?;
+    let maps_section = obj.section_by_name("maps").map(|s| s.index());
+    let mut missing = Vec::new();
+    for name in common::MAP_NAMES {
+        let found = obj.symbols().any(|s| {
+            s.name() == Ok(*name) && maps_section.is_some() && s.section_index() == maps_section
+        });
+        if !found {
+            missing.push(format!("map {name}"));
+        }
+    }
+    for name in common::PROGRAM_NAMES {
+        let found = obj.symbols().any(|s| {
+            s.name() == Ok(*name)
+                && s.section_index()
+                    .and_then(|i| obj.section_by_index(i).ok())
+                    .is_some_and(|sec| sec.name().is_ok_and(|n| n.starts_with("xdp")))
+        });
+        if !found {
+            missing.push(format!("program {name}"));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "the eBPF object {} lacks what the loader expects: {} (is a map or program renamed in xdp-dns/src/main.rs but not in common::MAP_NAMES/PROGRAM_NAMES?)",
+            path.display(),
+            missing.join(", ")
+        );
+    }
+    println!(
+        "cargo:warning=eBPF object checked: {} bytes, {} maps, {} programs",
+        data.len(),
+        common::MAP_NAMES.len(),
+        common::PROGRAM_NAMES.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! One module per `geodns` subcommand; `main.rs` only dispatches.
+pub mod compile;
+pub mod lookup;

@@ -6,9 +6,7 @@ use std::{env, path::PathBuf};
 use anyhow::{bail, Context as _};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
-#[path = "../common/src/lib.rs"]
-#[allow(dead_code, clippy::all, clippy::pedantic)]
-mod common;
+use geodns_common as common;
 
 /// Where `cargo xtask setup` installs bpf-linker (kept in sync with xtask/src/setup.rs).
 fn toolchain_bin() -> Option<PathBuf> {
@@ -43,7 +41,6 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )?;
-    println!("cargo:rerun-if-changed=../common/src/lib.rs");
     let out = PathBuf::from(env::var("OUT_DIR")?).join("xdp-dns");
     if env::var_os("AYA_BUILD_SKIP").is_some() {
         // Host-only builds (e.g. clippy on a machine without the eBPF toolchain) get an

@@ -166,9 +166,15 @@ impl AnswerSet {
 #[derive(Clone, Copy)]
 pub struct Scratch {
     pub exact: NameKey,
+    /// Always zero. The wildcard key is `exact.name` shifted left by the first label
+    /// (at most 64 bytes), copied 8 bytes at a time with a masked index and no branch;
+    /// reads past the name land here and must see zeros.
+    pub zeros: [u8; SCRATCH_ZEROS],
     pub wildcard: NameKey,
 }
-const _: () = assert!(size_of::<Scratch>() == 2 * size_of::<NameKey>());
+/// Size of [`Scratch::zeros`]: a masked index reaches `name[255 + 8]`.
+pub const SCRATCH_ZEROS: usize = 256 + 8 - MAX_NAME_WIRE_LEN;
+const _: () = assert!(size_of::<Scratch>() == 2 * size_of::<NameKey>() + SCRATCH_ZEROS);
 
 /// Indexes of the per-CPU `COUNTERS` array: one per outcome.
 pub mod counter {

@@ -4,3 +4,4 @@
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-dns"));
 
 pub mod cmd;
+pub mod loader;

@@ -1,18 +1,32 @@
+//! XDP program: answers geo A/AAAA queries in place (XDP_TX) and passes everything it
+//! cannot answer, untouched, to the userspace fallback server (XDP_PASS).
+//!
+//! Only packet work lives here: parse, look up what userspace precomputed, write,
+//! return an action. Every early exit names its reason in `COUNTERS`.
 #![no_std]
 #![no_main]
 
 #[cfg(not(test))]
 extern crate ebpf_panic;
 
+use core::mem::size_of;
+
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_tail},
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, Scratch,
+    DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS,
+    MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STATE_FLAG_PASS_ALL,
 };
+
+/// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static DNS_PORT: u16 = DEFAULT_DNS_PORT;
 
 #[map]
 static STATE: Array<RuntimeState> = Array::with_max_entries(1, 0);
@@ -20,6 +34,7 @@ static STATE: Array<RuntimeState> = Array::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+// Sizes below are placeholders: the loader sets every max_entries before load.
 #[map]
 static PREFIX_V4_0: LpmTrie<[u8; 4], PrefixValue> = LpmTrie::with_max_entries(1, 0);
 #[map]
@@ -37,18 +52,49 @@ static ANSWERS_0: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, 0
 #[map]
 static ANSWERS_1: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, 0);
 
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_UDP: u8 = 17;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+const DNS_HLEN: usize = 12;
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+/// Offset past which the program reads nothing: bounds every variable offset for the
+/// verifier, and no query the kernel answers is longer.
+const MAX_PACKET: usize = 1024;
+/// Words summed by the UDP checksum loop: covers every reply the kernel builds
+/// (header + 128-byte name + 8 AAAA records + OPT with ECS < 512 bytes).
+const MAX_CSUM_WORDS: usize = 256;
+const REPLY_TTL: u8 = 64;
+
+/// A reason to pass the packet to userspace; the value is its `COUNTERS` index.
+type Pass = u32;
+
 #[inline(always)]
 fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        // SAFETY: per-CPU slot; only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
     }
 }
 
 #[xdp]
-pub fn xdp_dns(_ctx: XdpContext) -> u32 {
+pub fn xdp_dns(ctx: XdpContext) -> u32 {
     count(counter::RX);
-    xdp_action::XDP_PASS
+    match try_xdp_dns(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            xdp_action::XDP_PASS
+        }
+    }
 }
 
 /// Attached to the client side of a veth pair: XDP_TX replies over veth are only
@@ -56,6 +102,773 @@ pub fn xdp_dns(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// A checked pointer to a `T` at `offset` in the packet.
+///
+/// `black_box` pins the pointer in one register: without it LLVM may fold this check
+/// into a neighbour's and recompute the pointer for the access, and the verifier only
+/// trusts the exact register it saw compared with `data_end`.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Pass> {
+    if offset > MAX_PACKET {
+        return Err(counter::PASS_TRUNCATED);
+    }
+    let p = core::hint::black_box(ctx.data() + offset);
+    if p + size_of::<T>() > ctx.data_end() {
+        return Err(counter::PASS_TRUNCATED);
+    }
+    Ok(p as *mut T)
+}
+
+/// `index & mask`, with the mask kept in the code: LLVM drops a mask it can prove
+/// redundant from earlier checks, but the verifier may not have followed those.
+#[inline(always)]
+fn masked(index: usize, mask: usize) -> usize {
+    core::hint::black_box(index) & mask
+}
+
+#[inline(always)]
+fn read_u8(ctx: &XdpContext, offset: usize) -> Result<u8, Pass> {
+    // SAFETY: ptr_at checked the byte lies inside the packet.
+    Ok(unsafe { *ptr_at::<u8>(ctx, offset)? })
+}
+
+#[inline(always)]
+fn read_u16(ctx: &XdpContext, offset: usize) -> Result<u16, Pass> {
+    // SAFETY: ptr_at checked both bytes lie inside the packet.
+    let raw = unsafe { ptr_at::<[u8; 2]>(ctx, offset)?.read_unaligned() };
+    Ok(u16::from_be_bytes(raw))
+}
+
+#[inline(always)]
+fn write_bytes<const N: usize>(ctx: &XdpContext, offset: usize, bytes: [u8; N]) -> Result<(), Pass> {
+    // SAFETY: ptr_at checked all N bytes lie inside the packet.
+    unsafe { ptr_at::<[u8; N]>(ctx, offset)?.write_unaligned(bytes) };
+    Ok(())
+}
+
+/// Where the layers of a query sit, and what the reply needs from it. Kept in a
+/// per-CPU map rather than on the stack: see [`reload`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Query {
+    l3: u32,
+    l4: u32,
+    dns: u32,
+    /// Offset just past QTYPE/QCLASS: the reply keeps everything before it.
+    question_end: u32,
+    /// Offset of the end of the DNS message (UDP length, not the frame end).
+    end: u32,
+    v6: u32,
+    aaaa: u32,
+    /// RD (bit 0 of flags byte 2), copied to the reply.
+    rd: u32,
+    /// CD (bit 4 of flags byte 3), copied to the reply.
+    cd: u32,
+    edns: u32,
+    /// A valid EDNS Client Subnet option (RFC 7871) was received.
+    ecs_present: u32,
+    ecs_family: u32,
+    ecs_source: u32,
+    /// Round-trip slot for [`launder`].
+    tmp: u32,
+    /// ECS address bytes as received (`ceil(source / 8)` of them), zero padded.
+    ecs_addr: [u8; 16],
+}
+
+#[map]
+static QUERY: PerCpuArray<Query> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads back a value the program stored in its per-CPU `QUERY` map, bounded by `max`.
+///
+/// The verifier knows nothing of map contents, so every path that reaches a reload
+/// continues in one state. Without it the verifier explores each combination of VLAN
+/// depth x label count x EDNS option count separately and gives up at 1M instructions.
+#[inline(always)]
+fn reload(field: *const u32, max: usize) -> Result<usize, Pass> {
+    // SAFETY: `field` points into the per-CPU QUERY value, valid for the program run.
+    let v = unsafe { core::ptr::read_volatile(field) } as usize;
+    if v > max {
+        return Err(counter::PASS_HEADER);
+    }
+    Ok(v)
+}
+
+/// Passes `value` through the per-CPU map so every path continues in one state (see
+/// [`reload`]); used between the phases of writing the reply.
+#[inline(always)]
+fn launder(q: *mut Query, value: usize, max: usize) -> Result<usize, Pass> {
+    // SAFETY: `q` is the per-CPU QUERY value.
+    unsafe {
+        store(&raw mut (*q).tmp, value);
+        reload(&raw const (*q).tmp, max)
+    }
+}
+
+#[inline(always)]
+fn store(field: *mut u32, value: usize) {
+    // SAFETY: `field` points into the per-CPU QUERY value, valid for the program run.
+    #[expect(clippy::cast_possible_truncation, reason = "offsets are below MAX_PACKET")]
+    unsafe {
+        core::ptr::write_volatile(field, value as u32);
+    };
+}
+
+#[inline(always)]
+fn try_xdp_dns(ctx: &XdpContext) -> Result<u32, Pass> {
+    let state = match STATE.get(0) {
+        Some(s) => *s,
+        None => RuntimeState::default(),
+    };
+    let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_HEADER)?;
+    parse(ctx, q)?;
+    if state.flags & STATE_FLAG_PASS_ALL != 0 {
+        return Err(counter::PASS_DISABLED);
+    }
+    answer(ctx, q, state.generation & 1)
+}
+
+/// Parses and validates the query, recording what the reply needs in `*q`.
+#[inline(always)]
+fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
+    // Ethernet, with up to two VLAN tags.
+    let mut proto = read_u16(ctx, 12).map_err(|_| counter::PASS_NOT_IP)?;
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        proto = read_u16(ctx, l3 + 2)?;
+        l3 += 4;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            proto = read_u16(ctx, l3 + 2)?;
+            l3 += 4;
+        }
+    }
+    let (v6, l4, udp_len) = match proto {
+        ETH_P_IP => {
+            // Read the whole fixed header first: a short frame is "truncated".
+            let _ = ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)?;
+            if read_u8(ctx, l3)? != 0x45 {
+                return Err(counter::PASS_IP_OPTIONS_OR_FRAGMENT);
+            }
+            let frag = read_u16(ctx, l3 + 6)?;
+            if frag & 0x3FFF != 0 {
+                return Err(counter::PASS_IP_OPTIONS_OR_FRAGMENT);
+            }
+            if read_u8(ctx, l3 + 9)? != IPPROTO_UDP {
+                return Err(counter::PASS_NOT_UDP);
+            }
+            let total = usize::from(read_u16(ctx, l3 + 2)?);
+            let l4 = l3 + IPV4_HLEN;
+            let udp_len = usize::from(read_u16(ctx, l4 + 4)?);
+            if total != IPV4_HLEN + udp_len {
+                return Err(counter::PASS_HEADER);
+            }
+            (false, l4, udp_len)
+        }
+        ETH_P_IPV6 => {
+            let _ = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)?;
+            if read_u8(ctx, l3)? >> 4 != 6 {
+                return Err(counter::PASS_HEADER);
+            }
+            let next = read_u8(ctx, l3 + 6)?;
+            if next != IPPROTO_UDP {
+                return Err(if next == 6 {
+                    counter::PASS_NOT_UDP
+                } else {
+                    counter::PASS_IPV6_EXT_HEADER
+                });
+            }
+            let payload = usize::from(read_u16(ctx, l3 + 4)?);
+            let l4 = l3 + IPV6_HLEN;
+            let udp_len = usize::from(read_u16(ctx, l4 + 4)?);
+            if payload != udp_len {
+                return Err(counter::PASS_HEADER);
+            }
+            (true, l4, udp_len)
+        }
+        _ => return Err(counter::PASS_NOT_IP),
+    };
+    let _ = ptr_at::<[u8; UDP_HLEN]>(ctx, l4)?;
+    // SAFETY: reading a loader-set constant.
+    let port = unsafe { core::ptr::read_volatile(&raw const DNS_PORT) };
+    if read_u16(ctx, l4 + 2)? != port {
+        return Err(counter::PASS_NOT_OUR_PORT);
+    }
+    let dns = l4 + UDP_HLEN;
+    let end = l4 + udp_len;
+    // Every byte used below is read through ptr_at, so a UDP length longer than the
+    // frame shows up as a truncated read; no separate frame-length check (LLVM would
+    // use it to drop later checks, in a way the verifier cannot follow).
+    if udp_len < UDP_HLEN + DNS_HLEN || end > MAX_PACKET {
+        return Err(counter::PASS_TRUNCATED);
+    }
+
+    // DNS header: a plain query with one question and at most an OPT record.
+    let _ = ptr_at::<[u8; DNS_HLEN]>(ctx, dns)?;
+    let flags_hi = read_u8(ctx, dns + 2)?;
+    let flags_lo = read_u8(ctx, dns + 3)?;
+    // QR=0, OPCODE=0, TC=0 (AA, RA and AD are ignored in queries); Z=0 and RCODE=0.
+    if flags_hi & 0xFA != 0 || flags_lo & 0x4F != 0 {
+        return Err(counter::PASS_HEADER);
+    }
+    if read_u16(ctx, dns + 4)? != 1 || read_u16(ctx, dns + 6)? != 0 || read_u16(ctx, dns + 8)? != 0
+    {
+        return Err(counter::PASS_HEADER);
+    }
+    let arcount = read_u16(ctx, dns + 10)?;
+    if arcount > 1 {
+        return Err(counter::PASS_EDNS);
+    }
+    let name_len = parse_name(ctx, q, dns + DNS_HLEN)?;
+
+    // SAFETY (all field pointers below): `q` is the per-CPU QUERY value.
+    unsafe {
+        store(&raw mut (*q).l3, l3);
+        store(&raw mut (*q).l4, l4);
+        store(&raw mut (*q).end, end);
+        store(&raw mut (*q).v6, usize::from(v6));
+        // QTYPE offset for now; the end of the question once QTYPE/QCLASS are read.
+        store(&raw mut (*q).question_end, dns + DNS_HLEN + name_len);
+        store(&raw mut (*q).rd, usize::from(flags_hi & 0x01));
+        store(&raw mut (*q).cd, usize::from(flags_lo & 0x10));
+        store(&raw mut (*q).edns, usize::from(arcount));
+        store(&raw mut (*q).ecs_present, 0);
+        store(&raw mut (*q).ecs_family, 0);
+        store(&raw mut (*q).ecs_source, 0);
+    }
+    // One state from here on, whatever the VLAN depth and name length were.
+    let qtype_off = reload(unsafe { &raw const (*q).question_end }, MAX_PACKET)?;
+    let end = reload(unsafe { &raw const (*q).end }, MAX_PACKET)?;
+    // SAFETY: ptr_at checked the 4 bytes are in the packet.
+    let [t0, t1, c0, c1] = unsafe { ptr_at::<[u8; 4]>(ctx, qtype_off)?.read_unaligned() };
+    let qtype = u16::from_be_bytes([t0, t1]);
+    let qclass = u16::from_be_bytes([c0, c1]);
+    if qtype != TYPE_A && qtype != TYPE_AAAA {
+        return Err(counter::PASS_QTYPE);
+    }
+    if qclass != CLASS_IN {
+        return Err(counter::PASS_QCLASS);
+    }
+    let question_end = qtype_off + 4;
+    // SAFETY: `q` is the per-CPU QUERY value.
+    unsafe {
+        store(&raw mut (*q).aaaa, usize::from(qtype == TYPE_AAAA));
+        store(&raw mut (*q).question_end, question_end);
+    }
+    if arcount == 1 {
+        parse_opt(ctx, question_end, end, q)
+    } else if question_end == end {
+        Ok(())
+    } else {
+        Err(counter::PASS_HEADER)
+    }
+}
+
+/// Copies QNAME, lowercased, into the per-CPU exact-name key and returns its wire length.
+/// Only plain labels: a compression pointer or extended label type passes.
+///
+/// Two passes keep the verifier's work linear: first hop from length byte to length
+/// byte (one path per label), then copy bytes with a branch-free lowercase. Length
+/// bytes (1..=63) are never in `A..=Z`, so lowercasing every byte is safe.
+#[inline(always)]
+fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Result<usize, Pass> {
+    let mut off = 0usize;
+    let mut name_len = 0usize;
+    // Bound: MAX_LABELS labels plus the root label.
+    for _ in 0..=MAX_LABELS {
+        let len = read_u8(ctx, qname + off)?;
+        if len == 0 {
+            name_len = off + 1;
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return Err(counter::PASS_NAME);
+        }
+        off += usize::from(len) + 1;
+        if off >= MAX_NAME_WIRE_LEN {
+            return Err(counter::PASS_NAME);
+        }
+    }
+    if name_len == 0 {
+        // More labels than the kernel's bound: userspace handles it.
+        return Err(counter::PASS_NAME);
+    }
+    // One state from here, whatever the label count.
+    let name_len = launder(q, name_len, MAX_NAME_WIRE_LEN)?;
+    let qname = launder(q, qname, MAX_PACKET)?;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_NAME)?;
+    // SAFETY: per-CPU scratch value, valid for the whole program run.
+    let key = unsafe { &mut (*scratch).exact };
+    // Bound: MAX_NAME_WIRE_LEN bytes, always all of them (no exit that depends on the
+    // name, so the verifier keeps one state); bytes past the name are zero.
+    for i in 0..MAX_NAME_WIRE_LEN {
+        let mut b = 0;
+        if i < name_len {
+            b = read_u8(ctx, qname + i)?;
+        }
+        key.name[i] = b | (u8::from(b.wrapping_sub(b'A') < 26) << 5);
+    }
+    Ok(name_len)
+}
+
+/// Parses the single OPT record that ends the query at `end`, keeping a valid ECS option.
+#[inline(always)]
+fn parse_opt(ctx: &XdpContext, opt: usize, end: usize, q: *mut Query) -> Result<(), Pass> {
+    let _ = ptr_at::<[u8; 11]>(ctx, opt)?;
+    if read_u8(ctx, opt)? != 0 || read_u16(ctx, opt + 1)? != TYPE_OPT {
+        return Err(counter::PASS_EDNS);
+    }
+    // TTL field: extended RCODE, VERSION, flags. Only version 0 is ours to answer.
+    if read_u8(ctx, opt + 6)? != 0 {
+        return Err(counter::PASS_EDNS);
+    }
+    let rdlen = usize::from(read_u16(ctx, opt + 9)?);
+    let mut cur = opt + 11;
+    if cur + rdlen != end {
+        return Err(counter::PASS_EDNS);
+    }
+    let mut seen_ecs = false;
+    // Bound: at most MAX_EDNS_OPTIONS options are walked; more passes.
+    for _ in 0..MAX_EDNS_OPTIONS {
+        if cur >= end {
+            break;
+        }
+        if cur > MAX_PACKET {
+            return Err(counter::PASS_EDNS);
+        }
+        let code = read_u16(ctx, cur)?;
+        let len = usize::from(read_u16(ctx, cur + 2)?);
+        let data = cur + 4;
+        if data + len > end {
+            return Err(counter::PASS_EDNS);
+        }
+        if code == EDNS_OPT_ECS {
+            if seen_ecs {
+                return Err(counter::PASS_ECS);
+            }
+            seen_ecs = true;
+            parse_ecs(ctx, data, len, q)?;
+        }
+        cur = data + len;
+    }
+    if cur == end {
+        Ok(())
+    } else {
+        Err(counter::PASS_EDNS)
+    }
+}
+
+/// RFC 7871 section 6: family 1 or 2, source within the family, exactly
+/// `ceil(source / 8)` address bytes with no bits set past the prefix, scope 0.
+#[inline(always)]
+fn parse_ecs(ctx: &XdpContext, data: usize, len: usize, q: *mut Query) -> Result<(), Pass> {
+    if len < 4 {
+        return Err(counter::PASS_ECS);
+    }
+    let family = read_u16(ctx, data)?;
+    let source = read_u8(ctx, data + 2)?;
+    let scope = read_u8(ctx, data + 3)?;
+    let max = match family {
+        1 => 32,
+        2 => 128,
+        _ => return Err(counter::PASS_ECS),
+    };
+    if source > max || scope != 0 {
+        return Err(counter::PASS_ECS);
+    }
+    let alen = usize::from(source).div_ceil(8);
+    if len != 4 + alen {
+        return Err(counter::PASS_ECS);
+    }
+    // SAFETY: `q` is the per-CPU QUERY value.
+    let addr = unsafe { &mut (*q).ecs_addr };
+    *addr = [0; 16];
+    let mut last = 0u8;
+    // Bound: 16 address bytes at most.
+    for (j, slot) in addr.iter_mut().enumerate() {
+        if j >= alen {
+            break;
+        }
+        last = read_u8(ctx, data + 4 + j)?;
+        *slot = last;
+    }
+    let rem = source % 8;
+    if rem != 0 && last & (0xFFu8 >> rem) != 0 {
+        return Err(counter::PASS_ECS);
+    }
+    // SAFETY: as above.
+    unsafe {
+        store(&raw mut (*q).ecs_present, 1);
+        store(&raw mut (*q).ecs_family, usize::from(family));
+        store(&raw mut (*q).ecs_source, usize::from(source));
+    }
+    Ok(())
+}
+
+/// The parsed query as the reply needs it, read back from `QUERY` (see [`reload`]).
+struct View {
+    l3: usize,
+    l4: usize,
+    question_end: usize,
+    v6: bool,
+    aaaa: bool,
+    rd: u8,
+    cd: u8,
+    edns: bool,
+    ecs: bool,
+    ecs_family: u16,
+    ecs_source: u8,
+}
+
+#[inline(always)]
+fn view(q: *const Query) -> Result<View, Pass> {
+    // SAFETY (all field pointers): `q` is the per-CPU QUERY value.
+    unsafe {
+        Ok(View {
+            l3: reload(&raw const (*q).l3, ETH_HLEN + 8)?,
+            l4: reload(&raw const (*q).l4, ETH_HLEN + 8 + IPV6_HLEN)?,
+            question_end: reload(&raw const (*q).question_end, MAX_PACKET)?,
+            v6: reload(&raw const (*q).v6, 1)? != 0,
+            aaaa: reload(&raw const (*q).aaaa, 1)? != 0,
+            rd: u8::try_from(reload(&raw const (*q).rd, 1)?).unwrap_or(0),
+            cd: u8::try_from(reload(&raw const (*q).cd, 0x10)?).unwrap_or(0),
+            edns: reload(&raw const (*q).edns, 1)? != 0,
+            ecs: reload(&raw const (*q).ecs_present, 1)? != 0,
+            ecs_family: u16::try_from(reload(&raw const (*q).ecs_family, 2)?).unwrap_or(0),
+            ecs_source: u8::try_from(reload(&raw const (*q).ecs_source, 128)?).unwrap_or(0),
+        })
+    }
+}
+
+/// Looks up the client's region and the record, then rewrites the query into the reply.
+#[inline(always)]
+fn answer(ctx: &XdpContext, q: *mut Query, generation: u32) -> Result<u32, Pass> {
+    let v = view(q)?;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_NAME)?;
+    // SAFETY: per-CPU scratch value, valid for the whole program run.
+    let scratch = unsafe { &mut *scratch };
+    let record = lookup_name(scratch, generation)?;
+
+    // SAFETY: `q` is the per-CPU QUERY value.
+    let ecs_addr = unsafe { (*q).ecs_addr };
+    // Client address: the ECS address when a non-zero source prefix was sent, else the
+    // packet's source address.
+    let use_ecs = v.ecs && v.ecs_source > 0;
+    let lookup_v6 = if use_ecs { v.ecs_family == 2 } else { v.v6 };
+    let prefix = if lookup_v6 {
+        let addr = if use_ecs {
+            ecs_addr
+        } else {
+            // SAFETY: ptr_at checked the 16 bytes are in the packet.
+            unsafe { ptr_at::<[u8; 16]>(ctx, v.l3 + 8)?.read_unaligned() }
+        };
+        lookup_v6_prefix(&addr, generation)
+    } else {
+        let addr = if use_ecs {
+            [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
+        } else {
+            // SAFETY: ptr_at checked the 4 bytes are in the packet.
+            unsafe { ptr_at::<[u8; 4]>(ctx, v.l3 + 12)?.read_unaligned() }
+        };
+        lookup_v4_prefix(&addr, generation)
+    }
+    .ok_or(counter::PASS_NO_REGION)?;
+
+    let key = AnswerKey {
+        record,
+        region: prefix.region,
+    };
+    // SAFETY: hash map values stay valid for the program run (RCU).
+    let set = unsafe {
+        if generation == 0 {
+            ANSWERS_0.get(&key)
+        } else {
+            ANSWERS_1.get(&key)
+        }
+    }
+    .ok_or(counter::PASS_NO_ANSWER)?;
+    let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
+    if n == 0 || n > MAX_ANSWER_ADDRS {
+        return Err(counter::PASS_NO_ANSWER);
+    }
+    let want = usize::from(set.count).clamp(1, n);
+    let first = if set.policy == POLICY_SPREAD {
+        let cum = if v.aaaa { &set.cum_v6 } else { &set.cum_v4 };
+        pick_weighted(cum, n)
+    } else {
+        0
+    };
+    let scope = if use_ecs { prefix.prefix_len } else { 0 };
+    write_reply(ctx, q, &v, &ecs_addr, set, first, want, n, scope)?;
+    count(if v.v6 {
+        counter::ANSWERED_V6
+    } else {
+        counter::ANSWERED_V4
+    });
+    count(if v.ecs {
+        counter::ANSWERED_ECS
+    } else {
+        counter::ANSWERED_NO_ECS
+    });
+    Ok(xdp_action::XDP_TX)
+}
+
+#[inline(always)]
+fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
+    let names = if generation == 0 { &NAMES_0 } else { &NAMES_1 };
+    // SAFETY: hash map values stay valid for the program run (RCU).
+    if let Some(v) = unsafe { names.get(&scratch.exact) } {
+        return Ok(v.record);
+    }
+    // Wildcard: the name minus its first label, with the wildcard flag.
+    let first = usize::from(scratch.exact.name[0]) + 1;
+    if scratch.exact.name[0] == 0 {
+        return Err(counter::PASS_NOT_SERVED);
+    }
+    scratch.wildcard.wildcard = 1;
+    let src = scratch.exact.name.as_ptr();
+    let dst = scratch.wildcard.name.as_mut_ptr();
+    // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them and without a branch on
+    // `first` (a branch would split its range and the verifier's states with it).
+    for w in 0..MAX_NAME_WIRE_LEN / 8 {
+        let at = masked(first + 8 * w, 255);
+        // SAFETY: `at + 8 <= 263` stays inside `exact.name` + `zeros`, which hold the
+        // name then zeros; `8 * w + 8 <= 128` stays inside `wildcard.name`.
+        unsafe {
+            let word = src.add(at).cast::<u64>().read_unaligned();
+            dst.add(8 * w).cast::<u64>().write_unaligned(word);
+        }
+    }
+    // SAFETY: as above.
+    match unsafe { names.get(&scratch.wildcard) } {
+        Some(v) => Ok(v.record),
+        None => Err(counter::PASS_NOT_SERVED),
+    }
+}
+
+#[inline(always)]
+fn lookup_v4_prefix(addr: &[u8; 4], generation: u32) -> Option<PrefixValue> {
+    let key = Key::new(32, *addr);
+    let trie = if generation == 0 {
+        &PREFIX_V4_0
+    } else {
+        &PREFIX_V4_1
+    };
+    trie.get(&key).copied()
+}
+
+#[inline(always)]
+fn lookup_v6_prefix(addr: &[u8; 16], generation: u32) -> Option<PrefixValue> {
+    let key = Key::new(128, *addr);
+    let trie = if generation == 0 {
+        &PREFIX_V6_0
+    } else {
+        &PREFIX_V6_1
+    };
+    trie.get(&key).copied()
+}
+
+/// Index of the first slot whose cumulative weight exceeds a uniform draw.
+#[inline(always)]
+fn pick_weighted(cum: &[u32; MAX_ANSWER_ADDRS], n: usize) -> usize {
+    let total = cum[masked(n.wrapping_sub(1), MAX_ANSWER_ADDRS - 1)];
+    if total == 0 {
+        return 0;
+    }
+    // SAFETY: helper call without arguments.
+    let r = unsafe { bpf_get_prandom_u32() } % total;
+    // Bound: MAX_ANSWER_ADDRS slots.
+    for (i, c) in cum.iter().enumerate() {
+        if i >= n {
+            break;
+        }
+        if *c > r {
+            return i;
+        }
+    }
+    0
+}
+
+/// Rewrites the query in place into the reply: keeps headers and question, appends the
+/// answer records and the OPT record, swaps addresses and ports, fixes lengths and
+/// checksums. Everything the reply needs from the query's tail is already in `q`.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "all are parts of one reply")]
+fn write_reply(
+    ctx: &XdpContext,
+    qp: *mut Query,
+    q: &View,
+    ecs_addr: &[u8; 16],
+    set: &AnswerSet,
+    first: usize,
+    want: usize,
+    n: usize,
+    scope: u8,
+) -> Result<(), Pass> {
+    let rdlen: usize = if q.aaaa { 16 } else { 4 };
+    let rr_len = 12 + rdlen;
+    let ecs_alen = usize::from(q.ecs_source).div_ceil(8);
+    let ecs_len = if q.ecs { 4 + 4 + ecs_alen } else { 0 };
+    let opt_len = if q.edns { 11 + ecs_len } else { 0 };
+    let answers_end = launder(qp, q.question_end + want * rr_len, MAX_PACKET)?;
+    let new_end = answers_end + opt_len;
+    let old_len = ctx.data_end() - ctx.data();
+    #[expect(clippy::cast_possible_wrap, reason = "both are below MAX_PACKET")]
+    let delta = new_end as i32 - old_len as i32;
+    if new_end > MAX_PACKET {
+        return Err(counter::PASS_TOO_BIG);
+    }
+    // SAFETY: the helper checks delta against the frame; on failure nothing changed.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return Err(counter::PASS_TOO_BIG);
+    }
+
+    // Answer records: pointer to the question name, type, class IN, TTL, address.
+    let qtype = if q.aaaa { TYPE_AAAA } else { TYPE_A };
+    let [t0, t1] = qtype.to_be_bytes();
+    let [l0, l1] = u16::try_from(rdlen).unwrap_or(4).to_be_bytes();
+    let [ttl0, ttl1, ttl2, ttl3] = set.ttl.to_be_bytes();
+    // Bound: MAX_ANSWER_ADDRS records. No exit on `want` and the slot laundered: the
+    // verifier then keeps one state whatever `want`, `first` and `n` are.
+    for k in 0..MAX_ANSWER_ADDRS {
+        if k >= want {
+            continue;
+        }
+        let off = q.question_end + k * rr_len;
+        write_bytes(
+            ctx,
+            off,
+            [0xC0, 0x0C, t0, t1, 0, 1, ttl0, ttl1, ttl2, ttl3, l0, l1],
+        )?;
+        let slot = launder(qp, (first + k) % n, MAX_ANSWER_ADDRS - 1)?;
+        if q.aaaa {
+            write_bytes(ctx, off + 12, set.v6[masked(slot, MAX_ANSWER_ADDRS - 1)])?;
+        } else {
+            write_bytes(ctx, off + 12, set.v4[masked(slot, MAX_ANSWER_ADDRS - 1)])?;
+        }
+    }
+
+    if q.edns {
+        let [p0, p1] = EDNS_UDP_PAYLOAD.to_be_bytes();
+        let [r0, r1] = u16::try_from(ecs_len).unwrap_or(0).to_be_bytes();
+        write_bytes(ctx, answers_end, [0, 0, 41, p0, p1, 0, 0, 0, 0, r0, r1])?;
+        if q.ecs {
+            let [o0, o1] = u16::try_from(4 + ecs_alen).unwrap_or(0).to_be_bytes();
+            let [f0, f1] = q.ecs_family.to_be_bytes();
+            let at = answers_end + 11;
+            write_bytes(ctx, at, [0, 8, o0, o1, f0, f1, q.ecs_source, scope])?;
+            // Bound: 16 address bytes at most.
+            for (j, b) in ecs_addr.iter().enumerate() {
+                if j < ecs_alen {
+                    write_bytes(ctx, at + 8 + j, [*b])?;
+                }
+            }
+        }
+    }
+
+    let new_end = launder(qp, new_end, MAX_PACKET)?;
+    // DNS header: QR=1 AA=1, RD and CD copied, RA=AD=Z=0, RCODE=0.
+    let [a0, a1] = u16::try_from(want).unwrap_or(1).to_be_bytes();
+    write_bytes(
+        ctx,
+        q.l4 + UDP_HLEN + 2,
+        [
+            0x84 | q.rd,
+            q.cd,
+            0,
+            1,
+            a0,
+            a1,
+            0,
+            0,
+            0,
+            u8::from(q.edns),
+        ],
+    )?;
+
+    // Ethernet: swap MACs.
+    let macs = ptr_at::<[u8; 12]>(ctx, 0)?;
+    // SAFETY: ptr_at checked 12 bytes.
+    unsafe {
+        let m = macs.read_unaligned();
+        macs.write_unaligned([
+            m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5],
+        ]);
+    }
+
+    let udp_len = launder(qp, new_end - q.l4, MAX_PACKET)?;
+    let [u0, u1] = u16::try_from(udp_len).unwrap_or(0).to_be_bytes();
+    // UDP: swap ports, set length, zero the checksum before summing.
+    let ports = ptr_at::<[u8; 4]>(ctx, q.l4)?;
+    // SAFETY: ptr_at checked 4 bytes.
+    unsafe {
+        let p = ports.read_unaligned();
+        ports.write_unaligned([p[2], p[3], p[0], p[1]]);
+    }
+    write_bytes(ctx, q.l4 + 4, [u0, u1, 0, 0])?;
+
+    let mut sum: u32 = if q.v6 {
+        swap_addrs::<16>(ctx, q.l3 + 8)?;
+        write_bytes(ctx, q.l3 + 4, [u0, u1])?;
+        write_bytes(ctx, q.l3 + 7, [REPLY_TTL])?;
+        sum_bytes(ctx, q.l3 + 8, 32)?
+    } else {
+        swap_addrs::<4>(ctx, q.l3 + 12)?;
+        let [i0, i1] = u16::try_from(IPV4_HLEN + udp_len).unwrap_or(0).to_be_bytes();
+        write_bytes(ctx, q.l3 + 2, [i0, i1])?;
+        write_bytes(ctx, q.l3 + 8, [REPLY_TTL])?;
+        write_bytes(ctx, q.l3 + 10, [0, 0])?;
+        let ip_sum = fold(sum_bytes(ctx, q.l3, IPV4_HLEN)?);
+        write_bytes(ctx, q.l3 + 10, (!ip_sum).to_be_bytes())?;
+        sum_bytes(ctx, q.l3 + 12, 8)?
+    };
+    // Pseudo-header: addresses (summed above), protocol and UDP length.
+    sum += u32::from(IPPROTO_UDP) + u32::try_from(udp_len).unwrap_or(0);
+    sum += sum_bytes(ctx, q.l4, udp_len)?;
+    let mut csum = !fold(sum);
+    if csum == 0 {
+        csum = 0xFFFF;
+    }
+    write_bytes(ctx, q.l4 + 6, csum.to_be_bytes())
+}
+
+#[inline(always)]
+fn swap_addrs<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<(), Pass> {
+    let src = ptr_at::<[u8; N]>(ctx, offset)?;
+    let dst = ptr_at::<[u8; N]>(ctx, offset + N)?;
+    // SAFETY: ptr_at checked both ranges.
+    unsafe {
+        let s = src.read_unaligned();
+        let d = dst.read_unaligned();
+        src.write_unaligned(d);
+        dst.write_unaligned(s);
+    }
+    Ok(())
+}
+
+/// One's-complement sum of `len` bytes at `offset` as big-endian 16-bit words.
+#[inline(always)]
+fn sum_bytes(ctx: &XdpContext, offset: usize, len: usize) -> Result<u32, Pass> {
+    let mut sum: u32 = 0;
+    // Bound: MAX_CSUM_WORDS words.
+    for i in 0..MAX_CSUM_WORDS {
+        let at = 2 * i;
+        if at + 1 >= len {
+            if at < len {
+                sum += u32::from(read_u8(ctx, offset + at)?) << 8;
+            }
+            break;
+        }
+        sum += u32::from(read_u16(ctx, offset + at)?);
+    }
+    Ok(sum)
+}
+
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    u16::try_from(sum).unwrap_or(0xFFFF)
 }
 
 #[unsafe(link_section = "license")]

@@ -1,0 +1,94 @@
+//! BPF_PROG_TEST_RUN and the "do we have BPF here" check.
+use std::io;
+
+/// `bpf(2)` command number of `BPF_PROG_TEST_RUN`.
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// What one `BPF_PROG_TEST_RUN` gave back.
+#[derive(Clone, Debug)]
+pub struct TestRun {
+    /// The XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub output: Vec<u8>,
+    /// Average run time in ns over `repeat` runs, as the kernel measured it.
+    pub duration_ns: u32,
+}
+
+/// Runs the program `prog_fd` on `frame` `repeat` times (at least once) in the kernel.
+pub fn prog_test_run(prog_fd: i32, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
+    // Room for the reply to grow: XDP test runs allow growing into the tailroom.
+    let mut out = vec![0u8; 4096];
+    let mut attr = TestRunAttr {
+        prog_fd: u32::try_from(prog_fd).map_err(|_| io::Error::other("negative fd"))?,
+        data_size_in: u32::try_from(frame.len()).map_err(io::Error::other)?,
+        data_size_out: u32::try_from(out.len()).map_err(io::Error::other)?,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: repeat.max(1),
+        ..TestRunAttr::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for this command; the buffers outlive the
+    // call and their sizes are stated.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            std::ptr::from_mut(&mut attr),
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok(TestRun {
+        action: attr.retval,
+        output: out,
+        duration_ns: attr.duration,
+    })
+}
+
+/// Whether tests that need root and BPF can run. Without them: skip with a printed
+/// reason, unless `GEODNS_REQUIRE_BPF=1`, where a skip would hide a broken CI: panic.
+#[must_use]
+pub fn require_bpf() -> bool {
+    let required = std::env::var("GEODNS_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reason = if root {
+        None
+    } else {
+        Some("not running as root (BPF and network namespaces need it)")
+    };
+    match (reason, required) {
+        (None, _) => true,
+        (Some(r), true) => panic!("GEODNS_REQUIRE_BPF=1 but {r}"),
+        (Some(r), false) => {
+            eprintln!("skipping: {r}; set GEODNS_REQUIRE_BPF=1 to make this a failure");
+            false
+        }
+    }
+}

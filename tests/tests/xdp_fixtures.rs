@@ -1,0 +1,847 @@
+//! BPF_PROG_TEST_RUN fixture table for the XDP program: {description, input frame,
+//! expected action, expected output}. Every XDP_TX output is decoded with hickory-proto
+//! and checked field by field, its checksums are verified independently, and every
+//! XDP_PASS output must equal its input byte for byte (passed untouched).
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use geodns::loader::{Contents, LoadOptions, XdpDns};
+use geodns_common::{
+    counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS,
+    MAX_NAME_WIRE_LEN, POLICY_BEST, POLICY_SPREAD,
+};
+use geodns_tests::{
+    frame::{self, Frame, L3},
+    prog_test_run, require_bpf,
+};
+use hickory_proto::{
+    op::{Message, ResponseCode},
+    rr::{
+        rdata::opt::{EdnsCode, EdnsOption},
+        RData,
+    },
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+fn wire_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name.trim_end_matches('.').split('.') {
+        if label.is_empty() {
+            continue;
+        }
+        out.push(u8::try_from(label.len()).expect("label length"));
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn name_key(name: &str, wildcard: bool) -> NameKey {
+    let wire = wire_name(&name.to_ascii_lowercase());
+    let mut key = NameKey::ZERO;
+    key.wildcard = u8::from(wildcard);
+    key.name[..wire.len()].copy_from_slice(&wire);
+    assert!(wire.len() <= MAX_NAME_WIRE_LEN);
+    key
+}
+
+fn pv(region: u16, prefix_len: u8) -> PrefixValue {
+    PrefixValue {
+        region,
+        prefix_len,
+        _pad: 0,
+    }
+}
+
+fn answer_set(policy: u8, count: u8, v4: &[(Ipv4Addr, u32)], v6: &[(Ipv6Addr, u32)]) -> AnswerSet {
+    let mut s = AnswerSet::EMPTY;
+    s.ttl = 60;
+    s.policy = policy;
+    s.count = count;
+    let mut cum = 0;
+    for (i, (a, w)) in v4.iter().enumerate() {
+        cum += w;
+        s.v4[i] = a.octets();
+        s.cum_v4[i] = cum;
+    }
+    s.n_v4 = u8::try_from(v4.len()).expect("count");
+    cum = 0;
+    for (i, (a, w)) in v6.iter().enumerate() {
+        cum += w;
+        s.v6[i] = a.octets();
+        s.cum_v6[i] = cum;
+    }
+    s.n_v6 = u8::try_from(v6.len()).expect("count");
+    assert!(v4.len() <= MAX_ANSWER_ADDRS && v6.len() <= MAX_ANSWER_ADDRS);
+    s
+}
+
+// Regions of the fixture table.
+const EU: u16 = 1; // 192.0.2.0/24, 2001:db8::/32
+const LAB: u16 = 2; // 198.18.0.0/15, 2001:2::/48 (the test hosts themselves)
+const SPREAD: u16 = 3; // 203.0.113.128/25, 2001:db8:abcd:1200::/56
+const WWW: u16 = 0;
+const IMG: u16 = 1;
+
+fn eu_v4() -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 10)
+}
+fn eu_v6() -> Ipv6Addr {
+    "2001:db8::10".parse().expect("addr")
+}
+fn lab_v4() -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 53)
+}
+fn spread_v4() -> [Ipv4Addr; 3] {
+    [
+        Ipv4Addr::new(203, 0, 113, 1),
+        Ipv4Addr::new(203, 0, 113, 2),
+        Ipv4Addr::new(203, 0, 113, 3),
+    ]
+}
+
+fn contents() -> Contents {
+    let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("v4").octets();
+    let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("v6").octets();
+    let s = spread_v4();
+    Contents {
+        prefixes_v4: vec![
+            (v4("0.0.0.0"), 1, pv(0, 1)),
+            (v4("128.0.0.0"), 1, pv(0, 1)),
+            (v4("192.0.2.0"), 24, pv(EU, 24)),
+            (v4("198.18.0.0"), 15, pv(LAB, 15)),
+            (v4("203.0.113.128"), 25, pv(SPREAD, 25)),
+        ],
+        prefixes_v6: vec![
+            (v6("::"), 1, pv(0, 1)),
+            (v6("8000::"), 1, pv(0, 1)),
+            (v6("2001:db8::"), 32, pv(EU, 32)),
+            (v6("2001:2::"), 48, pv(LAB, 48)),
+            (v6("2001:db8:abcd:1200::"), 56, pv(SPREAD, 56)),
+        ],
+        names: vec![
+            (
+                name_key("www.cdn.example.net", false),
+                NameValue {
+                    record: WWW,
+                    _pad: 0,
+                },
+            ),
+            (
+                name_key("img.cdn.example.net", true),
+                NameValue {
+                    record: IMG,
+                    _pad: 0,
+                },
+            ),
+        ],
+        answers: vec![
+            (
+                AnswerKey {
+                    record: WWW,
+                    region: EU,
+                },
+                answer_set(POLICY_BEST, 1, &[(eu_v4(), 10)], &[(eu_v6(), 10)]),
+            ),
+            (
+                AnswerKey {
+                    record: WWW,
+                    region: LAB,
+                },
+                answer_set(POLICY_BEST, 1, &[(lab_v4(), 10)], &[]),
+            ),
+            (
+                AnswerKey {
+                    record: WWW,
+                    region: SPREAD,
+                },
+                answer_set(
+                    POLICY_SPREAD,
+                    2,
+                    &[(s[0], 1), (s[1], 2), (s[2], 3)],
+                    &[(eu_v6(), 1)],
+                ),
+            ),
+            (
+                AnswerKey {
+                    record: IMG,
+                    region: EU,
+                },
+                answer_set(POLICY_BEST, 1, &[(eu_v4(), 10)], &[]),
+            ),
+            (
+                AnswerKey {
+                    record: IMG,
+                    region: LAB,
+                },
+                answer_set(POLICY_BEST, 1, &[(lab_v4(), 10)], &[]),
+            ),
+        ],
+    }
+}
+
+/// What a fixture row expects.
+enum Expect {
+    /// XDP_PASS with this counter bumped, frame untouched.
+    Pass(u32),
+    /// XDP_TX with these answer addresses (any of `one_of` for spread), and this ECS scope.
+    Answer {
+        addrs: Vec<IpAddr>,
+        /// For spread answers: how many addresses and from which set.
+        spread_from: Option<(usize, Vec<IpAddr>)>,
+        ecs_scope: Option<u8>,
+    },
+}
+
+struct Row {
+    desc: &'static str,
+    frame: Vec<u8>,
+    expect: Expect,
+}
+
+fn answer(addrs: &[IpAddr], ecs_scope: Option<u8>) -> Expect {
+    Expect::Answer {
+        addrs: addrs.to_vec(),
+        spread_from: None,
+        ecs_scope,
+    }
+}
+
+fn v4_client() -> L3 {
+    L3::V4 {
+        src: Ipv4Addr::new(198, 18, 7, 1),
+        dst: Ipv4Addr::new(198, 18, 7, 2),
+    }
+}
+fn v6_client() -> L3 {
+    L3::V6 {
+        src: "2001:2::7:1".parse().expect("v6"),
+        dst: "2001:2::7:2".parse().expect("v6"),
+    }
+}
+fn eu_client_v4() -> L3 {
+    L3::V4 {
+        src: Ipv4Addr::new(192, 0, 2, 77),
+        dst: Ipv4Addr::new(198, 18, 7, 2),
+    }
+}
+fn eu_client_v6() -> L3 {
+    L3::V6 {
+        src: "2001:db8:1::77".parse().expect("v6"),
+        dst: "2001:2::7:2".parse().expect("v6"),
+    }
+}
+
+fn q(name: &str, qtype: u16) -> frame::Query {
+    frame::Query::new(name, qtype)
+}
+
+#[expect(clippy::too_many_lines, reason = "a fixture table")]
+fn rows() -> Vec<Row> {
+    let www = "www.cdn.example.net.";
+    let eu4 = IpAddr::V4(eu_v4());
+    let eu6 = IpAddr::V6(eu_v6());
+    let lab4 = IpAddr::V4(lab_v4());
+    let spread: Vec<IpAddr> = spread_v4().iter().map(|a| IpAddr::V4(*a)).collect();
+    let f = |l3: L3, query: frame::Query| Frame::new(l3, query).build();
+    let mut rows = vec![
+        Row {
+            desc: "A over IPv4, source address in LAB region",
+            frame: f(v4_client(), q(www, 1)),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "A over IPv6, source address in LAB region",
+            frame: f(v6_client(), q(www, 1)),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "A over IPv4 from an EU source",
+            frame: f(eu_client_v4(), q(www, 1)),
+            expect: answer(&[eu4], None),
+        },
+        Row {
+            desc: "AAAA over IPv6 from an EU source",
+            frame: f(eu_client_v6(), q(www, 28)),
+            expect: answer(&[eu6], None),
+        },
+        Row {
+            desc: "AAAA where the chosen node has no IPv6 passes",
+            frame: f(v4_client(), q(www, 28)),
+            expect: Expect::Pass(counter::PASS_NO_ANSWER),
+        },
+        Row {
+            desc: "mixed-case name matches, case kept in the reply",
+            frame: f(v4_client(), q("WwW.CdN.ExAmPlE.NeT.", 1)),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "wildcard record",
+            frame: f(eu_client_v4(), q("a1.img.cdn.example.net.", 1)),
+            expect: answer(&[eu4], None),
+        },
+        Row {
+            desc: "wildcard record, mixed case, long first label",
+            frame: f(
+                v4_client(),
+                q("Some-Very-Long-First-Label-0123456789.IMG.cdn.example.net.", 1),
+            ),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "wildcard covers one level only",
+            frame: f(v4_client(), q("a.b.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "wildcard parent name itself is not served",
+            frame: f(v4_client(), q("img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "VLAN tagged",
+            frame: Frame::new(v4_client(), q(www, 1)).vlans(&[0x8100]).build(),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "QinQ (two VLAN tags), IPv6",
+            frame: Frame::new(v6_client(), q(www, 1))
+                .vlans(&[0x88A8, 0x8100])
+                .build(),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "EDNS without ECS gets OPT back",
+            frame: f(v4_client(), q(www, 1).edns(4096)),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "EDNS with DO set: OPT back with DO cleared",
+            frame: f(v4_client(), q(www, 1).edns(4096).dnssec_ok()),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "ECS IPv4 /24 in EU",
+            frame: f(v4_client(), q(www, 1).ecs("192.0.2.0", 24)),
+            expect: answer(&[eu4], Some(24)),
+        },
+        Row {
+            desc: "ECS IPv4 /32 in EU",
+            frame: f(v4_client(), q(www, 1).ecs("192.0.2.99", 32)),
+            expect: answer(&[eu4], Some(24)),
+        },
+        Row {
+            desc: "ECS IPv4 /0: source address used, scope 0",
+            frame: f(eu_client_v4(), q(www, 1).ecs("0.0.0.0", 0)),
+            expect: answer(&[eu4], Some(0)),
+        },
+        Row {
+            desc: "ECS IPv6 /56 in EU over IPv4 transport",
+            frame: f(v4_client(), q(www, 28).ecs("2001:db8:1:200::", 56)),
+            expect: answer(&[eu6], Some(32)),
+        },
+        Row {
+            desc: "ECS IPv6 /128",
+            frame: f(v6_client(), q(www, 28).ecs("2001:db8::1", 128)),
+            expect: answer(&[eu6], Some(32)),
+        },
+        Row {
+            desc: "ECS IPv6 /0 over IPv6: source used",
+            frame: f(eu_client_v6(), q(www, 28).ecs("::", 0)),
+            expect: answer(&[eu6], Some(0)),
+        },
+        Row {
+            desc: "ECS IPv4 /24 into a /25 region: scope is the matched /25",
+            frame: f(v4_client(), q(www, 1).ecs("203.0.113.128", 25)),
+            expect: Expect::Answer {
+                addrs: vec![],
+                spread_from: Some((2, spread.clone())),
+                ecs_scope: Some(25),
+            },
+        },
+        Row {
+            desc: "spread policy: two addresses from the weighted set",
+            frame: f(v4_client(), q(www, 1).ecs("203.0.113.200", 32)),
+            expect: Expect::Answer {
+                addrs: vec![],
+                spread_from: Some((2, spread.clone())),
+                ecs_scope: Some(25),
+            },
+        },
+        Row {
+            desc: "ECS in a region without answer passes",
+            frame: f(v4_client(), q(www, 1).ecs("10.1.2.0", 24)),
+            expect: Expect::Pass(counter::PASS_NO_ANSWER),
+        },
+        Row {
+            desc: "ECS with EDNS payload size 512 and other option ignored",
+            frame: f(
+                v4_client(),
+                q(www, 1).edns(512).option(10, &[1, 2, 3, 4, 5, 6, 7, 8]).ecs("192.0.2.0", 24),
+            ),
+            expect: answer(&[eu4], Some(24)),
+        },
+        // Pass reasons.
+        Row {
+            desc: "ECS with non-zero scope in a query",
+            frame: f(v4_client(), q(www, 1).ecs_raw(1, 24, 8, &[192, 0, 2])),
+            expect: Expect::Pass(counter::PASS_ECS),
+        },
+        Row {
+            desc: "ECS with bits set past the prefix",
+            frame: f(v4_client(), q(www, 1).ecs_raw(1, 23, 0, &[192, 0, 3])),
+            expect: Expect::Pass(counter::PASS_ECS),
+        },
+        Row {
+            desc: "ECS with too many address bytes",
+            frame: f(v4_client(), q(www, 1).ecs_raw(1, 16, 0, &[192, 0, 2])),
+            expect: Expect::Pass(counter::PASS_ECS),
+        },
+        Row {
+            desc: "ECS family 3",
+            frame: f(v4_client(), q(www, 1).ecs_raw(3, 8, 0, &[1])),
+            expect: Expect::Pass(counter::PASS_ECS),
+        },
+        Row {
+            desc: "ECS source prefix longer than the family",
+            frame: f(v4_client(), q(www, 1).ecs_raw(1, 33, 0, &[1, 2, 3, 4, 0])),
+            expect: Expect::Pass(counter::PASS_ECS),
+        },
+        Row {
+            desc: "two ECS options",
+            frame: f(
+                v4_client(),
+                q(www, 1).ecs("192.0.2.0", 24).ecs("192.0.2.0", 24),
+            ),
+            expect: Expect::Pass(counter::PASS_ECS),
+        },
+        Row {
+            desc: "EDNS version 1",
+            frame: f(v4_client(), q(www, 1).edns(1232).edns_version(1)),
+            expect: Expect::Pass(counter::PASS_EDNS),
+        },
+        Row {
+            desc: "two additional records",
+            frame: f(v4_client(), q(www, 1).edns(1232).extra_additional()),
+            expect: Expect::Pass(counter::PASS_EDNS),
+        },
+        Row {
+            desc: "QTYPE MX",
+            frame: f(v4_client(), q(www, 15)),
+            expect: Expect::Pass(counter::PASS_QTYPE),
+        },
+        Row {
+            desc: "QTYPE ANY",
+            frame: f(v4_client(), q(www, 255)),
+            expect: Expect::Pass(counter::PASS_QTYPE),
+        },
+        Row {
+            desc: "QCLASS CH",
+            frame: f(v4_client(), q(www, 1).class(3)),
+            expect: Expect::Pass(counter::PASS_QCLASS),
+        },
+        Row {
+            desc: "name not served",
+            frame: f(v4_client(), q("nope.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "name outside the zone",
+            frame: f(v4_client(), q("www.example.org.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "root name",
+            frame: f(v4_client(), q(".", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "compression pointer in QNAME",
+            frame: f(v4_client(), q(www, 1).raw_qname(&[3, b'w', b'w', b'w', 0xC0, 12])),
+            expect: Expect::Pass(counter::PASS_NAME),
+        },
+        Row {
+            desc: "name longer than the kernel bound",
+            frame: f(v4_client(), q(&format!("{}.cdn.example.net.", ["a".repeat(60), "b".repeat(60)].join(".")), 1)),
+            expect: Expect::Pass(counter::PASS_NAME),
+        },
+        Row {
+            desc: "more labels than the kernel bound",
+            frame: f(v4_client(), q(&format!("{}cdn.example.net.", "x.".repeat(17)), 1)),
+            expect: Expect::Pass(counter::PASS_NAME),
+        },
+        Row {
+            desc: "QR=1 (a response)",
+            frame: f(v4_client(), q(www, 1).flags(0x8000)),
+            expect: Expect::Pass(counter::PASS_HEADER),
+        },
+        Row {
+            desc: "opcode NOTIFY",
+            frame: f(v4_client(), q(www, 1).flags(4 << 11)),
+            expect: Expect::Pass(counter::PASS_HEADER),
+        },
+        Row {
+            desc: "TC=1 in a query",
+            frame: f(v4_client(), q(www, 1).flags(0x0200)),
+            expect: Expect::Pass(counter::PASS_HEADER),
+        },
+        Row {
+            desc: "Z bit set",
+            frame: f(v4_client(), q(www, 1).flags(0x0040)),
+            expect: Expect::Pass(counter::PASS_HEADER),
+        },
+        Row {
+            desc: "QDCOUNT 2",
+            frame: f(v4_client(), q(www, 1).counts(2, 0, 0)),
+            expect: Expect::Pass(counter::PASS_HEADER),
+        },
+        Row {
+            desc: "ANCOUNT 1",
+            frame: f(v4_client(), q(www, 1).counts(1, 1, 0)),
+            expect: Expect::Pass(counter::PASS_HEADER),
+        },
+        Row {
+            desc: "trailing garbage after the question",
+            frame: f(v4_client(), q(www, 1).trailing(&[0, 0, 0])),
+            expect: Expect::Pass(counter::PASS_HEADER),
+        },
+        Row {
+            desc: "other UDP port",
+            frame: Frame::new(v4_client(), q(www, 1)).dst_port(5353).build(),
+            expect: Expect::Pass(counter::PASS_NOT_OUR_PORT),
+        },
+        Row {
+            desc: "TCP",
+            frame: Frame::new(v4_client(), q(www, 1)).protocol(6).build(),
+            expect: Expect::Pass(counter::PASS_NOT_UDP),
+        },
+        Row {
+            desc: "IPv4 options",
+            frame: Frame::new(v4_client(), q(www, 1)).ipv4_options().build(),
+            expect: Expect::Pass(counter::PASS_IP_OPTIONS_OR_FRAGMENT),
+        },
+        Row {
+            desc: "IPv4 fragment (MF)",
+            frame: Frame::new(v4_client(), q(www, 1)).ipv4_frag(0x2000).build(),
+            expect: Expect::Pass(counter::PASS_IP_OPTIONS_OR_FRAGMENT),
+        },
+        Row {
+            desc: "IPv4 fragment (offset)",
+            frame: Frame::new(v4_client(), q(www, 1)).ipv4_frag(0x0010).build(),
+            expect: Expect::Pass(counter::PASS_IP_OPTIONS_OR_FRAGMENT),
+        },
+        Row {
+            desc: "IPv6 with a hop-by-hop extension header",
+            frame: Frame::new(v6_client(), q(www, 1)).ipv6_hop_by_hop().build(),
+            expect: Expect::Pass(counter::PASS_IPV6_EXT_HEADER),
+        },
+        Row {
+            desc: "ARP (not IP)",
+            frame: frame::arp(),
+            expect: Expect::Pass(counter::PASS_NOT_IP),
+        },
+    ];
+    // Truncated frames at every header boundary (and one byte into each header).
+    // Frames shorter than an Ethernet header never reach XDP (BPF_PROG_TEST_RUN
+    // rejects them too), so the cuts start at 14.
+    let full = f(v4_client(), q(www, 1).ecs("192.0.2.0", 24));
+    let vlan = Frame::new(v6_client(), q(www, 1)).vlans(&[0x8100]).build();
+    for (desc, cut) in [
+        ("truncated: inside a VLAN tag", 16),
+        ("truncated: inside IPv6 after a VLAN tag", 18 + 39),
+        ("truncated: after IPv6 after a VLAN tag", 18 + 40),
+    ] {
+        rows.push(Row {
+            desc,
+            frame: vlan[..cut].to_vec(),
+            expect: Expect::Pass(counter::PASS_TRUNCATED),
+        });
+    }
+    let dns = 14 + 20 + 8;
+    let qname_end = dns + 12 + wire_name(www).len();
+    for (desc, cut) in [
+        ("truncated: after Ethernet", 14),
+        ("truncated: inside IPv4", 14 + 19),
+        ("truncated: after IPv4", 14 + 20),
+        ("truncated: after UDP", dns),
+        ("truncated: inside DNS header", dns + 11),
+        ("truncated: after DNS header", dns + 12),
+        ("truncated: inside QNAME", dns + 15),
+        ("truncated: after QNAME", qname_end),
+        ("truncated: after QTYPE", qname_end + 2),
+        ("truncated: after question", qname_end + 4),
+        ("truncated: inside OPT", qname_end + 4 + 6),
+        ("truncated: inside ECS", full.len() - 1),
+    ] {
+        rows.push(Row {
+            desc,
+            frame: full[..cut].to_vec(),
+            expect: Expect::Pass(counter::PASS_TRUNCATED),
+        });
+    }
+    rows
+}
+
+fn load() -> XdpDns {
+    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load the XDP program");
+    xdp.install(&contents()).expect("fill the maps");
+    xdp
+}
+
+#[test]
+fn fixture_table() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let rows = rows();
+    assert!(rows.len() >= 40, "the issue asks for at least 40 rows");
+    let mut failures = Vec::new();
+    for row in &rows {
+        let before = xdp.counters().expect("counters");
+        let run = prog_test_run(fd, &row.frame, 1).expect("BPF_PROG_TEST_RUN");
+        let after = xdp.counters().expect("counters");
+        let outcome = check_row(row, run.action, &run.output, &before, &after);
+        if let Err(why) = outcome {
+            failures.push(format!("{}: {why}", row.desc));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+    println!("{} fixture rows passed", rows.len());
+}
+
+fn check_row(
+    row: &Row,
+    action: u32,
+    output: &[u8],
+    before: &[u64],
+    after: &[u64],
+) -> Result<(), String> {
+    let bumped = |c: u32| after[c as usize] == before[c as usize] + 1;
+    match &row.expect {
+        Expect::Pass(reason) => {
+            if action != XDP_PASS {
+                return Err(format!("action {action}, expected XDP_PASS"));
+            }
+            if output != row.frame.as_slice() {
+                return Err("passed frame was modified".into());
+            }
+            if !bumped(*reason) {
+                return Err(format!(
+                    "counter {} not bumped; changes: {:?}",
+                    counter::NAMES[*reason as usize],
+                    changed(before, after)
+                ));
+            }
+            Ok(())
+        }
+        Expect::Answer {
+            addrs,
+            spread_from,
+            ecs_scope,
+        } => {
+            if action != XDP_TX {
+                return Err(format!(
+                    "action {action}, expected XDP_TX; changes: {:?}",
+                    changed(before, after)
+                ));
+            }
+            check_reply(&row.frame, output, addrs, spread_from.as_ref(), *ecs_scope)
+        }
+    }
+}
+
+fn changed(before: &[u64], after: &[u64]) -> Vec<&'static str> {
+    (0..before.len())
+        .filter(|&i| before[i] != after[i])
+        .map(|i| counter::NAMES[i])
+        .collect()
+}
+
+/// Decodes the reply and checks it field by field against the query.
+fn check_reply(
+    query_frame: &[u8],
+    reply_frame: &[u8],
+    addrs: &[IpAddr],
+    spread_from: Option<&(usize, Vec<IpAddr>)>,
+    ecs_scope: Option<u8>,
+) -> Result<(), String> {
+    let query = frame::parse(query_frame).ok_or("query frame does not parse")?;
+    let reply = frame::parse(reply_frame).ok_or("reply frame does not parse")?;
+    // Link and network layers: swapped, lengths and checksums right.
+    if reply.dst_mac != query.src_mac || reply.src_mac != query.dst_mac {
+        return Err("MACs not swapped".into());
+    }
+    if reply.vlans != query.vlans {
+        return Err("VLAN tags changed".into());
+    }
+    if reply.src_ip != query.dst_ip || reply.dst_ip != query.src_ip {
+        return Err("IP addresses not swapped".into());
+    }
+    if reply.src_port != query.dst_port || reply.dst_port != query.src_port {
+        return Err("ports not swapped".into());
+    }
+    frame::verify_lengths_and_checksums(reply_frame).map_err(|e| format!("reply: {e}"))?;
+
+    let q = Message::from_vec(&query.payload).map_err(|e| format!("query: {e}"))?;
+    let m = Message::from_vec(&reply.payload).map_err(|e| format!("reply decode: {e}"))?;
+    let md = &m.metadata;
+    if md.id != q.metadata.id {
+        return Err("id changed".into());
+    }
+    if md.message_type != hickory_proto::op::MessageType::Response
+        || !md.authoritative
+        || md.truncation
+        || md.recursion_available
+        || md.authentic_data
+        || md.recursion_desired != q.metadata.recursion_desired
+        || md.checking_disabled != q.metadata.checking_disabled
+        || md.response_code != ResponseCode::NoError
+    {
+        return Err(format!("flags wrong: {md:?}"));
+    }
+    if m.queries != q.queries {
+        return Err("question changed".into());
+    }
+    // The question keeps the client's case; the answers point at it.
+    let qname = &q.queries[0].name;
+    let got: Vec<IpAddr> = m
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::A(a) => Ok(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Ok(IpAddr::V6(a.0)),
+            other => Err(format!("unexpected record {other:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    for r in &m.answers {
+        if &r.name != qname || r.ttl != 60 || r.dns_class != hickory_proto::rr::DNSClass::IN {
+            return Err(format!("answer record header wrong: {r:?}"));
+        }
+    }
+    match spread_from {
+        None => {
+            if got != addrs {
+                return Err(format!("answers {got:?}, expected {addrs:?}"));
+            }
+        }
+        Some((n, set)) => {
+            if got.len() != *n || !got.iter().all(|a| set.contains(a)) || got[0] == got[1] {
+                return Err(format!("spread answers {got:?} not {n} of {set:?}"));
+            }
+        }
+    }
+    if !m.authorities.is_empty() || !m.additionals.is_empty() {
+        return Err("unexpected authority/additional records".into());
+    }
+    // EDNS: present iff the query had it; 1232, version 0, DO clear, only ECS echoed.
+    match (&q.edns, &m.edns) {
+        (None, None) => {}
+        (Some(qe), Some(re)) => {
+            if re.max_payload() != 1232 || re.version() != 0 || re.flags().dnssec_ok {
+                return Err(format!("OPT wrong: {re:?}"));
+            }
+            let q_ecs = qe.option(EdnsCode::Subnet);
+            let r_ecs = re.option(EdnsCode::Subnet);
+            let others = re.options().as_ref().len() - usize::from(r_ecs.is_some());
+            if others != 0 {
+                return Err("options other than ECS echoed".into());
+            }
+            match (q_ecs, r_ecs, ecs_scope) {
+                (None, None, None) => {}
+                (Some(EdnsOption::Subnet(qs)), Some(EdnsOption::Subnet(rs)), Some(scope)) => {
+                    if rs.addr() != qs.addr()
+                        || rs.source_prefix() != qs.source_prefix()
+                        || rs.scope_prefix() != scope
+                    {
+                        return Err(format!("ECS echo {rs:?}, expected scope {scope} of {qs:?}"));
+                    }
+                }
+                other => return Err(format!("ECS mismatch {other:?}")),
+            }
+        }
+        other => return Err(format!("EDNS presence mismatch {other:?}")),
+    }
+    Ok(())
+}
+
+/// Spread answers follow the weights (1:2:3) over many runs.
+#[test]
+fn spread_follows_weights() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let frame = Frame::new(v4_client(), q("www.cdn.example.net.", 1).ecs("203.0.113.200", 32)).build();
+    let mut firsts = [0u32; 3];
+    let runs = 3000;
+    for _ in 0..runs {
+        let run = prog_test_run(fd, &frame, 1).expect("test run");
+        assert_eq!(run.action, XDP_TX);
+        let reply = frame::parse(&run.output).expect("reply parses");
+        let m = Message::from_vec(&reply.payload).expect("reply decodes");
+        let RData::A(a) = &m.answers[0].data else {
+            panic!("not an A record")
+        };
+        let i = spread_v4().iter().position(|x| *x == a.0).expect("a spread address");
+        firsts[i] += 1;
+    }
+    // Expected 1/6, 2/6, 3/6 of the runs; allow 4 percentage points.
+    for (i, w) in [1.0, 2.0, 3.0].iter().enumerate() {
+        let share = f64::from(firsts[i]) / f64::from(runs);
+        assert!(
+            (share - w / 6.0).abs() < 0.04,
+            "first answer {i} share {share:.3}, expected {:.3}: {firsts:?}",
+            w / 6.0
+        );
+    }
+}
+
+/// Swapping in a new generation changes answers at once; the old one is untouched
+/// until the next swap.
+#[test]
+fn generation_swap() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let frame = Frame::new(eu_client_v4(), q("www.cdn.example.net.", 1)).build();
+    let first = |xdp: &mut XdpDns| {
+        let _ = xdp;
+        let run = prog_test_run(fd, &frame, 1).expect("test run");
+        assert_eq!(run.action, XDP_TX);
+        let reply = frame::parse(&run.output).expect("reply parses");
+        let m = Message::from_vec(&reply.payload).expect("reply decodes");
+        match &m.answers[0].data {
+            RData::A(a) => a.0,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(first(&mut xdp), eu_v4());
+    let g0 = xdp.generation();
+    let mut c = contents();
+    for (k, v) in &mut c.answers {
+        if k.region == EU && k.record == WWW {
+            v.v4[0] = [192, 0, 2, 99];
+        }
+    }
+    let stats = xdp.install(&c).expect("install new generation");
+    assert_ne!(xdp.generation(), g0, "generation flipped");
+    assert!(stats.written > 0);
+    assert_eq!(first(&mut xdp), Ipv4Addr::new(192, 0, 2, 99));
+    // Swap back: only the differing entry is rewritten.
+    let stats = xdp.install(&contents()).expect("install again");
+    assert_eq!(xdp.generation(), g0);
+    assert_eq!(first(&mut xdp), eu_v4());
+    assert!(stats.written <= 1, "diff install wrote {stats:?}");
+}

@@ -1,7 +1,9 @@
 //! The contract between the XDP program (`xdp-dns`) and userspace (`maps`, `geodns`).
 //!
 //! Every map key and value is `#[repr(C)]`, `Copy`, with explicit padding and a
-//! compile-time size check, so both sides agree on the bytes. Userspace computes every
+//! compile-time size check, so both sides agree on the bytes.
+//! Padding fields are public and named `_pad` so userspace can build values with
+//! struct literals. Userspace computes every
 //! entry (see `geodns-maps`); the kernel only indexes.
 //!
 //! Generations: every map that describes *what to answer* exists twice (`_0` and `_1`
@@ -9,6 +11,7 @@
 //! fills the idle generation completely, then flips [`RuntimeState::generation`] with one
 //! array update, so a packet sees either the whole old table or the whole new one.
 #![no_std]
+#![allow(clippy::pub_underscore_fields, reason = "explicit padding, see above")]
 
 use core::mem::size_of;
 

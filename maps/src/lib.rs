@@ -1,4 +1,4 @@
-//! geodns-maps: config + GeoIP databases -> the exact contents of the kernel maps, and
+//! `geodns-maps`: config + `GeoIP` databases -> the exact contents of the kernel maps, and
 //! the same decision in userspace (fallback server, HTTP redirector, `geodns lookup`).
 //!
 //! Pure, safe Rust with no aya dependency. The kernel only indexes what this crate
@@ -9,7 +9,7 @@
 //!
 //! - `Config::from_path(&Path) -> Result<Config, ConfigError>`; `Config::from_str_named(text, name)`.
 //! - `Compiled::build(&Config, &mut dyn FnMut(Progress)) -> Result<Compiled, CompileError>`
-//!   reads the GeoIP databases named by the config, assigns dense region ids (0 = address
+//!   reads the `GeoIP` databases named by the config, assigns dense region ids (0 = address
 //!   in no database), and keeps merged v4/v6 prefix lists covering the whole address
 //!   space (gaps are filled with region 0 so every address has an exact ECS scope).
 //! - `NodeStates` (name -> `NodeState`), built from the config's admin states; health
@@ -20,4 +20,4 @@
 //! - `engine.resolve(&Question) -> Resolution`: the whole DNS decision except wire work.
 //! - `engine.explain(IpAddr, ecs: Option<(IpAddr, u8)>) -> Explanation` (serde-serializable).
 //! - `engine.kernel_maps() -> KernelMaps` (prefixes, names, answers exactly as the maps hold them).
-//! - `mmdb::Writer`: a small MaxMind DB writer for tests, the demo and the bench.
+//! - `mmdb::Writer`: a small `MaxMind` DB writer for tests, the demo and the bench.

@@ -1,4 +1,4 @@
-//! BPF_PROG_TEST_RUN and the "do we have BPF here" check.
+//! `BPF_PROG_TEST_RUN` and the "do we have BPF here" check.
 use std::io;
 
 /// `bpf(2)` command number of `BPF_PROG_TEST_RUN`.

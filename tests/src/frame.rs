@@ -217,7 +217,7 @@ pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 impl Frame {
     #[must_use]
-    pub fn new(l3: L3, query: Query) -> Self {
+    pub fn new(l3: L3, query: &Query) -> Self {
         Self::raw(l3, query.build())
     }
 
@@ -304,7 +304,11 @@ impl Frame {
                 let csum = transport_checksum(&src.octets(), &dst.octets(), 17, &udp);
                 udp[6..8].copy_from_slice(&csum.to_be_bytes());
                 f.extend_from_slice(&0x0800u16.to_be_bytes());
-                let opts: &[u8] = if self.ipv4_options { &[1, 1, 1, 0] } else { &[] };
+                let opts: &[u8] = if self.ipv4_options {
+                    &[1, 1, 1, 0]
+                } else {
+                    &[]
+                };
                 let ihl = 5 + opts.len() / 4;
                 let total = u16::try_from(ihl * 4 + udp.len()).expect("ip length");
                 let mut ip = vec![0x40 | u8::try_from(ihl).expect("ihl"), 0];
@@ -328,7 +332,11 @@ impl Frame {
                 } else {
                     Vec::new()
                 };
-                let next = if self.ipv6_hop_by_hop { 0 } else { self.protocol };
+                let next = if self.ipv6_hop_by_hop {
+                    0
+                } else {
+                    self.protocol
+                };
                 let plen = u16::try_from(ext.len() + udp.len()).expect("payload length");
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
                 f.extend_from_slice(&plen.to_be_bytes());
@@ -441,7 +449,10 @@ pub fn verify_lengths_and_checksums(f: &[u8]) -> Result<(), String> {
     let (src, dst): (Vec<u8>, Vec<u8>) = if lay.v6 {
         let plen = usize::from(u16::from_be_bytes([f[lay.l3 + 4], f[lay.l3 + 5]]));
         if plen != udp.len() {
-            return Err(format!("IPv6 payload length {plen}, frame has {}", udp.len()));
+            return Err(format!(
+                "IPv6 payload length {plen}, frame has {}",
+                udp.len()
+            ));
         }
         (
             f[lay.l3 + 8..lay.l3 + 24].to_vec(),
@@ -451,7 +462,10 @@ pub fn verify_lengths_and_checksums(f: &[u8]) -> Result<(), String> {
         let ip = &f[lay.l3..lay.l4];
         let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
         if total != f.len() - lay.l3 {
-            return Err(format!("IPv4 total length {total}, frame has {}", f.len() - lay.l3));
+            return Err(format!(
+                "IPv4 total length {total}, frame has {}",
+                f.len() - lay.l3
+            ));
         }
         if fold(sum16(ip)) != 0xFFFF {
             return Err("IPv4 header checksum wrong".into());

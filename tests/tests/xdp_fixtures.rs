@@ -1,7 +1,7 @@
-//! BPF_PROG_TEST_RUN fixture table for the XDP program: {description, input frame,
-//! expected action, expected output}. Every XDP_TX output is decoded with hickory-proto
+//! `BPF_PROG_TEST_RUN` fixture table for the XDP program: {description, input frame,
+//! expected action, expected output}. Every `XDP_TX` output is decoded with hickory-proto
 //! and checked field by field, its checksums are verified independently, and every
-//! XDP_PASS output must equal its input byte for byte (passed untouched).
+//! `XDP_PASS` output must equal its input byte for byte (passed untouched).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use geodns::loader::{Contents, LoadOptions, XdpDns};
@@ -183,9 +183,9 @@ fn contents() -> Contents {
 
 /// What a fixture row expects.
 enum Expect {
-    /// XDP_PASS with this counter bumped, frame untouched.
+    /// `XDP_PASS` with this counter bumped, frame untouched.
     Pass(u32),
-    /// XDP_TX with these answer addresses (any of `one_of` for spread), and this ECS scope.
+    /// `XDP_TX` with these answer addresses (or `spread_from`), and this ECS scope.
     Answer {
         addrs: Vec<IpAddr>,
         /// For spread answers: how many addresses and from which set.
@@ -244,7 +244,7 @@ fn rows() -> Vec<Row> {
     let eu6 = IpAddr::V6(eu_v6());
     let lab4 = IpAddr::V4(lab_v4());
     let spread: Vec<IpAddr> = spread_v4().iter().map(|a| IpAddr::V4(*a)).collect();
-    let f = |l3: L3, query: frame::Query| Frame::new(l3, query).build();
+    let f = |l3: L3, query: frame::Query| Frame::new(l3, &query).build();
     let mut rows = vec![
         Row {
             desc: "A over IPv4, source address in LAB region",
@@ -285,7 +285,10 @@ fn rows() -> Vec<Row> {
             desc: "wildcard record, mixed case, long first label",
             frame: f(
                 v4_client(),
-                q("Some-Very-Long-First-Label-0123456789.IMG.cdn.example.net.", 1),
+                q(
+                    "Some-Very-Long-First-Label-0123456789.IMG.cdn.example.net.",
+                    1,
+                ),
             ),
             expect: answer(&[lab4], None),
         },
@@ -301,12 +304,12 @@ fn rows() -> Vec<Row> {
         },
         Row {
             desc: "VLAN tagged",
-            frame: Frame::new(v4_client(), q(www, 1)).vlans(&[0x8100]).build(),
+            frame: Frame::new(v4_client(), &q(www, 1)).vlans(&[0x8100]).build(),
             expect: answer(&[lab4], None),
         },
         Row {
             desc: "QinQ (two VLAN tags), IPv6",
-            frame: Frame::new(v6_client(), q(www, 1))
+            frame: Frame::new(v6_client(), &q(www, 1))
                 .vlans(&[0x88A8, 0x8100])
                 .build(),
             expect: answer(&[lab4], None),
@@ -378,7 +381,10 @@ fn rows() -> Vec<Row> {
             desc: "ECS with EDNS payload size 512 and other option ignored",
             frame: f(
                 v4_client(),
-                q(www, 1).edns(512).option(10, &[1, 2, 3, 4, 5, 6, 7, 8]).ecs("192.0.2.0", 24),
+                q(www, 1)
+                    .edns(512)
+                    .option(10, &[1, 2, 3, 4, 5, 6, 7, 8])
+                    .ecs("192.0.2.0", 24),
             ),
             expect: answer(&[eu4], Some(24)),
         },
@@ -458,17 +464,32 @@ fn rows() -> Vec<Row> {
         },
         Row {
             desc: "compression pointer in QNAME",
-            frame: f(v4_client(), q(www, 1).raw_qname(&[3, b'w', b'w', b'w', 0xC0, 12])),
+            frame: f(
+                v4_client(),
+                q(www, 1).raw_qname(&[3, b'w', b'w', b'w', 0xC0, 12]),
+            ),
             expect: Expect::Pass(counter::PASS_NAME),
         },
         Row {
             desc: "name longer than the kernel bound",
-            frame: f(v4_client(), q(&format!("{}.cdn.example.net.", ["a".repeat(60), "b".repeat(60)].join(".")), 1)),
+            frame: f(
+                v4_client(),
+                q(
+                    &format!(
+                        "{}.cdn.example.net.",
+                        ["a".repeat(60), "b".repeat(60)].join(".")
+                    ),
+                    1,
+                ),
+            ),
             expect: Expect::Pass(counter::PASS_NAME),
         },
         Row {
             desc: "more labels than the kernel bound",
-            frame: f(v4_client(), q(&format!("{}cdn.example.net.", "x.".repeat(17)), 1)),
+            frame: f(
+                v4_client(),
+                q(&format!("{}cdn.example.net.", "x.".repeat(17)), 1),
+            ),
             expect: Expect::Pass(counter::PASS_NAME),
         },
         Row {
@@ -508,32 +529,38 @@ fn rows() -> Vec<Row> {
         },
         Row {
             desc: "other UDP port",
-            frame: Frame::new(v4_client(), q(www, 1)).dst_port(5353).build(),
+            frame: Frame::new(v4_client(), &q(www, 1)).dst_port(5353).build(),
             expect: Expect::Pass(counter::PASS_NOT_OUR_PORT),
         },
         Row {
             desc: "TCP",
-            frame: Frame::new(v4_client(), q(www, 1)).protocol(6).build(),
+            frame: Frame::new(v4_client(), &q(www, 1)).protocol(6).build(),
             expect: Expect::Pass(counter::PASS_NOT_UDP),
         },
         Row {
             desc: "IPv4 options",
-            frame: Frame::new(v4_client(), q(www, 1)).ipv4_options().build(),
+            frame: Frame::new(v4_client(), &q(www, 1)).ipv4_options().build(),
             expect: Expect::Pass(counter::PASS_IP_OPTIONS_OR_FRAGMENT),
         },
         Row {
             desc: "IPv4 fragment (MF)",
-            frame: Frame::new(v4_client(), q(www, 1)).ipv4_frag(0x2000).build(),
+            frame: Frame::new(v4_client(), &q(www, 1))
+                .ipv4_frag(0x2000)
+                .build(),
             expect: Expect::Pass(counter::PASS_IP_OPTIONS_OR_FRAGMENT),
         },
         Row {
             desc: "IPv4 fragment (offset)",
-            frame: Frame::new(v4_client(), q(www, 1)).ipv4_frag(0x0010).build(),
+            frame: Frame::new(v4_client(), &q(www, 1))
+                .ipv4_frag(0x0010)
+                .build(),
             expect: Expect::Pass(counter::PASS_IP_OPTIONS_OR_FRAGMENT),
         },
         Row {
             desc: "IPv6 with a hop-by-hop extension header",
-            frame: Frame::new(v6_client(), q(www, 1)).ipv6_hop_by_hop().build(),
+            frame: Frame::new(v6_client(), &q(www, 1))
+                .ipv6_hop_by_hop()
+                .build(),
             expect: Expect::Pass(counter::PASS_IPV6_EXT_HEADER),
         },
         Row {
@@ -546,7 +573,7 @@ fn rows() -> Vec<Row> {
     // Frames shorter than an Ethernet header never reach XDP (BPF_PROG_TEST_RUN
     // rejects them too), so the cuts start at 14.
     let full = f(v4_client(), q(www, 1).ecs("192.0.2.0", 24));
-    let vlan = Frame::new(v6_client(), q(www, 1)).vlans(&[0x8100]).build();
+    let vlan = Frame::new(v6_client(), &q(www, 1)).vlans(&[0x8100]).build();
     for (desc, cut) in [
         ("truncated: inside a VLAN tag", 16),
         ("truncated: inside IPv6 after a VLAN tag", 18 + 39),
@@ -781,7 +808,11 @@ fn spread_follows_weights() {
     }
     let mut xdp = load();
     let fd = xdp.program_fd("xdp_dns").expect("program fd");
-    let frame = Frame::new(v4_client(), q("www.cdn.example.net.", 1).ecs("203.0.113.200", 32)).build();
+    let frame = Frame::new(
+        v4_client(),
+        &q("www.cdn.example.net.", 1).ecs("203.0.113.200", 32),
+    )
+    .build();
     let mut firsts = [0u32; 3];
     let runs = 3000;
     for _ in 0..runs {
@@ -792,7 +823,10 @@ fn spread_follows_weights() {
         let RData::A(a) = &m.answers[0].data else {
             panic!("not an A record")
         };
-        let i = spread_v4().iter().position(|x| *x == a.0).expect("a spread address");
+        let i = spread_v4()
+            .iter()
+            .position(|x| *x == a.0)
+            .expect("a spread address");
         firsts[i] += 1;
     }
     // Expected 1/6, 2/6, 3/6 of the runs; allow 4 percentage points.
@@ -815,7 +849,7 @@ fn generation_swap() {
     }
     let mut xdp = load();
     let fd = xdp.program_fd("xdp_dns").expect("program fd");
-    let frame = Frame::new(eu_client_v4(), q("www.cdn.example.net.", 1)).build();
+    let frame = Frame::new(eu_client_v4(), &q("www.cdn.example.net.", 1)).build();
     let first = |xdp: &mut XdpDns| {
         let _ = xdp;
         let run = prog_test_run(fd, &frame, 1).expect("test run");

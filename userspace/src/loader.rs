@@ -16,8 +16,7 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState,
-    DEFAULT_DNS_PORT,
+    counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
 };
 
 /// Errors of loading and filling the kernel maps.
@@ -287,9 +286,9 @@ impl XdpDns {
         let result = self.write_generation(target, contents, &mut mirror, &mut stats);
         self.mirrors[target as usize] = mirror;
         result?;
-        let mut state = self.state;
-        state.generation = target;
-        self.write_state(state)?;
+        let mut next = self.state;
+        next.generation = target;
+        self.write_state(next)?;
         self.installed_once = true;
         Ok(stats)
     }
@@ -393,8 +392,8 @@ impl XdpDns {
 
     /// Counters summed over CPUs, indexed by `geodns_common::counter`.
     pub fn counters(&self) -> Result<[u64; counter::COUNT as usize], LoaderError> {
-        let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map("COUNTERS")?).map_err(|source| LoaderError::Map {
+        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map("COUNTERS")?)
+            .map_err(|source| LoaderError::Map {
                 map: "COUNTERS",
                 op: "open",
                 source,
@@ -502,11 +501,12 @@ fn sync_hash<K: Pod + Eq + Hash, V: Pod + PartialEq>(
     }
     for (key, value) in &fresh {
         if mirror.get(key) != Some(value) {
-            hash.insert(key, value, 0).map_err(|source| LoaderError::Map {
-                map: name,
-                op: "insert",
-                source,
-            })?;
+            hash.insert(key, value, 0)
+                .map_err(|source| LoaderError::Map {
+                    map: name,
+                    op: "insert",
+                    source,
+                })?;
             mirror.insert(*key, *value);
             stats.written += 1;
         }

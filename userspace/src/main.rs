@@ -1,11 +1,11 @@
-//! `geodns`: a GeoDNS responder whose hot path runs in XDP.
+//! `geodns`: a `GeoDNS` responder whose hot path runs in XDP.
 use clap::{Parser, Subcommand};
 use geodns::cmd;
 
-/// GeoDNS for a CDN: answers A/AAAA per client location from an XDP program, with a
+/// `GeoDNS` for a CDN: answers `A`/`AAAA` per client location from an XDP program, with a
 /// complete authoritative fallback server in userspace.
 ///
-/// Typical use: `geodns compile --config FILE` to check a config and its GeoIP
+/// Typical use: `geodns compile --config FILE` to check a config and its `GeoIP`
 /// databases, `geodns lookup --config FILE IP` to explain one decision, and
 /// `geodns run --config FILE --iface IFACE` to serve.
 #[derive(Parser)]
@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile the config and GeoIP databases into the geo-map and print what it holds.
+    /// Compile the config and `GeoIP` databases into the geo-map and print what it holds.
     Compile(cmd::compile::Args),
     /// Explain the decision for one client address (or ECS prefix).
     Lookup(cmd::lookup::Args),

@@ -1,12 +1,16 @@
-//! XDP program: answers geo A/AAAA queries in place (XDP_TX) and passes everything it
-//! cannot answer, untouched, to the userspace fallback server (XDP_PASS).
+//! XDP program: answers geo A/AAAA queries in place (`XDP_TX`) and passes everything it
+//! cannot answer, untouched, to the userspace fallback server (`XDP_PASS`).
 //!
 //! Only packet work lives here: parse, look up what userspace precomputed, write,
 //! return an action. Every early exit names its reason in `COUNTERS`.
 #![no_std]
 #![no_main]
+// Everything is inlined into the two entry points: the verifier then sees one function
+// and bounds every offset in context.
+#![expect(clippy::inline_always, reason = "see above")]
 
-#[cfg(not(test))]
+// This crate only builds for the BPF target (`cargo xtask lint` runs clippy on it
+// there); host builds of the workspace exclude it.
 extern crate ebpf_panic;
 
 use core::mem::size_of;
@@ -86,6 +90,10 @@ fn count(index: u32) {
 }
 
 #[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
 pub fn xdp_dns(ctx: XdpContext) -> u32 {
     count(counter::RX);
     match try_xdp_dns(&ctx) {
@@ -97,7 +105,7 @@ pub fn xdp_dns(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Attached to the client side of a veth pair: XDP_TX replies over veth are only
+/// Attached to the client side of a veth pair: `XDP_TX` replies over veth are only
 /// received when the peer has an XDP program too.
 #[xdp]
 pub fn xdp_pass(_ctx: XdpContext) -> u32 {
@@ -142,7 +150,11 @@ fn read_u16(ctx: &XdpContext, offset: usize) -> Result<u16, Pass> {
 }
 
 #[inline(always)]
-fn write_bytes<const N: usize>(ctx: &XdpContext, offset: usize, bytes: [u8; N]) -> Result<(), Pass> {
+fn write_bytes<const N: usize>(
+    ctx: &XdpContext,
+    offset: usize,
+    bytes: [u8; N],
+) -> Result<(), Pass> {
     // SAFETY: ptr_at checked all N bytes lie inside the packet.
     unsafe { ptr_at::<[u8; N]>(ctx, offset)?.write_unaligned(bytes) };
     Ok(())
@@ -209,7 +221,10 @@ fn launder(q: *mut Query, value: usize, max: usize) -> Result<usize, Pass> {
 #[inline(always)]
 fn store(field: *mut u32, value: usize) {
     // SAFETY: `field` points into the per-CPU QUERY value, valid for the program run.
-    #[expect(clippy::cast_possible_truncation, reason = "offsets are below MAX_PACKET")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "offsets are below MAX_PACKET"
+    )]
     unsafe {
         core::ptr::write_volatile(field, value as u32);
     };
@@ -231,6 +246,10 @@ fn try_xdp_dns(ctx: &XdpContext) -> Result<u32, Pass> {
 
 /// Parses and validates the query, recording what the reply needs in `*q`.
 #[inline(always)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over the headers, in wire order"
+)]
 fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     // Ethernet, with up to two VLAN tags.
     let mut proto = read_u16(ctx, 12).map_err(|_| counter::PASS_NOT_IP)?;
@@ -506,6 +525,7 @@ fn parse_ecs(ctx: &XdpContext, data: usize, len: usize, q: *mut Query) -> Result
 }
 
 /// The parsed query as the reply needs it, read back from `QUERY` (see [`reload`]).
+#[expect(clippy::struct_excessive_bools, reason = "flags of one query")]
 struct View {
     l3: usize,
     l4: usize,
@@ -581,9 +601,9 @@ fn answer(ctx: &XdpContext, q: *mut Query, generation: u32) -> Result<u32, Pass>
     // SAFETY: hash map values stay valid for the program run (RCU).
     let set = unsafe {
         if generation == 0 {
-            ANSWERS_0.get(&key)
+            ANSWERS_0.get(key)
         } else {
-            ANSWERS_1.get(&key)
+            ANSWERS_1.get(key)
         }
     }
     .ok_or(counter::PASS_NO_ANSWER)?;
@@ -614,6 +634,10 @@ fn answer(ctx: &XdpContext, q: *mut Query, generation: u32) -> Result<u32, Pass>
 }
 
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "pass a pointer into the scratch map, not a 132-byte stack copy"
+)]
 fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
     let names = if generation == 0 { &NAMES_0 } else { &NAMES_1 };
     // SAFETY: hash map values stay valid for the program run (RCU).
@@ -694,6 +718,7 @@ fn pick_weighted(cum: &[u32; MAX_ANSWER_ADDRS], n: usize) -> usize {
 /// checksums. Everything the reply needs from the query's tail is already in `q`.
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "all are parts of one reply")]
+#[expect(clippy::too_many_lines, reason = "the reply, in wire order")]
 fn write_reply(
     ctx: &XdpContext,
     qp: *mut Query,
@@ -708,12 +733,16 @@ fn write_reply(
     let rdlen: usize = if q.aaaa { 16 } else { 4 };
     let rr_len = 12 + rdlen;
     let ecs_alen = usize::from(q.ecs_source).div_ceil(8);
-    let ecs_len = if q.ecs { 4 + 4 + ecs_alen } else { 0 };
-    let opt_len = if q.edns { 11 + ecs_len } else { 0 };
+    let ecs_opt_len = if q.ecs { 4 + 4 + ecs_alen } else { 0 };
+    let opt_len = if q.edns { 11 + ecs_opt_len } else { 0 };
     let answers_end = launder(qp, q.question_end + want * rr_len, MAX_PACKET)?;
     let new_end = answers_end + opt_len;
     let old_len = ctx.data_end() - ctx.data();
-    #[expect(clippy::cast_possible_wrap, reason = "both are below MAX_PACKET")]
+    #[expect(
+        clippy::cast_possible_wrap,
+        clippy::cast_possible_truncation,
+        reason = "both are below MAX_PACKET"
+    )]
     let delta = new_end as i32 - old_len as i32;
     if new_end > MAX_PACKET {
         return Err(counter::PASS_TOO_BIG);
@@ -750,7 +779,7 @@ fn write_reply(
 
     if q.edns {
         let [p0, p1] = EDNS_UDP_PAYLOAD.to_be_bytes();
-        let [r0, r1] = u16::try_from(ecs_len).unwrap_or(0).to_be_bytes();
+        let [r0, r1] = u16::try_from(ecs_opt_len).unwrap_or(0).to_be_bytes();
         write_bytes(ctx, answers_end, [0, 0, 41, p0, p1, 0, 0, 0, 0, r0, r1])?;
         if q.ecs {
             let [o0, o1] = u16::try_from(4 + ecs_alen).unwrap_or(0).to_be_bytes();
@@ -772,18 +801,7 @@ fn write_reply(
     write_bytes(
         ctx,
         q.l4 + UDP_HLEN + 2,
-        [
-            0x84 | q.rd,
-            q.cd,
-            0,
-            1,
-            a0,
-            a1,
-            0,
-            0,
-            0,
-            u8::from(q.edns),
-        ],
+        [0x84 | q.rd, q.cd, 0, 1, a0, a1, 0, 0, 0, u8::from(q.edns)],
     )?;
 
     // Ethernet: swap MACs.
@@ -814,7 +832,9 @@ fn write_reply(
         sum_bytes(ctx, q.l3 + 8, 32)?
     } else {
         swap_addrs::<4>(ctx, q.l3 + 12)?;
-        let [i0, i1] = u16::try_from(IPV4_HLEN + udp_len).unwrap_or(0).to_be_bytes();
+        let [i0, i1] = u16::try_from(IPV4_HLEN + udp_len)
+            .unwrap_or(0)
+            .to_be_bytes();
         write_bytes(ctx, q.l3 + 2, [i0, i1])?;
         write_bytes(ctx, q.l3 + 8, [REPLY_TTL])?;
         write_bytes(ctx, q.l3 + 10, [0, 0])?;

@@ -1,4 +1,4 @@
-//! Kernel benchmark: ns per query through BPF_PROG_TEST_RUN, with prefix tables of
+//! Kernel benchmark: ns per query through `BPF_PROG_TEST_RUN`, with prefix tables of
 //! 1k, 100k and 500k entries and client addresses drawn across the table (a fresh
 //! frame per run, so no single hot address). Prints one JSON object of figures;
 //! `cargo xtask bench` merges it into target/bench/results.json.
@@ -138,7 +138,10 @@ fn measure(xdp: &XdpDns, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
                 .filter(|&i| before[i] != after[i])
                 .map(|i| geodns_common::counter::NAMES[i])
                 .collect();
-            panic!("unexpected XDP action {} ({why:?}) for frame {f:02x?}", run.action);
+            panic!(
+                "unexpected XDP action {} ({why:?}) for frame {f:02x?}",
+                run.action
+            );
         }
         total += u64::from(run.duration_ns);
     }
@@ -150,7 +153,7 @@ fn measure(xdp: &XdpDns, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
-    let mut rng = Rng(0x5EED_6E0D_A5u64);
+    let mut rng = Rng(0x5E_ED6E_0DA5_u64);
     let dst4 = Ipv4Addr::new(198, 18, 0, 2);
     let dst6: Ipv6Addr = "2001:2::2".parse().expect("v6");
     let www = "www.cdn.example.net.";
@@ -163,17 +166,23 @@ fn main() {
         ("xdp_ns_v4_100k", 100_000),
         ("xdp_ns_v4_500k", 500_000),
     ] {
-        if !want(name) && !(size == 500_000 && (want("xdp_ns_v4_ecs_500k") || want("xdp_ns_parse_pass"))) {
+        if !want(name)
+            && !(size == 500_000 && (want("xdp_ns_v4_ecs_500k") || want("xdp_ns_parse_pass")))
+        {
             continue;
         }
         let v4 = table_v4(size, &mut rng);
         let t = Instant::now();
-        xdp.install(&contents(v4.clone(), Vec::new())).expect("install");
-        eprintln!("{name}: {size} IPv4 prefixes installed in {:.2}s", t.elapsed().as_secs_f64());
+        xdp.install(&contents(v4.clone(), Vec::new()))
+            .expect("install");
+        eprintln!(
+            "{name}: {size} IPv4 prefixes installed in {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
         let frames: Vec<Vec<u8>> = (0..SAMPLES)
             .map(|_| {
                 let src = pick_v4(&v4, &mut rng);
-                Frame::new(L3::V4 { src, dst: dst4 }, Query::new(www, 1)).build()
+                Frame::new(L3::V4 { src, dst: dst4 }, &Query::new(www, 1)).build()
             })
             .collect();
         if want(name) {
@@ -185,7 +194,14 @@ fn main() {
                     .map(|_| {
                         let c = pick_v4(&v4, &mut rng).octets();
                         let q = Query::new(www, 1).ecs_raw(1, 24, 0, &c[..3]);
-                        Frame::new(L3::V4 { src: dst4, dst: dst4 }, q).build()
+                        Frame::new(
+                            L3::V4 {
+                                src: dst4,
+                                dst: dst4,
+                            },
+                            &q,
+                        )
+                        .build()
                     })
                     .collect();
                 out.insert("xdp_ns_v4_ecs_500k".into(), measure(&xdp, fd, &ecs, 3));
@@ -201,12 +217,16 @@ fn main() {
     if want("xdp_ns_v6_500k") {
         let v6 = table_v6(500_000, &mut rng);
         let t = Instant::now();
-        xdp.install(&contents(Vec::new(), v6.clone())).expect("install");
-        eprintln!("xdp_ns_v6_500k: 500000 IPv6 prefixes installed in {:.2}s", t.elapsed().as_secs_f64());
+        xdp.install(&contents(Vec::new(), v6.clone()))
+            .expect("install");
+        eprintln!(
+            "xdp_ns_v6_500k: 500000 IPv6 prefixes installed in {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
         let frames: Vec<Vec<u8>> = (0..SAMPLES)
             .map(|_| {
                 let src = pick_v6(&v6, &mut rng);
-                Frame::new(L3::V6 { src, dst: dst6 }, Query::new(www, 1)).build()
+                Frame::new(L3::V6 { src, dst: dst6 }, &Query::new(www, 1)).build()
             })
             .collect();
         out.insert("xdp_ns_v6_500k".into(), measure(&xdp, fd, &frames, 3));

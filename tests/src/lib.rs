@@ -1,5 +1,9 @@
 //! Support for geodns integration tests: BPF test runs, frames, network namespaces.
 pub mod bpf;
+pub mod client;
 pub mod frame;
+pub mod netns;
+pub mod table;
 
 pub use bpf::{prog_test_run, require_bpf, TestRun};
+pub use netns::{NetnsPair, Side};

@@ -2,16 +2,14 @@
 //! expected action, expected output}. Every `XDP_TX` output is decoded with hickory-proto
 //! and checked field by field, its checksums are verified independently, and every
 //! `XDP_PASS` output must equal its input byte for byte (passed untouched).
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use geodns::loader::{Contents, LoadOptions, XdpDns};
-use geodns_common::{
-    counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS,
-    MAX_NAME_WIRE_LEN, POLICY_BEST, POLICY_SPREAD,
-};
+use geodns::loader::{LoadOptions, XdpDns};
+use geodns_common::counter;
 use geodns_tests::{
-    frame::{self, Frame, L3},
+    frame::{self, wire_name, Frame, L3},
     prog_test_run, require_bpf,
+    table::{contents, eu_v4, eu_v6, lab_v4, spread_v4, EU, WWW},
 };
 use hickory_proto::{
     op::{Message, ResponseCode},
@@ -23,163 +21,6 @@ use hickory_proto::{
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-
-fn wire_name(name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in name.trim_end_matches('.').split('.') {
-        if label.is_empty() {
-            continue;
-        }
-        out.push(u8::try_from(label.len()).expect("label length"));
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
-}
-
-fn name_key(name: &str, wildcard: bool) -> NameKey {
-    let wire = wire_name(&name.to_ascii_lowercase());
-    let mut key = NameKey::ZERO;
-    key.wildcard = u8::from(wildcard);
-    key.name[..wire.len()].copy_from_slice(&wire);
-    assert!(wire.len() <= MAX_NAME_WIRE_LEN);
-    key
-}
-
-fn pv(region: u16, prefix_len: u8) -> PrefixValue {
-    PrefixValue {
-        region,
-        prefix_len,
-        _pad: 0,
-    }
-}
-
-fn answer_set(policy: u8, count: u8, v4: &[(Ipv4Addr, u32)], v6: &[(Ipv6Addr, u32)]) -> AnswerSet {
-    let mut s = AnswerSet::EMPTY;
-    s.ttl = 60;
-    s.policy = policy;
-    s.count = count;
-    let mut cum = 0;
-    for (i, (a, w)) in v4.iter().enumerate() {
-        cum += w;
-        s.v4[i] = a.octets();
-        s.cum_v4[i] = cum;
-    }
-    s.n_v4 = u8::try_from(v4.len()).expect("count");
-    cum = 0;
-    for (i, (a, w)) in v6.iter().enumerate() {
-        cum += w;
-        s.v6[i] = a.octets();
-        s.cum_v6[i] = cum;
-    }
-    s.n_v6 = u8::try_from(v6.len()).expect("count");
-    assert!(v4.len() <= MAX_ANSWER_ADDRS && v6.len() <= MAX_ANSWER_ADDRS);
-    s
-}
-
-// Regions of the fixture table.
-const EU: u16 = 1; // 192.0.2.0/24, 2001:db8::/32
-const LAB: u16 = 2; // 198.18.0.0/15, 2001:2::/48 (the test hosts themselves)
-const SPREAD: u16 = 3; // 203.0.113.128/25, 2001:db8:abcd:1200::/56
-const WWW: u16 = 0;
-const IMG: u16 = 1;
-
-fn eu_v4() -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, 10)
-}
-fn eu_v6() -> Ipv6Addr {
-    "2001:db8::10".parse().expect("addr")
-}
-fn lab_v4() -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, 53)
-}
-fn spread_v4() -> [Ipv4Addr; 3] {
-    [
-        Ipv4Addr::new(203, 0, 113, 1),
-        Ipv4Addr::new(203, 0, 113, 2),
-        Ipv4Addr::new(203, 0, 113, 3),
-    ]
-}
-
-fn contents() -> Contents {
-    let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("v4").octets();
-    let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("v6").octets();
-    let s = spread_v4();
-    Contents {
-        prefixes_v4: vec![
-            (v4("0.0.0.0"), 1, pv(0, 1)),
-            (v4("128.0.0.0"), 1, pv(0, 1)),
-            (v4("192.0.2.0"), 24, pv(EU, 24)),
-            (v4("198.18.0.0"), 15, pv(LAB, 15)),
-            (v4("203.0.113.128"), 25, pv(SPREAD, 25)),
-        ],
-        prefixes_v6: vec![
-            (v6("::"), 1, pv(0, 1)),
-            (v6("8000::"), 1, pv(0, 1)),
-            (v6("2001:db8::"), 32, pv(EU, 32)),
-            (v6("2001:2::"), 48, pv(LAB, 48)),
-            (v6("2001:db8:abcd:1200::"), 56, pv(SPREAD, 56)),
-        ],
-        names: vec![
-            (
-                name_key("www.cdn.example.net", false),
-                NameValue {
-                    record: WWW,
-                    _pad: 0,
-                },
-            ),
-            (
-                name_key("img.cdn.example.net", true),
-                NameValue {
-                    record: IMG,
-                    _pad: 0,
-                },
-            ),
-        ],
-        answers: vec![
-            (
-                AnswerKey {
-                    record: WWW,
-                    region: EU,
-                },
-                answer_set(POLICY_BEST, 1, &[(eu_v4(), 10)], &[(eu_v6(), 10)]),
-            ),
-            (
-                AnswerKey {
-                    record: WWW,
-                    region: LAB,
-                },
-                answer_set(POLICY_BEST, 1, &[(lab_v4(), 10)], &[]),
-            ),
-            (
-                AnswerKey {
-                    record: WWW,
-                    region: SPREAD,
-                },
-                answer_set(
-                    POLICY_SPREAD,
-                    2,
-                    &[(s[0], 1), (s[1], 2), (s[2], 3)],
-                    &[(eu_v6(), 1)],
-                ),
-            ),
-            (
-                AnswerKey {
-                    record: IMG,
-                    region: EU,
-                },
-                answer_set(POLICY_BEST, 1, &[(eu_v4(), 10)], &[]),
-            ),
-            (
-                AnswerKey {
-                    record: IMG,
-                    region: LAB,
-                },
-                answer_set(POLICY_BEST, 1, &[(lab_v4(), 10)], &[]),
-            ),
-        ],
-    }
-}
 
 /// What a fixture row expects.
 enum Expect {

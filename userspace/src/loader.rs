@@ -225,13 +225,23 @@ impl XdpDns {
         Ok(fd.as_fd().as_raw_fd())
     }
 
-    /// Attaches `xdp_dns` to an interface.
+    /// Attaches `xdp_dns` to an interface (of the calling thread's network namespace).
     pub fn attach(&mut self, if_index: u32, mode: XdpMode) -> Result<(), LoaderError> {
-        let program = self.program_mut("xdp_dns")?;
+        self.attach_program("xdp_dns", if_index, mode)
+    }
+
+    /// Attaches one of the object's programs (`xdp_dns` or `xdp_pass`) to an interface.
+    pub fn attach_program(
+        &mut self,
+        name: &'static str,
+        if_index: u32,
+        mode: XdpMode,
+    ) -> Result<(), LoaderError> {
+        let program = self.program_mut(name)?;
         program
             .attach_to_if_index(if_index, mode)
             .map_err(|e| LoaderError::Program {
-                program: "xdp_dns",
+                program: name,
                 op: "attach",
                 source: Box::new(e),
             })?;

@@ -291,10 +291,11 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
             }
             let next = read_u8(ctx, l3 + 6)?;
             if next != IPPROTO_UDP {
-                return Err(if next == 6 {
-                    counter::PASS_NOT_UDP
-                } else {
+                // Hop-by-hop, routing, fragment, ESP, AH, destination options.
+                return Err(if matches!(next, 0 | 43 | 44 | 50 | 51 | 60) {
                     counter::PASS_IPV6_EXT_HEADER
+                } else {
+                    counter::PASS_NOT_UDP
                 });
             }
             let payload = usize::from(read_u16(ctx, l3 + 4)?);

@@ -1,1 +1,375 @@
-fn main() {}
+//! `cargo xtask`: set up the eBPF toolchain, build, lint, test, run, demo, bench.
+//!
+//! Every command that builds runs `setup` first (idempotent, fast when done), so a
+//! newcomer on a fresh machine needs nothing but `cargo xtask demo` / `cargo xtask test`.
+use std::{
+    collections::BTreeMap,
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "geodns developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the eBPF build needs: nightly's rust-src and a bpf-linker built
+    /// against nightly's own LLVM. Idempotent.
+    Setup,
+    /// Build the geodns binary (with the XDP program embedded).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// cargo fmt --check, clippy on the workspace, clippy on the eBPF crate.
+    Lint,
+    /// Lint, then every test: unit, `BPF_PROG_TEST_RUN` fixtures and netns/veth tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        args: Vec<String>,
+    },
+    /// Build and run geodns with the given arguments: `cargo xtask run -- --help`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the demo: XDP answering geo queries between two network namespaces.
+    Demo,
+    /// Benchmarks; figures go to target/bench/results.json. Names select a subset.
+    Bench { names: Vec<String> },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Setup => setup().map(|_| ()),
+        Task::Build { release } => {
+            let path = setup()?;
+            let mut cmd = cargo(&path, &["build", "-p", "geodns"]);
+            if release {
+                cmd.arg("--release");
+            }
+            run(&mut cmd)
+        }
+        Task::Lint => {
+            let path = setup()?;
+            lint(&path)
+        }
+        Task::Test { args } => {
+            let path = setup()?;
+            lint(&path)?;
+            test(&path, &args)
+        }
+        Task::Run { args } => {
+            let path = setup()?;
+            let mut cmd = cargo(&path, &["run", "--release", "-p", "geodns", "--"]);
+            cmd.args(args);
+            run(&mut cmd)
+        }
+        Task::Demo => {
+            let path = setup()?;
+            require_root("the demo creates network namespaces and attaches XDP")?;
+            run(&mut cargo(
+                &path,
+                &["run", "--release", "-p", "geodns-tests", "--bin", "demo"],
+            ))
+        }
+        Task::Bench { names } => {
+            let path = setup()?;
+            require_root("the benchmarks run BPF programs")?;
+            bench(&path, &root, &names)
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = env::var("CARGO_MANIFEST_DIR").context("run through `cargo xtask`")?;
+    Ok(Path::new(&manifest)
+        .parent()
+        .context("xtask has a parent directory")?
+        .to_path_buf())
+}
+
+/// Where setup installs bpf-linker; userspace/build.rs looks in the same place.
+fn toolchain_root() -> Result<PathBuf> {
+    let data = match env::var_os("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env::var_os("HOME").context("HOME is not set")?).join(".local/share"),
+    };
+    Ok(data.join("geodns/toolchain"))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cargo(path: &OsString, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(args).env("PATH", path);
+    cmd
+}
+
+/// Makes sure nightly with rust-src and a matching bpf-linker exist; returns the PATH
+/// for the builds xtask starts (bpf-linker's directory first).
+#[expect(clippy::too_many_lines, reason = "one linear set-up script")]
+fn setup() -> Result<OsString> {
+    let started = Instant::now();
+    let root = toolchain_root()?;
+    let bin = root.join("bin");
+    let path = {
+        let mut paths = vec![bin.clone()];
+        paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+        env::join_paths(paths)?
+    };
+    if Command::new("rustup").arg("--version").output().is_err() {
+        bail!(
+            "rustup not found. Install it (https://rustup.rs), then run:\n  \
+             rustup toolchain install nightly --component rust-src"
+        );
+    }
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        bail!(
+            "the eBPF program builds with a nightly toolchain, and none is installed. Run:\n  \
+             rustup toolchain install nightly --component rust-src"
+        );
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    if !components.lines().any(|l| l.trim() == "rust-src") {
+        eprintln!("setup: adding rust-src to nightly");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let llvm = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| {
+            format!(
+                "nightly has no libLLVM.so.* in {}: reinstall it with `rustup toolchain install nightly --force`",
+                lib.display()
+            )
+        })?;
+    // libLLVM.so.22.1-rust-1.97.0-nightly -> 22
+    let major: String = llvm["libLLVM.so.".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    if major.is_empty() {
+        bail!("cannot read the LLVM major version from {llvm}");
+    }
+    let stamp_path = root.join("stamp");
+    let stamp = format!("{llvm} bpf-linker llvm-{major}\n");
+    let linker = bin.join("bpf-linker");
+    let linker_runs = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if linker_runs && fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
+        return Ok(path);
+    }
+    eprintln!(
+        "setup: building bpf-linker against nightly's LLVM {major} ({llvm}); takes about a minute"
+    );
+    let prefix = root.join("llvm-prefix");
+    let prefix_lib = prefix.join("lib");
+    if prefix.exists() {
+        fs::remove_dir_all(&prefix)?;
+    }
+    fs::create_dir_all(&prefix_lib)?;
+    let target = lib.join(&llvm);
+    std::os::unix::fs::symlink(&target, prefix_lib.join("libLLVM.so"))?;
+    std::os::unix::fs::symlink(&target, prefix_lib.join(&llvm))?;
+    let mut install = cargo(
+        &path,
+        &[
+            "install",
+            "--force",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ],
+    );
+    install.arg("--root").arg(&root).env("LLVM_PREFIX", &prefix);
+    run(&mut install).context("building bpf-linker")?;
+    fs::write(&stamp_path, stamp)?;
+    eprintln!(
+        "setup: done in {:.1}s (bpf-linker in {})",
+        started.elapsed().as_secs_f64(),
+        bin.display()
+    );
+    Ok(path)
+}
+
+fn lint(path: &OsString) -> Result<()> {
+    run(&mut cargo(path, &["fmt", "--all", "--check"])).context("run `cargo fmt --all`")?;
+    // xdp-dns only builds for the BPF target: linted there, below.
+    run(&mut cargo(
+        path,
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "xdp-dns",
+            "--exclude",
+            "ebpf-panic",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ))?;
+    run(&mut cargo(
+        path,
+        &[
+            "+nightly",
+            "clippy",
+            "-p",
+            "xdp-dns",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ))
+}
+
+fn require_root(why: &str) -> Result<()> {
+    let uid = output(Command::new("id").arg("-u"))?;
+    if uid.trim() != "0" {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+fn test(path: &OsString, extra: &[String]) -> Result<()> {
+    let uid = output(Command::new("id").arg("-u"))?;
+    if uid.trim() != "0" {
+        eprintln!(
+            "test: not root, so the BPF and netns tests {}",
+            if env::var("GEODNS_REQUIRE_BPF").as_deref() == Ok("1") {
+                "will fail (GEODNS_REQUIRE_BPF=1)"
+            } else {
+                "will skip"
+            }
+        );
+    }
+    let mut cmd = cargo(
+        path,
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "xdp-dns",
+            "--exclude",
+            "ebpf-panic",
+        ],
+    );
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    run(&mut cmd)
+}
+
+/// Runs the benchmark binaries and merges their figures into results.json.
+fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
+    let results_path = root.join("target/bench/results.json");
+    let mut results: BTreeMap<String, serde_json::Value> = fs::read_to_string(&results_path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    run(&mut cargo(
+        path,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "geodns-tests",
+            "--bin",
+            "xdp_bench",
+        ],
+    ))?;
+    let started = Instant::now();
+    let mut cmd = Command::new(root.join("target/release/xdp_bench"));
+    cmd.args(names);
+    let out = output(&mut cmd)?;
+    let figures: BTreeMap<String, f64> = serde_json::from_str(out.trim())
+        .with_context(|| format!("xdp_bench printed no JSON: {out}"))?;
+    let baseline = figures.get("xdp_ns_parse_pass").copied();
+    println!("{:<28} {:>12} {:>10}", "figure", "value", "x baseline");
+    for (name, value) in &figures {
+        let ratio = baseline
+            .filter(|b| *b > 0.0 && name.starts_with("xdp_ns"))
+            .map_or_else(String::new, |b| format!("{:.2}", value / b));
+        println!("{name:<28} {value:>12.1} {ratio:>10}");
+        results.insert(name.clone(), serde_json::json!(value));
+    }
+    if let Some(b) = baseline {
+        println!("(baseline: xdp_ns_parse_pass = {b:.1} ns, the same program told to pass after parsing)");
+    }
+    fs::create_dir_all(results_path.parent().context("results dir")?)?;
+    fs::write(
+        &results_path,
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    println!(
+        "wrote {} ({} figures) in {:.1}s",
+        results_path.display(),
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

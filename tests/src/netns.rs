@@ -1,0 +1,187 @@
+//! Test hosts: two network namespaces joined by a veth pair, deleted on drop (also when
+//! a test panics). Addresses come only from 198.18.0.0/15 and 2001:2::/48.
+use std::{
+    fs::File,
+    io,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Which end of the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Server,
+    Client,
+}
+
+/// Two namespaces and a veth pair between them, with IPv4 and IPv6 addresses, up.
+pub struct NetnsPair {
+    pub server_ns: String,
+    pub client_ns: String,
+    pub server_if: String,
+    pub client_if: String,
+    pub server_v4: Ipv4Addr,
+    pub client_v4: Ipv4Addr,
+    pub server_v6: Ipv6Addr,
+    pub client_v6: Ipv6Addr,
+}
+
+fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl NetnsPair {
+    /// Creates the pair. Names are unique per process and call, so tests can run in
+    /// parallel; each pair gets its own /30 and /64.
+    pub fn new() -> io::Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{}{}", pid % 100_000, n);
+        // Pair index within 198.19.0.0/16 (the upper half of 198.18.0.0/15).
+        let k = (pid.wrapping_mul(31).wrapping_add(n)) % 16_384;
+        let (hi, lo) = (
+            u8::try_from(k / 64).unwrap_or(0),
+            u8::try_from((k % 64) * 4).unwrap_or(0),
+        );
+        let k16 = u16::try_from(k).unwrap_or(0);
+        let pair = Self {
+            server_ns: format!("gdns-{tag}-s"),
+            client_ns: format!("gdns-{tag}-c"),
+            server_if: format!("gd{tag}s"),
+            client_if: format!("gd{tag}c"),
+            server_v4: Ipv4Addr::new(198, 19, hi, lo + 1),
+            client_v4: Ipv4Addr::new(198, 19, hi, lo + 2),
+            server_v6: Ipv6Addr::new(0x2001, 2, 0, k16, 0, 0, 0, 1),
+            client_v6: Ipv6Addr::new(0x2001, 2, 0, k16, 0, 0, 0, 2),
+        };
+        // From here on, Drop cleans up whatever was created.
+        ip(&["netns", "add", &pair.server_ns])?;
+        ip(&["netns", "add", &pair.client_ns])?;
+        ip(&[
+            "link",
+            "add",
+            &pair.server_if,
+            "netns",
+            &pair.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.client_if,
+            "netns",
+            &pair.client_ns,
+        ])?;
+        for (ns, ifname, v4, v6) in [
+            (
+                &pair.server_ns,
+                &pair.server_if,
+                pair.server_v4,
+                pair.server_v6,
+            ),
+            (
+                &pair.client_ns,
+                &pair.client_if,
+                pair.client_v4,
+                pair.client_v6,
+            ),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/30"), "dev", ifname])?;
+            ip(&[
+                "-n",
+                ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifname,
+                "nodad",
+            ])?;
+            ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        Ok(pair)
+    }
+
+    #[must_use]
+    pub fn ns(&self, side: Side) -> &str {
+        match side {
+            Side::Server => &self.server_ns,
+            Side::Client => &self.client_ns,
+        }
+    }
+
+    #[must_use]
+    pub fn ifname(&self, side: Side) -> &str {
+        match side {
+            Side::Server => &self.server_if,
+            Side::Client => &self.client_if,
+        }
+    }
+
+    /// Runs `f` on a thread that has entered the namespace of `side` (sockets it opens
+    /// and interfaces it looks up are that namespace's).
+    pub fn in_ns<T: Send>(&self, side: Side, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+        let path = format!("/var/run/netns/{}", self.ns(side));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::open(&path)?;
+                // SAFETY: setns on this thread only; the fd is valid for the call.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| io::Error::other("thread in namespace panicked"))?
+        })
+    }
+
+    /// The interface index of `side`'s veth, as seen in its namespace.
+    pub fn ifindex(&self, side: Side) -> io::Result<u32> {
+        let name = std::ffi::CString::new(self.ifname(side)).map_err(io::Error::other)?;
+        let idx = self.in_ns(side, || {
+            // SAFETY: a valid C string.
+            unsafe { libc::if_nametoindex(name.as_ptr()) }
+        })?;
+        if idx == 0 {
+            return Err(io::Error::other(format!(
+                "no interface {}",
+                self.ifname(side)
+            )));
+        }
+        Ok(idx)
+    }
+
+    /// Runs a command inside `side`'s namespace.
+    pub fn exec(&self, side: Side, args: &[&str]) -> io::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", self.ns(side)])
+            .args(args)
+            .output()
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its end of the veth, and with it the peer.
+        for ns in [&self.server_ns, &self.client_ns] {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Test hosts: two network namespaces joined by a veth pair, deleted on drop (also when
-//! a test panics). Addresses come only from 198.18.0.0/15 and 2001:2::/48.
+//! a test panics). Addresses come only from 198.18.0.0/15 and `2001:2::/48`.
 use std::{
     fs::File,
     io,

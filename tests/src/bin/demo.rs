@@ -81,25 +81,22 @@ fn main() {
         let after = xdp.counters().expect("counters");
         let by_xdp = after[counter::ANSWERED_V4 as usize] + after[counter::ANSWERED_V6 as usize]
             > before[counter::ANSWERED_V4 as usize] + before[counter::ANSWERED_V6 as usize];
-        match reply {
-            Ok(r) => {
-                let addrs: Vec<String> = r.addrs.iter().map(ToString::to_string).collect();
-                let scope = r.ecs_scope.map_or("-".to_string(), |s| format!("/{s}"));
-                let by = if by_xdp { "XDP (kernel)" } else { "?" };
-                println!("{label:<34} {:<28} {scope:<6} {by}", addrs.join(","));
-            }
-            Err(_) => {
-                let why: Vec<&str> = (0..after.len())
-                    .filter(|&i| after[i] > before[i] && counter::NAMES[i].starts_with("pass_"))
-                    .map(|i| counter::NAMES[i])
-                    .collect();
-                println!(
-                    "{label:<34} {:<28} {:<6} passed to userspace ({}); no fallback server yet",
-                    "-",
-                    "-",
-                    why.join(",")
-                );
-            }
+        if let Ok(r) = reply {
+            let addrs: Vec<String> = r.addrs.iter().map(ToString::to_string).collect();
+            let scope = r.ecs_scope.map_or("-".to_string(), |s| format!("/{s}"));
+            let by = if by_xdp { "XDP (kernel)" } else { "?" };
+            println!("{label:<34} {:<28} {scope:<6} {by}", addrs.join(","));
+        } else {
+            let why: Vec<&str> = (0..after.len())
+                .filter(|&i| after[i] > before[i] && counter::NAMES[i].starts_with("pass_"))
+                .map(|i| counter::NAMES[i])
+                .collect();
+            println!(
+                "{label:<34} {:<28} {:<6} passed to userspace ({}); no fallback server yet",
+                "-",
+                "-",
+                why.join(",")
+            );
         }
     }
     println!("\nXDP counters (summed over CPUs):");

@@ -1,7 +1,7 @@
 //! End-to-end across a veth pair between two network namespaces: real UDP datagrams
 //! from the client namespace, the XDP program attached in native mode on the server
 //! side. Nothing listens on the server's port 53, so every answer the client gets was
-//! sent by the kernel program (XDP_TX).
+//! sent by the kernel program (`XDP_TX`).
 use std::{
     net::{IpAddr, SocketAddr},
     time::Duration,
@@ -19,7 +19,7 @@ use geodns_tests::{
 };
 
 /// Loads the program, fills the demo table, attaches `xdp_dns` (native) on the server
-/// veth and `xdp_pass` on the client veth (veth delivers XDP_TX replies only then).
+/// veth and `xdp_pass` on the client veth (veth delivers `XDP_TX` replies only then).
 fn attach(pair: &NetnsPair) -> XdpDns {
     let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load XDP program");
     xdp.install(&contents()).expect("fill maps");

@@ -41,6 +41,8 @@ pub const POLICY_SPREAD: u8 = 1;
 pub const MAP_NAMES: &[&str] = &[
     "STATE",
     "COUNTERS",
+    "JUMP",
+    "QUERY",
     "SCRATCH",
     "PREFIX_V4_0",
     "PREFIX_V4_1",
@@ -52,7 +54,20 @@ pub const MAP_NAMES: &[&str] = &[
     "ANSWERS_1",
 ];
 /// Names of the programs the loader expects in the object.
-pub const PROGRAM_NAMES: &[&str] = &["xdp_dns", "xdp_pass"];
+pub const PROGRAM_NAMES: &[&str] = &[
+    "xdp_dns",
+    "xdp_dns_lookup",
+    "xdp_dns_reply",
+    "xdp_dns_grow",
+    "xdp_pass",
+];
+
+/// Index in the `JUMP` program array of the lookup stage (`xdp_dns_lookup`).
+pub const STAGE_LOOKUP: u32 = 0;
+/// Index in the `JUMP` program array of the reply stage (`xdp_dns_reply`).
+pub const STAGE_REPLY: u32 = 1;
+/// Index in the `JUMP` program array of the grow stage (`xdp_dns_grow`).
+pub const STAGE_GROW: u32 = 2;
 
 /// Which generation of the double-buffered maps the program reads, and run-time flags.
 /// Stored at index 0 of the `STATE` array.
@@ -203,8 +218,10 @@ pub mod counter {
     pub const PASS_NO_ANSWER: u32 = 19;
     pub const PASS_TOO_BIG: u32 = 20;
     pub const PASS_DISABLED: u32 = 21;
+    /// A stage could not continue (a tail call failed): a loader bug, never input.
+    pub const PASS_INTERNAL: u32 = 22;
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
 
     /// Metric label of each counter, indexed by its value.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -230,6 +247,7 @@ pub mod counter {
         "pass_no_answer",
         "pass_too_big",
         "pass_disabled",
+        "pass_internal",
     ];
 }
 

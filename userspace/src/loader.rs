@@ -11,12 +11,13 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray},
     programs::{Xdp, XdpMode},
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
+    STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
 };
 
 /// Errors of loading and filling the kernel maps.
@@ -116,6 +117,8 @@ pub struct InstallStats {
 /// The loaded program and its maps.
 pub struct XdpDns {
     ebpf: Ebpf,
+    /// Taken out of `ebpf` to fill it; held so the stages stay linked.
+    _jump: ProgramArray<MapData>,
     state: RuntimeState,
     mirrors: [Mirror; 2],
     sizes: MapSizes,
@@ -165,18 +168,20 @@ impl XdpDns {
                 })?
                 .try_into()
                 .map_err(|e| LoaderError::Program {
-                    program: "xdp",
+                    program: name,
                     op: "type",
                     source: Box::new(e),
                 })?;
             program.load().map_err(|e| LoaderError::Program {
-                program: "xdp",
+                program: name,
                 op: "load (verifier)",
                 source: Box::new(e),
             })?;
         }
+        let jump = link_stages(&mut ebpf)?;
         Ok(Self {
             ebpf,
+            _jump: jump,
             state: RuntimeState::default(),
             mirrors: [Mirror::default(), Mirror::default()],
             sizes,
@@ -212,6 +217,17 @@ impl XdpDns {
                 op: "type",
                 source: Box::new(e),
             })
+    }
+
+    /// Instructions the verifier processed for a program (its budget is 1M).
+    pub fn verified_insns(&mut self, name: &'static str) -> Result<Option<u32>, LoaderError> {
+        let program = self.program_mut(name)?;
+        let info = program.info().map_err(|e| LoaderError::Program {
+            program: name,
+            op: "info",
+            source: Box::new(e),
+        })?;
+        Ok(info.verified_instruction_count())
     }
 
     /// Raw fd of a program, for `BPF_PROG_TEST_RUN`.
@@ -434,6 +450,49 @@ impl XdpDns {
             })?;
         Ok(trie.get(&Key::new(32, addr), 0).ok())
     }
+}
+
+/// Puts the lookup and reply stages into the `JUMP` program array the first stage
+/// tail-calls through.
+fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
+    let map = ebpf.take_map("JUMP").ok_or(LoaderError::Missing {
+        kind: "map",
+        name: "JUMP".to_string(),
+    })?;
+    let mut jump = ProgramArray::try_from(map).map_err(|source| LoaderError::Map {
+        map: "JUMP",
+        op: "open",
+        source,
+    })?;
+    for (index, name) in [
+        (STAGE_LOOKUP, "xdp_dns_lookup"),
+        (STAGE_REPLY, "xdp_dns_reply"),
+        (STAGE_GROW, "xdp_dns_grow"),
+    ] {
+        let program: &Xdp = ebpf
+            .program(name)
+            .ok_or(LoaderError::Missing {
+                kind: "program",
+                name: name.to_string(),
+            })?
+            .try_into()
+            .map_err(|e| LoaderError::Program {
+                program: name,
+                op: "type",
+                source: Box::new(e),
+            })?;
+        let fd = program.fd().map_err(|e| LoaderError::Program {
+            program: name,
+            op: "fd",
+            source: Box::new(e),
+        })?;
+        jump.set(index, fd, 0).map_err(|source| LoaderError::Map {
+            map: "JUMP",
+            op: "set",
+            source,
+        })?;
+    }
+    Ok(jump)
 }
 
 fn sync_lpm<K: Pod + Eq + Hash>(

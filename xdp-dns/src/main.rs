@@ -17,15 +17,16 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_tail},
+    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, Scratch,
     DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS,
-    MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STATE_FLAG_PASS_ALL,
+    MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
+    STATE_FLAG_PASS_ALL,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -36,6 +37,10 @@ static DNS_PORT: u16 = DEFAULT_DNS_PORT;
 static STATE: Array<RuntimeState> = Array::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// The stages after parsing, entered by tail call: each is verified on its own from
+/// one clean state, which keeps every stage far below the verifier's 1M budget.
+#[map]
+static JUMP: ProgramArray = ProgramArray::with_max_entries(3, 0);
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 // Sizes below are placeholders: the loader sets every max_entries before load.
@@ -89,6 +94,26 @@ fn count(index: u32) {
     }
 }
 
+/// Runs one stage and turns its outcome into an action: `Ok(None)` means "continue in
+/// the next stage" (a tail call; if that fails the packet passes, untouched).
+#[inline(always)]
+fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>, next: u32) -> u32 {
+    match stage {
+        Ok(Some(action)) => action,
+        Ok(None) => {
+            // SAFETY: on success the tail call does not return.
+            unsafe { JUMP.tail_call(ctx, next) };
+            count(counter::PASS_INTERNAL);
+            xdp_action::XDP_PASS
+        }
+        Err(reason) => {
+            count(reason);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Stage 1: parse and validate the query (the packet is not modified).
 #[xdp]
 #[expect(
     clippy::needless_pass_by_value,
@@ -96,13 +121,73 @@ fn count(index: u32) {
 )]
 pub fn xdp_dns(ctx: XdpContext) -> u32 {
     count(counter::RX);
-    match try_xdp_dns(&ctx) {
-        Ok(action) => action,
+    let stage = try_parse(&ctx).map(|()| None);
+    run_stage(&ctx, stage, STAGE_LOOKUP)
+}
+
+/// Stage 2: name, client prefix and answer set (the packet is not modified).
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_dns_lookup(ctx: XdpContext) -> u32 {
+    let stage = try_lookup(&ctx).map(|()| None);
+    run_stage(&ctx, stage, STAGE_REPLY)
+}
+
+/// Stage 3: rewrite the query into the reply and send it back.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_dns_reply(ctx: XdpContext) -> u32 {
+    let stage = try_reply(&ctx);
+    run_stage(&ctx, stage, STAGE_GROW)
+}
+
+/// Stage 3b, only when the frame has no tailroom for the reply (veth hands XDP the
+/// skb's own buffer): make room at the front instead, move the headers and question
+/// there, and go back to the reply stage.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_dns_grow(ctx: XdpContext) -> u32 {
+    match try_grow(&ctx) {
+        Ok(()) => {
+            // SAFETY: on success the tail call does not return.
+            unsafe { JUMP.tail_call(&ctx, STAGE_REPLY) };
+            // The frame was already moved: it is no query any more.
+            count(counter::PASS_INTERNAL);
+            xdp_action::XDP_DROP
+        }
         Err(reason) => {
             count(reason);
             xdp_action::XDP_PASS
         }
     }
+}
+
+#[inline(always)]
+fn try_grow(ctx: &XdpContext) -> Result<(), Pass> {
+    let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    let (grow, keep) = unsafe {
+        (
+            reload(&raw const (*q).grow, 256)?,
+            reload(&raw const (*q).question_end, MAX_KEEP)?,
+        )
+    };
+    if grow == 0 {
+        return Err(counter::PASS_TOO_BIG);
+    }
+    grow_at_head(ctx, q, grow, keep)?;
+    // SAFETY: as above.
+    unsafe { store(&raw mut (*q).grown, 1) };
+    Ok(())
 }
 
 /// Attached to the client side of a veth pair: `XDP_TX` replies over veth are only
@@ -185,6 +270,17 @@ struct Query {
     ecs_source: u32,
     /// Round-trip slot for [`launder`].
     tmp: u32,
+    /// Generation read at parse time: every stage uses the same one.
+    generation: u32,
+    /// Found by the lookup stage, for the reply stage.
+    record: u32,
+    region: u32,
+    scope: u32,
+    first: u32,
+    /// Bytes the grow stage must add at the front (the tail had no room), and whether
+    /// it did.
+    grow: u32,
+    grown: u32,
     /// ECS address bytes as received (`ceil(source / 8)` of them), zero padded.
     ecs_addr: [u8; 16],
 }
@@ -231,17 +327,22 @@ fn store(field: *mut u32, value: usize) {
 }
 
 #[inline(always)]
-fn try_xdp_dns(ctx: &XdpContext) -> Result<u32, Pass> {
+fn try_parse(ctx: &XdpContext) -> Result<(), Pass> {
     let state = match STATE.get(0) {
         Some(s) => *s,
         None => RuntimeState::default(),
     };
-    let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_HEADER)?;
+    let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     parse(ctx, q)?;
     if state.flags & STATE_FLAG_PASS_ALL != 0 {
         return Err(counter::PASS_DISABLED);
     }
-    answer(ctx, q, state.generation & 1)
+    // SAFETY: `q` is the per-CPU QUERY value.
+    unsafe {
+        store(&raw mut (*q).generation, (state.generation & 1) as usize);
+        store(&raw mut (*q).grown, 0);
+    }
+    Ok(())
 }
 
 /// Parses and validates the query, recording what the reply needs in `*q`.
@@ -561,11 +662,17 @@ fn view(q: *const Query) -> Result<View, Pass> {
     }
 }
 
-/// Looks up the client's region and the record, then rewrites the query into the reply.
+/// Looks up the record, the client's region and the answer set; records what the
+/// reply stage needs in `QUERY`.
 #[inline(always)]
-fn answer(ctx: &XdpContext, q: *mut Query, generation: u32) -> Result<u32, Pass> {
+fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
+    let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     let v = view(q)?;
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_NAME)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    let generation = unsafe { reload(&raw const (*q).generation, 1)? };
+    #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
+    let generation = generation as u32;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY: per-CPU scratch value, valid for the whole program run.
     let scratch = unsafe { &mut *scratch };
     let record = lookup_name(scratch, generation)?;
@@ -595,24 +702,11 @@ fn answer(ctx: &XdpContext, q: *mut Query, generation: u32) -> Result<u32, Pass>
     }
     .ok_or(counter::PASS_NO_REGION)?;
 
-    let key = AnswerKey {
-        record,
-        region: prefix.region,
-    };
-    // SAFETY: hash map values stay valid for the program run (RCU).
-    let set = unsafe {
-        if generation == 0 {
-            ANSWERS_0.get(key)
-        } else {
-            ANSWERS_1.get(key)
-        }
-    }
-    .ok_or(counter::PASS_NO_ANSWER)?;
+    let set = answer_set(generation, record, prefix.region)?;
     let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
     if n == 0 || n > MAX_ANSWER_ADDRS {
         return Err(counter::PASS_NO_ANSWER);
     }
-    let want = usize::from(set.count).clamp(1, n);
     let first = if set.policy == POLICY_SPREAD {
         let cum = if v.aaaa { &set.cum_v6 } else { &set.cum_v4 };
         pick_weighted(cum, n)
@@ -620,7 +714,60 @@ fn answer(ctx: &XdpContext, q: *mut Query, generation: u32) -> Result<u32, Pass>
         0
     };
     let scope = if use_ecs { prefix.prefix_len } else { 0 };
-    write_reply(ctx, q, &v, &ecs_addr, set, first, want, n, scope)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    unsafe {
+        store(&raw mut (*q).record, usize::from(record));
+        store(&raw mut (*q).region, usize::from(prefix.region));
+        store(&raw mut (*q).scope, usize::from(scope));
+        store(&raw mut (*q).first, first);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn answer_set(generation: u32, record: u16, region: u16) -> Result<&'static AnswerSet, Pass> {
+    let key = AnswerKey { record, region };
+    // SAFETY: hash map values stay valid for the program run (RCU).
+    unsafe {
+        if generation == 0 {
+            ANSWERS_0.get(key)
+        } else {
+            ANSWERS_1.get(key)
+        }
+    }
+    .ok_or(counter::PASS_NO_ANSWER)
+}
+
+/// Rewrites the query into the reply, from what the lookup stage recorded.
+#[inline(always)]
+fn try_reply(ctx: &XdpContext) -> Result<Option<u32>, Pass> {
+    let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
+    let v = view(q)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    let (generation, record, region, scope, first) = unsafe {
+        (
+            reload(&raw const (*q).generation, 1)?,
+            reload(&raw const (*q).record, 0xFFFF)?,
+            reload(&raw const (*q).region, 0xFFFF)?,
+            reload(&raw const (*q).scope, 128)?,
+            reload(&raw const (*q).first, MAX_ANSWER_ADDRS - 1)?,
+        )
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
+    let set = answer_set(generation as u32, record as u16, region as u16)?;
+    // The set may have changed since the lookup (a node went down): check again.
+    let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
+    if n == 0 || n > MAX_ANSWER_ADDRS {
+        return Err(counter::PASS_NO_ANSWER);
+    }
+    let first = if first < n { first } else { 0 };
+    let want = usize::from(set.count).max(1).min(n);
+    // SAFETY: `q` is the per-CPU QUERY value.
+    let ecs_addr = unsafe { (*q).ecs_addr };
+    #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
+    if !write_reply(ctx, q, &v, &ecs_addr, set, first, want, n, scope as u8)? {
+        return Ok(None);
+    }
     count(if v.v6 {
         counter::ANSWERED_V6
     } else {
@@ -631,7 +778,7 @@ fn answer(ctx: &XdpContext, q: *mut Query, generation: u32) -> Result<u32, Pass>
     } else {
         counter::ANSWERED_NO_ECS
     });
-    Ok(xdp_action::XDP_TX)
+    Ok(Some(xdp_action::XDP_TX))
 }
 
 #[inline(always)]
@@ -719,7 +866,6 @@ fn pick_weighted(cum: &[u32; MAX_ANSWER_ADDRS], n: usize) -> usize {
 /// checksums. Everything the reply needs from the query's tail is already in `q`.
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "all are parts of one reply")]
-#[expect(clippy::too_many_lines, reason = "the reply, in wire order")]
 fn write_reply(
     ctx: &XdpContext,
     qp: *mut Query,
@@ -730,7 +876,7 @@ fn write_reply(
     want: usize,
     n: usize,
     scope: u8,
-) -> Result<(), Pass> {
+) -> Result<bool, Pass> {
     let rdlen: usize = if q.aaaa { 16 } else { 4 };
     let rr_len = 12 + rdlen;
     let ecs_alen = usize::from(q.ecs_source).div_ceil(8);
@@ -748,9 +894,16 @@ fn write_reply(
     if new_end > MAX_PACKET {
         return Err(counter::PASS_TOO_BIG);
     }
+    // SAFETY (field pointer): `qp` is the per-CPU QUERY value.
+    let grown = unsafe { reload(&raw const (*qp).grown, 1)? } != 0;
     // SAFETY: the helper checks delta against the frame; on failure nothing changed.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return Err(counter::PASS_TOO_BIG);
+    if !grown && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        // Not enough tailroom: the grow stage makes room in the headroom, which
+        // native XDP always has, and comes back here.
+        let grow = usize::try_from(delta).map_err(|_| counter::PASS_TOO_BIG)?;
+        // SAFETY: as above.
+        unsafe { store(&raw mut (*qp).grow, grow) };
+        return Ok(false);
     }
 
     // Answer records: pointer to the question name, type, class IN, TTL, address.
@@ -805,6 +958,26 @@ fn write_reply(
         [0x84 | q.rd, q.cd, 0, 1, a0, a1, 0, 0, 0, u8::from(q.edns)],
     )?;
 
+    // SAFETY: `qp` is the per-CPU QUERY value; `end` is free once the query is parsed.
+    unsafe { store(&raw mut (*qp).end, new_end) };
+    finish_reply(ctx, qp)?;
+    Ok(true)
+}
+
+/// Swaps addresses and ports, sets lengths and checksums. Every input is read back
+/// from `QUERY`, so however many paths built the reply, the verifier checks this part
+/// (and its checksum loop) once: nothing it reads differs between them.
+#[inline(always)]
+fn finish_reply(ctx: &XdpContext, qp: *mut Query) -> Result<(), Pass> {
+    // SAFETY (field pointers): `qp` is the per-CPU QUERY value.
+    let (l3, l4, v6, new_end) = unsafe {
+        (
+            reload(&raw const (*qp).l3, ETH_HLEN + 8)?,
+            reload(&raw const (*qp).l4, ETH_HLEN + 8 + IPV6_HLEN)?,
+            reload(&raw const (*qp).v6, 1)? != 0,
+            reload(&raw const (*qp).end, MAX_PACKET)?,
+        )
+    };
     // Ethernet: swap MACs.
     let macs = ptr_at::<[u8; 12]>(ctx, 0)?;
     // SAFETY: ptr_at checked 12 bytes.
@@ -815,42 +988,89 @@ fn write_reply(
         ]);
     }
 
-    let udp_len = launder(qp, new_end - q.l4, MAX_PACKET)?;
+    let udp_len = launder(qp, new_end - l4, MAX_PACKET)?;
     let [u0, u1] = u16::try_from(udp_len).unwrap_or(0).to_be_bytes();
     // UDP: swap ports, set length, zero the checksum before summing.
-    let ports = ptr_at::<[u8; 4]>(ctx, q.l4)?;
+    let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
     // SAFETY: ptr_at checked 4 bytes.
     unsafe {
         let p = ports.read_unaligned();
         ports.write_unaligned([p[2], p[3], p[0], p[1]]);
     }
-    write_bytes(ctx, q.l4 + 4, [u0, u1, 0, 0])?;
+    write_bytes(ctx, l4 + 4, [u0, u1, 0, 0])?;
 
-    let mut sum: u32 = if q.v6 {
-        swap_addrs::<16>(ctx, q.l3 + 8)?;
-        write_bytes(ctx, q.l3 + 4, [u0, u1])?;
-        write_bytes(ctx, q.l3 + 7, [REPLY_TTL])?;
-        sum_bytes(ctx, q.l3 + 8, 32)?
+    let mut sum: u32 = if v6 {
+        swap_addrs::<16>(ctx, l3 + 8)?;
+        write_bytes(ctx, l3 + 4, [u0, u1])?;
+        write_bytes(ctx, l3 + 7, [REPLY_TTL])?;
+        sum_bytes(ctx, l3 + 8, 32)?
     } else {
-        swap_addrs::<4>(ctx, q.l3 + 12)?;
+        swap_addrs::<4>(ctx, l3 + 12)?;
         let [i0, i1] = u16::try_from(IPV4_HLEN + udp_len)
             .unwrap_or(0)
             .to_be_bytes();
-        write_bytes(ctx, q.l3 + 2, [i0, i1])?;
-        write_bytes(ctx, q.l3 + 8, [REPLY_TTL])?;
-        write_bytes(ctx, q.l3 + 10, [0, 0])?;
-        let ip_sum = fold(sum_bytes(ctx, q.l3, IPV4_HLEN)?);
-        write_bytes(ctx, q.l3 + 10, (!ip_sum).to_be_bytes())?;
-        sum_bytes(ctx, q.l3 + 12, 8)?
+        write_bytes(ctx, l3 + 2, [i0, i1])?;
+        write_bytes(ctx, l3 + 8, [REPLY_TTL])?;
+        write_bytes(ctx, l3 + 10, [0, 0])?;
+        let ip_sum = fold(sum_bytes(ctx, l3, IPV4_HLEN)?);
+        write_bytes(ctx, l3 + 10, (!ip_sum).to_be_bytes())?;
+        sum_bytes(ctx, l3 + 12, 8)?
     };
     // Pseudo-header: addresses (summed above), protocol and UDP length.
     sum += u32::from(IPPROTO_UDP) + u32::try_from(udp_len).unwrap_or(0);
-    sum += sum_bytes(ctx, q.l4, udp_len)?;
+    sum += sum_bytes(ctx, l4, udp_len)?;
     let mut csum = !fold(sum);
     if csum == 0 {
         csum = 0xFFFF;
     }
-    write_bytes(ctx, q.l4 + 6, csum.to_be_bytes())
+    write_bytes(ctx, l4 + 6, csum.to_be_bytes())
+}
+
+/// Most bytes [`grow_at_head`] moves: headers with two VLAN tags, IPv6, UDP, DNS
+/// header and the longest name the kernel answers, plus QTYPE/QCLASS.
+const MAX_KEEP: usize = 22 + IPV6_HLEN + UDP_HLEN + DNS_HLEN + MAX_NAME_WIRE_LEN + 4;
+
+/// Makes the frame `grow` bytes longer by extending it at the front, then moves the
+/// first `keep` bytes (headers and question) to the new start. The bytes after `keep`
+/// are left for the reply to overwrite.
+#[inline(always)]
+fn grow_at_head(ctx: &XdpContext, qp: *mut Query, grow: usize, keep: usize) -> Result<(), Pass> {
+    let grow = launder(qp, grow, 256)?;
+    let keep = launder(qp, keep, MAX_KEEP)?;
+    #[expect(
+        clippy::cast_possible_wrap,
+        clippy::cast_possible_truncation,
+        reason = "<= 256"
+    )]
+    let delta = -(grow as i32);
+    // SAFETY: the helper checks delta against the headroom; on failure nothing changed.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return Err(counter::PASS_TOO_BIG);
+    }
+    // Forward copy (the destination is below the source). Every read is inside the
+    // frame: `at + 8 <= keep <= old length`, and the frame is now `grow` longer.
+    // Bound: MAX_KEEP / 8 + 1 words, then up to 7 bytes; no exit on `keep`.
+    // `keep` is laundered again for each comparison, so a comparison never narrows a
+    // value the next iteration uses (that would split the verifier's states).
+    for w in 0..=MAX_KEEP / 8 {
+        let at = 8 * w;
+        if at + 8 <= launder(qp, keep, MAX_KEEP)? {
+            // SAFETY: ptr_at checked both ranges.
+            unsafe {
+                let word = ptr_at::<[u8; 8]>(ctx, grow + at)?.read_unaligned();
+                ptr_at::<[u8; 8]>(ctx, at)?.write_unaligned(word);
+            }
+        }
+    }
+    for j in 0..8 {
+        let k = launder(qp, keep, MAX_KEEP)?;
+        let at = (k & !7) + j;
+        if at < k {
+            let b = read_u8(ctx, grow + at)?;
+            write_bytes(ctx, at, [b])?;
+        }
+    }
+    Ok(())
 }
 
 #[inline(always)]

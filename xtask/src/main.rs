@@ -268,23 +268,22 @@ fn lint(path: &OsString) -> Result<()> {
             "warnings",
         ],
     ))?;
-    run(&mut cargo(
-        path,
-        &[
-            "+nightly",
-            "clippy",
-            "-p",
-            "xdp-dns",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    ))
+    // `$CARGO` is the stable toolchain's own binary, which knows no `+nightly`.
+    let mut nightly = Command::new("rustup");
+    nightly.args(["run", "nightly", "cargo"]).env("PATH", path);
+    run(nightly.args([
+        "clippy",
+        "-p",
+        "xdp-dns",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
 
 fn require_root(why: &str) -> Result<()> {

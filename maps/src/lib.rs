@@ -21,3 +21,42 @@
 //! - `engine.explain(IpAddr, ecs: Option<(IpAddr, u8)>) -> Explanation` (serde-serializable).
 //! - `engine.kernel_maps() -> KernelMaps` (prefixes, names, answers exactly as the maps hold them).
 //! - `mmdb::Writer`: a small `MaxMind` DB writer for tests, the demo and the bench.
+//!
+//! # Region keys and their precedence
+//!
+//! A map (`[maps.NAME]`) maps region keys to candidate nodes. For one client address each
+//! map picks exactly one key, the first that applies in this order:
+//!
+//! 1. a CIDR written in the config (`"198.51.100.0/24"`, `"2001:db8::/32"`); among nested
+//!    CIDRs of the same map the most specific wins;
+//! 2. an AS number (`"AS13335"`), from the ASN database;
+//! 3. a country (`"US"`, or `"country:US"`), ISO 3166-1 alpha-2, from the country database;
+//! 4. a continent (`"continent:EU"`), from the continent field of the country database;
+//! 5. `"default"`.
+//!
+//! Continents need the `continent:` prefix because their codes collide with countries
+//! (`AS` is American Samoa and Asia, `AF` Afghanistan and Africa, `NA`, `SA`, ...).
+//! An address in no database (and in no config CIDR) is region 0: no map applies, and the
+//! `[fallback]` nodes answer.
+
+mod cidr;
+pub mod compile;
+pub mod config;
+pub mod engine;
+mod geo;
+pub mod mmdb;
+pub mod name;
+mod partition;
+
+pub use cidr::{Cidr, CidrParseError};
+pub use compile::{
+    CompileError, CompileStats, Compiled, FamilyStats, PrefixMatch, Progress, ProgressStage,
+};
+pub use config::{
+    Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, GeoIp, Map, NodeConfig,
+    NsHost, Policy, Record, RegionKey, Rule, Zone,
+};
+pub use engine::{
+    AnswerSource, Engine, Explanation, KernelMaps, NodeState, NodeStates, Picker, Question,
+    Resolution, SplitMix,
+};

@@ -1,0 +1,1 @@
+//! Domain names: presentation <-> lowercase wire format, as the kernel keys them.

@@ -4,7 +4,6 @@
 use std::{env, path::PathBuf};
 
 use anyhow::{bail, Context as _};
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use geodns_common as common;
 
@@ -60,32 +59,14 @@ fn which_bpf_linker() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+#[path = "src/object_check.rs"]
+mod object_check;
+
 /// Fails the build if a program or map the loader expects is missing from the object.
 fn check_object(path: &std::path::Path) -> anyhow::Result<()> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let obj = object::File::parse(&*data)
-        .with_context(|| format!("{} is not an ELF object", path.display()))?;
-    let maps_section = obj.section_by_name("maps").map(|s| s.index());
-    let mut missing = Vec::new();
-    for name in common::MAP_NAMES {
-        let found = obj.symbols().any(|s| {
-            s.name() == Ok(*name) && maps_section.is_some() && s.section_index() == maps_section
-        });
-        if !found {
-            missing.push(format!("map {name}"));
-        }
-    }
-    for name in common::PROGRAM_NAMES {
-        let found = obj.symbols().any(|s| {
-            s.name() == Ok(*name)
-                && s.section_index()
-                    .and_then(|i| obj.section_by_index(i).ok())
-                    .is_some_and(|sec| sec.name().is_ok_and(|n| n.starts_with("xdp")))
-        });
-        if !found {
-            missing.push(format!("program {name}"));
-        }
-    }
+    let missing = object_check::missing(&data, common::MAP_NAMES, common::PROGRAM_NAMES)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if !missing.is_empty() {
         bail!(
             "the eBPF object {} lacks what the loader expects: {} (is a map or program renamed in xdp-dns/src/main.rs but not in common::MAP_NAMES/PROGRAM_NAMES?)",

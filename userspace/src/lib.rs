@@ -5,3 +5,4 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 pub mod cmd;
 pub mod loader;
+pub mod object_check;

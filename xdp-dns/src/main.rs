@@ -520,16 +520,64 @@ fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Result<usize, Pa
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_NAME)?;
     // SAFETY: per-CPU scratch value, valid for the whole program run.
     let key = unsafe { &mut (*scratch).exact };
-    // Bound: MAX_NAME_WIRE_LEN bytes, always all of them (no exit that depends on the
-    // name, so the verifier keeps one state); bytes past the name are zero.
-    for i in 0..MAX_NAME_WIRE_LEN {
-        let mut b = 0;
-        if i < name_len {
-            b = read_u8(ctx, qname + i)?;
+    let dst = key.name.as_mut_ptr();
+    // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them (no exit that depends on
+    // the name, so the verifier keeps one state); bytes past the name are zero.
+    for w in 0..MAX_NAME_WIRE_LEN / 8 {
+        let at = 8 * w;
+        let left = launder(q, name_len, MAX_NAME_WIRE_LEN)?.saturating_sub(at);
+        let mut word = 0u64;
+        if left > 0 {
+            word = match ptr_at::<[u8; 8]>(ctx, qname + at) {
+                // SAFETY: ptr_at checked the 8 bytes are in the packet.
+                Ok(p) => u64::from_le_bytes(unsafe { p.read_unaligned() }),
+                // Fewer than 8 bytes left in the frame (a name ends at most 4 bytes
+                // before it): read this word byte by byte.
+                Err(_) => read_tail(ctx, q, qname + at, left)?,
+            };
         }
-        key.name[i] = b | (u8::from(b.wrapping_sub(b'A') < 26) << 5);
+        // Keep the name's bytes only (little-endian: the low bytes come first).
+        let mask = if left >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * left)) - 1
+        };
+        // SAFETY: `at + 8 <= MAX_NAME_WIRE_LEN`: inside `key.name`.
+        unsafe {
+            dst.add(at)
+                .cast::<u64>()
+                .write_unaligned(to_lower(word & mask));
+        }
     }
     Ok(name_len)
+}
+
+/// Up to 8 bytes at `offset`, little-endian, zero past `left`.
+#[inline(always)]
+fn read_tail(ctx: &XdpContext, q: *mut Query, offset: usize, left: usize) -> Result<u64, Pass> {
+    let left = launder(q, left, MAX_NAME_WIRE_LEN)?;
+    let mut word = 0u64;
+    // Bound: 8 bytes.
+    for j in 0..8 {
+        if j < left {
+            word |= u64::from(read_u8(ctx, offset + j)?) << (8 * j);
+        }
+    }
+    Ok(word)
+}
+
+/// ASCII lowercase of 8 bytes at once; bytes outside `A..=Z` are unchanged. Label
+/// length bytes (1..=63) are never letters, so a whole wire name can go through it.
+#[inline(always)]
+fn to_lower(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let heptets = x & (0x7F * ONES);
+    // High bit of each byte: its low 7 bits are above 'Z' / at least 'A'.
+    let above_z = heptets + (0x7F - u64::from(b'Z')) * ONES;
+    let from_a = heptets + (0x80 - u64::from(b'A')) * ONES;
+    let ascii = !x & (0x80 * ONES);
+    let upper = ascii & (from_a ^ above_z) & (0x80 * ONES);
+    x | (upper >> 2)
 }
 
 /// Parses the single OPT record that ends the query at `end`, keeping a valid ECS option.
@@ -1087,22 +1135,38 @@ fn swap_addrs<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<(), Pas
     Ok(())
 }
 
-/// One's-complement sum of `len` bytes at `offset` as big-endian 16-bit words.
+/// One's-complement sum of `len` bytes at `offset` as big-endian 16-bit words, read 8
+/// bytes at a time (32-bit halves summed in 64 bits fold to the same 16-bit sum).
 #[inline(always)]
 fn sum_bytes(ctx: &XdpContext, offset: usize, len: usize) -> Result<u32, Pass> {
-    let mut sum: u32 = 0;
-    // Bound: MAX_CSUM_WORDS words.
-    for i in 0..MAX_CSUM_WORDS {
-        let at = 2 * i;
-        if at + 1 >= len {
-            if at < len {
-                sum += u32::from(read_u8(ctx, offset + at)?) << 8;
-            }
+    let mut sum: u64 = 0;
+    // Bound: MAX_CSUM_WORDS / 4 words of 8 bytes.
+    for i in 0..MAX_CSUM_WORDS / 4 {
+        let at = 8 * i;
+        if at + 8 > len {
             break;
         }
-        sum += u32::from(read_u16(ctx, offset + at)?);
+        // SAFETY: ptr_at checked the 8 bytes are in the packet.
+        let w =
+            u64::from_be_bytes(unsafe { ptr_at::<[u8; 8]>(ctx, offset + at)?.read_unaligned() });
+        sum += (w >> 32) + (w & 0xFFFF_FFFF);
     }
-    Ok(sum)
+    // The last 0..=7 bytes.
+    let rest = len & !7;
+    // Bound: 4 words.
+    for j in 0..4 {
+        let at = rest + 2 * j;
+        if at + 1 < len {
+            sum += u64::from(read_u16(ctx, offset + at)?);
+        } else if at < len {
+            sum += u64::from(read_u8(ctx, offset + at)?) << 8;
+        }
+    }
+    // Fold to 16 bits, so callers can add a few of these in a u32.
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 32 bits above")]
+    Ok(u32::from(fold(sum as u32)))
 }
 
 #[inline(always)]

@@ -1,11 +1,34 @@
 //! Config + `GeoIP` databases -> regions and merged prefix lists.
+//!
+//! 1. Read every network of every database (IPv4 from the IPv4 tree only), decoding only
+//!    the configured fields, once per data record.
+//! 2. Overlay the databases and the config's CIDR keys into pieces on which nothing
+//!    changes; address space in no database is a piece too.
+//! 3. Give each piece a region: the tuple of the rule every map picks for it (see the
+//!    crate docs for the precedence), interned to a dense id. Region 0 is "in no
+//!    database and no config CIDR". Region ids do not depend on records or node states.
+//! 4. Merge runs of adjacent pieces with the same region and cut each run into the
+//!    fewest prefixes that cover it exactly.
+//!
+//! The result is a *partition*: the prefixes never overlap, so the one that matches an
+//! address is the largest aligned block around it with a single answer, and its length
+//! is an exact ECS scope. (Nested prefixes could be fewer, but the outer one's length
+//! would claim a scope that its inner exceptions contradict.) Runs and maximal aligned
+//! blocks make it the smallest partition with the same region for every address.
 use std::{
-    net::IpAddr,
-    path::PathBuf,
-    time::Duration,
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
-use crate::{cidr::Cidr, config::Config};
+use crate::{
+    cidr::Cidr,
+    config::{Config, RegionKey},
+    geo::{Db, DbData, Facts, Fields},
+    partition::{self, Seg, NONE},
+};
 
 /// Where [`Compiled::build`] is; the CLI prints it as a progress line.
 #[derive(Clone, Debug)]
@@ -21,12 +44,10 @@ pub struct Progress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProgressStage {
-    /// Walking a database; called every few thousand networks and once at the end.
+    /// Walking a database; called every 65 536 networks and once at its end.
     Reading,
-    /// Combining the databases and config CIDRs into regions.
+    /// Overlaying the databases and config CIDRs, assigning regions, merging.
     Combining,
-    /// Merging prefixes.
-    Merging,
 }
 
 /// Why the databases could not be compiled.
@@ -46,13 +67,16 @@ pub enum CompileError {
         #[source]
         source: maxminddb::MaxMindDbError,
     },
-    #[error("{path}: field `{field}` at {network}: {reason}")]
-    Field {
+    #[error(
+        "{path}: none of its {networks} networks has the field `{field}`: check geoip.country_field / geoip.asn_field"
+    )]
+    FieldNotFound {
         path: PathBuf,
         field: String,
-        network: String,
-        reason: String,
+        networks: u64,
     },
+    #[error("{count} database files: at most {max} are supported")]
+    TooManyDatabases { count: usize, max: usize },
     #[error("{regions} regions: more than the {max} a u16 region id can name")]
     TooManyRegions { regions: usize, max: usize },
 }
@@ -63,8 +87,8 @@ pub enum CompileError {
 pub struct FamilyStats {
     /// Networks read from the databases (each database counted).
     pub networks: u64,
-    /// Prefixes needed without merging (every distinct piece of the overlaid databases
-    /// and config CIDRs, gaps included).
+    /// Prefixes needed without merging: every piece of the overlaid databases and
+    /// config CIDRs, gaps included, cut into prefixes.
     pub prefixes_before: u64,
     /// Prefixes after merging: what the kernel map holds.
     pub prefixes_after: u64,
@@ -76,32 +100,445 @@ pub struct FamilyStats {
 pub struct CompileStats {
     pub v4: FamilyStats,
     pub v6: FamilyStats,
+    /// Regions, region 0 included.
     pub regions: usize,
+    /// Database files read.
+    pub databases: Vec<PathBuf>,
     pub elapsed: Duration,
 }
 
-/// One merged prefix of the partition.
+/// Something legal but probably unintended in the compiled result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompileWarning {
+    #[error(
+        "{count} region(s) get no candidate from any record's map (their clients get the fallback), e.g. {examples}"
+    )]
+    UncoveredRegions { count: usize, examples: String },
+}
+
+/// The prefix that matches an address, and its region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrefixMatch {
     pub prefix: Cidr,
     pub region: u16,
 }
 
+/// What the databases and the config's CIDR keys say about one address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct AddressFacts {
+    /// Some database has a network with data for it.
+    pub in_database: bool,
+    pub country: Option<String>,
+    pub continent: Option<String>,
+    pub asn: Option<u32>,
+    /// The innermost config CIDR key (of any map) containing it.
+    pub cidr: Option<Cidr>,
+    /// Each database that has it, with the network that matched.
+    pub networks: Vec<(PathBuf, Cidr)>,
+}
+
+/// "No rule" in a region's choices.
+pub(crate) const NO_RULE: u16 = u16::MAX;
+
+const MAX_DATABASES: usize = 8;
+
+/// Per map: rule index by key kind.
+#[derive(Debug, Default)]
+struct MapIndex {
+    cidr: HashMap<u32, u16>,
+    asn: HashMap<u32, u16>,
+    country: HashMap<[u8; 2], u16>,
+    continent: HashMap<[u8; 2], u16>,
+    default: Option<u16>,
+}
+
+/// One database file and the fields read from it.
+#[derive(Clone, Debug)]
+struct Source {
+    path: PathBuf,
+    fields: Fields,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct P4 {
+    start: u32,
+    len: u8,
+    region: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct P6 {
+    start: u128,
+    len: u8,
+    region: u16,
+}
+
 /// The compiled geo-map: dense regions and a partition of both address spaces into
 /// prefixes, each labelled with a region.
-#[derive(Debug)]
 pub struct Compiled {
+    v4: Vec<P4>,
+    v6: Vec<P6>,
+    /// Per region: the rule each map picks (`NO_RULE`: none). Region 0: all none.
+    regions: Vec<Box<[u16]>>,
+    region_ids: HashMap<Box<[u16]>, u16>,
+    /// Per region: the facts of the first piece that produced it (for warnings).
+    examples: Vec<(Facts, Option<u32>)>,
+    /// Every distinct CIDR key of the config; the index is its id.
+    cidrs: Vec<Cidr>,
+    /// The innermost other CIDR key containing each one.
+    cidr_parent: Vec<Option<u32>>,
+    maps: Vec<MapIndex>,
+    sources: Vec<Source>,
+    /// Databases opened again, lazily, to explain a decision.
+    explain_dbs: Mutex<Option<Arc<Vec<Db>>>>,
     stats: CompileStats,
+    warnings: Vec<CompileWarning>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("stats", &self.stats)
+            .field("prefixes_v4", &self.v4.len())
+            .field("prefixes_v6", &self.v6.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn sources(config: &Config) -> Vec<Source> {
+    let Some(g) = &config.geoip else {
+        return Vec::new();
+    };
+    let country = Fields {
+        country: Some(Fields::split(&g.country_field)),
+        continent: g.continent_field.as_deref().map(Fields::split),
+        asn: None,
+    };
+    let mut out: Vec<Source> = g
+        .country
+        .iter()
+        .map(|p| Source {
+            path: p.clone(),
+            fields: country.clone(),
+        })
+        .collect();
+    for p in &g.asn {
+        if let Some(s) = out.iter_mut().find(|s| same_file(&s.path, p)) {
+            s.fields.asn = Some(Fields::split(&g.asn_field));
+        } else {
+            out.push(Source {
+                path: p.clone(),
+                fields: Fields {
+                    asn: Some(Fields::split(&g.asn_field)),
+                    ..Fields::default()
+                },
+            });
+        }
+    }
+    for p in &g.city {
+        if !out.iter().any(|s| same_file(&s.path, p)) {
+            out.push(Source {
+                path: p.clone(),
+                fields: Fields {
+                    asn: None,
+                    ..country.clone()
+                },
+            });
+        }
+    }
+    out
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+fn cidr_bits(c: &Cidr) -> u128 {
+    match c.addr() {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// Interns region tuples while pieces are labelled.
+struct Regions<'a> {
+    maps: &'a [MapIndex],
+    cidr_parent: &'a [Option<u32>],
+    regions: Vec<Box<[u16]>>,
+    ids: HashMap<Box<[u16]>, u16>,
+    examples: Vec<(Facts, Option<u32>)>,
+    too_many: bool,
+}
+
+impl Regions<'_> {
+    fn choose(&self, m: &MapIndex, facts: &Facts, cidr: Option<u32>) -> u16 {
+        let mut c = cidr;
+        while let Some(id) = c {
+            if let Some(r) = m.cidr.get(&id) {
+                return *r;
+            }
+            c = self.cidr_parent[id as usize];
+        }
+        let by = |r: Option<&u16>| r.copied();
+        facts
+            .asn
+            .and_then(|a| by(m.asn.get(&a)))
+            .or_else(|| facts.country.and_then(|c| by(m.country.get(&c))))
+            .or_else(|| facts.continent.and_then(|c| by(m.continent.get(&c))))
+            .or(m.default)
+            .unwrap_or(NO_RULE)
+    }
+
+    fn tuple(&self, facts: &Facts, cidr: Option<u32>) -> Box<[u16]> {
+        self.maps.iter().map(|m| self.choose(m, facts, cidr)).collect()
+    }
+
+    fn region(&mut self, in_db: bool, facts: &Facts, cidr: Option<u32>) -> u16 {
+        if !in_db && cidr.is_none() {
+            return 0;
+        }
+        let t = self.tuple(facts, cidr);
+        if let Some(id) = self.ids.get(&t) {
+            return *id;
+        }
+        let Ok(id) = u16::try_from(self.regions.len()) else {
+            self.too_many = true;
+            return 0;
+        };
+        if id == u16::MAX {
+            self.too_many = true;
+            return 0;
+        }
+        self.regions.push(t.clone());
+        self.examples.push((*facts, cidr));
+        self.ids.insert(t, id);
+        id
+    }
 }
 
 impl Compiled {
     /// Reads the databases named by `config` and builds the prefix lists.
-    pub fn build(
-        config: &Config,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<Self, CompileError> {
-        let _ = (config, progress);
-        unimplemented!()
+    pub fn build(config: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Self, CompileError> {
+        let started = Instant::now();
+        let sources = sources(config);
+        if sources.len() > MAX_DATABASES {
+            return Err(CompileError::TooManyDatabases {
+                count: sources.len(),
+                max: MAX_DATABASES,
+            });
+        }
+        let mut data: Vec<DbData> = Vec::with_capacity(sources.len());
+        for s in &sources {
+            let db = Db::open(&s.path)?;
+            data.push(db.read(&s.fields, progress)?);
+        }
+        progress(Progress {
+            stage: ProgressStage::Combining,
+            path: None,
+            networks: 0,
+        });
+
+        // Config CIDR keys: distinct, with their nesting.
+        let mut cidrs: Vec<Cidr> = config
+            .maps
+            .iter()
+            .flat_map(|m| m.rules.iter())
+            .filter_map(|r| match r.key {
+                RegionKey::Cidr(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        cidrs.sort();
+        cidrs.dedup();
+        let cidr_parent: Vec<Option<u32>> = cidrs
+            .iter()
+            .map(|c| {
+                cidrs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.len() < c.len() && o.contains(c.addr()))
+                    .max_by_key(|(_, o)| o.len())
+                    .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
+            })
+            .collect();
+        let cidr_id = |c: &Cidr| u32::try_from(cidrs.binary_search(c).unwrap_or(0)).unwrap_or(u32::MAX);
+        let maps: Vec<MapIndex> = config
+            .maps
+            .iter()
+            .map(|m| {
+                let mut ix = MapIndex::default();
+                for (i, r) in m.rules.iter().enumerate() {
+                    let i = u16::try_from(i).unwrap_or(NO_RULE);
+                    match r.key {
+                        RegionKey::Cidr(c) => {
+                            ix.cidr.insert(cidr_id(&c), i);
+                        }
+                        RegionKey::Asn(a) => {
+                            ix.asn.insert(a, i);
+                        }
+                        RegionKey::Country(c) => {
+                            ix.country.insert(c, i);
+                        }
+                        RegionKey::Continent(c) => {
+                            ix.continent.insert(c, i);
+                        }
+                        RegionKey::Default => ix.default = Some(i),
+                    }
+                }
+                ix
+            })
+            .collect();
+
+        let mut regions = Regions {
+            maps: &maps,
+            cidr_parent: &cidr_parent,
+            regions: vec![vec![NO_RULE; config.maps.len()].into_boxed_slice()],
+            ids: HashMap::new(),
+            examples: vec![(Facts::default(), None)],
+            too_many: false,
+        };
+        let mut stats = CompileStats {
+            databases: sources.iter().map(|s| s.path.clone()).collect(),
+            ..CompileStats::default()
+        };
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for (width, fam) in [(32u8, &mut stats.v4), (128u8, &mut stats.v6)] {
+            let pick = |d: &'_ DbData| -> usize { if width == 32 { d.v4.len() } else { d.v6.len() } };
+            fam.networks = data.iter().map(|d| pick(d) as u64).sum();
+            let db_segs: Vec<Vec<Seg>> = data
+                .iter()
+                .map(|d| {
+                    if width == 32 { &d.v4 } else { &d.v6 }
+                        .iter()
+                        .map(|n| Seg {
+                            start: n.start,
+                            end: partition::prefix_end(n.start, n.len, width),
+                            val: n.facts,
+                        })
+                        .collect()
+                })
+                .collect();
+            let family_cidrs: Vec<(u128, u8, u32)> = cidrs
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_ipv4() == (width == 32))
+                .map(|(i, c)| (cidr_bits(c), c.len(), u32::try_from(i).unwrap_or(u32::MAX)))
+                .collect();
+            let cidr_segs = partition::innermost(&family_cidrs, width);
+            let mut all: Vec<&[Seg]> = db_segs.iter().map(Vec::as_slice).collect();
+            all.push(&cidr_segs);
+            let ndb = data.len();
+            let mut cache: HashMap<[u32; MAX_DATABASES + 1], u16> = HashMap::new();
+            let mut run: Option<(u128, u128, u16)> = None;
+            let mut out: Vec<(u128, u8, u16)> = Vec::new();
+            let mut before = 0u64;
+            let flush = |run: (u128, u128, u16), out: &mut Vec<(u128, u8, u16)>| {
+                partition::cover(run.0, run.1, width, |s, l| out.push((s, l, run.2)));
+            };
+            partition::overlay(&all, partition::max_addr(width), |start, end, vals| {
+                before += partition::cover_count(start, end, width);
+                let mut key = [NONE; MAX_DATABASES + 1];
+                key[..vals.len()].copy_from_slice(vals);
+                let region = *cache.entry(key).or_insert_with(|| {
+                    let mut facts = Facts::default();
+                    let mut in_db = false;
+                    for (i, v) in vals[..ndb].iter().enumerate() {
+                        if *v != NONE {
+                            in_db = true;
+                            facts = facts.or(data[i].facts[*v as usize]);
+                        }
+                    }
+                    let cidr = Some(vals[ndb]).filter(|v| *v != NONE);
+                    regions.region(in_db, &facts, cidr)
+                });
+                match &mut run {
+                    Some(r) if r.2 == region => r.1 = end,
+                    _ => {
+                        if let Some(r) = run.take() {
+                            flush(r, &mut out);
+                        }
+                        run = Some((start, end, region));
+                    }
+                }
+            });
+            if let Some(r) = run.take() {
+                flush(r, &mut out);
+            }
+            fam.prefixes_before = before;
+            fam.prefixes_after = out.len() as u64;
+            if width == 32 {
+                v4 = out
+                    .into_iter()
+                    .map(|(s, len, region)| P4 {
+                        start: u32::try_from(s).unwrap_or(0),
+                        len,
+                        region,
+                    })
+                    .collect();
+            } else {
+                v6 = out.into_iter().map(|(start, len, region)| P6 { start, len, region }).collect();
+            }
+        }
+        if regions.too_many {
+            return Err(CompileError::TooManyRegions {
+                regions: regions.regions.len() + 1,
+                max: usize::from(u16::MAX),
+            });
+        }
+        drop(data);
+        let Regions {
+            regions: region_list,
+            ids,
+            examples,
+            ..
+        } = regions;
+        stats.regions = region_list.len();
+        stats.elapsed = started.elapsed();
+        let mut this = Self {
+            v4,
+            v6,
+            regions: region_list,
+            region_ids: ids,
+            examples,
+            cidrs,
+            cidr_parent,
+            maps,
+            sources,
+            explain_dbs: Mutex::new(None),
+            stats,
+            warnings: Vec::new(),
+        };
+        this.warnings = this.find_warnings(config);
+        Ok(this)
+    }
+
+    fn find_warnings(&self, config: &Config) -> Vec<CompileWarning> {
+        let uncovered: Vec<usize> = (1..self.regions.len())
+            .filter(|&r| {
+                config
+                    .records
+                    .iter()
+                    .all(|rec| self.regions[r][rec.map] == NO_RULE)
+            })
+            .collect();
+        if uncovered.is_empty() || config.records.is_empty() {
+            return Vec::new();
+        }
+        let examples: Vec<String> = uncovered
+            .iter()
+            .take(5)
+            .map(|&r| {
+                let (f, cidr) = &self.examples[r];
+                describe(f, cidr.map(|c| self.cidrs[c as usize]))
+            })
+            .collect();
+        vec![CompileWarning::UncoveredRegions {
+            count: uncovered.len(),
+            examples: examples.join("; "),
+        }]
     }
 
     #[must_use]
@@ -109,24 +546,179 @@ impl Compiled {
         &self.stats
     }
 
+    #[must_use]
+    pub fn warnings(&self) -> &[CompileWarning] {
+        &self.warnings
+    }
+
     /// Number of regions, region 0 included.
     #[must_use]
     pub fn region_count(&self) -> usize {
-        unimplemented!()
+        self.regions.len()
     }
 
     /// The longest (and only) prefix containing `ip`, and its region.
     #[must_use]
     pub fn lookup(&self, ip: IpAddr) -> PrefixMatch {
-        let _ = ip;
-        unimplemented!()
+        match ip {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                let i = self.v4.partition_point(|p| p.start <= a).saturating_sub(1);
+                let p = self.v4.get(i).copied().unwrap_or(P4 {
+                    start: 0,
+                    len: 0,
+                    region: 0,
+                });
+                PrefixMatch {
+                    prefix: Cidr::new(IpAddr::V4(Ipv4Addr::from(p.start)), p.len),
+                    region: p.region,
+                }
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                let i = self.v6.partition_point(|p| p.start <= a).saturating_sub(1);
+                let p = self.v6.get(i).copied().unwrap_or(P6 {
+                    start: 0,
+                    len: 0,
+                    region: 0,
+                });
+                PrefixMatch {
+                    prefix: Cidr::new(IpAddr::V6(Ipv6Addr::from(p.start)), p.len),
+                    region: p.region,
+                }
+            }
+        }
+    }
+
+    /// The IPv4 prefixes in address order: `(network, length, region)`.
+    pub fn prefixes_v4(&self) -> impl ExactSizeIterator<Item = ([u8; 4], u8, u16)> + '_ {
+        self.v4.iter().map(|p| (p.start.to_be_bytes(), p.len, p.region))
+    }
+
+    /// The IPv6 prefixes in address order: `(network, length, region)`.
+    pub fn prefixes_v6(&self) -> impl ExactSizeIterator<Item = ([u8; 16], u8, u16)> + '_ {
+        self.v6.iter().map(|p| (p.start.to_be_bytes(), p.len, p.region))
     }
 
     /// The rule index (into `config.maps[map].rules`) that `map` chooses in `region`;
-    /// `None` when the map has no rule for it (and for region 0).
+    /// `None` when the map has no rule for it (and always for region 0).
     #[must_use]
     pub fn choice(&self, region: u16, map: usize) -> Option<usize> {
-        let _ = (region, map);
-        unimplemented!()
+        let r = *self.regions.get(usize::from(region))?.get(map)?;
+        (r != NO_RULE).then_some(usize::from(r))
+    }
+
+    /// The region that `facts` lead to, computed the way [`Compiled::build`] does;
+    /// `None` if no compiled piece had these facts (then the databases changed, or
+    /// the compile is wrong: tests check this never happens).
+    #[must_use]
+    pub fn region_of(&self, facts: &AddressFacts) -> Option<u16> {
+        if !facts.in_database && facts.cidr.is_none() {
+            return Some(0);
+        }
+        let f = Facts {
+            country: facts.country.as_deref().and_then(code2),
+            continent: facts.continent.as_deref().and_then(code2),
+            asn: facts.asn,
+        };
+        let cidr = facts
+            .cidr
+            .and_then(|c| self.cidrs.binary_search(&c).ok())
+            .and_then(|i| u32::try_from(i).ok());
+        let r = Regions {
+            maps: &self.maps,
+            cidr_parent: &self.cidr_parent,
+            regions: Vec::new(),
+            ids: HashMap::new(),
+            examples: Vec::new(),
+            too_many: false,
+        };
+        let t = r.tuple(&f, cidr);
+        self.region_ids.get(&t).copied()
+    }
+
+    /// What the databases (read again now) and the config's CIDRs say about `ip`.
+    /// IPv6 addresses that `MaxMind` aliases to the IPv4 tree (`::/96` inside its IPv4
+    /// subtree, `::ffff:0:0/96`, `2002::/16`) are in no database here, as in the
+    /// compiled prefixes.
+    pub fn facts(&self, ip: IpAddr) -> Result<AddressFacts, CompileError> {
+        let dbs = {
+            let mut guard = self
+                .explain_dbs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(d) = &*guard {
+                d.clone()
+            } else {
+                let opened = self
+                    .sources
+                    .iter()
+                    .map(|s| Db::open(&s.path))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let d = Arc::new(opened);
+                *guard = Some(d.clone());
+                d
+            }
+        };
+        let mut out = AddressFacts {
+            cidr: self
+                .cidrs
+                .iter()
+                .filter(|c| c.contains(ip))
+                .max_by_key(|c| c.len())
+                .copied(),
+            ..AddressFacts::default()
+        };
+        let mut facts = Facts::default();
+        for (db, s) in dbs.iter().zip(&self.sources) {
+            if let IpAddr::V6(a) = ip {
+                if db.aliases_ipv4(a)? {
+                    continue;
+                }
+            }
+            if let Some((f, net_ip, len)) = db.lookup(ip, &s.fields)? {
+                // Inside the IPv4 subtree: an IPv4 network, not an IPv6 one.
+                if let IpAddr::V6(n) = net_ip {
+                    if len > 96 && u128::from(n) >> 32 == 0 {
+                        continue;
+                    }
+                }
+                out.in_database = true;
+                out.networks.push((s.path.clone(), Cidr::new(net_ip, len)));
+                facts = facts.or(f);
+            }
+        }
+        let s = |c: [u8; 2]| String::from_utf8_lossy(&c).into_owned();
+        out.country = facts.country.map(s);
+        out.continent = facts.continent.map(s);
+        out.asn = facts.asn;
+        Ok(out)
+    }
+}
+
+fn code2(s: &str) -> Option<[u8; 2]> {
+    let b = s.as_bytes();
+    (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+}
+
+fn describe(f: &Facts, cidr: Option<Cidr>) -> String {
+    let s = |c: [u8; 2]| String::from_utf8_lossy(&c).into_owned();
+    let mut parts = Vec::new();
+    if let Some(c) = cidr {
+        parts.push(format!("cidr={c}"));
+    }
+    if let Some(a) = f.asn {
+        parts.push(format!("AS{a}"));
+    }
+    if let Some(c) = f.country {
+        parts.push(format!("country={}", s(c)));
+    }
+    if let Some(c) = f.continent {
+        parts.push(format!("continent={}", s(c)));
+    }
+    if parts.is_empty() {
+        "no country, continent or ASN".to_owned()
+    } else {
+        parts.join(" ")
     }
 }

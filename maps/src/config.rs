@@ -3,11 +3,17 @@
 //! [`Config::from_path`] parses and validates; every error names the file, the line and
 //! column, and the key. Names are stored lowercase, absolute, with a trailing dot.
 use std::{
+    collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
+    ops::Range,
     path::{Path, PathBuf},
 };
 
-use crate::{cidr::Cidr, engine::NodeState};
+use geodns_common::{NameKey, MAX_ANSWER_ADDRS, MAX_LABELS, MAX_NAME_WIRE_LEN};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{cidr::Cidr, engine::NodeState, name};
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -80,10 +86,15 @@ pub struct NodeConfig {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct GeoIp {
-    /// Absolute (resolved against the config's directory).
-    pub country: PathBuf,
-    pub asn: Option<PathBuf>,
-    pub city: Option<PathBuf>,
+    /// Country databases (one path, or several such as separate IPv4 and IPv6 files),
+    /// resolved against the config's directory. Where several cover an address, the
+    /// first listed wins.
+    pub country: Vec<PathBuf>,
+    /// ASN databases; may name the same file as `country` (read once).
+    pub asn: Vec<PathBuf>,
+    /// City databases: used for the country and continent where the country databases
+    /// have nothing.
+    pub city: Vec<PathBuf>,
     /// Dotted path of the ISO country code: `country.iso_code` (`MaxMind`) or
     /// `country_code` (flattened databases).
     pub country_field: String,
@@ -226,9 +237,7 @@ pub enum ConfigProblem {
         value: String,
         source: crate::cidr::CidrParseError,
     },
-    #[error(
-        "bad country code `{value}`: expected two letters (ISO 3166-1 alpha-2) such as `US`"
-    )]
+    #[error("bad country code `{value}`: expected two letters (ISO 3166-1 alpha-2) such as `US`")]
     BadCountry { value: String },
     #[error("bad continent code `{value}`: expected one of AF AN AS EU NA OC SA")]
     BadContinent { value: String },
@@ -263,6 +272,8 @@ pub enum ConfigProblem {
     NoCandidates,
     #[error("`max_answers` is only meaningful with policy = \"spread\"")]
     MaxAnswersWithBest,
+    #[error("no name servers: expected at least one [[zone.ns]]")]
+    NoNameServers,
 }
 
 /// Something legal but probably unintended; printed by `geodns compile`.
@@ -297,24 +308,808 @@ pub enum ConfigWarning {
     NsWithoutGlue { name: String },
 }
 
+
+/// Largest weight: eight of them still fit the kernel's u32 cumulative weights.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+/// Largest TTL (RFC 2181 section 8).
+pub const MAX_TTL: u32 = 0x7FFF_FFFF;
+
+const CONTINENT_CODES: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+fn default_ttl() -> Spanned<u32> {
+    Spanned::new(0..0, 60)
+}
+fn default_serial() -> u32 {
+    1
+}
+fn default_refresh() -> u32 {
+    7200
+}
+fn default_retry() -> u32 {
+    3600
+}
+fn default_expire() -> u32 {
+    1_209_600
+}
+fn default_minimum() -> u32 {
+    60
+}
+fn default_country_field() -> String {
+    "country.iso_code".to_owned()
+}
+fn default_asn_field() -> String {
+    "autonomous_system_number".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    zone: Spanned<RawZone>,
+    #[serde(default)]
+    nodes: BTreeMap<Spanned<String>, RawNode>,
+    geoip: Option<Spanned<RawGeoIp>>,
+    #[serde(default)]
+    maps: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<RawCandidates>>>,
+    #[serde(default)]
+    records: Vec<Spanned<RawRecord>>,
+    fallback: Option<Spanned<RawCandidates>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    origin: Spanned<String>,
+    #[serde(default = "default_ttl")]
+    ttl: Spanned<u32>,
+    mname: Option<Spanned<String>>,
+    rname: Option<Spanned<String>>,
+    #[serde(default = "default_serial")]
+    serial: u32,
+    #[serde(default = "default_refresh")]
+    refresh: u32,
+    #[serde(default = "default_retry")]
+    retry: u32,
+    #[serde(default = "default_expire")]
+    expire: u32,
+    #[serde(default = "default_minimum")]
+    minimum: u32,
+    #[serde(default)]
+    ns: Vec<Spanned<RawNs>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNs {
+    name: Spanned<String>,
+    ipv4: Option<OneOrMany>,
+    ipv6: Option<OneOrMany>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    ipv4: Option<OneOrMany>,
+    ipv6: Option<OneOrMany>,
+    weight: Option<Spanned<i64>>,
+    check: Option<String>,
+    lat: Option<Spanned<f64>>,
+    lon: Option<Spanned<f64>>,
+    admin: Option<NodeState>,
+    http_base: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeoIp {
+    country: OneOrMany,
+    asn: Option<OneOrMany>,
+    city: Option<OneOrMany>,
+    #[serde(default = "default_country_field")]
+    country_field: String,
+    continent_field: Option<String>,
+    #[serde(default = "default_asn_field")]
+    asn_field: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    name: Spanned<String>,
+    map: Spanned<String>,
+    ttl: Option<Spanned<u32>>,
+    policy: Option<Policy>,
+    max_answers: Option<Spanned<i64>>,
+}
+
+/// One string (an address, a path) or a list of them.
+struct OneOrMany(Vec<Spanned<String>>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a string or a list of strings")]
+        enum Inner {
+            One(Spanned<String>),
+            Many(Vec<Spanned<String>>),
+        }
+        Ok(match Inner::deserialize(d)? {
+            Inner::One(s) => Self(vec![s]),
+            Inner::Many(v) => Self(v),
+        })
+    }
+}
+
+/// `{ node = weight, ... }` or `["node", ...]` (weights from the nodes).
+struct RawCandidates(Vec<(Spanned<String>, Option<Spanned<i64>>)>);
+
+impl<'de> Deserialize<'de> for RawCandidates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawCandidates;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of node = weight, or a list of node names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<Spanned<String>, Spanned<i64>>()? {
+                    out.push((k, Some(v)));
+                }
+                Ok(RawCandidates(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = s.next_element::<Spanned<String>>()? {
+                    out.push((k, None));
+                }
+                Ok(RawCandidates(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Turns spans into file, line and column.
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let column = self.text[start..offset].chars().count() + 1;
+        (line, column)
+    }
+
+    fn err(&self, span: &Range<usize>, key: impl Into<String>, problem: ConfigProblem) -> ConfigError {
+        let (line, column) = self.line_col(span.start);
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key: key.into(),
+            problem,
+        }
+    }
+
+    fn syntax(&self, e: &toml::de::Error) -> ConfigError {
+        let start = e.span().map_or(0, |s| s.start);
+        let (line, column) = self.line_col(start);
+        ConfigError::Syntax {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key: key_at(self.text, start),
+            message: e.message().trim().to_owned(),
+        }
+    }
+}
+
+/// Best-effort dotted key at `offset`: the last table header before it, plus the key on
+/// the offending line.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |p| p + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |p| offset + p);
+    let line = &text[line_start..line_end];
+    let mut table = String::new();
+    for l in text[..line_start].lines().chain(std::iter::once(line)) {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+        }
+    }
+    let t = line.trim();
+    if t.starts_with('[') {
+        return table;
+    }
+    let key = t.split('=').next().unwrap_or("").trim();
+    match (table.is_empty(), key.is_empty()) {
+        (_, true) => table,
+        (true, false) => key.to_owned(),
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+fn check_weight(ctx: &Ctx<'_>, w: &Spanned<i64>, key: &str) -> Result<u32, ConfigError> {
+    u32::try_from(*w.get_ref())
+        .ok()
+        .filter(|w| (1..=MAX_WEIGHT).contains(w))
+        .ok_or_else(|| {
+            ctx.err(
+                &w.span(),
+                key,
+                ConfigProblem::BadWeight {
+                    weight: *w.get_ref(),
+                    max: MAX_WEIGHT,
+                },
+            )
+        })
+}
+
+fn check_ttl(ctx: &Ctx<'_>, t: &Spanned<u32>, key: &str) -> Result<u32, ConfigError> {
+    let v = *t.get_ref();
+    if v > MAX_TTL {
+        return Err(ctx.err(
+            &t.span(),
+            key,
+            ConfigProblem::OutOfRange {
+                what: "ttl",
+                value: i64::from(v),
+                min: 0,
+                max: i64::from(MAX_TTL),
+            },
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_addrs<A: std::str::FromStr>(
+    ctx: &Ctx<'_>,
+    list: Option<&OneOrMany>,
+    key: &str,
+    family: &'static str,
+) -> Result<Vec<A>, ConfigError> {
+    let mut out = Vec::new();
+    for s in list.map_or(&[][..], |l| &l.0[..]) {
+        let text = s.get_ref().trim();
+        match text.parse::<A>() {
+            Ok(a) => out.push(a),
+            Err(_) => {
+                let problem = match text.parse::<std::net::IpAddr>() {
+                    Ok(_) => ConfigProblem::FamilyMismatch {
+                        value: text.to_owned(),
+                        expected: family,
+                    },
+                    Err(e) => ConfigProblem::BadAddress {
+                        value: text.to_owned(),
+                        reason: e.to_string(),
+                    },
+                };
+                return Err(ctx.err(&s.span(), key, problem));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_name(ctx: &Ctx<'_>, s: &Spanned<String>, origin: &str, key: &str) -> Result<String, ConfigError> {
+    name::absolute(s.get_ref(), origin).map_err(|e| {
+        ctx.err(
+            &s.span(),
+            key,
+            ConfigProblem::BadName {
+                value: s.get_ref().clone(),
+                reason: e.to_string(),
+            },
+        )
+    })
+}
+
+/// Parses a map key: see [`RegionKey`].
+fn parse_region_key(text: &str) -> Result<RegionKey, ConfigProblem> {
+    let t = text.trim();
+    let two_letters = |s: &str| -> Option<[u8; 2]> {
+        let b = s.as_bytes();
+        (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic))
+            .then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+    };
+    let bad_country = || ConfigProblem::BadCountry {
+        value: t.to_owned(),
+    };
+    if t == "default" {
+        return Ok(RegionKey::Default);
+    }
+    if t.contains('/') {
+        return t.parse().map(RegionKey::Cidr).map_err(|source| ConfigProblem::BadCidr {
+            value: t.to_owned(),
+            source,
+        });
+    }
+    if let Some(c) = t.strip_prefix("continent:") {
+        return two_letters(c)
+            .filter(|c| CONTINENT_CODES.iter().any(|k| k.as_bytes() == c))
+            .map(RegionKey::Continent)
+            .ok_or_else(|| ConfigProblem::BadContinent {
+                value: t.to_owned(),
+            });
+    }
+    if let Some(c) = t.strip_prefix("country:") {
+        return two_letters(c).map(RegionKey::Country).ok_or_else(bad_country);
+    }
+    if let Some(n) = t.strip_prefix("AS").or_else(|| t.strip_prefix("as")) {
+        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+            return n.parse().map(RegionKey::Asn).map_err(|_| ConfigProblem::BadAsn {
+                value: t.to_owned(),
+            });
+        }
+    }
+    if let Some(c) = two_letters(t) {
+        return Ok(RegionKey::Country(c));
+    }
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(bad_country());
+    }
+    Err(ConfigProblem::BadRegionKey {
+        value: t.to_owned(),
+    })
+}
+
+impl std::fmt::Display for RegionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = |c: &[u8; 2]| String::from_utf8_lossy(c).into_owned();
+        match self {
+            Self::Cidr(c) => write!(f, "{c}"),
+            Self::Asn(n) => write!(f, "AS{n}"),
+            Self::Country(c) => f.write_str(&code(c)),
+            Self::Continent(c) => write!(f, "continent:{}", code(c)),
+            Self::Default => f.write_str("default"),
+        }
+    }
+}
+
+impl serde::Serialize for RegionKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn known_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "none defined".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Resolves candidate names and weights (`key` is the dotted path of the table).
+fn candidates(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawCandidates>,
+    nodes: &[NodeConfig],
+    key: &str,
+) -> Result<Vec<Candidate>, ConfigError> {
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
+    for (name, weight) in &raw.get_ref().0 {
+        let ckey = format!("{key}.{}", name.get_ref());
+        let Ok(i) = nodes.binary_search_by(|n| n.name.as_str().cmp(name.get_ref())) else {
+            return Err(ctx.err(
+                &name.span(),
+                ckey,
+                ConfigProblem::UnknownNode {
+                    node: name.get_ref().clone(),
+                    known: known_list(nodes.iter().map(|n| n.name.as_str())),
+                },
+            ));
+        };
+        let weight = match weight {
+            Some(w) => check_weight(ctx, w, &ckey)?,
+            None => nodes[i].weight,
+        };
+        if let Some(j) = out.iter().position(|c| c.node == *name.get_ref()) {
+            return Err(ctx.err(
+                &name.span(),
+                ckey,
+                ConfigProblem::DuplicateKey {
+                    key: name.get_ref().clone(),
+                    first_line: lines[j],
+                },
+            ));
+        }
+        lines.push(ctx.line_col(name.span().start).0);
+        out.push(Candidate::new(name.get_ref(), weight));
+    }
+    if out.is_empty() {
+        return Err(ctx.err(&raw.span(), key, ConfigProblem::NoCandidates));
+    }
+    out.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| a.node.cmp(&b.node)));
+    Ok(out)
+}
+
 impl Config {
-    /// Reads, parses and validates `path`.
+    /// Reads, parses and validates `path`. Relative paths inside are relative to the
+    /// file's directory.
     pub fn from_path(path: &Path) -> Result<Self, ConfigError> {
-        let _ = path;
-        unimplemented!()
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            op: "reading config",
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_str_named(&text, &path.display().to_string())
     }
 
     /// Parses and validates `text`; `name` is used in errors, and relative paths are
     /// taken relative to `name`'s directory.
     pub fn from_str_named(text: &str, name: &str) -> Result<Self, ConfigError> {
-        let _ = (text, name);
-        unimplemented!()
+        let ctx = Ctx { file: name, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.syntax(&e))?;
+        let base_dir = Path::new(name)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Self::validate(&ctx, raw, base_dir)
+    }
+
+    #[expect(clippy::too_many_lines, reason = "one pass over the sections, in file order")]
+    fn validate(ctx: &Ctx<'_>, raw: RawConfig, base_dir: PathBuf) -> Result<Self, ConfigError> {
+        // [zone]
+        let z = raw.zone.get_ref();
+        let origin = parse_name(ctx, &z.origin, "", "zone.origin")?;
+        if origin.contains('*') {
+            return Err(ctx.err(
+                &z.origin.span(),
+                "zone.origin",
+                ConfigProblem::BadName {
+                    value: z.origin.get_ref().clone(),
+                    reason: "a wildcard cannot be the origin".to_owned(),
+                },
+            ));
+        }
+        let ttl = check_ttl(ctx, &z.ttl, "zone.ttl")?;
+        let mut ns = Vec::new();
+        for (i, n) in z.ns.iter().enumerate() {
+            let key = format!("zone.ns[{i}]");
+            let r = n.get_ref();
+            ns.push(NsHost {
+                name: parse_name(ctx, &r.name, &origin, &format!("{key}.name"))?,
+                ipv4: parse_addrs(ctx, r.ipv4.as_ref(), &format!("{key}.ipv4"), "IPv4")?,
+                ipv6: parse_addrs(ctx, r.ipv6.as_ref(), &format!("{key}.ipv6"), "IPv6")?,
+            });
+        }
+        if ns.is_empty() {
+            return Err(ctx.err(&raw.zone.span(), "zone.ns", ConfigProblem::NoNameServers));
+        }
+        let mname = match &z.mname {
+            Some(m) => parse_name(ctx, m, &origin, "zone.mname")?,
+            None => ns[0].name.clone(),
+        };
+        let rname = match &z.rname {
+            Some(r) => parse_name(ctx, r, &origin, "zone.rname")?,
+            None => format!("hostmaster.{origin}"),
+        };
+        let zone = Zone {
+            origin: origin.clone(),
+            ttl,
+            mname,
+            rname,
+            serial: z.serial,
+            refresh: z.refresh,
+            retry: z.retry,
+            expire: z.expire,
+            minimum: z.minimum,
+            ns,
+        };
+
+        // [nodes.NAME]
+        let mut nodes = Vec::new();
+        for (name, n) in &raw.nodes {
+            let key = format!("nodes.{}", name.get_ref());
+            let ipv4 = parse_addrs(ctx, n.ipv4.as_ref(), &format!("{key}.ipv4"), "IPv4")?;
+            let ipv6 = parse_addrs(ctx, n.ipv6.as_ref(), &format!("{key}.ipv6"), "IPv6")?;
+            if ipv4.is_empty() && ipv6.is_empty() {
+                return Err(ctx.err(
+                    &name.span(),
+                    key,
+                    ConfigProblem::NoAddress {
+                        node: name.get_ref().clone(),
+                    },
+                ));
+            }
+            let weight = match &n.weight {
+                Some(w) => check_weight(ctx, w, &format!("{key}.weight"))?,
+                None => 1,
+            };
+            for (v, what, lim) in [(&n.lat, "lat", 90.0), (&n.lon, "lon", 180.0)] {
+                if let Some(v) = v {
+                    let x = *v.get_ref();
+                    if !(-lim..=lim).contains(&x) {
+                        #[expect(clippy::cast_possible_truncation, reason = "only shown in the message")]
+                        let value = x as i64;
+                        #[expect(clippy::cast_possible_truncation, reason = "90 or 180")]
+                        let lim = lim as i64;
+                        return Err(ctx.err(
+                            &v.span(),
+                            format!("{key}.{what}"),
+                            ConfigProblem::OutOfRange {
+                                what,
+                                value,
+                                min: -lim,
+                                max: lim,
+                            },
+                        ));
+                    }
+                }
+            }
+            nodes.push(NodeConfig {
+                name: name.get_ref().clone(),
+                ipv4,
+                ipv6,
+                weight,
+                check: n.check.clone(),
+                lat: n.lat.as_ref().map(|v| *v.get_ref()),
+                lon: n.lon.as_ref().map(|v| *v.get_ref()),
+                admin: n.admin,
+                http_base: n.http_base.clone(),
+            });
+        }
+
+        // [geoip]
+        let geoip = raw.geoip.as_ref().map(|g| {
+            let g = g.get_ref();
+            let paths = |s: Option<&OneOrMany>| -> Vec<PathBuf> {
+                s.map_or(&[][..], |l| &l.0[..])
+                    .iter()
+                    .map(|p| base_dir.join(p.get_ref()))
+                    .collect()
+            };
+            let continent_field = match &g.continent_field {
+                Some(f) if f.is_empty() => None,
+                Some(f) => Some(f.clone()),
+                None if g.country_field == "country.iso_code" => Some("continent.code".to_owned()),
+                None => None,
+            };
+            GeoIp {
+                country: paths(Some(&g.country)),
+                asn: paths(g.asn.as_ref()),
+                city: paths(g.city.as_ref()),
+                country_field: g.country_field.clone(),
+                continent_field,
+                asn_field: g.asn_field.clone(),
+            }
+        });
+
+        // [maps.NAME]
+        let mut maps = Vec::new();
+        for (mname, table) in &raw.maps {
+            let mut rules: Vec<(usize, Rule)> = Vec::new();
+            for (k, cands) in table {
+                let key = format!("maps.{}.\"{}\"", mname.get_ref(), k.get_ref());
+                let region = parse_region_key(k.get_ref()).map_err(|p| ctx.err(&k.span(), &key, p))?;
+                let needs = match (region, &geoip) {
+                    (RegionKey::Country(_), None) => Some(("country", "country")),
+                    (RegionKey::Continent(_), g) if g.as_ref().is_none_or(|g| g.continent_field.is_none()) => {
+                        Some(("continent", "continent_field"))
+                    }
+                    (RegionKey::Asn(_), g) if g.as_ref().is_none_or(|g| g.asn.is_empty()) => Some(("ASN", "asn")),
+                    _ => None,
+                };
+                if let Some((kind, needs)) = needs {
+                    return Err(ctx.err(&k.span(), key, ConfigProblem::NeedsDatabase { kind, needs }));
+                }
+                let line = ctx.line_col(k.span().start).0;
+                if let Some((first_line, _)) = rules.iter().find(|(_, r)| r.key == region) {
+                    return Err(ctx.err(
+                        &k.span(),
+                        key,
+                        ConfigProblem::DuplicateKey {
+                            key: region.to_string(),
+                            first_line: *first_line,
+                        },
+                    ));
+                }
+                let candidates = candidates(ctx, cands, &nodes, &key)?;
+                rules.push((line, Rule { key: region, candidates }));
+            }
+            rules.sort_by_key(|(line, _)| *line);
+            maps.push(Map {
+                name: mname.get_ref().clone(),
+                rules: rules.into_iter().map(|(_, r)| r).collect(),
+            });
+        }
+
+        // [[records]]
+        let mut records: Vec<Record> = Vec::new();
+        let mut record_lines: Vec<usize> = Vec::new();
+        for (i, r) in raw.records.iter().enumerate() {
+            let key = format!("records[{i}]");
+            let rr = r.get_ref();
+            let name = parse_name(ctx, &rr.name, &origin, &format!("{key}.name"))?;
+            if !name::in_zone(&name::to_wire(&name), &name::to_wire(&origin)) {
+                return Err(ctx.err(
+                    &rr.name.span(),
+                    format!("{key}.name"),
+                    ConfigProblem::OutsideZone {
+                        name,
+                        origin: origin.clone(),
+                    },
+                ));
+            }
+            let line = ctx.line_col(rr.name.span().start).0;
+            if let Some(j) = records.iter().position(|x| x.name == name) {
+                return Err(ctx.err(
+                    &rr.name.span(),
+                    format!("{key}.name"),
+                    ConfigProblem::DuplicateRecord {
+                        name,
+                        first_line: record_lines[j],
+                    },
+                ));
+            }
+            let Some(map) = maps.iter().position(|m| m.name == *rr.map.get_ref()) else {
+                return Err(ctx.err(
+                    &rr.map.span(),
+                    format!("{key}.map"),
+                    ConfigProblem::UnknownMap {
+                        map: rr.map.get_ref().clone(),
+                        known: known_list(maps.iter().map(|m| m.name.as_str())),
+                    },
+                ));
+            };
+            let ttl = match &rr.ttl {
+                Some(t) => check_ttl(ctx, t, &format!("{key}.ttl"))?,
+                None => ttl,
+            };
+            let policy = rr.policy.unwrap_or(Policy::Best);
+            let max_answers = match (&rr.max_answers, policy) {
+                (None, _) => 1,
+                (Some(m), Policy::Best) => {
+                    return Err(ctx.err(&m.span(), format!("{key}.max_answers"), ConfigProblem::MaxAnswersWithBest));
+                }
+                (Some(m), Policy::Spread) => u8::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|n| (1..=u8::try_from(MAX_ANSWER_ADDRS).unwrap_or(u8::MAX)).contains(n))
+                    .ok_or_else(|| {
+                        ctx.err(
+                            &m.span(),
+                            format!("{key}.max_answers"),
+                            ConfigProblem::OutOfRange {
+                                what: "max_answers",
+                                value: *m.get_ref(),
+                                min: 1,
+                                max: i64::try_from(MAX_ANSWER_ADDRS).unwrap_or(8),
+                            },
+                        )
+                    })?,
+            };
+            if records.len() >= usize::from(u16::MAX) {
+                return Err(ctx.err(
+                    &r.span(),
+                    key,
+                    ConfigProblem::OutOfRange {
+                        what: "number of records",
+                        value: i64::try_from(records.len() + 1).unwrap_or(i64::MAX),
+                        min: 0,
+                        max: i64::from(u16::MAX) - 1,
+                    },
+                ));
+            }
+            record_lines.push(line);
+            records.push(Record {
+                wildcard: name.starts_with("*."),
+                name,
+                map,
+                ttl,
+                policy,
+                max_answers,
+            });
+        }
+
+        // [fallback]
+        let fallback = match &raw.fallback {
+            Some(f) if !f.get_ref().0.is_empty() => candidates(ctx, f, &nodes, "fallback")?,
+            Some(f) => return Err(ctx.err(&f.span(), "fallback", ConfigProblem::EmptyFallback)),
+            None => {
+                let end = ctx.text.len();
+                return Err(ctx.err(&(end..end), "fallback", ConfigProblem::EmptyFallback));
+            }
+        };
+
+        Ok(Self {
+            file: ctx.file.to_owned(),
+            base_dir,
+            zone,
+            nodes,
+            geoip,
+            maps,
+            records,
+            fallback,
+        })
     }
 
     /// Legal but suspicious things in the config.
     #[must_use]
     pub fn warnings(&self) -> Vec<ConfigWarning> {
-        unimplemented!()
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let used = self.fallback.iter().any(|c| c.node == n.name)
+                || self
+                    .maps
+                    .iter()
+                    .any(|m| m.rules.iter().any(|r| r.candidates.iter().any(|c| c.node == n.name)));
+            if !used {
+                out.push(ConfigWarning::UnusedNode { node: n.name.clone() });
+            }
+        }
+        let any_v4 = self.nodes.iter().any(|n| !n.ipv4.is_empty());
+        let any_v6 = self.nodes.iter().any(|n| !n.ipv6.is_empty());
+        let has = |c: &Candidate, v6: bool| {
+            self.node(&c.node)
+                .is_some_and(|n| if v6 { !n.ipv6.is_empty() } else { !n.ipv4.is_empty() })
+        };
+        for (i, m) in self.maps.iter().enumerate() {
+            if !self.records.iter().any(|r| r.map == i) {
+                out.push(ConfigWarning::UnusedMap { map: m.name.clone() });
+                continue;
+            }
+            for r in &m.rules {
+                for (v6, family, any) in [(false, "IPv4", any_v4), (true, "IPv6", any_v6)] {
+                    if any && !r.candidates.iter().any(|c| has(c, v6)) {
+                        out.push(ConfigWarning::NoFamily {
+                            map: m.name.clone(),
+                            key: r.key.to_string(),
+                            family,
+                        });
+                    }
+                }
+            }
+        }
+        for (v6, family, any) in [(false, "IPv4", any_v4), (true, "IPv6", any_v6)] {
+            if any && !self.fallback.iter().any(|c| has(c, v6)) {
+                out.push(ConfigWarning::FallbackNoFamily { family });
+            }
+        }
+        for r in &self.records {
+            if self.kernel_name(r).is_none() {
+                let wire = name::to_wire(&r.name);
+                out.push(ConfigWarning::NameTooLong {
+                    name: r.name.clone(),
+                    wire_len: wire.len(),
+                    labels: name::label_count(&r.name),
+                    max_len: MAX_NAME_WIRE_LEN,
+                    max_labels: MAX_LABELS,
+                });
+            }
+        }
+        let origin = name::to_wire(&self.zone.origin);
+        for ns in &self.zone.ns {
+            if name::in_zone(&name::to_wire(&ns.name), &origin) && ns.ipv4.is_empty() && ns.ipv6.is_empty() {
+                out.push(ConfigWarning::NsWithoutGlue { name: ns.name.clone() });
+            }
+        }
+        out
+    }
+
+    /// The kernel's key for a record, if its name fits the kernel's limits. A wildcard
+    /// is keyed by its parent, and the names it answers are one label longer.
+    #[must_use]
+    pub fn kernel_name(&self, record: &Record) -> Option<NameKey> {
+        if record.wildcard {
+            let base = record.name.strip_prefix("*.").unwrap_or(&record.name);
+            let wire = name::to_wire(base);
+            // The shortest query it answers adds a one-byte label.
+            if wire.len() + 2 > MAX_NAME_WIRE_LEN || name::label_count(base) + 1 > MAX_LABELS {
+                return None;
+            }
+            name::kernel_key(&wire, true)
+        } else {
+            name::kernel_key(&name::to_wire(&record.name), false)
+        }
     }
 
     #[must_use]

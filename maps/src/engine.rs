@@ -1,9 +1,5 @@
 //! Answer sets from node states, and the whole DNS decision in userspace.
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use geodns_common::{AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue};
 

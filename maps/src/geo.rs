@@ -1,0 +1,322 @@
+//! Reading `GeoIP` databases: every network with the few fields we need.
+//!
+//! Only the configured field paths are decoded, as borrowed strings or integers, and once
+//! per data record (networks sharing a record share its data offset), so a walk costs
+//! no allocation per network.
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use maxminddb::{PathElement, Reader, WithinOptions};
+use serde::Deserialize;
+
+use crate::compile::{CompileError, Progress, ProgressStage};
+
+/// What one database says about one network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Facts {
+    pub country: Option<[u8; 2]>,
+    pub continent: Option<[u8; 2]>,
+    pub asn: Option<u32>,
+}
+
+impl Facts {
+    /// `self`, with the fields it lacks taken from `other`.
+    pub fn or(self, other: Self) -> Self {
+        Self {
+            country: self.country.or(other.country),
+            continent: self.continent.or(other.continent),
+            asn: self.asn.or(other.asn),
+        }
+    }
+}
+
+/// Which fields to read from one database (dotted paths split into keys).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Fields {
+    pub country: Option<Vec<String>>,
+    pub continent: Option<Vec<String>>,
+    pub asn: Option<Vec<String>>,
+}
+
+impl Fields {
+    pub fn split(path: &str) -> Vec<String> {
+        path.split('.').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+}
+
+/// A network of a database: first address (IPv4 in the low 32 bits), prefix length, and
+/// an index into [`DbData::facts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Net {
+    pub start: u128,
+    pub len: u8,
+    pub facts: u32,
+}
+
+/// Every network of one database, by family, in address order.
+#[derive(Debug, Default)]
+pub(crate) struct DbData {
+    pub v4: Vec<Net>,
+    pub v6: Vec<Net>,
+    pub facts: Vec<Facts>,
+}
+
+/// A scalar as the database stores it, borrowed.
+enum Scalar<'a> {
+    Str(&'a str),
+    Int(u64),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(v))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Int))
+            }
+            fn visit_u128<E>(self, v: u128) -> Result<Self::Value, E> {
+                Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Int))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                while m.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn code(s: &Scalar<'_>) -> Option<[u8; 2]> {
+    match s {
+        Scalar::Str(s) if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            let b = s.as_bytes();
+            Some([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+        }
+        _ => None,
+    }
+}
+
+fn asn(s: &Scalar<'_>) -> Option<u32> {
+    match s {
+        Scalar::Int(n) => u32::try_from(*n).ok(),
+        Scalar::Str(s) => {
+            let digits = s.strip_prefix("AS").or_else(|| s.strip_prefix("as")).unwrap_or(s);
+            digits.parse().ok()
+        }
+        Scalar::Other => None,
+    }
+}
+
+/// An opened database.
+pub(crate) struct Db {
+    pub path: PathBuf,
+    pub reader: Reader<Vec<u8>>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Self, CompileError> {
+        let bytes = std::fs::read(path).map_err(|source| CompileError::Io {
+            op: "reading GeoIP database",
+            path: path.to_owned(),
+            source,
+        })?;
+        let reader = Reader::from_source(bytes).map_err(|source| CompileError::Database {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            reader,
+        })
+    }
+
+    fn db_err(&self, source: maxminddb::MaxMindDbError) -> CompileError {
+        CompileError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The facts of the record at `result` (`None`: no data).
+    fn decode(
+        &self,
+        result: &maxminddb::LookupResult<'_, Vec<u8>>,
+        paths: &[Option<Vec<PathElement<'_>>>; 3],
+    ) -> Result<Facts, CompileError> {
+        let get = |p: &Option<Vec<PathElement<'_>>>| -> Result<Option<Scalar<'_>>, CompileError> {
+            match p {
+                Some(p) => result.decode_path::<Scalar<'_>>(p).map_err(|e| self.db_err(e)),
+                None => Ok(None),
+            }
+        };
+        Ok(Facts {
+            country: get(&paths[0])?.as_ref().and_then(code),
+            continent: get(&paths[1])?.as_ref().and_then(code),
+            asn: get(&paths[2])?.as_ref().and_then(asn),
+        })
+    }
+
+    fn paths<'f>(fields: &'f Fields) -> [Option<Vec<PathElement<'f>>>; 3] {
+        let p = |f: &'f Option<Vec<String>>| {
+            f.as_ref()
+                .map(|keys| keys.iter().map(|k| PathElement::Key(k.as_str())).collect())
+        };
+        [p(&fields.country), p(&fields.continent), p(&fields.asn)]
+    }
+
+    /// The facts for one address (`None`: the address is in no network with data).
+    pub fn lookup(&self, ip: IpAddr, fields: &Fields) -> Result<Option<(Facts, IpAddr, u8)>, CompileError> {
+        if ip.is_ipv6() && self.reader.metadata().ip_version == 4 {
+            return Ok(None);
+        }
+        let r = self.reader.lookup(ip).map_err(|e| self.db_err(e))?;
+        if !r.has_data() {
+            return Ok(None);
+        }
+        let net = r.network().map_err(|e| self.db_err(e))?;
+        Ok(Some((self.decode(&r, &Self::paths(fields))?, net.ip(), net.prefix())))
+    }
+
+    /// Whether `ip` lies in `::ffff:0:0/96` or `2002::/16` and the database aliases that
+    /// range to its IPv4 subtree (the reader's walk skips such aliases).
+    pub fn aliases_ipv4(&self, ip: std::net::Ipv6Addr) -> Result<bool, CompileError> {
+        if self.reader.metadata().ip_version != 6 {
+            return Ok(false);
+        }
+        let bits = u128::from(ip);
+        let range = if bits >> 32 == 0xffff {
+            "::ffff:0:0/96"
+        } else if bits >> 112 == 0x2002 {
+            "2002::/16"
+        } else {
+            return Ok(false);
+        };
+        let net = range.parse().map_err(|_| {
+            self.db_err(maxminddb::MaxMindDbError::invalid_input("bad alias range"))
+        })?;
+        let mut walk = self
+            .reader
+            .within(net, WithinOptions::default())
+            .map_err(|e| self.db_err(e))?;
+        let empty = walk.next().is_none();
+        // Empty walk but data on lookup: the range points at the IPv4 subtree.
+        Ok(empty && self.reader.lookup(IpAddr::V6(ip)).is_ok_and(|r| r.has_data()))
+    }
+
+    /// Walks every network. IPv4 networks come from the IPv4 tree (`::/96` in an IPv6
+    /// database) only: the aliases `MaxMind` adds at `::ffff:0:0/96` and `2002::/16` are
+    /// skipped by the reader, so each network is counted once.
+    pub fn read(&self, fields: &Fields, progress: &mut dyn FnMut(Progress)) -> Result<DbData, CompileError> {
+        let paths = Self::paths(fields);
+        let mut out = DbData::default();
+        let mut by_offset: HashMap<usize, u32> = HashMap::new();
+        let mut by_facts: HashMap<Facts, u32> = HashMap::new();
+        let mut seen = [false; 3];
+        let report = |n: u64, progress: &mut dyn FnMut(Progress)| {
+            progress(Progress {
+                stage: ProgressStage::Reading,
+                path: Some(self.path.clone()),
+                networks: n,
+            });
+        };
+        let mut n: u64 = 0;
+        let iter = self
+            .reader
+            .networks(WithinOptions::default())
+            .map_err(|e| self.db_err(e))?;
+        for item in iter {
+            let r = item.map_err(|e| self.db_err(e))?;
+            let Some(offset) = r.offset() else { continue };
+            let idx = if let Some(i) = by_offset.get(&offset) {
+                *i
+            } else {
+                let f = self.decode(&r, &paths)?;
+                seen[0] |= f.country.is_some();
+                seen[1] |= f.continent.is_some();
+                seen[2] |= f.asn.is_some();
+                let next = u32::try_from(out.facts.len()).unwrap_or(u32::MAX);
+                let i = *by_facts.entry(f).or_insert(next);
+                if i == next {
+                    out.facts.push(f);
+                }
+                by_offset.insert(offset, i);
+                i
+            };
+            let net = r.network().map_err(|e| self.db_err(e))?;
+            match net.ip() {
+                IpAddr::V4(a) => out.v4.push(Net {
+                    start: u128::from(u32::from(a)),
+                    len: net.prefix(),
+                    facts: idx,
+                }),
+                IpAddr::V6(a) => {
+                    let start = u128::from(a);
+                    let len = net.prefix();
+                    // A record above the IPv4 subtree (no `::/96` node) also answers
+                    // every IPv4 address.
+                    if len <= 96 && start >> 32 == 0 {
+                        out.v4.push(Net {
+                            start: 0,
+                            len: 0,
+                            facts: idx,
+                        });
+                    }
+                    out.v6.push(Net { start, len, facts: idx });
+                }
+            }
+            n += 1;
+            if n % 65_536 == 0 {
+                report(n, progress);
+            }
+        }
+        report(n, progress);
+        for (i, (field, name)) in [
+            (&fields.country, "country"),
+            (&fields.continent, "continent"),
+            (&fields.asn, "asn"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(f) = field {
+                if n > 0 && !seen[i] && name != "continent" {
+                    return Err(CompileError::FieldNotFound {
+                        path: self.path.clone(),
+                        field: f.join("."),
+                        networks: n,
+                    });
+                }
+            }
+        }
+        out.v4.sort_unstable_by_key(|n| n.start);
+        out.v6.sort_unstable_by_key(|n| n.start);
+        Ok(out)
+    }
+}

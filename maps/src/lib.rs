@@ -43,6 +43,7 @@ mod cidr;
 pub mod compile;
 pub mod config;
 pub mod engine;
+pub mod fastpath;
 mod geo;
 pub mod mmdb;
 pub mod name;
@@ -50,11 +51,12 @@ mod partition;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{
-    CompileError, CompileStats, Compiled, FamilyStats, PrefixMatch, Progress, ProgressStage,
+    AddressFacts, CompileError, CompileStats, CompileWarning, Compiled, FamilyStats, PrefixMatch,
+    Progress, ProgressStage,
 };
 pub use config::{
-    Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, GeoIp, Map, NodeConfig,
-    NsHost, Policy, Record, RegionKey, Rule, Zone,
+    Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, GeoIp, Map, NodeConfig, NsHost,
+    Policy, Record, RegionKey, Rule, Zone,
 };
 pub use engine::{
     AnswerSource, Engine, Explanation, KernelMaps, NodeState, NodeStates, Picker, Question,

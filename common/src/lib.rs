@@ -48,6 +48,16 @@ pub const MAP_NAMES: &[&str] = &[
     "PREFIX_V4_1",
     "PREFIX_V6_0",
     "PREFIX_V6_1",
+    "FAST_V4_TOP_0",
+    "FAST_V4_TOP_1",
+    "FAST_V4_POOL_0",
+    "FAST_V4_POOL_1",
+    "FAST_V6_TOP_0",
+    "FAST_V6_TOP_1",
+    "FAST_V6_POOL_0",
+    "FAST_V6_POOL_1",
+    "FAST_LEAVES_0",
+    "FAST_LEAVES_1",
     "NAMES_0",
     "NAMES_1",
     "ANSWERS_0",
@@ -61,6 +71,22 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "xdp_dns_grow",
     "xdp_pass",
 ];
+
+/// Fast path (the flat first step before the LPM tries, computed by
+/// `geodns_maps::fastpath`): a slot with this bit set points to a pool block of 256
+/// slots (the low 15 bits are the block number); 0 asks the trie; any other value
+/// indexes `FAST_LEAVES_*`.
+pub const FAST_SLOT_BLOCK: u16 = 0x8000;
+/// Words (four u16 slots each) of the IPv4 top array: 2^24 slots.
+pub const FAST_V4_TOP_WORDS: u32 = 1 << 22;
+/// Words of the IPv6 top array: 2^16 slots.
+pub const FAST_V6_TOP_WORDS: u32 = 1 << 14;
+/// IPv6 strides of 8 bits after the top 16 (down to /64).
+pub const FAST_V6_STRIDES: usize = 6;
+/// Entries of `FAST_LEAVES_*` (slot values are below 0x8000).
+pub const FAST_LEAVES: u32 = 0x8000;
+/// Words of one pool block (256 slots).
+pub const FAST_BLOCK_WORDS: u32 = 64;
 
 /// Index in the `JUMP` program array of the lookup stage (`xdp_dns_lookup`).
 pub const STAGE_LOOKUP: u32 = 0;

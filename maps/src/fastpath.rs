@@ -4,7 +4,7 @@
 //! the /24s that longer prefixes split. IPv6 uses the same structure with a 16-bit top
 //! array and 8-bit strides down to /64 (`V6_MAX_DEPTH`); prefixes longer than that, or
 //! blocks beyond the pool, make the slot say "ask the trie". Why this shape for IPv6:
-//! GeoIP tables hold most IPv6 networks at /32../48 with a long tail to /64, so a hash
+//! `GeoIP` tables hold most IPv6 networks at /32../48 with a long tail to /64, so a hash
 //! on one fixed length resolves too few clients, while 8-bit strides resolve every
 //! prefix up to /64 in at most 7 array reads without expanding a prefix into more than
 //! 256 slots at any level.
@@ -136,7 +136,14 @@ impl FastTable {
             })
             .collect();
         let v4 = build_family(p4, 32, V4_TOP_BITS, 32, pools.v4_blocks, &mut leaves)?;
-        let v6 = build_family(p6, 128, V6_TOP_BITS, V6_MAX_DEPTH, pools.v6_blocks, &mut leaves)?;
+        let v6 = build_family(
+            p6,
+            128,
+            V6_TOP_BITS,
+            V6_MAX_DEPTH,
+            pools.v6_blocks,
+            &mut leaves,
+        )?;
         Ok(Self {
             v4,
             v6,
@@ -357,7 +364,11 @@ mod tests {
             let extra = 1 + u32::try_from(rng.next() % 24).expect("bits");
             let len = (parent.1 + extra).clamp(min, max);
             let bits = u128::from(rng.next()) << 64 | u128::from(rng.next());
-            let keep = if parent.1 == 0 { 0 } else { u128::MAX << (128 - parent.1) };
+            let keep = if parent.1 == 0 {
+                0
+            } else {
+                u128::MAX << (128 - parent.1)
+            };
             let m = u128::MAX << (128 - len);
             let addr = (parent.0 & keep) | (bits & !keep & m);
             let region = u16::try_from(rng.next() % 50).expect("region");
@@ -371,12 +382,21 @@ mod tests {
     /// Probe addresses: random, plus the first and last address of every prefix and
     /// their neighbours.
     fn probes(rng: &mut Rng, prefixes: &[(u128, u32, PrefixValue)], width: u32) -> Vec<u128> {
-        let top = if width == 32 { u128::from(u32::MAX) << 96 } else { u128::MAX };
+        let top = if width == 32 {
+            u128::from(u32::MAX) << 96
+        } else {
+            u128::MAX
+        };
         let step = 1u128 << (128 - width);
         let mut out = Vec::new();
         for (a, l, _) in prefixes {
             let last = a | (!(if *l == 0 { 0 } else { u128::MAX << (128 - l) }) & top);
-            out.extend([*a, last, a.wrapping_sub(step) & top, last.wrapping_add(step) & top]);
+            out.extend([
+                *a,
+                last,
+                a.wrapping_sub(step) & top,
+                last.wrapping_add(step) & top,
+            ]);
         }
         for _ in 0..20_000 {
             out.push((u128::from(rng.next()) << 64 | u128::from(rng.next())) & top);
@@ -391,7 +411,13 @@ mod tests {
         let (v4, v6): (Vec<_>, Vec<_>) = if width == 32 {
             let v4 = prefixes
                 .iter()
-                .map(|(a, l, v)| ((u32::try_from(a >> 96).expect("v4")).to_be_bytes(), u8::try_from(*l).expect("l"), *v))
+                .map(|(a, l, v)| {
+                    (
+                        (u32::try_from(a >> 96).expect("v4")).to_be_bytes(),
+                        u8::try_from(*l).expect("l"),
+                        *v,
+                    )
+                })
                 .collect();
             (v4, Vec::new())
         } else {
@@ -456,11 +482,17 @@ mod tests {
                 v6_blocks: 16,
             },
         );
-        assert!(t.v6.overflow_blocks > 0, "the small pool should have overflowed");
+        assert!(
+            t.v6.overflow_blocks > 0,
+            "the small pool should have overflowed"
+        );
     }
 
     #[test]
     fn pack_puts_slot_i_at_bits_16i() {
-        assert_eq!(FastFamily::pack(&[1, 2, 3, 4, 5]), vec![0x0004_0003_0002_0001, 5]);
+        assert_eq!(
+            FastFamily::pack(&[1, 2, 3, 4, 5]),
+            vec![0x0004_0003_0002_0001, 5]
+        );
     }
 }

@@ -36,7 +36,12 @@ pub fn query_udp(server: SocketAddr, query: &Query, timeout: Duration) -> io::Re
     sock.send_to(&query.build(), server)?;
     let mut buf = [0u8; 4096];
     let (n, _) = sock.recv_from(&mut buf)?;
-    let message = Message::from_vec(&buf[..n]).map_err(io::Error::other)?;
+    parse_reply(&buf[..n])
+}
+
+/// Decodes a DNS reply and pulls out its addresses and ECS scope.
+pub fn parse_reply(bytes: &[u8]) -> io::Result<Reply> {
+    let message = Message::from_vec(bytes).map_err(io::Error::other)?;
     let addrs = message
         .answers
         .iter()

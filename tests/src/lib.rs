@@ -3,6 +3,7 @@ pub mod bpf;
 pub mod client;
 pub mod frame;
 pub mod netns;
+pub mod synth;
 pub mod table;
 
 pub use bpf::{prog_test_run, require_bpf, TestRun};

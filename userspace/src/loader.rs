@@ -17,8 +17,9 @@ use aya::{
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
-    STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
+    FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
 };
+use geodns_maps::fastpath::{FastFamily, FastPathError, FastTable, PoolSizes, BLOCK_SLOTS};
 
 /// Errors of loading and filling the kernel maps.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,14 @@ pub enum LoaderError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("map {map}: mmap: {source}")]
+    Mmap {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fast path: {0}")]
+    FastPath(#[source] FastPathError),
     #[error("map {map} holds at most {max} entries, the new table needs {needed}")]
     TooBig {
         map: &'static str,
@@ -58,6 +67,9 @@ pub struct MapSizes {
     pub prefixes_v6: u32,
     pub names: u32,
     pub answers: u32,
+    /// Pool blocks (256 slots, 512 bytes each) of the fast path, per family.
+    pub fast_v4_blocks: u32,
+    pub fast_v6_blocks: u32,
 }
 
 impl Default for MapSizes {
@@ -68,6 +80,8 @@ impl Default for MapSizes {
             prefixes_v6: 2 << 20,
             names: 4096,
             answers: 65536,
+            fast_v4_blocks: 32_768,
+            fast_v6_blocks: 32_768,
         }
     }
 }
@@ -112,6 +126,13 @@ pub struct InstallStats {
     pub generation: u32,
     pub written: usize,
     pub removed: usize,
+    /// Time to compute the fast-path slots and copy them into the maps.
+    pub fast_seconds: f64,
+    /// Fast-path pool blocks in use, and blocks that did not fit (their slots ask the
+    /// trie), per family.
+    pub fast_blocks_v4: usize,
+    pub fast_blocks_v6: usize,
+    pub fast_overflow: usize,
 }
 
 /// The loaded program and its maps.
@@ -134,7 +155,17 @@ fn gen_name(base: &'static str, generation: u32) -> &'static str {
         ("NAMES", 0) => "NAMES_0",
         ("NAMES", _) => "NAMES_1",
         ("ANSWERS", 0) => "ANSWERS_0",
-        _ => "ANSWERS_1",
+        ("ANSWERS", _) => "ANSWERS_1",
+        ("FAST_V4_TOP", 0) => "FAST_V4_TOP_0",
+        ("FAST_V4_TOP", _) => "FAST_V4_TOP_1",
+        ("FAST_V4_POOL", 0) => "FAST_V4_POOL_0",
+        ("FAST_V4_POOL", _) => "FAST_V4_POOL_1",
+        ("FAST_V6_TOP", 0) => "FAST_V6_TOP_0",
+        ("FAST_V6_TOP", _) => "FAST_V6_TOP_1",
+        ("FAST_V6_POOL", 0) => "FAST_V6_POOL_0",
+        ("FAST_V6_POOL", _) => "FAST_V6_POOL_1",
+        ("FAST_LEAVES", 0) => "FAST_LEAVES_0",
+        _ => "FAST_LEAVES_1",
     }
 }
 
@@ -155,6 +186,14 @@ impl XdpDns {
             loader.map_max_entries(gen_name("PREFIX_V6", generation), sizes.prefixes_v6);
             loader.map_max_entries(gen_name("NAMES", generation), sizes.names);
             loader.map_max_entries(gen_name("ANSWERS", generation), sizes.answers);
+            loader.map_max_entries(
+                gen_name("FAST_V4_POOL", generation),
+                sizes.fast_v4_blocks.max(1) * FAST_BLOCK_WORDS,
+            );
+            loader.map_max_entries(
+                gen_name("FAST_V6_POOL", generation),
+                sizes.fast_v6_blocks.max(1) * FAST_BLOCK_WORDS,
+            );
         }
         let mut ebpf = loader
             .load(object)
@@ -369,7 +408,60 @@ impl XdpDns {
             &mut mirror.answers,
             c.answers.iter().copied(),
             stats,
+        )?;
+        self.write_fast(generation, c, stats)
+    }
+
+    /// Computes the fast-path slots (maps/ does) and copies them into the idle
+    /// generation's memory-mapped arrays.
+    fn write_fast(
+        &mut self,
+        generation: u32,
+        c: &Contents,
+        stats: &mut InstallStats,
+    ) -> Result<(), LoaderError> {
+        let started = std::time::Instant::now();
+        let table = FastTable::build(
+            &c.prefixes_v4,
+            &c.prefixes_v6,
+            PoolSizes {
+                v4_blocks: self.sizes.fast_v4_blocks as usize,
+                v6_blocks: self.sizes.fast_v6_blocks as usize,
+            },
         )
+        .map_err(LoaderError::FastPath)?;
+        for (base, words) in [
+            ("FAST_V4_TOP", FastFamily::pack(&table.v4.top)),
+            ("FAST_V4_POOL", FastFamily::pack(&table.v4.pool)),
+            ("FAST_V6_TOP", FastFamily::pack(&table.v6.top)),
+            ("FAST_V6_POOL", FastFamily::pack(&table.v6.pool)),
+        ] {
+            let name = gen_name(base, generation);
+            fill_mmap(self.map(name)?, name, &words)?;
+        }
+        let name = gen_name("FAST_LEAVES", generation);
+        let mut leaves: Array<&mut MapData, PrefixValue> = Array::try_from(self.map_mut(name)?)
+            .map_err(|source| LoaderError::Map {
+                map: name,
+                op: "open",
+                source,
+            })?;
+        for (i, leaf) in table.leaves.iter().enumerate().skip(1) {
+            let index = u32::try_from(i)
+                .map_err(|_| LoaderError::FastPath(FastPathError::TooManyLeaves))?;
+            leaves
+                .set(index, leaf, 0)
+                .map_err(|source| LoaderError::Map {
+                    map: name,
+                    op: "set",
+                    source,
+                })?;
+        }
+        stats.fast_blocks_v4 = table.v4.pool.len() / BLOCK_SLOTS;
+        stats.fast_blocks_v6 = table.v6.pool.len() / BLOCK_SLOTS;
+        stats.fast_overflow = table.v4.overflow_blocks + table.v6.overflow_blocks;
+        stats.fast_seconds = started.elapsed().as_secs_f64();
+        Ok(())
     }
 
     /// Node-state changes: rewrites answer sets of the generation in use, in place (each
@@ -416,6 +508,28 @@ impl XdpDns {
         result
     }
 
+    /// Kernel memory charged to all of the object's maps (the `memlock` of each map
+    /// fd in /proc/self/fdinfo), in bytes.
+    pub fn memlock_bytes(&self) -> std::io::Result<u64> {
+        // (JUMP, a 3-entry program array, is left out: aya gives no fd for it.)
+        let fds: Vec<i32> = self
+            .ebpf
+            .maps()
+            .filter_map(|(_, m)| map_data(m))
+            .map(|d| d.fd().as_fd().as_raw_fd())
+            .collect();
+        let mut total = 0;
+        for fd in fds {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+            total += info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// Counters summed over CPUs, indexed by `geodns_common::counter`.
     pub fn counters(&self) -> Result<[u64; counter::COUNT as usize], LoaderError> {
         let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map("COUNTERS")?)
@@ -450,6 +564,64 @@ impl XdpDns {
             })?;
         Ok(trie.get(&Key::new(32, addr), 0).ok())
     }
+}
+
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::ProgramArray(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// Copies `words` to the start of a `BPF_F_MMAPABLE` array through a shared mapping:
+/// one copy instead of one syscall per slot.
+fn fill_mmap(map: &Map, name: &'static str, words: &[u64]) -> Result<(), LoaderError> {
+    let Map::Array(data) = map else {
+        return Err(LoaderError::Missing {
+            kind: "array map",
+            name: name.to_string(),
+        });
+    };
+    let info = data.info().map_err(|source| LoaderError::Map {
+        map: name,
+        op: "info",
+        source,
+    })?;
+    let entries = info.max_entries() as usize;
+    if words.len() > entries {
+        return Err(LoaderError::TooBig {
+            map: name,
+            max: info.max_entries(),
+            needed: words.len(),
+        });
+    }
+    let len = entries * 8;
+    let fd = data.fd().as_fd().as_raw_fd();
+    // SAFETY: a shared read-write mapping of the array's `len` bytes (the kernel
+    // allows it for BPF_F_MMAPABLE arrays); unmapped below, never aliased.
+    unsafe {
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        if ptr == libc::MAP_FAILED {
+            return Err(LoaderError::Mmap {
+                map: name,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        std::ptr::copy_nonoverlapping(words.as_ptr(), ptr.cast::<u64>(), words.len());
+        libc::munmap(ptr, len);
+    }
+    Ok(())
 }
 
 /// Puts the lookup and reply stages into the `JUMP` program array the first stage

@@ -16,7 +16,7 @@ extern crate ebpf_panic;
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, BPF_F_MMAPABLE},
     helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
@@ -24,9 +24,10 @@ use aya_ebpf::{
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, Scratch,
-    DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS,
+    DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FAST_LEAVES, FAST_SLOT_BLOCK,
+    FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS,
     MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
-    STATE_FLAG_PASS_ALL,
+    STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -52,6 +53,28 @@ static PREFIX_V4_1: LpmTrie<[u8; 4], PrefixValue> = LpmTrie::with_max_entries(1,
 static PREFIX_V6_0: LpmTrie<[u8; 16], PrefixValue> = LpmTrie::with_max_entries(1, 0);
 #[map]
 static PREFIX_V6_1: LpmTrie<[u8; 16], PrefixValue> = LpmTrie::with_max_entries(1, 0);
+// The flat first step (see maps/src/fastpath.rs): u16 slots packed four per u64,
+// memory-mappable so the loader fills them with one copy instead of a syscall per slot.
+#[map]
+static FAST_V4_TOP_0: Array<u64> = Array::with_max_entries(FAST_V4_TOP_WORDS, BPF_F_MMAPABLE);
+#[map]
+static FAST_V4_TOP_1: Array<u64> = Array::with_max_entries(FAST_V4_TOP_WORDS, BPF_F_MMAPABLE);
+#[map]
+static FAST_V4_POOL_0: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static FAST_V4_POOL_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static FAST_V6_TOP_0: Array<u64> = Array::with_max_entries(FAST_V6_TOP_WORDS, BPF_F_MMAPABLE);
+#[map]
+static FAST_V6_TOP_1: Array<u64> = Array::with_max_entries(FAST_V6_TOP_WORDS, BPF_F_MMAPABLE);
+#[map]
+static FAST_V6_POOL_0: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static FAST_V6_POOL_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static FAST_LEAVES_0: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
+#[map]
+static FAST_LEAVES_1: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
 #[map]
 static NAMES_0: HashMap<NameKey, NameValue> = HashMap::with_max_entries(1, 0);
 #[map]
@@ -270,8 +293,9 @@ struct Query {
     ecs_source: u32,
     /// Round-trip slot for [`launder`].
     tmp: u32,
-    /// Generation read at parse time: every stage uses the same one.
+    /// Generation and flags read at parse time: every stage uses the same ones.
     generation: u32,
+    flags: u32,
     /// Found by the lookup stage, for the reply stage.
     record: u32,
     region: u32,
@@ -340,6 +364,7 @@ fn try_parse(ctx: &XdpContext) -> Result<(), Pass> {
     // SAFETY: `q` is the per-CPU QUERY value.
     unsafe {
         store(&raw mut (*q).generation, (state.generation & 1) as usize);
+        store(&raw mut (*q).flags, state.flags as usize);
         store(&raw mut (*q).grown, 0);
     }
     Ok(())
@@ -720,6 +745,9 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
     let generation = unsafe { reload(&raw const (*q).generation, 1)? };
     #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
     let generation = generation as u32;
+    // SAFETY: as above.
+    let flags = unsafe { core::ptr::read_volatile(&raw const (*q).flags) };
+    let fast = flags & STATE_FLAG_TRIE_ONLY == 0;
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY: per-CPU scratch value, valid for the whole program run.
     let scratch = unsafe { &mut *scratch };
@@ -738,7 +766,7 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
             // SAFETY: ptr_at checked the 16 bytes are in the packet.
             unsafe { ptr_at::<[u8; 16]>(ctx, v.l3 + 8)?.read_unaligned() }
         };
-        lookup_v6_prefix(&addr, generation)
+        lookup_v6_prefix(&addr, generation, fast)
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
@@ -746,7 +774,7 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
             // SAFETY: ptr_at checked the 4 bytes are in the packet.
             unsafe { ptr_at::<[u8; 4]>(ctx, v.l3 + 12)?.read_unaligned() }
         };
-        lookup_v4_prefix(&addr, generation)
+        lookup_v4_prefix(&addr, generation, fast)
     }
     .ok_or(counter::PASS_NO_REGION)?;
 
@@ -866,26 +894,89 @@ fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
     }
 }
 
+/// Slot `index` of an array of u16 slots packed four per u64.
 #[inline(always)]
-fn lookup_v4_prefix(addr: &[u8; 4], generation: u32) -> Option<PrefixValue> {
-    let key = Key::new(32, *addr);
-    let trie = if generation == 0 {
-        &PREFIX_V4_0
-    } else {
-        &PREFIX_V4_1
-    };
-    trie.get(&key).copied()
+fn slot_at(array: &Array<u64>, index: u32) -> Option<u16> {
+    let word = *array.get(index >> 2)?;
+    Some(((word >> ((index & 3) * 16)) & 0xFFFF) as u16)
+}
+
+/// The leaf a final slot names; `None` (ask the trie) for slot 0 or a block.
+#[inline(always)]
+fn leaf(leaves: &Array<PrefixValue>, slot: u16) -> Option<PrefixValue> {
+    if slot == 0 || slot & FAST_SLOT_BLOCK != 0 {
+        return None;
+    }
+    leaves.get(u32::from(slot)).copied()
 }
 
 #[inline(always)]
-fn lookup_v6_prefix(addr: &[u8; 16], generation: u32) -> Option<PrefixValue> {
-    let key = Key::new(128, *addr);
-    let trie = if generation == 0 {
-        &PREFIX_V6_0
+fn lookup_v4_prefix(addr: &[u8; 4], generation: u32, fast: bool) -> Option<PrefixValue> {
+    let (top, pool, leaves, trie) = if generation == 0 {
+        (
+            &FAST_V4_TOP_0,
+            &FAST_V4_POOL_0,
+            &FAST_LEAVES_0,
+            &PREFIX_V4_0,
+        )
     } else {
-        &PREFIX_V6_1
+        (
+            &FAST_V4_TOP_1,
+            &FAST_V4_POOL_1,
+            &FAST_LEAVES_1,
+            &PREFIX_V4_1,
+        )
     };
-    trie.get(&key).copied()
+    if fast {
+        // DIR-24-8: the top 24 bits, then the last 8 when longer prefixes split the /24.
+        let a = u32::from_be_bytes(*addr);
+        if let Some(mut slot) = slot_at(top, a >> 8) {
+            if slot & FAST_SLOT_BLOCK != 0 {
+                let block = u32::from(slot & !FAST_SLOT_BLOCK);
+                slot = slot_at(pool, block * 256 + (a & 0xFF)).unwrap_or(0);
+            }
+            if let Some(v) = leaf(leaves, slot) {
+                return Some(v);
+            }
+        }
+    }
+    trie.get(Key::new(32, *addr)).copied()
+}
+
+#[inline(always)]
+fn lookup_v6_prefix(addr: &[u8; 16], generation: u32, fast: bool) -> Option<PrefixValue> {
+    let (top, pool, leaves, trie) = if generation == 0 {
+        (
+            &FAST_V6_TOP_0,
+            &FAST_V6_POOL_0,
+            &FAST_LEAVES_0,
+            &PREFIX_V6_0,
+        )
+    } else {
+        (
+            &FAST_V6_TOP_1,
+            &FAST_V6_POOL_1,
+            &FAST_LEAVES_1,
+            &PREFIX_V6_1,
+        )
+    };
+    if fast {
+        // The top 16 bits, then 8-bit strides while the slot points to a block.
+        if let Some(mut slot) = slot_at(top, u32::from(u16::from_be_bytes([addr[0], addr[1]]))) {
+            // Bound: FAST_V6_STRIDES strides (down to /64).
+            for byte in &addr[2..2 + FAST_V6_STRIDES] {
+                if slot & FAST_SLOT_BLOCK == 0 {
+                    break;
+                }
+                let block = u32::from(slot & !FAST_SLOT_BLOCK);
+                slot = slot_at(pool, block * 256 + u32::from(*byte)).unwrap_or(0);
+            }
+            if let Some(v) = leaf(leaves, slot) {
+                return Some(v);
+            }
+        }
+    }
+    trie.get(Key::new(128, *addr)).copied()
 }
 
 /// Index of the first slot whose cumulative weight exceeds a uniform draw.

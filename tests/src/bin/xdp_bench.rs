@@ -10,121 +10,16 @@ use std::{
     time::Instant,
 };
 
-use geodns::loader::{Contents, LoadOptions, XdpDns};
-use geodns_common::{
-    AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, POLICY_BEST, STATE_FLAG_PASS_ALL,
-};
+use geodns::loader::{LoadOptions, XdpDns};
+use geodns_common::{STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY};
 use geodns_tests::{
-    frame::{wire_name, Frame, Query, L3},
+    frame::{Frame, Query, L3},
     prog_test_run,
+    synth::{contents, pick_v4, pick_v6, table_v4, table_v6, Rng},
 };
 
 /// Frames measured per figure, each run once.
 const SAMPLES: usize = 20_000;
-const REGIONS: u16 = 250;
-
-/// Small deterministic generator (xorshift64*), so runs compare.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn pv(region: u16, len: u8) -> PrefixValue {
-    PrefixValue {
-        region,
-        prefix_len: len,
-        _pad: 0,
-    }
-}
-
-/// `n` distinct IPv4 prefixes with a GeoIP-like length mix (most /16../24, a third
-/// longer than /24).
-fn table_v4(n: usize, rng: &mut Rng) -> Vec<([u8; 4], u8, PrefixValue)> {
-    let mut seen = BTreeMap::new();
-    while seen.len() < n {
-        let len = match rng.below(100) {
-            0..=9 => 16 + u8::try_from(rng.below(4)).unwrap_or(0),
-            10..=61 => 20 + u8::try_from(rng.below(5)).unwrap_or(0),
-            _ => 25 + u8::try_from(rng.below(6)).unwrap_or(0),
-        };
-        let addr = u32::try_from(rng.below(1 << 32)).unwrap_or(0);
-        let masked = addr & (u32::MAX << (32 - u32::from(len)));
-        let region = 1 + u16::try_from(rng.below(u64::from(REGIONS))).unwrap_or(0);
-        seen.insert((masked, len), region);
-    }
-    // Whole-space default, as the compiled maps have (gaps get region 0).
-    seen.insert((0, 0), 0);
-    seen.into_iter()
-        .map(|((a, l), r)| (a.to_be_bytes(), l, pv(r, l)))
-        .collect()
-}
-
-fn table_v6(n: usize, rng: &mut Rng) -> Vec<([u8; 16], u8, PrefixValue)> {
-    let mut seen = BTreeMap::new();
-    while seen.len() < n {
-        let len = match rng.below(100) {
-            0..=8 => 20 + u8::try_from(rng.below(13)).unwrap_or(0),
-            9..=36 => 33 + u8::try_from(rng.below(16)).unwrap_or(0),
-            _ => 49 + u8::try_from(rng.below(16)).unwrap_or(0),
-        };
-        let hi = (0x2000u128 | u128::from(rng.below(0x1FFF))) << 112;
-        let addr = hi | (u128::from(rng.next()) << 48);
-        let masked = addr & (u128::MAX << (128 - u32::from(len)));
-        let region = 1 + u16::try_from(rng.below(u64::from(REGIONS))).unwrap_or(0);
-        seen.insert((masked, len), region);
-    }
-    seen.insert((0, 0), 0);
-    seen.into_iter()
-        .map(|((a, l), r)| (a.to_be_bytes(), l, pv(r, l)))
-        .collect()
-}
-
-fn contents(v4: Vec<([u8; 4], u8, PrefixValue)>, v6: Vec<([u8; 16], u8, PrefixValue)>) -> Contents {
-    let mut key = NameKey::ZERO;
-    let wire = wire_name("www.cdn.example.net.");
-    key.name[..wire.len()].copy_from_slice(&wire);
-    let mut answers = Vec::new();
-    for region in 0..=REGIONS {
-        let mut s = AnswerSet::EMPTY;
-        s.ttl = 60;
-        s.policy = POLICY_BEST;
-        s.count = 1;
-        s.n_v4 = 1;
-        s.n_v6 = 1;
-        s.v4[0] = [198, 18, 0, u8::try_from(region % 250).unwrap_or(0)];
-        s.v6[0] = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, region).octets();
-        answers.push((AnswerKey { record: 0, region }, s));
-    }
-    Contents {
-        prefixes_v4: v4,
-        prefixes_v6: v6,
-        names: vec![(key, NameValue { record: 0, _pad: 0 })],
-        answers,
-    }
-}
-
-/// A client address inside a random prefix of the table.
-fn pick_v4(table: &[([u8; 4], u8, PrefixValue)], rng: &mut Rng) -> Ipv4Addr {
-    let idx = usize::try_from(rng.below(table.len() as u64)).unwrap_or(0);
-    let (a, len, _) = table[idx];
-    let host = u32::try_from(rng.below(1 << (32 - u32::from(len)))).unwrap_or(0);
-    Ipv4Addr::from(u32::from_be_bytes(a) | host)
-}
-
-fn pick_v6(table: &[([u8; 16], u8, PrefixValue)], rng: &mut Rng) -> Ipv6Addr {
-    let idx = usize::try_from(rng.below(table.len() as u64)).unwrap_or(0);
-    let (a, len, _) = table[idx];
-    let host = u128::from(rng.next()) & (u128::MAX >> u32::from(len).min(127));
-    Ipv6Addr::from(u128::from_be_bytes(a) | host)
-}
 
 /// Mean kernel-measured ns per run over `frames`, one run each.
 fn measure(xdp: &XdpDns, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
@@ -150,86 +45,147 @@ fn measure(xdp: &XdpDns, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
     mean
 }
 
+/// Names this binary can measure, in the order it reports them.
+const NAMES: &[&str] = &[
+    "xdp_ns_parse_pass",
+    "xdp_ns_v4_1k",
+    "xdp_ns_v4_100k",
+    "xdp_ns_v4_500k",
+    "xdp_ns_v4_500k_trie_only",
+    "xdp_ns_v4_500k_zipf",
+    "xdp_ns_v4_ecs_500k",
+    "xdp_ns_v6_500k",
+    "fastpath_fill_seconds",
+    "maps_memlock_mib",
+];
+
+fn frames_v4(addrs: impl Iterator<Item = Ipv4Addr>, dst: Ipv4Addr) -> Vec<Vec<u8>> {
+    addrs
+        .map(|src| Frame::new(L3::V4 { src, dst }, &Query::new(WWW, 1)).build())
+        .collect()
+}
+
+const WWW: &str = "www.cdn.example.net.";
+
+/// Indexes `0..n` drawn with probability proportional to `1 / (k + 1)` (Zipf, s = 1).
+fn zipf(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
+    let mut cum = Vec::with_capacity(n);
+    let mut total = 0.0f64;
+    for k in 0..n {
+        #[expect(clippy::cast_precision_loss, reason = "ranks below 2^52")]
+        let w = 1.0 / (k as f64 + 1.0);
+        total += w;
+        cum.push(total);
+    }
+    (0..count)
+        .map(|_| {
+            #[expect(clippy::cast_precision_loss, reason = "a uniform draw")]
+            let r = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            cum.partition_point(|c| *c < r).min(n - 1)
+        })
+        .collect()
+}
+
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
+    for w in &wanted {
+        assert!(
+            NAMES.contains(&w.as_str()),
+            "unknown figure {w}; known: {NAMES:?}"
+        );
+    }
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     let mut rng = Rng(0x5E_ED6E_0DA5_u64);
     let dst4 = Ipv4Addr::new(198, 18, 0, 2);
     let dst6: Ipv6Addr = "2001:2::2".parse().expect("v6");
-    let www = "www.cdn.example.net.";
     let mut out = BTreeMap::new();
     let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load XDP program");
     let fd = xdp.program_fd("xdp_dns").expect("fd");
 
-    for (name, size) in [
-        ("xdp_ns_v4_1k", 1_000),
-        ("xdp_ns_v4_100k", 100_000),
-        ("xdp_ns_v4_500k", 500_000),
-    ] {
-        if !want(name)
-            && !(size == 500_000 && (want("xdp_ns_v4_ecs_500k") || want("xdp_ns_parse_pass")))
-        {
-            continue;
-        }
-        let v4 = table_v4(size, &mut rng);
-        let t = Instant::now();
-        xdp.install(&contents(v4.clone(), Vec::new()))
-            .expect("install");
-        eprintln!(
-            "{name}: {size} IPv4 prefixes installed in {:.2}s",
-            t.elapsed().as_secs_f64()
-        );
-        let frames: Vec<Vec<u8>> = (0..SAMPLES)
-            .map(|_| {
-                let src = pick_v4(&v4, &mut rng);
-                Frame::new(L3::V4 { src, dst: dst4 }, &Query::new(www, 1)).build()
-            })
-            .collect();
+    for (name, size) in [("xdp_ns_v4_1k", 1_000), ("xdp_ns_v4_100k", 100_000)] {
         if want(name) {
+            let v4 = table_v4(size, &mut rng);
+            xdp.install(&contents(v4.clone(), Vec::new()))
+                .expect("install");
+            let frames = frames_v4((0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)), dst4);
             out.insert(name.to_string(), measure(&xdp, fd, &frames, 3));
         }
-        if size == 500_000 {
-            if want("xdp_ns_v4_ecs_500k") {
-                let ecs: Vec<Vec<u8>> = (0..SAMPLES)
-                    .map(|_| {
-                        let c = pick_v4(&v4, &mut rng).octets();
-                        let q = Query::new(www, 1).ecs_raw(1, 24, 0, &c[..3]);
-                        Frame::new(
-                            L3::V4 {
-                                src: dst4,
-                                dst: dst4,
-                            },
-                            &q,
-                        )
-                        .build()
-                    })
-                    .collect();
-                out.insert("xdp_ns_v4_ecs_500k".into(), measure(&xdp, fd, &ecs, 3));
-            }
-            if want("xdp_ns_parse_pass") {
-                // Same frames, same program, told to pass after parsing.
-                xdp.set_flags(STATE_FLAG_PASS_ALL).expect("flags");
-                out.insert("xdp_ns_parse_pass".into(), measure(&xdp, fd, &frames, 2));
-                xdp.set_flags(0).expect("flags");
-            }
-        }
+    }
+
+    // The 500k tables, both families in one generation.
+    let v4 = table_v4(500_000, &mut rng);
+    let v6 = table_v6(500_000, &mut rng);
+    let t = Instant::now();
+    let stats = xdp
+        .install(&contents(v4.clone(), v6.clone()))
+        .expect("install");
+    eprintln!(
+        "500k IPv4 + 500k IPv6 prefixes installed in {:.2}s (fast path {:.2}s, {} + {} blocks, {} overflow)",
+        t.elapsed().as_secs_f64(),
+        stats.fast_seconds,
+        stats.fast_blocks_v4,
+        stats.fast_blocks_v6,
+        stats.fast_overflow
+    );
+    out.insert("fastpath_fill_seconds".into(), stats.fast_seconds);
+    let frames = frames_v4((0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)), dst4);
+    if want("xdp_ns_v4_500k") {
+        out.insert("xdp_ns_v4_500k".into(), measure(&xdp, fd, &frames, 3));
+    }
+    if want("xdp_ns_v4_500k_trie_only") {
+        xdp.set_flags(STATE_FLAG_TRIE_ONLY).expect("flags");
+        out.insert(
+            "xdp_ns_v4_500k_trie_only".into(),
+            measure(&xdp, fd, &frames, 3),
+        );
+        xdp.set_flags(0).expect("flags");
+    }
+    if want("xdp_ns_parse_pass") {
+        // Same frames, same program, told to pass after parsing.
+        xdp.set_flags(STATE_FLAG_PASS_ALL).expect("flags");
+        out.insert("xdp_ns_parse_pass".into(), measure(&xdp, fd, &frames, 2));
+        xdp.set_flags(0).expect("flags");
+    }
+    if want("xdp_ns_v4_500k_zipf") {
+        // A resolver-like stream: Zipf over 50,000 client addresses of the table.
+        let clients: Vec<Ipv4Addr> = (0..50_000).map(|_| pick_v4(&v4, &mut rng)).collect();
+        let picks = zipf(&mut rng, clients.len(), SAMPLES);
+        let frames = frames_v4(picks.iter().map(|i| clients[*i]), dst4);
+        out.insert("xdp_ns_v4_500k_zipf".into(), measure(&xdp, fd, &frames, 3));
+    }
+    if want("xdp_ns_v4_ecs_500k") {
+        let ecs: Vec<Vec<u8>> = (0..SAMPLES)
+            .map(|_| {
+                let c = pick_v4(&v4, &mut rng).octets();
+                let q = Query::new(WWW, 1).ecs_raw(1, 24, 0, &c[..3]);
+                Frame::new(
+                    L3::V4 {
+                        src: dst4,
+                        dst: dst4,
+                    },
+                    &q,
+                )
+                .build()
+            })
+            .collect();
+        out.insert("xdp_ns_v4_ecs_500k".into(), measure(&xdp, fd, &ecs, 3));
     }
     if want("xdp_ns_v6_500k") {
-        let v6 = table_v6(500_000, &mut rng);
-        let t = Instant::now();
-        xdp.install(&contents(Vec::new(), v6.clone()))
-            .expect("install");
-        eprintln!(
-            "xdp_ns_v6_500k: 500000 IPv6 prefixes installed in {:.2}s",
-            t.elapsed().as_secs_f64()
-        );
         let frames: Vec<Vec<u8>> = (0..SAMPLES)
             .map(|_| {
                 let src = pick_v6(&v6, &mut rng);
-                Frame::new(L3::V6 { src, dst: dst6 }, &Query::new(www, 1)).build()
+                Frame::new(L3::V6 { src, dst: dst6 }, &Query::new(WWW, 1)).build()
             })
             .collect();
         out.insert("xdp_ns_v6_500k".into(), measure(&xdp, fd, &frames, 3));
     }
+    if want("maps_memlock_mib") {
+        // Fill the other generation too: a running daemon holds two full tables.
+        xdp.install(&contents(v4, v6)).expect("install");
+        #[expect(clippy::cast_precision_loss, reason = "MiB")]
+        let mib = xdp.memlock_bytes().expect("memlock") as f64 / f64::from(1u32 << 20);
+        out.insert("maps_memlock_mib".into(), mib);
+    }
+    out.retain(|k, _| want(k));
     println!("{}", serde_json::to_string(&out).expect("json"));
 }

@@ -1,0 +1,119 @@
+//! The kernel's fast path (flat arrays in front of the LPM trie) and the trie alone
+//! agree on region and ECS scope: the same frames through `BPF_PROG_TEST_RUN` with the
+//! fast path on and with `STATE_FLAG_TRIE_ONLY`, for random addresses and for the first
+//! and last address of prefixes and their neighbours, IPv4 and IPv6.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use geodns::loader::{LoadOptions, XdpDns};
+use geodns_common::{counter, STATE_FLAG_TRIE_ONLY};
+use geodns_tests::{
+    client::parse_reply,
+    frame::{self, Frame, Query, L3},
+    prog_test_run, require_bpf,
+    synth::{contents, table_v4, table_v6, Rng},
+};
+
+const XDP_TX: u32 = 3;
+
+/// (answer address, ECS scope) of one run.
+fn answer(fd: i32, frame: &[u8]) -> (IpAddr, u8) {
+    let run = prog_test_run(fd, frame, 1).expect("test run");
+    assert_eq!(run.action, XDP_TX, "not answered");
+    let reply = frame::parse(&run.output).expect("reply parses");
+    let r = parse_reply(&reply.payload).expect("reply decodes");
+    (r.addrs[0], r.ecs_scope.expect("ECS echoed"))
+}
+
+fn compare(xdp: &mut XdpDns, frames: &[Vec<u8>]) {
+    let fd = xdp.program_fd("xdp_dns").expect("fd");
+    let fast: Vec<_> = frames.iter().map(|f| answer(fd, f)).collect();
+    xdp.set_flags(STATE_FLAG_TRIE_ONLY).expect("trie only");
+    let trie: Vec<_> = frames.iter().map(|f| answer(fd, f)).collect();
+    xdp.set_flags(0).expect("fast again");
+    let differ = fast.iter().zip(&trie).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        differ,
+        0,
+        "fast path and trie differ on {differ} of {} frames",
+        frames.len()
+    );
+}
+
+fn src4() -> L3 {
+    L3::V4 {
+        src: Ipv4Addr::new(198, 18, 0, 1),
+        dst: Ipv4Addr::new(198, 18, 0, 2),
+    }
+}
+
+#[test]
+fn v4_fast_path_agrees_with_trie() {
+    if !require_bpf() {
+        return;
+    }
+    let mut rng = Rng(0xF457);
+    let v4 = table_v4(20_000, &mut rng);
+    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
+    let stats = xdp
+        .install(&contents(v4.clone(), Vec::new()))
+        .expect("install");
+    assert!(
+        stats.fast_blocks_v4 > 0,
+        "longer-than-/24 prefixes need blocks"
+    );
+    let www = "www.cdn.example.net.";
+    let mut addrs = Vec::new();
+    for (a, len, _) in v4.iter().step_by(10) {
+        let first = u32::from_be_bytes(*a);
+        let last = first | u32::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
+        addrs.extend([first, last, first.wrapping_sub(1), last.wrapping_add(1)]);
+    }
+    for _ in 0..2000 {
+        addrs.push(u32::try_from(rng.next_u64() >> 32).expect("u32"));
+    }
+    let frames: Vec<Vec<u8>> = addrs
+        .iter()
+        .map(|a| {
+            Frame::new(
+                src4(),
+                &Query::new(www, 1).ecs_raw(1, 32, 0, &a.to_be_bytes()),
+            )
+            .build()
+        })
+        .collect();
+    compare(&mut xdp, &frames);
+    let c = xdp.counters().expect("counters");
+    assert_eq!(c[counter::PASS_NO_REGION as usize], 0);
+}
+
+#[test]
+fn v6_fast_path_agrees_with_trie() {
+    if !require_bpf() {
+        return;
+    }
+    let mut rng = Rng(0xF466);
+    let v6 = table_v6(20_000, &mut rng);
+    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
+    let stats = xdp
+        .install(&contents(Vec::new(), v6.clone()))
+        .expect("install");
+    assert!(stats.fast_blocks_v6 > 0);
+    let www = "www.cdn.example.net.";
+    let mut addrs = Vec::new();
+    for (a, len, _) in v6.iter().step_by(10) {
+        let first = u128::from_be_bytes(*a);
+        let last = first | u128::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
+        addrs.extend([first, last, first.wrapping_sub(1), last.wrapping_add(1)]);
+    }
+    for _ in 0..2000 {
+        addrs.push(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
+    }
+    let frames: Vec<Vec<u8>> = addrs
+        .iter()
+        .map(|a| {
+            let ip = Ipv6Addr::from(*a);
+            Frame::new(src4(), &Query::new(www, 1).ecs_raw(2, 128, 0, &ip.octets())).build()
+        })
+        .collect();
+    compare(&mut xdp, &frames);
+}

@@ -44,7 +44,6 @@ pub mod compile;
 pub mod config;
 pub mod engine;
 pub mod fastpath;
-pub mod fastpath;
 mod geo;
 pub mod mmdb;
 pub mod name;

@@ -292,7 +292,10 @@ impl Regions<'_> {
     }
 
     fn tuple(&self, facts: &Facts, cidr: Option<u32>) -> Box<[u16]> {
-        self.maps.iter().map(|m| self.choose(m, facts, cidr)).collect()
+        self.maps
+            .iter()
+            .map(|m| self.choose(m, facts, cidr))
+            .collect()
     }
 
     fn region(&mut self, in_db: bool, facts: &Facts, cidr: Option<u32>) -> u16 {
@@ -320,7 +323,10 @@ impl Regions<'_> {
 
 impl Compiled {
     /// Reads the databases named by `config` and builds the prefix lists.
-    pub fn build(config: &Config, progress: &mut dyn FnMut(Progress)) -> Result<Self, CompileError> {
+    pub fn build(
+        config: &Config,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Self, CompileError> {
         let started = Instant::now();
         let sources = sources(config);
         if sources.len() > MAX_DATABASES {
@@ -363,7 +369,8 @@ impl Compiled {
                     .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
             })
             .collect();
-        let cidr_id = |c: &Cidr| u32::try_from(cidrs.binary_search(c).unwrap_or(0)).unwrap_or(u32::MAX);
+        let cidr_id =
+            |c: &Cidr| u32::try_from(cidrs.binary_search(c).unwrap_or(0)).unwrap_or(u32::MAX);
         let maps: Vec<MapIndex> = config
             .maps
             .iter()
@@ -406,7 +413,13 @@ impl Compiled {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for (width, fam) in [(32u8, &mut stats.v4), (128u8, &mut stats.v6)] {
-            let pick = |d: &'_ DbData| -> usize { if width == 32 { d.v4.len() } else { d.v6.len() } };
+            let pick = |d: &'_ DbData| -> usize {
+                if width == 32 {
+                    d.v4.len()
+                } else {
+                    d.v6.len()
+                }
+            };
             fam.networks = data.iter().map(|d| pick(d) as u64).sum();
             let db_segs: Vec<Vec<Seg>> = data
                 .iter()
@@ -479,7 +492,10 @@ impl Compiled {
                     })
                     .collect();
             } else {
-                v6 = out.into_iter().map(|(start, len, region)| P6 { start, len, region }).collect();
+                v6 = out
+                    .into_iter()
+                    .map(|(start, len, region)| P6 { start, len, region })
+                    .collect();
             }
         }
         if regions.too_many {
@@ -592,12 +608,16 @@ impl Compiled {
 
     /// The IPv4 prefixes in address order: `(network, length, region)`.
     pub fn prefixes_v4(&self) -> impl ExactSizeIterator<Item = ([u8; 4], u8, u16)> + '_ {
-        self.v4.iter().map(|p| (p.start.to_be_bytes(), p.len, p.region))
+        self.v4
+            .iter()
+            .map(|p| (p.start.to_be_bytes(), p.len, p.region))
     }
 
     /// The IPv6 prefixes in address order: `(network, length, region)`.
     pub fn prefixes_v6(&self) -> impl ExactSizeIterator<Item = ([u8; 16], u8, u16)> + '_ {
-        self.v6.iter().map(|p| (p.start.to_be_bytes(), p.len, p.region))
+        self.v6
+            .iter()
+            .map(|p| (p.start.to_be_bytes(), p.len, p.region))
     }
 
     /// The rule index (into `config.maps[map].rules`) that `map` chooses in `region`;

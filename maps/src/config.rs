@@ -308,7 +308,6 @@ pub enum ConfigWarning {
     NsWithoutGlue { name: String },
 }
 
-
 /// Largest weight: eight of them still fit the kernel's u32 cumulative weights.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Largest TTL (RFC 2181 section 8).
@@ -381,15 +380,15 @@ struct RawZone {
 #[serde(deny_unknown_fields)]
 struct RawNs {
     name: Spanned<String>,
-    ipv4: Option<OneOrMany>,
-    ipv6: Option<OneOrMany>,
+    ipv4: Option<Spanned<OneOrMany>>,
+    ipv6: Option<Spanned<OneOrMany>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
-    ipv4: Option<OneOrMany>,
-    ipv6: Option<OneOrMany>,
+    ipv4: Option<Spanned<OneOrMany>>,
+    ipv6: Option<Spanned<OneOrMany>>,
     weight: Option<Spanned<i64>>,
     check: Option<String>,
     lat: Option<Spanned<f64>>,
@@ -401,9 +400,9 @@ struct RawNode {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGeoIp {
-    country: OneOrMany,
-    asn: Option<OneOrMany>,
-    city: Option<OneOrMany>,
+    country: Spanned<OneOrMany>,
+    asn: Option<Spanned<OneOrMany>>,
+    city: Option<Spanned<OneOrMany>>,
     #[serde(default = "default_country_field")]
     country_field: String,
     continent_field: Option<String>,
@@ -421,22 +420,51 @@ struct RawRecord {
     max_answers: Option<Spanned<i64>>,
 }
 
-/// One string (an address, a path) or a list of them.
+/// One string (an address, a path) or a list of them. Used as `Spanned<OneOrMany>`:
+/// a single string takes the span of the whole value (see [`items`]).
 struct OneOrMany(Vec<Spanned<String>>);
 
 impl<'de> Deserialize<'de> for OneOrMany {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged, expecting = "a string or a list of strings")]
-        enum Inner {
-            One(Spanned<String>),
-            Many(Vec<Spanned<String>>),
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![Spanned::new(0..0, v.to_owned())]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = s.next_element::<Spanned<String>>()? {
+                    out.push(item);
+                }
+                Ok(OneOrMany(out))
+            }
         }
-        Ok(match Inner::deserialize(d)? {
-            Inner::One(s) => Self(vec![s]),
-            Inner::Many(v) => Self(v),
-        })
+        d.deserialize_any(V)
     }
+}
+
+/// The strings of a [`OneOrMany`], each with its own span (a lone string: the value's).
+fn items(v: Option<&Spanned<OneOrMany>>) -> Vec<Spanned<String>> {
+    let Some(v) = v else { return Vec::new() };
+    v.get_ref()
+        .0
+        .iter()
+        .map(|s| {
+            let span = if s.span().is_empty() {
+                v.span()
+            } else {
+                s.span()
+            };
+            Spanned::new(span, s.get_ref().clone())
+        })
+        .collect()
 }
 
 /// `{ node = weight, ... }` or `["node", ...]` (weights from the nodes).
@@ -450,14 +478,20 @@ impl<'de> Deserialize<'de> for RawCandidates {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a table of node = weight, or a list of node names")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some((k, v)) = m.next_entry::<Spanned<String>, Spanned<i64>>()? {
                     out.push((k, Some(v)));
                 }
                 Ok(RawCandidates(out))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(k) = s.next_element::<Spanned<String>>()? {
                     out.push((k, None));
@@ -480,12 +514,20 @@ impl Ctx<'_> {
         let offset = offset.min(self.text.len());
         let before = &self.text.as_bytes()[..offset];
         let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-        let start = before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
         let column = self.text[start..offset].chars().count() + 1;
         (line, column)
     }
 
-    fn err(&self, span: &Range<usize>, key: impl Into<String>, problem: ConfigProblem) -> ConfigError {
+    fn err(
+        &self,
+        span: &Range<usize>,
+        key: impl Into<String>,
+        problem: ConfigProblem,
+    ) -> ConfigError {
         let (line, column) = self.line_col(span.start);
         ConfigError::Invalid {
             file: self.file.to_owned(),
@@ -570,12 +612,12 @@ fn check_ttl(ctx: &Ctx<'_>, t: &Spanned<u32>, key: &str) -> Result<u32, ConfigEr
 
 fn parse_addrs<A: std::str::FromStr>(
     ctx: &Ctx<'_>,
-    list: Option<&OneOrMany>,
+    list: Option<&Spanned<OneOrMany>>,
     key: &str,
     family: &'static str,
 ) -> Result<Vec<A>, ConfigError> {
     let mut out = Vec::new();
-    for s in list.map_or(&[][..], |l| &l.0[..]) {
+    for s in &items(list) {
         let text = s.get_ref().trim();
         match text.parse::<A>() {
             Ok(a) => out.push(a),
@@ -597,7 +639,12 @@ fn parse_addrs<A: std::str::FromStr>(
     Ok(out)
 }
 
-fn parse_name(ctx: &Ctx<'_>, s: &Spanned<String>, origin: &str, key: &str) -> Result<String, ConfigError> {
+fn parse_name(
+    ctx: &Ctx<'_>,
+    s: &Spanned<String>,
+    origin: &str,
+    key: &str,
+) -> Result<String, ConfigError> {
     name::absolute(s.get_ref(), origin).map_err(|e| {
         ctx.err(
             &s.span(),
@@ -625,10 +672,13 @@ fn parse_region_key(text: &str) -> Result<RegionKey, ConfigProblem> {
         return Ok(RegionKey::Default);
     }
     if t.contains('/') {
-        return t.parse().map(RegionKey::Cidr).map_err(|source| ConfigProblem::BadCidr {
-            value: t.to_owned(),
-            source,
-        });
+        return t
+            .parse()
+            .map(RegionKey::Cidr)
+            .map_err(|source| ConfigProblem::BadCidr {
+                value: t.to_owned(),
+                source,
+            });
     }
     if let Some(c) = t.strip_prefix("continent:") {
         return two_letters(c)
@@ -639,13 +689,18 @@ fn parse_region_key(text: &str) -> Result<RegionKey, ConfigProblem> {
             });
     }
     if let Some(c) = t.strip_prefix("country:") {
-        return two_letters(c).map(RegionKey::Country).ok_or_else(bad_country);
+        return two_letters(c)
+            .map(RegionKey::Country)
+            .ok_or_else(bad_country);
     }
     if let Some(n) = t.strip_prefix("AS").or_else(|| t.strip_prefix("as")) {
         if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
-            return n.parse().map(RegionKey::Asn).map_err(|_| ConfigProblem::BadAsn {
-                value: t.to_owned(),
-            });
+            return n
+                .parse()
+                .map(RegionKey::Asn)
+                .map_err(|_| ConfigProblem::BadAsn {
+                    value: t.to_owned(),
+                });
         }
     }
     if let Some(c) = two_letters(t) {
@@ -756,7 +811,10 @@ impl Config {
         Self::validate(&ctx, raw, base_dir)
     }
 
-    #[expect(clippy::too_many_lines, reason = "one pass over the sections, in file order")]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the sections, in file order"
+    )]
     fn validate(ctx: &Ctx<'_>, raw: RawConfig, base_dir: PathBuf) -> Result<Self, ConfigError> {
         // [zone]
         let z = raw.zone.get_ref();
@@ -829,7 +887,10 @@ impl Config {
                 if let Some(v) = v {
                     let x = *v.get_ref();
                     if !(-lim..=lim).contains(&x) {
-                        #[expect(clippy::cast_possible_truncation, reason = "only shown in the message")]
+                        #[expect(
+                            clippy::cast_possible_truncation,
+                            reason = "only shown in the message"
+                        )]
                         let value = x as i64;
                         #[expect(clippy::cast_possible_truncation, reason = "90 or 180")]
                         let lim = lim as i64;
@@ -862,8 +923,8 @@ impl Config {
         // [geoip]
         let geoip = raw.geoip.as_ref().map(|g| {
             let g = g.get_ref();
-            let paths = |s: Option<&OneOrMany>| -> Vec<PathBuf> {
-                s.map_or(&[][..], |l| &l.0[..])
+            let paths = |s: Option<&Spanned<OneOrMany>>| -> Vec<PathBuf> {
+                items(s)
                     .iter()
                     .map(|p| base_dir.join(p.get_ref()))
                     .collect()
@@ -890,17 +951,26 @@ impl Config {
             let mut rules: Vec<(usize, Rule)> = Vec::new();
             for (k, cands) in table {
                 let key = format!("maps.{}.\"{}\"", mname.get_ref(), k.get_ref());
-                let region = parse_region_key(k.get_ref()).map_err(|p| ctx.err(&k.span(), &key, p))?;
+                let region =
+                    parse_region_key(k.get_ref()).map_err(|p| ctx.err(&k.span(), &key, p))?;
                 let needs = match (region, &geoip) {
                     (RegionKey::Country(_), None) => Some(("country", "country")),
-                    (RegionKey::Continent(_), g) if g.as_ref().is_none_or(|g| g.continent_field.is_none()) => {
+                    (RegionKey::Continent(_), g)
+                        if g.as_ref().is_none_or(|g| g.continent_field.is_none()) =>
+                    {
                         Some(("continent", "continent_field"))
                     }
-                    (RegionKey::Asn(_), g) if g.as_ref().is_none_or(|g| g.asn.is_empty()) => Some(("ASN", "asn")),
+                    (RegionKey::Asn(_), g) if g.as_ref().is_none_or(|g| g.asn.is_empty()) => {
+                        Some(("ASN", "asn"))
+                    }
                     _ => None,
                 };
                 if let Some((kind, needs)) = needs {
-                    return Err(ctx.err(&k.span(), key, ConfigProblem::NeedsDatabase { kind, needs }));
+                    return Err(ctx.err(
+                        &k.span(),
+                        key,
+                        ConfigProblem::NeedsDatabase { kind, needs },
+                    ));
                 }
                 let line = ctx.line_col(k.span().start).0;
                 if let Some((first_line, _)) = rules.iter().find(|(_, r)| r.key == region) {
@@ -914,7 +984,13 @@ impl Config {
                     ));
                 }
                 let candidates = candidates(ctx, cands, &nodes, &key)?;
-                rules.push((line, Rule { key: region, candidates }));
+                rules.push((
+                    line,
+                    Rule {
+                        key: region,
+                        candidates,
+                    },
+                ));
             }
             rules.sort_by_key(|(line, _)| *line);
             maps.push(Map {
@@ -969,7 +1045,11 @@ impl Config {
             let max_answers = match (&rr.max_answers, policy) {
                 (None, _) => 1,
                 (Some(m), Policy::Best) => {
-                    return Err(ctx.err(&m.span(), format!("{key}.max_answers"), ConfigProblem::MaxAnswersWithBest));
+                    return Err(ctx.err(
+                        &m.span(),
+                        format!("{key}.max_answers"),
+                        ConfigProblem::MaxAnswersWithBest,
+                    ));
                 }
                 (Some(m), Policy::Spread) => u8::try_from(*m.get_ref())
                     .ok()
@@ -1038,23 +1118,33 @@ impl Config {
         let mut out = Vec::new();
         for n in &self.nodes {
             let used = self.fallback.iter().any(|c| c.node == n.name)
-                || self
-                    .maps
-                    .iter()
-                    .any(|m| m.rules.iter().any(|r| r.candidates.iter().any(|c| c.node == n.name)));
+                || self.maps.iter().any(|m| {
+                    m.rules
+                        .iter()
+                        .any(|r| r.candidates.iter().any(|c| c.node == n.name))
+                });
             if !used {
-                out.push(ConfigWarning::UnusedNode { node: n.name.clone() });
+                out.push(ConfigWarning::UnusedNode {
+                    node: n.name.clone(),
+                });
             }
         }
         let any_v4 = self.nodes.iter().any(|n| !n.ipv4.is_empty());
         let any_v6 = self.nodes.iter().any(|n| !n.ipv6.is_empty());
         let has = |c: &Candidate, v6: bool| {
-            self.node(&c.node)
-                .is_some_and(|n| if v6 { !n.ipv6.is_empty() } else { !n.ipv4.is_empty() })
+            self.node(&c.node).is_some_and(|n| {
+                if v6 {
+                    !n.ipv6.is_empty()
+                } else {
+                    !n.ipv4.is_empty()
+                }
+            })
         };
         for (i, m) in self.maps.iter().enumerate() {
             if !self.records.iter().any(|r| r.map == i) {
-                out.push(ConfigWarning::UnusedMap { map: m.name.clone() });
+                out.push(ConfigWarning::UnusedMap {
+                    map: m.name.clone(),
+                });
                 continue;
             }
             for r in &m.rules {
@@ -1088,8 +1178,13 @@ impl Config {
         }
         let origin = name::to_wire(&self.zone.origin);
         for ns in &self.zone.ns {
-            if name::in_zone(&name::to_wire(&ns.name), &origin) && ns.ipv4.is_empty() && ns.ipv6.is_empty() {
-                out.push(ConfigWarning::NsWithoutGlue { name: ns.name.clone() });
+            if name::in_zone(&name::to_wire(&ns.name), &origin)
+                && ns.ipv4.is_empty()
+                && ns.ipv6.is_empty()
+            {
+                out.push(ConfigWarning::NsWithoutGlue {
+                    name: ns.name.clone(),
+                });
             }
         }
         out

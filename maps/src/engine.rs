@@ -1,9 +1,24 @@
 //! Answer sets from node states, and the whole DNS decision in userspace.
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
 
-use geodns_common::{AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue};
+use geodns_common::{
+    AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, POLICY_BEST,
+    POLICY_SPREAD,
+};
 
-use crate::{compile::Compiled, config::Config};
+use crate::{
+    cidr::Cidr,
+    compile::{AddressFacts, Compiled},
+    config::{Candidate, Config, NodeConfig, Policy, Record, RegionKey, Rule},
+    name,
+};
 
 /// State of a node as answers see it. Admin state (config or admin command) overrides
 /// health.
@@ -62,11 +77,20 @@ pub struct Question {
 }
 
 impl Question {
-    /// From a presentation name (`www.cdn.example.net.` or without the final dot).
+    /// From a presentation name (`www.cdn.example.net.`; the final dot is optional).
+    /// Only plain labels: use [`Question::from_wire`] for names from the wire.
     #[must_use]
     pub fn new(name: &str, qtype: u16, client: IpAddr) -> Self {
-        let _ = (name, qtype, client);
-        unimplemented!()
+        let full = if name.ends_with('.') {
+            name.to_owned()
+        } else {
+            format!("{name}.")
+        };
+        Self {
+            name: name::to_wire(&full),
+            qtype,
+            client,
+        }
     }
 
     #[must_use]
@@ -132,22 +156,37 @@ pub trait Picker: Send + Sync + std::fmt::Debug {
 /// Lock-free `SplitMix64`; seed it for reproducible tests.
 #[derive(Debug)]
 pub struct SplitMix {
-    state: std::sync::atomic::AtomicU64,
+    state: AtomicU64,
 }
 
 impl SplitMix {
     #[must_use]
     pub fn seeded(seed: u64) -> Self {
         Self {
-            state: std::sync::atomic::AtomicU64::new(seed),
+            state: AtomicU64::new(seed),
         }
+    }
+
+    /// Seeded from the process's random hasher keys.
+    #[must_use]
+    pub fn from_entropy() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5EED);
+        Self::seeded(h.finish())
     }
 }
 
 impl Picker for SplitMix {
     fn below(&self, total: u32) -> u32 {
-        let _ = total;
-        unimplemented!()
+        let mut z = self
+            .state
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        u32::try_from((u128::from(z) * u128::from(total)) >> 64).unwrap_or(0)
     }
 }
 
@@ -157,10 +196,129 @@ impl Picker for SplitMix {
 pub struct Explanation {
     /// The address looked up (the ECS prefix's address when one was given).
     pub client: IpAddr,
-    pub ecs: Option<String>,
-    pub prefix: String,
-    pub prefix_len: u8,
+    /// The ECS prefix, when one was given with a non-zero length.
+    pub ecs: Option<Cidr>,
+    /// The matched prefix; its length is the ECS scope of the answer.
+    pub prefix: Cidr,
     pub region: u16,
+    /// What the databases and config CIDRs say about the address.
+    pub facts: Option<AddressFacts>,
+    /// Why `facts` is missing (a database could not be read again).
+    pub facts_error: Option<String>,
+    /// The key each map picked for the region, and why.
+    pub maps: Vec<MapChoice>,
+    pub records: Vec<RecordExplanation>,
+    /// The `[fallback]` nodes with their state.
+    pub fallback: Vec<CandidateState>,
+}
+
+/// The key one map picked.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct MapChoice {
+    pub map: String,
+    /// `None`: no rule applies (no default either), or region 0.
+    pub key: Option<RegionKey>,
+    pub why: String,
+}
+
+/// A candidate with its current state.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct CandidateState {
+    pub node: String,
+    pub weight: u32,
+    pub state: NodeState,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+}
+
+/// One record's decision for the explained address.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct RecordExplanation {
+    pub name: String,
+    pub map: String,
+    pub policy: Policy,
+    pub ttl: u32,
+    /// The rule's candidates (empty when the map picked nothing).
+    pub candidates: Vec<CandidateState>,
+    /// Whether the kernel holds an answer set for this record and region.
+    pub kernel: bool,
+    pub a: FamilyAnswer,
+    pub aaaa: FamilyAnswer,
+}
+
+/// What one family gets.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct FamilyAnswer {
+    /// `geo`, `fallback` or `none`.
+    pub source: &'static str,
+    /// `geo`: the answer set's addresses (for `spread`, every slot); `fallback`: the
+    /// nodes' addresses that round robin would cycle through.
+    pub addresses: Vec<IpAddr>,
+    /// `spread`: each slot's weight.
+    pub weights: Vec<u32>,
+    /// Addresses per answer.
+    pub count: u8,
+}
+
+/// A record's answer set for one rule of its map, with the node of every slot.
+#[derive(Clone, Copy, Debug)]
+struct RuleSet {
+    set: AnswerSet,
+    nodes_v4: [u16; MAX_ANSWER_ADDRS],
+    nodes_v6: [u16; MAX_ANSWER_ADDRS],
+}
+
+/// One fallback node of one family.
+#[derive(Clone, Debug)]
+struct FallbackNode {
+    node: usize,
+    weight: i64,
+    up: bool,
+}
+
+/// Smooth weighted round robin (nginx): every pick adds each weight to its current
+/// value, takes the largest, and subtracts the total from it.
+#[derive(Debug, Default)]
+struct Swrr {
+    current: Vec<i64>,
+}
+
+impl Swrr {
+    fn pick(
+        &mut self,
+        nodes: &[FallbackNode],
+        eligible: impl Fn(&FallbackNode) -> bool,
+    ) -> Option<usize> {
+        self.current.resize(nodes.len(), 0);
+        let mut total = 0;
+        let mut best: Option<usize> = None;
+        for (i, n) in nodes.iter().enumerate() {
+            if !eligible(n) {
+                continue;
+            }
+            self.current[i] += n.weight;
+            total += n.weight;
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
+            }
+        }
+        let b = best?;
+        self.current[b] -= total;
+        Some(b)
+    }
+}
+
+/// Address answer for one family: the addresses, their node, and where they came from.
+struct Picked {
+    addrs: Vec<IpAddr>,
+    node: usize,
+    ttl: u32,
+    scope: u8,
+    source: AnswerSource,
 }
 
 /// Answer sets for every (record, region) under one set of node states, plus the
@@ -169,25 +327,230 @@ pub struct Explanation {
 pub struct Engine {
     config: Arc<Config>,
     compiled: Arc<Compiled>,
+    states: NodeStates,
+    /// Per record, per rule of its map.
+    sets: Vec<Vec<Option<RuleSet>>>,
+    origin: Vec<u8>,
+    exact: HashMap<Vec<u8>, usize>,
+    /// Keyed by the name without its `*` label.
+    wildcard: HashMap<Vec<u8>, usize>,
+    /// Names that exist without records of their own (empty non-terminals).
+    existing: HashSet<Vec<u8>>,
+    /// In-zone NS names with glue.
+    glue: HashMap<Vec<u8>, (Vec<IpAddr>, Vec<IpAddr>)>,
+    /// Per family (0: IPv4, 1: IPv6).
+    fallback: [Vec<FallbackNode>; 2],
+    rr: Mutex<[Swrr; 2]>,
+    fail_open: Arc<AtomicU64>,
+    picker: Arc<dyn Picker>,
+}
+
+fn node_addrs(n: &NodeConfig, v6: bool) -> Vec<IpAddr> {
+    if v6 {
+        n.ipv6.iter().map(|a| IpAddr::V6(*a)).collect()
+    } else {
+        n.ipv4.iter().map(|a| IpAddr::V4(*a)).collect()
+    }
+}
+
+fn node_index(config: &Config, name: &str) -> usize {
+    config
+        .nodes
+        .binary_search_by(|n| n.name.as_str().cmp(name))
+        .unwrap_or(usize::MAX)
+}
+
+/// The answer set of one rule for one record under `states`; `None` when no candidate
+/// is up with an address.
+fn rule_set(config: &Config, record: &Record, rule: &Rule, states: &NodeStates) -> Option<RuleSet> {
+    let mut rs = RuleSet {
+        set: AnswerSet::EMPTY,
+        nodes_v4: [u16::MAX; MAX_ANSWER_ADDRS],
+        nodes_v6: [u16::MAX; MAX_ANSWER_ADDRS],
+    };
+    rs.set.ttl = record.ttl;
+    let up: Vec<(&Candidate, usize)> = rule
+        .candidates
+        .iter()
+        .filter(|c| states.get(&c.node) == NodeState::Up)
+        .map(|c| (c, node_index(config, &c.node)))
+        .filter(|(_, i)| *i < config.nodes.len())
+        .collect();
+    for v6 in [false, true] {
+        let mut n = 0usize;
+        let mut cum = 0u32;
+        // Candidates are sorted by weight, highest first, then name.
+        for (c, i) in &up {
+            let addrs = node_addrs(&config.nodes[*i], v6);
+            if addrs.is_empty() {
+                continue;
+            }
+            for a in addrs {
+                if n == MAX_ANSWER_ADDRS {
+                    break;
+                }
+                cum = cum.saturating_add(c.weight);
+                let node = u16::try_from(*i).unwrap_or(u16::MAX);
+                match a {
+                    IpAddr::V4(a) => {
+                        rs.set.v4[n] = a.octets();
+                        rs.set.cum_v4[n] = cum;
+                        rs.nodes_v4[n] = node;
+                    }
+                    IpAddr::V6(a) => {
+                        rs.set.v6[n] = a.octets();
+                        rs.set.cum_v6[n] = cum;
+                        rs.nodes_v6[n] = node;
+                    }
+                }
+                n += 1;
+            }
+            if record.policy == Policy::Best {
+                // The best candidate that has this family: all its addresses, nothing else.
+                break;
+            }
+        }
+        let n = u8::try_from(n).unwrap_or(u8::MAX);
+        if v6 {
+            rs.set.n_v6 = n;
+        } else {
+            rs.set.n_v4 = n;
+        }
+    }
+    let most = rs.set.n_v4.max(rs.set.n_v6);
+    if most == 0 {
+        return None;
+    }
+    (rs.set.policy, rs.set.count) = match record.policy {
+        Policy::Best => (POLICY_BEST, most),
+        Policy::Spread => (POLICY_SPREAD, record.max_answers.clamp(1, most)),
+    };
+    Some(rs)
 }
 
 impl Engine {
     #[must_use]
     pub fn new(config: Arc<Config>, compiled: Arc<Compiled>, states: &NodeStates) -> Self {
-        let _ = states;
-        Self { config, compiled }
+        Self::build(
+            config,
+            compiled,
+            states,
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(SplitMix::from_entropy()),
+        )
     }
 
-    /// The same config and prefixes under new node states.
+    fn build(
+        config: Arc<Config>,
+        compiled: Arc<Compiled>,
+        states: &NodeStates,
+        fail_open: Arc<AtomicU64>,
+        picker: Arc<dyn Picker>,
+    ) -> Self {
+        let sets = config
+            .records
+            .iter()
+            .map(|r| {
+                config.maps[r.map]
+                    .rules
+                    .iter()
+                    .map(|rule| rule_set(&config, r, rule, states))
+                    .collect()
+            })
+            .collect();
+        let origin = name::to_wire(&config.zone.origin);
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut existing = HashSet::new();
+        for (i, r) in config.records.iter().enumerate() {
+            let wire = name::to_wire(&r.name);
+            let own = if r.wildcard {
+                let base = name::parent(&wire).unwrap_or(&wire).to_vec();
+                wildcard.insert(base.clone(), i);
+                base
+            } else {
+                exact.insert(wire.clone(), i);
+                wire
+            };
+            // Every name between the record and the origin exists.
+            let mut cur = Some(&own[..]);
+            while let Some(c) = cur {
+                if c.len() <= origin.len() {
+                    break;
+                }
+                existing.insert(c.to_vec());
+                cur = name::parent(c);
+            }
+        }
+        let mut glue = HashMap::new();
+        for ns in &config.zone.ns {
+            let wire = name::to_wire(&ns.name);
+            if name::in_zone(&wire, &origin) {
+                let v4 = ns.ipv4.iter().map(|a| IpAddr::V4(*a)).collect();
+                let v6 = ns.ipv6.iter().map(|a| IpAddr::V6(*a)).collect();
+                let mut cur = name::parent(&wire);
+                while let Some(c) = cur {
+                    if c.len() <= origin.len() {
+                        break;
+                    }
+                    existing.insert(c.to_vec());
+                    cur = name::parent(c);
+                }
+                glue.insert(wire, (v4, v6));
+            }
+        }
+        let fallback = [false, true].map(|v6| {
+            config
+                .fallback
+                .iter()
+                .map(|c| (c, node_index(&config, &c.node)))
+                .filter(|(_, i)| {
+                    config
+                        .nodes
+                        .get(*i)
+                        .is_some_and(|n| !node_addrs(n, v6).is_empty())
+                })
+                .map(|(c, i)| FallbackNode {
+                    node: i,
+                    weight: i64::from(c.weight),
+                    up: states.get(&c.node) == NodeState::Up,
+                })
+                .collect()
+        });
+        Self {
+            config,
+            compiled,
+            states: states.clone(),
+            sets,
+            origin,
+            exact,
+            wildcard,
+            existing,
+            glue,
+            fallback,
+            rr: Mutex::new([Swrr::default(), Swrr::default()]),
+            fail_open,
+            picker,
+        }
+    }
+
+    /// The same config and prefixes under new node states (the fail-open counter and
+    /// the random source carry over; round robin starts afresh).
     #[must_use]
     pub fn with_states(&self, states: &NodeStates) -> Self {
-        Self::new(self.config.clone(), self.compiled.clone(), states)
+        Self::build(
+            self.config.clone(),
+            self.compiled.clone(),
+            states,
+            self.fail_open.clone(),
+            self.picker.clone(),
+        )
     }
 
     /// Replaces the random source of the `spread` policy (tests seed it).
     #[must_use]
-    pub fn with_picker(self, picker: Box<dyn Picker>) -> Self {
-        let _ = picker;
+    pub fn with_picker(mut self, picker: Box<dyn Picker>) -> Self {
+        self.picker = Arc::from(picker);
         self
     }
 
@@ -201,35 +564,410 @@ impl Engine {
         &self.compiled
     }
 
-    /// The whole decision for one question.
     #[must_use]
-    pub fn resolve(&self, question: &Question) -> Resolution {
-        let _ = question;
-        unimplemented!()
+    pub fn states(&self) -> &NodeStates {
+        &self.states
     }
 
-    /// How many fallback answers used nodes that were all down (fail open).
+    /// How many fallback answers used nodes that were all down (fail open), over this
+    /// engine and the ones it was derived from.
     #[must_use]
     pub fn fail_open_count(&self) -> u64 {
-        unimplemented!()
+        self.fail_open.load(Ordering::Relaxed)
     }
 
-    /// Why `client` (or the ECS prefix `ecs`) gets what it gets, for every record.
+    /// The record that answers a lowercase wire name, as the kernel finds it: the exact
+    /// name, else the wildcard of the name minus its first label (one level only).
+    fn record_for(&self, wire: &[u8]) -> Option<usize> {
+        self.exact
+            .get(wire)
+            .or_else(|| name::parent(wire).and_then(|p| self.wildcard.get(p)))
+            .copied()
+    }
+
+    /// The whole decision for one question. An IPv4-mapped IPv6 client address
+    /// (`::ffff:a.b.c.d`, from a dual-stack socket) is treated as the IPv4 address.
+    #[must_use]
+    pub fn resolve(&self, question: &Question) -> Resolution {
+        let wire = name::lowercase(&question.name);
+        if name::labels(&wire).is_none() || !name::in_zone(&wire, &self.origin) {
+            return Resolution::Refused;
+        }
+        let apex = wire == self.origin;
+        if apex && question.qtype == QTYPE_SOA {
+            return Resolution::Soa;
+        }
+        if apex && question.qtype == QTYPE_NS {
+            return Resolution::Ns;
+        }
+        let v6 = match question.qtype {
+            QTYPE_A => Some(false),
+            QTYPE_AAAA => Some(true),
+            _ => None,
+        };
+        if let Some(rec) = self.record_for(&wire) {
+            return match v6 {
+                Some(v6) => self.pick(rec, v6, question.client.to_canonical()).map_or(
+                    Resolution::NoData,
+                    |p| Resolution::Addresses {
+                        addrs: p.addrs,
+                        ttl: p.ttl,
+                        scope: p.scope,
+                        source: p.source,
+                    },
+                ),
+                None => Resolution::NoData,
+            };
+        }
+        if let Some((g4, g6)) = self.glue.get(&wire) {
+            let addrs = match v6 {
+                Some(false) => g4,
+                Some(true) => g6,
+                None => return Resolution::NoData,
+            };
+            if addrs.is_empty() {
+                return Resolution::NoData;
+            }
+            return Resolution::Addresses {
+                addrs: addrs.clone(),
+                ttl: self.config.zone.ttl,
+                scope: 0,
+                source: AnswerSource::Glue,
+            };
+        }
+        if apex || self.existing.contains(&wire) {
+            return Resolution::NoData;
+        }
+        Resolution::NxDomain
+    }
+
+    /// The node that answers an `A` (or `AAAA`) question, for the HTTP redirector, with
+    /// the addresses the DNS answer would carry.
+    #[must_use]
+    pub fn node_for(
+        &self,
+        question: &Question,
+    ) -> Option<(&NodeConfig, Vec<IpAddr>, AnswerSource)> {
+        let v6 = match question.qtype {
+            QTYPE_A => false,
+            QTYPE_AAAA => true,
+            _ => return None,
+        };
+        let wire = name::lowercase(&question.name);
+        let rec = self.record_for(&wire)?;
+        let p = self.pick(rec, v6, question.client.to_canonical())?;
+        Some((self.config.nodes.get(p.node)?, p.addrs, p.source))
+    }
+
+    /// Addresses of one family for a record and a client: the region's answer set like
+    /// the kernel, else the fallback.
+    fn pick(&self, record: usize, v6: bool, client: IpAddr) -> Option<Picked> {
+        let rec = &self.config.records[record];
+        let m = self.compiled.lookup(client);
+        let scope = m.prefix.len();
+        let rs = self
+            .compiled
+            .choice(m.region, rec.map)
+            .and_then(|k| self.sets[record].get(k).copied().flatten());
+        if let Some(rs) = rs {
+            let set = &rs.set;
+            let n = usize::from(if v6 { set.n_v6 } else { set.n_v4 });
+            if n > 0 {
+                let cum = if v6 { &set.cum_v6 } else { &set.cum_v4 };
+                let first = if set.policy == POLICY_SPREAD {
+                    let total = cum[n - 1];
+                    let r = if total == 0 {
+                        0
+                    } else {
+                        self.picker.below(total)
+                    };
+                    cum[..n].iter().position(|c| *c > r).unwrap_or(0)
+                } else {
+                    0
+                };
+                let want = usize::from(set.count).max(1).min(n);
+                let addrs = (0..want)
+                    .map(|j| {
+                        let i = (first + j) % n;
+                        if v6 {
+                            IpAddr::V6(Ipv6Addr::from(set.v6[i]))
+                        } else {
+                            IpAddr::V4(Ipv4Addr::from(set.v4[i]))
+                        }
+                    })
+                    .collect();
+                let nodes = if v6 { &rs.nodes_v6 } else { &rs.nodes_v4 };
+                return Some(Picked {
+                    addrs,
+                    node: usize::from(nodes[first]),
+                    ttl: set.ttl,
+                    scope,
+                    source: AnswerSource::Geo { region: m.region },
+                });
+            }
+        }
+        let fam = &self.fallback[usize::from(v6)];
+        let (i, fail_open) = {
+            let mut rr = self
+                .rr
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let rr = &mut rr[usize::from(v6)];
+            if let Some(i) = rr.pick(fam, |n| n.up) {
+                (i, false)
+            } else {
+                (rr.pick(fam, |_| true)?, true)
+            }
+        };
+        if fail_open {
+            self.fail_open.fetch_add(1, Ordering::Relaxed);
+        }
+        let node = fam[i].node;
+        Some(Picked {
+            addrs: node_addrs(&self.config.nodes[node], v6)
+                .into_iter()
+                .take(MAX_ANSWER_ADDRS)
+                .collect(),
+            node,
+            ttl: rec.ttl,
+            scope,
+            source: AnswerSource::Fallback {
+                region: m.region,
+                fail_open,
+            },
+        })
+    }
+
+    fn candidate_states<'a>(
+        &self,
+        list: impl Iterator<Item = &'a Candidate>,
+    ) -> Vec<CandidateState> {
+        list.map(|c| {
+            let n = self.config.node(&c.node);
+            CandidateState {
+                node: c.node.clone(),
+                weight: c.weight,
+                state: self.states.get(&c.node),
+                ipv4: n.map(|n| n.ipv4.clone()).unwrap_or_default(),
+                ipv6: n.map(|n| n.ipv6.clone()).unwrap_or_default(),
+            }
+        })
+        .collect()
+    }
+
+    /// Why `client` (or the ECS prefix `ecs`, when its length is not 0) gets what it
+    /// gets, for every map and record.
     #[must_use]
     pub fn explain(&self, client: IpAddr, ecs: Option<(IpAddr, u8)>) -> Explanation {
-        let _ = (client, ecs);
-        unimplemented!()
+        let ecs = ecs
+            .filter(|(_, len)| *len > 0)
+            .map(|(a, len)| Cidr::new(a, len));
+        let client = ecs.map_or(client, |c| c.addr()).to_canonical();
+        let m = self.compiled.lookup(client);
+        let (facts, facts_error) = match self.compiled.facts(client) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let maps = self
+            .config
+            .maps
+            .iter()
+            .enumerate()
+            .map(|(i, map)| {
+                let key = self.compiled.choice(m.region, i).map(|k| map.rules[k].key);
+                let why = match (key, m.region) {
+                    (_, 0) => {
+                        "the address is in no database and no config CIDR: the fallback answers"
+                            .to_owned()
+                    }
+                    (Some(RegionKey::Cidr(c)), _) => {
+                        format!("config CIDR {c} contains the address")
+                    }
+                    (Some(RegionKey::Asn(a)), _) => format!("AS{a} from the ASN database"),
+                    (Some(k @ RegionKey::Country(_)), _) => {
+                        format!("country {k} from the country database")
+                    }
+                    (Some(k @ RegionKey::Continent(_)), _) => {
+                        format!("{k} from the country database's continent field")
+                    }
+                    (Some(RegionKey::Default), _) => {
+                        "no CIDR, ASN, country or continent key of this map applies".to_owned()
+                    }
+                    (None, _) => {
+                        "no key applies and the map has no default: the fallback answers".to_owned()
+                    }
+                };
+                MapChoice {
+                    map: map.name.clone(),
+                    key,
+                    why,
+                }
+            })
+            .collect();
+        let records = self
+            .config
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, rec)| {
+                let rule = self.compiled.choice(m.region, rec.map);
+                let rs = rule.and_then(|k| self.sets[i].get(k).copied().flatten());
+                let candidates = rule
+                    .map(|k| {
+                        self.candidate_states(self.config.maps[rec.map].rules[k].candidates.iter())
+                    })
+                    .unwrap_or_default();
+                RecordExplanation {
+                    name: rec.name.clone(),
+                    map: self.config.maps[rec.map].name.clone(),
+                    policy: rec.policy,
+                    ttl: rec.ttl,
+                    candidates,
+                    kernel: rs.is_some(),
+                    a: self.family_answer(rs.as_ref(), false),
+                    aaaa: self.family_answer(rs.as_ref(), true),
+                }
+            })
+            .collect();
+        Explanation {
+            client,
+            ecs,
+            prefix: m.prefix,
+            region: m.region,
+            facts,
+            facts_error,
+            maps,
+            records,
+            fallback: self.candidate_states(self.config.fallback.iter()),
+        }
+    }
+
+    fn family_answer(&self, rs: Option<&RuleSet>, v6: bool) -> FamilyAnswer {
+        if let Some(rs) = rs {
+            let set = &rs.set;
+            let n = usize::from(if v6 { set.n_v6 } else { set.n_v4 });
+            if n > 0 {
+                let cum = if v6 {
+                    &set.cum_v6[..n]
+                } else {
+                    &set.cum_v4[..n]
+                };
+                return FamilyAnswer {
+                    source: "geo",
+                    addresses: (0..n)
+                        .map(|i| {
+                            if v6 {
+                                IpAddr::V6(Ipv6Addr::from(set.v6[i]))
+                            } else {
+                                IpAddr::V4(Ipv4Addr::from(set.v4[i]))
+                            }
+                        })
+                        .collect(),
+                    weights: if set.policy == POLICY_SPREAD {
+                        cum.iter()
+                            .scan(0, |prev, c| {
+                                let w = c - *prev;
+                                *prev = *c;
+                                Some(w)
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    count: set.count.min(u8::try_from(n).unwrap_or(u8::MAX)),
+                };
+            }
+        }
+        let fam = &self.fallback[usize::from(v6)];
+        let any_up = fam.iter().any(|f| f.up);
+        let addresses: Vec<IpAddr> = fam
+            .iter()
+            .filter(|f| f.up || !any_up)
+            .flat_map(|f| node_addrs(&self.config.nodes[f.node], v6))
+            .collect();
+        FamilyAnswer {
+            source: if addresses.is_empty() {
+                "none"
+            } else {
+                "fallback"
+            },
+            addresses,
+            weights: Vec::new(),
+            count: 1,
+        }
     }
 
     /// Everything the kernel maps hold.
     #[must_use]
     pub fn kernel_maps(&self) -> KernelMaps {
-        unimplemented!()
+        let pv = |region: u16, len: u8| PrefixValue {
+            region,
+            prefix_len: len,
+            _pad: 0,
+        };
+        KernelMaps {
+            prefixes_v4: self
+                .compiled
+                .prefixes_v4()
+                .map(|(a, l, r)| (a, l, pv(r, l)))
+                .collect(),
+            prefixes_v6: self
+                .compiled
+                .prefixes_v6()
+                .map(|(a, l, r)| (a, l, pv(r, l)))
+                .collect(),
+            names: self.kernel_names(),
+            answers: self.kernel_answers(),
+        }
     }
 
-    /// Only the answer sets: what changes when node states change.
+    /// The `NAMES` entries: records whose names fit the kernel's limits.
+    #[must_use]
+    pub fn kernel_names(&self) -> Vec<(NameKey, NameValue)> {
+        self.config
+            .records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let key = self.config.kernel_name(r)?;
+                Some((
+                    key,
+                    NameValue {
+                        record: u16::try_from(i).ok()?,
+                        _pad: 0,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Only the answer sets, sorted by key: what changes when node states change. A
+    /// (record, region) whose map offers no up candidate has no entry (the kernel
+    /// passes; userspace answers from the fallback).
     #[must_use]
     pub fn kernel_answers(&self) -> Vec<(AnswerKey, AnswerSet)> {
-        unimplemented!()
+        let regions = u16::try_from(self.compiled.region_count()).unwrap_or(u16::MAX);
+        let mut out = Vec::new();
+        for (i, rec) in self.config.records.iter().enumerate() {
+            let Ok(record) = u16::try_from(i) else { break };
+            for region in 0..regions {
+                let Some(k) = self.compiled.choice(region, rec.map) else {
+                    continue;
+                };
+                if let Some(rs) = self.sets[i].get(k).copied().flatten() {
+                    out.push((AnswerKey { record, region }, rs.set));
+                }
+            }
+        }
+        out
     }
 }
+
+/// `A`
+pub const QTYPE_A: u16 = 1;
+/// `NS`
+pub const QTYPE_NS: u16 = 2;
+/// `SOA`
+pub const QTYPE_SOA: u16 = 6;
+/// `AAAA`
+pub const QTYPE_AAAA: u16 = 28;

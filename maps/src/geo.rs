@@ -43,7 +43,10 @@ pub(crate) struct Fields {
 
 impl Fields {
     pub fn split(path: &str) -> Vec<String> {
-        path.split('.').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        path.split('.')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -100,11 +103,20 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(Scalar::Other)
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                while m.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(Scalar::Other)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Self::Value, A::Error> {
                 while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Scalar::Other)
             }
@@ -127,7 +139,10 @@ fn asn(s: &Scalar<'_>) -> Option<u32> {
     match s {
         Scalar::Int(n) => u32::try_from(*n).ok(),
         Scalar::Str(s) => {
-            let digits = s.strip_prefix("AS").or_else(|| s.strip_prefix("as")).unwrap_or(s);
+            let digits = s
+                .strip_prefix("AS")
+                .or_else(|| s.strip_prefix("as"))
+                .unwrap_or(s);
             digits.parse().ok()
         }
         Scalar::Other => None,
@@ -172,7 +187,9 @@ impl Db {
     ) -> Result<Facts, CompileError> {
         let get = |p: &Option<Vec<PathElement<'_>>>| -> Result<Option<Scalar<'_>>, CompileError> {
             match p {
-                Some(p) => result.decode_path::<Scalar<'_>>(p).map_err(|e| self.db_err(e)),
+                Some(p) => result
+                    .decode_path::<Scalar<'_>>(p)
+                    .map_err(|e| self.db_err(e)),
                 None => Ok(None),
             }
         };
@@ -192,7 +209,11 @@ impl Db {
     }
 
     /// The facts for one address (`None`: the address is in no network with data).
-    pub fn lookup(&self, ip: IpAddr, fields: &Fields) -> Result<Option<(Facts, IpAddr, u8)>, CompileError> {
+    pub fn lookup(
+        &self,
+        ip: IpAddr,
+        fields: &Fields,
+    ) -> Result<Option<(Facts, IpAddr, u8)>, CompileError> {
         if ip.is_ipv6() && self.reader.metadata().ip_version == 4 {
             return Ok(None);
         }
@@ -201,7 +222,11 @@ impl Db {
             return Ok(None);
         }
         let net = r.network().map_err(|e| self.db_err(e))?;
-        Ok(Some((self.decode(&r, &Self::paths(fields))?, net.ip(), net.prefix())))
+        Ok(Some((
+            self.decode(&r, &Self::paths(fields))?,
+            net.ip(),
+            net.prefix(),
+        )))
     }
 
     /// Whether `ip` lies in `::ffff:0:0/96` or `2002::/16` and the database aliases that
@@ -227,13 +252,21 @@ impl Db {
             .map_err(|e| self.db_err(e))?;
         let empty = walk.next().is_none();
         // Empty walk but data on lookup: the range points at the IPv4 subtree.
-        Ok(empty && self.reader.lookup(IpAddr::V6(ip)).is_ok_and(|r| r.has_data()))
+        Ok(empty
+            && self
+                .reader
+                .lookup(IpAddr::V6(ip))
+                .is_ok_and(|r| r.has_data()))
     }
 
     /// Walks every network. IPv4 networks come from the IPv4 tree (`::/96` in an IPv6
     /// database) only: the aliases `MaxMind` adds at `::ffff:0:0/96` and `2002::/16` are
     /// skipped by the reader, so each network is counted once.
-    pub fn read(&self, fields: &Fields, progress: &mut dyn FnMut(Progress)) -> Result<DbData, CompileError> {
+    pub fn read(
+        &self,
+        fields: &Fields,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<DbData, CompileError> {
         let paths = Self::paths(fields);
         let mut out = DbData::default();
         let mut by_offset: HashMap<usize, u32> = HashMap::new();
@@ -288,7 +321,11 @@ impl Db {
                             facts: idx,
                         });
                     }
-                    out.v6.push(Net { start, len, facts: idx });
+                    out.v6.push(Net {
+                        start,
+                        len,
+                        facts: idx,
+                    });
                 }
             }
             n += 1;

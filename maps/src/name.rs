@@ -191,14 +191,23 @@ mod tests {
     #[test]
     fn absolute_names() {
         let o = "cdn.example.net.";
-        assert_eq!(absolute("WWW", o).expect("relative"), "www.cdn.example.net.");
+        assert_eq!(
+            absolute("WWW", o).expect("relative"),
+            "www.cdn.example.net."
+        );
         assert_eq!(absolute("@", o).expect("origin"), o);
         assert_eq!(absolute("a.b.", o).expect("absolute"), "a.b.");
-        assert_eq!(absolute("*.img", o).expect("wildcard"), "*.img.cdn.example.net.");
+        assert_eq!(
+            absolute("*.img", o).expect("wildcard"),
+            "*.img.cdn.example.net."
+        );
         assert_eq!(absolute("a.*", o), Err(NameError::BadWildcard));
         assert_eq!(absolute("a..b.", o), Err(NameError::EmptyLabel));
         assert_eq!(absolute("a b", o), Err(NameError::BadChar(' ')));
-        assert!(matches!(absolute(&"a".repeat(64), o), Err(NameError::LabelTooLong(_))));
+        assert!(matches!(
+            absolute(&"a".repeat(64), o),
+            Err(NameError::LabelTooLong(_))
+        ));
         let long = format!("{}.", ["a".repeat(60); 5].join("."));
         assert_eq!(absolute(&long, o), Err(NameError::TooLong));
     }
@@ -215,7 +224,10 @@ mod tests {
         assert_eq!(labels(b"\x00\x00"), None);
         assert_eq!(to_presentation(b"\x01\x07\x00").as_deref(), Some("\\007."));
         assert!(in_zone(&w, &to_wire("example.net.")));
-        assert!(!in_zone(&to_wire("xexample.net."), &to_wire("example.net.")));
+        assert!(!in_zone(
+            &to_wire("xexample.net."),
+            &to_wire("example.net.")
+        ));
         assert_eq!(parent(&w), Some(&to_wire("cdn.example.net.")[..]));
     }
 

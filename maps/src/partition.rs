@@ -51,7 +51,11 @@ pub(crate) fn innermost(prefixes: &[(u128, u8, u32)], width: u8) -> Vec<Seg> {
     let emit = |out: &mut Vec<Seg>, from: Option<u128>, to: u128, id: u32| {
         if let Some(from) = from {
             if from <= to {
-                out.push(Seg { start: from, end: to, val: id });
+                out.push(Seg {
+                    start: from,
+                    end: to,
+                    val: id,
+                });
             }
         }
     };
@@ -121,8 +125,16 @@ pub(crate) fn overlay(sources: &[&[Seg]], max: u128, mut f: impl FnMut(u128, u12
 pub(crate) fn cover(mut start: u128, end: u128, width: u8, mut f: impl FnMut(u128, u8)) {
     loop {
         let span = end - start; // size - 1
-        let size_bits = if span == u128::MAX { 128 } else { 128 - (span + 1).leading_zeros() - 1 };
-        let align_bits = if start == 0 { 128 } else { start.trailing_zeros() };
+        let size_bits = if span == u128::MAX {
+            128
+        } else {
+            128 - (span + 1).leading_zeros() - 1
+        };
+        let align_bits = if start == 0 {
+            128
+        } else {
+            start.trailing_zeros()
+        };
         let k = size_bits.min(align_bits).min(u32::from(width));
         let len = width - u8::try_from(k).unwrap_or(width);
         f(start, len);
@@ -173,7 +185,11 @@ mod tests {
     #[test]
     fn innermost_nested() {
         // 10/8 containing 10.1/16, and 11/8.
-        let p = [(10u128 << 24, 8, 1), (10u128 << 24 | 1 << 16, 16, 2), (11u128 << 24, 8, 3)];
+        let p = [
+            (10u128 << 24, 8, 1),
+            (10u128 << 24 | 1 << 16, 16, 2),
+            (11u128 << 24, 8, 3),
+        ];
         let segs = innermost(&p, 32);
         assert_eq!(
             segs,
@@ -185,9 +201,15 @@ mod tests {
             ]
         );
         let all = innermost(&[(0, 0, 7), (5, 32, 8)], 32);
-        assert_eq!(all, vec![seg(0, 4, 7), seg(5, 5, 8), seg(6, max_addr(32), 7)]);
+        assert_eq!(
+            all,
+            vec![seg(0, 4, 7), seg(5, 5, 8), seg(6, max_addr(32), 7)]
+        );
         let v6 = innermost(&[(0, 0, 1), (u128::MAX, 128, 2)], 128);
-        assert_eq!(v6, vec![seg(0, u128::MAX - 1, 1), seg(u128::MAX, u128::MAX, 2)]);
+        assert_eq!(
+            v6,
+            vec![seg(0, u128::MAX - 1, 1), seg(u128::MAX, u128::MAX, 2)]
+        );
     }
 
     #[test]

@@ -1,7 +1,109 @@
-//! Placeholder until the maps/ work lands.
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+//! `geodns compile`: compile the config and `GeoIP` databases and print what the kernel
+//! maps would hold, with timings, peak memory and warnings.
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::PathBuf,
+    sync::Arc,
+    time::Instant,
+};
 
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context as _;
+use geodns_maps::{Compiled, Config, Engine, NodeStates, Progress, ProgressStage};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The config file (TOML); relative paths inside it are relative to its directory.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config = Config::from_path(&args.config)?;
+    let tty = std::io::stderr().is_terminal();
+    let mut last_len = 0usize;
+    let mut progress = |p: Progress| {
+        let line = match p.stage {
+            ProgressStage::Reading => format!(
+                "reading {}: {} networks",
+                p.path
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                p.networks
+            ),
+            _ => "combining databases and config CIDRs into regions".to_owned(),
+        };
+        let mut err = std::io::stderr().lock();
+        if tty {
+            let pad = last_len.saturating_sub(line.len());
+            let _ = write!(err, "\r{line}{}", " ".repeat(pad));
+            last_len = line.len();
+        } else if p.stage != ProgressStage::Reading || p.networks % (1 << 20) == 0 {
+            let _ = writeln!(err, "{line}");
+        }
+    };
+    let compiled = Compiled::build(&config, &mut progress)
+        .with_context(|| format!("compiling {}", args.config.display()))?;
+    if tty {
+        eprintln!();
+    }
+    let config = Arc::new(config);
+    let compiled = Arc::new(compiled);
+    let engine = Engine::new(
+        config.clone(),
+        compiled.clone(),
+        &NodeStates::from_config(&config),
+    );
+    let maps = engine.kernel_maps();
+    let elapsed = started.elapsed();
+    let s = compiled.stats();
+
+    println!("config        {}", args.config.display());
+    for db in &s.databases {
+        println!("database      {}", db.display());
+    }
+    println!(
+        "networks      IPv4 {:>9}   IPv6 {:>9}",
+        s.v4.networks, s.v6.networks
+    );
+    println!(
+        "prefixes      IPv4 {:>9} -> {:<9} IPv6 {:>9} -> {:<9} (before -> after merging)",
+        s.v4.prefixes_before, s.v4.prefixes_after, s.v6.prefixes_before, s.v6.prefixes_after
+    );
+    println!("regions       {} (region 0: in no database)", s.regions);
+    println!(
+        "records       {} ({} with a kernel name), {} answer sets",
+        config.records.len(),
+        maps.names.len(),
+        maps.answers.len()
+    );
+    println!(
+        "time          {:.3} s (databases and merging {:.3} s)",
+        elapsed.as_secs_f64(),
+        s.elapsed.as_secs_f64()
+    );
+    match peak_rss_kib() {
+        Some(kib) => println!("peak memory   {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("peak memory   unknown (no VmHWM in /proc/self/status)"),
+    }
+    let mut warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    warnings.extend(compiled.warnings().iter().map(ToString::to_string));
+    if warnings.is_empty() {
+        println!("warnings      none");
+    } else {
+        println!("warnings      {}", warnings.len());
+        for w in warnings {
+            println!("  - {w}");
+        }
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process (`VmHWM`), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -1,7 +1,155 @@
-//! Placeholder until the maps/ work lands.
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+//! `geodns lookup`: explain the decision for one client address or ECS prefix.
+use std::{net::IpAddr, path::PathBuf, sync::Arc};
 
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context as _;
+use geodns_maps::{
+    engine::{CandidateState, FamilyAnswer},
+    Compiled, Config, Engine, NodeStates,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The client (resolver) address.
+    pub ip: IpAddr,
+    /// An EDNS Client Subnet prefix (ADDRESS/LENGTH) that the query carries: it is
+    /// looked up instead of IP when its length is not 0.
+    #[arg(long)]
+    pub ecs: Option<String>,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_ecs(s: &str) -> anyhow::Result<(IpAddr, u8)> {
+    let (a, l) = s.split_once('/').unwrap_or((s, ""));
+    let addr: IpAddr = a
+        .parse()
+        .with_context(|| format!("--ecs {s}: `{a}` is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = if l.is_empty() {
+        max
+    } else {
+        l.parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .with_context(|| format!("--ecs {s}: the length must be 0 to {max}"))?
+    };
+    Ok((addr, len))
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let ecs = args.ecs.as_deref().map(parse_ecs).transpose()?;
+    let config = Config::from_path(&args.config)?;
+    let compiled = Compiled::build(&config, &mut |_| {})
+        .with_context(|| format!("compiling {}", args.config.display()))?;
+    let config = Arc::new(config);
+    let engine = Engine::new(
+        config.clone(),
+        Arc::new(compiled),
+        &NodeStates::from_config(&config),
+    );
+    let e = engine.explain(args.ip, ecs);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(());
+    }
+    match &e.ecs {
+        Some(ecs) => println!(
+            "client      {} (ECS {ecs}; the query came from {})",
+            e.client, args.ip
+        ),
+        None => println!("client      {}", e.client),
+    }
+    println!(
+        "prefix      {} (ECS scope /{}), region {}",
+        e.prefix,
+        e.prefix.len(),
+        e.region
+    );
+    if let Some(f) = &e.facts {
+        let mut parts = Vec::new();
+        if let Some(c) = f.cidr {
+            parts.push(format!("config CIDR {c}"));
+        }
+        if let Some(a) = f.asn {
+            parts.push(format!("AS{a}"));
+        }
+        if let Some(c) = &f.country {
+            parts.push(format!("country {c}"));
+        }
+        if let Some(c) = &f.continent {
+            parts.push(format!("continent {c}"));
+        }
+        if !f.in_database {
+            parts.push("in no database".to_owned());
+        }
+        println!("facts       {}", parts.join(", "));
+        for (db, net) in &f.networks {
+            println!("            {} has {net}", db.display());
+        }
+    }
+    if let Some(err) = &e.facts_error {
+        println!("facts       unavailable: {err}");
+    }
+    println!("maps");
+    for m in &e.maps {
+        let key = m
+            .key
+            .map_or_else(|| "(none)".to_owned(), |k| format!("\"{k}\""));
+        println!("  {:<10} {key:<18} {}", m.map, m.why);
+    }
+    println!("records     (node states: admin states from the config, others assumed up)");
+    for r in &e.records {
+        println!(
+            "  {} (map {}, {:?}, ttl {}){}",
+            r.name,
+            r.map,
+            r.policy,
+            r.ttl,
+            if r.kernel {
+                ""
+            } else {
+                " - no kernel answer set: userspace answers"
+            }
+        );
+        if !r.candidates.is_empty() {
+            println!("    candidates {}", candidates(&r.candidates));
+        }
+        println!("    A          {}", answer(&r.a));
+        println!("    AAAA       {}", answer(&r.aaaa));
+    }
+    println!("fallback    {}", candidates(&e.fallback));
+    Ok(())
+}
+
+fn candidates(list: &[CandidateState]) -> String {
+    list.iter()
+        .map(|c| format!("{} (weight {}, {:?})", c.node, c.weight, c.state).to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn answer(a: &FamilyAnswer) -> String {
+    let addrs: Vec<String> = a
+        .addresses
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| match a.weights.get(i) {
+            Some(w) => format!("{ip} (weight {w})"),
+            None => ip.to_string(),
+        })
+        .collect();
+    match a.source {
+        "geo" if !a.weights.is_empty() => format!(
+            "geo, {} per answer picked by weight from: {}",
+            a.count,
+            addrs.join(", ")
+        ),
+        "geo" => format!("geo: {}", addrs.join(" ")),
+        "fallback" => format!("fallback round robin over: {}", addrs.join(" ")),
+        _ => "no address of this family: NODATA".to_owned(),
+    }
 }

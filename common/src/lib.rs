@@ -128,24 +128,94 @@ const _: () = assert!(size_of::<PrefixValue>() == 4);
 /// For a wildcard record `*.example.` the key holds `example.` (without the `*` label)
 /// and `wildcard = 1`; the kernel tries the exact name first, then the wildcard key of
 /// the name minus its first label.
-#[repr(C)]
+///
+/// The name sits at an 8-aligned offset (and the struct is 8-aligned) so the kernel
+/// reads and writes it as whole `u64` words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NameKey {
     pub wildcard: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
     pub name: [u8; MAX_NAME_WIRE_LEN],
 }
-const _: () = assert!(size_of::<NameKey>() == 4 + MAX_NAME_WIRE_LEN);
+const _: () = assert!(size_of::<NameKey>() == 8 + MAX_NAME_WIRE_LEN);
+const _: () = assert!(core::mem::offset_of!(NameKey, name) == 8);
 
 impl NameKey {
     pub const ZERO: Self = Self {
         wildcard: 0,
-        _pad: [0; 3],
+        _pad: [0; 7],
         name: [0; MAX_NAME_WIRE_LEN],
     };
 }
 
-/// Value of the `NAMES_*` hash.
+impl NameKey {
+    /// The key of this name in the kernel's `NAMES_*` hash (see [`name_fingerprint`]).
+    #[must_use]
+    pub fn fingerprint(&self) -> u64 {
+        name_fingerprint(&self.name, self.wildcard != 0)
+    }
+
+    /// The kernel map entry for this name: its fingerprint, and the value holding the
+    /// record and the whole name (which the kernel compares).
+    #[must_use]
+    pub fn entry(&self, value: NameValue) -> (u64, NameEntry) {
+        (
+            self.fingerprint(),
+            NameEntry {
+                record: value.record,
+                _pad: [0; 3],
+                name: self.name,
+            },
+        )
+    }
+}
+
+/// 64-bit fingerprint of a zero-padded lowercase wire name, read as little-endian
+/// 8-byte words; `wildcard` picks a different seed. It keys the kernel's `NAMES_*`
+/// hash (8 bytes to hash instead of a 132-byte key); the value holds the whole name
+/// and the kernel compares it, so a collision is a miss, never a wrong answer.
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub fn name_fingerprint(name: &[u8; MAX_NAME_WIRE_LEN], wildcard: bool) -> u64 {
+    let mut h: u64 = if wildcard {
+        0x2A2A_2A2A_5EED_0001
+    } else {
+        0x9E37_79B9_7F4A_7C15
+    };
+    let mut i = 0;
+    // Bound: MAX_NAME_WIRE_LEN / 8 words.
+    while i < MAX_NAME_WIRE_LEN / 8 {
+        let w = u64::from_le_bytes([
+            name[8 * i],
+            name[8 * i + 1],
+            name[8 * i + 2],
+            name[8 * i + 3],
+            name[8 * i + 4],
+            name[8 * i + 5],
+            name[8 * i + 6],
+            name[8 * i + 7],
+        ]);
+        h = (h ^ w).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        h ^= h >> 32;
+        i += 1;
+    }
+    h
+}
+
+/// Value of the kernel's `NAMES_*` hash, keyed by [`name_fingerprint`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameEntry {
+    pub record: u16,
+    pub _pad: [u16; 3],
+    /// The whole name key, compared by the kernel after the fingerprint matched.
+    pub name: [u8; MAX_NAME_WIRE_LEN],
+}
+const _: () = assert!(size_of::<NameEntry>() == 8 + MAX_NAME_WIRE_LEN);
+
+/// What a served name maps to (userspace side; the kernel holds it in a [`NameEntry`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NameValue {
@@ -205,8 +275,8 @@ impl AnswerSet {
     };
 }
 
-/// Per-CPU scratch space, so the program does not need 2 x 132 bytes of BPF stack.
-#[repr(C)]
+/// Per-CPU scratch space, so the program does not need 2 x 136 bytes of BPF stack.
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct Scratch {
     pub exact: NameKey,
@@ -285,6 +355,7 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixValue {}
     unsafe impl aya::Pod for super::NameKey {}
     unsafe impl aya::Pod for super::NameValue {}
+    unsafe impl aya::Pod for super::NameEntry {}
     unsafe impl aya::Pod for super::AnswerKey {}
     unsafe impl aya::Pod for super::AnswerSet {}
 }

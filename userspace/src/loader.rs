@@ -16,8 +16,8 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
-    FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
+    counter, AnswerKey, AnswerSet, NameEntry, NameKey, NameValue, PrefixValue, RuntimeState,
+    DEFAULT_DNS_PORT, FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
 };
 use geodns_maps::fastpath::{FastFamily, FastPathError, FastTable, PoolSizes, BLOCK_SLOTS};
 
@@ -116,7 +116,7 @@ pub struct Contents {
 struct Mirror {
     v4: StdHashMap<([u8; 4], u8), PrefixValue>,
     v6: StdHashMap<([u8; 16], u8), PrefixValue>,
-    names: StdHashMap<NameKey, NameValue>,
+    names: StdHashMap<u64, NameEntry>,
     answers: StdHashMap<AnswerKey, AnswerSet>,
 }
 
@@ -399,7 +399,7 @@ impl XdpDns {
             self.map_mut(gen_name("NAMES", generation))?,
             gen_name("NAMES", generation),
             &mut mirror.names,
-            c.names.iter().copied(),
+            c.names.iter().map(|(k, v)| k.entry(*v)),
             stats,
         )?;
         sync_hash(

@@ -23,8 +23,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, RuntimeState, Scratch,
-    DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FAST_LEAVES, FAST_SLOT_BLOCK,
+    counter, name_fingerprint, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue, RuntimeState,
+    Scratch, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FAST_LEAVES, FAST_SLOT_BLOCK,
     FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS,
     MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
     STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
@@ -76,9 +76,9 @@ static FAST_LEAVES_0: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 
 #[map]
 static FAST_LEAVES_1: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
 #[map]
-static NAMES_0: HashMap<NameKey, NameValue> = HashMap::with_max_entries(1, 0);
+static NAMES_0: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, 0);
 #[map]
-static NAMES_1: HashMap<NameKey, NameValue> = HashMap::with_max_entries(1, 0);
+static NAMES_1: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, 0);
 #[map]
 static ANSWERS_0: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, 0);
 #[map]
@@ -567,12 +567,8 @@ fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Result<usize, Pa
         } else {
             (1u64 << (8 * left)) - 1
         };
-        // SAFETY: `at + 8 <= MAX_NAME_WIRE_LEN`: inside `key.name`.
-        unsafe {
-            dst.add(at)
-                .cast::<u64>()
-                .write_unaligned(to_lower(word & mask));
-        }
+        // SAFETY: `at + 8 <= MAX_NAME_WIRE_LEN`: inside `key.name`, 8-aligned.
+        unsafe { store_word(dst, w, to_lower(word & mask)) };
     }
     Ok(name_len)
 }
@@ -857,16 +853,52 @@ fn try_reply(ctx: &XdpContext) -> Result<Option<u32>, Pass> {
     Ok(Some(xdp_action::XDP_TX))
 }
 
+/// Word `w` of a name (8 bytes at `name + 8 * w`).
+///
+/// # Safety
+/// `name` must be 8-aligned with `8 * w + 8` bytes readable: the names in `NameKey`
+/// and `NameEntry` are (offset 8 of 8-aligned map values), which lets the kernel use
+/// one 8-byte access instead of eight byte accesses.
 #[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "pass a pointer into the scratch map, not a 132-byte stack copy"
-)]
+#[expect(clippy::cast_ptr_alignment, reason = "8-aligned, see above")]
+unsafe fn load_word(name: *const u8, w: usize) -> u64 {
+    // SAFETY: see the function's contract.
+    unsafe { name.add(8 * w).cast::<u64>().read() }
+}
+
+/// Stores word `w` of a name; the same contract as [`load_word`], writable.
+#[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "8-aligned, see load_word")]
+unsafe fn store_word(name: *mut u8, w: usize, value: u64) {
+    // SAFETY: see load_word.
+    unsafe { name.add(8 * w).cast::<u64>().write(value) };
+}
+
+/// Looks `key` up by fingerprint and checks the whole name.
+#[inline(always)]
+fn find_name(names: &HashMap<u64, NameEntry>, key: &NameKey) -> Option<u16> {
+    let fp = name_fingerprint(&key.name, key.wildcard != 0);
+    // SAFETY: hash map values stay valid for the program run (RCU).
+    let entry = unsafe { names.get(fp) }?;
+    let a = key.name.as_ptr();
+    let b = entry.name.as_ptr();
+    let mut diff = 0u64;
+    // Bound: MAX_NAME_WIRE_LEN / 8 words; no early exit (one verifier state).
+    for w in 0..MAX_NAME_WIRE_LEN / 8 {
+        // SAFETY: `8 * w + 8 <= MAX_NAME_WIRE_LEN`: inside both names; both are at an
+        // 8-aligned offset of their (8-aligned) map values.
+        unsafe {
+            diff |= load_word(a, w) ^ load_word(b, w);
+        }
+    }
+    (diff == 0).then_some(entry.record)
+}
+
+#[inline(always)]
 fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
     let names = if generation == 0 { &NAMES_0 } else { &NAMES_1 };
-    // SAFETY: hash map values stay valid for the program run (RCU).
-    if let Some(v) = unsafe { names.get(&scratch.exact) } {
-        return Ok(v.record);
+    if let Some(record) = find_name(names, &scratch.exact) {
+        return Ok(record);
     }
     // Wildcard: the name minus its first label, with the wildcard flag.
     let first = usize::from(scratch.exact.name[0]) + 1;
@@ -881,17 +913,13 @@ fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
     for w in 0..MAX_NAME_WIRE_LEN / 8 {
         let at = masked(first + 8 * w, 255);
         // SAFETY: `at + 8 <= 263` stays inside `exact.name` + `zeros`, which hold the
-        // name then zeros; `8 * w + 8 <= 128` stays inside `wildcard.name`.
+        // name then zeros; `8 * w + 8 <= 128` stays inside `wildcard.name` (8-aligned).
         unsafe {
             let word = src.add(at).cast::<u64>().read_unaligned();
-            dst.add(8 * w).cast::<u64>().write_unaligned(word);
+            store_word(dst, w, word);
         }
     }
-    // SAFETY: as above.
-    match unsafe { names.get(&scratch.wildcard) } {
-        Some(v) => Ok(v.record),
-        None => Err(counter::PASS_NOT_SERVED),
-    }
+    find_name(names, &scratch.wildcard).ok_or(counter::PASS_NOT_SERVED)
 }
 
 /// Slot `index` of an array of u16 slots packed four per u64.

@@ -18,11 +18,11 @@ pub struct Cidr {
 pub enum CidrParseError {
     #[error("expected ADDRESS/LENGTH, e.g. 198.51.100.0/24")]
     NoSlash,
-    #[error("`{0}` is not an IPv4 or IPv6 address")]
+    #[error("`{0}` is not an IP address: expected ADDRESS/LENGTH")]
     Address(String),
-    #[error("prefix length `{0}` is not a number from 0 to {1}")]
+    #[error("prefix length `{0}`: expected a number from 0 to {1}")]
     Length(String, u8),
-    #[error("host bits are set: did you mean {0}?")]
+    #[error("host bits are set: expected the network address ({0})")]
     HostBits(Cidr),
 }
 

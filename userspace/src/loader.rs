@@ -16,8 +16,8 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, NameEntry, NameKey, NameValue, PrefixValue, RuntimeState,
-    DEFAULT_DNS_PORT, FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
+    counter, AnswerKey, AnswerSet, NameEntry, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
+    FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
 };
 use geodns_maps::fastpath::{FastFamily, FastPathError, FastTable, PoolSizes, BLOCK_SLOTS};
 
@@ -101,14 +101,9 @@ impl Default for LoadOptions {
     }
 }
 
-/// Everything the kernel needs to answer: one generation's worth of map contents.
-#[derive(Clone, Debug, Default)]
-pub struct Contents {
-    pub prefixes_v4: Vec<([u8; 4], u8, PrefixValue)>,
-    pub prefixes_v6: Vec<([u8; 16], u8, PrefixValue)>,
-    pub names: Vec<(NameKey, NameValue)>,
-    pub answers: Vec<(AnswerKey, AnswerSet)>,
-}
+/// Everything the kernel needs to answer, one generation's worth: exactly what
+/// `geodns_maps::Engine::kernel_maps` computes.
+pub use geodns_maps::engine::KernelMaps as Contents;
 
 /// What one generation of the maps holds, mirrored in userspace so a reload writes only
 /// the differences and removes stale entries without walking the kernel maps.

@@ -513,7 +513,7 @@ impl Ctx<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let before = &self.text.as_bytes()[..offset];
-        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let line = self.text[..offset].matches('\n').count() + 1;
         let start = before
             .iter()
             .rposition(|b| *b == b'\n')
@@ -562,7 +562,7 @@ fn key_at(text: &str, offset: usize) -> String {
     for l in text[..line_start].lines().chain(std::iter::once(line)) {
         let t = l.trim();
         if t.starts_with('[') {
-            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            t.trim_matches(|c| c == '[' || c == ']').trim().clone_into(&mut table);
         }
     }
     let t = line.trim();
@@ -619,22 +619,21 @@ fn parse_addrs<A: std::str::FromStr>(
     let mut out = Vec::new();
     for s in &items(list) {
         let text = s.get_ref().trim();
-        match text.parse::<A>() {
-            Ok(a) => out.push(a),
-            Err(_) => {
-                let problem = match text.parse::<std::net::IpAddr>() {
-                    Ok(_) => ConfigProblem::FamilyMismatch {
-                        value: text.to_owned(),
-                        expected: family,
-                    },
-                    Err(e) => ConfigProblem::BadAddress {
-                        value: text.to_owned(),
-                        reason: e.to_string(),
-                    },
-                };
-                return Err(ctx.err(&s.span(), key, problem));
-            }
+        if let Ok(a) = text.parse::<A>() {
+            out.push(a);
+            continue;
         }
+        let problem = match text.parse::<std::net::IpAddr>() {
+            Ok(_) => ConfigProblem::FamilyMismatch {
+                value: text.to_owned(),
+                expected: family,
+            },
+            Err(e) => ConfigProblem::BadAddress {
+                value: text.to_owned(),
+                reason: e.to_string(),
+            },
+        };
+        return Err(ctx.err(&s.span(), key, problem));
     }
     Ok(out)
 }
@@ -808,14 +807,14 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        Self::validate(&ctx, raw, base_dir)
+        Self::validate(&ctx, &raw, base_dir)
     }
 
     #[expect(
         clippy::too_many_lines,
         reason = "one pass over the sections, in file order"
     )]
-    fn validate(ctx: &Ctx<'_>, raw: RawConfig, base_dir: PathBuf) -> Result<Self, ConfigError> {
+    fn validate(ctx: &Ctx<'_>, raw: &RawConfig, base_dir: PathBuf) -> Result<Self, ConfigError> {
         // [zone]
         let z = raw.zone.get_ref();
         let origin = parse_name(ctx, &z.origin, "", "zone.origin")?;

@@ -329,7 +329,7 @@ impl Db {
                 }
             }
             n += 1;
-            if n % 65_536 == 0 {
+            if n.is_multiple_of(65_536) {
                 report(n, progress);
             }
         }

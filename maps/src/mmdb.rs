@@ -597,22 +597,22 @@ mod tests {
 
     #[test]
     fn synthetic_database_is_deterministic_and_readable() {
-        let (mut w, stats) = synth::country_asn(5_000, 7).expect("synth");
+        let (mut writer, stats) = synth::country_asn(5_000, 7).expect("synth");
         assert_eq!(stats.networks_v4 + stats.networks_v6, 5_000);
-        let a = w.to_bytes().expect("write");
-        let b = synth::country_asn(5_000, 7)
+        let first = writer.to_bytes().expect("write");
+        let second = synth::country_asn(5_000, 7)
             .expect("synth")
             .0
             .to_bytes()
             .expect("write");
-        assert_eq!(a, b);
-        let r = Reader::from_source(a).expect("valid");
-        r.verify().expect("verifies");
-        let n = r
+        assert_eq!(first, second);
+        let reader = Reader::from_source(first).expect("valid");
+        reader.verify().expect("verifies");
+        let count = reader
             .networks(maxminddb::WithinOptions::default())
             .expect("iterate")
             .count();
-        assert_eq!(n, 5_000);
+        assert_eq!(count, 5_000);
     }
 }
 

@@ -4,6 +4,8 @@
 //! lowercase wire format. Only the characters hostnames use are accepted in the config
 //! (letters, digits, `-`, `_`, and `*` as a whole first label), so presentation and wire
 //! form map one to one without escapes.
+use std::fmt::Write as _;
+
 use geodns_common::{NameKey, MAX_LABELS, MAX_NAME_WIRE_LEN};
 
 /// Longest name in wire format (RFC 1035).
@@ -103,7 +105,7 @@ pub fn to_presentation(wire: &[u8]) -> Option<String> {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*' {
                 out.push(char::from(b));
             } else {
-                out.push_str(&format!("\\{b:03}"));
+                let _ = write!(out, "\\{b:03}");
             }
         }
         out.push('.');
@@ -208,7 +210,7 @@ mod tests {
             absolute(&"a".repeat(64), o),
             Err(NameError::LabelTooLong(_))
         ));
-        let long = format!("{}.", ["a".repeat(60); 5].join("."));
+        let long = format!("{}.", vec!["a".repeat(60); 5].join("."));
         assert_eq!(absolute(&long, o), Err(NameError::TooLong));
     }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the XDP program answering geo queries between two network
-//! namespaces, from the bundled demo config and GeoIP databases (examples/). Simulated
+//! namespaces, from the bundled demo config and `GeoIP` databases (examples/). Simulated
 //! clients around the world (EDNS Client Subnet) query the server-side veth; the table
 //! shows each decision, who answered it, and the counters.
 use std::{
@@ -15,6 +15,7 @@ use geodns_common::counter;
 use geodns_maps::{Compiled, Config, Engine, NodeStates};
 use geodns_tests::{client::query_udp, frame::Query, NetnsPair, Side};
 
+#[expect(clippy::too_many_lines, reason = "a linear demo script")]
 fn main() {
     // The namespaces are removed when `pair` drops; keep Ctrl-C from skipping that
     // during these few seconds.

@@ -185,11 +185,7 @@ pub struct Compiled {
     region_ids: HashMap<Box<[u16]>, u16>,
     /// Per region: the facts of the first piece that produced it (for warnings).
     examples: Vec<(Facts, Option<u32>)>,
-    /// Every distinct CIDR key of the config; the index is its id.
-    cidrs: Vec<Cidr>,
-    /// The innermost other CIDR key containing each one.
-    cidr_parent: Vec<Option<u32>>,
-    maps: Vec<MapIndex>,
+    rules: Rules,
     sources: Vec<Source>,
     /// Databases opened again, lazily, to explain a decision.
     explain_dbs: Mutex<Option<Arc<Vec<Db>>>>,
@@ -255,24 +251,84 @@ fn same_file(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
-fn cidr_bits(c: &Cidr) -> u128 {
-    match c.addr() {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
+/// The config's map keys, indexed for choosing: CIDR keys with their nesting, and per
+/// map the rule of each key.
+#[derive(Debug)]
+struct Rules {
+    /// Every distinct CIDR key of the config, sorted; the index is its id.
+    cidrs: Vec<Cidr>,
+    /// The innermost other CIDR key containing each one.
+    cidr_parent: Vec<Option<u32>>,
+    maps: Vec<MapIndex>,
+}
+
+impl Rules {
+    fn new(config: &Config) -> Self {
+        let mut cidrs: Vec<Cidr> = config
+            .maps
+            .iter()
+            .flat_map(|m| m.rules.iter())
+            .filter_map(|r| match r.key {
+                RegionKey::Cidr(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        cidrs.sort();
+        cidrs.dedup();
+        // Config CIDR keys are few: quadratic is fine.
+        let cidr_parent = cidrs
+            .iter()
+            .map(|c| {
+                cidrs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.len() < c.len() && o.contains(c.addr()))
+                    .max_by_key(|(_, o)| o.len())
+                    .and_then(|(i, _)| u32::try_from(i).ok())
+            })
+            .collect();
+        let id = |c: &Cidr| {
+            cidrs
+                .binary_search(c)
+                .ok()
+                .and_then(|i| u32::try_from(i).ok())
+        };
+        let maps = config
+            .maps
+            .iter()
+            .map(|m| {
+                let mut ix = MapIndex::default();
+                for (i, r) in m.rules.iter().enumerate() {
+                    let i = u16::try_from(i).unwrap_or(NO_RULE);
+                    match r.key {
+                        RegionKey::Cidr(c) => {
+                            if let Some(c) = id(&c) {
+                                ix.cidr.insert(c, i);
+                            }
+                        }
+                        RegionKey::Asn(a) => {
+                            ix.asn.insert(a, i);
+                        }
+                        RegionKey::Country(c) => {
+                            ix.country.insert(c, i);
+                        }
+                        RegionKey::Continent(c) => {
+                            ix.continent.insert(c, i);
+                        }
+                        RegionKey::Default => ix.default = Some(i),
+                    }
+                }
+                ix
+            })
+            .collect();
+        Self {
+            cidrs,
+            cidr_parent,
+            maps,
+        }
     }
-}
 
-/// Interns region tuples while pieces are labelled.
-struct Regions<'a> {
-    maps: &'a [MapIndex],
-    cidr_parent: &'a [Option<u32>],
-    regions: Vec<Box<[u16]>>,
-    ids: HashMap<Box<[u16]>, u16>,
-    examples: Vec<(Facts, Option<u32>)>,
-    too_many: bool,
-}
-
-impl Regions<'_> {
+    /// The rule `m` picks: CIDR > ASN > country > continent > default.
     fn choose(&self, m: &MapIndex, facts: &Facts, cidr: Option<u32>) -> u16 {
         let mut c = cidr;
         while let Some(id) = c {
@@ -281,16 +337,17 @@ impl Regions<'_> {
             }
             c = self.cidr_parent[id as usize];
         }
-        let by = |r: Option<&u16>| r.copied();
         facts
             .asn
-            .and_then(|a| by(m.asn.get(&a)))
-            .or_else(|| facts.country.and_then(|c| by(m.country.get(&c))))
-            .or_else(|| facts.continent.and_then(|c| by(m.continent.get(&c))))
+            .and_then(|a| m.asn.get(&a))
+            .or_else(|| facts.country.and_then(|c| m.country.get(&c)))
+            .or_else(|| facts.continent.and_then(|c| m.continent.get(&c)))
+            .copied()
             .or(m.default)
             .unwrap_or(NO_RULE)
     }
 
+    /// The rule every map picks.
     fn tuple(&self, facts: &Facts, cidr: Option<u32>) -> Box<[u16]> {
         self.maps
             .iter()
@@ -298,27 +355,139 @@ impl Regions<'_> {
             .collect()
     }
 
-    fn region(&mut self, in_db: bool, facts: &Facts, cidr: Option<u32>) -> u16 {
+    /// `(start, len, id)` of the CIDR keys of one family.
+    fn family_cidrs(&self, width: u8) -> Vec<(u128, u8, u32)> {
+        self.cidrs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_ipv4() == (width == 32))
+            .map(|(i, c)| {
+                let bits = match c.addr() {
+                    IpAddr::V4(a) => u128::from(u32::from(a)),
+                    IpAddr::V6(a) => u128::from(a),
+                };
+                (bits, c.len(), u32::try_from(i).unwrap_or(u32::MAX))
+            })
+            .collect()
+    }
+}
+
+/// Interns region tuples while pieces are labelled.
+struct Interner {
+    /// Per region: the rule each map picks. Region 0 ("in no database") is all none.
+    tuples: Vec<Box<[u16]>>,
+    ids: HashMap<Box<[u16]>, u16>,
+    examples: Vec<(Facts, Option<u32>)>,
+    too_many: bool,
+}
+
+impl Interner {
+    fn new(maps: usize) -> Self {
+        Self {
+            tuples: vec![vec![NO_RULE; maps].into_boxed_slice()],
+            ids: HashMap::new(),
+            examples: vec![(Facts::default(), None)],
+            too_many: false,
+        }
+    }
+
+    fn region(&mut self, rules: &Rules, in_db: bool, facts: &Facts, cidr: Option<u32>) -> u16 {
         if !in_db && cidr.is_none() {
             return 0;
         }
-        let t = self.tuple(facts, cidr);
+        let t = rules.tuple(facts, cidr);
         if let Some(id) = self.ids.get(&t) {
             return *id;
         }
-        let Ok(id) = u16::try_from(self.regions.len()) else {
-            self.too_many = true;
-            return 0;
-        };
-        if id == u16::MAX {
-            self.too_many = true;
-            return 0;
+        match u16::try_from(self.tuples.len()) {
+            Ok(id) if id < u16::MAX => {
+                self.tuples.push(t.clone());
+                self.examples.push((*facts, cidr));
+                self.ids.insert(t, id);
+                id
+            }
+            _ => {
+                self.too_many = true;
+                0
+            }
         }
-        self.regions.push(t.clone());
-        self.examples.push((*facts, cidr));
-        self.ids.insert(t, id);
-        id
     }
+}
+
+/// Overlays one family's databases and CIDR keys, labels the pieces with regions,
+/// merges runs and cuts them into prefixes `(start, len, region)`.
+fn compile_family(
+    width: u8,
+    data: &[DbData],
+    rules: &Rules,
+    interner: &mut Interner,
+) -> (Vec<(u128, u8, u16)>, FamilyStats) {
+    fn nets(d: &DbData, width: u8) -> &[crate::geo::Net] {
+        if width == 32 {
+            &d.v4
+        } else {
+            &d.v6
+        }
+    }
+    let mut stats = FamilyStats {
+        networks: data.iter().map(|d| nets(d, width).len() as u64).sum(),
+        ..FamilyStats::default()
+    };
+    let db_segs: Vec<Vec<Seg>> = data
+        .iter()
+        .map(|d| {
+            nets(d, width)
+                .iter()
+                .map(|n| Seg {
+                    start: n.start,
+                    end: partition::prefix_end(n.start, n.len, width),
+                    val: n.facts,
+                })
+                .collect()
+        })
+        .collect();
+    let cidr_segs = partition::innermost(&rules.family_cidrs(width), width);
+    let mut all: Vec<&[Seg]> = db_segs.iter().map(Vec::as_slice).collect();
+    all.push(&cidr_segs);
+    let ndb = data.len();
+    // The same combination of database records recurs: label it once.
+    let mut cache: HashMap<[u32; MAX_DATABASES + 1], u16> = HashMap::new();
+    let mut run: Option<(u128, u128, u16)> = None;
+    let mut out: Vec<(u128, u8, u16)> = Vec::new();
+    let flush = |run: (u128, u128, u16), out: &mut Vec<(u128, u8, u16)>| {
+        partition::cover(run.0, run.1, width, |s, l| out.push((s, l, run.2)));
+    };
+    partition::overlay(&all, partition::max_addr(width), |start, end, vals| {
+        stats.prefixes_before += partition::cover_count(start, end, width);
+        let mut key = [NONE; MAX_DATABASES + 1];
+        key[..vals.len()].copy_from_slice(vals);
+        let region = *cache.entry(key).or_insert_with(|| {
+            let mut facts = Facts::default();
+            let mut in_db = false;
+            for (d, v) in data.iter().zip(&vals[..ndb]) {
+                if *v != NONE {
+                    in_db = true;
+                    facts = facts.or(d.facts[*v as usize]);
+                }
+            }
+            let cidr = Some(vals[ndb]).filter(|v| *v != NONE);
+            interner.region(rules, in_db, &facts, cidr)
+        });
+        match &mut run {
+            Some(r) if r.2 == region => r.1 = end,
+            _ => {
+                if let Some(r) = run.take() {
+                    flush(r, &mut out);
+                }
+                run = Some((start, end, region));
+            }
+        }
+    });
+    if let Some(r) = run.take() {
+        flush(r, &mut out);
+    }
+    stats.prefixes_after = out.len() as u64;
+    (out, stats)
 }
 
 impl Compiled {
@@ -345,183 +514,41 @@ impl Compiled {
             path: None,
             networks: 0,
         });
-
-        // Config CIDR keys: distinct, with their nesting.
-        let mut cidrs: Vec<Cidr> = config
-            .maps
-            .iter()
-            .flat_map(|m| m.rules.iter())
-            .filter_map(|r| match r.key {
-                RegionKey::Cidr(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        cidrs.sort();
-        cidrs.dedup();
-        let cidr_parent: Vec<Option<u32>> = cidrs
-            .iter()
-            .map(|c| {
-                cidrs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| o.len() < c.len() && o.contains(c.addr()))
-                    .max_by_key(|(_, o)| o.len())
-                    .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
-            })
-            .collect();
-        let cidr_id =
-            |c: &Cidr| u32::try_from(cidrs.binary_search(c).unwrap_or(0)).unwrap_or(u32::MAX);
-        let maps: Vec<MapIndex> = config
-            .maps
-            .iter()
-            .map(|m| {
-                let mut ix = MapIndex::default();
-                for (i, r) in m.rules.iter().enumerate() {
-                    let i = u16::try_from(i).unwrap_or(NO_RULE);
-                    match r.key {
-                        RegionKey::Cidr(c) => {
-                            ix.cidr.insert(cidr_id(&c), i);
-                        }
-                        RegionKey::Asn(a) => {
-                            ix.asn.insert(a, i);
-                        }
-                        RegionKey::Country(c) => {
-                            ix.country.insert(c, i);
-                        }
-                        RegionKey::Continent(c) => {
-                            ix.continent.insert(c, i);
-                        }
-                        RegionKey::Default => ix.default = Some(i),
-                    }
-                }
-                ix
-            })
-            .collect();
-
-        let mut regions = Regions {
-            maps: &maps,
-            cidr_parent: &cidr_parent,
-            regions: vec![vec![NO_RULE; config.maps.len()].into_boxed_slice()],
-            ids: HashMap::new(),
-            examples: vec![(Facts::default(), None)],
-            too_many: false,
-        };
-        let mut stats = CompileStats {
-            databases: sources.iter().map(|s| s.path.clone()).collect(),
-            ..CompileStats::default()
-        };
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for (width, fam) in [(32u8, &mut stats.v4), (128u8, &mut stats.v6)] {
-            let pick = |d: &'_ DbData| -> usize {
-                if width == 32 {
-                    d.v4.len()
-                } else {
-                    d.v6.len()
-                }
-            };
-            fam.networks = data.iter().map(|d| pick(d) as u64).sum();
-            let db_segs: Vec<Vec<Seg>> = data
-                .iter()
-                .map(|d| {
-                    if width == 32 { &d.v4 } else { &d.v6 }
-                        .iter()
-                        .map(|n| Seg {
-                            start: n.start,
-                            end: partition::prefix_end(n.start, n.len, width),
-                            val: n.facts,
-                        })
-                        .collect()
-                })
-                .collect();
-            let family_cidrs: Vec<(u128, u8, u32)> = cidrs
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.is_ipv4() == (width == 32))
-                .map(|(i, c)| (cidr_bits(c), c.len(), u32::try_from(i).unwrap_or(u32::MAX)))
-                .collect();
-            let cidr_segs = partition::innermost(&family_cidrs, width);
-            let mut all: Vec<&[Seg]> = db_segs.iter().map(Vec::as_slice).collect();
-            all.push(&cidr_segs);
-            let ndb = data.len();
-            let mut cache: HashMap<[u32; MAX_DATABASES + 1], u16> = HashMap::new();
-            let mut run: Option<(u128, u128, u16)> = None;
-            let mut out: Vec<(u128, u8, u16)> = Vec::new();
-            let mut before = 0u64;
-            let flush = |run: (u128, u128, u16), out: &mut Vec<(u128, u8, u16)>| {
-                partition::cover(run.0, run.1, width, |s, l| out.push((s, l, run.2)));
-            };
-            partition::overlay(&all, partition::max_addr(width), |start, end, vals| {
-                before += partition::cover_count(start, end, width);
-                let mut key = [NONE; MAX_DATABASES + 1];
-                key[..vals.len()].copy_from_slice(vals);
-                let region = *cache.entry(key).or_insert_with(|| {
-                    let mut facts = Facts::default();
-                    let mut in_db = false;
-                    for (i, v) in vals[..ndb].iter().enumerate() {
-                        if *v != NONE {
-                            in_db = true;
-                            facts = facts.or(data[i].facts[*v as usize]);
-                        }
-                    }
-                    let cidr = Some(vals[ndb]).filter(|v| *v != NONE);
-                    regions.region(in_db, &facts, cidr)
-                });
-                match &mut run {
-                    Some(r) if r.2 == region => r.1 = end,
-                    _ => {
-                        if let Some(r) = run.take() {
-                            flush(r, &mut out);
-                        }
-                        run = Some((start, end, region));
-                    }
-                }
-            });
-            if let Some(r) = run.take() {
-                flush(r, &mut out);
-            }
-            fam.prefixes_before = before;
-            fam.prefixes_after = out.len() as u64;
-            if width == 32 {
-                v4 = out
-                    .into_iter()
-                    .map(|(s, len, region)| P4 {
-                        start: u32::try_from(s).unwrap_or(0),
-                        len,
-                        region,
-                    })
-                    .collect();
-            } else {
-                v6 = out
-                    .into_iter()
-                    .map(|(start, len, region)| P6 { start, len, region })
-                    .collect();
-            }
-        }
-        if regions.too_many {
+        let rules = Rules::new(config);
+        let mut interner = Interner::new(config.maps.len());
+        let (v4, v4_stats) = compile_family(32, &data, &rules, &mut interner);
+        let (v6, v6_stats) = compile_family(128, &data, &rules, &mut interner);
+        drop(data);
+        if interner.too_many {
             return Err(CompileError::TooManyRegions {
-                regions: regions.regions.len() + 1,
+                regions: interner.tuples.len() + 1,
                 max: usize::from(u16::MAX),
             });
         }
-        drop(data);
-        let Regions {
-            regions: region_list,
-            ids,
-            examples,
-            ..
-        } = regions;
-        stats.regions = region_list.len();
-        stats.elapsed = started.elapsed();
+        let stats = CompileStats {
+            v4: v4_stats,
+            v6: v6_stats,
+            regions: interner.tuples.len(),
+            databases: sources.iter().map(|s| s.path.clone()).collect(),
+            elapsed: started.elapsed(),
+        };
         let mut this = Self {
-            v4,
-            v6,
-            regions: region_list,
-            region_ids: ids,
-            examples,
-            cidrs,
-            cidr_parent,
-            maps,
+            v4: v4
+                .into_iter()
+                .map(|(s, len, region)| P4 {
+                    start: u32::try_from(s).unwrap_or(0),
+                    len,
+                    region,
+                })
+                .collect(),
+            v6: v6
+                .into_iter()
+                .map(|(start, len, region)| P6 { start, len, region })
+                .collect(),
+            regions: interner.tuples,
+            region_ids: interner.ids,
+            examples: interner.examples,
+            rules,
             sources,
             explain_dbs: Mutex::new(None),
             stats,
@@ -548,7 +575,7 @@ impl Compiled {
             .take(5)
             .map(|&r| {
                 let (f, cidr) = &self.examples[r];
-                describe(f, cidr.map(|c| self.cidrs[c as usize]))
+                describe(f, cidr.map(|c| self.rules.cidrs[c as usize]))
             })
             .collect();
         vec![CompileWarning::UncoveredRegions {
@@ -643,18 +670,9 @@ impl Compiled {
         };
         let cidr = facts
             .cidr
-            .and_then(|c| self.cidrs.binary_search(&c).ok())
+            .and_then(|c| self.rules.cidrs.binary_search(&c).ok())
             .and_then(|i| u32::try_from(i).ok());
-        let r = Regions {
-            maps: &self.maps,
-            cidr_parent: &self.cidr_parent,
-            regions: Vec::new(),
-            ids: HashMap::new(),
-            examples: Vec::new(),
-            too_many: false,
-        };
-        let t = r.tuple(&f, cidr);
-        self.region_ids.get(&t).copied()
+        self.region_ids.get(&self.rules.tuple(&f, cidr)).copied()
     }
 
     /// What the databases (read again now) and the config's CIDRs say about `ip`.
@@ -682,6 +700,7 @@ impl Compiled {
         };
         let mut out = AddressFacts {
             cidr: self
+                .rules
                 .cidrs
                 .iter()
                 .filter(|c| c.contains(ip))

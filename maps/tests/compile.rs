@@ -3,7 +3,10 @@
 //! against brute force and against the mmdb itself.
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use common::{asn_record, base_config, compile, db, ip, place, Scratch};
 use geodns_maps::{
@@ -249,8 +252,7 @@ fn bad_databases_name_the_path() {
             "{name}: {msg}"
         );
         match (name, &err) {
-            ("missing.mmdb", CompileError::Io { .. }) => {}
-            (_, CompileError::Database { .. }) => {}
+            ("missing.mmdb", CompileError::Io { .. }) | (_, CompileError::Database { .. }) => {}
             _ => panic!("{name}: unexpected {err:?}"),
         }
     }
@@ -266,45 +268,44 @@ fn bad_databases_name_the_path() {
 
 #[test]
 fn corrupted_databases_never_panic() {
-    let s = Scratch::new("fuzz");
-    let mut w = Writer::new(6, "Test").alias_ipv4(true);
+    let scratch = Scratch::new("fuzz");
+    let mut writer = Writer::new(6, "Test").alias_ipv4(true);
     for i in 0..64u32 {
-        w.insert(
-            IpAddr::V4(Ipv4Addr::from(i << 24)),
-            8,
-            &place(if i % 3 == 0 { "US" } else { "FR" }, "EU"),
-        )
-        .expect("insert");
-        w.insert(
-            IpAddr::V6(Ipv6Addr::from(u128::from(0x2400 + i) << 112)),
-            16,
-            &asn_record(i),
-        )
-        .expect("insert");
+        writer
+            .insert(
+                IpAddr::V4(Ipv4Addr::from(i << 24)),
+                8,
+                &place(if i % 3 == 0 { "US" } else { "FR" }, "EU"),
+            )
+            .expect("insert");
+        writer
+            .insert(
+                IpAddr::V6(Ipv6Addr::from(u128::from(0x2400 + i) << 112)),
+                16,
+                &asn_record(i),
+            )
+            .expect("insert");
     }
-    let good = w.to_bytes().expect("bytes");
+    let good = writer.to_bytes().expect("bytes");
     let mut rng = StdRng::seed_from_u64(1);
-    let config = s.config(&base_config(
+    let config = scratch.config(&base_config(
         "[geoip]\ncountry = \"f.mmdb\"\n[maps.m]\n\"FR\" = [\"eu1\"]\n[[records]]\nname = \"www\"\nmap = \"m\"\n",
     ));
     let mut errors = 0;
     for _ in 0..300 {
-        let mut b = good.clone();
+        let mut bytes = good.clone();
         for _ in 0..rng.random_range(1..8) {
-            let i = rng.random_range(0..b.len());
-            b[i] = rng.random();
+            let at = rng.random_range(0..bytes.len());
+            bytes[at] = rng.random();
         }
-        s.write("f.mmdb", &b);
-        let r = std::panic::catch_unwind(|| {
+        scratch.write("f.mmdb", &bytes);
+        let result = std::panic::catch_unwind(|| {
             Compiled::build(&config, &mut |_| {}).map(|c| c.region_count())
-        });
-        match r {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                errors += 1;
-                assert!(e.to_string().contains("f.mmdb"), "{e}");
-            }
-            Err(_) => panic!("compiling a corrupted database panicked"),
+        })
+        .expect("compiling a corrupted database must not panic");
+        if let Err(e) = result {
+            errors += 1;
+            assert!(e.to_string().contains("f.mmdb"), "{e}");
         }
     }
     assert!(errors > 0, "some corruptions are detected");
@@ -384,9 +385,10 @@ fn random_setup(seed: u64) -> Random {
     cidrs.dedup();
     let (a, b) = cidrs.split_at(cidrs.len() / 2);
     let keys = |list: &[Cidr]| {
-        list.iter()
-            .map(|c| format!("\"{c}\" = [\"as1\"]\n"))
-            .collect::<String>()
+        list.iter().fold(String::new(), |mut out, c| {
+            let _ = writeln!(out, "\"{c}\" = [\"as1\"]");
+            out
+        })
     };
     nets.extend(cidrs.iter().copied());
     let config = scratch.config(&base_config(&format!(
@@ -674,8 +676,8 @@ fn synthetic_database_compiles() {
     )));
     let c = compile(&config);
     let st = c.stats();
-    assert_eq!(st.v4.networks as usize, stats.networks_v4);
-    assert_eq!(st.v6.networks as usize, stats.networks_v6);
+    assert_eq!(st.v4.networks, stats.networks_v4 as u64);
+    assert_eq!(st.v6.networks, stats.networks_v6 as u64);
     assert_eq!(st.databases.len(), 1);
     assert!(st.v4.prefixes_after < st.v4.prefixes_before);
     assert_eq!(st.regions, 6, "0 + AA, AB, EU, the AS, default");

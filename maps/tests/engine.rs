@@ -344,32 +344,31 @@ fn no_address_of_the_family_anywhere_is_nodata() {
 
 #[test]
 fn spread_policy_picks_by_weight() {
-    let (_s, e) = setup();
-    let e = e.with_picker(Box::new(SplitMix::seeded(42)));
-    let mut first: HashMap<String, usize> = HashMap::new();
-    let n = 4000;
-    for _ in 0..n {
-        let r = e.resolve(&q("dl.cdn.example.net.", QTYPE_A, "192.0.2.1"));
-        let a = addrs(&r);
-        assert_eq!(a.len(), 2, "max_answers");
-        assert_ne!(a[0], a[1]);
-        *first.entry(a[0].clone()).or_default() += 1;
+    let (_scratch, engine) = setup();
+    let engine = engine.with_picker(Box::new(SplitMix::seeded(42)));
+    let mut first: HashMap<String, u32> = HashMap::new();
+    let draws = 4000u32;
+    for _ in 0..draws {
+        let got = addrs(&engine.resolve(&q("dl.cdn.example.net.", QTYPE_A, "192.0.2.1")));
+        assert_eq!(got.len(), 2, "max_answers");
+        assert_ne!(got[0], got[1]);
+        *first.entry(got[0].clone()).or_default() += 1;
     }
     // Slots: eu1 (3), us2 (1).
-    let eu1 = first["198.18.1.1"] as f64 / f64::from(n);
-    assert!((eu1 - 0.75).abs() < 0.03, "{first:?}");
+    let share = f64::from(first["198.18.1.1"]) / f64::from(draws);
+    assert!((share - 0.75).abs() < 0.03, "{first:?}");
     // The same seed gives the same answers.
-    let a = e.with_states(&NodeStates::from_config(e.config()));
     let seq = |e: &Engine| -> Vec<Vec<String>> {
         (0..20)
             .map(|_| addrs(&e.resolve(&q("dl.cdn.example.net.", QTYPE_A, "192.0.2.1"))))
             .collect()
     };
-    let x = seq(&a.with_picker(Box::new(SplitMix::seeded(7))));
-    let y = seq(&e
-        .with_states(e.states())
+    let fresh = engine.with_states(&NodeStates::from_config(engine.config()));
+    let one = seq(&fresh.with_picker(Box::new(SplitMix::seeded(7))));
+    let two = seq(&engine
+        .with_states(engine.states())
         .with_picker(Box::new(SplitMix::seeded(7))));
-    assert_eq!(x, y);
+    assert_eq!(one, two);
 }
 
 /// What the kernel does with `KernelMaps`: exact name, then the one-level wildcard; the
@@ -432,7 +431,7 @@ fn userspace_agrees_with_the_kernel_maps() {
         let e = e.with_states(&st);
         let maps = e.kernel_maps();
         assert_eq!(maps.prefixes_v4.len(), e.compiled().prefixes_v4().len());
-        for (_, l, v) in maps.prefixes_v4.iter() {
+        for (_, l, v) in &maps.prefixes_v4 {
             assert_eq!(*l, v.prefix_len);
         }
         let clients = [

@@ -436,15 +436,14 @@ mod tests {
                 t.lookup_v6(addr.to_be_bytes())
             };
             // `None` (ask the trie) is allowed only where the arrays gave up.
-            match got {
-                Some(v) => assert_eq!(Some(v), want, "address {addr:#x}"),
-                None => {
-                    let fam = if width == 32 { &t.v4 } else { &t.v6 };
-                    assert!(
-                        fam.overflow_blocks > 0 || prefixes.iter().any(|p| p.1 > fam.max_depth),
-                        "address {addr:#x} sent to the trie without cause"
-                    );
-                }
+            if let Some(v) = got {
+                assert_eq!(Some(v), want, "address {addr:#x}");
+            } else {
+                let fam = if width == 32 { &t.v4 } else { &t.v6 };
+                assert!(
+                    fam.overflow_blocks > 0 || prefixes.iter().any(|p| p.1 > fam.max_depth),
+                    "address {addr:#x} sent to the trie without cause"
+                );
             }
         }
         t

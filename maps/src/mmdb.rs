@@ -417,11 +417,14 @@ pub mod synth {
         pub networks_v6: usize,
     }
 
-    /// An IPv6 database with `networks` networks (about 70% IPv4), deterministic from
-    /// `seed`: runs of adjacent networks share a country and an AS (so merging has
-    /// something to do), prefix lengths are mixed (IPv4 /12 to /32, many longer than
-    /// /24; IPv6 /19 to /64), with unallocated gaps between runs. About 250 countries
-    /// on 7 continents, 40 000 AS numbers.
+    /// An IPv6 database with `networks` networks (70% IPv4), deterministic from `seed`.
+    ///
+    /// Like a real country + ASN database it is built from allocations: contiguous
+    /// ranges of addresses, each with one country and AS, cut into the fewest prefixes
+    /// (so lengths are mixed: IPv4 mostly /16 to /24 with many longer where a range
+    /// ends off a /24 boundary; IPv6 /20 to /64), one after the other with an occasional
+    /// unallocated gap. About 250 countries on 7 continents, skewed so that a few hold
+    /// most ranges, and 40 000 AS numbers.
     pub fn country_asn(networks: usize, seed: u64) -> Result<(Writer, SynthStats), WriteError> {
         let mut rng = SplitMix64(seed);
         let countries = countries();
@@ -432,7 +435,6 @@ pub mod synth {
         let n6 = networks - n4;
         let mut stats = SynthStats::default();
         let record = |rng: &mut SplitMix64| {
-            // Skewed: a few countries hold most networks, like the real thing.
             let a = rng.below(countries.len() as u64);
             let b = rng.below(countries.len() as u64);
             let c = usize::try_from(a.min(b)).unwrap_or(0);
@@ -450,70 +452,55 @@ pub mod synth {
                 ("autonomous_system_number", Value::U32(asn)),
             ])
         };
-        // IPv4 from 1.0.0.0 up: average run of 3 networks of ~/23 each, gaps between
-        // runs; 350k networks use about a tenth of the space.
-        let mut cursor: u64 = 1 << 24;
-        let mut value = record(&mut rng);
-        let mut left_in_run = 0u64;
-        while stats.networks_v4 < n4 {
-            if left_in_run == 0 {
-                left_in_run = 1 + rng.below(6);
-                value = record(&mut rng);
-                cursor += rng.below(4) * 256 * (1 + rng.below(64));
+        for (v6, want) in [(false, n4), (true, n6)] {
+            // IPv4 from 1.0.0.0 to 224.0.0.0; IPv6 from 2400:: (clear of the 6to4
+            // alias at 2002::/16) to 4000::.
+            let (width, mut cursor, end, unit) = if v6 {
+                (128u8, 0x2400_u128 << 112, 0x4000_u128 << 112, 1u128 << 64)
+            } else {
+                (32u8, 1u128 << 24, 224u128 << 24, 1u128)
+            };
+            let mut made = 0usize;
+            while made < want {
+                let value = record(&mut rng);
+                // Range size in units: log-uniform over a realistic span.
+                let (lo, hi) = if v6 { (0u32, 28u32) } else { (3u32, 17u32) };
+                let k = lo + u32::try_from(rng.below(u64::from(hi - lo))).unwrap_or(0);
+                let mut size = (1u128 << k) + u128::from(rng.below(1u64 << k.min(62)));
+                // Most IPv4 allocations end on a /24 boundary, most IPv6 ones on a /48.
+                let round = if v6 { 1u128 << 16 } else { 256 };
+                if size >= round && rng.below(10) < 8 {
+                    size = size / round * round;
+                }
+                let size = size * unit;
+                if cursor + size > end {
+                    break;
+                }
+                crate::partition::cover(cursor, cursor + size - 1, width, |start, len| {
+                    if made < want {
+                        let addr = if v6 {
+                            IpAddr::V6(Ipv6Addr::from(start))
+                        } else {
+                            IpAddr::V4(Ipv4Addr::from(u32::try_from(start).unwrap_or(0)))
+                        };
+                        if w.insert(addr, len, &value).is_ok() {
+                            made += 1;
+                        }
+                    }
+                });
+                cursor += size;
+                // An unallocated gap now and then.
+                if rng.below(10) == 0 {
+                    cursor += (round << rng.below(8)) * unit;
+                }
             }
-            let len = v4_len(&mut rng);
-            let size = 1u64 << (32 - len);
-            cursor = cursor.div_ceil(size) * size;
-            if cursor + size > (224 << 24) {
-                break;
+            if v6 {
+                stats.networks_v6 = made;
+            } else {
+                stats.networks_v4 = made;
             }
-            let addr = Ipv4Addr::from(u32::try_from(cursor).unwrap_or(0));
-            w.insert(IpAddr::V4(addr), len, &value)?;
-            cursor += size;
-            left_in_run -= 1;
-            stats.networks_v4 += 1;
-        }
-        // IPv6 from 2400:: (clear of the 6to4 alias at 2002::/16) to 4000::.
-        let mut cursor: u128 = 0x2400_u128 << 112;
-        left_in_run = 0;
-        while stats.networks_v6 < n6 {
-            if left_in_run == 0 {
-                left_in_run = 1 + rng.below(6);
-                value = record(&mut rng);
-                cursor += u128::from(rng.below(4)) << (128 - 40);
-            }
-            let len = v6_len(&mut rng);
-            let size = 1u128 << (128 - u32::from(len));
-            cursor = cursor.div_ceil(size) * size;
-            if cursor >= 0x4000_u128 << 112 {
-                break;
-            }
-            w.insert(IpAddr::V6(Ipv6Addr::from(cursor)), len, &value)?;
-            cursor += size;
-            left_in_run -= 1;
-            stats.networks_v6 += 1;
         }
         Ok((w, stats))
-    }
-
-    fn v4_len(rng: &mut SplitMix64) -> u8 {
-        match rng.below(100) {
-            0..2 => 12 + u8::try_from(rng.below(4)).unwrap_or(0),
-            2..12 => 16 + u8::try_from(rng.below(4)).unwrap_or(0),
-            12..55 => 20 + u8::try_from(rng.below(4)).unwrap_or(0),
-            55..80 => 24,
-            80..95 => 25 + u8::try_from(rng.below(4)).unwrap_or(0),
-            _ => 29 + u8::try_from(rng.below(4)).unwrap_or(0),
-        }
-    }
-
-    fn v6_len(rng: &mut SplitMix64) -> u8 {
-        match rng.below(100) {
-            0..5 => 19 + u8::try_from(rng.below(10)).unwrap_or(0),
-            5..45 => 29 + u8::try_from(rng.below(4)).unwrap_or(0),
-            45..75 => 32 + u8::try_from(rng.below(17)).unwrap_or(0),
-            _ => 48 + u8::try_from(rng.below(17)).unwrap_or(0),
-        }
     }
 }
 

@@ -562,7 +562,9 @@ fn key_at(text: &str, offset: usize) -> String {
     for l in text[..line_start].lines().chain(std::iter::once(line)) {
         let t = l.trim();
         if t.starts_with('[') {
-            t.trim_matches(|c| c == '[' || c == ']').trim().clone_into(&mut table);
+            t.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .clone_into(&mut table);
         }
     }
     let t = line.trim();

@@ -31,6 +31,16 @@ pub enum NodeState {
     Drain,
 }
 
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Drain => "drain",
+        })
+    }
+}
+
 /// Node name -> state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStates {

@@ -1,6 +1,7 @@
 //! `geodns compile`: compile the config and `GeoIP` databases and print what the kernel
 //! maps would hold, with timings, peak memory and warnings.
 use std::{
+    fmt::Write as _,
     io::{IsTerminal as _, Write as _},
     path::PathBuf,
     sync::Arc,
@@ -38,7 +39,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let pad = last_len.saturating_sub(line.len());
             let _ = write!(err, "\r{line}{}", " ".repeat(pad));
             last_len = line.len();
-        } else if p.stage != ProgressStage::Reading || p.networks % (1 << 20) == 0 {
+        } else if p.stage != ProgressStage::Reading || p.networks.is_multiple_of(1 << 20) {
             let _ = writeln!(err, "{line}");
         }
     };
@@ -58,45 +59,70 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let s = compiled.stats();
 
-    println!("config        {}", args.config.display());
+    let mut out = String::new();
+    writeln!(out, "config        {}", args.config.display())?;
     for db in &s.databases {
-        println!("database      {}", db.display());
+        writeln!(out, "database      {}", db.display())?;
     }
-    println!(
+    writeln!(
+        out,
         "networks      IPv4 {:>9}   IPv6 {:>9}",
         s.v4.networks, s.v6.networks
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "prefixes      IPv4 {:>9} -> {:<9} IPv6 {:>9} -> {:<9} (before -> after merging)",
         s.v4.prefixes_before, s.v4.prefixes_after, s.v6.prefixes_before, s.v6.prefixes_after
-    );
-    println!("regions       {} (region 0: in no database)", s.regions);
-    println!(
+    )?;
+    writeln!(
+        out,
+        "regions       {} (region 0: in no database)",
+        s.regions
+    )?;
+    writeln!(
+        out,
         "records       {} ({} with a kernel name), {} answer sets",
         config.records.len(),
         maps.names.len(),
         maps.answers.len()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "time          {:.3} s (databases and merging {:.3} s)",
         elapsed.as_secs_f64(),
         s.elapsed.as_secs_f64()
-    );
+    )?;
     match peak_rss_kib() {
-        Some(kib) => println!("peak memory   {:.1} MiB", kib as f64 / 1024.0),
-        None => println!("peak memory   unknown (no VmHWM in /proc/self/status)"),
+        Some(kib) => writeln!(
+            out,
+            "peak memory   {:.1} MiB",
+            f64::from(u32::try_from(kib).unwrap_or(u32::MAX)) / 1024.0
+        )?,
+        None => writeln!(out, "peak memory   unknown (no VmHWM in /proc/self/status)")?,
     }
     let mut warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
     warnings.extend(compiled.warnings().iter().map(ToString::to_string));
     if warnings.is_empty() {
-        println!("warnings      none");
+        writeln!(out, "warnings      none")?;
     } else {
-        println!("warnings      {}", warnings.len());
+        writeln!(out, "warnings      {}", warnings.len())?;
         for w in warnings {
-            println!("  - {w}");
+            writeln!(out, "  - {w}")?;
         }
     }
-    Ok(())
+    emit(&out)
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// Peak resident set size of this process (`VmHWM`), in KiB.

@@ -1,5 +1,5 @@
 //! `geodns lookup`: explain the decision for one client address or ECS prefix.
-use std::{net::IpAddr, path::PathBuf, sync::Arc};
+use std::{fmt::Write as _, net::IpAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use geodns_maps::{
@@ -53,22 +53,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let e = engine.explain(args.ip, ecs);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
-        return Ok(());
+        return super::compile::emit(&(serde_json::to_string_pretty(&e)? + "\n"));
     }
+    let mut out = String::new();
     match &e.ecs {
-        Some(ecs) => println!(
+        Some(ecs) => writeln!(
+            out,
             "client      {} (ECS {ecs}; the query came from {})",
             e.client, args.ip
-        ),
-        None => println!("client      {}", e.client),
+        )?,
+        None => writeln!(out, "client      {}", e.client)?,
     }
-    println!(
+    writeln!(
+        out,
         "prefix      {} (ECS scope /{}), region {}",
         e.prefix,
         e.prefix.len(),
         e.region
-    );
+    )?;
     if let Some(f) = &e.facts {
         let mut parts = Vec::new();
         if let Some(c) = f.cidr {
@@ -86,25 +88,29 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         if !f.in_database {
             parts.push("in no database".to_owned());
         }
-        println!("facts       {}", parts.join(", "));
+        writeln!(out, "facts       {}", parts.join(", "))?;
         for (db, net) in &f.networks {
-            println!("            {} has {net}", db.display());
+            writeln!(out, "            {} has {net}", db.display())?;
         }
     }
     if let Some(err) = &e.facts_error {
-        println!("facts       unavailable: {err}");
+        writeln!(out, "facts       unavailable: {err}")?;
     }
-    println!("maps");
+    writeln!(out, "maps")?;
     for m in &e.maps {
         let key = m
             .key
             .map_or_else(|| "(none)".to_owned(), |k| format!("\"{k}\""));
-        println!("  {:<10} {key:<18} {}", m.map, m.why);
+        writeln!(out, "  {:<10} {key:<18} {}", m.map, m.why)?;
     }
-    println!("records     (node states: admin states from the config, others assumed up)");
+    writeln!(
+        out,
+        "records     (node states: admin states from the config, others assumed up)"
+    )?;
     for r in &e.records {
-        println!(
-            "  {} (map {}, {:?}, ttl {}){}",
+        writeln!(
+            out,
+            "  {} (map {}, {}, ttl {}){}",
             r.name,
             r.map,
             r.policy,
@@ -114,20 +120,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 " - no kernel answer set: userspace answers"
             }
-        );
+        )?;
         if !r.candidates.is_empty() {
-            println!("    candidates {}", candidates(&r.candidates));
+            writeln!(out, "    candidates {}", candidates(&r.candidates))?;
         }
-        println!("    A          {}", answer(&r.a));
-        println!("    AAAA       {}", answer(&r.aaaa));
+        writeln!(out, "    A          {}", answer(&r.a))?;
+        writeln!(out, "    AAAA       {}", answer(&r.aaaa))?;
     }
-    println!("fallback    {}", candidates(&e.fallback));
-    Ok(())
+    writeln!(out, "fallback    {}", candidates(&e.fallback))?;
+    super::compile::emit(&out)
 }
 
 fn candidates(list: &[CandidateState]) -> String {
     list.iter()
-        .map(|c| format!("{} (weight {}, {:?})", c.node, c.weight, c.state).to_lowercase())
+        .map(|c| format!("{} (weight {}, {})", c.node, c.weight, c.state))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -4,5 +4,6 @@
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-dns"));
 
 pub mod cmd;
+pub mod daemon;
 pub mod loader;
 pub mod object_check;

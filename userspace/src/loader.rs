@@ -49,6 +49,12 @@ pub enum LoaderError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("fast path: {0}")]
     FastPath(#[source] FastPathError),
     #[error("map {map} holds at most {max} entries, the new table needs {needed}")]
@@ -501,6 +507,29 @@ impl XdpDns {
         })();
         self.mirrors[generation as usize].answers = mirror;
         result
+    }
+
+    /// Pins every map under `dir` (on a BPF filesystem), so `geodns stats` and
+    /// `geodns lookup --live` can read the live state from another process.
+    pub fn pin(&mut self, dir: &std::path::Path) -> Result<(), LoaderError> {
+        std::fs::create_dir_all(dir).map_err(|source| LoaderError::Pin {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(source),
+        })?;
+        for (name, map) in self.ebpf.maps() {
+            // Only the contract's maps; not internal ones such as .rodata.
+            if !geodns_common::MAP_NAMES.contains(&name) {
+                continue;
+            }
+            if let Some(data) = map_data(map) {
+                let path = dir.join(name);
+                data.pin(&path).map_err(|e| LoaderError::Pin {
+                    path,
+                    source: std::io::Error::other(e),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Kernel memory charged to all of the object's maps (the `memlock` of each map

@@ -21,6 +21,19 @@ enum Command {
     Compile(cmd::compile::Args),
     /// Explain the decision for one client address (or ECS prefix).
     Lookup(cmd::lookup::Args),
+    /// Serve: attach the XDP program, answer, reload on file changes and SIGHUP.
+    Run(geodns::daemon::Args),
+    /// Print the live XDP counters of a running `geodns run` (from its pinned maps).
+    Stats(cmd::stats::Args),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +41,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Compile(args) => cmd::compile::run(&args),
         Command::Lookup(args) => cmd::lookup::run(&args),
+        Command::Run(args) => {
+            init_tracing();
+            geodns::daemon::run(&args)
+        }
+        Command::Stats(args) => cmd::stats::run(&args),
     }
 }

@@ -306,6 +306,8 @@ fn test(path: &OsString, extra: &[String]) -> Result<()> {
             }
         );
     }
+    // The daemon tests start the `geodns` binary itself: build it first.
+    run(&mut cargo(path, &["build", "-p", "geodns"]))?;
     let mut cmd = cargo(
         path,
         &[

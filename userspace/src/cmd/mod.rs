@@ -1,3 +1,4 @@
 //! One module per `geodns` subcommand; `main.rs` only dispatches.
 pub mod compile;
 pub mod lookup;
+pub mod stats;

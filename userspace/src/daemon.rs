@@ -1,0 +1,416 @@
+//! `geodns run`: compile, load, attach, serve; reload in the background; metrics.
+//!
+//! The XDP side lives here; the userspace fallback server plugs in through
+//! [`EngineHandle`], the engine every answer in userspace is decided with. A reload
+//! compiles on a blocking thread while the old maps serve, installs the new kernel
+//! maps into the idle generation and flips it with one update, then swaps the engine:
+//! a bad file changes nothing and is counted.
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context as _};
+use geodns_common::counter;
+use geodns_maps::{Compiled, Config, Engine, NodeStates};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::loader::{xdp_mode, LoadOptions, XdpDns};
+
+/// The engine in use, shared by everything that answers in userspace; swapped whole
+/// on a reload.
+#[derive(Clone)]
+pub struct EngineHandle(Arc<RwLock<Arc<Engine>>>);
+
+impl EngineHandle {
+    #[must_use]
+    pub fn new(engine: Engine) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(engine))))
+    }
+
+    /// The current engine (cheap: an `Arc` clone).
+    #[must_use]
+    pub fn load(&self) -> Arc<Engine> {
+        self.0
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |g| g.clone())
+    }
+
+    pub fn store(&self, engine: Engine) {
+        let mut guard = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Arc::new(engine);
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) XDP.
+    #[default]
+    Native,
+    /// Generic XDP, for drivers without native support (slower).
+    Skb,
+}
+
+/// Serve a zone: the XDP program on `--iface` answers what it can, the rest passes to
+/// the userspace server.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The interface to attach the XDP program to (required unless --no-xdp).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// Serve from userspace only (no kernel program).
+    #[arg(long)]
+    pub no_xdp: bool,
+    /// UDP port of DNS queries the XDP program answers.
+    #[arg(long, default_value_t = 53)]
+    pub dns_port: u16,
+    /// Address of the HTTP endpoint serving `GET /metrics` (Prometheus text format).
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    pub metrics: SocketAddr,
+    /// Where the maps are pinned for `geodns stats` (on a BPF filesystem).
+    #[arg(long, default_value = "/sys/fs/bpf/geodns")]
+    pub pin_dir: PathBuf,
+    /// How often the config and database files are checked for changes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub watch_interval: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected e.g. 500ms, 2s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        _ => Err(format!("`{s}`: unit must be ms or s")),
+    }
+}
+
+/// Reload outcomes, for `/metrics`.
+#[derive(Default)]
+pub struct ReloadStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    /// Duration of the last successful reload, in microseconds.
+    pub last_us: AtomicU64,
+}
+
+/// Compiles `path` into an engine with the given node states.
+pub fn compile(path: &Path, states: Option<&NodeStates>) -> anyhow::Result<Engine> {
+    let config = Config::from_path(path)?;
+    let compiled = Compiled::build(&config, &mut |_| {})
+        .with_context(|| format!("compiling {}", path.display()))?;
+    let states = states
+        .cloned()
+        .unwrap_or_else(|| NodeStates::from_config(&config));
+    Ok(Engine::new(Arc::new(config), Arc::new(compiled), &states))
+}
+
+/// The files whose change triggers a reload: the config and its databases.
+fn watched_files(engine: &Engine, config: &Path) -> Vec<PathBuf> {
+    let mut files = vec![config.to_path_buf()];
+    if let Some(g) = &engine.config().geoip {
+        for f in g.country.iter().chain(&g.asn).chain(&g.city) {
+            if !files.contains(f) {
+                files.push(f.clone());
+            }
+        }
+    }
+    files
+}
+
+fn mtimes(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Mounts the BPF filesystem at /sys/fs/bpf when nothing is mounted there.
+fn ensure_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        return Ok(());
+    }
+    std::fs::create_dir_all("/sys/fs/bpf")?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, dst, fs) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        bail!(
+            "mounting bpffs on /sys/fs/bpf: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(args))
+}
+
+async fn run_async(args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let engine = compile(&args.config, None)?;
+    let handle = EngineHandle::new(engine);
+    let xdp = if args.no_xdp {
+        None
+    } else {
+        let iface = args
+            .iface
+            .as_deref()
+            .context("--iface IFACE is required (or --no-xdp to serve from userspace only)")?;
+        let if_index = if_index(iface)?;
+        let mut xdp = XdpDns::load(&LoadOptions {
+            dns_port: args.dns_port,
+            ..LoadOptions::default()
+        })?;
+        xdp.install(&handle.load().kernel_maps())?;
+        xdp.attach(if_index, xdp_mode(args.xdp_mode == XdpModeArg::Skb))
+            .with_context(|| format!("attaching to {iface}"))?;
+        ensure_bpffs()?;
+        // A crashed run may have left pins: they would stop this one.
+        let _ = std::fs::remove_dir_all(&args.pin_dir);
+        if let Err(e) = xdp.pin(&args.pin_dir) {
+            let _ = std::fs::remove_dir_all(&args.pin_dir);
+            return Err(e)
+                .with_context(|| format!("pinning maps under {}", args.pin_dir.display()));
+        }
+        Some(Arc::new(Mutex::new(xdp)))
+    };
+    let reloads = Arc::new(ReloadStats::default());
+    tracing::info!(
+        config = %args.config.display(),
+        xdp = !args.no_xdp,
+        iface = args.iface.as_deref().unwrap_or("-"),
+        metrics = %args.metrics,
+        seconds = started.elapsed().as_secs_f64(),
+        "geodns ready"
+    );
+
+    let metrics = TcpListener::bind(args.metrics)
+        .await
+        .with_context(|| format!("binding the metrics address {}", args.metrics))?;
+    tokio::spawn(serve_metrics(
+        metrics,
+        handle.clone(),
+        xdp.clone(),
+        reloads.clone(),
+    ));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut files = watched_files(&handle.load(), &args.config);
+    let mut seen = mtimes(&files);
+    let mut tick = tokio::time::interval(args.watch_interval);
+    loop {
+        let why = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
+            _ = tick.tick() => {
+                if mtimes(&files) == seen {
+                    continue;
+                }
+                "file changed"
+            }
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+        };
+        reload(args, &handle, xdp.as_ref(), &reloads, why).await;
+        files = watched_files(&handle.load(), &args.config);
+        seen = mtimes(&files);
+    }
+    tracing::info!("stopping: detaching the XDP program and removing pins");
+    if let Some(xdp) = xdp {
+        drop(xdp);
+    }
+    let _ = std::fs::remove_dir_all(&args.pin_dir);
+    Ok(())
+}
+
+/// Compiles in the background; on success swaps the kernel generation and the
+/// engine; on failure leaves everything as it was and counts it.
+async fn reload(
+    args: &Args,
+    handle: &EngineHandle,
+    xdp: Option<&Arc<Mutex<XdpDns>>>,
+    counts: &ReloadStats,
+    why: &str,
+) {
+    let started = Instant::now();
+    let path = args.config.clone();
+    let states = handle.load().states().clone();
+    let compiled = tokio::task::spawn_blocking(move || compile(&path, Some(&states))).await;
+    let engine = match compiled {
+        Ok(Ok(engine)) => engine,
+        Ok(Err(e)) => {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(trigger = why, error = %format!("{e:#}"), "reload failed; the running maps stay");
+            return;
+        }
+        Err(e) => {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(trigger = why, error = %e, "reload failed; the running maps stay");
+            return;
+        }
+    };
+    if let Some(xdp) = xdp {
+        let maps = engine.kernel_maps();
+        let mut xdp = xdp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = xdp.install(&maps) {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(trigger = why, error = %e, "reload failed installing the maps; the running generation stays");
+            return;
+        }
+    }
+    handle.store(engine);
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counts.last_us.store(us, Ordering::Relaxed);
+    counts.ok.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        trigger = why,
+        seconds = started.elapsed().as_secs_f64(),
+        "reloaded"
+    );
+}
+
+fn if_index(iface: &str) -> anyhow::Result<u32> {
+    let name = std::ffi::CString::new(iface).context("interface name")?;
+    // SAFETY: a valid C string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface named {iface}");
+    }
+    Ok(idx)
+}
+
+/// Minimal HTTP/1.1: `GET /metrics` in the Prometheus text format, 404 otherwise.
+async fn serve_metrics(
+    listener: TcpListener,
+    handle: EngineHandle,
+    xdp: Option<Arc<Mutex<XdpDns>>>,
+    reloads: Arc<ReloadStats>,
+) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let handle = handle.clone();
+        let xdp = xdp.clone();
+        let reloads = reloads.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics ") {
+                ("200 OK", metrics_text(&handle, xdp.as_deref(), &reloads))
+            } else {
+                ("404 Not Found", "not found\n".to_owned())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// The metrics page.
+#[must_use]
+pub fn metrics_text(
+    handle: &EngineHandle,
+    xdp: Option<&Mutex<XdpDns>>,
+    reloads: &ReloadStats,
+) -> String {
+    let mut out = String::new();
+    if let Some(xdp) = xdp {
+        let xdp = xdp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(counters) = xdp.counters() {
+            let _ = writeln!(
+                out,
+                "# HELP geodns_xdp_packets_total XDP outcomes, summed over CPUs."
+            );
+            let _ = writeln!(out, "# TYPE geodns_xdp_packets_total counter");
+            for (i, v) in counters.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "geodns_xdp_packets_total{{outcome=\"{}\"}} {v}",
+                    counter::NAMES[i]
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE geodns_xdp_generation gauge");
+        let _ = writeln!(out, "geodns_xdp_generation {}", xdp.generation());
+    }
+    let engine = handle.load();
+    let maps = engine.kernel_maps();
+    let _ = writeln!(out, "# TYPE geodns_map_entries gauge");
+    for (name, n) in [
+        ("prefixes_v4", maps.prefixes_v4.len()),
+        ("prefixes_v6", maps.prefixes_v6.len()),
+        ("names", maps.names.len()),
+        ("answers", maps.answers.len()),
+    ] {
+        let _ = writeln!(out, "geodns_map_entries{{map=\"{name}\"}} {n}");
+    }
+    let _ = writeln!(out, "# TYPE geodns_reloads_total counter");
+    let _ = writeln!(
+        out,
+        "geodns_reloads_total{{result=\"ok\"}} {}",
+        reloads.ok.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "geodns_reloads_total{{result=\"failed\"}} {}",
+        reloads.failed.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# TYPE geodns_reload_last_seconds gauge");
+    #[expect(clippy::cast_precision_loss, reason = "microseconds")]
+    let last = reloads.last_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "geodns_reload_last_seconds {last}");
+    let _ = writeln!(out, "# TYPE geodns_node_up gauge");
+    for (node, state) in engine.states().iter() {
+        let up = u8::from(matches!(state, geodns_maps::NodeState::Up));
+        let _ = writeln!(
+            out,
+            "geodns_node_up{{node=\"{node}\",state=\"{state:?}\"}} {up}"
+        );
+    }
+    out
+}

@@ -5,25 +5,70 @@ use std::{
     io::{IsTerminal as _, Write as _},
     path::PathBuf,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use geodns_maps::{Compiled, Config, Engine, NodeStates, Progress, ProgressStage};
+use geodns_maps::{Compiled, Config, Engine, KernelMaps, NodeStates, Progress, ProgressStage};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The config file (TOML); relative paths inside it are relative to its directory.
     #[arg(long, short)]
     pub config: PathBuf,
+    /// Print the figures as one JSON object (for benches and scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one run produced, for either output form.
+struct Report<'a> {
+    args: &'a Args,
+    config: &'a Config,
+    compiled: &'a Compiled,
+    maps: &'a KernelMaps,
+    elapsed: Duration,
+    peak_kib: Option<u64>,
+    warnings: Vec<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let config = Config::from_path(&args.config)?;
+    let config = Arc::new(Config::from_path(&args.config)?);
     let tty = std::io::stderr().is_terminal();
+    let mut progress = progress_line(tty);
+    let compiled = Arc::new(
+        Compiled::build(&config, &mut progress)
+            .with_context(|| format!("compiling {}", args.config.display()))?,
+    );
+    if tty {
+        eprintln!();
+    }
+    let states = NodeStates::from_config(&config);
+    let maps = Engine::new(config.clone(), compiled.clone(), &states).kernel_maps();
+    let mut warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    warnings.extend(compiled.warnings().iter().map(ToString::to_string));
+    let report = Report {
+        args,
+        config: &config,
+        compiled: &compiled,
+        maps: &maps,
+        elapsed: started.elapsed(),
+        peak_kib: peak_rss_kib(),
+        warnings,
+    };
+    if args.json {
+        emit(&(serde_json::to_string_pretty(&report.json())? + "\n"))
+    } else {
+        emit(&report.text()?)
+    }
+}
+
+/// Progress on stderr: one line rewritten in place on a terminal, a line per million
+/// networks otherwise.
+fn progress_line(tty: bool) -> impl FnMut(Progress) {
     let mut last_len = 0usize;
-    let mut progress = |p: Progress| {
+    move |p: Progress| {
         let line = match p.stage {
             ProgressStage::Reading => format!(
                 "reading {}: {} networks",
@@ -42,75 +87,86 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         } else if p.stage != ProgressStage::Reading || p.networks.is_multiple_of(1 << 20) {
             let _ = writeln!(err, "{line}");
         }
-    };
-    let compiled = Compiled::build(&config, &mut progress)
-        .with_context(|| format!("compiling {}", args.config.display()))?;
-    if tty {
-        eprintln!();
     }
-    let config = Arc::new(config);
-    let compiled = Arc::new(compiled);
-    let engine = Engine::new(
-        config.clone(),
-        compiled.clone(),
-        &NodeStates::from_config(&config),
-    );
-    let maps = engine.kernel_maps();
-    let elapsed = started.elapsed();
-    let s = compiled.stats();
+}
 
-    let mut out = String::new();
-    writeln!(out, "config        {}", args.config.display())?;
-    for db in &s.databases {
-        writeln!(out, "database      {}", db.display())?;
+impl Report<'_> {
+    fn json(&self) -> serde_json::Value {
+        let s = self.compiled.stats();
+        serde_json::json!({
+            "config": self.args.config,
+            "databases": s.databases,
+            "networks_v4": s.v4.networks,
+            "networks_v6": s.v6.networks,
+            "networks": s.v4.networks + s.v6.networks,
+            "prefixes_before_v4": s.v4.prefixes_before,
+            "prefixes_before_v6": s.v6.prefixes_before,
+            "prefixes_v4": s.v4.prefixes_after,
+            "prefixes_v6": s.v6.prefixes_after,
+            "regions": s.regions,
+            "records": self.config.records.len(),
+            "kernel_names": self.maps.names.len(),
+            "answer_sets": self.maps.answers.len(),
+            "seconds": self.elapsed.as_secs_f64(),
+            "compile_seconds": s.elapsed.as_secs_f64(),
+            "peak_rss_kib": self.peak_kib,
+            "warnings": self.warnings,
+        })
     }
-    writeln!(
-        out,
-        "networks      IPv4 {:>9}   IPv6 {:>9}",
-        s.v4.networks, s.v6.networks
-    )?;
-    writeln!(
-        out,
-        "prefixes      IPv4 {:>9} -> {:<9} IPv6 {:>9} -> {:<9} (before -> after merging)",
-        s.v4.prefixes_before, s.v4.prefixes_after, s.v6.prefixes_before, s.v6.prefixes_after
-    )?;
-    writeln!(
-        out,
-        "regions       {} (region 0: in no database)",
-        s.regions
-    )?;
-    writeln!(
-        out,
-        "records       {} ({} with a kernel name), {} answer sets",
-        config.records.len(),
-        maps.names.len(),
-        maps.answers.len()
-    )?;
-    writeln!(
-        out,
-        "time          {:.3} s (databases and merging {:.3} s)",
-        elapsed.as_secs_f64(),
-        s.elapsed.as_secs_f64()
-    )?;
-    match peak_rss_kib() {
-        Some(kib) => writeln!(
-            out,
-            "peak memory   {:.1} MiB",
-            f64::from(u32::try_from(kib).unwrap_or(u32::MAX)) / 1024.0
-        )?,
-        None => writeln!(out, "peak memory   unknown (no VmHWM in /proc/self/status)")?,
-    }
-    let mut warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
-    warnings.extend(compiled.warnings().iter().map(ToString::to_string));
-    if warnings.is_empty() {
-        writeln!(out, "warnings      none")?;
-    } else {
-        writeln!(out, "warnings      {}", warnings.len())?;
-        for w in warnings {
-            writeln!(out, "  - {w}")?;
+
+    fn text(&self) -> Result<String, std::fmt::Error> {
+        let s = self.compiled.stats();
+        let mut out = String::new();
+        writeln!(out, "config        {}", self.args.config.display())?;
+        for db in &s.databases {
+            writeln!(out, "database      {}", db.display())?;
         }
+        writeln!(
+            out,
+            "networks      IPv4 {:>9}   IPv6 {:>9}",
+            s.v4.networks, s.v6.networks
+        )?;
+        writeln!(
+            out,
+            "prefixes      IPv4 {:>9} -> {:<9} IPv6 {:>9} -> {:<9} (before -> after merging)",
+            s.v4.prefixes_before, s.v4.prefixes_after, s.v6.prefixes_before, s.v6.prefixes_after
+        )?;
+        writeln!(
+            out,
+            "regions       {} (region 0: in no database)",
+            s.regions
+        )?;
+        writeln!(
+            out,
+            "records       {} ({} with a kernel name), {} answer sets",
+            self.config.records.len(),
+            self.maps.names.len(),
+            self.maps.answers.len()
+        )?;
+        writeln!(
+            out,
+            "time          {:.3} s (databases and merging {:.3} s)",
+            self.elapsed.as_secs_f64(),
+            s.elapsed.as_secs_f64()
+        )?;
+        match self.peak_kib {
+            Some(kib) => writeln!(
+                out,
+                "peak memory   {:.1} MiB",
+                f64::from(u32::try_from(kib).unwrap_or(u32::MAX)) / 1024.0
+            )?,
+            None => writeln!(out, "peak memory   unknown (no VmHWM in /proc/self/status)")?,
+        }
+        if self.warnings.is_empty() {
+            writeln!(out, "warnings      none")?;
+        } else {
+            writeln!(out, "warnings      {}", self.warnings.len())?;
+            for w in &self.warnings {
+                writeln!(out, "  - {w}")?;
+            }
+        }
+        Ok(out)
     }
-    emit(&out)
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.

@@ -26,7 +26,7 @@ use std::{
 use crate::{
     cidr::Cidr,
     config::{Config, RegionKey},
-    geo::{Db, DbData, Facts, Fields},
+    geo::{code_text, letter_code, Db, DbData, Facts, Fields},
     partition::{self, Seg, NONE},
 };
 
@@ -664,8 +664,8 @@ impl Compiled {
             return Some(0);
         }
         let f = Facts {
-            country: facts.country.as_deref().and_then(code2),
-            continent: facts.continent.as_deref().and_then(code2),
+            country: facts.country.as_deref().and_then(letter_code),
+            continent: facts.continent.as_deref().and_then(letter_code),
             asn: facts.asn,
         };
         let cidr = facts
@@ -727,21 +727,15 @@ impl Compiled {
                 facts = facts.or(f);
             }
         }
-        let s = |c: [u8; 2]| String::from_utf8_lossy(&c).into_owned();
-        out.country = facts.country.map(s);
-        out.continent = facts.continent.map(s);
+        out.country = facts.country.map(code_text);
+        out.continent = facts.continent.map(code_text);
         out.asn = facts.asn;
         Ok(out)
     }
 }
 
-fn code2(s: &str) -> Option<[u8; 2]> {
-    let b = s.as_bytes();
-    (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
-}
-
 fn describe(f: &Facts, cidr: Option<Cidr>) -> String {
-    let s = |c: [u8; 2]| String::from_utf8_lossy(&c).into_owned();
+    let s = code_text;
     let mut parts = Vec::new();
     if let Some(c) = cidr {
         parts.push(format!("cidr={c}"));

@@ -661,11 +661,7 @@ fn parse_name(
 /// Parses a map key: see [`RegionKey`].
 fn parse_region_key(text: &str) -> Result<RegionKey, ConfigProblem> {
     let t = text.trim();
-    let two_letters = |s: &str| -> Option<[u8; 2]> {
-        let b = s.as_bytes();
-        (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic))
-            .then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
-    };
+    let two_letters = crate::geo::letter_code;
     let bad_country = || ConfigProblem::BadCountry {
         value: t.to_owned(),
     };
@@ -717,7 +713,7 @@ fn parse_region_key(text: &str) -> Result<RegionKey, ConfigProblem> {
 
 impl std::fmt::Display for RegionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let code = |c: &[u8; 2]| String::from_utf8_lossy(c).into_owned();
+        let code = |c: &[u8; 2]| crate::geo::code_text(*c);
         match self {
             Self::Cidr(c) => write!(f, "{c}"),
             Self::Asn(n) => write!(f, "AS{n}"),
@@ -1219,10 +1215,15 @@ impl Config {
 
     #[must_use]
     pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.node_index(name).map(|i| &self.nodes[i])
+    }
+
+    /// Index of a node in [`Config::nodes`].
+    #[must_use]
+    pub fn node_index(&self, name: &str) -> Option<usize> {
         self.nodes
             .binary_search_by(|n| n.name.as_str().cmp(name))
             .ok()
-            .map(|i| &self.nodes[i])
     }
 
     #[must_use]

@@ -17,7 +17,7 @@ use crate::{
     cidr::Cidr,
     compile::{AddressFacts, Compiled},
     config::{Candidate, Config, NodeConfig, Policy, Record, RegionKey, Rule},
-    name,
+    name, rng,
 };
 
 /// State of a node as answers see it. Admin state (config or admin command) overrides
@@ -189,14 +189,11 @@ impl SplitMix {
 
 impl Picker for SplitMix {
     fn below(&self, total: u32) -> u32 {
-        let mut z = self
+        let state = self
             .state
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        u32::try_from((u128::from(z) * u128::from(total)) >> 64).unwrap_or(0)
+            .fetch_add(rng::GAMMA, Ordering::Relaxed)
+            .wrapping_add(rng::GAMMA);
+        u32::try_from(rng::scale(rng::mix(state), u64::from(total))).unwrap_or(0)
     }
 }
 
@@ -363,13 +360,6 @@ fn node_addrs(n: &NodeConfig, v6: bool) -> Vec<IpAddr> {
     }
 }
 
-fn node_index(config: &Config, name: &str) -> usize {
-    config
-        .nodes
-        .binary_search_by(|n| n.name.as_str().cmp(name))
-        .unwrap_or(usize::MAX)
-}
-
 /// The answer set of one rule for one record under `states`; `None` when no candidate
 /// is up with an address.
 fn rule_set(config: &Config, record: &Record, rule: &Rule, states: &NodeStates) -> Option<RuleSet> {
@@ -383,8 +373,7 @@ fn rule_set(config: &Config, record: &Record, rule: &Rule, states: &NodeStates) 
         .candidates
         .iter()
         .filter(|c| states.get(&c.node) == NodeState::Up)
-        .map(|c| (c, node_index(config, &c.node)))
-        .filter(|(_, i)| *i < config.nodes.len())
+        .filter_map(|c| Some((c, config.node_index(&c.node)?)))
         .collect();
     for v6 in [false, true] {
         let mut n = 0usize;
@@ -513,13 +502,8 @@ impl Engine {
             config
                 .fallback
                 .iter()
-                .map(|c| (c, node_index(&config, &c.node)))
-                .filter(|(_, i)| {
-                    config
-                        .nodes
-                        .get(*i)
-                        .is_some_and(|n| !node_addrs(n, v6).is_empty())
-                })
+                .filter_map(|c| Some((c, config.node_index(&c.node)?)))
+                .filter(|(_, i)| !node_addrs(&config.nodes[*i], v6).is_empty())
                 .map(|(c, i)| FallbackNode {
                     node: i,
                     weight: i64::from(c.weight),

@@ -125,12 +125,24 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
     }
 }
 
+/// A country or continent code: two ASCII letters, uppercased.
+pub(crate) fn letter_code(s: &str) -> Option<[u8; 2]> {
+    match s.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()])
+        }
+        _ => None,
+    }
+}
+
+/// A code as text.
+pub(crate) fn code_text(code: [u8; 2]) -> String {
+    String::from_utf8_lossy(&code).into_owned()
+}
+
 fn code(s: &Scalar<'_>) -> Option<[u8; 2]> {
     match s {
-        Scalar::Str(s) if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            let b = s.as_bytes();
-            Some([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
-        }
+        Scalar::Str(s) => letter_code(s),
         _ => None,
     }
 }

@@ -48,6 +48,7 @@ mod geo;
 pub mod mmdb;
 pub mod name;
 mod partition;
+mod rng;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{

@@ -374,18 +374,13 @@ pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(crate::rng::GAMMA);
+        crate::rng::mix(self.0)
     }
 
     /// Uniform in `[0, n)` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        // Lemire's multiply-shift; the bias is negligible for our n.
-        let wide = u128::from(self.next_u64()) * u128::from(n);
-        u64::try_from(wide >> 64).unwrap_or(0)
+        crate::rng::scale(self.next_u64(), n)
     }
 }
 
@@ -444,10 +439,7 @@ pub mod synth {
                 ("continent", Value::map([("code", Value::str(continent))])),
                 (
                     "country",
-                    Value::map([(
-                        "iso_code",
-                        Value::String(String::from_utf8_lossy(&code).into_owned()),
-                    )]),
+                    Value::map([("iso_code", Value::String(crate::geo::code_text(code)))]),
                 ),
                 ("autonomous_system_number", Value::U32(asn)),
             ])

@@ -65,7 +65,7 @@ fn shipped_configs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             if !name.starts_with('.') && name != "target" {
                 shipped_configs(&path, out);
             }
-        } else if name.ends_with(".toml")
+        } else if path.extension().is_some_and(|e| e == "toml")
             && std::fs::read_to_string(&path).is_ok_and(|t| t.lines().any(|l| l.trim() == "[zone]"))
         {
             out.push(path);

@@ -38,6 +38,28 @@
 //! (`AS` is American Samoa and Asia, `AF` Afghanistan and Africa, `NA`, `SA`, ...).
 //! An address in no database (and in no config CIDR) is region 0: no map applies, and the
 //! `[fallback]` nodes answer.
+//!
+//! # Regions and prefixes
+//!
+//! A region is the tuple of the key every map picks, so two networks share a region iff
+//! every map treats them alike; ids are dense `u16`s that depend on the config's maps and
+//! the databases, never on records or node states (a node going down rewrites only the
+//! small answer table). The compiled prefixes partition each address space (see
+//! [`compile`]): they never overlap, so the matched prefix length is an exact ECS scope.
+//! IPv4 networks come from the database's IPv4 tree only; `MaxMind`'s IPv6 aliases of it
+//! (`::ffff:0:0/96`, `2002::/16`) and `::/96` are region 0 in the IPv6 table.
+//!
+//! # Answers
+//!
+//! Per (record, region) an [`geodns_common::AnswerSet`]: `best` holds every address of
+//! the up candidate with the highest weight (ties: node name) that has the family;
+//! `spread` holds one slot per address of every up candidate, highest weights first, up
+//! to [`geodns_common::MAX_ANSWER_ADDRS`], each with its node's weight. Down and
+//! draining nodes are left out. A region whose map offers no up candidate has no kernel
+//! entry: the kernel passes and [`Engine::resolve`] answers from `[fallback]` by smooth
+//! weighted round robin (per family, one node's addresses per answer), failing open to
+//! all fallback nodes when none is up. Names: the exact name first, then the wildcard
+//! `*.` of the name minus its first label (one level, as the kernel does).
 
 mod cidr;
 pub mod compile;

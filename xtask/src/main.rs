@@ -356,8 +356,41 @@ fn test(path: &OsString, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the benchmark binaries and merges their figures into results.json.
+/// Figures of the kernel benchmark (`xdp_bench`).
+const XDP_FIGURES: &[&str] = &[
+    "xdp_ns_parse_pass",
+    "xdp_ns_v4_1k",
+    "xdp_ns_v4_100k",
+    "xdp_ns_v4_500k",
+    "xdp_ns_v4_500k_trie_only",
+    "xdp_ns_v4_500k_zipf",
+    "xdp_ns_v4_ecs_500k",
+    "xdp_ns_v6_500k",
+    "fastpath_fill_seconds",
+    "maps_memlock_mib",
+];
+/// Figures of the compile benchmark (`compile_bench`).
+const COMPILE_FIGURES: &[&str] = &[
+    "compile_networks",
+    "compile_seconds",
+    "compile_peak_rss_mib",
+    "compile_prefixes_v4",
+    "compile_prefixes_v6",
+];
+
+/// Runs the benchmark binaries (all, or those that produce `names`) and merges their
+/// figures into target/bench/results.json.
 fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
+    for n in names {
+        if !XDP_FIGURES.contains(&n.as_str()) && !COMPILE_FIGURES.contains(&n.as_str()) {
+            bail!(
+                "unknown figure {n}; known: {}",
+                [XDP_FIGURES, COMPILE_FIGURES].concat().join(", ")
+            );
+        }
+    }
+    let wants =
+        |group: &[&str]| names.is_empty() || names.iter().any(|n| group.contains(&n.as_str()));
     let results_path = root.join("target/bench/results.json");
     let mut results: BTreeMap<String, serde_json::Value> = fs::read_to_string(&results_path)
         .ok()
@@ -372,25 +405,58 @@ fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             "geodns-tests",
             "--bin",
             "xdp_bench",
+            "--bin",
+            "compile_bench",
         ],
     ))?;
     let started = Instant::now();
-    let mut cmd = Command::new(root.join("target/release/xdp_bench"));
-    cmd.args(names);
-    let out = output(&mut cmd)?;
-    let figures: BTreeMap<String, f64> = serde_json::from_str(out.trim())
-        .with_context(|| format!("xdp_bench printed no JSON: {out}"))?;
-    let baseline = figures.get("xdp_ns_parse_pass").copied();
-    println!("{:<28} {:>12} {:>10}", "figure", "value", "x baseline");
-    for (name, value) in &figures {
-        let ratio = baseline
-            .filter(|b| *b > 0.0 && name.starts_with("xdp_ns"))
-            .map_or_else(String::new, |b| format!("{:.2}", value / b));
-        println!("{name:<28} {value:>12.1} {ratio:>10}");
-        results.insert(name.clone(), serde_json::json!(value));
+    let mut figures: BTreeMap<String, f64> = BTreeMap::new();
+    if wants(XDP_FIGURES) {
+        let mut cmd = Command::new(root.join("target/release/xdp_bench"));
+        cmd.args(names.iter().filter(|n| XDP_FIGURES.contains(&n.as_str())));
+        let out = output(&mut cmd)?;
+        let xdp: BTreeMap<String, f64> = serde_json::from_str(out.trim())
+            .with_context(|| format!("xdp_bench printed no JSON: {out}"))?;
+        figures.extend(xdp);
     }
-    if let Some(b) = baseline {
-        println!("(baseline: xdp_ns_parse_pass = {b:.1} ns, the same program told to pass after parsing)");
+    if wants(COMPILE_FIGURES) {
+        // A 500k-network synthetic database (generated once, kept under target/), then
+        // the compile in a process of its own, so its peak RSS is the compile's.
+        let data = root.join("target/bench/compile-500k");
+        let bin = root.join("target/release/compile_bench");
+        if !data.join("bench.mmdb").exists() {
+            run(Command::new(&bin).arg("gen").arg(&data).arg("500000"))?;
+        }
+        let out = output(Command::new(&bin).arg("run").arg(&data))?;
+        let compile: BTreeMap<String, f64> = serde_json::from_str(out.trim())
+            .with_context(|| format!("compile_bench printed no JSON: {out}"))?;
+        figures.extend(compile);
+    }
+    figures.retain(|k, _| {
+        names.is_empty()
+            || names.contains(k)
+            || !(XDP_FIGURES.contains(&k.as_str()) || COMPILE_FIGURES.contains(&k.as_str()))
+    });
+    // Ratios: kernel figures against the same program told to pass after parsing, the
+    // fast path against the trie alone, compile figures against the targets.
+    let base = figures.get("xdp_ns_parse_pass").copied();
+    let trie = figures.get("xdp_ns_v4_500k_trie_only").copied();
+    println!("{:<30} {:>14}  ratio", "figure", "value");
+    for (name, value) in &figures {
+        let ratio = match name.as_str() {
+            "xdp_ns_v4_500k" => trie.map(|t| format!("trie-only / this = {:.1}x", t / value)),
+            n if n.starts_with("xdp_ns") && n != "xdp_ns_parse_pass" => {
+                base.map(|b| format!("{:.2} x parse-and-pass", value / b))
+            }
+            "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
+            "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
+            "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),
+            "fastpath_fill_seconds" => Some(format!("{:.2} of the 1 s target", value)),
+            _ => None,
+        }
+        .unwrap_or_default();
+        println!("{name:<30} {value:>14.2}  {ratio}");
+        results.insert(name.clone(), serde_json::json!(value));
     }
     fs::create_dir_all(results_path.parent().context("results dir")?)?;
     fs::write(

@@ -274,6 +274,11 @@ pub enum ConfigProblem {
     MaxAnswersWithBest,
     #[error("no name servers: expected at least one [[zone.ns]]")]
     NoNameServers,
+    #[error("`{value}`: expected {expected}")]
+    BadTarget {
+        value: String,
+        expected: &'static str,
+    },
 }
 
 /// Something legal but probably unintended; printed by `geodns compile`.
@@ -390,11 +395,11 @@ struct RawNode {
     ipv4: Option<Spanned<OneOrMany>>,
     ipv6: Option<Spanned<OneOrMany>>,
     weight: Option<Spanned<i64>>,
-    check: Option<String>,
+    check: Option<Spanned<String>>,
     lat: Option<Spanned<f64>>,
     lon: Option<Spanned<f64>>,
     admin: Option<NodeState>,
-    http_base: Option<String>,
+    http_base: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -658,6 +663,43 @@ fn parse_name(
     })
 }
 
+/// A health-check target (`http://...`, `https://...` or `host:port`) or, with
+/// `host_port` false, an HTTP base URL.
+fn check_target(
+    ctx: &Ctx<'_>,
+    value: Option<&Spanned<String>>,
+    key: &str,
+    host_port: bool,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    let text = v.get_ref().trim();
+    let url = ["http://", "https://"]
+        .iter()
+        .any(|s| text.len() > s.len() && text.to_ascii_lowercase().starts_with(s));
+    let ok = url
+        || (host_port
+            && !text.contains("://")
+            && text.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            }));
+    if ok {
+        Ok(Some(text.to_owned()))
+    } else {
+        Err(ctx.err(
+            &v.span(),
+            key,
+            ConfigProblem::BadTarget {
+                value: text.to_owned(),
+                expected: if host_port {
+                    "an http:// or https:// URL, or host:port"
+                } else {
+                    "an http:// or https:// URL"
+                },
+            },
+        ))
+    }
+}
+
 /// Parses a map key: see [`RegionKey`].
 fn parse_region_key(text: &str) -> Result<RegionKey, ConfigProblem> {
     let t = text.trim();
@@ -918,11 +960,16 @@ impl Config {
                 ipv4,
                 ipv6,
                 weight,
-                check: n.check.clone(),
+                check: check_target(ctx, n.check.as_ref(), &format!("{key}.check"), true)?,
                 lat: n.lat.as_ref().map(|v| *v.get_ref()),
                 lon: n.lon.as_ref().map(|v| *v.get_ref()),
                 admin: n.admin,
-                http_base: n.http_base.clone(),
+                http_base: check_target(
+                    ctx,
+                    n.http_base.as_ref(),
+                    &format!("{key}.http_base"),
+                    false,
+                )?,
             });
         }
 

@@ -366,6 +366,24 @@ fn zone_and_fallback() {
 }
 
 #[test]
+fn check_targets_and_http_bases() {
+    for bad in ["198.18.1.1", "ftp://x", "host:0", "http://"] {
+        let text = base_config("").replace("weight = 5", &format!("weight = 5\ncheck = \"{bad}\""));
+        let (err, _) = expect_error(&text, "check =", "nodes.eu2.check");
+        assert!(matches!(problem(&err), ConfigProblem::BadTarget { .. }));
+    }
+    let text = base_config("").replace("weight = 5", "weight = 5\nhttp_base = \"eu2.example.net\"");
+    expect_error(&text, "http_base", "nodes.eu2.http_base");
+    let good = base_config("").replace(
+        "weight = 5",
+        "weight = 5\ncheck = \"[2001:2::1]:8080\"\nhttp_base = \"https://eu2.example.net\"",
+    );
+    let c = Config::from_str_named(&good, "ok.toml").expect("valid targets");
+    let eu2 = c.node("eu2").expect("eu2");
+    assert_eq!(eu2.check.as_deref(), Some("[2001:2::1]:8080"));
+}
+
+#[test]
 fn toml_syntax_error() {
     let text = base_config("").replace("weight = 5", "weight = = 5");
     let (err, _) = expect_error(&text, "weight = = 5", "nodes.eu2.weight");

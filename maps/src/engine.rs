@@ -957,6 +957,13 @@ impl Engine {
     }
 }
 
+// The server shares one engine between tasks and threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Engine>();
+    send_sync::<Compiled>();
+};
+
 /// `A`
 pub const QTYPE_A: u16 = 1;
 /// `NS`

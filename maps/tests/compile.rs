@@ -654,6 +654,18 @@ fn committed_demo_databases_are_current() {
 }
 
 #[test]
+fn synthetic_database_with_its_generated_config() {
+    let s = Scratch::new("synthcfg");
+    let (mut w, _) = geodns_maps::mmdb::synth::country_asn(5_000, 9).expect("synth");
+    s.write("s.mmdb", &w.to_bytes().expect("bytes"));
+    let text = geodns_maps::mmdb::synth::config_toml("s.mmdb");
+    let config = s.config(&text);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    let c = compile(&config);
+    assert!(c.region_count() > 20);
+}
+
+#[test]
 fn synthetic_database_compiles() {
     let s = Scratch::new("synth");
     let (mut w, stats) = geodns_maps::mmdb::synth::country_asn(20_000, 3).expect("synth");

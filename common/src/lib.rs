@@ -171,37 +171,38 @@ impl NameKey {
     }
 }
 
-/// 64-bit fingerprint of a zero-padded lowercase wire name, read as little-endian
-/// 8-byte words; `wildcard` picks a different seed. It keys the kernel's `NAMES_*`
-/// hash (8 bytes to hash instead of a 132-byte key); the value holds the whole name
-/// and the kernel compares it, so a collision is a miss, never a wrong answer.
+/// Seed of [`name_fingerprint`] for exact names.
+pub const FINGERPRINT_EXACT: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Seed of [`name_fingerprint`] for wildcard keys.
+pub const FINGERPRINT_WILDCARD: u64 = 0x2A2A_2A2A_5EED_0001;
+
+/// One step of [`name_fingerprint`]: mixes in the next 8-byte word of the name.
 #[must_use]
 #[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
 #[inline(always)]
+pub const fn fingerprint_step(h: u64, word: u64) -> u64 {
+    let h = (h ^ word).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^ (h >> 32)
+}
+
+/// 64-bit fingerprint of a zero-padded lowercase wire name, read as little-endian
+/// 8-byte words (all `MAX_NAME_WIRE_LEN / 8` of them), from the seed
+/// [`FINGERPRINT_EXACT`] or [`FINGERPRINT_WILDCARD`]. It keys the kernel's `NAMES_*`
+/// hash (8 bytes to hash instead of a 136-byte key); the value holds the whole name and
+/// the kernel compares it, so a collision is a miss, never a wrong answer. The kernel
+/// computes it word by word with [`fingerprint_step`] as it copies the name.
+#[must_use]
 pub fn name_fingerprint(name: &[u8; MAX_NAME_WIRE_LEN], wildcard: bool) -> u64 {
-    let mut h: u64 = if wildcard {
-        0x2A2A_2A2A_5EED_0001
+    let seed = if wildcard {
+        FINGERPRINT_WILDCARD
     } else {
-        0x9E37_79B9_7F4A_7C15
+        FINGERPRINT_EXACT
     };
-    let mut i = 0;
-    // Bound: MAX_NAME_WIRE_LEN / 8 words.
-    while i < MAX_NAME_WIRE_LEN / 8 {
-        let w = u64::from_le_bytes([
-            name[8 * i],
-            name[8 * i + 1],
-            name[8 * i + 2],
-            name[8 * i + 3],
-            name[8 * i + 4],
-            name[8 * i + 5],
-            name[8 * i + 6],
-            name[8 * i + 7],
-        ]);
-        h = (h ^ w).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-        h ^= h >> 32;
-        i += 1;
-    }
-    h
+    name.chunks_exact(8).fold(seed, |h, c| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        fingerprint_step(h, u64::from_le_bytes(w))
+    })
 }
 
 /// Value of the kernel's `NAMES_*` hash, keyed by [`name_fingerprint`].

@@ -14,7 +14,7 @@
 //! exact); `0x8000 | b` = go to pool block `b`. Four slots pack into one `u64` of the
 //! kernel arrays (little-endian: slot `i` is bits `16 * (i % 4)`).
 //!
-//! Userspace computes every slot; [`FastTable::lookup`] walks them exactly as the
+//! Userspace computes every slot; [`FastTable::lookup_v4`] walks them exactly as the
 //! kernel does, and the tests check it against a brute-force longest-prefix match.
 use std::collections::HashMap;
 

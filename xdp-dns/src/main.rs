@@ -23,11 +23,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use geodns_common::{
-    counter, name_fingerprint, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue, RuntimeState,
+    counter, fingerprint_step, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue, RuntimeState,
     Scratch, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FAST_LEAVES, FAST_SLOT_BLOCK,
-    FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS,
-    MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
-    STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+    FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
+    MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_GROW,
+    STAGE_LOOKUP, STAGE_REPLY, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -296,6 +296,8 @@ struct Query {
     /// Generation and flags read at parse time: every stage uses the same ones.
     generation: u32,
     flags: u32,
+    /// Fingerprint of the exact name key, computed while copying it.
+    fingerprint: u64,
     /// Found by the lookup stage, for the reply stage.
     record: u32,
     region: u32,
@@ -546,6 +548,7 @@ fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Result<usize, Pa
     // SAFETY: per-CPU scratch value, valid for the whole program run.
     let key = unsafe { &mut (*scratch).exact };
     let dst = key.name.as_mut_ptr();
+    let mut fp = FINGERPRINT_EXACT;
     // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them (no exit that depends on
     // the name, so the verifier keeps one state); bytes past the name are zero.
     for w in 0..MAX_NAME_WIRE_LEN / 8 {
@@ -567,9 +570,13 @@ fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Result<usize, Pa
         } else {
             (1u64 << (8 * left)) - 1
         };
+        let word = to_lower(word & mask);
+        fp = fingerprint_step(fp, word);
         // SAFETY: `at + 8 <= MAX_NAME_WIRE_LEN`: inside `key.name`, 8-aligned.
-        unsafe { store_word(dst, w, to_lower(word & mask)) };
+        unsafe { store_word(dst, w, word) };
     }
+    // SAFETY: `q` is the per-CPU QUERY value.
+    unsafe { core::ptr::write_volatile(&raw mut (*q).fingerprint, fp) };
     Ok(name_len)
 }
 
@@ -747,7 +754,9 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY: per-CPU scratch value, valid for the whole program run.
     let scratch = unsafe { &mut *scratch };
-    let record = lookup_name(scratch, generation)?;
+    // SAFETY: `q` is the per-CPU QUERY value.
+    let fp = unsafe { core::ptr::read_volatile(&raw const (*q).fingerprint) };
+    let record = lookup_name(scratch, generation, fp)?;
 
     // SAFETY: `q` is the per-CPU QUERY value.
     let ecs_addr = unsafe { (*q).ecs_addr };
@@ -874,10 +883,9 @@ unsafe fn store_word(name: *mut u8, w: usize, value: u64) {
     unsafe { name.add(8 * w).cast::<u64>().write(value) };
 }
 
-/// Looks `key` up by fingerprint and checks the whole name.
+/// Looks `key` up by its fingerprint `fp` and checks the whole name.
 #[inline(always)]
-fn find_name(names: &HashMap<u64, NameEntry>, key: &NameKey) -> Option<u16> {
-    let fp = name_fingerprint(&key.name, key.wildcard != 0);
+fn find_name(names: &HashMap<u64, NameEntry>, key: &NameKey, fp: u64) -> Option<u16> {
     // SAFETY: hash map values stay valid for the program run (RCU).
     let entry = unsafe { names.get(fp) }?;
     let a = key.name.as_ptr();
@@ -885,8 +893,7 @@ fn find_name(names: &HashMap<u64, NameEntry>, key: &NameKey) -> Option<u16> {
     let mut diff = 0u64;
     // Bound: MAX_NAME_WIRE_LEN / 8 words; no early exit (one verifier state).
     for w in 0..MAX_NAME_WIRE_LEN / 8 {
-        // SAFETY: `8 * w + 8 <= MAX_NAME_WIRE_LEN`: inside both names; both are at an
-        // 8-aligned offset of their (8-aligned) map values.
+        // SAFETY: both names are 8-aligned with MAX_NAME_WIRE_LEN bytes.
         unsafe {
             diff |= load_word(a, w) ^ load_word(b, w);
         }
@@ -895,9 +902,9 @@ fn find_name(names: &HashMap<u64, NameEntry>, key: &NameKey) -> Option<u16> {
 }
 
 #[inline(always)]
-fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
+fn lookup_name(scratch: &mut Scratch, generation: u32, fp: u64) -> Result<u16, Pass> {
     let names = if generation == 0 { &NAMES_0 } else { &NAMES_1 };
-    if let Some(record) = find_name(names, &scratch.exact) {
+    if let Some(record) = find_name(names, &scratch.exact, fp) {
         return Ok(record);
     }
     // Wildcard: the name minus its first label, with the wildcard flag.
@@ -908,6 +915,7 @@ fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
     scratch.wildcard.wildcard = 1;
     let src = scratch.exact.name.as_ptr();
     let dst = scratch.wildcard.name.as_mut_ptr();
+    let mut wfp = FINGERPRINT_WILDCARD;
     // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them and without a branch on
     // `first` (a branch would split its range and the verifier's states with it).
     for w in 0..MAX_NAME_WIRE_LEN / 8 {
@@ -916,10 +924,11 @@ fn lookup_name(scratch: &mut Scratch, generation: u32) -> Result<u16, Pass> {
         // name then zeros; `8 * w + 8 <= 128` stays inside `wildcard.name` (8-aligned).
         unsafe {
             let word = src.add(at).cast::<u64>().read_unaligned();
+            wfp = fingerprint_step(wfp, word);
             store_word(dst, w, word);
         }
     }
-    find_name(names, &scratch.wildcard).ok_or(counter::PASS_NOT_SERVED)
+    find_name(names, &scratch.wildcard, wfp).ok_or(counter::PASS_NOT_SERVED)
 }
 
 /// Slot `index` of an array of u16 slots packed four per u64.

@@ -451,7 +451,7 @@ fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
             "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
             "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),
-            "fastpath_fill_seconds" => Some(format!("{:.2} of the 1 s target", value)),
+            "fastpath_fill_seconds" => Some(format!("{value:.2} of the 1 s target")),
             _ => None,
         }
         .unwrap_or_default();

@@ -51,7 +51,9 @@ fn main() {
     let dir = PathBuf::from(args.get(2).expect(usage));
     match args.get(1).map(String::as_str) {
         Some("gen") => {
-            let n: usize = args.get(3).map_or(500_000, |s| s.parse().expect("NETWORKS"));
+            let n: usize = args
+                .get(3)
+                .map_or(500_000, |s| s.parse().expect("NETWORKS"));
             std::fs::create_dir_all(&dir).expect("create dir");
             let t = Instant::now();
             let (mut w, stats) = synth::country_asn(n, 0x6E0D).expect("generate");

@@ -69,6 +69,7 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "xdp_dns_lookup",
     "xdp_dns_reply",
     "xdp_dns_grow",
+    "xdp_echo",
     "xdp_pass",
 ];
 

@@ -378,15 +378,38 @@ const COMPILE_FIGURES: &[&str] = &[
     "compile_prefixes_v6",
 ];
 
+/// Figures of the end-to-end benchmark (`e2e_bench`, kxdpgun over veth).
+const E2E_FIGURES: &[&str] = &[
+    "e2e_qps_xdp",
+    "e2e_qps_echo_ceiling",
+    "reload_swap_seconds_500k",
+];
+
+/// Runs a benchmark binary and reads the one JSON object of figures it prints.
+fn json_figures(cmd: &mut Command) -> Result<BTreeMap<String, f64>> {
+    let out = output(cmd)?;
+    serde_json::from_str(out.trim())
+        .with_context(|| format!("{cmd:?} printed no JSON object: {out}"))
+}
+
+/// Installs kxdpgun (Debian's knot-dnsutils) when it is missing.
+fn ensure_kxdpgun() -> Result<()> {
+    if Command::new("kxdpgun").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("bench: installing knot-dnsutils for kxdpgun (AF_XDP load generator)");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils"]))
+        .context("installing knot-dnsutils (kxdpgun)")
+}
+
 /// Runs the benchmark binaries (all, or those that produce `names`) and merges their
 /// figures into target/bench/results.json.
 fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
+    let all = [XDP_FIGURES, COMPILE_FIGURES, E2E_FIGURES].concat();
     for n in names {
-        if !XDP_FIGURES.contains(&n.as_str()) && !COMPILE_FIGURES.contains(&n.as_str()) {
-            bail!(
-                "unknown figure {n}; known: {}",
-                [XDP_FIGURES, COMPILE_FIGURES].concat().join(", ")
-            );
+        if !all.contains(&n.as_str()) {
+            bail!("unknown figure {n}; known: {}", all.join(", "));
         }
     }
     let wants =
@@ -407,30 +430,44 @@ fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             "xdp_bench",
             "--bin",
             "compile_bench",
+            "--bin",
+            "e2e_bench",
         ],
     ))?;
+    run(&mut cargo(path, &["build", "--release", "-p", "geodns"]))?;
     let started = Instant::now();
     let mut figures: BTreeMap<String, f64> = BTreeMap::new();
+    let bin = |name: &str| root.join("target/release").join(name);
+    let selected = |group: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| group.contains(&n.as_str()))
+            .cloned()
+            .collect()
+    };
     if wants(XDP_FIGURES) {
-        let mut cmd = Command::new(root.join("target/release/xdp_bench"));
-        cmd.args(names.iter().filter(|n| XDP_FIGURES.contains(&n.as_str())));
-        let out = output(&mut cmd)?;
-        let xdp: BTreeMap<String, f64> = serde_json::from_str(out.trim())
-            .with_context(|| format!("xdp_bench printed no JSON: {out}"))?;
-        figures.extend(xdp);
+        let mut cmd = Command::new(bin("xdp_bench"));
+        figures.extend(json_figures(cmd.args(selected(XDP_FIGURES)))?);
+    }
+    // A 500k-network synthetic database, generated once and kept under target/.
+    let data = root.join("target/bench/compile-500k");
+    if (wants(COMPILE_FIGURES) || wants(E2E_FIGURES)) && !data.join("bench.mmdb").exists() {
+        run(Command::new(bin("compile_bench"))
+            .arg("gen")
+            .arg(&data)
+            .arg("500000"))?;
     }
     if wants(COMPILE_FIGURES) {
-        // A 500k-network synthetic database (generated once, kept under target/), then
-        // the compile in a process of its own, so its peak RSS is the compile's.
-        let data = root.join("target/bench/compile-500k");
-        let bin = root.join("target/release/compile_bench");
-        if !data.join("bench.mmdb").exists() {
-            run(Command::new(&bin).arg("gen").arg(&data).arg("500000"))?;
-        }
-        let out = output(Command::new(&bin).arg("run").arg(&data))?;
-        let compile: BTreeMap<String, f64> = serde_json::from_str(out.trim())
-            .with_context(|| format!("compile_bench printed no JSON: {out}"))?;
-        figures.extend(compile);
+        // In a process of its own, so the peak RSS is the compile's.
+        figures.extend(json_figures(
+            Command::new(bin("compile_bench")).arg("run").arg(&data),
+        )?);
+    }
+    if wants(E2E_FIGURES) {
+        ensure_kxdpgun()?;
+        let mut cmd = Command::new(bin("e2e_bench"));
+        cmd.args(selected(E2E_FIGURES)).arg("--data").arg(&data);
+        figures.extend(json_figures(&mut cmd)?);
     }
     figures.retain(|k, _| {
         names.is_empty()
@@ -441,6 +478,7 @@ fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
     // fast path against the trie alone, compile figures against the targets.
     let base = figures.get("xdp_ns_parse_pass").copied();
     let trie = figures.get("xdp_ns_v4_500k_trie_only").copied();
+    let echo = figures.get("e2e_qps_echo_ceiling").copied();
     println!("{:<30} {:>14}  ratio", "figure", "value");
     for (name, value) in &figures {
         let ratio = match name.as_str() {
@@ -448,6 +486,7 @@ fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             n if n.starts_with("xdp_ns") && n != "xdp_ns_parse_pass" => {
                 base.map(|b| format!("{:.2} x parse-and-pass", value / b))
             }
+            "e2e_qps_xdp" => echo.map(|e| format!("{:.2} of the echo ceiling", value / e)),
             "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
             "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
             "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),

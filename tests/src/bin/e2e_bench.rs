@@ -1,0 +1,163 @@
+//! End-to-end benchmark over a veth pair between two network namespaces: kxdpgun
+//! (`AF_XDP`, Debian's knot-dnsutils) in the client namespace sends queries for a
+//! bounded time; the figure is replies per second.
+//!
+//! - `e2e_qps_xdp`: the XDP program answering from the compiled demo config;
+//! - `e2e_qps_echo_ceiling`: a trivial XDP echo on the same veth, same generator (the
+//!   most this generator and veth can show, measured in the same run).
+//!
+//! - `reload_swap_seconds_500k`: `geodns run` serving a 500k-network database (made by
+//!   `compile_bench gen` into the directory given as `--data DIR`); the database file is
+//!   replaced and the figure is the time until `/metrics` counts the swapped reload.
+//!
+//! Prints one JSON object. Bounded: each run lasts `SECONDS`, at most `QPS` offered.
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aya::programs::XdpMode;
+use geodns::loader::{LoadOptions, XdpDns};
+use geodns_maps::{Compiled, Config, Engine, NodeStates};
+use geodns_tests::{NetnsPair, Side};
+
+const SECONDS: u32 = 3;
+const QPS: u32 = 2_000_000;
+
+/// Runs kxdpgun in the client namespace and returns the replies per second it saw.
+fn kxdpgun(pair: &NetnsPair, queries: &std::path::Path) -> f64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pair.client_ns, "kxdpgun"])
+        .args(["-t", &SECONDS.to_string(), "-Q", &QPS.to_string()])
+        .arg("-i")
+        .arg(queries)
+        .args(["-I", &pair.client_if, &pair.server_v4.to_string()])
+        .output()
+        .expect("run kxdpgun (cargo xtask bench installs knot-dnsutils)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprint!("{text}");
+    // "total replies:     123456 (41152 pps) (99%)"
+    text.lines()
+        .find(|l| l.starts_with("total replies:"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Reloads `geodns run` counted as ok, read from its /metrics inside the namespace.
+fn reloads_ok(pair: &NetnsPair) -> Option<u64> {
+    pair.in_ns(Side::Server, || {
+        let mut s = TcpStream::connect("127.0.0.1:19154").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find(|l| l.starts_with("geodns_reloads_total{result=\"ok\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    })
+    .ok()
+    .flatten()
+}
+
+/// File change to swapped maps for the 500k-network database in `data`.
+fn reload_swap(data: &Path) -> f64 {
+    let geodns = std::env::current_exe()
+        .expect("exe")
+        .with_file_name("geodns");
+    let pair = NetnsPair::new().expect("namespaces");
+    let pin = format!("/sys/fs/bpf/geodns-e2e-{}", std::process::id());
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
+        .arg(&geodns)
+        .args(["run", "--config"])
+        .arg(data.join("bench.toml"))
+        .args(["--iface", &pair.server_if, "--metrics", "127.0.0.1:19154"])
+        .args(["--pin-dir", &pin, "--watch-interval", "50ms"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start geodns run (build it with --release)");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while reloads_ok(&pair).is_none() {
+        assert!(Instant::now() < deadline, "geodns run did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Replace the database (same content, new file): a full compile and swap.
+    let db = data.join("bench.mmdb");
+    let tmp = data.join("bench.mmdb.new");
+    std::fs::copy(&db, &tmp).expect("copy database");
+    let t = Instant::now();
+    std::fs::rename(&tmp, &db).expect("replace database");
+    let mut seconds = f64::NAN;
+    while t.elapsed() < Duration::from_secs(30) {
+        if reloads_ok(&pair).unwrap_or(0) >= 1 {
+            seconds = t.elapsed().as_secs_f64();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap_or(0), libc::SIGTERM) };
+    let _ = child.wait();
+    seconds
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let data = args
+        .iter()
+        .position(|a| a == "--data")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let wanted: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && Some(Path::new(a.as_str())) != data.as_deref())
+        .cloned()
+        .collect();
+    let want = |n: &str| wanted.is_empty() || wanted.iter().any(|w| w == n);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml");
+    let config = Config::from_path(&path).expect("demo config");
+    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile");
+    let states = NodeStates::from_config(&config);
+    let engine = Engine::new(Arc::new(config), Arc::new(compiled), &states);
+    let queries = std::env::temp_dir().join(format!("geodns-e2e-{}.txt", std::process::id()));
+    std::fs::write(&queries, "www.cdn.example.net A\n").expect("queries file");
+
+    let mut out = BTreeMap::new();
+    for (name, program) in [
+        ("e2e_qps_xdp", "xdp_dns"),
+        ("e2e_qps_echo_ceiling", "xdp_echo"),
+    ] {
+        if !want(name) {
+            continue;
+        }
+        let pair = NetnsPair::new().expect("namespaces");
+        let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
+        xdp.install(&engine.kernel_maps()).expect("install");
+        let idx = pair.ifindex(Side::Server).expect("ifindex");
+        pair.in_ns(Side::Server, || {
+            xdp.attach_program(program, idx, XdpMode::Driver)
+        })
+        .expect("server namespace")
+        .expect("attach");
+        let qps = kxdpgun(&pair, &queries);
+        let answered = xdp.counters().expect("counters");
+        eprintln!(
+            "{name}: {qps} replies/s ({program}; XDP answered {} in total)",
+            answered[1] + answered[2]
+        );
+        out.insert(name.to_string(), qps);
+    }
+    let _ = std::fs::remove_file(&queries);
+    if want("reload_swap_seconds_500k") {
+        let data = data.expect("--data DIR with the 500k-network database (compile_bench gen)");
+        out.insert("reload_swap_seconds_500k".to_string(), reload_swap(&data));
+    }
+    println!("{}", serde_json::to_string(&out).expect("json"));
+}

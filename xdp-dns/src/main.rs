@@ -16,7 +16,7 @@ extern crate ebpf_panic;
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_MMAPABLE},
+    bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
@@ -75,14 +75,15 @@ static FAST_V6_POOL_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 static FAST_LEAVES_0: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
 #[map]
 static FAST_LEAVES_1: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
+// Not preallocated: the kernel charges what the entries use, not max_entries.
 #[map]
-static NAMES_0: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, 0);
+static NAMES_0: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 #[map]
-static NAMES_1: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, 0);
+static NAMES_1: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 #[map]
-static ANSWERS_0: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, 0);
+static ANSWERS_0: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 #[map]
-static ANSWERS_1: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, 0);
+static ANSWERS_1: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;

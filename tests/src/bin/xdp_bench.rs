@@ -86,6 +86,7 @@ fn zipf(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
         .collect()
 }
 
+#[expect(clippy::too_many_lines, reason = "a linear benchmark script")]
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     for w in &wanted {
@@ -187,10 +188,9 @@ fn main() {
         let mut by_map = xdp.memlock_by_map().expect("memlock");
         by_map.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
         for (name, bytes) in by_map.iter().take(12) {
-            eprintln!(
-                "memlock {name:<16} {:>8.1} MiB",
-                *bytes as f64 / f64::from(1u32 << 20)
-            );
+            #[expect(clippy::cast_precision_loss, reason = "MiB")]
+            let map_mib = *bytes as f64 / f64::from(1u32 << 20);
+            eprintln!("memlock {name:<16} {map_mib:>8.1} MiB");
         }
         out.insert("maps_memlock_mib".into(), mib);
     }

@@ -969,7 +969,7 @@ fn lookup_name(scratch: &mut Scratch, generation: u32, fp: u64) -> Result<u16, P
     for w in 0..MAX_NAME_WIRE_LEN / 8 {
         let at = masked(first + 8 * w, 255);
         // SAFETY: `at + 8 <= 263` stays inside `exact.name` + `zeros`, which hold the
-        // name then zeros; `8 * w + 8 <= 128` stays inside `wildcard.name` (8-aligned).
+        // name then zeros; `8 * w + 8 <= MAX_NAME_WIRE_LEN` stays inside `wildcard.name` (8-aligned).
         unsafe {
             let word = src.add(at).cast::<u64>().read_unaligned();
             wfp = fingerprint_step(wfp, word);

@@ -82,6 +82,8 @@ fn main() -> Result<()> {
         Task::Demo => {
             let path = setup()?;
             require_root("the demo creates network namespaces and attaches XDP")?;
+            // The demo starts the release `geodns` binary next to itself.
+            run(&mut cargo(&path, &["build", "--release", "-p", "geodns"]))?;
             run(&mut cargo(
                 &path,
                 &["run", "--release", "-p", "geodns-tests", "--bin", "demo"],

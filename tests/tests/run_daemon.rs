@@ -143,6 +143,24 @@ fn run_serves_reloads_and_stops_cleanly() {
         metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}") >= 1,
         "{m}"
     );
+    // `geodns lookup --live` and `geodns stats` read the pinned maps from another process.
+    let live = Command::new(geodns_bin())
+        .args(["lookup", "--config"])
+        .arg(&config)
+        .args(["192.0.2.77", "--live", "--pin-dir", &pin_dir])
+        .output()
+        .expect("geodns lookup --live");
+    let text = String::from_utf8_lossy(&live.stderr);
+    assert!(
+        text.contains("the same as this config compiles to"),
+        "lookup --live: {text}"
+    );
+    let stats = Command::new(geodns_bin())
+        .args(["stats", "--pin-dir", &pin_dir])
+        .output()
+        .expect("geodns stats");
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(text.contains("answered_v4"), "geodns stats: {text}");
 
     // A config change: fra1 gets a new address; the answer follows without a restart.
     let text = std::fs::read_to_string(&config).expect("read config");

@@ -21,6 +21,45 @@ pub struct Args {
     /// Print the explanation as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also ask the kernel maps of a running `geodns run` (pinned under --pin-dir)
+    /// which prefix and region they hold for this client, and compare.
+    #[arg(long)]
+    pub live: bool,
+    /// Where `geodns run` pinned its maps.
+    #[arg(long, default_value = "/sys/fs/bpf/geodns")]
+    pub pin_dir: std::path::PathBuf,
+}
+
+/// The live kernel answer for `ip`: (generation, region, prefix length).
+fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u16, u8)> {
+    use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
+    use geodns_common::{PrefixValue, RuntimeState};
+    let open = |name: &str| {
+        let path = pin_dir.join(name);
+        MapData::from_pin(&path).with_context(|| {
+            format!(
+                "opening {} (is `geodns run` running with --pin-dir {}?)",
+                path.display(),
+                pin_dir.display()
+            )
+        })
+    };
+    let state_map = Map::Array(open("STATE")?);
+    let state: Array<_, RuntimeState> = Array::try_from(&state_map)?;
+    let generation = state.get(&0, 0)?.generation & 1;
+    let v = match ip {
+        IpAddr::V4(a) => {
+            let map = Map::LpmTrie(open(&format!("PREFIX_V4_{generation}"))?);
+            let trie: LpmTrie<_, [u8; 4], PrefixValue> = LpmTrie::try_from(&map)?;
+            trie.get(&Key::new(32, a.octets()), 0)?
+        }
+        IpAddr::V6(a) => {
+            let map = Map::LpmTrie(open(&format!("PREFIX_V6_{generation}"))?);
+            let trie: LpmTrie<_, [u8; 16], PrefixValue> = LpmTrie::try_from(&map)?;
+            trie.get(&Key::new(128, a.octets()), 0)?
+        }
+    };
+    Ok((generation, v.region, v.prefix_len))
 }
 
 fn parse_ecs(s: &str) -> anyhow::Result<(IpAddr, u8)> {
@@ -52,6 +91,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &NodeStates::from_config(&config),
     );
     let e = engine.explain(args.ip, ecs);
+    if args.live {
+        let (generation, region, len) = live_prefix(&args.pin_dir, e.client)?;
+        let agrees = region == e.region && len == e.prefix.len();
+        eprintln!(
+            "live        kernel generation {generation}: region {region}, prefix length /{len} ({})",
+            if agrees {
+                "the same as this config compiles to"
+            } else {
+                "DIFFERENT from this config: the daemon serves another version"
+            }
+        );
+    }
     if args.json {
         return super::compile::emit(&(serde_json::to_string_pretty(&e)? + "\n"));
     }

@@ -68,12 +68,23 @@ pub const MAP_NAMES: &[&str] = &[
 /// Names of the programs the loader expects in the object.
 pub const PROGRAM_NAMES: &[&str] = &[
     "xdp_dns",
-    "xdp_dns_lookup",
-    "xdp_dns_reply",
+    "xdp_dns_lookup_0",
+    "xdp_dns_lookup_1",
+    "xdp_dns_reply_0",
+    "xdp_dns_reply_1",
     "xdp_dns_grow",
     "xdp_echo",
     "xdp_pass",
 ];
+
+/// Indexes in the `JUMP` program array: the lookup and reply stages exist once per
+/// generation (`STAGE_LOOKUP_0 + generation`), so each reads its maps as constants.
+pub const STAGE_LOOKUP_0: u32 = 0;
+pub const STAGE_REPLY_0: u32 = 2;
+/// The grow stage (`xdp_dns_grow`).
+pub const STAGE_GROW: u32 = 4;
+/// Entries of the `JUMP` program array.
+pub const STAGE_COUNT: u32 = 5;
 
 /// Fast path (the flat first step before the LPM tries, computed by
 /// `geodns_maps::fastpath`): a slot with this bit set points to a pool block of 256
@@ -90,13 +101,6 @@ pub const FAST_V6_STRIDES: usize = 6;
 pub const FAST_LEAVES: u32 = 0x8000;
 /// Words of one pool block (256 slots).
 pub const FAST_BLOCK_WORDS: u32 = 64;
-
-/// Index in the `JUMP` program array of the lookup stage (`xdp_dns_lookup`).
-pub const STAGE_LOOKUP: u32 = 0;
-/// Index in the `JUMP` program array of the reply stage (`xdp_dns_reply`).
-pub const STAGE_REPLY: u32 = 1;
-/// Index in the `JUMP` program array of the grow stage (`xdp_dns_grow`).
-pub const STAGE_GROW: u32 = 2;
 
 /// Which generation of the double-buffered maps the program reads, and run-time flags.
 /// Stored at index 0 of the `STATE` array.

@@ -17,7 +17,7 @@ use aya::{
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, NameEntry, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
-    FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP, STAGE_REPLY,
+    FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
 };
 use geodns_maps::fastpath::{FastFamily, FastPathError, FastTable, PoolSizes, BLOCK_SLOTS};
 
@@ -665,8 +665,10 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
         source,
     })?;
     for (index, name) in [
-        (STAGE_LOOKUP, "xdp_dns_lookup"),
-        (STAGE_REPLY, "xdp_dns_reply"),
+        (STAGE_LOOKUP_0, "xdp_dns_lookup_0"),
+        (STAGE_LOOKUP_0 + 1, "xdp_dns_lookup_1"),
+        (STAGE_REPLY_0, "xdp_dns_reply_0"),
+        (STAGE_REPLY_0 + 1, "xdp_dns_reply_1"),
         (STAGE_GROW, "xdp_dns_grow"),
     ] {
         let program: &Xdp = ebpf

@@ -25,6 +25,9 @@ enum Command {
     Run(geodns::daemon::Args),
     /// Print the live XDP counters of a running `geodns run` (from its pinned maps).
     Stats(cmd::stats::Args),
+    /// Show nodes, or set a node's admin state (up, down, drain, auto) in a running
+    /// `geodns run`.
+    Node(cmd::node::Args),
 }
 
 fn init_tracing() {
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
             geodns::daemon::run(&args)
         }
         Command::Stats(args) => cmd::stats::run(&args),
+        Command::Node(args) => cmd::node::run(&args),
     }
 }

@@ -26,8 +26,8 @@ use geodns_common::{
     counter, fingerprint_step, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue, RuntimeState,
     Scratch, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FAST_LEAVES, FAST_SLOT_BLOCK,
     FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
-    MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_GROW,
-    STAGE_LOOKUP, STAGE_REPLY, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+    MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_COUNT,
+    STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -41,7 +41,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// The stages after parsing, entered by tail call: each is verified on its own from
 /// one clean state, which keeps every stage far below the verifier's 1M budget.
 #[map]
-static JUMP: ProgramArray = ProgramArray::with_max_entries(3, 0);
+static JUMP: ProgramArray = ProgramArray::with_max_entries(STAGE_COUNT, 0);
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 // Sizes below are placeholders: the loader sets every max_entries before load.
@@ -137,7 +137,8 @@ fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>, next: u32) -> u
     }
 }
 
-/// Stage 1: parse and validate the query (the packet is not modified).
+/// Stage 1: parse and validate the query (the packet is not modified); continues in
+/// the lookup stage of the generation in use.
 #[xdp]
 #[expect(
     clippy::needless_pass_by_value,
@@ -145,29 +146,106 @@ fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>, next: u32) -> u
 )]
 pub fn xdp_dns(ctx: XdpContext) -> u32 {
     count(counter::RX);
-    let stage = try_parse(&ctx).map(|()| None);
-    run_stage(&ctx, stage, STAGE_LOOKUP)
+    match try_parse(&ctx) {
+        Ok(generation) => run_stage(&ctx, Ok(None), STAGE_LOOKUP_0 + generation),
+        Err(reason) => run_stage(&ctx, Err(reason), 0),
+    }
 }
 
-/// Stage 2: name, client prefix and answer set (the packet is not modified).
+/// The maps of one generation. The stages that read them exist once per generation
+/// (`_0`, `_1`), so in each program every map is a constant: the verifier inlines
+/// array lookups only for a map it knows at the call site, and a map picked at run
+/// time would also make LLVM merge the two lookups into one call.
+struct Gen {
+    names: &'static HashMap<u64, NameEntry>,
+    answers: &'static HashMap<AnswerKey, AnswerSet>,
+    prefix_v4: &'static LpmTrie<[u8; 4], PrefixValue>,
+    prefix_v6: &'static LpmTrie<[u8; 16], PrefixValue>,
+    fast_v4_top: &'static Array<u64>,
+    fast_v4_pool: &'static Array<u64>,
+    fast_v6_top: &'static Array<u64>,
+    fast_v6_pool: &'static Array<u64>,
+    leaves: &'static Array<PrefixValue>,
+    /// Index of this generation's reply stage in `JUMP`.
+    reply_stage: u32,
+}
+
+#[inline(always)]
+fn gen0() -> Gen {
+    Gen {
+        names: &NAMES_0,
+        answers: &ANSWERS_0,
+        prefix_v4: &PREFIX_V4_0,
+        prefix_v6: &PREFIX_V6_0,
+        fast_v4_top: &FAST_V4_TOP_0,
+        fast_v4_pool: &FAST_V4_POOL_0,
+        fast_v6_top: &FAST_V6_TOP_0,
+        fast_v6_pool: &FAST_V6_POOL_0,
+        leaves: &FAST_LEAVES_0,
+        reply_stage: STAGE_REPLY_0,
+    }
+}
+
+#[inline(always)]
+fn gen1() -> Gen {
+    Gen {
+        names: &NAMES_1,
+        answers: &ANSWERS_1,
+        prefix_v4: &PREFIX_V4_1,
+        prefix_v6: &PREFIX_V6_1,
+        fast_v4_top: &FAST_V4_TOP_1,
+        fast_v4_pool: &FAST_V4_POOL_1,
+        fast_v6_top: &FAST_V6_TOP_1,
+        fast_v6_pool: &FAST_V6_POOL_1,
+        leaves: &FAST_LEAVES_1,
+        reply_stage: STAGE_REPLY_0 + 1,
+    }
+}
+
+/// Stage 2 (generation 0): name, client prefix and answer set (the packet is not
+/// modified).
 #[xdp]
 #[expect(
     clippy::needless_pass_by_value,
     reason = "the #[xdp] entry point signature"
 )]
-pub fn xdp_dns_lookup(ctx: XdpContext) -> u32 {
-    let stage = try_lookup(&ctx).map(|()| None);
-    run_stage(&ctx, stage, STAGE_REPLY)
+pub fn xdp_dns_lookup_0(ctx: XdpContext) -> u32 {
+    let g = gen0();
+    let stage = try_lookup(&ctx, &g).map(|()| None);
+    run_stage(&ctx, stage, g.reply_stage)
 }
 
-/// Stage 3: rewrite the query into the reply and send it back.
+/// Stage 2 (generation 1).
 #[xdp]
 #[expect(
     clippy::needless_pass_by_value,
     reason = "the #[xdp] entry point signature"
 )]
-pub fn xdp_dns_reply(ctx: XdpContext) -> u32 {
-    let stage = try_reply(&ctx);
+pub fn xdp_dns_lookup_1(ctx: XdpContext) -> u32 {
+    let g = gen1();
+    let stage = try_lookup(&ctx, &g).map(|()| None);
+    run_stage(&ctx, stage, g.reply_stage)
+}
+
+/// Stage 3 (generation 0): rewrite the query into the reply and send it back.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_dns_reply_0(ctx: XdpContext) -> u32 {
+    let stage = try_reply(&ctx, &gen0());
+    run_stage(&ctx, stage, STAGE_GROW)
+}
+
+/// Stage 3 (generation 1).
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_dns_reply_1(ctx: XdpContext) -> u32 {
+    let stage = try_reply(&ctx, &gen1());
     run_stage(&ctx, stage, STAGE_GROW)
 }
 
@@ -181,9 +259,9 @@ pub fn xdp_dns_reply(ctx: XdpContext) -> u32 {
 )]
 pub fn xdp_dns_grow(ctx: XdpContext) -> u32 {
     match try_grow(&ctx) {
-        Ok(()) => {
+        Ok(generation) => {
             // SAFETY: on success the tail call does not return.
-            unsafe { JUMP.tail_call(&ctx, STAGE_REPLY) };
+            unsafe { JUMP.tail_call(&ctx, STAGE_REPLY_0 + generation) };
             // The frame was already moved: it is no query any more.
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_DROP
@@ -196,7 +274,7 @@ pub fn xdp_dns_grow(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn try_grow(ctx: &XdpContext) -> Result<(), Pass> {
+fn try_grow(ctx: &XdpContext) -> Result<u32, Pass> {
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     let (grow, keep) = unsafe {
@@ -211,7 +289,9 @@ fn try_grow(ctx: &XdpContext) -> Result<(), Pass> {
     grow_at_head(ctx, q, grow, keep)?;
     // SAFETY: as above.
     unsafe { store(&raw mut (*q).grown, 1) };
-    Ok(())
+    // SAFETY: as above.
+    let generation = unsafe { reload(&raw const (*q).generation, 1)? };
+    Ok(u32::from(generation != 0))
 }
 
 /// A trivial responder for the end-to-end benchmark's ceiling: any IPv4/UDP frame to
@@ -401,7 +481,7 @@ fn store(field: *mut u32, value: usize) {
 }
 
 #[inline(always)]
-fn try_parse(ctx: &XdpContext) -> Result<(), Pass> {
+fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
     let state = match STATE.get(0) {
         Some(s) => *s,
         None => RuntimeState::default(),
@@ -417,7 +497,7 @@ fn try_parse(ctx: &XdpContext) -> Result<(), Pass> {
         store(&raw mut (*q).flags, state.flags as usize);
         store(&raw mut (*q).grown, 0);
     }
-    Ok(())
+    Ok(state.generation & 1)
 }
 
 /// Parses and validates the query, recording what the reply needs in `*q`.
@@ -789,14 +869,10 @@ fn view(q: *const Query) -> Result<View, Pass> {
 /// Looks up the record, the client's region and the answer set; records what the
 /// reply stage needs in `QUERY`.
 #[inline(always)]
-fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
+fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<(), Pass> {
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     let v = view(q)?;
-    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
-    let generation = unsafe { reload(&raw const (*q).generation, 1)? };
-    #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
-    let generation = generation as u32;
-    // SAFETY: as above.
+    // SAFETY (field pointer): `q` is the per-CPU QUERY value.
     let flags = unsafe { core::ptr::read_volatile(&raw const (*q).flags) };
     let fast = flags & STATE_FLAG_TRIE_ONLY == 0;
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
@@ -804,7 +880,7 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
     let scratch = unsafe { &mut *scratch };
     // SAFETY: `q` is the per-CPU QUERY value.
     let fp = unsafe { core::ptr::read_volatile(&raw const (*q).fingerprint) };
-    let record = lookup_name(scratch, generation, fp)?;
+    let record = lookup_name(scratch, g, fp)?;
 
     // SAFETY: `q` is the per-CPU QUERY value.
     let ecs_addr = unsafe { (*q).ecs_addr };
@@ -819,7 +895,7 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
             // SAFETY: ptr_at checked the 16 bytes are in the packet.
             unsafe { ptr_at::<[u8; 16]>(ctx, v.l3 + 8)?.read_unaligned() }
         };
-        lookup_v6_prefix(&addr, generation, fast)
+        lookup_v6_prefix(&addr, g, fast)
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
@@ -827,11 +903,11 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
             // SAFETY: ptr_at checked the 4 bytes are in the packet.
             unsafe { ptr_at::<[u8; 4]>(ctx, v.l3 + 12)?.read_unaligned() }
         };
-        lookup_v4_prefix(&addr, generation, fast)
+        lookup_v4_prefix(&addr, g, fast)
     }
     .ok_or(counter::PASS_NO_REGION)?;
 
-    let set = answer_set(generation, record, prefix.region)?;
+    let set = answer_set(g, record, prefix.region)?;
     let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
     if n == 0 || n > MAX_ANSWER_ADDRS {
         return Err(counter::PASS_NO_ANSWER);
@@ -854,28 +930,19 @@ fn try_lookup(ctx: &XdpContext) -> Result<(), Pass> {
 }
 
 #[inline(always)]
-fn answer_set(generation: u32, record: u16, region: u16) -> Result<&'static AnswerSet, Pass> {
-    let key = AnswerKey { record, region };
+fn answer_set(g: &Gen, record: u16, region: u16) -> Result<&'static AnswerSet, Pass> {
     // SAFETY: hash map values stay valid for the program run (RCU).
-    unsafe {
-        if generation == 0 {
-            ANSWERS_0.get(key)
-        } else {
-            ANSWERS_1.get(key)
-        }
-    }
-    .ok_or(counter::PASS_NO_ANSWER)
+    unsafe { g.answers.get(AnswerKey { record, region }) }.ok_or(counter::PASS_NO_ANSWER)
 }
 
 /// Rewrites the query into the reply, from what the lookup stage recorded.
 #[inline(always)]
-fn try_reply(ctx: &XdpContext) -> Result<Option<u32>, Pass> {
+fn try_reply(ctx: &XdpContext, g: &Gen) -> Result<Option<u32>, Pass> {
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     let v = view(q)?;
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
-    let (generation, record, region, scope, first) = unsafe {
+    let (record, region, scope, first) = unsafe {
         (
-            reload(&raw const (*q).generation, 1)?,
             reload(&raw const (*q).record, 0xFFFF)?,
             reload(&raw const (*q).region, 0xFFFF)?,
             reload(&raw const (*q).scope, 128)?,
@@ -883,7 +950,7 @@ fn try_reply(ctx: &XdpContext) -> Result<Option<u32>, Pass> {
         )
     };
     #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
-    let set = answer_set(generation as u32, record as u16, region as u16)?;
+    let set = answer_set(g, record as u16, region as u16)?;
     // The set may have changed since the lookup (a node went down): check again.
     let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
     if n == 0 || n > MAX_ANSWER_ADDRS {
@@ -950,8 +1017,8 @@ fn find_name(names: &HashMap<u64, NameEntry>, key: &NameKey, fp: u64) -> Option<
 }
 
 #[inline(always)]
-fn lookup_name(scratch: &mut Scratch, generation: u32, fp: u64) -> Result<u16, Pass> {
-    let names = if generation == 0 { &NAMES_0 } else { &NAMES_1 };
+fn lookup_name(scratch: &mut Scratch, g: &Gen, fp: u64) -> Result<u16, Pass> {
+    let names = g.names;
     if let Some(record) = find_name(names, &scratch.exact, fp) {
         return Ok(record);
     }
@@ -996,72 +1063,43 @@ fn leaf(leaves: &Array<PrefixValue>, slot: u16) -> Option<PrefixValue> {
 }
 
 #[inline(always)]
-fn lookup_v4_prefix(addr: &[u8; 4], generation: u32, fast: bool) -> Option<PrefixValue> {
-    let (top, pool, leaves, trie) = if generation == 0 {
-        (
-            &FAST_V4_TOP_0,
-            &FAST_V4_POOL_0,
-            &FAST_LEAVES_0,
-            &PREFIX_V4_0,
-        )
-    } else {
-        (
-            &FAST_V4_TOP_1,
-            &FAST_V4_POOL_1,
-            &FAST_LEAVES_1,
-            &PREFIX_V4_1,
-        )
-    };
+fn lookup_v4_prefix(addr: &[u8; 4], g: &Gen, fast: bool) -> Option<PrefixValue> {
     if fast {
         // DIR-24-8: the top 24 bits, then the last 8 when longer prefixes split the /24.
         let a = u32::from_be_bytes(*addr);
-        if let Some(mut slot) = slot_at(top, a >> 8) {
+        if let Some(mut slot) = slot_at(g.fast_v4_top, a >> 8) {
             if slot & FAST_SLOT_BLOCK != 0 {
                 let block = u32::from(slot & !FAST_SLOT_BLOCK);
-                slot = slot_at(pool, block * 256 + (a & 0xFF)).unwrap_or(0);
+                slot = slot_at(g.fast_v4_pool, block * 256 + (a & 0xFF)).unwrap_or(0);
             }
-            if let Some(v) = leaf(leaves, slot) {
+            if let Some(v) = leaf(g.leaves, slot) {
                 return Some(v);
             }
         }
     }
-    trie.get(Key::new(32, *addr)).copied()
+    g.prefix_v4.get(Key::new(32, *addr)).copied()
 }
 
 #[inline(always)]
-fn lookup_v6_prefix(addr: &[u8; 16], generation: u32, fast: bool) -> Option<PrefixValue> {
-    let (top, pool, leaves, trie) = if generation == 0 {
-        (
-            &FAST_V6_TOP_0,
-            &FAST_V6_POOL_0,
-            &FAST_LEAVES_0,
-            &PREFIX_V6_0,
-        )
-    } else {
-        (
-            &FAST_V6_TOP_1,
-            &FAST_V6_POOL_1,
-            &FAST_LEAVES_1,
-            &PREFIX_V6_1,
-        )
-    };
+fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool) -> Option<PrefixValue> {
     if fast {
         // The top 16 bits, then 8-bit strides while the slot points to a block.
-        if let Some(mut slot) = slot_at(top, u32::from(u16::from_be_bytes([addr[0], addr[1]]))) {
+        let top = u32::from(u16::from_be_bytes([addr[0], addr[1]]));
+        if let Some(mut slot) = slot_at(g.fast_v6_top, top) {
             // Bound: FAST_V6_STRIDES strides (down to /64).
             for byte in &addr[2..2 + FAST_V6_STRIDES] {
                 if slot & FAST_SLOT_BLOCK == 0 {
                     break;
                 }
                 let block = u32::from(slot & !FAST_SLOT_BLOCK);
-                slot = slot_at(pool, block * 256 + u32::from(*byte)).unwrap_or(0);
+                slot = slot_at(g.fast_v6_pool, block * 256 + u32::from(*byte)).unwrap_or(0);
             }
-            if let Some(v) = leaf(leaves, slot) {
+            if let Some(v) = leaf(g.leaves, slot) {
                 return Some(v);
             }
         }
     }
-    trie.get(Key::new(128, *addr)).copied()
+    g.prefix_v6.get(Key::new(128, *addr)).copied()
 }
 
 /// Index of the first slot whose cumulative weight exceeds a uniform draw.

@@ -1,4 +1,5 @@
 //! One module per `geodns` subcommand; `main.rs` only dispatches.
 pub mod compile;
 pub mod lookup;
+pub mod node;
 pub mod stats;

@@ -1,6 +1,7 @@
 //! Support for geodns integration tests: BPF test runs, frames, network namespaces.
 pub mod bpf;
 pub mod client;
+pub mod daemon;
 pub mod frame;
 pub mod netns;
 pub mod synth;

@@ -3,72 +3,20 @@
 //! to the new table), a corrupt database changes nothing and is counted, `/metrics`
 //! shows it, and SIGTERM detaches and removes the pins.
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use aya::programs::XdpMode;
 use geodns::loader::{LoadOptions, XdpDns};
-use geodns_tests::{client::query_udp, frame::Query, require_bpf, NetnsPair, Side};
-
-/// The `geodns` binary cargo built next to this test's deps directory.
-fn geodns_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("geodns");
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo build -p geodns` first",
-        bin.display()
-    );
-    bin
-}
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap_or(0), libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn metrics(pair: &NetnsPair) -> Option<String> {
-    pair.in_ns(Side::Server, || {
-        let mut s = TcpStream::connect_timeout(
-            &"127.0.0.1:19153".parse().expect("addr"),
-            Duration::from_millis(300),
-        )
-        .ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-    .ok()
-    .flatten()
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+use geodns_tests::{
+    client::query_udp,
+    daemon::{geodns_bin, metric, Daemon},
+    frame::Query,
+    require_bpf, NetnsPair, Side,
+};
 
 fn answer(pair: &NetnsPair, q: &Query) -> Vec<IpAddr> {
     let server = SocketAddr::new(IpAddr::V4(pair.server_v4), 53);
@@ -106,18 +54,14 @@ fn run_serves_reloads_and_stops_cleanly() {
     }
     let config = dir.join("demo.toml");
     let pin_dir = format!("/sys/fs/bpf/geodns-test-{}", std::process::id());
-    // nsenter switches only the network namespace (`ip netns exec` would also give the
-    // daemon its own /sys, and so its own BPF filesystem for the pins).
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
-        .arg(geodns_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--iface", &pair.server_if, "--metrics", "127.0.0.1:19153"])
-        .args(["--pin-dir", &pin_dir, "--watch-interval", "200ms"])
-        .spawn()
-        .expect("start geodns run");
-    let daemon = Daemon(child);
+    let daemon = Daemon::start(
+        &pair,
+        &config,
+        "127.0.0.1:19153",
+        &pin_dir,
+        &["--watch-interval", "200ms"],
+        Duration::from_secs(30),
+    );
     // The client side needs an XDP program for XDP_TX replies to arrive over veth.
     let mut pass = XdpDns::load(&LoadOptions::default()).expect("load");
     let c_idx = pair.ifindex(Side::Client).expect("ifindex");
@@ -129,7 +73,7 @@ fn run_serves_reloads_and_stops_cleanly() {
     wait_for(
         "geodns run to serve /metrics",
         Duration::from_secs(30),
-        || metrics(&pair).is_some(),
+        || daemon.scrape(&pair).is_some(),
     );
     assert!(Path::new(&pin_dir).join("COUNTERS").exists(), "maps pinned");
 
@@ -138,7 +82,7 @@ fn run_serves_reloads_and_stops_cleanly() {
         answer(&pair, &de),
         vec!["198.18.1.10".parse::<IpAddr>().expect("ip")]
     );
-    let m = metrics(&pair).expect("metrics");
+    let m = daemon.scrape(&pair).expect("metrics");
     assert!(
         metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}") >= 1,
         "{m}"
@@ -170,7 +114,7 @@ fn run_serves_reloads_and_stops_cleanly() {
         Duration::from_secs(10),
         || answer(&pair, &de) == vec!["198.18.1.99".parse::<IpAddr>().expect("ip")],
     );
-    let m = metrics(&pair).expect("metrics");
+    let m = daemon.scrape(&pair).expect("metrics");
     assert_eq!(metric(&m, "geodns_reloads_total{result=\"ok\"}"), 1, "{m}");
 
     // A corrupt database: counted as a failed reload, answers unchanged.
@@ -179,7 +123,8 @@ fn run_serves_reloads_and_stops_cleanly() {
         "the failed reload to be counted",
         Duration::from_secs(10),
         || {
-            metrics(&pair)
+            daemon
+                .scrape(&pair)
                 .is_some_and(|m| metric(&m, "geodns_reloads_total{result=\"failed\"}") >= 1)
         },
     );

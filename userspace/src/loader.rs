@@ -149,27 +149,15 @@ pub struct XdpDns {
     installed_once: bool,
 }
 
+/// The name of a generation's copy of a map (`PREFIX_V4` -> `PREFIX_V4_1`), as listed
+/// in the contract (the build checks the object has all of them).
 fn gen_name(base: &'static str, generation: u32) -> &'static str {
-    match (base, generation) {
-        ("PREFIX_V4", 0) => "PREFIX_V4_0",
-        ("PREFIX_V4", _) => "PREFIX_V4_1",
-        ("PREFIX_V6", 0) => "PREFIX_V6_0",
-        ("PREFIX_V6", _) => "PREFIX_V6_1",
-        ("NAMES", 0) => "NAMES_0",
-        ("NAMES", _) => "NAMES_1",
-        ("ANSWERS", 0) => "ANSWERS_0",
-        ("ANSWERS", _) => "ANSWERS_1",
-        ("FAST_V4_TOP", 0) => "FAST_V4_TOP_0",
-        ("FAST_V4_TOP", _) => "FAST_V4_TOP_1",
-        ("FAST_V4_POOL", 0) => "FAST_V4_POOL_0",
-        ("FAST_V4_POOL", _) => "FAST_V4_POOL_1",
-        ("FAST_V6_TOP", 0) => "FAST_V6_TOP_0",
-        ("FAST_V6_TOP", _) => "FAST_V6_TOP_1",
-        ("FAST_V6_POOL", 0) => "FAST_V6_POOL_0",
-        ("FAST_V6_POOL", _) => "FAST_V6_POOL_1",
-        ("FAST_LEAVES", 0) => "FAST_LEAVES_0",
-        _ => "FAST_LEAVES_1",
-    }
+    let want = format!("{base}_{}", generation & 1);
+    geodns_common::MAP_NAMES
+        .iter()
+        .find(|n| **n == want)
+        .copied()
+        .unwrap_or_else(|| panic!("{want} is not in common::MAP_NAMES"))
 }
 
 impl XdpDns {

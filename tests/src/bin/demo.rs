@@ -3,50 +3,23 @@
 //! around the world (EDNS Client Subnet) query the server side; the table shows each
 //! answer, its ECS scope and who answered it, then the daemon's counters.
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
-    process::{Child, Command},
     time::{Duration, Instant},
 };
 
 use aya::programs::XdpMode;
 use geodns::loader::{LoadOptions, XdpDns};
-use geodns_tests::{client::query_udp, frame::Query, NetnsPair, Side};
-
-const METRICS: &str = "127.0.0.1:19155";
-
-/// `/metrics` of the daemon, read inside the server namespace.
-fn metrics(pair: &NetnsPair) -> Option<String> {
-    pair.in_ns(Side::Server, || {
-        let mut s = TcpStream::connect(METRICS).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        Some(text)
-    })
-    .ok()
-    .flatten()
-}
+use geodns_tests::{
+    client::query_udp,
+    daemon::{metric, Daemon},
+    frame::Query,
+    NetnsPair, Side,
+};
 
 fn answered_by_xdp(text: &str) -> u64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with("geodns_xdp_packets_total{outcome=\"answered_v4\"}")
-                || l.starts_with("geodns_xdp_packets_total{outcome=\"answered_v6\"}")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap_or(0), libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
+    metric(text, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
+        + metric(text, "geodns_xdp_packets_total{outcome=\"answered_v6\"}")
 }
 
 #[expect(clippy::too_many_lines, reason = "a linear demo script")]
@@ -77,23 +50,15 @@ fn main() {
         pair.client_v6
     );
     let pin = format!("/sys/fs/bpf/geodns-demo-{}", std::process::id());
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
-        .arg(&geodns)
-        .args(["run", "--config"])
-        .arg(&config)
-        .args([
-            "--iface",
-            &pair.server_if,
-            "--metrics",
-            METRICS,
-            "--pin-dir",
-            &pin,
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start geodns run");
-    let daemon = Daemon(child);
+    let started = Instant::now();
+    let daemon = Daemon::start(
+        &pair,
+        &config,
+        "127.0.0.1:19155",
+        &pin,
+        &[],
+        Duration::from_secs(30),
+    );
     // XDP_TX replies over veth arrive only when the peer has an XDP program too.
     let mut pass = XdpDns::load(&LoadOptions::default()).expect("load the XDP object");
     let c_idx = pair.ifindex(Side::Client).expect("ifindex");
@@ -102,14 +67,6 @@ fn main() {
     })
     .expect("client namespace")
     .expect("attach xdp_pass");
-    let started = Instant::now();
-    while metrics(&pair).is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "geodns run did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     println!(
         "geodns run --config {} --iface {} ready in {:.1}s\n",
         config.display(),
@@ -170,13 +127,13 @@ fn main() {
         "client location", "answer", "scope"
     );
     for (label, server, q) in &clients {
-        let before = metrics(&pair).map_or(0, |m| answered_by_xdp(&m));
+        let before = daemon.scrape(&pair).map_or(0, |m| answered_by_xdp(&m));
         let reply = pair
             .in_ns(Side::Client, || {
                 query_udp(SocketAddr::new(*server, 53), q, Duration::from_millis(500))
             })
             .expect("client namespace");
-        let after = metrics(&pair).map_or(0, |m| answered_by_xdp(&m));
+        let after = daemon.scrape(&pair).map_or(0, |m| answered_by_xdp(&m));
         if let Ok(r) = reply {
             let addrs: Vec<String> = r.addrs.iter().map(ToString::to_string).collect();
             let scope = r.ecs_scope.map_or("-".to_string(), |s| format!("/{s}"));
@@ -198,7 +155,7 @@ fn main() {
             );
         }
     }
-    if let Some(m) = metrics(&pair) {
+    if let Some(m) = daemon.scrape(&pair) {
         println!("\n/metrics (non-zero):");
         for line in m.lines().filter(|l| l.starts_with("geodns_")) {
             if !line.ends_with(" 0") {

@@ -13,8 +13,6 @@
 //! Prints one JSON object. Bounded: each run lasts `SECONDS`, at most `QPS` offered.
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     sync::Arc,
@@ -24,7 +22,10 @@ use std::{
 use aya::programs::XdpMode;
 use geodns::loader::{LoadOptions, XdpDns};
 use geodns_maps::{Compiled, Config, Engine, NodeStates};
-use geodns_tests::{NetnsPair, Side};
+use geodns_tests::{
+    daemon::{metric, Daemon},
+    NetnsPair, Side,
+};
 
 const SECONDS: u32 = 3;
 const QPS: u32 = 2_000_000;
@@ -51,43 +52,23 @@ fn kxdpgun(pair: &NetnsPair, queries: &std::path::Path) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Reloads `geodns run` counted as ok, read from its /metrics inside the namespace.
-fn reloads_ok(pair: &NetnsPair) -> Option<u64> {
-    pair.in_ns(Side::Server, || {
-        let mut s = TcpStream::connect("127.0.0.1:19154").ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        text.lines()
-            .find(|l| l.starts_with("geodns_reloads_total{result=\"ok\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    })
-    .ok()
-    .flatten()
-}
-
 /// File change to swapped maps for the 500k-network database in `data`.
 fn reload_swap(data: &Path) -> f64 {
-    let geodns = std::env::current_exe()
-        .expect("exe")
-        .with_file_name("geodns");
     let pair = NetnsPair::new().expect("namespaces");
     let pin = format!("/sys/fs/bpf/geodns-e2e-{}", std::process::id());
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
-        .arg(&geodns)
-        .args(["run", "--config"])
-        .arg(data.join("bench.toml"))
-        .args(["--iface", &pair.server_if, "--metrics", "127.0.0.1:19154"])
-        .args(["--pin-dir", &pin, "--watch-interval", "50ms"])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start geodns run (build it with --release)");
-    let deadline = Instant::now() + Duration::from_mins(1);
-    while reloads_ok(&pair).is_none() {
-        assert!(Instant::now() < deadline, "geodns run did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = Daemon::start(
+        &pair,
+        &data.join("bench.toml"),
+        "127.0.0.1:19154",
+        &pin,
+        &["--watch-interval", "50ms"],
+        Duration::from_mins(1),
+    );
+    let reloads = || {
+        daemon
+            .scrape(&pair)
+            .map_or(0, |m| metric(&m, "geodns_reloads_total{result=\"ok\"}"))
+    };
     // Replace the database (same content, new file): a full compile and swap.
     let db = data.join("bench.mmdb");
     let tmp = data.join("bench.mmdb.new");
@@ -96,15 +77,12 @@ fn reload_swap(data: &Path) -> f64 {
     std::fs::rename(&tmp, &db).expect("replace database");
     let mut seconds = f64::NAN;
     while t.elapsed() < Duration::from_secs(30) {
-        if reloads_ok(&pair).unwrap_or(0) >= 1 {
+        if reloads() >= 1 {
             seconds = t.elapsed().as_secs_f64();
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(i32::try_from(child.id()).unwrap_or(0), libc::SIGTERM) };
-    let _ = child.wait();
     seconds
 }
 

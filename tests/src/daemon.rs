@@ -1,0 +1,130 @@
+//! `geodns run` as a child process in a test namespace, and its `/metrics`.
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use crate::{NetnsPair, Side};
+
+/// The `geodns` binary cargo built next to the running test or benchmark binary
+/// (`target/<profile>/geodns`; tests run from `target/<profile>/deps`).
+#[must_use]
+pub fn geodns_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe.parent().expect("target dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    let bin = dir.join("geodns");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p geodns` (with --release for benchmarks) first",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `geodns run`, in the server namespace of `pair` (nsenter switches only
+/// the network namespace, so its pins land on the host's BPF filesystem). SIGTERM
+/// and a wait on drop.
+pub struct Daemon {
+    child: Child,
+    /// The `/metrics` address inside the server namespace.
+    pub metrics: String,
+}
+
+impl Daemon {
+    /// Starts `geodns run --config CONFIG --iface <server veth> --metrics METRICS
+    /// --pin-dir PIN EXTRA...` and waits (up to `timeout`) until `/metrics` answers.
+    pub fn start(
+        pair: &NetnsPair,
+        config: &Path,
+        metrics: &str,
+        pin_dir: &str,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> Self {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
+            .arg(geodns_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .args([
+                "--iface",
+                &pair.server_if,
+                "--metrics",
+                metrics,
+                "--pin-dir",
+                pin_dir,
+            ])
+            .args(extra)
+            // Quiet unless the caller asked for more.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .expect("start geodns run");
+        let daemon = Self {
+            child,
+            metrics: metrics.to_owned(),
+        };
+        let started = Instant::now();
+        while daemon.scrape(pair).is_none() {
+            assert!(
+                started.elapsed() < timeout,
+                "geodns run did not serve /metrics"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    /// The `/metrics` page, or `None` while the daemon does not answer.
+    #[must_use]
+    pub fn scrape(&self, pair: &NetnsPair) -> Option<String> {
+        let addr = self.metrics.clone();
+        pair.in_ns(Side::Server, move || {
+            let mut s = TcpStream::connect(addr.as_str()).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: geodns\r\n\r\n")
+                .ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            Some(text)
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap_or(0), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the first metric line starting with `name` (0 when absent).
+#[must_use]
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -41,6 +41,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `geodns run --config CONFIG --iface <server veth> --metrics METRICS
     /// --pin-dir PIN EXTRA...` and waits (up to `timeout`) until `/metrics` answers.
+    #[must_use]
     pub fn start(
         pair: &NetnsPair,
         config: &Path,

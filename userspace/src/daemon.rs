@@ -92,6 +92,8 @@ pub struct Args {
     /// How often the config and database files are checked for changes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub watch_interval: Duration,
+    #[command(flatten)]
+    pub health: crate::health::HealthArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -115,14 +117,16 @@ pub struct ReloadStats {
     pub last_us: AtomicU64,
 }
 
-/// Compiles `path` into an engine with the given node states.
-pub fn compile(path: &Path, states: Option<&NodeStates>) -> anyhow::Result<Engine> {
+/// Compiles `path` into an engine with the node states `states` gives for its config
+/// (the config's own without it).
+pub fn compile(
+    path: &Path,
+    states: Option<&dyn Fn(&Config) -> NodeStates>,
+) -> anyhow::Result<Engine> {
     let config = Config::from_path(path)?;
     let compiled = Compiled::build(&config, &mut |_| {})
         .with_context(|| format!("compiling {}", path.display()))?;
-    let states = states
-        .cloned()
-        .unwrap_or_else(|| NodeStates::from_config(&config));
+    let states = states.map_or_else(|| NodeStates::from_config(&config), |f| f(&config));
     Ok(Engine::new(Arc::new(config), Arc::new(compiled), &states))
 }
 
@@ -206,6 +210,7 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
         Some(Arc::new(Mutex::new(xdp)))
     };
     let reloads = Arc::new(ReloadStats::default());
+    let health = crate::health::spawn(&args.health, handle.clone(), xdp.clone())?;
     tracing::info!(
         config = %args.config.display(),
         xdp = !args.no_xdp,
@@ -223,6 +228,7 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
         handle.clone(),
         xdp.clone(),
         reloads.clone(),
+        health.clone(),
     ));
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -243,11 +249,12 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = term.recv() => break,
         };
-        reload(args, &handle, xdp.as_ref(), &reloads, why).await;
+        reload(args, &handle, xdp.as_ref(), &reloads, &health, why).await;
         files = watched_files(&handle.load(), &args.config);
         seen = mtimes(&files);
     }
     tracing::info!("stopping: detaching the XDP program and removing pins");
+    health.stop();
     if let Some(xdp) = xdp {
         drop(xdp);
     }
@@ -262,12 +269,17 @@ async fn reload(
     handle: &EngineHandle,
     xdp: Option<&Arc<Mutex<XdpDns>>>,
     counts: &ReloadStats,
+    health: &crate::health::HealthControl,
     why: &str,
 ) {
     let started = Instant::now();
     let path = args.config.clone();
-    let states = handle.load().states().clone();
-    let compiled = tokio::task::spawn_blocking(move || compile(&path, Some(&states))).await;
+    // Node states from health and admin, for the new config's nodes too.
+    let health = health.clone();
+    let compiled = tokio::task::spawn_blocking(move || {
+        compile(&path, Some(&|c: &Config| health.states_for(c)))
+    })
+    .await;
     let engine = match compiled {
         Ok(Ok(engine)) => engine,
         Ok(Err(e)) => {
@@ -281,18 +293,19 @@ async fn reload(
             return;
         }
     };
-    if let Some(xdp) = xdp {
-        let maps = engine.kernel_maps();
-        let mut xdp = xdp
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = xdp.install(&maps) {
+    // Install and swap under the XDP lock: a node-state change (`health::apply`) reads
+    // the engine and rewrites the live generation under the same lock, so it never
+    // writes the old engine's answer sets into the new generation.
+    let mut guard = xdp.map(|x| x.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    if let Some(xdp) = guard.as_deref_mut() {
+        if let Err(e) = xdp.install(&engine.kernel_maps()) {
             counts.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(trigger = why, error = %e, "reload failed installing the maps; the running generation stays");
             return;
         }
     }
     handle.store(engine);
+    drop(guard);
     let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     counts.last_us.store(us, Ordering::Relaxed);
     counts.ok.fetch_add(1, Ordering::Relaxed);
@@ -313,20 +326,23 @@ fn if_index(iface: &str) -> anyhow::Result<u32> {
     Ok(idx)
 }
 
-/// Minimal HTTP/1.1: `GET /metrics` in the Prometheus text format, 404 otherwise.
+/// Minimal HTTP/1.1: `GET /metrics` in the Prometheus text format, the node admin API
+/// under `/v1/` (`health::admin_request`), 404 otherwise.
 async fn serve_metrics(
     listener: TcpListener,
     handle: EngineHandle,
     xdp: Option<Arc<Mutex<XdpDns>>>,
     reloads: Arc<ReloadStats>,
+    health: crate::health::HealthControl,
 ) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let Ok((mut sock, peer)) = listener.accept().await else {
             continue;
         };
         let handle = handle.clone();
         let xdp = xdp.clone();
         let reloads = reloads.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
@@ -335,8 +351,22 @@ async fn serve_metrics(
                 .and_then(Result::ok)
                 .unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics ") {
-                ("200 OK", metrics_text(&handle, xdp.as_deref(), &reloads))
+            let mut request = head.split_whitespace();
+            let (method, path) = (request.next().unwrap_or(""), request.next().unwrap_or(""));
+            let (status, body) = if method == "GET" && path == "/metrics" {
+                let mut text = metrics_text(&handle, xdp.as_deref(), &reloads);
+                text.push_str(&health.metrics_text());
+                ("200 OK", text)
+            } else if path.starts_with("/v1/") {
+                let (code, body) = crate::health::admin_request(&health, method, path, peer.ip());
+                let status = match code {
+                    200 => "200 OK",
+                    400 => "400 Bad Request",
+                    403 => "403 Forbidden",
+                    405 => "405 Method Not Allowed",
+                    _ => "404 Not Found",
+                };
+                (status, body)
             } else {
                 ("404 Not Found", "not found\n".to_owned())
             };

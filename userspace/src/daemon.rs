@@ -275,9 +275,9 @@ async fn reload(
     let started = Instant::now();
     let path = args.config.clone();
     // Node states from health and admin, for the new config's nodes too.
-    let health = health.clone();
+    let wanted = health.clone();
     let compiled = tokio::task::spawn_blocking(move || {
-        compile(&path, Some(&|c: &Config| health.states_for(c)))
+        compile(&path, Some(&|c: &Config| wanted.states_for(c)))
     })
     .await;
     let engine = match compiled {
@@ -293,9 +293,11 @@ async fn reload(
             return;
         }
     };
-    // Install and swap under the XDP lock: a node-state change (`health::apply`) reads
-    // the engine and rewrites the live generation under the same lock, so it never
-    // writes the old engine's answer sets into the new generation.
+    // Install and swap with node-state changes held off (and under the XDP lock, which
+    // `health::apply` holds from reading the engine to rewriting the live generation):
+    // a change never writes the old engine's answer sets into the new generation, nor
+    // stores the old engine over the new one.
+    let held = health.hold();
     let mut guard = xdp.map(|x| x.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     if let Some(xdp) = guard.as_deref_mut() {
         if let Err(e) = xdp.install(&engine.kernel_maps()) {
@@ -306,6 +308,7 @@ async fn reload(
     }
     handle.store(engine);
     drop(guard);
+    drop(held);
     let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     counts.last_us.store(us, Ordering::Relaxed);
     counts.ok.fetch_add(1, Ordering::Relaxed);

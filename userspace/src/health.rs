@@ -1004,6 +1004,13 @@ impl HealthControl {
         out
     }
 
+    /// Holds node-state changes off until dropped. A reload takes it around installing
+    /// and swapping the engine: without an XDP lock to share (`--no-xdp`), a change
+    /// could otherwise read the old engine and store it back over the reloaded one.
+    pub fn hold(&self) -> MutexGuard<'_, ()> {
+        lock(&self.0.reconcile)
+    }
+
     /// Stops every check and the reconcile task; the engine keeps its last states.
     pub fn stop(&self) {
         if let Some(t) = lock(&self.0.reconciler).take() {

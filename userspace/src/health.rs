@@ -8,8 +8,10 @@
 //! fall in `--check-status` (default `200-399`). Each check has `--check-timeout` (default
 //! 5 s) for connecting and reading the status line, and runs every `--check-interval`
 //! (default 10 s). `--fall` consecutive failures (default 3) take a node down and
-//! `--rise` consecutive successes (default 2) bring it back. These are gdnsd's defaults
-//! for its `http_status` and `tcp_connect` monitors. HTTPS checks verify the
+//! `--rise` consecutive successes (default 2) bring it back. Interval and timeout are
+//! gdnsd's defaults for its `http_status` and `tcp_connect` monitors; gdnsd's
+//! thresholds are a decaying score rather than counts, so rise and fall take
+//! HAProxy's defaults, which count results in a row. HTTPS checks verify the
 //! certificate against the URL's host with the Mozilla roots plus `--check-ca`.
 //!
 //! # Warm start
@@ -39,6 +41,16 @@
 //! entry: the kernel passes those queries and userspace answers them from the
 //! `[fallback]` nodes by weighted round robin. When every fallback node is down too,
 //! they are used anyway (fail open), and counted (`Engine::fail_open_count`).
+//!
+//! Geo answer TTLs are not lowered while a node flaps: rise and fall already keep a
+//! flapping node out of (or in) the answers for whole intervals.
+//!
+//! # Admin API
+//!
+//! [`admin_request`] serves `/v1/` on the daemon's metrics address: `GET /v1/nodes`,
+//! `GET /v1/node/NAME`, `POST /v1/node/NAME/{up,down,drain,auto}` (from loopback only).
+//! `geodns node` is its client. A change is in the maps before the response is sent,
+//! and logged with one line.
 //!
 //! Checks report to one reconcile task, which applies a change as soon as it happens;
 //! it also looks once a second whether the engine in use (swapped by a reload) holds the

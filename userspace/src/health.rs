@@ -11,7 +11,7 @@
 //! `--rise` consecutive successes (default 2) bring it back. Interval and timeout are
 //! gdnsd's defaults for its `http_status` and `tcp_connect` monitors; gdnsd's
 //! thresholds are a decaying score rather than counts, so rise and fall take
-//! HAProxy's defaults, which count results in a row. HTTPS checks verify the
+//! `HAProxy`'s defaults, which count results in a row. HTTPS checks verify the
 //! certificate against the URL's host with the Mozilla roots plus `--check-ca`.
 //!
 //! # Warm start

@@ -64,3 +64,17 @@ pub fn parse_reply(bytes: &[u8]) -> io::Result<Reply> {
         ecs_scope,
     })
 }
+
+/// The addresses the server side of `pair` answers to `query` (sent over IPv4 from the
+/// client namespace); empty when nothing came back within half a second.
+#[must_use]
+pub fn answer_in(pair: &crate::NetnsPair, query: &Query) -> Vec<IpAddr> {
+    let server = SocketAddr::new(IpAddr::V4(pair.server_v4), 53);
+    pair.in_ns(crate::Side::Client, || {
+        query_udp(server, query, Duration::from_millis(500))
+    })
+    .ok()
+    .and_then(Result::ok)
+    .map(|r| r.addrs)
+    .unwrap_or_default()
+}

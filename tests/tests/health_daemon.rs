@@ -5,7 +5,7 @@
 mod health_common;
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpListener},
+    net::TcpListener,
     path::PathBuf,
     process::Command,
     sync::{
@@ -13,14 +13,14 @@ use std::{
         Arc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya::programs::XdpMode;
 use geodns::loader::{LoadOptions, XdpDns};
 use geodns_tests::{
-    client::query_udp,
-    daemon::{geodns_bin, metric, Daemon},
+    client::answer_in,
+    daemon::{geodns_bin, metric, wait_for, Daemon},
     frame::Query,
     require_bpf, NetnsPair, Side,
 };
@@ -73,27 +73,6 @@ impl Drop for NsTcpTarget {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn answer(pair: &NetnsPair, q: &Query) -> Vec<IpAddr> {
-    let server = SocketAddr::new(IpAddr::V4(pair.server_v4), 53);
-    pair.in_ns(Side::Client, || {
-        query_udp(server, q, Duration::from_millis(500))
-    })
-    .expect("client namespace")
-    .map(|r| r.addrs)
-    .unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// `geodns node ARGS --api API` in the server namespace: (success, stdout).
@@ -154,12 +133,12 @@ fn daemon_follows_health_and_admin_commands() {
     .expect("attach xdp_pass");
 
     let www = Query::new("www.cdn.example.net.", 1).ecs("10.1.2.0", 24);
-    assert_eq!(answer(&pair, &www), vec![ip(A)]);
+    assert_eq!(answer_in(&pair, &www), vec![ip(A)]);
 
     // The check target goes away: b answers after three failed checks.
     target.stop();
     wait_for("the answer to move to b", Duration::from_secs(10), || {
-        answer(&pair, &www) == vec![ip(B)]
+        answer_in(&pair, &www) == vec![ip(B)]
     });
     let m = daemon.scrape(&pair).expect("metrics");
     assert!(
@@ -175,7 +154,7 @@ fn daemon_follows_health_and_admin_commands() {
     let (ok, out) = node_cmd(&pair, &["b", "drain"]);
     assert!(ok, "{out}");
     assert_eq!(out, "b: admin drain: up -> drain\n");
-    assert_eq!(answer(&pair, &www), vec![ip(C)]);
+    assert_eq!(answer_in(&pair, &www), vec![ip(C)]);
     let (ok, out) = node_cmd(&pair, &[]);
     assert!(ok, "{out}");
     let line = |node: &str| {
@@ -192,14 +171,14 @@ fn daemon_follows_health_and_admin_commands() {
 
     let (ok, out) = node_cmd(&pair, &["b", "auto"]);
     assert!(ok, "{out}");
-    assert_eq!(answer(&pair, &www), vec![ip(B)]);
+    assert_eq!(answer_in(&pair, &www), vec![ip(B)]);
 
     // The target comes back: a answers again after two good checks.
     let _target = NsTcpTarget::start(&pair, target.port);
     wait_for(
         "the answer to move back to a",
         Duration::from_secs(10),
-        || answer(&pair, &www) == vec![ip(A)],
+        || answer_in(&pair, &www) == vec![ip(A)],
     );
 
     drop(daemon);

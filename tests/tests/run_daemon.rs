@@ -3,41 +3,20 @@
 //! to the new table), a corrupt database changes nothing and is counted, `/metrics`
 //! shows it, and SIGTERM detaches and removes the pins.
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya::programs::XdpMode;
 use geodns::loader::{LoadOptions, XdpDns};
 use geodns_tests::{
-    client::query_udp,
-    daemon::{geodns_bin, metric, Daemon},
+    client::answer_in,
+    daemon::{geodns_bin, metric, wait_for, Daemon},
     frame::Query,
     require_bpf, NetnsPair, Side,
 };
-
-fn answer(pair: &NetnsPair, q: &Query) -> Vec<IpAddr> {
-    let server = SocketAddr::new(IpAddr::V4(pair.server_v4), 53);
-    pair.in_ns(Side::Client, || {
-        query_udp(server, q, Duration::from_secs(1))
-    })
-    .expect("client namespace")
-    .map(|r| r.addrs)
-    .unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[test]
 fn run_serves_reloads_and_stops_cleanly() {
@@ -79,7 +58,7 @@ fn run_serves_reloads_and_stops_cleanly() {
 
     let de = Query::new("www.cdn.example.net.", 1).ecs("192.0.2.0", 24);
     assert_eq!(
-        answer(&pair, &de),
+        answer_in(&pair, &de),
         vec!["198.18.1.10".parse::<IpAddr>().expect("ip")]
     );
     let m = daemon.scrape(&pair).expect("metrics");
@@ -112,7 +91,7 @@ fn run_serves_reloads_and_stops_cleanly() {
     wait_for(
         "the reload to change the answer",
         Duration::from_secs(10),
-        || answer(&pair, &de) == vec!["198.18.1.99".parse::<IpAddr>().expect("ip")],
+        || answer_in(&pair, &de) == vec!["198.18.1.99".parse::<IpAddr>().expect("ip")],
     );
     let m = daemon.scrape(&pair).expect("metrics");
     assert_eq!(metric(&m, "geodns_reloads_total{result=\"ok\"}"), 1, "{m}");
@@ -129,7 +108,7 @@ fn run_serves_reloads_and_stops_cleanly() {
         },
     );
     assert_eq!(
-        answer(&pair, &de),
+        answer_in(&pair, &de),
         vec!["198.18.1.99".parse::<IpAddr>().expect("ip")]
     );
 

@@ -190,18 +190,7 @@ impl XdpDns {
             .load(object)
             .map_err(|e| LoaderError::Load(Box::new(e)))?;
         for name in geodns_common::PROGRAM_NAMES {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| LoaderError::Missing {
-                    kind: "program",
-                    name: (*name).to_string(),
-                })?
-                .try_into()
-                .map_err(|e| LoaderError::Program {
-                    program: name,
-                    op: "type",
-                    source: Box::new(e),
-                })?;
+            let program = xdp_program(&mut ebpf, name)?;
             program.load().map_err(|e| LoaderError::Program {
                 program: name,
                 op: "load (verifier)",
@@ -235,18 +224,7 @@ impl XdpDns {
 
     /// The program's XDP handle (`xdp_dns` or `xdp_pass`), e.g. to attach it.
     pub fn program_mut(&mut self, name: &'static str) -> Result<&mut Xdp, LoaderError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::Missing {
-                kind: "program",
-                name: name.to_string(),
-            })?
-            .try_into()
-            .map_err(|e| LoaderError::Program {
-                program: name,
-                op: "type",
-                source: Box::new(e),
-            })
+        xdp_program(&mut self.ebpf, name)
     }
 
     /// Instructions the verifier processed for a program (its budget is 1M).
@@ -640,6 +618,21 @@ fn fill_mmap(map: &Map, name: &'static str, words: &[u64]) -> Result<(), LoaderE
     Ok(())
 }
 
+/// One of the object's XDP programs by name.
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoaderError> {
+    ebpf.program_mut(name)
+        .ok_or(LoaderError::Missing {
+            kind: "program",
+            name: name.to_string(),
+        })?
+        .try_into()
+        .map_err(|e| LoaderError::Program {
+            program: name,
+            op: "type",
+            source: Box::new(e),
+        })
+}
+
 /// Puts the lookup and reply stages into the `JUMP` program array the first stage
 /// tail-calls through.
 fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
@@ -659,18 +652,7 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
         (STAGE_REPLY_0 + 1, "xdp_dns_reply_1"),
         (STAGE_GROW, "xdp_dns_grow"),
     ] {
-        let program: &Xdp = ebpf
-            .program(name)
-            .ok_or(LoaderError::Missing {
-                kind: "program",
-                name: name.to_string(),
-            })?
-            .try_into()
-            .map_err(|e| LoaderError::Program {
-                program: name,
-                op: "type",
-                source: Box::new(e),
-            })?;
+        let program = xdp_program(ebpf, name)?;
         let fd = program.fd().map_err(|e| LoaderError::Program {
             program: name,
             op: "fd",

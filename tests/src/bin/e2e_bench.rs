@@ -118,12 +118,8 @@ fn main() {
         let pair = NetnsPair::new().expect("namespaces");
         let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
         xdp.install(&engine.kernel_maps()).expect("install");
-        let idx = pair.ifindex(Side::Server).expect("ifindex");
-        pair.in_ns(Side::Server, || {
-            xdp.attach_program(program, idx, XdpMode::Driver)
-        })
-        .expect("server namespace")
-        .expect("attach");
+        pair.attach(Side::Server, &mut xdp, program, XdpMode::Driver)
+            .expect("attach on the server veth");
         let qps = kxdpgun(&pair, &queries);
         let answered = xdp.counters().expect("counters");
         eprintln!(

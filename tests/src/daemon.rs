@@ -71,12 +71,17 @@ impl Daemon {
             )
             .spawn()
             .expect("start geodns run");
-        let daemon = Self {
+        let mut daemon = Self {
             child,
             metrics: metrics.to_owned(),
         };
         let started = Instant::now();
         while daemon.scrape(pair).is_none() {
+            // A daemon that exits at start (bad config, Ctrl-C) fails at once, not
+            // after the timeout.
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("geodns run exited before serving /metrics: {status}");
+            }
             assert!(
                 started.elapsed() < timeout,
                 "geodns run did not serve /metrics"

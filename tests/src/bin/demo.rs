@@ -5,6 +5,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -20,12 +21,19 @@ fn answered_by_xdp(text: &str) -> u64 {
         + metric(text, "geodns_xdp_packets_total{outcome=\"answered_v6\"}")
 }
 
+/// Set by Ctrl-C: the demo stops asking and cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
 #[expect(clippy::too_many_lines, reason = "a linear demo script")]
 fn main() {
-    // Ctrl-C reaches the daemon too (it stops cleanly); this process ignores it so
-    // that it still deletes the namespaces.
-    // SAFETY: setting a signal disposition to SIG_IGN.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // Ctrl-C reaches the daemon too (it stops cleanly); this process only notes it, so
+    // that it stops early and still deletes the namespaces.
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = root.join("examples/demo.toml");
     let geodns = std::env::current_exe()
@@ -128,6 +136,10 @@ fn main() {
             })
             .expect("client namespace");
         let after = daemon.scrape(&pair).map_or(0, |m| answered_by_xdp(&m));
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            println!("interrupted");
+            break;
+        }
         if let Ok(r) = reply {
             let addrs: Vec<String> = r.addrs.iter().map(ToString::to_string).collect();
             let scope = r.ecs_scope.map_or("-".to_string(), |s| format!("/{s}"));

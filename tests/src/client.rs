@@ -78,3 +78,83 @@ pub fn answer_in(pair: &crate::NetnsPair, query: &Query) -> Vec<IpAddr> {
     .map(|r| r.addrs)
     .unwrap_or_default()
 }
+
+/// How a raw query travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    /// One connection per query, two-byte length framing.
+    Tcp,
+}
+
+/// Sends the message `bytes` to `server` and returns the reply's bytes, or `None` when
+/// none came within `timeout` (a dropped query; over TCP also a closed connection).
+pub fn exchange(
+    transport: Transport,
+    server: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<Option<Vec<u8>>> {
+    match transport {
+        Transport::Udp => {
+            let bind: SocketAddr = if server.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let sock = UdpSocket::bind(bind)?;
+            sock.set_read_timeout(Some(timeout))?;
+            sock.send_to(bytes, server)?;
+            let mut buf = vec![0u8; 65_535];
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
+                Err(e) if is_timeout(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        Transport::Tcp => {
+            let mut s = std::net::TcpStream::connect_timeout(&server, timeout)?;
+            s.set_read_timeout(Some(timeout))?;
+            write_framed(&mut s, bytes)?;
+            read_framed(&mut s)
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Writes one DNS message with its two-byte length prefix.
+pub fn write_framed(s: &mut impl io::Write, bytes: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(bytes.len()).map_err(io::Error::other)?;
+    let mut m = len.to_be_bytes().to_vec();
+    m.extend_from_slice(bytes);
+    s.write_all(&m)
+}
+
+/// Reads one length-prefixed DNS message: `None` on a timeout, EOF or reset.
+pub fn read_framed(s: &mut impl io::Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e)
+            if is_timeout(&e)
+                || matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    }
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}

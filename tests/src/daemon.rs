@@ -75,11 +75,40 @@ impl Daemon {
             child,
             metrics: metrics.to_owned(),
         };
+        daemon.wait_ready(timeout, |d| d.scrape(pair));
+        daemon
+    }
+
+    /// Starts `geodns run --config CONFIG --metrics METRICS EXTRA...` in this process's
+    /// network namespace (for `--no-xdp` servers on loopback) and waits (up to
+    /// `timeout`) until `/metrics` answers.
+    #[must_use]
+    pub fn start_local(config: &Path, metrics: &str, extra: &[&str], timeout: Duration) -> Self {
+        let child = Command::new(geodns_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--metrics", metrics])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .expect("start geodns run");
+        let mut daemon = Self {
+            child,
+            metrics: metrics.to_owned(),
+        };
+        daemon.wait_ready(timeout, Self::scrape_local);
+        daemon
+    }
+
+    fn wait_ready(&mut self, timeout: Duration, scrape: impl Fn(&Self) -> Option<String>) {
         let started = Instant::now();
-        while daemon.scrape(pair).is_none() {
+        while scrape(self).is_none() {
             // A daemon that exits at start (bad config, Ctrl-C) fails at once, not
             // after the timeout.
-            if let Ok(Some(status)) = daemon.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("geodns run exited before serving /metrics: {status}");
             }
             assert!(
@@ -88,25 +117,32 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        daemon
     }
 
     /// The `/metrics` page, or `None` while the daemon does not answer.
     #[must_use]
     pub fn scrape(&self, pair: &NetnsPair) -> Option<String> {
         let addr = self.metrics.clone();
-        pair.in_ns(Side::Server, move || {
-            let mut s = TcpStream::connect(addr.as_str()).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: geodns\r\n\r\n")
-                .ok()?;
-            let mut text = String::new();
-            s.read_to_string(&mut text).ok()?;
-            Some(text)
-        })
-        .ok()
-        .flatten()
+        pair.in_ns(Side::Server, move || get_metrics(&addr))
+            .ok()
+            .flatten()
     }
+
+    /// [`Daemon::scrape`] for a daemon from [`Daemon::start_local`].
+    #[must_use]
+    pub fn scrape_local(&self) -> Option<String> {
+        get_metrics(&self.metrics)
+    }
+}
+
+fn get_metrics(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: geodns\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 impl Drop for Daemon {

@@ -20,6 +20,7 @@ pub struct Query {
     qclass: u16,
     edns: Option<Edns>,
     extra_additional: bool,
+    second_opt: bool,
     trailing: Vec<u8>,
 }
 
@@ -28,6 +29,8 @@ struct Edns {
     payload: u16,
     version: u8,
     dnssec_ok: bool,
+    /// The must-be-zero EDNS flag bits (dig's `+ednsflags`).
+    z: u16,
     options: Vec<(u16, Vec<u8>)>,
 }
 
@@ -59,6 +62,7 @@ impl Query {
             qclass: 1,
             edns: None,
             extra_additional: false,
+            second_opt: false,
             trailing: Vec::new(),
         }
     }
@@ -105,6 +109,7 @@ impl Query {
             payload: 1232,
             version: 0,
             dnssec_ok: false,
+            z: 0,
             options: Vec::new(),
         })
     }
@@ -124,6 +129,14 @@ impl Query {
     #[must_use]
     pub fn dnssec_ok(mut self) -> Self {
         self.edns_mut().dnssec_ok = true;
+        self
+    }
+
+    /// Sets the must-be-zero EDNS flag bits (everything but DO), like dig's
+    /// `+ednsflags`.
+    #[must_use]
+    pub fn edns_z(mut self, z: u16) -> Self {
+        self.edns_mut().z = z & 0x7FFF;
         self
     }
 
@@ -162,10 +175,19 @@ impl Query {
         self
     }
 
+    /// Adds a second, empty OPT record at the end of the additional section.
+    #[must_use]
+    pub fn second_opt(mut self) -> Self {
+        self.second_opt = true;
+        self
+    }
+
     /// The DNS message bytes.
     #[must_use]
     pub fn build(&self) -> Vec<u8> {
-        let ar = u16::from(self.edns.is_some()) + u16::from(self.extra_additional);
+        let ar = u16::from(self.edns.is_some())
+            + u16::from(self.extra_additional)
+            + u16::from(self.second_opt);
         let (qd, an, ns) = self.counts.unwrap_or((1, 0, 0));
         let mut m = Vec::new();
         for v in [self.id, self.flags, qd, an, ns, ar] {
@@ -186,12 +208,16 @@ impl Query {
             m.extend_from_slice(&e.payload.to_be_bytes());
             m.push(0);
             m.push(e.version);
-            m.extend_from_slice(&(if e.dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+            let flags = (if e.dnssec_ok { 0x8000u16 } else { 0 }) | e.z;
+            m.extend_from_slice(&flags.to_be_bytes());
             m.extend_from_slice(&u16::try_from(rdata.len()).expect("len").to_be_bytes());
             m.extend_from_slice(&rdata);
         }
         if self.extra_additional {
             m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        }
+        if self.second_opt {
+            m.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
         }
         m.extend_from_slice(&self.trailing);
         m

@@ -2,6 +2,7 @@
 pub mod bpf;
 pub mod client;
 pub mod daemon;
+pub mod files;
 pub mod frame;
 pub mod netns;
 pub mod synth;

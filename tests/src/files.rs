@@ -1,0 +1,52 @@
+//! Scratch directories for tests, and copies of the demo config to change.
+use std::path::{Path, PathBuf};
+
+/// A directory under the system's temp dir, removed on drop (also when a test panics).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `<tmp>/geodns-<tag>-<pid>`, created empty.
+    #[must_use]
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("geodns-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        Self(dir)
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The committed `examples/` directory.
+#[must_use]
+pub fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Copies the demo config and its databases into `dir` and returns the config's path.
+/// Its health checks are removed: their targets are not on the test hosts, and a node
+/// that a check takes down mid-test would change the answers.
+#[must_use]
+pub fn demo_without_checks(dir: &Path) -> PathBuf {
+    for f in ["demo-country.mmdb", "demo-asn.mmdb"] {
+        std::fs::copy(examples().join(f), dir.join(f)).expect("copy a demo database");
+    }
+    let text = std::fs::read_to_string(examples().join("demo.toml")).expect("read demo.toml");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("check ="))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let config = dir.join("demo.toml");
+    std::fs::write(&config, text).expect("write the config");
+    config
+}

@@ -54,14 +54,14 @@ pub enum ProgressStage {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompileError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a usable MaxMind DB: {source}")]
+    #[error("{path} is not a usable MaxMind DB")]
     Database {
         path: PathBuf,
         #[source]

@@ -34,6 +34,7 @@ const COMPILE_FIGURES: &[&str] = &[
 const E2E_FIGURES: &[&str] = &[
     "e2e_qps_xdp",
     "e2e_qps_echo_ceiling",
+    "e2e_qps_userspace",
     "reload_swap_seconds_500k",
 ];
 
@@ -101,7 +102,14 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
             get("xdp_ns_parse_pass").map(|b| format!("{:.2} x parse-and-pass", value / b))
         }
         "e2e_qps_xdp" => {
-            get("e2e_qps_echo_ceiling").map(|e| format!("{:.2} of the echo ceiling", value / e))
+            let ceiling = get("e2e_qps_echo_ceiling")
+                .map(|e| format!("{:.2} of the echo ceiling", value / e));
+            let user = get("e2e_qps_userspace")
+                .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
+            match (ceiling, user) {
+                (Some(c), Some(u)) => Some(format!("{c}; {u}")),
+                (c, u) => c.or(u),
+            }
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),

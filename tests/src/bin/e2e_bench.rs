@@ -4,7 +4,9 @@
 //!
 //! - `e2e_qps_xdp`: the XDP program answering from the compiled demo config;
 //! - `e2e_qps_echo_ceiling`: a trivial XDP echo on the same veth, same generator (the
-//!   most this generator and veth can show, measured in the same run).
+//!   most this generator and veth can show, measured in the same run);
+//! - `e2e_qps_userspace`: `geodns run --no-xdp` (the userspace server alone) on the
+//!   server side of the same veth, same generator, same queries.
 //!
 //! - `reload_swap_seconds_500k`: `geodns run` serving a 500k-network database (made by
 //!   `compile_bench gen` into the directory given as `--data DIR`); the database file is
@@ -24,6 +26,7 @@ use geodns::loader::{LoadOptions, XdpDns};
 use geodns_maps::{Compiled, Config, Engine, NodeStates};
 use geodns_tests::{
     daemon::{metric, Daemon},
+    files::{demo_without_checks, TempDir},
     NetnsPair, Side,
 };
 
@@ -50,6 +53,26 @@ fn kxdpgun(pair: &NetnsPair, queries: &std::path::Path) -> f64 {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Replies per second from `geodns run --no-xdp` listening on the server's address.
+fn userspace(config: &Path, queries: &Path) -> f64 {
+    let pair = NetnsPair::new().expect("namespaces");
+    let listen = format!("{}:53", pair.server_v4);
+    let daemon = Daemon::start(
+        &pair,
+        config,
+        "127.0.0.1:19155",
+        &format!("/sys/fs/bpf/geodns-e2e-user-{}", std::process::id()),
+        &["--no-xdp", "--listen", &listen],
+        Duration::from_mins(1),
+    );
+    let qps = kxdpgun(&pair, queries);
+    let answered = daemon.scrape(&pair).map_or(0, |m| {
+        metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
+    });
+    eprintln!("e2e_qps_userspace: {qps} replies/s (geodns run --no-xdp; XDP answered {answered})");
+    qps
 }
 
 /// File change to swapped maps for the 500k-network database in `data`.
@@ -127,6 +150,15 @@ fn main() {
             answered[1] + answered[2]
         );
         out.insert(name.to_string(), qps);
+    }
+    if want("e2e_qps_userspace") {
+        // The demo's health-check targets are not on the bench hosts.
+        let dir = TempDir::new("e2e-user");
+        let config = demo_without_checks(dir.path());
+        out.insert(
+            "e2e_qps_userspace".to_string(),
+            userspace(&config, &queries),
+        );
     }
     let _ = std::fs::remove_file(&queries);
     if want("reload_swap_seconds_500k") {

@@ -19,6 +19,7 @@ use std::{
 use geodns_tests::{
     client::answer_in,
     daemon::{geodns_bin, metric, wait_for, Daemon},
+    files::TempDir,
     frame::Query,
     require_bpf, NetnsPair, Side,
 };
@@ -96,8 +97,8 @@ fn daemon_follows_health_and_admin_commands() {
     }
     let pair = NetnsPair::new().expect("namespaces");
     let mut target = NsTcpTarget::start(&pair, 0);
-    let dir = std::env::temp_dir().join(format!("geodns-health-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tmp = TempDir::new("health-run");
+    let dir = tmp.path();
     let config = dir.join("health.toml");
     // www: best over { a = 10, b = 5 }, plus c = 1 so draining b leaves an answer.
     let text = health_common::config_text(&[("a", format!("127.0.0.1:{}", target.port))], &[])
@@ -177,5 +178,4 @@ fn daemon_follows_health_and_admin_commands() {
 
     drop(daemon);
     assert!(!std::path::Path::new(&pin_dir).exists(), "pins removed");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,16 +2,12 @@
 //! compiled demo config, a config change is picked up without a restart (answers switch
 //! to the new table), a corrupt database changes nothing and is counted, `/metrics`
 //! shows it, and SIGTERM detaches and removes the pins.
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::IpAddr, path::Path, process::Command, time::Duration};
 
 use geodns_tests::{
     client::answer_in,
     daemon::{geodns_bin, metric, wait_for, Daemon},
+    files::{demo_without_checks, TempDir},
     frame::Query,
     require_bpf, NetnsPair, Side,
 };
@@ -23,13 +19,9 @@ fn run_serves_reloads_and_stops_cleanly() {
     }
     let pair = NetnsPair::new().expect("namespaces");
     // The config and databases, copied so the test can change them.
-    let dir = std::env::temp_dir().join(format!("geodns-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for f in ["demo.toml", "demo-country.mmdb", "demo-asn.mmdb"] {
-        std::fs::copy(examples.join(f), dir.join(f)).expect("copy example");
-    }
-    let config = dir.join("demo.toml");
+    let tmp = TempDir::new("run");
+    let dir = tmp.path();
+    let config = demo_without_checks(dir);
     let pin_dir = format!("/sys/fs/bpf/geodns-test-{}", std::process::id());
     let daemon = Daemon::start(
         &pair,
@@ -108,5 +100,4 @@ fn run_serves_reloads_and_stops_cleanly() {
 
     drop(daemon);
     assert!(!Path::new(&pin_dir).exists(), "pins removed on SIGTERM");
-    let _ = std::fs::remove_dir_all(&dir);
 }

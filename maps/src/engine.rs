@@ -635,6 +635,14 @@ impl Engine {
         Resolution::NxDomain
     }
 
+    /// Whether a record answers `name` (wire format, any case), found as for an `A`
+    /// question: the exact name, else the wildcard one level up. The HTTP redirector
+    /// asks it of a request's `Host`.
+    #[must_use]
+    pub fn serves(&self, name: &[u8]) -> bool {
+        self.record_for(&name::lowercase(name)).is_some()
+    }
+
     /// The node that answers an `A` (or `AAAA`) question, for the HTTP redirector, with
     /// the addresses the DNS answer would carry.
     #[must_use]

@@ -582,3 +582,54 @@ fn explain() {
     let www = &x.records[0];
     assert_eq!(www.a.addresses, [ip("198.18.5.10")], "syd1 drains: sin1");
 }
+
+#[test]
+fn node_for_the_redirector() {
+    let (_s, e) = setup();
+    let wire = |n: &str| name::to_wire(n);
+    // Served names: records only, found like an A question (case, one-level wildcard).
+    assert!(e.serves(&wire("www.cdn.example.net.")));
+    assert!(e.serves(&wire("WWW.CDN.example.net.")));
+    assert!(e.serves(&wire("x1.img.cdn.example.net.")));
+    assert!(!e.serves(&wire("a.b.img.cdn.example.net.")));
+    assert!(
+        !e.serves(&wire("deep.cdn.example.net.")),
+        "empty non-terminal"
+    );
+    assert!(!e.serves(&wire("ns1.cdn.example.net.")), "glue only");
+    assert!(!e.serves(&wire("cdn.example.net.")));
+    assert!(!e.serves(&wire("www.example.org.")));
+
+    // The node and the addresses the DNS answer carries, and where they come from.
+    let us = "198.51.100.1";
+    let (node, addrs, source) = e
+        .node_for(&q("www.cdn.example.net.", QTYPE_A, us))
+        .expect("a node for a US client");
+    assert_eq!(node.name, "us1");
+    assert_eq!(addrs, [ip("198.18.2.1"), ip("198.18.2.2")]);
+    assert!(matches!(source, AnswerSource::Geo { .. }));
+    let r = e.resolve(&q("www.cdn.example.net.", QTYPE_A, us));
+    assert_eq!(
+        addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        self::addrs(&r)
+    );
+    // as1 has no IPv4: the A decision falls back, the AAAA decision is as1's.
+    let jp = "203.0.113.1";
+    let (node, _, source) = e
+        .node_for(&q("www.cdn.example.net.", QTYPE_A, jp))
+        .expect("fallback node");
+    assert_eq!(node.name, "core1");
+    assert!(matches!(source, AnswerSource::Fallback { .. }));
+    let (node, addrs, _) = e
+        .node_for(&q("www.cdn.example.net.", QTYPE_AAAA, jp))
+        .expect("as1");
+    assert_eq!(
+        (node.name.as_str(), addrs),
+        ("as1", vec![ip("2001:2:0:3::1")])
+    );
+    // Not an address question, not a record.
+    assert!(e.node_for(&q("www.cdn.example.net.", TXT, us)).is_none());
+    assert!(e
+        .node_for(&q("nope.cdn.example.net.", QTYPE_A, us))
+        .is_none());
+}

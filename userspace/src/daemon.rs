@@ -94,9 +94,15 @@ pub struct Args {
     pub watch_interval: Duration,
     #[command(flatten)]
     pub health: crate::health::HealthArgs,
+    /// Also serve the HTTP redirector (as `geodns redirect` does) on ADDR, from the
+    /// same engine and node states (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub redirect_listen: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub redirect: crate::redirect::RedirectArgs,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
@@ -211,32 +217,83 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
     };
     let reloads = Arc::new(ReloadStats::default());
     let health = crate::health::spawn(&args.health, handle.clone(), xdp.clone())?;
+    let redirect = crate::redirect::start(&args.redirect_listen, &args.redirect, &handle).await?;
     tracing::info!(
         config = %args.config.display(),
         xdp = !args.no_xdp,
         iface = args.iface.as_deref().unwrap_or("-"),
         metrics = %args.metrics,
+        redirect = ?args.redirect_listen,
         seconds = started.elapsed().as_secs_f64(),
         "geodns ready"
     );
 
-    let metrics = TcpListener::bind(args.metrics)
+    start_metrics(
+        args.metrics,
+        &handle,
+        xdp.as_ref(),
+        &reloads,
+        &health,
+        redirect.as_ref(),
+    )
+    .await?;
+    let stopped = reload_until_stopped(
+        &args.config,
+        args.watch_interval,
+        &handle,
+        xdp.as_ref(),
+        &reloads,
+        &health,
+    )
+    .await;
+    tracing::info!("stopping: detaching the XDP program and removing pins");
+    health.stop();
+    if let Some(xdp) = xdp {
+        drop(xdp);
+    }
+    let _ = std::fs::remove_dir_all(&args.pin_dir);
+    stopped
+}
+
+/// Binds the metrics address and serves `/metrics` and the admin API there.
+pub(crate) async fn start_metrics(
+    addr: SocketAddr,
+    handle: &EngineHandle,
+    xdp: Option<&Arc<Mutex<XdpDns>>>,
+    reloads: &Arc<ReloadStats>,
+    health: &crate::health::HealthControl,
+    redirect: Option<&Arc<crate::redirect::RedirectStats>>,
+) -> anyhow::Result<()> {
+    let metrics = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the metrics address {}", args.metrics))?;
+        .with_context(|| format!("binding the metrics address {addr}"))?;
     tokio::spawn(serve_metrics(
         metrics,
         handle.clone(),
-        xdp.clone(),
+        xdp.cloned(),
         reloads.clone(),
         health.clone(),
+        redirect.cloned(),
     ));
+    Ok(())
+}
 
+/// Reloads on SIGHUP and when the config or one of its databases changes, until
+/// SIGINT or SIGTERM.
+pub(crate) async fn reload_until_stopped(
+    config: &Path,
+    watch_interval: Duration,
+    handle: &EngineHandle,
+    xdp: Option<&Arc<Mutex<XdpDns>>>,
+    reloads: &ReloadStats,
+    health: &crate::health::HealthControl,
+) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    let mut files = watched_files(&handle.load(), &args.config);
+    let mut files = watched_files(&handle.load(), config);
     let mut seen = mtimes(&files);
-    let mut tick = tokio::time::interval(args.watch_interval);
+    let mut tick = tokio::time::interval(watch_interval);
     loop {
         let why = tokio::select! {
             _ = hup.recv() => "SIGHUP",
@@ -249,23 +306,17 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = term.recv() => break,
         };
-        reload(args, &handle, xdp.as_ref(), &reloads, &health, why).await;
-        files = watched_files(&handle.load(), &args.config);
+        reload(config, handle, xdp, reloads, health, why).await;
+        files = watched_files(&handle.load(), config);
         seen = mtimes(&files);
     }
-    tracing::info!("stopping: detaching the XDP program and removing pins");
-    health.stop();
-    if let Some(xdp) = xdp {
-        drop(xdp);
-    }
-    let _ = std::fs::remove_dir_all(&args.pin_dir);
     Ok(())
 }
 
 /// Compiles in the background; on success swaps the kernel generation and the
 /// engine; on failure leaves everything as it was and counts it.
 async fn reload(
-    args: &Args,
+    config: &Path,
     handle: &EngineHandle,
     xdp: Option<&Arc<Mutex<XdpDns>>>,
     counts: &ReloadStats,
@@ -273,7 +324,7 @@ async fn reload(
     why: &str,
 ) {
     let started = Instant::now();
-    let path = args.config.clone();
+    let path = config.to_path_buf();
     // Node states from health and admin, for the new config's nodes too.
     let wanted = health.clone();
     let compiled = tokio::task::spawn_blocking(move || {
@@ -337,6 +388,7 @@ async fn serve_metrics(
     xdp: Option<Arc<Mutex<XdpDns>>>,
     reloads: Arc<ReloadStats>,
     health: crate::health::HealthControl,
+    redirect: Option<Arc<crate::redirect::RedirectStats>>,
 ) {
     loop {
         let Ok((mut sock, peer)) = listener.accept().await else {
@@ -346,6 +398,7 @@ async fn serve_metrics(
         let xdp = xdp.clone();
         let reloads = reloads.clone();
         let health = health.clone();
+        let redirect = redirect.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
@@ -359,6 +412,9 @@ async fn serve_metrics(
             let (status, body) = if method == "GET" && path == "/metrics" {
                 let mut text = metrics_text(&handle, xdp.as_deref(), &reloads);
                 text.push_str(&health.metrics_text());
+                if let Some(r) = &redirect {
+                    text.push_str(&r.metrics_text());
+                }
                 ("200 OK", text)
             } else if path.starts_with("/v1/") {
                 let (code, body) = crate::health::admin_request(&health, method, path, peer.ip());

@@ -8,3 +8,4 @@ pub mod daemon;
 pub mod health;
 pub mod loader;
 pub mod object_check;
+pub mod redirect;

@@ -28,6 +28,9 @@ enum Command {
     /// Show nodes, or set a node's admin state (up, down, drain, auto) in a running
     /// `geodns run`.
     Node(cmd::node::Args),
+    /// Serve the HTTP redirector: `302 Found` to the node the DNS decision picks for
+    /// the client (with node health and reloads, without XDP).
+    Redirect(geodns::redirect::Args),
 }
 
 fn init_tracing() {
@@ -50,5 +53,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Stats(args) => cmd::stats::run(&args),
         Command::Node(args) => cmd::node::run(&args),
+        Command::Redirect(args) => {
+            init_tracing();
+            geodns::redirect::run(&args)
+        }
     }
 }

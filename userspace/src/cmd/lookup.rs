@@ -4,7 +4,7 @@ use std::{fmt::Write as _, net::IpAddr, path::PathBuf, sync::Arc};
 use anyhow::Context as _;
 use geodns_maps::{
     engine::{CandidateState, FamilyAnswer},
-    Compiled, Config, Engine, NodeStates,
+    Compiled, Config, Engine, Explanation, NodeStates,
 };
 
 #[derive(clap::Args, Debug)]
@@ -62,7 +62,8 @@ fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u1
     Ok((generation, v.region, v.prefix_len))
 }
 
-fn parse_ecs(s: &str) -> anyhow::Result<(IpAddr, u8)> {
+/// `ADDRESS/LENGTH` (the length defaults to the whole address).
+pub fn parse_ecs(s: &str) -> anyhow::Result<(IpAddr, u8)> {
     let (a, l) = s.split_once('/').unwrap_or((s, ""));
     let addr: IpAddr = a
         .parse()
@@ -104,7 +105,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     if args.json {
-        return super::compile::emit(&(serde_json::to_string_pretty(&e)? + "\n"));
+        return super::compile::emit(&json(&e)?);
     }
     let mut out = String::new();
     match &e.ecs {
@@ -180,6 +181,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     writeln!(out, "fallback    {}", candidates(&e.fallback))?;
     super::compile::emit(&out)
+}
+
+/// The explanation as `geodns lookup --json` prints it and the redirector's
+/// `GET /v1/lookup` serves it: pretty JSON and a newline.
+pub fn json(e: &Explanation) -> serde_json::Result<String> {
+    Ok(serde_json::to_string_pretty(e)? + "\n")
 }
 
 fn candidates(list: &[CandidateState]) -> String {

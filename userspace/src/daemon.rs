@@ -400,12 +400,19 @@ async fn serve_metrics(
         let health = health.clone();
         let redirect = redirect.clone();
         tokio::spawn(async move {
+            // The request line may come in several segments: read up to the end of the
+            // head (or 2 KiB, or 5 s).
             let mut buf = [0u8; 2048];
-            let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(0);
+            let mut n = 0;
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(got) => n += got,
+                    }
+                }
+            })
+            .await;
             let head = String::from_utf8_lossy(&buf[..n]);
             let mut request = head.split_whitespace();
             let (method, path) = (request.next().unwrap_or(""), request.next().unwrap_or(""));

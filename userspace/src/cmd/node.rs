@@ -81,10 +81,11 @@ fn request(api: SocketAddr, method: &str, path: &str) -> anyhow::Result<String> 
         format!("connecting to {api} (is `geodns run --metrics {api}` running?)")
     })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
+    // One write: `write!` on the socket would send each piece in a segment of its own.
+    let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    s.write_all(head.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .with_context(|| format!("reading the answer of {api}"))?;

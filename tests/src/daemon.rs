@@ -103,6 +103,34 @@ impl Daemon {
         daemon
     }
 
+    /// Starts `geodns redirect --config CONFIG --metrics METRICS EXTRA...` in this
+    /// process's network namespace and waits (up to `timeout`) until its own `/metrics`
+    /// answers. [`Daemon::scrape_local`] reads it.
+    #[must_use]
+    pub fn start_redirect(config: &Path, metrics: &str, extra: &[&str], timeout: Duration) -> Self {
+        let child = Command::new(geodns_bin())
+            .args(["redirect", "--config"])
+            .arg(config)
+            .args(["--metrics", metrics])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .expect("start geodns redirect");
+        let mut daemon = Self {
+            child,
+            metrics: metrics.to_owned(),
+        };
+        // Its own page: another server on that port would answer too.
+        daemon.wait_ready(timeout, |d| {
+            d.scrape_local()
+                .filter(|m| m.contains("geodns_http_requests_total"))
+        });
+        daemon
+    }
+
     fn wait_ready(&mut self, timeout: Duration, scrape: impl Fn(&Self) -> Option<String>) {
         let started = Instant::now();
         while scrape(self).is_none() {
@@ -181,4 +209,29 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// `geodns node ARGS --api API` in `ns` (the host's namespace with `None`): (success,
+/// stdout and stderr).
+#[must_use]
+pub fn node_cmd(ns: Option<&str>, api: &str, args: &[&str]) -> (bool, String) {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/var/run/netns/{ns}"))
+                .arg(geodns_bin());
+            c
+        }
+        None => Command::new(geodns_bin()),
+    };
+    let out = cmd
+        .arg("node")
+        .args(args)
+        .args(["--api", api])
+        .output()
+        .expect("run geodns node");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }

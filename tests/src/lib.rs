@@ -4,6 +4,7 @@ pub mod client;
 pub mod daemon;
 pub mod files;
 pub mod frame;
+pub mod http;
 pub mod netns;
 pub mod synth;
 pub mod table;

@@ -7,7 +7,6 @@ mod health_common;
 use std::{
     net::TcpListener,
     path::PathBuf,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -18,7 +17,7 @@ use std::{
 
 use geodns_tests::{
     client::answer_in,
-    daemon::{geodns_bin, metric, wait_for, Daemon},
+    daemon::{metric, wait_for, Daemon},
     files::TempDir,
     frame::Query,
     require_bpf, NetnsPair, Side,
@@ -76,18 +75,7 @@ impl Drop for NsTcpTarget {
 
 /// `geodns node ARGS --api API` in the server namespace: (success, stdout).
 fn node_cmd(pair: &NetnsPair, args: &[&str]) -> (bool, String) {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
-        .arg(geodns_bin())
-        .arg("node")
-        .args(args)
-        .args(["--api", API])
-        .output()
-        .expect("run geodns node");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    geodns_tests::daemon::node_cmd(Some(&pair.server_ns), API, args)
 }
 
 #[test]

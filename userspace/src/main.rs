@@ -21,15 +21,32 @@ enum Command {
     Compile(cmd::compile::Args),
     /// Explain the decision for one client address (or ECS prefix).
     Lookup(cmd::lookup::Args),
-    /// Serve: attach the XDP program, answer, reload on file changes and SIGHUP.
+    /// Serve: attach the XDP program, answer, reload on file changes and SIGHUP; with
+    /// --redirect-listen, also the HTTP redirector (see `geodns redirect --help`).
     Run(geodns::daemon::Args),
     /// Print the live XDP counters of a running `geodns run` (from its pinned maps).
     Stats(cmd::stats::Args),
     /// Show nodes, or set a node's admin state (up, down, drain, auto) in a running
-    /// `geodns run`.
+    /// `geodns run` or `geodns redirect`.
     Node(cmd::node::Args),
     /// Serve the HTTP redirector: `302 Found` to the node the DNS decision picks for
-    /// the client (with node health and reloads, without XDP).
+    /// the client (with node health, the admin API and reloads; no XDP).
+    ///
+    /// Any GET or HEAD is answered `302 Found` with `Location: <the node's http_base><the
+    /// request's path and query>`, the node chosen by the same decision as the DNS
+    /// answer (regions, policy, node health, fallback). The record decided for is the
+    /// request's Host when that is a served record name, else --redirect-record. An
+    /// IPv4 client gets the node of the A answer, an IPv6 client that of the AAAA answer
+    /// (the other family's when its own has none). A node without http_base is
+    /// redirected to by its address (`http://198.18.1.10/...`,
+    /// `http://[2001:db8::1]/...`), with the scheme a trusted proxy reports
+    /// (X-Forwarded-Proto, or `proto=` of Forwarded), else http.
+    ///
+    /// The client is the socket peer; when the peer is a --trusted-proxy, the right-most
+    /// address of --forwarded-header that is not itself a trusted proxy.
+    /// `GET /v1/lookup?ip=ADDR[&ecs=PREFIX]` explains a decision as JSON, as
+    /// `geodns lookup --json` does, with the live node states. `geodns run
+    /// --redirect-listen ADDR` serves the same inside the DNS daemon.
     Redirect(geodns::redirect::Args),
 }
 

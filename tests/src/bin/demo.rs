@@ -1,7 +1,10 @@
 //! `cargo xtask demo`: `geodns run` serving the bundled demo config and `GeoIP`
 //! databases (examples/) on a veth between two network namespaces. Simulated clients
 //! around the world (EDNS Client Subnet) query the server side; the table shows each
-//! answer, its ECS scope and who answered it, then the daemon's counters.
+//! answer, its ECS scope and who answered it. Then the same clients ask the HTTP
+//! redirector of the same daemon (the client namespace is a trusted proxy that names
+//! the client in `X-Forwarded-For`, the honest way to simulate a location over HTTP),
+//! and the daemon's counters close.
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -9,11 +12,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hickory_proto::{
+    op::Message,
+    rr::{
+        rdata::opt::{EdnsCode, EdnsOption},
+        RecordType,
+    },
+};
+
 use geodns_tests::{
     client::query_udp,
     daemon::{metric, Daemon},
     frame::Query,
-    NetnsPair, Side,
+    http, NetnsPair, Side,
 };
 
 fn answered_by_xdp(text: &str) -> u64 {
@@ -57,12 +68,27 @@ fn main() {
     );
     let pin = format!("/sys/fs/bpf/geodns-demo-{}", std::process::id());
     let started = Instant::now();
+    // The redirector inside the daemon, on port 80 of both server addresses; the
+    // client namespace is the trusted proxy.
+    let http_v4 = SocketAddr::new(IpAddr::V4(pair.server_v4), 80);
+    let http_v6 = SocketAddr::new(IpAddr::V6(pair.server_v6), 80);
+    let (l4, l6) = (http_v4.to_string(), http_v6.to_string());
+    let (c4, c6) = (pair.client_v4.to_string(), pair.client_v6.to_string());
     let daemon = Daemon::start(
         &pair,
         &config,
         "127.0.0.1:19155",
         &pin,
-        &[],
+        &[
+            "--redirect-listen",
+            &l4,
+            "--redirect-listen",
+            &l6,
+            "--trusted-proxy",
+            &c4,
+            "--trusted-proxy",
+            &c6,
+        ],
         Duration::from_secs(30),
     );
     // XDP_TX replies over veth arrive only when the peer has an XDP program too.
@@ -70,7 +96,7 @@ fn main() {
         .attach_pass(Side::Client)
         .expect("attach xdp_pass on the client veth");
     println!(
-        "geodns run --config {} --iface {} ready in {:.1}s\n",
+        "geodns run --config {} --iface {} --redirect-listen {l4} --redirect-listen {l6} \\\n    --trusted-proxy {c4} --trusted-proxy {c6}: ready in {:.1}s\n",
         config.display(),
         pair.server_if,
         started.elapsed().as_secs_f64()
@@ -161,6 +187,7 @@ fn main() {
             );
         }
     }
+    redirects(&pair, &clients, http_v4, http_v6);
     if let Some(m) = daemon.scrape(&pair) {
         println!("\n/metrics (non-zero):");
         for line in m.lines().filter(|l| l.starts_with("geodns_")) {
@@ -172,5 +199,63 @@ fn main() {
     drop(daemon);
     drop(pass);
     drop(pair);
-    println!("\ncleaned up: daemon stopped, namespaces deleted");
+    println!(
+        "\ncleaned up: daemon stopped, namespaces deleted ({:.1}s in all)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// What a query asks, read back from its wire form: the name (without the final dot) of
+/// an address question, and the ECS address when it carries one.
+fn asked(q: &Query) -> Option<(String, Option<IpAddr>)> {
+    let m = Message::from_vec(&q.build()).ok()?;
+    let question = m.queries.first()?;
+    if !matches!(question.query_type(), RecordType::A | RecordType::AAAA) {
+        return None;
+    }
+    let ecs = m
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) if s.source_prefix() > 0 => Some(s.addr()),
+            _ => None,
+        });
+    let name = question.name().to_string();
+    Some((name.trim_end_matches('.').to_owned(), ecs))
+}
+
+/// The 302 for each client: `GET /video.mp4` with the query's name as `Host`, over the
+/// family of the DNS query, naming the ECS address (if any) in `X-Forwarded-For`.
+fn redirects(pair: &NetnsPair, clients: &[(&str, IpAddr, Query)], v4: SocketAddr, v6: SocketAddr) {
+    println!(
+        "\nHTTP redirector, GET /video.mp4 (Host: the name asked above; X-Forwarded-For: the ECS address)"
+    );
+    println!("{:<28} {:<50} node", "client location", "302 Location");
+    for (label, server, q) in clients {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            println!("interrupted");
+            break;
+        }
+        let Some((host, ecs)) = asked(q) else {
+            continue;
+        };
+        let client = ecs.map(|a| a.to_string());
+        let mut headers = vec![("host", host.as_str())];
+        if let Some(c) = &client {
+            headers.push(("x-forwarded-for", c.as_str()));
+        }
+        let to = if server.is_ipv4() { v4 } else { v6 };
+        let reply = pair
+            .in_ns(Side::Client, || http::get(to, "/video.mp4", &headers))
+            .expect("client namespace");
+        match reply {
+            Ok(r) => println!(
+                "{label:<28} {:<50} {}",
+                r.location()
+                    .map_or_else(|| format!("{} (no Location)", r.status), str::to_owned),
+                r.header("x-geodns-node").unwrap_or("-")
+            ),
+            Err(e) => println!("{label:<28} {:<50} -", format!("no answer: {e}")),
+        }
+    }
 }

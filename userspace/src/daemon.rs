@@ -217,7 +217,28 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
     };
     let reloads = Arc::new(ReloadStats::default());
     let health = crate::health::spawn(&args.health, handle.clone(), xdp.clone())?;
-    let redirect = crate::redirect::start(&args.redirect_listen, &args.redirect, &handle).await?;
+    // The listeners, before "ready": a port that cannot be bound stops the start, and
+    // leaves no pins behind.
+    let listening = async {
+        let redirect =
+            crate::redirect::start(&args.redirect_listen, &args.redirect, &handle).await?;
+        start_metrics(
+            args.metrics,
+            &handle,
+            xdp.as_ref(),
+            &reloads,
+            &health,
+            redirect.as_ref(),
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = listening {
+        health.stop();
+        drop(xdp);
+        let _ = std::fs::remove_dir_all(&args.pin_dir);
+        return Err(e);
+    }
     tracing::info!(
         config = %args.config.display(),
         xdp = !args.no_xdp,
@@ -228,15 +249,6 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
         "geodns ready"
     );
 
-    start_metrics(
-        args.metrics,
-        &handle,
-        xdp.as_ref(),
-        &reloads,
-        &health,
-        redirect.as_ref(),
-    )
-    .await?;
     let stopped = reload_until_stopped(
         &args.config,
         args.watch_interval,

@@ -37,7 +37,7 @@ enum Command {
     /// answer (regions, policy, node health, fallback). The record decided for is the
     /// request's Host when that is a served record name, else --redirect-record. An
     /// IPv4 client gets the node of the A answer, an IPv6 client that of the AAAA answer
-    /// (the other family's when its own has none). A node without http_base is
+    /// (the other family's when its own has none). A node without `http_base` is
     /// redirected to by its address (`http://198.18.1.10/...`,
     /// `http://[2001:db8::1]/...`), with the scheme a trusted proxy reports
     /// (X-Forwarded-Proto, or `proto=` of Forwarded), else http.

@@ -163,6 +163,8 @@ pub struct RedirectStats {
     pub no_node: AtomicU64,
     pub bad_request: AtomicU64,
     pub method_not_allowed: AtomicU64,
+    /// A node's `http_base` that cannot be a header value (500).
+    pub error: AtomicU64,
 }
 
 impl RedirectStats {
@@ -182,6 +184,7 @@ impl RedirectStats {
             ("no_node", &self.no_node),
             ("bad_request", &self.bad_request),
             ("method_not_allowed", &self.method_not_allowed),
+            ("error", &self.error),
         ] {
             let _ = writeln!(
                 out,
@@ -491,7 +494,7 @@ impl Redirector {
             }
         };
         let Ok(value) = HeaderValue::from_str(&location) else {
-            stats.no_node.fetch_add(1, Ordering::Relaxed);
+            stats.error.fetch_add(1, Ordering::Relaxed);
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
@@ -501,6 +504,7 @@ impl Redirector {
             );
         };
         stats.redirect.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, %client, node = %node.name, %location, "302");
         let mut r = text(StatusCode::FOUND, format!("Found: {location}\n"));
         let h = r.headers_mut();
         h.insert(header::LOCATION, value);
@@ -749,6 +753,58 @@ mod tests {
         ] {
             assert_eq!(forwarded_addr(s), want.map(ip), "{s:?}");
         }
+    }
+
+    #[test]
+    fn hostile_headers_never_panic() {
+        let trusted = cidrs(&["198.18.0.0/15"]);
+        let nasty = [
+            "\"",
+            "\"\\",
+            "for=\"[",
+            "for=\"[2001:db8::1]:\"",
+            "for=\"\\\"\",,,;;;===",
+            ",,,,",
+            "for=ä, for=\"ü\"",
+            "[[[]]]:::",
+            "for=\"[2001:db8::1]:99999999999999999999\"",
+            "  ;  for  =  192.0.2.1  ",
+        ];
+        for v in nasty {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
+                h.append("forwarded", v.clone());
+                h.append("x-forwarded-for", v.clone());
+                h.append("x-forwarded-proto", v.clone());
+                h.append(header::HOST, v);
+            }
+            for which in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+                let c = client_addr(ip("198.18.0.1"), &h, &trusted, which);
+                assert!(c == ip("198.18.0.1") || !trusted.iter().any(|t| t.contains(c)));
+                let args = RedirectArgs {
+                    trusted_proxies: trusted.clone(),
+                    forwarded_header: which,
+                    ..RedirectArgs::default()
+                };
+                let _ = scheme(ip("198.18.0.1"), &h, &args);
+            }
+            let _ = host_name(&Uri::from_static("/"), &h);
+        }
+        // Non-UTF-8 bytes (obs-text) in a header value.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"192.0.2.1, \xff\xfe").expect("obs-text"),
+        );
+        assert_eq!(
+            client_addr(
+                ip("198.18.0.1"),
+                &h,
+                &trusted,
+                ForwardedHeader::XForwardedFor
+            ),
+            ip("198.18.0.1")
+        );
     }
 
     #[test]

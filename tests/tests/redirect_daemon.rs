@@ -4,7 +4,7 @@
 //! NAME down` against the daemon moves both at once.
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -12,6 +12,7 @@ use geodns_maps::{Cidr, Config};
 use geodns_tests::{
     client::query_udp,
     daemon::{metric, node_cmd, Daemon},
+    files::{demo_without_checks, TempDir},
     frame::Query,
     http::{get, HttpReply},
     require_bpf, NetnsPair, Side,
@@ -68,13 +69,9 @@ fn run_redirects_where_it_answers_dns() {
         return;
     }
     let pair = NetnsPair::new().expect("namespaces");
-    let dir = std::env::temp_dir().join(format!("geodns-redirect-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for f in ["demo.toml", "demo-country.mmdb", "demo-asn.mmdb"] {
-        std::fs::copy(examples.join(f), dir.join(f)).expect("copy example");
-    }
-    let config_path = dir.join("demo.toml");
+    let dir = TempDir::new("redirect-run");
+    // Without the demo's checks: their targets are not on the test hosts.
+    let config_path = demo_without_checks(dir.path());
     let config = Config::from_path(&config_path).expect("demo config");
     let v4 = SocketAddr::new(IpAddr::V4(pair.server_v4), 8080);
     let v6 = SocketAddr::new(IpAddr::V6(pair.server_v6), 8080);
@@ -174,5 +171,4 @@ fn run_redirects_where_it_answers_dns() {
     );
     drop(daemon);
     assert!(!Path::new(&pin_dir).exists(), "pins removed");
-    let _ = std::fs::remove_dir_all(&dir);
 }

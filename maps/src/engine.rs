@@ -563,6 +563,19 @@ impl Engine {
         &self.states
     }
 
+    /// The zone origin in lowercase wire format.
+    #[must_use]
+    pub fn origin_wire(&self) -> &[u8] {
+        &self.origin
+    }
+
+    /// Glue (IPv4, IPv6) of an in-zone NS name given in lowercase wire format, for the
+    /// additional section of NS answers; `None` for a name outside the zone.
+    #[must_use]
+    pub fn glue(&self, wire: &[u8]) -> Option<(&[IpAddr], &[IpAddr])> {
+        self.glue.get(wire).map(|(v4, v6)| (&v4[..], &v6[..]))
+    }
+
     /// How many fallback answers used nodes that were all down (fail open), over this
     /// engine and the ones it was derived from.
     #[must_use]

@@ -1,10 +1,10 @@
 //! `geodns run`: compile, load, attach, serve; reload in the background; metrics.
 //!
-//! The XDP side lives here; the userspace fallback server plugs in through
-//! [`EngineHandle`], the engine every answer in userspace is decided with. A reload
-//! compiles on a blocking thread while the old maps serve, installs the new kernel
-//! maps into the idle generation and flips it with one update, then swaps the engine:
-//! a bad file changes nothing and is counted.
+//! The XDP side lives here; the userspace fallback server ([`crate::fallback`]) answers
+//! on `--listen` with [`EngineHandle`], the engine every answer in userspace is decided
+//! with. A reload compiles on a blocking thread while the old maps serve, installs the
+//! new kernel maps into the idle generation and flips it with one update, then swaps
+//! the engine: a bad file changes nothing and is counted.
 use std::{
     fmt::Write as _,
     net::SocketAddr,
@@ -80,9 +80,12 @@ pub struct Args {
     /// Serve from userspace only (no kernel program).
     #[arg(long)]
     pub no_xdp: bool,
-    /// UDP port of DNS queries the XDP program answers.
+    /// UDP port of DNS queries the XDP program answers, and of the default --listen
+    /// addresses.
     #[arg(long, default_value_t = 53)]
     pub dns_port: u16,
+    #[command(flatten)]
+    pub dns: crate::fallback::ServerArgs,
     /// Address of the HTTP endpoint serving `GET /metrics` (Prometheus text format).
     #[arg(long, default_value = "127.0.0.1:9153")]
     pub metrics: SocketAddr,
@@ -190,6 +193,8 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let engine = compile(&args.config, None)?;
     let handle = EngineHandle::new(engine);
+    // Bound before the kernel is touched: a port in use fails the start cleanly.
+    let listeners = crate::fallback::bind(&args.dns, args.dns_port, !args.no_xdp)?;
     let xdp = if args.no_xdp {
         None
     } else {
@@ -220,30 +225,45 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
     // The listeners, before "ready": a port that cannot be bound stops the start, and
     // leaves no pins behind.
     let listening = async {
+        let dns = crate::fallback::FallbackServer::start(
+            &handle,
+            listeners,
+            args.dns.tcp(),
+            Arc::default(),
+        )?;
         let redirect =
             crate::redirect::start(&args.redirect_listen, &args.redirect, &handle).await?;
-        start_metrics(
+        let metrics = start_metrics(
             args.metrics,
             &handle,
             xdp.as_ref(),
             &reloads,
             &health,
             redirect.as_ref(),
+            Some(dns.stats()),
         )
-        .await
+        .await?;
+        anyhow::Ok((dns, metrics))
     }
     .await;
-    if let Err(e) = listening {
-        health.stop();
-        drop(xdp);
-        let _ = std::fs::remove_dir_all(&args.pin_dir);
-        return Err(e);
-    }
+    let (dns, metrics) = match listening {
+        Ok(x) => x,
+        Err(e) => {
+            health.stop();
+            if xdp.is_some() {
+                drop(xdp);
+                let _ = std::fs::remove_dir_all(&args.pin_dir);
+            }
+            return Err(e);
+        }
+    };
+    let listen: Vec<String> = dns.local_addrs().iter().map(ToString::to_string).collect();
     tracing::info!(
         config = %args.config.display(),
         xdp = !args.no_xdp,
         iface = args.iface.as_deref().unwrap_or("-"),
-        metrics = %args.metrics,
+        listen = %listen.join(","),
+        metrics = %metrics,
         redirect = ?args.redirect_listen,
         seconds = started.elapsed().as_secs_f64(),
         "geodns ready"
@@ -258,16 +278,21 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
         &health,
     )
     .await;
-    tracing::info!("stopping: detaching the XDP program and removing pins");
+    drop(dns);
     health.stop();
     if let Some(xdp) = xdp {
+        tracing::info!("stopping: detaching the XDP program and removing pins");
         drop(xdp);
+        // Only our own pins: with --no-xdp the directory may be another daemon's.
+        let _ = std::fs::remove_dir_all(&args.pin_dir);
+    } else {
+        tracing::info!("stopping");
     }
-    let _ = std::fs::remove_dir_all(&args.pin_dir);
     stopped
 }
 
-/// Binds the metrics address and serves `/metrics` and the admin API there.
+/// Binds the metrics address and serves `/metrics` and the admin API there; returns
+/// the bound address (port 0 picks one).
 pub(crate) async fn start_metrics(
     addr: SocketAddr,
     handle: &EngineHandle,
@@ -275,10 +300,12 @@ pub(crate) async fn start_metrics(
     reloads: &Arc<ReloadStats>,
     health: &crate::health::HealthControl,
     redirect: Option<&Arc<crate::redirect::RedirectStats>>,
-) -> anyhow::Result<()> {
+    fallback: Option<&Arc<crate::fallback::FallbackStats>>,
+) -> anyhow::Result<SocketAddr> {
     let metrics = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics address {addr}"))?;
+    let bound = metrics.local_addr().unwrap_or(addr);
     tokio::spawn(serve_metrics(
         metrics,
         handle.clone(),
@@ -286,8 +313,9 @@ pub(crate) async fn start_metrics(
         reloads.clone(),
         health.clone(),
         redirect.cloned(),
+        fallback.cloned(),
     ));
-    Ok(())
+    Ok(bound)
 }
 
 /// Reloads on SIGHUP and when the config or one of its databases changes, until
@@ -401,6 +429,7 @@ async fn serve_metrics(
     reloads: Arc<ReloadStats>,
     health: crate::health::HealthControl,
     redirect: Option<Arc<crate::redirect::RedirectStats>>,
+    fallback: Option<Arc<crate::fallback::FallbackStats>>,
 ) {
     loop {
         let Ok((mut sock, peer)) = listener.accept().await else {
@@ -411,6 +440,7 @@ async fn serve_metrics(
         let reloads = reloads.clone();
         let health = health.clone();
         let redirect = redirect.clone();
+        let fallback = fallback.clone();
         tokio::spawn(async move {
             // The request line may come in several segments: read up to the end of the
             // head (or 2 KiB, or 5 s).
@@ -433,6 +463,9 @@ async fn serve_metrics(
                 text.push_str(&health.metrics_text());
                 if let Some(r) = &redirect {
                     text.push_str(&r.metrics_text());
+                }
+                if let Some(f) = &fallback {
+                    text.push_str(&f.metrics_text());
                 }
                 ("200 OK", text)
             } else if path.starts_with("/v1/") {

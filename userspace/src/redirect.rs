@@ -688,6 +688,7 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
         &reloads,
         &health,
         stats.as_ref(),
+        None,
     )
     .await?;
     tracing::info!(

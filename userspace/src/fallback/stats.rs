@@ -1,0 +1,263 @@
+//! Counters of the fallback server for `/metrics`.
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use geodns_maps::AnswerSource;
+
+use super::{
+    parse::Drop,
+    respond::{rcode, Outcome, Transport},
+};
+
+/// RCODEs counted by name; anything else is `other`.
+const RCODES: [u16; 7] = [
+    rcode::NOERROR,
+    rcode::FORMERR,
+    rcode::SERVFAIL,
+    rcode::NXDOMAIN,
+    rcode::NOTIMP,
+    rcode::REFUSED,
+    rcode::BADVERS,
+];
+
+/// QTYPEs counted by name; anything else is `other`.
+const QTYPES: [(u16, &str); 20] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (35, "NAPTR"),
+    (43, "DS"),
+    (46, "RRSIG"),
+    (47, "NSEC"),
+    (48, "DNSKEY"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (251, "IXFR"),
+    (252, "AXFR"),
+    (255, "ANY"),
+    (257, "CAA"),
+];
+
+const SOURCES: [&str; 3] = ["geo", "fallback", "glue"];
+
+/// Everything the fallback server counts; shared by its tasks.
+#[derive(Default)]
+pub struct FallbackStats {
+    /// Per transport (udp, tcp): messages that got a response.
+    queries: [AtomicU64; 2],
+    rcodes: [AtomicU64; RCODES.len() + 1],
+    qtypes: [AtomicU64; QTYPES.len() + 1],
+    sources: [AtomicU64; SOURCES.len()],
+    truncated: AtomicU64,
+    dropped: [AtomicU64; Drop::ALL.len()],
+    tcp_accepted: AtomicU64,
+    tcp_refused: AtomicU64,
+    tcp_open: AtomicU64,
+    tcp_timeouts: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl FallbackStats {
+    pub fn record(&self, transport: Transport, o: &Outcome) {
+        if let Some(d) = o.dropped {
+            if let Some(i) = Drop::ALL.iter().position(|x| *x == d) {
+                inc(&self.dropped[i]);
+            }
+            return;
+        }
+        inc(&self.queries[usize::from(transport == Transport::Tcp)]);
+        if let Some(r) = o.rcode {
+            let i = RCODES.iter().position(|x| *x == r).unwrap_or(RCODES.len());
+            inc(&self.rcodes[i]);
+        }
+        if let Some(t) = o.qtype {
+            let i = QTYPES
+                .iter()
+                .position(|(x, _)| *x == t)
+                .unwrap_or(QTYPES.len());
+            inc(&self.qtypes[i]);
+        }
+        if let Some(s) = o.source {
+            inc(&self.sources[match s {
+                AnswerSource::Geo { .. } => 0,
+                AnswerSource::Fallback { .. } => 1,
+                AnswerSource::Glue => 2,
+            }]);
+        }
+        if o.truncated {
+            inc(&self.truncated);
+        }
+    }
+
+    pub(crate) fn tcp_accepted(&self) {
+        inc(&self.tcp_accepted);
+        inc(&self.tcp_open);
+    }
+
+    pub(crate) fn tcp_closed(&self) {
+        self.tcp_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tcp_refused(&self) {
+        inc(&self.tcp_refused);
+    }
+
+    pub(crate) fn tcp_timeout(&self) {
+        inc(&self.tcp_timeouts);
+    }
+
+    /// Responses sent with this RCODE (by number).
+    #[must_use]
+    pub fn rcode(&self, rcode: u16) -> u64 {
+        let i = RCODES
+            .iter()
+            .position(|x| *x == rcode)
+            .unwrap_or(RCODES.len());
+        self.rcodes[i].load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped for `why`.
+    #[must_use]
+    pub fn dropped(&self, why: Drop) -> u64 {
+        Drop::ALL
+            .iter()
+            .position(|x| *x == why)
+            .map_or(0, |i| self.dropped[i].load(Ordering::Relaxed))
+    }
+
+    /// TCP connections closed at once because `--tcp-max-connections` were open.
+    #[must_use]
+    pub fn tcp_refused_count(&self) -> u64 {
+        self.tcp_refused.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections open now.
+    #[must_use]
+    pub fn tcp_open_count(&self) -> u64 {
+        self.tcp_open.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text of these counters.
+    #[must_use]
+    pub fn metrics_text(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let answered: u64 = self.queries.iter().map(get).sum();
+        let with_qtype: u64 = self.qtypes.iter().map(get).sum();
+        let qtypes = self
+            .qtypes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (QTYPES.get(i).map_or("other", |(_, n)| n), get(c)))
+            .chain([("none", answered.saturating_sub(with_qtype))]);
+        family(
+            &mut out,
+            "geodns_fallback_queries_total",
+            "counter",
+            "Queries the userspace server answered, by QTYPE (none: no question parsed).",
+            "qtype",
+            qtypes,
+        );
+        family(
+            &mut out,
+            "geodns_fallback_responses_total",
+            "counter",
+            "Responses the userspace server sent, by RCODE.",
+            "rcode",
+            self.rcodes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (RCODES.get(i).map_or("other", |r| rcode::name(*r)), get(c))),
+        );
+        family(
+            &mut out,
+            "geodns_fallback_transport_queries_total",
+            "counter",
+            "Queries the userspace server answered, by transport.",
+            "transport",
+            ["udp", "tcp"].into_iter().zip(self.queries.iter().map(get)),
+        );
+        family(
+            &mut out,
+            "geodns_fallback_answers_total",
+            "counter",
+            "Address answers by where they came from: the region (geo), the fallback round robin, NS glue.",
+            "source",
+            SOURCES.into_iter().zip(self.sources.iter().map(get)),
+        );
+        family(
+            &mut out,
+            "geodns_fallback_dropped_total",
+            "counter",
+            "Messages dropped without a response, by reason.",
+            "reason",
+            Drop::ALL
+                .iter()
+                .map(|d| d.name())
+                .zip(self.dropped.iter().map(get)),
+        );
+        family(
+            &mut out,
+            "geodns_fallback_tcp_connections_total",
+            "counter",
+            "TCP connections: accepted, or refused (closed at once) by --tcp-max-connections.",
+            "result",
+            [
+                ("accepted", get(&self.tcp_accepted)),
+                ("refused", get(&self.tcp_refused)),
+            ],
+        );
+        for (name, kind, help, value) in [
+            (
+                "geodns_fallback_truncated_total",
+                "counter",
+                "UDP responses sent with TC=1 because the answer exceeded the client's size.",
+                get(&self.truncated),
+            ),
+            (
+                "geodns_fallback_tcp_idle_timeouts_total",
+                "counter",
+                "TCP connections closed by --tcp-idle-timeout.",
+                get(&self.tcp_timeouts),
+            ),
+            (
+                "geodns_fallback_tcp_open_connections",
+                "gauge",
+                "TCP connections open now.",
+                get(&self.tcp_open),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+/// One metric family with one label.
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (v, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{v}\"}} {n}");
+    }
+}

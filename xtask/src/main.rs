@@ -52,7 +52,7 @@ enum Task {
     Demo,
     /// Fuzz a target of fuzz/ with cargo-fuzz on nightly (installed on first use).
     Fuzz {
-        #[arg(default_value = "handle_query")]
+        #[arg(default_value = "query")]
         target: String,
         /// `libFuzzer`'s `-max_total_time`.
         #[arg(long, default_value_t = 60)]
@@ -338,7 +338,9 @@ fn demo(path: &OsString) -> Result<()> {
 }
 
 /// Installs cargo-fuzz into the toolchain root on first use, then runs `target` of
-/// fuzz/ (if the project has one yet) for `seconds`.
+/// fuzz/ for `seconds`. New inputs go to `fuzz/corpus/TARGET` (not in git); the seeds
+/// are `target/fuzz-seeds/TARGET`, which the handler's unit tests write (run here
+/// first when missing).
 fn fuzz(tc: &Toolchain, root: &Path, target: &str, seconds: u32) -> Result<()> {
     if !tc.root.join("bin/cargo-fuzz").is_file() {
         eprintln!("fuzz: installing cargo-fuzz into {}", tc.root.display());
@@ -348,11 +350,34 @@ fn fuzz(tc: &Toolchain, root: &Path, target: &str, seconds: u32) -> Result<()> {
     }
     let dir = root.join("fuzz");
     if !dir.is_dir() {
-        eprintln!("fuzz: no fuzz/ directory yet, nothing to run (cargo-fuzz is installed)");
-        return Ok(());
+        bail!("no fuzz/ directory");
     }
-    let max_time = format!("-max_total_time={seconds}");
-    run(nightly_cargo(&tc.path, &["fuzz", "run", target, "--", &max_time]).current_dir(dir))
+    let target_dir =
+        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let seeds = target_dir.join("fuzz-seeds").join(target);
+    if target == "query" && fs::read_dir(&seeds).map_or(true, |mut d| d.next().is_none()) {
+        eprintln!("fuzz: writing the seed corpus with the handler's unit tests");
+        run(&mut cargo(
+            &tc.path,
+            &[
+                "test",
+                "-p",
+                "geodns",
+                "--lib",
+                "--",
+                "fallback::tests::write_fuzz_seeds",
+            ],
+        ))?;
+    }
+    let corpus = dir.join("corpus").join(target);
+    fs::create_dir_all(&corpus)?;
+    let mut cmd = nightly_cargo(&tc.path, &["fuzz", "run", target]);
+    cmd.arg(&corpus);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
+    }
+    cmd.arg("--").arg(format!("-max_total_time={seconds}"));
+    run(cmd.current_dir(root))
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! The kernel answers exactly what `geodns_maps::Engine` decides: the demo config and
 //! its `GeoIP` databases are compiled by maps/, installed into the XDP program, and the
 //! same questions go to both, from random clients (EDNS Client Subnet, IPv4 and IPv6,
-//! several prefix lengths) for every served name and for A and AAAA.
+//! several prefix lengths) for every served name and for A and AAAA. Where the kernel
+//! answers, the userspace fallback server's reply to the same query is the same bytes.
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     sync::Arc,
 };
 
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::{
+    fallback::{check::check_response, handle, Transport},
+    loader::{LoadOptions, XdpDns},
+};
 use geodns_maps::{AnswerSource, Compiled, Config, Engine, NodeStates, Question, Resolution};
 use geodns_tests::{
     client::parse_reply,
@@ -101,7 +105,8 @@ fn kernel_answers_what_the_engine_decides() {
         let ip = truncate(ip, source);
         let name = &names[i % names.len()];
         let qtype = if i % 3 == 0 { 28 } else { 1 };
-        let f = Frame::new(transport, &ecs_query(name, qtype, ip, source)).build();
+        let query = ecs_query(name, qtype, ip, source);
+        let f = Frame::new(transport, &query).build();
         let run = prog_test_run(fd, &f, 1).expect("test run");
         // Source prefix 0: the transport source address is the client.
         let client = if source == 0 {
@@ -136,10 +141,32 @@ fn kernel_answers_what_the_engine_decides() {
                     assert_eq!(r.addrs.len(), addrs.len(), "{name} from {client}");
                 } else {
                     assert_eq!(&r.addrs, addrs, "{name} {qtype} from {client}/{source}");
+                    let user = handle(
+                        &engine,
+                        &query.build(),
+                        IpAddr::V4(Ipv4Addr::new(198, 18, 9, 1)),
+                        Transport::Udp,
+                    );
+                    assert_eq!(
+                        user.response.as_deref(),
+                        Some(&reply.payload[..]),
+                        "fallback server vs kernel: {name} {qtype} from {client}/{source}"
+                    );
                 }
             }
             XDP_PASS => {
                 passed += 1;
+                // What the kernel passes, the fallback server answers.
+                let q = query.build();
+                let user = handle(
+                    &engine,
+                    &q,
+                    IpAddr::V4(Ipv4Addr::new(198, 18, 9, 1)),
+                    Transport::Udp,
+                );
+                let response = user.response.expect("the fallback server answers");
+                check_response(&q, &response, Transport::Udp).expect("a valid response");
+                assert_eq!(user.rcode, Some(0), "{name} {qtype} from {client}/{source}");
                 assert!(
                     !matches!(
                         decided,

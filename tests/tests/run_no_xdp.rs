@@ -153,9 +153,10 @@ fn no_xdp_serves_udp_and_tcp_and_stops_on_sigterm() {
         if let Some(s) = child.0.try_wait().expect("wait") {
             break s;
         }
-        if Instant::now() > deadline {
-            panic!("geodns run did not stop within 5 s of SIGTERM");
-        }
+        assert!(
+            Instant::now() <= deadline,
+            "geodns run did not stop within 5 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "clean exit: {status}");

@@ -191,6 +191,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 async fn run_async(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    let signals = Signals::install()?;
     let engine = compile(&args.config, None)?;
     let handle = EngineHandle::new(engine);
     // Bound before the kernel is touched: a port in use fails the start cleanly.
@@ -270,6 +271,7 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
     );
 
     let stopped = reload_until_stopped(
+        signals,
         &args.config,
         args.watch_interval,
         &handle,
@@ -318,9 +320,29 @@ pub(crate) async fn start_metrics(
     Ok(bound)
 }
 
+/// SIGHUP, SIGINT and SIGTERM, taken over first thing at start: a signal that comes
+/// while the daemon is still starting waits for the loop and stops it cleanly, rather
+/// than killing the process half set up.
+pub(crate) struct Signals {
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 /// Reloads on SIGHUP and when the config or one of its databases changes, until
 /// SIGINT or SIGTERM.
 pub(crate) async fn reload_until_stopped(
+    signals: Signals,
     config: &Path,
     watch_interval: Duration,
     handle: &EngineHandle,
@@ -328,9 +350,11 @@ pub(crate) async fn reload_until_stopped(
     reloads: &ReloadStats,
     health: &crate::health::HealthControl,
 ) -> anyhow::Result<()> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
+    let Signals {
+        mut hup,
+        mut int,
+        mut term,
+    } = signals;
     let mut files = watched_files(&handle.load(), config);
     let mut seen = mtimes(&files);
     let mut tick = tokio::time::interval(watch_interval);

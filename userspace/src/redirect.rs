@@ -677,6 +677,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: &Args) -> anyhow::Result<()> {
+    let signals = crate::daemon::Signals::install()?;
     let handle = EngineHandle::new(crate::daemon::compile(&args.config, None)?);
     let health = crate::health::spawn(&args.health, handle.clone(), None)?;
     let stats = start(&args.listen, &args.redirect, &handle).await?;
@@ -698,6 +699,7 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
         "geodns redirect ready"
     );
     let result = crate::daemon::reload_until_stopped(
+        signals,
         &args.config,
         args.watch_interval,
         &handle,

@@ -1,0 +1,279 @@
+//! XDP == fallback: the same random queries (client locations via ECS over IPv4 and
+//! IPv6, and the packet's own source; served and unserved names; several qtypes; with
+//! and without EDNS) sent over a veth to `geodns run` with the XDP program attached
+//! (port 53) and to `geodns run --no-xdp` (port 5353, same config, same namespace)
+//! get the same replies: header, question, every section, OPT and ECS fields. The
+//! only field allowed to differ is which addresses a `spread` record picked (random
+//! per query by design): there both must hold the same number of distinct candidates.
+//!
+//! Both servers see the same queries in the same order, so their deterministic
+//! fallback rotations stay in step and are compared too.
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use geodns_tests::{
+    client::{exchange, Transport},
+    daemon::{metric, Daemon},
+    files::{demo_without_checks, TempDir},
+    frame::Query,
+    require_bpf,
+    synth::Rng,
+    NetnsPair, Side,
+};
+use hickory_proto::{
+    op::Message,
+    rr::{RData, Record},
+};
+
+const QUERIES: usize = 10_000;
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Served names more often than not, so a good share of the queries is the kernel's.
+const NAMES: &[&str] = &[
+    "www.cdn.example.net.",
+    "www.cdn.example.net.",
+    "www.cdn.example.net.",
+    "a.img.cdn.example.net.",
+    "WwW.cDn.ExAmPlE.nEt.",
+    "a.img.cdn.example.net.",
+    "xyz.img.cdn.example.net.",
+    "a.b.img.cdn.example.net.",
+    "dl.cdn.example.net.",
+    "cdn.example.net.",
+    "ns1.cdn.example.net.",
+    "nope.cdn.example.net.",
+    "www.example.com.",
+];
+/// Records with the `spread` policy: their addresses are picked at random per query.
+const SPREAD: &[&str] = &["dl.cdn.example.net."];
+const QTYPES: &[u16] = &[1, 1, 1, 1, 1, 1, 28, 28, 28, 16, 2, 6, 15, 257, 65280];
+
+fn pick<T: Copy>(rng: &mut Rng, from: &[T]) -> T {
+    from[usize::try_from(rng.below(from.len() as u64)).expect("an index")]
+}
+
+fn below_u8(rng: &mut Rng, n: u8) -> u8 {
+    u8::try_from(rng.below(u64::from(n))).expect("below n")
+}
+
+/// A random client network for ECS: mostly near the demo database's networks (the low
+/// 10 bits random, so neighbours outside them too), sometimes anywhere.
+fn ecs_v4(rng: &mut Rng) -> (IpAddr, u8) {
+    let base = u32::from_be_bytes(pick(
+        rng,
+        &[
+            [192, 0, 2, 0],
+            [198, 51, 100, 0],
+            [203, 0, 113, 0],
+            [10, 0, 0, 0],
+            [100, 64, 0, 0],
+            [100, 100, 0, 0],
+            [198, 18, 0, 0],
+        ],
+    ));
+    let random = u32::try_from(rng.below(1 << 32)).expect("32 bits");
+    let addr = if rng.below(5) == 0 {
+        random
+    } else {
+        base | (random & 0x3FF)
+    };
+    let source = below_u8(rng, 33);
+    let mask = u32::MAX.checked_shl(32 - u32::from(source)).unwrap_or(0);
+    (IpAddr::V4(Ipv4Addr::from(addr & mask)), source)
+}
+
+fn ecs_v6(rng: &mut Rng) -> (IpAddr, u8) {
+    let base = pick(
+        rng,
+        &[
+            0x2001_0db8_u128 << 96,
+            0x2001_0db8_8000_u128 << 80,
+            0x2001_0db8_abcd_1200_u128 << 64,
+            0x3fff_u128 << 112,
+            0x2001_0002_u128 << 96,
+        ],
+    );
+    let random = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+    let addr = if rng.below(5) == 0 {
+        random
+    } else {
+        base | (random >> 40)
+    };
+    let source = below_u8(rng, 65);
+    let mask = u128::MAX.checked_shl(128 - u32::from(source)).unwrap_or(0);
+    (IpAddr::V6(Ipv6Addr::from(addr & mask)), source)
+}
+
+fn random_query(rng: &mut Rng, id: u16) -> (Query, &'static str) {
+    let name = pick(rng, NAMES);
+    let mut q = Query::new(name, pick(rng, QTYPES)).id(id);
+    if rng.below(4) == 0 {
+        q = q.flags(0); // RD clear
+    }
+    if rng.below(10) < 7 {
+        q = q.edns(pick(rng, &[512, 1232, 4096]));
+        if rng.below(10) == 0 {
+            q = q.dnssec_ok();
+        }
+        match rng.below(10) {
+            0..=3 => {
+                let (a, s) = ecs_v4(rng);
+                q = q.ecs(&a.to_string(), s);
+            }
+            4..=6 => {
+                let (a, s) = ecs_v6(rng);
+                q = q.ecs(&a.to_string(), s);
+            }
+            // An ECS that breaks RFC 7871 (a scope in a query): FORMERR from both.
+            7 => q = q.ecs_raw(1, 24, 8, &[192, 0, 2]),
+            _ => {}
+        }
+    }
+    (q, name)
+}
+
+/// A reply in a form where equal means "the same answer": parsed sections, and the
+/// raw header and OPT fields.
+#[derive(Debug, PartialEq)]
+struct Normal {
+    header: [u8; 12],
+    question: Vec<u8>,
+    answers: Vec<String>,
+    authorities: Vec<String>,
+    additionals: Vec<String>,
+    opt: Option<String>,
+}
+
+fn record(r: &Record) -> String {
+    format!(
+        "{} {} {:?} {} {}",
+        r.name.to_ascii(),
+        r.ttl,
+        r.dns_class,
+        r.record_type(),
+        r.data
+    )
+}
+
+fn normalize(b: &[u8], spread: bool) -> Normal {
+    let m = Message::from_vec(b).unwrap_or_else(|e| panic!("reply parses: {e}: {b:02x?}"));
+    let mut header = [0u8; 12];
+    header.copy_from_slice(&b[..12]);
+    let qend = 12 + m.queries.first().map_or(0, |q| q.name().len() + 4);
+    let mut answers: Vec<String> = m.answers.iter().map(record).collect();
+    if spread {
+        // Random picks: keep that they are distinct addresses, drop which ones.
+        let distinct: BTreeSet<_> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            distinct.len(),
+            answers.len(),
+            "spread picks distinct: {answers:?}"
+        );
+        answers = vec![format!("{} spread answers", answers.len())];
+    }
+    Normal {
+        header,
+        question: b[12..qend.min(b.len())].to_vec(),
+        answers,
+        authorities: m.authorities.iter().map(record).collect(),
+        additionals: m.additionals.iter().map(record).collect(),
+        opt: m.edns.as_ref().map(|e| format!("{e:?}")),
+    }
+}
+
+#[test]
+fn xdp_and_fallback_give_the_same_answers() {
+    if !require_bpf() {
+        return;
+    }
+    let pair = NetnsPair::new().expect("namespaces");
+    let dir = TempDir::new("differential");
+    let config = demo_without_checks(dir.path());
+    let pin = format!("/sys/fs/bpf/geodns-diff-{}", std::process::id());
+    let xdp = Daemon::start(
+        &pair,
+        &config,
+        "127.0.0.1:19171",
+        &pin,
+        &[],
+        Duration::from_mins(1),
+    );
+    let v4 = SocketAddr::from((pair.server_v4, 5353)).to_string();
+    let v6 = SocketAddr::from((pair.server_v6, 5353)).to_string();
+    let user = Daemon::start(
+        &pair,
+        &config,
+        "127.0.0.1:19172",
+        &format!("{pin}-user"),
+        &["--no-xdp", "--listen", &v4, "--listen", &v6],
+        Duration::from_mins(1),
+    );
+    let _pass = pair
+        .attach_pass(Side::Client)
+        .expect("xdp_pass on the client");
+    let answered = |d: &Daemon| {
+        let m = d.scrape(&pair).expect("metrics");
+        metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
+            + metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v6\"}")
+    };
+    let before = answered(&xdp);
+
+    let (server_v4, server_v6) = (IpAddr::V4(pair.server_v4), IpAddr::V6(pair.server_v6));
+    let (compared, spread) = pair
+        .in_ns(Side::Client, || {
+            let mut rng = Rng(0x5EED_D1FF);
+            let mut spread = 0;
+            for i in 0..QUERIES {
+                let (q, name) = random_query(&mut rng, u16::try_from(i % 65_536).expect("id"));
+                let server = if rng.below(3) == 0 {
+                    server_v6
+                } else {
+                    server_v4
+                };
+                let bytes = q.build();
+                let ask = |port| {
+                    exchange(
+                        Transport::Udp,
+                        SocketAddr::new(server, port),
+                        &bytes,
+                        TIMEOUT,
+                    )
+                    .expect("send")
+                    .unwrap_or_else(|| panic!("query {i} to port {port}: no reply: {q:?}"))
+                };
+                let (k, u) = (ask(53), ask(5353));
+                let is_spread = SPREAD.contains(&name.to_ascii_lowercase().as_str());
+                spread += usize::from(is_spread);
+                assert_eq!(
+                    normalize(&k, is_spread),
+                    normalize(&u, is_spread),
+                    "query {i} ({q:?}) to {server}: XDP path (left) vs --no-xdp (right)"
+                );
+            }
+            (QUERIES, spread)
+        })
+        .expect("client namespace");
+    let by_xdp = answered(&xdp) - before;
+    eprintln!(
+        "{compared} queries compared ({spread} to spread records); {by_xdp} answered by XDP, \
+         the rest by the fallback server behind it"
+    );
+    assert_eq!(answered(&user), 0, "--no-xdp loads no program");
+    assert!(
+        by_xdp >= u64::try_from(QUERIES / 5).expect("count"),
+        "the kernel path must carry a good share of the queries: {by_xdp}"
+    );
+    drop(user);
+    drop(xdp);
+}

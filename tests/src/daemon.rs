@@ -84,8 +84,16 @@ impl Daemon {
     /// `timeout`) until `/metrics` answers.
     #[must_use]
     pub fn start_local(config: &Path, metrics: &str, extra: &[&str], timeout: Duration) -> Self {
+        let mut daemon = Self::spawn_local("run", config, metrics, extra);
+        daemon.wait_ready(timeout, Self::scrape_local);
+        daemon
+    }
+
+    /// `geodns SUBCOMMAND --config CONFIG --metrics METRICS EXTRA...` in this process's
+    /// network namespace, not waited for.
+    fn spawn_local(subcommand: &str, config: &Path, metrics: &str, extra: &[&str]) -> Self {
         let child = Command::new(geodns_bin())
-            .args(["run", "--config"])
+            .args([subcommand, "--config"])
             .arg(config)
             .args(["--metrics", metrics])
             .args(extra)
@@ -94,13 +102,11 @@ impl Daemon {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .spawn()
-            .expect("start geodns run");
-        let mut daemon = Self {
+            .unwrap_or_else(|e| panic!("start geodns {subcommand}: {e}"));
+        Self {
             child,
             metrics: metrics.to_owned(),
-        };
-        daemon.wait_ready(timeout, Self::scrape_local);
-        daemon
+        }
     }
 
     /// Starts `geodns redirect --config CONFIG --metrics METRICS EXTRA...` in this
@@ -108,21 +114,7 @@ impl Daemon {
     /// answers. [`Daemon::scrape_local`] reads it.
     #[must_use]
     pub fn start_redirect(config: &Path, metrics: &str, extra: &[&str], timeout: Duration) -> Self {
-        let child = Command::new(geodns_bin())
-            .args(["redirect", "--config"])
-            .arg(config)
-            .args(["--metrics", metrics])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .expect("start geodns redirect");
-        let mut daemon = Self {
-            child,
-            metrics: metrics.to_owned(),
-        };
+        let mut daemon = Self::spawn_local("redirect", config, metrics, extra);
         // Its own page: another server on that port would answer too.
         daemon.wait_ready(timeout, |d| {
             d.scrape_local()

@@ -15,7 +15,7 @@ use std::{
 };
 
 use geodns_tests::{
-    client::{exchange, Transport},
+    client::{exchange, parse_reply, Transport},
     daemon::{metric, Daemon},
     files::{demo_without_checks, TempDir},
     frame::Query,
@@ -23,10 +23,7 @@ use geodns_tests::{
     synth::Rng,
     NetnsPair, Side,
 };
-use hickory_proto::{
-    op::Message,
-    rr::{RData, Record},
-};
+use hickory_proto::{op::Message, rr::Record};
 
 const QUERIES: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -166,15 +163,8 @@ fn normalize(b: &[u8], spread: bool) -> Normal {
     let mut answers: Vec<String> = m.answers.iter().map(record).collect();
     if spread {
         // Random picks: keep that they are distinct addresses, drop which ones.
-        let distinct: BTreeSet<_> = m
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect();
+        let addrs = parse_reply(b).expect("reply parses").addrs;
+        let distinct: BTreeSet<_> = addrs.iter().collect();
         assert_eq!(
             distinct.len(),
             answers.len(),

@@ -5,6 +5,8 @@
 //! return an action. Every early exit names its reason in `COUNTERS`.
 #![no_std]
 #![no_main]
+// Inline BPF assembly for whole-word packet accesses (see `pkt`).
+#![feature(asm_experimental_arch)]
 // Everything is inlined into the two entry points: the verifier then sees one function
 // and bounds every offset in context.
 #![expect(clippy::inline_always, reason = "see above")]
@@ -166,8 +168,6 @@ struct Gen {
     fast_v6_top: &'static Array<u64>,
     fast_v6_pool: &'static Array<u64>,
     leaves: &'static Array<PrefixValue>,
-    /// Index of this generation's reply stage in `JUMP`.
-    reply_stage: u32,
 }
 
 #[inline(always)]
@@ -182,7 +182,6 @@ fn gen0() -> Gen {
         fast_v6_top: &FAST_V6_TOP_0,
         fast_v6_pool: &FAST_V6_POOL_0,
         leaves: &FAST_LEAVES_0,
-        reply_stage: STAGE_REPLY_0,
     }
 }
 
@@ -198,22 +197,27 @@ fn gen1() -> Gen {
         fast_v6_top: &FAST_V6_TOP_1,
         fast_v6_pool: &FAST_V6_POOL_1,
         leaves: &FAST_LEAVES_1,
-        reply_stage: STAGE_REPLY_0 + 1,
     }
 }
 
 /// Defines the lookup and reply stages of one generation (see [`Gen`]).
 macro_rules! generation_stages {
     ($lookup:ident, $reply:ident, $gen:expr) => {
-        /// Stage 2: name, client prefix and answer set (the packet is not modified).
+        /// Stage 2: name, client prefix and answer set, then the reply in the same
+        /// program (one tail call fewer, and the answer set is looked up once).
         #[xdp]
         pub fn $lookup(ctx: XdpContext) -> u32 {
             let g = $gen;
-            let stage = try_lookup(&ctx, &g).map(|()| None);
-            run_stage(&ctx, stage, g.reply_stage)
+            let stage = try_lookup(&ctx, &g).and_then(|set| {
+                let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
+                reply_with(&ctx, q, set)
+            });
+            run_stage(&ctx, stage, STAGE_GROW)
         }
 
-        /// Stage 3: rewrite the query into the reply and send it back.
+        /// Stage 3: rewrite the query into the reply and send it back. Entered only
+        /// from the grow stage: stage 2 writes the reply itself when the frame has
+        /// tailroom.
         #[xdp]
         pub fn $reply(ctx: XdpContext) -> u32 {
             let stage = try_reply(&ctx, &$gen);
@@ -356,9 +360,9 @@ fn read_u8(ctx: &XdpContext, offset: usize) -> Result<u8, Pass> {
 
 #[inline(always)]
 fn read_u16(ctx: &XdpContext, offset: usize) -> Result<u16, Pass> {
+    let p = ptr_at::<[u8; 2]>(ctx, offset)?;
     // SAFETY: ptr_at checked both bytes lie inside the packet.
-    let raw = unsafe { ptr_at::<[u8; 2]>(ctx, offset)?.read_unaligned() };
-    Ok(u16::from_be_bytes(raw))
+    Ok(u16::from_be(unsafe { pkt::ld16(p.cast()) }))
 }
 
 #[inline(always)]
@@ -370,6 +374,59 @@ fn write_bytes<const N: usize>(
     // SAFETY: ptr_at checked all N bytes lie inside the packet.
     unsafe { ptr_at::<[u8; N]>(ctx, offset)?.write_unaligned(bytes) };
     Ok(())
+}
+
+/// Whole-word packet accesses in memory byte order: one BPF instruction each.
+///
+/// `read_unaligned`/`write_unaligned` of a `[u8; N]` in the packet compile to N byte
+/// accesses (plus shifts and ors to assemble a word), because the BPF backend assumes
+/// strict alignment. The kernel does not require aligned packet access on the
+/// architectures geodns runs on (x86-64, arm64: the verifier checks packet alignment
+/// only with `BPF_F_STRICT_ALIGNMENT` or without efficient unaligned access), so these
+/// write the one load or store out in assembly; a Rust `read()` of a misaligned `*const
+/// u64` would be undefined behaviour instead.
+///
+/// # Safety
+/// `p .. p + size` must lie in the packet: `p` is a pointer `ptr_at` returned (or one at
+/// a constant offset inside the range it checked).
+mod pkt {
+    use core::arch::asm;
+
+    macro_rules! load {
+        ($name:ident, $t:ty, $insn:literal) => {
+            #[inline(always)]
+            pub unsafe fn $name(p: *const u8) -> $t {
+                let v: u64;
+                // SAFETY: see the module's contract.
+                unsafe {
+                    asm!($insn, v = lateout(reg) v, p = in(reg) p,
+                        options(nostack, readonly, preserves_flags));
+                }
+                #[allow(clippy::cast_possible_truncation, reason = "zero-extended load")]
+                {
+                    v as $t
+                }
+            }
+        };
+    }
+    macro_rules! store {
+        ($name:ident, $t:ty, $insn:literal) => {
+            #[inline(always)]
+            pub unsafe fn $name(p: *mut u8, v: $t) {
+                // SAFETY: see the module's contract.
+                unsafe {
+                    asm!($insn, p = in(reg) p, v = in(reg) u64::from(v),
+                        options(nostack, preserves_flags));
+                }
+            }
+        };
+    }
+    load!(ld16, u16, "{v} = *(u16 *)({p} + 0)");
+    load!(ld32, u32, "{v} = *(u32 *)({p} + 0)");
+    load!(ld64, u64, "{v} = *(u64 *)({p} + 0)");
+    store!(st16, u16, "*(u16 *)({p} + 0) = {v}");
+    store!(st32, u32, "*(u32 *)({p} + 0) = {v}");
+    store!(st64, u64, "*(u64 *)({p} + 0) = {v}");
 }
 
 /// Where the layers of a query sit, and what the reply needs from it. Kept in a
@@ -497,18 +554,19 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     let (v6, l4, udp_len) = match proto {
         ETH_P_IP => {
             // Read the whole fixed header first: a short frame is "truncated".
-            let _ = ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)?;
-            if read_u8(ctx, l3)? != 0x45 {
+            let h = ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)?.cast::<u8>();
+            // SAFETY (all reads from `h`): ptr_at checked the 20 bytes.
+            if unsafe { *h } != 0x45 {
                 return Err(counter::PASS_IP_OPTIONS_OR_FRAGMENT);
             }
-            let frag = read_u16(ctx, l3 + 6)?;
+            let frag = u16::from_be(unsafe { pkt::ld16(h.add(6)) });
             if frag & 0x3FFF != 0 {
                 return Err(counter::PASS_IP_OPTIONS_OR_FRAGMENT);
             }
-            if read_u8(ctx, l3 + 9)? != IPPROTO_UDP {
+            if unsafe { *h.add(9) } != IPPROTO_UDP {
                 return Err(counter::PASS_NOT_UDP);
             }
-            let total = usize::from(read_u16(ctx, l3 + 2)?);
+            let total = usize::from(u16::from_be(unsafe { pkt::ld16(h.add(2)) }));
             let l4 = l3 + IPV4_HLEN;
             let udp_len = usize::from(read_u16(ctx, l4 + 4)?);
             if total != IPV4_HLEN + udp_len {
@@ -517,11 +575,12 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
             (false, l4, udp_len)
         }
         ETH_P_IPV6 => {
-            let _ = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)?;
-            if read_u8(ctx, l3)? >> 4 != 6 {
+            let h = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)?.cast::<u8>();
+            // SAFETY (all reads from `h`): ptr_at checked the 40 bytes.
+            if unsafe { *h } >> 4 != 6 {
                 return Err(counter::PASS_HEADER);
             }
-            let next = read_u8(ctx, l3 + 6)?;
+            let next = unsafe { *h.add(6) };
             if next != IPPROTO_UDP {
                 // Hop-by-hop, routing, fragment, ESP, AH, destination options.
                 return Err(if matches!(next, 0 | 43 | 44 | 50 | 51 | 60) {
@@ -530,7 +589,7 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
                     counter::PASS_NOT_UDP
                 });
             }
-            let payload = usize::from(read_u16(ctx, l3 + 4)?);
+            let payload = usize::from(u16::from_be(unsafe { pkt::ld16(h.add(4)) }));
             let l4 = l3 + IPV6_HLEN;
             let udp_len = usize::from(read_u16(ctx, l4 + 4)?);
             if payload != udp_len {
@@ -540,10 +599,11 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
         }
         _ => return Err(counter::PASS_NOT_IP),
     };
-    let _ = ptr_at::<[u8; UDP_HLEN]>(ctx, l4)?;
+    let udp = ptr_at::<[u8; UDP_HLEN]>(ctx, l4)?.cast::<u8>();
     // SAFETY: reading a loader-set constant.
     let port = unsafe { core::ptr::read_volatile(&raw const DNS_PORT) };
-    if read_u16(ctx, l4 + 2)? != port {
+    // SAFETY: ptr_at checked the 8 bytes.
+    if u16::from_be(unsafe { pkt::ld16(udp.add(2)) }) != port {
         return Err(counter::PASS_NOT_OUR_PORT);
     }
     let dns = l4 + UDP_HLEN;
@@ -556,18 +616,18 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     }
 
     // DNS header: a plain query with one question and at most an OPT record.
-    let _ = ptr_at::<[u8; DNS_HLEN]>(ctx, dns)?;
-    let flags_hi = read_u8(ctx, dns + 2)?;
-    let flags_lo = read_u8(ctx, dns + 3)?;
+    let h = ptr_at::<[u8; DNS_HLEN]>(ctx, dns)?.cast::<u8>();
+    // SAFETY (all reads from `h`): ptr_at checked the 12 bytes.
+    let (flags_hi, flags_lo) = unsafe { (*h.add(2), *h.add(3)) };
+    let count = |at: usize| u16::from_be(unsafe { pkt::ld16(h.add(at)) });
     // QR=0, OPCODE=0, TC=0 (AA, RA and AD are ignored in queries); Z=0 and RCODE=0.
     if flags_hi & 0xFA != 0 || flags_lo & 0x4F != 0 {
         return Err(counter::PASS_HEADER);
     }
-    if read_u16(ctx, dns + 4)? != 1 || read_u16(ctx, dns + 6)? != 0 || read_u16(ctx, dns + 8)? != 0
-    {
+    if count(4) != 1 || count(6) != 0 || count(8) != 0 {
         return Err(counter::PASS_HEADER);
     }
-    let arcount = read_u16(ctx, dns + 10)?;
+    let arcount = count(10);
     if arcount > 1 {
         return Err(counter::PASS_EDNS);
     }
@@ -662,7 +722,7 @@ fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Result<usize, Pa
         if left > 0 {
             word = match ptr_at::<[u8; 8]>(ctx, qname + at) {
                 // SAFETY: ptr_at checked the 8 bytes are in the packet.
-                Ok(p) => u64::from_le_bytes(unsafe { p.read_unaligned() }),
+                Ok(p) => unsafe { pkt::ld64(p.cast()) },
                 // Fewer than 8 bytes left in the frame (a name ends at most 4 bytes
                 // before it): read this word byte by byte.
                 Err(_) => read_tail(ctx, q, qname + at, left)?,
@@ -843,9 +903,10 @@ fn view(q: *const Query) -> Result<View, Pass> {
 }
 
 /// Looks up the record, the client's region and the answer set; records what the
-/// reply stage needs in `QUERY`.
+/// reply stage needs in `QUERY` (it comes back to it after the grow stage), and returns
+/// the answer set so the reply in the same program need not look it up again.
 #[inline(always)]
-fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<(), Pass> {
+fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     let v = view(q)?;
     // SAFETY (field pointer): `q` is the per-CPU QUERY value.
@@ -859,14 +920,14 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<(), Pass> {
     let record = lookup_name(scratch, g, fp)?;
 
     // SAFETY: `q` is the per-CPU QUERY value.
-    let ecs_addr = unsafe { (*q).ecs_addr };
+    let ecs_addr = unsafe { &(*q).ecs_addr };
     // Client address: the ECS address when a non-zero source prefix was sent, else the
     // packet's source address.
     let use_ecs = v.ecs && v.ecs_source > 0;
     let lookup_v6 = if use_ecs { v.ecs_family == 2 } else { v.v6 };
     let prefix = if lookup_v6 {
         let addr = if use_ecs {
-            ecs_addr
+            *ecs_addr
         } else {
             // SAFETY: ptr_at checked the 16 bytes are in the packet.
             unsafe { ptr_at::<[u8; 16]>(ctx, v.l3 + 8)?.read_unaligned() }
@@ -902,7 +963,7 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<(), Pass> {
         store(&raw mut (*q).scope, usize::from(scope));
         store(&raw mut (*q).first, first);
     }
-    Ok(())
+    Ok(set)
 }
 
 #[inline(always)]
@@ -911,22 +972,36 @@ fn answer_set(g: &Gen, record: u16, region: u16) -> Result<&'static AnswerSet, P
     unsafe { g.answers.get(AnswerKey { record, region }) }.ok_or(counter::PASS_NO_ANSWER)
 }
 
-/// Rewrites the query into the reply, from what the lookup stage recorded.
+/// Rewrites the query into the reply, from what the lookup stage recorded (the reply
+/// stage, entered again after the grow stage).
 #[inline(always)]
 fn try_reply(ctx: &XdpContext, g: &Gen) -> Result<Option<u32>, Pass> {
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
-    let v = view(q)?;
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
-    let (record, region, scope, first) = unsafe {
+    let (record, region) = unsafe {
         (
             reload(&raw const (*q).record, 0xFFFF)?,
             reload(&raw const (*q).region, 0xFFFF)?,
-            reload(&raw const (*q).scope, 128)?,
-            reload(&raw const (*q).first, MAX_ANSWER_ADDRS - 1)?,
         )
     };
     #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
     let set = answer_set(g, record as u16, region as u16)?;
+    reply_with(ctx, q, set)
+}
+
+/// Rewrites the query into the reply from answer set `set` and what the lookup recorded
+/// in `QUERY` (read back here, so the verifier checks this part in one state however
+/// the lookup went).
+#[inline(always)]
+fn reply_with(ctx: &XdpContext, q: *mut Query, set: &AnswerSet) -> Result<Option<u32>, Pass> {
+    let v = view(q)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    let (scope, first) = unsafe {
+        (
+            reload(&raw const (*q).scope, 128)?,
+            reload(&raw const (*q).first, MAX_ANSWER_ADDRS - 1)?,
+        )
+    };
     // The set may have changed since the lookup (a node went down): check again.
     let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
     if n == 0 || n > MAX_ANSWER_ADDRS {
@@ -935,9 +1010,9 @@ fn try_reply(ctx: &XdpContext, g: &Gen) -> Result<Option<u32>, Pass> {
     let first = if first < n { first } else { 0 };
     let want = usize::from(set.count).max(1).min(n);
     // SAFETY: `q` is the per-CPU QUERY value.
-    let ecs_addr = unsafe { (*q).ecs_addr };
+    let ecs_addr = unsafe { &(*q).ecs_addr };
     #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
-    if !write_reply(ctx, q, &v, &ecs_addr, set, first, want, n, scope as u8)? {
+    if !write_reply(ctx, q, &v, ecs_addr, set, first, want, n, scope as u8)? {
         return Ok(None);
     }
     count(if v.v6 {
@@ -1144,11 +1219,14 @@ fn write_reply(
         return Ok(false);
     }
 
-    // Answer records: pointer to the question name, type, class IN, TTL, address.
+    // Answer records: pointer to the question name, type, class IN, TTL, address. The
+    // 12 bytes before the address are the same in every record: two stores.
     let qtype = if q.aaaa { TYPE_AAAA } else { TYPE_A };
     let [t0, t1] = qtype.to_be_bytes();
     let [l0, l1] = u16::try_from(rdlen).unwrap_or(4).to_be_bytes();
     let [ttl0, ttl1, ttl2, ttl3] = set.ttl.to_be_bytes();
+    let rr_head = u64::from_le_bytes([0xC0, 0x0C, t0, t1, 0, 1, ttl0, ttl1]);
+    let rr_tail = u32::from_le_bytes([ttl2, ttl3, l0, l1]);
     // Bound: MAX_ANSWER_ADDRS records. No exit on `want` and the slot laundered: the
     // verifier then keeps one state whatever `want`, `first` and `n` are.
     for k in 0..MAX_ANSWER_ADDRS {
@@ -1156,28 +1234,57 @@ fn write_reply(
             continue;
         }
         let off = q.question_end + k * rr_len;
-        write_bytes(
-            ctx,
-            off,
-            [0xC0, 0x0C, t0, t1, 0, 1, ttl0, ttl1, ttl2, ttl3, l0, l1],
-        )?;
-        let slot = launder(qp, (first + k) % n, MAX_ANSWER_ADDRS - 1)?;
+        let slot = masked(
+            launder(qp, (first + k) % n, MAX_ANSWER_ADDRS - 1)?,
+            MAX_ANSWER_ADDRS - 1,
+        );
         if q.aaaa {
-            write_bytes(ctx, off + 12, set.v6[masked(slot, MAX_ANSWER_ADDRS - 1)])?;
+            let p = ptr_at::<[u8; 12 + 16]>(ctx, off)?.cast::<u8>();
+            // The address is 4-aligned in the map value (`AnswerSet` is 4-aligned, `v6`
+            // at offset 72, 16 bytes each): four u32 loads rather than 16 byte loads.
+            #[expect(clippy::cast_ptr_alignment, reason = "4-aligned, see above")]
+            let a = set.v6[slot].as_ptr().cast::<u32>();
+            // SAFETY: ptr_at checked the 28 bytes; `a` is aligned, see above.
+            unsafe {
+                pkt::st64(p, rr_head);
+                pkt::st32(p.add(8), rr_tail);
+                pkt::st32(p.add(12), a.read());
+                pkt::st32(p.add(16), a.add(1).read());
+                pkt::st32(p.add(20), a.add(2).read());
+                pkt::st32(p.add(24), a.add(3).read());
+            }
         } else {
-            write_bytes(ctx, off + 12, set.v4[masked(slot, MAX_ANSWER_ADDRS - 1)])?;
+            let p = ptr_at::<[u8; 12 + 4]>(ctx, off)?.cast::<u8>();
+            // The address is 4-aligned in the map value (`v4` at offset 8, 4 bytes each).
+            #[expect(clippy::cast_ptr_alignment, reason = "4-aligned, see above")]
+            let a = set.v4[slot].as_ptr().cast::<u32>();
+            // SAFETY: ptr_at checked the 16 bytes; `a` is aligned, see above.
+            unsafe {
+                pkt::st64(p, rr_head);
+                pkt::st32(p.add(8), rr_tail);
+                pkt::st32(p.add(12), a.read());
+            }
         }
     }
 
     if q.edns {
         let [p0, p1] = EDNS_UDP_PAYLOAD.to_be_bytes();
         let [r0, r1] = u16::try_from(ecs_opt_len).unwrap_or(0).to_be_bytes();
-        write_bytes(ctx, answers_end, [0, 0, 41, p0, p1, 0, 0, 0, 0, r0, r1])?;
+        // OPT: root name, type, payload size, TTL 0 (ext. RCODE, version, flags), RDLENGTH.
+        let p = ptr_at::<[u8; 11]>(ctx, answers_end)?.cast::<u8>();
+        // SAFETY: ptr_at checked the 11 bytes (the two stores overlap in byte 7).
+        unsafe {
+            pkt::st64(p, u64::from_le_bytes([0, 0, 41, p0, p1, 0, 0, 0]));
+            pkt::st32(p.add(7), u32::from_le_bytes([0, 0, r0, r1]));
+        }
         if q.ecs {
             let [o0, o1] = u16::try_from(4 + ecs_alen).unwrap_or(0).to_be_bytes();
             let [f0, f1] = q.ecs_family.to_be_bytes();
             let at = answers_end + 11;
-            write_bytes(ctx, at, [0, 8, o0, o1, f0, f1, q.ecs_source, scope])?;
+            let p = ptr_at::<[u8; 8]>(ctx, at)?.cast::<u8>();
+            let opt = u64::from_le_bytes([0, 8, o0, o1, f0, f1, q.ecs_source, scope]);
+            // SAFETY: ptr_at checked the 8 bytes.
+            unsafe { pkt::st64(p, opt) };
             // Bound: 16 address bytes at most.
             for (j, b) in ecs_addr.iter().enumerate() {
                 if j < ecs_alen {
@@ -1188,13 +1295,17 @@ fn write_reply(
     }
 
     let new_end = launder(qp, new_end, MAX_PACKET)?;
-    // DNS header: QR=1 AA=1, RD and CD copied, RA=AD=Z=0, RCODE=0.
+    // DNS header: QR=1 AA=1, RD and CD copied, RA=AD=Z=0, RCODE=0; the counts.
     let [a0, a1] = u16::try_from(want).unwrap_or(1).to_be_bytes();
-    write_bytes(
-        ctx,
-        q.l4 + UDP_HLEN + 2,
-        [0x84 | q.rd, q.cd, 0, 1, a0, a1, 0, 0, 0, u8::from(q.edns)],
-    )?;
+    let p = ptr_at::<[u8; 10]>(ctx, q.l4 + UDP_HLEN + 2)?.cast::<u8>();
+    // SAFETY: ptr_at checked the 10 bytes.
+    unsafe {
+        pkt::st64(
+            p,
+            u64::from_le_bytes([0x84 | q.rd, q.cd, 0, 1, a0, a1, 0, 0]),
+        );
+        pkt::st16(p.add(8), u16::from_le_bytes([0, u8::from(q.edns)]));
+    }
 
     // SAFETY: `qp` is the per-CPU QUERY value; `end` is free once the query is parsed.
     unsafe { store(&raw mut (*qp).end, new_end) };
@@ -1205,6 +1316,11 @@ fn write_reply(
 /// Swaps addresses and ports, sets lengths and checksums. Every input is read back
 /// from `QUERY`, so however many paths built the reply, the verifier checks this part
 /// (and its checksum loop) once: nothing it reads differs between them.
+///
+/// Checksums are summed over words as they sit in memory (little-endian loads): the
+/// one's-complement sum of byte-swapped words is the byte-swapped sum (RFC 1071,
+/// section 2), so the folded sum is stored back as it is, and constants added to it
+/// (protocol, lengths) are byte-swapped first.
 #[inline(always)]
 fn finish_reply(ctx: &XdpContext, qp: *mut Query) -> Result<(), Pass> {
     // SAFETY (field pointers): `qp` is the per-CPU QUERY value.
@@ -1217,51 +1333,69 @@ fn finish_reply(ctx: &XdpContext, qp: *mut Query) -> Result<(), Pass> {
         )
     };
     // Ethernet: swap MACs.
-    let macs = ptr_at::<[u8; 12]>(ctx, 0)?;
+    let eth = ptr_at::<[u8; 12]>(ctx, 0)?.cast::<u8>();
     // SAFETY: ptr_at checked 12 bytes.
     unsafe {
-        let m = macs.read_unaligned();
-        macs.write_unaligned([
-            m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5],
-        ]);
+        let (d0, d1) = (pkt::ld32(eth), pkt::ld16(eth.add(4)));
+        let (s0, s1) = (pkt::ld32(eth.add(6)), pkt::ld16(eth.add(10)));
+        pkt::st32(eth, s0);
+        pkt::st16(eth.add(4), s1);
+        pkt::st32(eth.add(6), d0);
+        pkt::st16(eth.add(10), d1);
     }
 
     let udp_len = launder(qp, new_end - l4, MAX_PACKET)?;
-    let [u0, u1] = u16::try_from(udp_len).unwrap_or(0).to_be_bytes();
+    let udp_len_be = u16::try_from(udp_len).unwrap_or(0).to_be();
     // UDP: swap ports, set length, zero the checksum before summing.
-    let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
-    // SAFETY: ptr_at checked 4 bytes.
+    let udp = ptr_at::<[u8; UDP_HLEN]>(ctx, l4)?.cast::<u8>();
+    // SAFETY: ptr_at checked 8 bytes.
     unsafe {
-        let p = ports.read_unaligned();
-        ports.write_unaligned([p[2], p[3], p[0], p[1]]);
+        pkt::st32(udp, pkt::ld32(udp).rotate_left(16));
+        pkt::st32(udp.add(4), u32::from(udp_len_be));
     }
-    write_bytes(ctx, l4 + 4, [u0, u1, 0, 0])?;
 
-    let mut sum: u32 = if v6 {
-        swap_addrs::<16>(ctx, l3 + 8)?;
-        write_bytes(ctx, l3 + 4, [u0, u1])?;
-        write_bytes(ctx, l3 + 7, [REPLY_TTL])?;
-        sum_bytes(ctx, l3 + 8, 32)?
+    // Pseudo-header addresses (their sum does not change with the swap).
+    let mut sum: u64 = if v6 {
+        let ip = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)?.cast::<u8>();
+        // SAFETY: ptr_at checked 40 bytes.
+        unsafe {
+            let s = (pkt::ld64(ip.add(8)), pkt::ld64(ip.add(16)));
+            let d = (pkt::ld64(ip.add(24)), pkt::ld64(ip.add(32)));
+            pkt::st64(ip.add(8), d.0);
+            pkt::st64(ip.add(16), d.1);
+            pkt::st64(ip.add(24), s.0);
+            pkt::st64(ip.add(32), s.1);
+            pkt::st16(ip.add(4), udp_len_be);
+            *ip.add(7) = REPLY_TTL;
+            halves(s.0) + halves(s.1) + halves(d.0) + halves(d.1)
+        }
     } else {
-        swap_addrs::<4>(ctx, l3 + 12)?;
-        let [i0, i1] = u16::try_from(IPV4_HLEN + udp_len)
-            .unwrap_or(0)
-            .to_be_bytes();
-        write_bytes(ctx, l3 + 2, [i0, i1])?;
-        write_bytes(ctx, l3 + 8, [REPLY_TTL])?;
-        write_bytes(ctx, l3 + 10, [0, 0])?;
-        let ip_sum = fold(sum_bytes(ctx, l3, IPV4_HLEN)?);
-        write_bytes(ctx, l3 + 10, (!ip_sum).to_be_bytes())?;
-        sum_bytes(ctx, l3 + 12, 8)?
+        let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)?.cast::<u8>();
+        let total_be = u16::try_from(IPV4_HLEN + udp_len).unwrap_or(0).to_be();
+        // SAFETY: ptr_at checked 20 bytes.
+        unsafe {
+            let (src, dst) = (pkt::ld32(ip.add(12)), pkt::ld32(ip.add(16)));
+            pkt::st32(ip.add(12), dst);
+            pkt::st32(ip.add(16), src);
+            pkt::st16(ip.add(2), total_be);
+            *ip.add(8) = REPLY_TTL;
+            pkt::st16(ip.add(10), 0);
+            // Bytes 0..8, 8..16 and 16..20 (now the source address).
+            let header = halves(pkt::ld64(ip)) + halves(pkt::ld64(ip.add(8))) + u64::from(src);
+            pkt::st16(ip.add(10), !fold(header));
+            u64::from(src) + u64::from(dst)
+        }
     };
-    // Pseudo-header: addresses (summed above), protocol and UDP length.
-    sum += u32::from(IPPROTO_UDP) + u32::try_from(udp_len).unwrap_or(0);
-    sum += sum_bytes(ctx, l4, udp_len)?;
+    // Pseudo-header: protocol and UDP length.
+    sum += u64::from(u16::from(IPPROTO_UDP).to_be()) + u64::from(udp_len_be);
+    sum += sum_words(ctx, l4, udp_len)?;
     let mut csum = !fold(sum);
     if csum == 0 {
         csum = 0xFFFF;
     }
-    write_bytes(ctx, l4 + 6, csum.to_be_bytes())
+    // SAFETY: `udp` was checked above for 8 bytes; the packet has not changed size.
+    unsafe { pkt::st16(udp.add(6), csum) };
+    Ok(())
 }
 
 /// Most bytes [`grow_at_head`] moves: headers with two VLAN tags, IPv6, UDP, DNS
@@ -1325,10 +1459,16 @@ fn swap_addrs<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<(), Pas
     Ok(())
 }
 
-/// One's-complement sum of `len` bytes at `offset` as big-endian 16-bit words, read 8
-/// bytes at a time (32-bit halves summed in 64 bits fold to the same 16-bit sum).
+/// The two 32-bit halves of a word, added (for a one's-complement sum in 64 bits).
 #[inline(always)]
-fn sum_bytes(ctx: &XdpContext, offset: usize, len: usize) -> Result<u32, Pass> {
+fn halves(w: u64) -> u64 {
+    (w >> 32) + (w & 0xFFFF_FFFF)
+}
+
+/// Sum of `len` packet bytes at `offset` as little-endian words (see [`finish_reply`]),
+/// 8 bytes per load, then 4, 2 and 1.
+#[inline(always)]
+fn sum_words(ctx: &XdpContext, offset: usize, len: usize) -> Result<u64, Pass> {
     let mut sum: u64 = 0;
     // Bound: MAX_CSUM_WORDS / 4 words of 8 bytes.
     for i in 0..MAX_CSUM_WORDS / 4 {
@@ -1336,31 +1476,36 @@ fn sum_bytes(ctx: &XdpContext, offset: usize, len: usize) -> Result<u32, Pass> {
         if at + 8 > len {
             break;
         }
-        // SAFETY: ptr_at checked the 8 bytes are in the packet.
-        let w =
-            u64::from_be_bytes(unsafe { ptr_at::<[u8; 8]>(ctx, offset + at)?.read_unaligned() });
-        sum += (w >> 32) + (w & 0xFFFF_FFFF);
+        let p = ptr_at::<[u8; 8]>(ctx, offset + at)?;
+        // SAFETY: ptr_at checked the 8 bytes.
+        sum += halves(unsafe { pkt::ld64(p.cast()) });
     }
-    // The last 0..=7 bytes.
-    let rest = len & !7;
-    // Bound: 4 words.
-    for j in 0..4 {
-        let at = rest + 2 * j;
-        if at + 1 < len {
-            sum += u64::from(read_u16(ctx, offset + at)?);
-        } else if at < len {
-            sum += u64::from(read_u8(ctx, offset + at)?) << 8;
-        }
+    // The last 0..=7 bytes; a last odd byte is the first (low, in memory order) of
+    // its 16-bit word.
+    let mut at = offset + (len & !7);
+    if len & 4 != 0 {
+        let p = ptr_at::<[u8; 4]>(ctx, at)?;
+        // SAFETY: ptr_at checked the 4 bytes.
+        sum += u64::from(unsafe { pkt::ld32(p.cast()) });
+        at += 4;
     }
-    // Fold to 16 bits, so callers can add a few of these in a u32.
-    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
-    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
-    #[expect(clippy::cast_possible_truncation, reason = "folded to 32 bits above")]
-    Ok(u32::from(fold(sum as u32)))
+    if len & 2 != 0 {
+        let p = ptr_at::<[u8; 2]>(ctx, at)?;
+        // SAFETY: ptr_at checked the 2 bytes.
+        sum += u64::from(unsafe { pkt::ld16(p.cast()) });
+        at += 2;
+    }
+    if len & 1 != 0 {
+        sum += u64::from(read_u8(ctx, at)?);
+    }
+    Ok(sum)
 }
 
+/// Folds a one's-complement sum to 16 bits.
 #[inline(always)]
-fn fold(mut sum: u32) -> u16 {
+fn fold(mut sum: u64) -> u16 {
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
     sum = (sum & 0xFFFF) + (sum >> 16);
     sum = (sum & 0xFFFF) + (sum >> 16);
     u16::try_from(sum).unwrap_or(0xFFFF)

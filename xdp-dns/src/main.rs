@@ -929,16 +929,19 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
         let addr = if use_ecs {
             *ecs_addr
         } else {
+            let p = ptr_at::<[u8; 16]>(ctx, v.l3 + 8)?.cast::<u8>();
             // SAFETY: ptr_at checked the 16 bytes are in the packet.
-            unsafe { ptr_at::<[u8; 16]>(ctx, v.l3 + 8)?.read_unaligned() }
+            let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
+            (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
         };
         lookup_v6_prefix(&addr, g, fast)
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
         } else {
+            let p = ptr_at::<[u8; 4]>(ctx, v.l3 + 12)?;
             // SAFETY: ptr_at checked the 4 bytes are in the packet.
-            unsafe { ptr_at::<[u8; 4]>(ctx, v.l3 + 12)?.read_unaligned() }
+            unsafe { pkt::ld32(p.cast()) }.to_le_bytes()
         };
         lookup_v4_prefix(&addr, g, fast)
     }

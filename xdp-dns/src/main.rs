@@ -328,9 +328,24 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// `x`, opaque to LLVM (it can no longer derive it from, or fold it into, anything
+/// else), pinned in a register. Like `core::hint::black_box`, which on BPF costs a
+/// stack store and load for every use.
+#[inline(always)]
+fn opaque(mut x: usize) -> usize {
+    // SAFETY: a register move onto itself (a `mov` of a register to itself, which the
+    // x86-64 JIT does not even emit); it only claims it may change `x`. Not an empty
+    // template: an instruction without code would repeat its line-info offset, which
+    // the kernel rejects.
+    unsafe {
+        core::arch::asm!("{0} = {0}", inout(reg) x, options(pure, nomem, nostack, preserves_flags));
+    };
+    x
+}
+
 /// A checked pointer to a `T` at `offset` in the packet.
 ///
-/// `black_box` pins the pointer in one register: without it LLVM may fold this check
+/// `opaque` pins the pointer in one register: without it LLVM may fold this check
 /// into a neighbour's and recompute the pointer for the access, and the verifier only
 /// trusts the exact register it saw compared with `data_end`.
 #[inline(always)]
@@ -338,7 +353,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Pass> {
     if offset > MAX_PACKET {
         return Err(counter::PASS_TRUNCATED);
     }
-    let p = core::hint::black_box(ctx.data() + offset);
+    let p = opaque(ctx.data() + offset);
     if p + size_of::<T>() > ctx.data_end() {
         return Err(counter::PASS_TRUNCATED);
     }
@@ -349,7 +364,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Pass> {
 /// redundant from earlier checks, but the verifier may not have followed those.
 #[inline(always)]
 fn masked(index: usize, mask: usize) -> usize {
-    core::hint::black_box(index) & mask
+    opaque(index) & mask
 }
 
 #[inline(always)]

@@ -407,6 +407,11 @@ fn write_bytes<const N: usize>(
 mod pkt {
     use core::arch::asm;
 
+    // Callers build words with `from_le_bytes` and sum checksums in memory byte order
+    // as little-endian words: only bpfel is built.
+    #[cfg(target_endian = "big")]
+    compile_error!("the pkt accesses and their callers assume little-endian BPF (bpfel)");
+
     macro_rules! load {
         ($name:ident, $t:ty, $insn:literal) => {
             #[inline(always)]

@@ -64,12 +64,21 @@ fn run_serves_reloads_and_stops_cleanly() {
         text.contains("the same as this config compiles to"),
         "lookup --live: {text}"
     );
-    let stats = Command::new(geodns_bin())
-        .args(["stats", "--pin-dir", &pin_dir])
+    // From the server's namespace, so it also reaches the daemon's /metrics (nsenter:
+    // `ip netns exec` would mount a sysfs without the BPF filesystem and its pins).
+    let stats = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
+        .arg(geodns_bin())
+        .args(["stats", "--pin-dir", &pin_dir, "--api", "127.0.0.1:19153"])
         .output()
         .expect("geodns stats");
     let text = String::from_utf8_lossy(&stats.stdout);
     assert!(text.contains("answered_v4"), "geodns stats: {text}");
+    assert!(
+        text.contains("geodns_reloads_total{result=\"ok\"} 0")
+            && text.contains("geodns_fallback_tcp_open_connections"),
+        "geodns stats shows the rest of /metrics: {text}"
+    );
 
     // A config change: fra1 gets a new address; the answer follows without a restart.
     let text = std::fs::read_to_string(&config).expect("read config");

@@ -76,7 +76,7 @@ fn print_table(nodes: &[NodeStatus]) {
 }
 
 /// One HTTP/1.1 request; the body of a 2xx response, else an error with the body.
-fn request(api: SocketAddr, method: &str, path: &str) -> anyhow::Result<String> {
+pub(crate) fn request(api: SocketAddr, method: &str, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&api, Duration::from_secs(3)).with_context(|| {
         format!("connecting to {api} (is `geodns run` or `geodns redirect` running with --metrics {api}?)")
     })?;

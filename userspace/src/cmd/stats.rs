@@ -1,6 +1,7 @@
 //! `geodns stats`: the live XDP counters of a running `geodns run`, read from the maps
-//! it pinned.
-use std::path::PathBuf;
+//! it pinned (so they show even when its HTTP side does not answer), then the rest of
+//! its `/metrics`: fallback server, reloads, map entries, node states.
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray};
@@ -11,6 +12,10 @@ pub struct Args {
     /// Where `geodns run` pinned its maps.
     #[arg(long, default_value = "/sys/fs/bpf/geodns")]
     pub pin_dir: PathBuf,
+    /// The daemon's HTTP address (`geodns run --metrics`), for the figures that are
+    /// not in pinned maps.
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    pub api: SocketAddr,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -28,6 +33,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let values = counters.get(&u32::try_from(i)?, 0)?;
         let total: u64 = values.iter().sum();
         println!("{name:<30} {total}");
+    }
+    match super::node::request(args.api, "GET", "/metrics") {
+        Ok(text) => {
+            println!();
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("geodns_xdp_packets_total"))
+            {
+                println!("{line}");
+            }
+        }
+        Err(e) => eprintln!("(the rest of /metrics: {e:#})"),
     }
     Ok(())
 }

@@ -659,8 +659,9 @@ pub struct Args {
     pub listen: Vec<SocketAddr>,
     #[command(flatten)]
     pub redirect: RedirectArgs,
-    /// Address of `GET /metrics` and the node admin API under `/v1/` (`geodns node`).
-    #[arg(long, default_value = "127.0.0.1:9153")]
+    /// Address of `GET /metrics` and the node admin API under `/v1/` (`geodns node
+    /// --api 127.0.0.1:9154`). Not `geodns run`'s 9153, so both can run on one host.
+    #[arg(long, default_value = "127.0.0.1:9154")]
     pub metrics: SocketAddr,
     /// How often the config and database files are checked for changes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]

@@ -18,7 +18,8 @@ pub struct Args {
     /// config's `admin`). Without it, the node is shown.
     #[arg(value_enum)]
     pub state: Option<AdminState>,
-    /// The daemon's HTTP address (`geodns run --metrics`).
+    /// The daemon's HTTP address (`geodns run --metrics`; `geodns redirect` defaults to
+    /// 127.0.0.1:9154).
     #[arg(long, default_value = "127.0.0.1:9153")]
     pub api: SocketAddr,
 }

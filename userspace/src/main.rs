@@ -24,7 +24,8 @@ enum Command {
     /// Serve: attach the XDP program, answer, reload on file changes and SIGHUP; with
     /// --redirect-listen, also the HTTP redirector (see `geodns redirect --help`).
     Run(geodns::daemon::Args),
-    /// Print the live XDP counters of a running `geodns run` (from its pinned maps).
+    /// Print the live XDP counters of a running `geodns run` (from its pinned maps), then
+    /// the rest of its `/metrics` (fallback server, reloads, map entries, nodes).
     Stats(cmd::stats::Args),
     /// Show nodes, or set a node's admin state (up, down, drain, auto) in a running
     /// `geodns run` or `geodns redirect`.

@@ -10,6 +10,7 @@ use crate::{cargo, output, run};
 
 /// Figures of the kernel benchmark (`xdp_bench`).
 const XDP_FIGURES: &[&str] = &[
+    "xdp_ns_empty",
     "xdp_ns_parse_pass",
     "xdp_ns_v4_1k",
     "xdp_ns_v4_100k",
@@ -84,7 +85,8 @@ fn fetch_real_table(dir: &Path) -> Result<()> {
 }
 
 /// The ratio printed next to a figure: kernel figures against the same program told
-/// to pass after parsing, the fast path against the trie alone, XDP against the echo
+/// to pass after parsing (and that against a program that only returns, the floor of
+/// the measurement), the fast path against the trie alone, XDP against the echo
 /// ceiling, compile and memory figures against the issues' targets.
 fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String {
     let get = |k: &str| figures.get(k).copied();
@@ -98,7 +100,10 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "real_xdp_ns_v6" => {
             get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
         }
-        n if n.starts_with("xdp_ns") && n != "xdp_ns_parse_pass" => {
+        "xdp_ns_parse_pass" => {
+            get("xdp_ns_empty").map(|b| format!("{:.2} x the empty program", value / b))
+        }
+        n if n.starts_with("xdp_ns") && n != "xdp_ns_empty" => {
             get("xdp_ns_parse_pass").map(|b| format!("{:.2} x parse-and-pass", value / b))
         }
         "e2e_qps_xdp" => {

@@ -24,8 +24,12 @@ const SAMPLES: usize = 20_000;
 /// Median kernel-measured ns per run over `frames`, one run each (the median, not the
 /// mean: this machine is shared, and a preempted run should not move the figure).
 fn measure(xdp: &XdpDns, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
-    let mut ns = Vec::with_capacity(frames.len());
-    for f in frames {
+    let rounds: usize = std::env::var("GEODNS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let mut ns = Vec::with_capacity(frames.len() * rounds);
+    for f in frames.iter().cycle().take(frames.len() * rounds) {
         let run = prog_test_run(fd, f, 1).expect("BPF_PROG_TEST_RUN");
         if run.action != want_action {
             let counters = xdp.counters().expect("counters");
@@ -46,6 +50,7 @@ fn measure(xdp: &XdpDns, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
 
 /// Names this binary can measure, in the order it reports them.
 const NAMES: &[&str] = &[
+    "xdp_ns_empty",
     "xdp_ns_parse_pass",
     "xdp_ns_v4_1k",
     "xdp_ns_v4_100k",
@@ -139,6 +144,12 @@ fn main() {
             measure(&xdp, fd, &frames, 3),
         );
         xdp.set_flags(0).expect("flags");
+    }
+    if want("xdp_ns_empty") {
+        // The floor of this measurement: a program that only returns XDP_PASS, run
+        // on the same frames (the kernel's timer, dispatch and frame setup).
+        let pass = xdp.program_fd("xdp_pass").expect("fd");
+        out.insert("xdp_ns_empty".into(), measure(&xdp, pass, &frames, 2));
     }
     if want("xdp_ns_parse_pass") {
         // Same frames, same program, told to pass after parsing.

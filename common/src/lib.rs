@@ -64,6 +64,8 @@ pub const MAP_NAMES: &[&str] = &[
     "NAMES_1",
     "ANSWERS_0",
     "ANSWERS_1",
+    "ANSWER_SETS_0",
+    "ANSWER_SETS_1",
 ];
 /// Names of the programs the loader expects in the object.
 pub const PROGRAM_NAMES: &[&str] = &[
@@ -131,7 +133,7 @@ pub struct PrefixValue {
 }
 const _: () = assert!(size_of::<PrefixValue>() == 4);
 
-/// Key of the `NAMES_*` hash: a query name in lowercase wire format, zero padded.
+/// A name as the kernel looks it up in `NAMES_*`: a query name in lowercase wire format, zero padded.
 /// For a wildcard record `*.example.` the key holds `example.` (without the `*` label)
 /// and `wildcard = 1`; the kernel tries the exact name first, then the wildcard key of
 /// the name minus its first label.
@@ -157,24 +159,23 @@ impl NameKey {
 }
 
 impl NameKey {
-    /// The key of this name in the kernel's `NAMES_*` hash (see [`name_fingerprint`]).
+    /// The fingerprint that places this name in `NAMES_*` (see [`name_fingerprint`]).
     #[must_use]
     pub fn fingerprint(&self) -> u64 {
         name_fingerprint(&self.name, self.wildcard != 0)
     }
 
-    /// The kernel map entry for this name: its fingerprint, and the value holding the
-    /// record and the whole name (which the kernel compares).
+    /// The kernel's slot value for this name: its fingerprint, the record, and the
+    /// whole name (which the kernel compares).
     #[must_use]
-    pub fn entry(&self, value: NameValue) -> (u64, NameEntry) {
-        (
-            self.fingerprint(),
-            NameEntry {
-                record: value.record,
-                _pad: [0; 3],
-                name: self.name,
-            },
-        )
+    pub fn entry(&self, value: NameValue) -> NameEntry {
+        NameEntry {
+            fingerprint: self.fingerprint(),
+            record: value.record,
+            wildcard: self.wildcard,
+            _pad: [0; 5],
+            name: self.name,
+        }
     }
 }
 
@@ -194,9 +195,9 @@ pub const fn fingerprint_step(h: u64, word: u64) -> u64 {
 
 /// 64-bit fingerprint of a zero-padded lowercase wire name, read as little-endian
 /// 8-byte words (all `MAX_NAME_WIRE_LEN / 8` of them), from the seed
-/// [`FINGERPRINT_EXACT`] or [`FINGERPRINT_WILDCARD`]. It keys the kernel's `NAMES_*`
-/// hash (8 bytes to hash instead of a 136-byte key); the value holds the whole name and
-/// the kernel compares it, so a collision is a miss, never a wrong answer. The kernel
+/// [`FINGERPRINT_EXACT`] or [`FINGERPRINT_WILDCARD`]. It places the name in the
+/// kernel's `NAMES_*` table (see [`NameEntry`]); the entry holds the whole name and the
+/// kernel compares it, so a collision is a miss, never a wrong answer. The kernel
 /// computes it word by word with [`fingerprint_step`] as it copies the name.
 #[must_use]
 pub fn name_fingerprint(name: &[u8; MAX_NAME_WIRE_LEN], wildcard: bool) -> u64 {
@@ -212,16 +213,65 @@ pub fn name_fingerprint(name: &[u8; MAX_NAME_WIRE_LEN], wildcard: bool) -> u64 {
     })
 }
 
-/// Value of the kernel's `NAMES_*` hash, keyed by [`name_fingerprint`].
+/// A slot of the kernel's `NAMES_*` array: an open-addressing table built by userspace
+/// (`geodns_maps::slots`). A name lives in the first free slot at or after
+/// `fingerprint & mask` (linear probing, at most [`NAME_PROBES`] slots); the kernel
+/// walks the same slots, stops at an empty one (`fingerprint == 0`, which no name has),
+/// and answers only when fingerprint, wildcard flag and the whole name are equal. An
+/// array lookup is inlined by the verifier, where a hash map lookup is a helper call
+/// and a hash of the key: this costs a few ns instead of tens.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NameEntry {
+    /// [`name_fingerprint`]; 0 marks an empty slot.
+    pub fingerprint: u64,
     pub record: u16,
-    pub _pad: [u16; 3],
+    /// 1 for a wildcard key (the name is the wildcard's parent), else 0.
+    pub wildcard: u8,
+    pub _pad: [u8; 5],
     /// The whole name key, compared by the kernel after the fingerprint matched.
     pub name: [u8; MAX_NAME_WIRE_LEN],
 }
-const _: () = assert!(size_of::<NameEntry>() == 8 + MAX_NAME_WIRE_LEN);
+const _: () = assert!(size_of::<NameEntry>() == 16 + MAX_NAME_WIRE_LEN);
+const _: () = assert!(core::mem::offset_of!(NameEntry, name) == 16);
+
+impl NameEntry {
+    pub const EMPTY: Self = Self {
+        fingerprint: 0,
+        record: 0,
+        wildcard: 0,
+        _pad: [0; 5],
+        name: [0; MAX_NAME_WIRE_LEN],
+    };
+}
+
+/// Most slots the kernel (and the builder) walks for one name or answer key. Tables are
+/// at most half full, where linear probing needs about 1.5 probes on average and more
+/// than 32 essentially never; a table that would need more is refused by the builder.
+pub const NAME_PROBES: u32 = 32;
+/// See [`NAME_PROBES`].
+pub const ANSWER_PROBES: u32 = 32;
+
+/// A slot of the kernel's `ANSWERS_*` array (open addressing on [`answer_hash`], like
+/// `NAMES_*`): 0 is an empty slot; else bits 0..32 are the [`AnswerKey`]
+/// ([`AnswerKey::packed`]), bits 32..63 the index of its [`AnswerSet`] in
+/// `ANSWER_SETS_*`, and bit 63 is set. Set index 0 is the empty set (`n_v4 = n_v6 = 0`):
+/// "no answer here, pass". One slot is one aligned u64, so userspace changes a key's
+/// set for running readers with one atomic store, after writing the new set into a
+/// free `ANSWER_SETS_*` entry.
+pub const ANSWER_SLOT_USED: u64 = 1 << 63;
+
+/// Slot hash of a packed answer key (a 32-bit mixer; the table size is a power of two
+/// and the low bits are used).
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub const fn answer_hash(key: u32) -> u32 {
+    let mut h = key.wrapping_mul(0x9E37_79B1);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x2C1B_3C6D);
+    h ^ (h >> 12)
+}
 
 /// What a served name maps to (userspace side; the kernel holds it in a [`NameEntry`]).
 #[repr(C)]
@@ -233,7 +283,7 @@ pub struct NameValue {
 }
 const _: () = assert!(size_of::<NameValue>() == 4);
 
-/// Key of the `ANSWERS_*` hash.
+/// Key of the `ANSWERS_*` table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AnswerKey {
@@ -241,6 +291,16 @@ pub struct AnswerKey {
     pub region: u16,
 }
 const _: () = assert!(size_of::<AnswerKey>() == 4);
+
+impl AnswerKey {
+    /// The key as the low 32 bits of an `ANSWERS_*` slot.
+    #[must_use]
+    #[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+    #[inline(always)]
+    pub const fn packed(self) -> u32 {
+        ((self.record as u32) << 16) | self.region as u32
+    }
+}
 
 /// What to answer for one record in one region, given current node states.
 ///
@@ -250,7 +310,7 @@ const _: () = assert!(size_of::<AnswerKey>() == 4);
 /// returns `count` addresses starting there (wrapping). An entry with no address of the
 /// asked family means "no answer here": the kernel passes the query to userspace.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AnswerSet {
     pub ttl: u32,
     pub policy: u8,

@@ -71,6 +71,7 @@ pub mod mmdb;
 pub mod name;
 mod partition;
 mod rng;
+pub mod slots;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{

@@ -720,3 +720,61 @@ fn generation_swap() {
     assert_eq!(first(&mut xdp), eu_v4());
     assert!(stats.written <= 1, "diff install wrote {stats:?}");
 }
+
+/// Node-state changes rewrite answers of the generation in use, in place: a new set,
+/// no answer (the kernel passes, counted), and back, with the generation unchanged;
+/// the other keys keep answering throughout.
+#[test]
+fn answers_change_in_place() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let frame = Frame::new(eu_client_v4(), &q("www.cdn.example.net.", 1)).build();
+    let other = Frame::new(v4_client(), &q("www.cdn.example.net.", 1)).build();
+    let run = |frame: &[u8]| prog_test_run(fd, frame, 1).expect("test run");
+    let first_a = |out: &[u8]| {
+        let reply = frame::parse(out).expect("reply parses");
+        let m = Message::from_vec(&reply.payload).expect("reply decodes");
+        match &m.answers[0].data {
+            RData::A(a) => a.0,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let other_before = run(&other).output;
+    let key = geodns_common::AnswerKey {
+        record: WWW,
+        region: EU,
+    };
+    let mut set = contents()
+        .answers
+        .iter()
+        .find(|(k, _)| *k == key)
+        .expect("EU answer")
+        .1;
+    let g = xdp.generation();
+    set.v4[0] = [192, 0, 2, 7];
+    xdp.update_answers(&[(key, Some(set))]).expect("update");
+    assert_eq!(first_a(&run(&frame).output), Ipv4Addr::new(192, 0, 2, 7));
+
+    xdp.update_answers(&[(key, None)]).expect("remove");
+    let before = xdp.counters().expect("counters");
+    let r = run(&frame);
+    assert_eq!(r.action, XDP_PASS, "no answer: the kernel passes");
+    assert_eq!(r.output, frame, "passed untouched");
+    let after = xdp.counters().expect("counters");
+    assert_eq!(changed(&before, &after), vec!["rx", "pass_no_answer"]);
+
+    let original = contents()
+        .answers
+        .iter()
+        .find(|(k, _)| *k == key)
+        .expect("EU answer")
+        .1;
+    xdp.update_answers(&[(key, Some(original))])
+        .expect("restore");
+    assert_eq!(first_a(&run(&frame).output), eu_v4());
+    assert_eq!(xdp.generation(), g, "no generation switch");
+    assert_eq!(run(&other).output, other_before, "other keys unchanged");
+}

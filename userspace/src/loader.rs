@@ -1,7 +1,8 @@
 //! Loads the XDP program, fills its maps, flips generations, reads counters.
 //!
 //! The maps that say what to answer exist twice (generation 0 and 1). [`XdpDns::install`]
-//! writes the idle generation (only the entries that differ from what it held), then
+//! writes the idle generation (the tries: only the entries that differ from what they
+//! held; the arrays: whole, through memory mappings), then
 //! flips `STATE.generation` with one array update: a packet sees the whole old table or
 //! the whole new one, never a mix, and answering never pauses.
 use std::{
@@ -11,15 +12,18 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, ProgramArray},
     programs::{Xdp, XdpMode},
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, NameEntry, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
-    FAST_BLOCK_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
+    counter, AnswerKey, AnswerSet, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, FAST_BLOCK_WORDS,
+    STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
 };
-use geodns_maps::fastpath::{FastFamily, FastPathError, FastTable, PoolSizes, BLOCK_SLOTS};
+use geodns_maps::{
+    fastpath::{FastFamily, FastPathError, FastTable, PoolSizes, BLOCK_SLOTS},
+    slots::{self, AnswerTable},
+};
 
 /// Errors of loading and filling the kernel maps.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,8 @@ pub enum LoaderError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Slots(#[from] geodns_maps::slots::SlotsError),
     #[error("fast path: {0}")]
     FastPath(#[source] FastPathError),
     #[error("map {map} holds at most {max} entries, the new table needs {needed}")]
@@ -71,8 +77,11 @@ pub enum LoaderError {
 pub struct MapSizes {
     pub prefixes_v4: u32,
     pub prefixes_v6: u32,
+    /// Most names, (record, region) keys and distinct answer sets the open-addressing
+    /// tables hold (their slot arrays are twice as big, rounded up to a power of two).
     pub names: u32,
     pub answers: u32,
+    pub answer_sets: u32,
     /// Pool blocks (256 slots, 512 bytes each) of the fast path, per family.
     pub fast_v4_blocks: u32,
     pub fast_v6_blocks: u32,
@@ -80,13 +89,14 @@ pub struct MapSizes {
 
 impl Default for MapSizes {
     fn default() -> Self {
-        // The tries and hashes are not preallocated: a large cap costs nothing until
-        // used. The fast-path arrays are (they are memory-mapped).
+        // The tries are not preallocated: a large cap costs nothing until used. The
+        // arrays are (the fast path 2 x ~65 MiB; names, answer keys and sets 2 x 2.6 MiB).
         Self {
             prefixes_v4: 2 << 20,
             prefixes_v6: 2 << 20,
             names: 4096,
             answers: 65536,
+            answer_sets: 4096,
             // The real GeoLite2 table splits 19,410 /24s.
             fast_v4_blocks: 24_576,
             fast_v6_blocks: 32_768,
@@ -119,14 +129,16 @@ pub use geodns_maps::engine::KernelMaps as Contents;
 struct Mirror {
     v4: StdHashMap<([u8; 4], u8), PrefixValue>,
     v6: StdHashMap<([u8; 16], u8), PrefixValue>,
-    names: StdHashMap<u64, NameEntry>,
-    answers: StdHashMap<AnswerKey, AnswerSet>,
+    /// The answer tables as the kernel holds them, to change them in place.
+    answers: Option<AnswerTable>,
 }
 
 /// Statistics of one [`XdpDns::install`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InstallStats {
     pub generation: u32,
+    /// Prefix-trie entries written and removed (only the differences). The arrays
+    /// (fast path, names, answers) are copied whole through memory mappings.
     pub written: usize,
     pub removed: usize,
     /// Time to compute the fast-path slots and copy them into the maps.
@@ -172,11 +184,21 @@ impl XdpDns {
         let sizes = options.sizes;
         let mut loader = EbpfLoader::new();
         loader.override_global("DNS_PORT", &options.dns_port, true);
+        let name_slots = table_slots(sizes.names);
+        let answer_slots = table_slots(sizes.answers);
+        let name_mask = name_slots - 1;
+        let answer_mask = answer_slots - 1;
+        loader.override_global("NAME_SLOT_MASK", &name_mask, true);
+        loader.override_global("ANSWER_SLOT_MASK", &answer_mask, true);
         for generation in 0..2 {
             loader.map_max_entries(gen_name("PREFIX_V4", generation), sizes.prefixes_v4);
             loader.map_max_entries(gen_name("PREFIX_V6", generation), sizes.prefixes_v6);
-            loader.map_max_entries(gen_name("NAMES", generation), sizes.names);
-            loader.map_max_entries(gen_name("ANSWERS", generation), sizes.answers);
+            loader.map_max_entries(gen_name("NAMES", generation), name_slots);
+            loader.map_max_entries(gen_name("ANSWERS", generation), answer_slots);
+            loader.map_max_entries(
+                gen_name("ANSWER_SETS", generation),
+                sizes.answer_sets.max(1) + 1,
+            );
             loader.map_max_entries(
                 gen_name("FAST_V4_POOL", generation),
                 sizes.fast_v4_blocks.max(1) * FAST_BLOCK_WORDS,
@@ -364,20 +386,20 @@ impl XdpDns {
             v6,
             stats,
         )?;
-        sync_hash(
-            self.map_mut(gen_name("NAMES", generation))?,
-            gen_name("NAMES", generation),
-            &mut mirror.names,
-            c.names.iter().map(|(k, v)| k.entry(*v)),
-            stats,
+        // Names and answers: built whole, then copied in (the generation is idle).
+        let names = slots::build_names(&c.names, table_slots(self.sizes.names) as usize)?;
+        let name = gen_name("NAMES", generation);
+        fill_mmap(self.map(name)?, name, &names)?;
+        let answers = AnswerTable::build(
+            &c.answers,
+            table_slots(self.sizes.answers) as usize,
+            self.sizes.answer_sets.max(1) as usize + 1,
         )?;
-        sync_hash(
-            self.map_mut(gen_name("ANSWERS", generation))?,
-            gen_name("ANSWERS", generation),
-            &mut mirror.answers,
-            c.answers.iter().copied(),
-            stats,
-        )?;
+        let name = gen_name("ANSWERS", generation);
+        fill_mmap(self.map(name)?, name, &answers.keys)?;
+        let name = gen_name("ANSWER_SETS", generation);
+        fill_mmap(self.map(name)?, name, &answers.sets)?;
+        mirror.answers = Some(answers);
         self.write_fast(generation, c, stats)
     }
 
@@ -433,47 +455,52 @@ impl XdpDns {
         Ok(())
     }
 
-    /// Node-state changes: rewrites answer sets of the generation in use, in place (each
-    /// entry update is atomic for readers). `None` removes the entry (the kernel then
-    /// passes that region's queries to userspace).
+    /// Node-state changes: rewrites the answers of the generation in use, in place.
+    /// Each new set goes into a free `ANSWER_SETS` slot first, then the key switches to
+    /// it with one atomic store, so a running program reads the old set or the new one.
+    /// `None` removes the answer (the kernel then passes that region's queries to
+    /// userspace). A set that finds no free slot (see `geodns_maps::slots`) leaves its
+    /// key with no answer, logged: the kernel passes, userspace answers right.
     pub fn update_answers(
         &mut self,
         changes: &[(AnswerKey, Option<AnswerSet>)],
     ) -> Result<usize, LoaderError> {
         let generation = self.state.generation;
-        let name = gen_name("ANSWERS", generation);
-        let mut mirror = std::mem::take(&mut self.mirrors[generation as usize].answers);
+        let Some(mut table) = self.mirrors[generation as usize].answers.take() else {
+            // Nothing installed yet: the next install carries the answers.
+            return Ok(0);
+        };
         let result = (|| {
-            let mut map: HashMap<&mut MapData, AnswerKey, AnswerSet> =
-                HashMap::try_from(self.map_mut(name)?).map_err(|source| LoaderError::Map {
-                    map: name,
-                    op: "open",
-                    source,
-                })?;
+            let keys_name = gen_name("ANSWERS", generation);
+            let sets_name = gen_name("ANSWER_SETS", generation);
+            let keys = Mapping::new(self.map(keys_name)?, keys_name)?;
+            let sets = Mapping::new(self.map(sets_name)?, sets_name)?;
+            let now = std::time::Instant::now();
             for (key, value) in changes {
-                match value {
-                    Some(v) => {
-                        map.insert(key, v, 0).map_err(|source| LoaderError::Map {
-                            map: name,
-                            op: "insert",
-                            source,
-                        })?;
-                        mirror.insert(*key, *v);
+                let writes = match table.update(*key, *value, now) {
+                    Ok(w) => w,
+                    Err(e @ slots::SlotsError::Sets(_)) => {
+                        tracing::warn!(record = key.record, region = key.region, error = %e,
+                            "answer left to userspace");
+                        // The key was switched to "no answer" in the table: apply that.
+                        table.update(*key, None, now).unwrap_or_default()
                     }
-                    None => {
-                        if mirror.remove(key).is_some() {
-                            map.remove(key).map_err(|source| LoaderError::Map {
-                                map: name,
-                                op: "remove",
-                                source,
-                            })?;
+                    Err(e) => return Err(e.into()),
+                };
+                for w in writes {
+                    match w {
+                        slots::Write::Set { slot } => {
+                            sets.write(slot as usize, table.sets[slot as usize])?;
+                        }
+                        slots::Write::Key { slot, value } => {
+                            keys.store_u64(slot as usize, value)?;
                         }
                     }
                 }
             }
             Ok(changes.len())
         })();
-        self.mirrors[generation as usize].answers = mirror;
+        self.mirrors[generation as usize].answers = Some(table);
         result
     }
 
@@ -571,51 +598,125 @@ fn map_data(map: &Map) -> Option<&MapData> {
     }
 }
 
-/// Copies `words` to the start of a `BPF_F_MMAPABLE` array through a shared mapping:
-/// one copy instead of one syscall per slot.
-fn fill_mmap(map: &Map, name: &'static str, words: &[u64]) -> Result<(), LoaderError> {
-    let Map::Array(data) = map else {
-        return Err(LoaderError::Missing {
-            kind: "array map",
-            name: name.to_string(),
-        });
-    };
-    let info = data.info().map_err(|source| LoaderError::Map {
-        map: name,
-        op: "info",
-        source,
-    })?;
-    let entries = info.max_entries() as usize;
-    if words.len() > entries {
-        return Err(LoaderError::TooBig {
+/// Slots of an open-addressing table for at most `entries` entries (a power of two, at
+/// most half full; see `geodns_maps::slots`).
+fn table_slots(entries: u32) -> u32 {
+    u32::try_from(slots::slots_for(entries as usize)).unwrap_or(1 << 31)
+}
+
+/// A shared read-write mapping of a whole `BPF_F_MMAPABLE` array, unmapped on drop.
+struct Mapping {
+    map: &'static str,
+    ptr: *mut u8,
+    len: usize,
+    value_size: usize,
+}
+
+impl Mapping {
+    fn new(map: &Map, name: &'static str) -> Result<Self, LoaderError> {
+        let Map::Array(data) = map else {
+            return Err(LoaderError::Missing {
+                kind: "array map",
+                name: name.to_string(),
+            });
+        };
+        let info = data.info().map_err(|source| LoaderError::Map {
             map: name,
-            max: info.max_entries(),
-            needed: words.len(),
-        });
-    }
-    let len = entries * 8;
-    let fd = data.fd().as_fd().as_raw_fd();
-    // SAFETY: a shared read-write mapping of the array's `len` bytes (the kernel
-    // allows it for BPF_F_MMAPABLE arrays); unmapped below, never aliased.
-    unsafe {
-        let ptr = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        );
+            op: "info",
+            source,
+        })?;
+        // Array values sit 8-aligned, back to back.
+        let value_size = (info.value_size() as usize).next_multiple_of(8);
+        let len = info.max_entries() as usize * value_size;
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: a shared read-write mapping of the array's `len` bytes (the kernel
+        // allows it for BPF_F_MMAPABLE arrays); unmapped in drop, never aliased.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(LoaderError::Mmap {
                 map: name,
                 source: std::io::Error::last_os_error(),
             });
         }
-        std::ptr::copy_nonoverlapping(words.as_ptr(), ptr.cast::<u64>(), words.len());
-        libc::munmap(ptr, len);
+        Ok(Self {
+            map: name,
+            ptr: ptr.cast(),
+            len,
+            value_size,
+        })
     }
-    Ok(())
+
+    fn entries(&self) -> usize {
+        self.len / self.value_size
+    }
+
+    fn check<T>(&self, index: usize, count: usize) -> Result<(), LoaderError> {
+        if size_of::<T>() != self.value_size {
+            return Err(LoaderError::Missing {
+                kind: "array of this value size",
+                name: self.map.to_string(),
+            });
+        }
+        if index + count > self.entries() {
+            return Err(LoaderError::TooBig {
+                map: self.map,
+                max: u32::try_from(self.entries()).unwrap_or(u32::MAX),
+                needed: index + count,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies `values` to the start of the array.
+    fn copy_from<T: Pod>(&self, values: &[T]) -> Result<(), LoaderError> {
+        self.check::<T>(0, values.len())?;
+        // SAFETY: checked to fit; `T` is plain data of the array's value size.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.cast::<T>(), values.len());
+        }
+        Ok(())
+    }
+
+    /// Writes one value (a slot no running program reads, see `update_answers`).
+    fn write<T: Pod>(&self, index: usize, value: T) -> Result<(), LoaderError> {
+        self.check::<T>(index, 1)?;
+        // SAFETY: checked to fit; 8-aligned (value size is a multiple of 8).
+        unsafe { self.ptr.cast::<T>().add(index).write(value) };
+        Ok(())
+    }
+
+    /// Stores one u64 atomically: a running program reads the old value or the new one.
+    fn store_u64(&self, index: usize, value: u64) -> Result<(), LoaderError> {
+        self.check::<u64>(index, 1)?;
+        // SAFETY: checked to fit; the mapping is page-aligned and values are 8 bytes, so
+        // the slot is 8-aligned; the kernel reads it with one 8-byte load.
+        #[expect(clippy::cast_ptr_alignment, reason = "8-aligned, see above")]
+        let slot = unsafe { &*self.ptr.cast::<std::sync::atomic::AtomicU64>().add(index) };
+        slot.store(value, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `new` with this length.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Copies `values` to the start of a `BPF_F_MMAPABLE` array through a shared mapping:
+/// one copy instead of one syscall per slot.
+fn fill_mmap<T: Pod>(map: &Map, name: &'static str, values: &[T]) -> Result<(), LoaderError> {
+    Mapping::new(map, name)?.copy_from(values)
 }
 
 /// One of the object's XDP programs by name.
@@ -707,50 +808,6 @@ fn sync_lpm<K: Pod + Eq + Hash>(
             })?;
         mirror.remove(&(addr, len));
         stats.removed += 1;
-    }
-    Ok(())
-}
-
-fn sync_hash<K: Pod + Eq + Hash, V: Pod + PartialEq>(
-    map: &mut Map,
-    name: &'static str,
-    mirror: &mut StdHashMap<K, V>,
-    entries: impl Iterator<Item = (K, V)>,
-    stats: &mut InstallStats,
-) -> Result<(), LoaderError> {
-    let mut hash: HashMap<&mut MapData, K, V> =
-        HashMap::try_from(map).map_err(|source| LoaderError::Map {
-            map: name,
-            op: "open",
-            source,
-        })?;
-    let fresh: StdHashMap<K, V> = entries.collect();
-    let stale: Vec<K> = mirror
-        .keys()
-        .filter(|k| !fresh.contains_key(k))
-        .copied()
-        .collect();
-    // Remove first: a full map must have room for the new entries.
-    for key in stale {
-        hash.remove(&key).map_err(|source| LoaderError::Map {
-            map: name,
-            op: "remove",
-            source,
-        })?;
-        mirror.remove(&key);
-        stats.removed += 1;
-    }
-    for (key, value) in &fresh {
-        if mirror.get(key) != Some(value) {
-            hash.insert(key, value, 0)
-                .map_err(|source| LoaderError::Map {
-                    map: name,
-                    op: "insert",
-                    source,
-                })?;
-            mirror.insert(*key, *value);
-            stats.written += 1;
-        }
     }
     Ok(())
 }

@@ -18,23 +18,30 @@ extern crate ebpf_panic;
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    bindings::{xdp_action, BPF_F_MMAPABLE},
     helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use geodns_common::{
-    counter, fingerprint_step, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue, RuntimeState,
-    Scratch, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FAST_LEAVES, FAST_SLOT_BLOCK,
-    FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
-    MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, POLICY_SPREAD, STAGE_COUNT,
-    STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+    answer_hash, counter, fingerprint_step, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue,
+    RuntimeState, Scratch, ANSWER_PROBES, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD,
+    FAST_LEAVES, FAST_SLOT_BLOCK, FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS,
+    FINGERPRINT_EXACT, FINGERPRINT_WILDCARD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS,
+    MAX_NAME_WIRE_LEN, NAME_PROBES, POLICY_SPREAD, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
+    STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
 static DNS_PORT: u16 = DEFAULT_DNS_PORT;
+/// Slots of `NAMES_*` minus one (a power of two); set by the loader.
+#[unsafe(no_mangle)]
+static NAME_SLOT_MASK: u32 = 0;
+/// Slots of `ANSWERS_*` minus one (a power of two); set by the loader.
+#[unsafe(no_mangle)]
+static ANSWER_SLOT_MASK: u32 = 0;
 
 #[map]
 static STATE: Array<RuntimeState> = Array::with_max_entries(1, 0);
@@ -77,15 +84,20 @@ static FAST_V6_POOL_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 static FAST_LEAVES_0: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
 #[map]
 static FAST_LEAVES_1: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
-// Not preallocated: the kernel charges what the entries use, not max_entries.
+// Open-addressing tables built by userspace (`geodns_maps::slots`): array lookups are
+// inlined by the verifier, hash map lookups are helper calls. Sized by the loader.
 #[map]
-static NAMES_0: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+static NAMES_0: Array<NameEntry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static NAMES_1: HashMap<u64, NameEntry> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+static NAMES_1: Array<NameEntry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static ANSWERS_0: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+static ANSWERS_0: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static ANSWERS_1: HashMap<AnswerKey, AnswerSet> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+static ANSWERS_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static ANSWER_SETS_0: Array<AnswerSet> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static ANSWER_SETS_1: Array<AnswerSet> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -159,8 +171,9 @@ pub fn xdp_dns(ctx: XdpContext) -> u32 {
 /// array lookups only for a map it knows at the call site, and a map picked at run
 /// time would also make LLVM merge the two lookups into one call.
 struct Gen {
-    names: &'static HashMap<u64, NameEntry>,
-    answers: &'static HashMap<AnswerKey, AnswerSet>,
+    names: &'static Array<NameEntry>,
+    answers: &'static Array<u64>,
+    sets: &'static Array<AnswerSet>,
     prefix_v4: &'static LpmTrie<[u8; 4], PrefixValue>,
     prefix_v6: &'static LpmTrie<[u8; 16], PrefixValue>,
     fast_v4_top: &'static Array<u64>,
@@ -175,6 +188,7 @@ fn gen0() -> Gen {
     Gen {
         names: &NAMES_0,
         answers: &ANSWERS_0,
+        sets: &ANSWER_SETS_0,
         prefix_v4: &PREFIX_V4_0,
         prefix_v6: &PREFIX_V6_0,
         fast_v4_top: &FAST_V4_TOP_0,
@@ -190,6 +204,7 @@ fn gen1() -> Gen {
     Gen {
         names: &NAMES_1,
         answers: &ANSWERS_1,
+        sets: &ANSWER_SETS_1,
         prefix_v4: &PREFIX_V4_1,
         prefix_v6: &PREFIX_V6_1,
         fast_v4_top: &FAST_V4_TOP_1,
@@ -991,8 +1006,27 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
 
 #[inline(always)]
 fn answer_set(g: &Gen, record: u16, region: u16) -> Result<&'static AnswerSet, Pass> {
-    // SAFETY: hash map values stay valid for the program run (RCU).
-    unsafe { g.answers.get(AnswerKey { record, region }) }.ok_or(counter::PASS_NO_ANSWER)
+    // Walk the slots of the key's probe sequence (see `ANSWER_SLOT_USED`): an empty
+    // slot ends it; set 0 is the empty set, which has no address to answer with.
+    let packed = AnswerKey { record, region }.packed();
+    // SAFETY: reading a loader-set constant.
+    let mask = unsafe { core::ptr::read_volatile(&raw const ANSWER_SLOT_MASK) };
+    let mut at = answer_hash(packed);
+    // Bound: ANSWER_PROBES slots.
+    for _ in 0..ANSWER_PROBES {
+        // One 8-byte load: userspace switches a key's set with one atomic store.
+        let slot = *g.answers.get(at & mask).ok_or(counter::PASS_NO_ANSWER)?;
+        if slot == 0 {
+            break;
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "the low 32 bits")]
+        if slot as u32 == packed {
+            let set = ((slot >> 32) as u32) & 0x7FFF_FFFF;
+            return g.sets.get(set).ok_or(counter::PASS_NO_ANSWER);
+        }
+        at = at.wrapping_add(1);
+    }
+    Err(counter::PASS_NO_ANSWER)
 }
 
 /// Rewrites the query into the reply, from what the lookup stage recorded (the reply
@@ -1055,7 +1089,7 @@ fn reply_with(ctx: &XdpContext, q: *mut Query, set: &AnswerSet) -> Result<Option
 ///
 /// # Safety
 /// `name` must be 8-aligned with `8 * w + 8` bytes readable: the names in `NameKey`
-/// and `NameEntry` are (offset 8 of 8-aligned map values), which lets the kernel use
+/// and `NameEntry` are (offsets 8 and 16 of 8-aligned map values), which lets the kernel use
 /// one 8-byte access instead of eight byte accesses.
 #[inline(always)]
 #[expect(clippy::cast_ptr_alignment, reason = "8-aligned, see above")]
@@ -1072,22 +1106,38 @@ unsafe fn store_word(name: *mut u8, w: usize, value: u64) {
     unsafe { name.add(8 * w).cast::<u64>().write(value) };
 }
 
-/// Looks `key` up by its fingerprint `fp` and checks the whole name.
+/// Looks `key` up by its fingerprint `fp` (the slots of its probe sequence, see
+/// `NameEntry`) and checks the whole name.
 #[inline(always)]
-fn find_name(names: &HashMap<u64, NameEntry>, key: &NameKey, fp: u64) -> Option<u16> {
-    // SAFETY: hash map values stay valid for the program run (RCU).
-    let entry = unsafe { names.get(fp) }?;
-    let a = key.name.as_ptr();
-    let b = entry.name.as_ptr();
-    let mut diff = 0u64;
-    // Bound: MAX_NAME_WIRE_LEN / 8 words; no early exit (one verifier state).
-    for w in 0..MAX_NAME_WIRE_LEN / 8 {
-        // SAFETY: both names are 8-aligned with MAX_NAME_WIRE_LEN bytes.
-        unsafe {
-            diff |= load_word(a, w) ^ load_word(b, w);
+fn find_name(names: &Array<NameEntry>, key: &NameKey, fp: u64) -> Option<u16> {
+    // SAFETY: reading a loader-set constant.
+    let mask = unsafe { core::ptr::read_volatile(&raw const NAME_SLOT_MASK) };
+    #[expect(clippy::cast_possible_truncation, reason = "the low bits index")]
+    let mut at = fp as u32;
+    // Bound: NAME_PROBES slots.
+    for _ in 0..NAME_PROBES {
+        let entry = names.get(at & mask)?;
+        if entry.fingerprint == 0 {
+            return None;
         }
+        if entry.fingerprint == fp && entry.wildcard == key.wildcard {
+            let a = key.name.as_ptr();
+            let b = entry.name.as_ptr();
+            let mut diff = 0u64;
+            // Bound: MAX_NAME_WIRE_LEN / 8 words; no early exit (one verifier state).
+            for w in 0..MAX_NAME_WIRE_LEN / 8 {
+                // SAFETY: both names are 8-aligned with MAX_NAME_WIRE_LEN bytes.
+                unsafe {
+                    diff |= load_word(a, w) ^ load_word(b, w);
+                }
+            }
+            if diff == 0 {
+                return Some(entry.record);
+            }
+        }
+        at = at.wrapping_add(1);
     }
-    (diff == 0).then_some(entry.record)
+    None
 }
 
 #[inline(always)]

@@ -134,13 +134,17 @@ fn json_figures(cmd: &mut Command) -> Result<BTreeMap<String, f64>> {
 
 /// Installs kxdpgun (Debian's knot-dnsutils) when it is missing.
 fn ensure_kxdpgun() -> Result<()> {
-    if Command::new("kxdpgun").arg("--version").output().is_ok() {
+    let has = |tool: &str, arg: &str| Command::new(tool).arg(arg).output().is_ok();
+    if has("kxdpgun", "--version") && has("ethtool", "--version") {
         return Ok(());
     }
-    eprintln!("bench: installing knot-dnsutils for kxdpgun (AF_XDP load generator)");
+    eprintln!(
+        "bench: installing knot-dnsutils (kxdpgun, the AF_XDP load generator) and ethtool \
+         (threaded NAPI on the server veth)"
+    );
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils"]))
-        .context("installing knot-dnsutils (kxdpgun)")
+    run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils", "ethtool"]))
+        .context("installing knot-dnsutils (kxdpgun) and ethtool")
 }
 
 /// Runs the benchmark binaries (all, or those that produce `names`) and merges their

@@ -12,6 +12,14 @@
 //!   `compile_bench gen` into the directory given as `--data DIR`); the database file is
 //!   replaced and the figure is the time until `/metrics` counts the swapped reload.
 //!
+//! In all three runs the server's veth gets a receive thread of its own (threaded NAPI,
+//! pinned to the last CPU: [`NetnsPair::receive_thread`]); kxdpgun pins itself to CPU
+//! 0. Without it veth does the server's receive work, and so the XDP program, in the
+//! generator's softirq on the generator's CPU, while the other CPU idles: the XDP
+//! figure was the generator's and the program's share of one CPU (about 0.8 of an echo
+//! that shared it the same way), while the userspace server already ran on the other
+//! CPU. On a DNS box the NIC's receive queues have their own cores.
+//!
 //! Prints one JSON object. Bounded: each run lasts `SECONDS`, at most `QPS` offered.
 use std::{
     collections::BTreeMap,
@@ -71,6 +79,8 @@ fn userspace(config: &Path, queries: &Path) -> f64 {
         &["--no-xdp", "--listen", &listen],
         Duration::from_mins(1),
     );
+    pair.receive_thread(Side::Server)
+        .expect("a receive thread for the server veth");
     let qps = kxdpgun(&pair, queries);
     let answered = daemon.scrape(&pair).map_or(0, |m| {
         metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
@@ -147,6 +157,8 @@ fn main() {
         xdp.install(&engine.kernel_maps()).expect("install");
         pair.attach(Side::Server, &mut xdp, program, XdpMode::Driver)
             .expect("attach on the server veth");
+        pair.receive_thread(Side::Server)
+            .expect("a receive thread for the server veth");
         let qps = kxdpgun(&pair, &queries);
         let answered = xdp.counters().expect("counters");
         eprintln!(

@@ -237,7 +237,7 @@ impl NetnsPair {
         }
         // The kernel thread is named "napi/<dev>-<id>" (the name cut at 15 bytes).
         let name: String = format!("napi/{dev}-").chars().take(15).collect();
-        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let cpu = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) - 1;
         let mut pinned = 0;
         for entry in std::fs::read_dir("/proc")?.flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {

@@ -50,16 +50,10 @@ pub const MAP_NAMES: &[&str] = &[
     "PREFIX_V4_1",
     "PREFIX_V6_0",
     "PREFIX_V6_1",
-    "FAST_V4_TOP_0",
-    "FAST_V4_TOP_1",
-    "FAST_V4_POOL_0",
-    "FAST_V4_POOL_1",
-    "FAST_V6_TOP_0",
-    "FAST_V6_TOP_1",
-    "FAST_V6_POOL_0",
-    "FAST_V6_POOL_1",
-    "FAST_LEAVES_0",
-    "FAST_LEAVES_1",
+    "FAST_TOP_0",
+    "FAST_TOP_1",
+    "FAST_BLOCKS_0",
+    "FAST_BLOCKS_1",
     "NAMES_0",
     "NAMES_1",
     "ANSWERS_0",
@@ -88,21 +82,87 @@ pub const STAGE_GROW: u32 = 4;
 /// Entries of the `JUMP` program array.
 pub const STAGE_COUNT: u32 = 5;
 
-/// Fast path (the flat first step before the LPM tries, computed by
-/// `geodns_maps::fastpath`): a slot with this bit set points to a pool block of 256
-/// slots (the low 15 bits are the block number); 0 asks the trie; any other value
-/// indexes `FAST_LEAVES_*`.
-pub const FAST_SLOT_BLOCK: u16 = 0x8000;
-/// Words (four u16 slots each) of the IPv4 top array: 2^24 slots.
-pub const FAST_V4_TOP_WORDS: u32 = 1 << 22;
-/// Words of the IPv6 top array: 2^16 slots.
-pub const FAST_V6_TOP_WORDS: u32 = 1 << 14;
-/// IPv6 strides of 8 bits after the top 16 (down to /64).
+/// Fast path (the multibit trie in front of the LPM tries, computed by
+/// `geodns_maps::fastpath`). A slot value: 0 asks the trie; with [`FAST_BLOCK`] set,
+/// the low 31 bits are the word offset in `FAST_BLOCKS_*` of the block of the next
+/// 8-bit stride; with [`FAST_LEAF`] set, it is the answer itself (see [`fast_leaf`]).
+///
+/// `FAST_TOP_*` holds the slots of the first 16 address bits, u32 values two per u64
+/// word (the even slot in the low half): IPv4 at slots `0..2^16`, IPv6 at
+/// [`FAST_V6_TOP`]`..`. A block of `FAST_BLOCKS_*` (an array of u64 words) is the 256
+/// slots of one stride, run-length compressed, starting at word `w`:
+/// - words `w..w + 4`: bitmaps, bit `j` of word `k` set where slot `64 k + j` starts a
+///   run of equal values (bit 0 of word 0 always);
+/// - word `w + 4`: byte `k` (0..4) is the number of runs that start before slot
+///   `64 k`; the high half is the value of run 0;
+/// - then the values of runs 1, 2, ..., as u32 lanes of the words (lane `2 w' + 1` is
+///   the high half of word `w'`): run `r` is lane `2 w + FAST_VALUES_LANE + r`.
+///
+/// See [`fast_run`] for the slot -> run step.
+pub const FAST_BLOCK: u32 = 0x8000_0000;
+/// Slot value flag of a leaf: bits 0..16 are the region, bits 16..24 the matched prefix
+/// length (the ECS scope), as [`PrefixValue`]'s first three bytes read little-endian.
+pub const FAST_LEAF: u32 = 0x4000_0000;
+/// First slot of the IPv6 top in `FAST_TOP_*` (IPv4's is 0).
+pub const FAST_V6_TOP: u32 = 1 << 16;
+/// Words of `FAST_TOP_*`: 2^16 u32 slots per family, two per word.
+pub const FAST_TOP_WORDS: u32 = 1 << 16;
+/// Word of a block's run counts (after the four bitmap words).
+pub const FAST_COUNTS_WORD: u32 = 4;
+/// u32 lane (from the block's first) of the value of run 0.
+pub const FAST_VALUES_LANE: u32 = 2 * FAST_COUNTS_WORD + 1;
+/// Strides after the top: IPv4 `a[2]`, `a[3]`; IPv6 `a[2]` .. `a[7]` (down to /64).
+pub const FAST_V4_STRIDES: usize = 2;
 pub const FAST_V6_STRIDES: usize = 6;
-/// Entries of `FAST_LEAVES_*` (slot values are below 0x8000).
-pub const FAST_LEAVES: u32 = 0x8000;
-/// Words of one pool block (256 slots).
-pub const FAST_BLOCK_WORDS: u32 = 64;
+
+/// The run (0-based, in the whole block) that slot `64 k + j` of a fast-path block lies
+/// in, from bitmap word `k` and the counts word (see [`FAST_BLOCK`]).
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub const fn fast_run(bits: u64, counts: u64, k: u32, j: u32) -> u32 {
+    let before = (counts >> (8 * (k & 3))) & 0xFF;
+    // `j = 63` keeps the whole word: the shift never reaches 64.
+    let here = popcount(bits & (u64::MAX >> (63 - (j & 63))));
+    (before as u32 + here).wrapping_sub(1)
+}
+
+/// Set bits of `x`, in plain arithmetic (SWAR): BPF has no population count
+/// instruction, and userspace walks with the same code.
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub const fn popcount(x: u64) -> u32 {
+    let x = x - ((x >> 1) & 0x5555_5555_5555_5555);
+    let x = (x & 0x3333_3333_3333_3333) + ((x >> 2) & 0x3333_3333_3333_3333);
+    let x = (x + (x >> 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    (x.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
+}
+
+/// The slot value of a leaf.
+#[must_use]
+pub const fn fast_leaf_value(v: PrefixValue) -> u32 {
+    FAST_LEAF | (v.prefix_len as u32) << 16 | v.region as u32
+}
+
+/// What a final slot value answers: `None` (ask the trie) for 0 or a block.
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the region and length are the low bytes"
+)]
+pub const fn fast_leaf(value: u32) -> Option<PrefixValue> {
+    if value & (FAST_LEAF | FAST_BLOCK) != FAST_LEAF {
+        return None;
+    }
+    Some(PrefixValue {
+        region: value as u16,
+        prefix_len: (value >> 16) as u8,
+        _pad: 0,
+    })
+}
 
 /// Which generation of the double-buffered maps the program reads, and run-time flags.
 /// Stored at index 0 of the `STATE` array.

@@ -1,332 +1,283 @@
-//! The flat first step in front of the kernel's LPM tries: a multibit trie of arrays.
+//! The fast path in front of the kernel's LPM tries: a multibit trie of compressed
+//! 256-slot blocks (the layout is described at `geodns_common::FAST_BLOCK`).
 //!
-//! IPv4 is DIR-24-8: a top array indexed by the first 24 bits, and 256-slot blocks for
-//! the /24s that longer prefixes split. IPv6 uses the same structure with a 16-bit top
-//! array and 8-bit strides down to /64 (`V6_MAX_DEPTH`); prefixes longer than that, or
-//! blocks beyond the pool, make the slot say "ask the trie". Why this shape for IPv6:
-//! `GeoIP` tables hold most IPv6 networks at /32../48 with a long tail to /64, so a hash
-//! on one fixed length resolves too few clients, while 8-bit strides resolve every
-//! prefix up to /64 in at most 7 array reads without expanding a prefix into more than
-//! 256 slots at any level.
+//! Both families use one structure: a direct top array of the first 16 address bits,
+//! then one block per 8-bit stride: IPv4 `a[2]` (the /24 slots of DIR-24-8) and `a[3]`,
+//! IPv6 `a[2]` .. `a[7]`, down to /64. A slot holds a 32-bit value: "ask the trie", a
+//! leaf (region and the exact matched prefix length, so the ECS scope stays exact), or
+//! the next block. Prefixes longer than /64, and blocks beyond the array, make a slot
+//! ask the trie.
 //!
-//! Slots are `u16`: 0 = ask the trie; `1..0x8000` = index into the leaves table (a
-//! `PrefixValue`: region and the exact matched prefix length, so the ECS scope stays
-//! exact); `0x8000 | b` = go to pool block `b`. Four slots pack into one `u64` of the
-//! kernel arrays (little-endian: slot `i` is bits `16 * (i % 4)`).
+//! Why strides for IPv6: `GeoIP` tables hold most IPv6 networks at /32../48 with a long
+//! tail to /64, so a hash on one fixed length resolves too few clients, while strides
+//! resolve every prefix up to /64 without expanding a prefix into more than 256 slots
+//! at any level. Why compressed: 256 u32 slots per block would need ~400 MiB for the
+//! 500k-prefix IPv6 bench table, and neighbouring slots mostly repeat. A block keeps a
+//! bitmap of where runs of equal values start, how many runs each quarter starts with,
+//! and the run values, back to back (36 bytes + 4 per run instead of 1 KiB); a lookup
+//! reads the bitmap word, the counts and one value, usually all in one cache line. The
+//! same compression shrinks the IPv4 /24 slots from 32 MiB of u16 to a few MiB.
 //!
-//! Userspace computes every slot; [`FastTable::lookup_v4`] walks them exactly as the
-//! kernel does, and the tests check it against a brute-force longest-prefix match.
-use std::collections::HashMap;
+//! Userspace computes every slot; [`FastTable::lookup_v4`]/[`FastTable::lookup_v6`]
+//! walk them exactly as the kernel does (the same [`fast_run`]), and the tests check
+//! them against a brute-force longest-prefix match.
+use geodns_common::{
+    fast_leaf, fast_leaf_value, fast_run, PrefixValue, FAST_BLOCK, FAST_COUNTS_WORD,
+    FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
+};
 
-use geodns_common::PrefixValue;
-
-/// A slot that sends the lookup to a pool block.
-pub const SLOT_BLOCK: u16 = 0x8000;
-/// Slots per pool block (an 8-bit stride).
+/// Slots per block (an 8-bit stride).
 pub const BLOCK_SLOTS: usize = 256;
-/// Most leaves (distinct region + prefix length pairs) the slots can name.
-pub const MAX_LEAVES: usize = 0x7FFF;
-/// Top-array bits for IPv4 (DIR-24-8).
-pub const V4_TOP_BITS: u32 = 24;
-/// Top-array bits for IPv6.
-pub const V6_TOP_BITS: u32 = 16;
-/// Deepest prefix length the IPv6 arrays resolve; longer prefixes go to the trie.
+/// Address bits the top array resolves.
+pub const TOP_BITS: u32 = 16;
+/// Deepest prefix length the IPv6 blocks resolve; longer prefixes go to the trie.
 pub const V6_MAX_DEPTH: u32 = 64;
 
-/// Errors of building the arrays.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FastPathError {
-    #[error("more than {MAX_LEAVES} distinct (region, prefix length) pairs")]
-    TooManyLeaves,
+/// What one family's prefixes took, and what did not fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FamilyStats {
+    /// Blocks in use, and their words.
+    pub blocks: usize,
+    pub words: usize,
+    /// Blocks that were needed but found the array full: the slot that would point to
+    /// one asks the trie.
+    pub overflow: usize,
 }
 
-/// One family's arrays: top slots, pool blocks and how many blocks did not fit.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FastFamily {
-    /// `2^top_bits` slots.
-    pub top: Vec<u16>,
-    /// `BLOCK_SLOTS` slots per block, blocks back to back.
-    pub pool: Vec<u16>,
-    /// Blocks that were needed but exceeded the pool: their slots ask the trie.
-    pub overflow_blocks: usize,
-    pub top_bits: u32,
-    pub width: u32,
-    pub max_depth: u32,
-}
-
-/// Both families and the shared leaves (index 0 is unused: slot 0 means "trie").
+/// The kernel arrays of both families.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FastTable {
-    pub v4: FastFamily,
-    pub v6: FastFamily,
-    pub leaves: Vec<PrefixValue>,
+    /// `FAST_TOP_*` slots: IPv4 then IPv6, 2^16 each (the kernel array packs them two
+    /// per u64, see [`Self::top_words`]).
+    pub top: Vec<u32>,
+    /// `FAST_BLOCKS_*`: the blocks, back to back.
+    pub blocks: Vec<u64>,
+    pub v4: FamilyStats,
+    pub v6: FamilyStats,
 }
 
-/// Pool capacities, in blocks (the loader sizes the kernel arrays from these).
-#[derive(Clone, Copy, Debug)]
-pub struct PoolSizes {
-    pub v4_blocks: usize,
-    pub v6_blocks: usize,
-}
-
-impl Default for PoolSizes {
-    fn default() -> Self {
-        // The real GeoLite2 table splits 19.4k /24s; IPv6 needs more, see the bench.
-        Self {
-            v4_blocks: 32_768,
-            v6_blocks: 32_768,
-        }
-    }
-}
-
-struct Leaves {
-    list: Vec<PrefixValue>,
-    index: HashMap<PrefixValue, u16>,
-}
-
-impl Leaves {
-    fn get(&mut self, v: PrefixValue) -> Result<u16, FastPathError> {
-        if let Some(i) = self.index.get(&v) {
-            return Ok(*i);
-        }
-        if self.list.len() > MAX_LEAVES {
-            return Err(FastPathError::TooManyLeaves);
-        }
-        let i = u16::try_from(self.list.len()).map_err(|_| FastPathError::TooManyLeaves)?;
-        self.list.push(v);
-        self.index.insert(v, i);
-        Ok(i)
-    }
-}
-
-/// A prefix with its address left-aligned in a `u128` (IPv4 in the top 32 bits).
+/// A prefix with its address left-aligned in a `u128` (IPv4 in the top 32 bits) and
+/// its leaf value.
 #[derive(Clone, Copy, Debug)]
 struct P {
     addr: u128,
     len: u32,
-    value: PrefixValue,
+    value: u32,
 }
 
 impl FastTable {
-    /// Builds both families from the prefix lists the kernel tries hold.
+    /// Builds both families from the prefix lists the kernel tries hold, in at most
+    /// `max_words` block words. Never fails: a block that does not fit leaves its slot
+    /// asking the trie (counted in the stats).
+    #[must_use]
     pub fn build(
         v4: &[([u8; 4], u8, PrefixValue)],
         v6: &[([u8; 16], u8, PrefixValue)],
-        pools: PoolSizes,
-    ) -> Result<Self, FastPathError> {
-        let mut leaves = Leaves {
-            list: vec![PrefixValue::default()],
-            index: HashMap::new(),
-        };
+        max_words: usize,
+    ) -> Self {
         let p4: Vec<P> = v4
             .iter()
+            .filter(|(_, l, _)| *l <= 32)
             .map(|(a, l, v)| P {
                 addr: u128::from(u32::from_be_bytes(*a)) << 96,
                 len: u32::from(*l),
-                value: *v,
+                value: fast_leaf_value(*v),
             })
             .collect();
         let p6: Vec<P> = v6
             .iter()
+            .filter(|(_, l, _)| *l <= 128)
             .map(|(a, l, v)| P {
                 addr: u128::from_be_bytes(*a),
                 len: u32::from(*l),
-                value: *v,
+                value: fast_leaf_value(*v),
             })
             .collect();
-        let v4 = build_family(p4, 32, V4_TOP_BITS, 32, pools.v4_blocks, &mut leaves)?;
-        let v6 = build_family(
-            p6,
-            128,
-            V6_TOP_BITS,
-            V6_MAX_DEPTH,
-            pools.v6_blocks,
-            &mut leaves,
-        )?;
-        Ok(Self {
+        let mut b = Builder {
+            blocks: Vec::new(),
+            max_words: max_words.min(FAST_BLOCK as usize),
+            max_depth: 32,
+            stats: FamilyStats::default(),
+        };
+        let mut top = b.family(p4);
+        let v4 = std::mem::take(&mut b.stats);
+        b.max_depth = V6_MAX_DEPTH;
+        top.extend(b.family(p6));
+        Self {
+            top,
+            blocks: b.blocks,
             v4,
-            v6,
-            leaves: leaves.list,
-        })
+            v6: b.stats,
+        }
     }
 
     /// The kernel's walk for an IPv4 address: `None` means "ask the trie".
     #[must_use]
-    pub fn lookup_v4(&self, addr: [u8; 4]) -> Option<PrefixValue> {
-        self.v4
-            .walk(u128::from(u32::from_be_bytes(addr)) << 96)
-            .map(|leaf| self.leaves[usize::from(leaf)])
+    pub fn lookup_v4(&self, a: [u8; 4]) -> Option<PrefixValue> {
+        let top = u32::from(u16::from_be_bytes([a[0], a[1]]));
+        self.walk(top, &a[2..2 + FAST_V4_STRIDES])
     }
 
     /// The kernel's walk for an IPv6 address: `None` means "ask the trie".
     #[must_use]
-    pub fn lookup_v6(&self, addr: [u8; 16]) -> Option<PrefixValue> {
-        self.v6
-            .walk(u128::from_be_bytes(addr))
-            .map(|leaf| self.leaves[usize::from(leaf)])
+    pub fn lookup_v6(&self, a: [u8; 16]) -> Option<PrefixValue> {
+        let top = FAST_V6_TOP + u32::from(u16::from_be_bytes([a[0], a[1]]));
+        self.walk(top, &a[2..2 + FAST_V6_STRIDES])
     }
-}
 
-impl FastFamily {
-    /// Slots of one 256-slot stride starting at `bit` of the left-aligned address.
-    fn walk(&self, addr: u128) -> Option<u16> {
-        let top = usize::try_from(addr >> (128 - self.top_bits)).ok()?;
-        let mut slot = *self.top.get(top)?;
-        let mut bit = self.top_bits;
-        while slot & SLOT_BLOCK != 0 {
-            let block = usize::from(slot & !SLOT_BLOCK);
-            let byte = usize::try_from((addr >> (128 - bit - 8)) & 0xFF).ok()?;
-            slot = *self.pool.get(block * BLOCK_SLOTS + byte)?;
-            bit += 8;
+    /// `fast_walk` of xdp-dns, step for step, on the words the kernel holds.
+    fn walk(&self, top: u32, bytes: &[u8]) -> Option<PrefixValue> {
+        let word = |i: u32| self.blocks.get(usize::try_from(i).ok()?).copied();
+        // The kernel reads half of a packed word: the same slot.
+        let mut value = *self.top.get(usize::try_from(top).ok()?)?;
+        for &byte in bytes {
+            if value & FAST_BLOCK == 0 {
+                break;
+            }
+            let w = value & !FAST_BLOCK;
+            let k = u32::from(byte >> 6);
+            let bits = word(w + k)?;
+            let counts = word(w + FAST_COUNTS_WORD)?;
+            let run = fast_run(bits, counts, k, u32::from(byte & 63));
+            let lane = (2 * w + FAST_VALUES_LANE).wrapping_add(run);
+            value = half(word(lane >> 1)?, lane);
         }
-        (slot != 0).then_some(slot)
+        fast_leaf(value)
     }
 
-    /// The slots packed four per `u64` as the kernel arrays hold them.
+    /// The top slots as the kernel array holds them: two per u64, the even slot in the
+    /// low half.
     #[must_use]
-    pub fn pack(slots: &[u16]) -> Vec<u64> {
-        slots
-            .chunks(4)
-            .map(|c| {
-                c.iter()
-                    .enumerate()
-                    .fold(0u64, |w, (i, s)| w | (u64::from(*s) << (16 * i)))
-            })
+    pub fn top_words(&self) -> Vec<u64> {
+        self.top
+            .chunks(2)
+            .map(|c| u64::from(c[0]) | c.get(1).map_or(0, |hi| u64::from(*hi) << 32))
             .collect()
     }
 }
 
-fn build_family(
-    mut prefixes: Vec<P>,
-    width: u32,
-    top_bits: u32,
+/// Lane `lane & 1` of `word` (the kernel's `(word >> 32 * (lane & 1)) as u32`).
+fn half(word: u64, lane: u32) -> u32 {
+    u32::try_from((word >> (32 * (lane & 1))) & 0xFFFF_FFFF).unwrap_or(0)
+}
+
+/// Words of `FAST_TOP_*` both families take.
+pub const TOP_WORDS: usize = FAST_TOP_WORDS as usize;
+
+struct Builder {
+    blocks: Vec<u64>,
+    max_words: usize,
+    /// Deepest prefix length the family's blocks resolve.
     max_depth: u32,
-    max_blocks: usize,
-    leaves: &mut Leaves,
-) -> Result<FastFamily, FastPathError> {
-    // Shortest first: a longer prefix painted later overrides the shorter ones it nests in.
-    prefixes.sort_by_key(|p| (p.len, p.addr));
-    let mut fam = FastFamily {
-        top: vec![0; 1 << top_bits],
-        pool: Vec::new(),
-        overflow_blocks: 0,
-        top_bits,
-        width,
-        max_depth,
-    };
-    // Paint every prefix into the level whose stride holds its last bit; a slot of a
-    // shallower level is turned into a block when a longer prefix lands below it.
-    for p in &prefixes {
-        if p.len > width {
-            continue;
-        }
-        let leaf = leaves.get(p.value)?;
-        if p.len <= top_bits {
-            let first = usize::try_from(p.addr >> (128 - top_bits)).unwrap_or(0);
-            let count = 1usize << (top_bits - p.len);
-            paint(&mut fam.top[first..first + count], leaf);
-            continue;
-        }
-        if p.len > max_depth {
-            // The arrays cannot tell this prefix apart: the slots it falls in ask the trie.
-            mark_trie(&mut fam, p.addr, max_depth, max_blocks);
-            continue;
-        }
-        let Some((block, bit)) = descend(&mut fam, p.addr, p.len, max_blocks) else {
-            continue;
-        };
-        // `bit` is the start of the stride holding the prefix's last bit.
-        let byte = usize::try_from((p.addr >> (128 - bit - 8)) & 0xFF).unwrap_or(0);
-        let count = 1usize << (bit + 8 - p.len);
-        let base = block * BLOCK_SLOTS + byte;
-        paint(&mut fam.pool[base..base + count], leaf);
-    }
-    Ok(fam)
+    /// The family being built.
+    stats: FamilyStats,
 }
 
-/// Sets the slots to `leaf`. Prefixes come shortest first and blocks are only made
-/// for longer ones, so no slot here is a block yet; one that is (never, by that order)
-/// is left alone rather than cut off from what lies below it.
-fn paint(slots: &mut [u16], leaf: u16) {
-    for s in slots {
-        if *s & SLOT_BLOCK == 0 {
-            *s = leaf;
-        }
-    }
+/// The stride of `addr` that starts at `bit`.
+fn byte_at(addr: u128, bit: u32) -> usize {
+    usize::from(addr.to_be_bytes()[(bit / 8) as usize])
 }
 
-/// Walks (creating blocks as needed) to the block whose stride holds bit `len - 1` of
-/// `addr`; returns the block and the stride's first bit, or `None` when the pool is full
-/// (then the slot on the way was set to "ask the trie").
-fn descend(fam: &mut FastFamily, addr: u128, len: u32, max_blocks: usize) -> Option<(usize, u32)> {
-    let top = usize::try_from(addr >> (128 - fam.top_bits)).unwrap_or(0);
-    let mut bit = fam.top_bits;
-    let mut slot_ref = SlotRef::Top(top);
-    loop {
-        let slot = fam.get(slot_ref);
-        let block = if slot & SLOT_BLOCK != 0 {
-            usize::from(slot & !SLOT_BLOCK)
-        } else {
-            let blocks = fam.pool.len() / BLOCK_SLOTS;
-            if blocks >= max_blocks || blocks >= usize::from(!SLOT_BLOCK) {
-                fam.overflow_blocks += 1;
-                // The whole stride below this slot is unknown to the arrays now.
-                fam.set(slot_ref, 0);
-                return None;
+impl Builder {
+    /// The family's 2^16 top slots (its blocks go to `self.blocks`).
+    fn family(&mut self, mut prefixes: Vec<P>) -> Vec<u32> {
+        // Address order, shorter first at the same address: a prefix comes after every
+        // prefix that contains it, so painting in this order lets the longest win.
+        prefixes.sort_by_key(|p| (p.addr, p.len));
+        let mut top = vec![0u32; 1 << TOP_BITS];
+        for p in prefixes.iter().filter(|p| p.len <= TOP_BITS) {
+            let first = usize::try_from(p.addr >> (128 - TOP_BITS)).unwrap_or(0);
+            top[first..first + (1 << (TOP_BITS - p.len))].fill(p.value);
+        }
+        let mut rest = &prefixes[..];
+        while let Some(p) = rest.first() {
+            // The prefixes inside this top slot are the next ones in address order.
+            let t = p.addr >> (128 - TOP_BITS);
+            let n = rest
+                .iter()
+                .take_while(|q| q.addr >> (128 - TOP_BITS) == t)
+                .count();
+            let (inside, after) = rest.split_at(n);
+            rest = after;
+            if inside.iter().any(|q| q.len > TOP_BITS) {
+                let t = usize::try_from(t).unwrap_or(0);
+                top[t] = self.block(inside, TOP_BITS, top[t]);
             }
-            // The new block starts as the slot's leaf everywhere (the shorter prefix
-            // that covered the whole slot still covers what longer ones leave).
-            fam.pool.extend(std::iter::repeat_n(slot, BLOCK_SLOTS));
-            fam.set(slot_ref, SLOT_BLOCK | u16::try_from(blocks).unwrap_or(0));
-            blocks
-        };
-        if len <= bit + 8 {
-            return Some((block, bit));
         }
-        let byte = usize::try_from((addr >> (128 - bit - 8)) & 0xFF).unwrap_or(0);
-        slot_ref = SlotRef::Pool(block * BLOCK_SLOTS + byte);
-        bit += 8;
+        top
+    }
+
+    /// The value of a slot (at `bit` bits) that longer prefixes split: a new block for
+    /// the stride at `bit`, or one value when the block would hold nothing else.
+    fn block(&mut self, prefixes: &[P], bit: u32, value: u32) -> u32 {
+        let mut slots = [value; BLOCK_SLOTS];
+        let end = bit + 8;
+        for p in prefixes.iter().filter(|p| p.len > bit && p.len <= end) {
+            let first = byte_at(p.addr, bit);
+            slots[first..first + (1 << (end - p.len))].fill(p.value);
+        }
+        // Longer prefixes: a block of the next stride for each slot they fall in.
+        let mut rest = prefixes;
+        while let Some(p) = rest.first() {
+            let byte = byte_at(p.addr, bit);
+            let n = rest
+                .iter()
+                .take_while(|q| byte_at(q.addr, bit) == byte)
+                .count();
+            let (inside, after) = rest.split_at(n);
+            rest = after;
+            if inside.iter().all(|q| q.len <= end) {
+                continue;
+            }
+            slots[byte] = if end >= self.max_depth {
+                // The blocks cannot tell these apart: this slot asks the trie.
+                0
+            } else {
+                self.block(inside, end, slots[byte])
+            };
+        }
+        if slots.iter().all(|s| *s == slots[0] && s & FAST_BLOCK == 0) {
+            return slots[0];
+        }
+        let words = encode(&slots);
+        let at = self.blocks.len();
+        if at + words.len() > self.max_words {
+            self.stats.overflow += 1;
+            return 0;
+        }
+        self.blocks.extend_from_slice(&words);
+        self.stats.blocks += 1;
+        self.stats.words += words.len();
+        FAST_BLOCK | u32::try_from(at).unwrap_or(0)
     }
 }
 
-/// Sends the deepest slot that holds `addr` at `depth` bits to the trie.
-fn mark_trie(fam: &mut FastFamily, addr: u128, depth: u32, max_blocks: usize) {
-    // Reach the stride ending at `depth`, then clear the one slot for this address.
-    if let Some((block, bit)) = descend(fam, addr, depth, max_blocks) {
-        let byte = usize::try_from((addr >> (128 - bit - 8)) & 0xFF).unwrap_or(0);
-        let count = 1usize << (bit + 8 - depth);
-        let base = block * BLOCK_SLOTS + (byte & !(count - 1));
-        for s in &mut fam.pool[base..base + count] {
-            *s = 0;
+/// A block's words (see `geodns_common::FAST_BLOCK`).
+fn encode(slots: &[u32; BLOCK_SLOTS]) -> Vec<u64> {
+    let mut words = vec![0u64; FAST_COUNTS_WORD as usize + 1];
+    let mut values: Vec<u32> = Vec::new();
+    for (i, s) in slots.iter().enumerate() {
+        if i > 0 && i % 64 == 0 {
+            // Runs that start before this quarter.
+            let count = u64::try_from(values.len()).unwrap_or(0);
+            words[FAST_COUNTS_WORD as usize] |= count << (8 * (i / 64));
+        }
+        if i == 0 || *s != slots[i - 1] {
+            words[i / 64] |= 1 << (i % 64);
+            values.push(*s);
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum SlotRef {
-    Top(usize),
-    Pool(usize),
-}
-
-impl FastFamily {
-    fn get(&self, r: SlotRef) -> u16 {
-        match r {
-            SlotRef::Top(i) => self.top[i],
-            SlotRef::Pool(i) => self.pool[i],
-        }
+    words[FAST_COUNTS_WORD as usize] |= u64::from(values[0]) << 32;
+    for pair in values[1..].chunks(2) {
+        words.push(u64::from(pair[0]) | pair.get(1).map_or(0, |hi| u64::from(*hi) << 32));
     }
-    fn set(&mut self, r: SlotRef, v: u16) {
-        match r {
-            SlotRef::Top(i) => self.top[i] = v,
-            SlotRef::Pool(i) => self.pool[i] = v,
-        }
-    }
+    words
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use geodns_common::{popcount, FAST_LEAF};
 
     /// xorshift64*: deterministic, no dependency.
     struct Rng(u64);
@@ -347,6 +298,9 @@ mod tests {
         }
     }
 
+    /// Big enough for every test table.
+    const ROOMY: usize = 1 << 26;
+
     fn lpm(prefixes: &[(u128, u32, PrefixValue)], addr: u128) -> Option<PrefixValue> {
         prefixes
             .iter()
@@ -359,8 +313,12 @@ mod tests {
     /// has real nesting at every depth.
     fn table(rng: &mut Rng, n: usize, max: u32, min: u32) -> Vec<(u128, u32, PrefixValue)> {
         let mut out: Vec<(u128, u32, PrefixValue)> = vec![(0, 0, pv(0, 0))];
+        let mut seen = std::collections::HashSet::from([(0, 0)]);
         while out.len() < n {
             let parent = out[usize::try_from(rng.next() % out.len() as u64).expect("idx")];
+            if parent.1 >= max {
+                continue;
+            }
             let extra = 1 + u32::try_from(rng.next() % 24).expect("bits");
             let len = (parent.1 + extra).clamp(min, max);
             let bits = u128::from(rng.next()) << 64 | u128::from(rng.next());
@@ -372,10 +330,11 @@ mod tests {
             let m = u128::MAX << (128 - len);
             let addr = (parent.0 & keep) | (bits & !keep & m);
             let region = u16::try_from(rng.next() % 50).expect("region");
-            out.push((addr, len, pv(region, len)));
+            if seen.insert((addr, len)) {
+                out.push((addr, len, pv(region, len)));
+            }
         }
         out.sort_by_key(|p| (p.0, p.1));
-        out.dedup_by_key(|p| (p.0, p.1));
         out
     }
 
@@ -404,12 +363,17 @@ mod tests {
         out
     }
 
-    fn check(width: u32, max: u32, n: usize, seed: u64, pools: PoolSizes) -> FastTable {
-        let mut rng = Rng(seed);
-        let min = if width == 32 { 8 } else { 16 };
-        let prefixes = table(&mut rng, n, max, min);
-        let (v4, v6): (Vec<_>, Vec<_>) = if width == 32 {
-            let v4 = prefixes
+    fn lookup(t: &FastTable, width: u32, addr: u128) -> Option<PrefixValue> {
+        if width == 32 {
+            t.lookup_v4(u32::try_from(addr >> 96).expect("v4").to_be_bytes())
+        } else {
+            t.lookup_v6(addr.to_be_bytes())
+        }
+    }
+
+    fn build(width: u32, prefixes: &[(u128, u32, PrefixValue)], cap: usize) -> FastTable {
+        if width == 32 {
+            let v4: Vec<_> = prefixes
                 .iter()
                 .map(|(a, l, v)| {
                     (
@@ -419,79 +383,181 @@ mod tests {
                     )
                 })
                 .collect();
-            (v4, Vec::new())
+            FastTable::build(&v4, &[], cap)
         } else {
-            let v6 = prefixes
+            let v6: Vec<_> = prefixes
                 .iter()
                 .map(|(a, l, v)| (a.to_be_bytes(), u8::try_from(*l).expect("l"), *v))
                 .collect();
-            (Vec::new(), v6)
-        };
-        let t = FastTable::build(&v4, &v6, pools).expect("build");
+            FastTable::build(&[], &v6, cap)
+        }
+    }
+
+    /// Builds a random table and checks every probe against brute force; returns the
+    /// table and how many probes asked the trie.
+    fn check(width: u32, max: u32, n: usize, seed: u64, cap: usize) -> (FastTable, usize) {
+        let mut rng = Rng(seed);
+        let min = if width == 32 { 8 } else { 16 };
+        let prefixes = table(&mut rng, n, max, min);
+        let t = build(width, &prefixes, cap);
+        let stats = if width == 32 { t.v4 } else { t.v6 };
+        let deepest = if width == 32 { 32 } else { V6_MAX_DEPTH };
+        let mut to_trie = 0;
         for addr in probes(&mut rng, &prefixes, width) {
             let want = lpm(&prefixes, addr);
-            let got = if width == 32 {
-                t.lookup_v4(u32::try_from(addr >> 96).expect("v4").to_be_bytes())
-            } else {
-                t.lookup_v6(addr.to_be_bytes())
-            };
-            // `None` (ask the trie) is allowed only where the arrays gave up.
-            if let Some(v) = got {
+            if let Some(v) = lookup(&t, width, addr) {
                 assert_eq!(Some(v), want, "address {addr:#x}");
             } else {
-                let fam = if width == 32 { &t.v4 } else { &t.v6 };
+                // "Ask the trie" only where the blocks gave up: something did not fit,
+                // or a prefix longer than they resolve covers the address.
+                to_trie += 1;
+                let too_long = prefixes
+                    .iter()
+                    .any(|(a, l, _)| *l > deepest && (addr ^ a) >> (128 - deepest) == 0);
                 assert!(
-                    fam.overflow_blocks > 0 || prefixes.iter().any(|p| p.1 > fam.max_depth),
+                    stats.overflow > 0 || too_long,
                     "address {addr:#x} sent to the trie without cause"
                 );
             }
         }
-        t
+        (t, to_trie)
     }
 
     #[test]
     fn v4_agrees_with_brute_force() {
-        let t = check(32, 32, 3000, 7, PoolSizes::default());
-        assert_eq!(t.v4.overflow_blocks, 0);
-        assert_eq!(t.v4.top.len(), 1 << 24);
+        let (t, to_trie) = check(32, 32, 3000, 7, ROOMY);
+        assert_eq!(t.v4.overflow, 0);
+        assert_eq!(to_trie, 0);
+        assert!(t.v4.blocks > 0, "longer-than-/24 prefixes need blocks");
+        assert_eq!(t.v6.blocks, 0);
     }
 
     #[test]
     fn v6_agrees_with_brute_force() {
-        // Up to /64: every address must be answered by the arrays.
-        let t = check(128, 64, 3000, 11, PoolSizes::default());
-        assert!(t.v6.pool.len() / BLOCK_SLOTS > 0);
-        assert_eq!(t.v6.overflow_blocks, 0);
+        // Up to /64: every address must be answered by the blocks.
+        let (t, to_trie) = check(128, 64, 3000, 11, ROOMY);
+        assert!(t.v6.blocks > 0);
+        assert_eq!(t.v6.overflow, 0);
+        assert_eq!(to_trie, 0);
     }
 
     #[test]
     fn v6_longer_than_64_asks_the_trie_only_there() {
-        check(128, 128, 3000, 17, PoolSizes::default());
+        let (t, to_trie) = check(128, 128, 3000, 17, ROOMY);
+        assert_eq!(t.v6.overflow, 0);
+        assert!(to_trie > 0, "the table has prefixes longer than /64");
     }
 
     #[test]
-    fn full_pool_falls_back_to_the_trie_and_stays_right() {
-        let t = check(
-            128,
-            64,
-            2000,
-            13,
-            PoolSizes {
-                v4_blocks: 4,
-                v6_blocks: 16,
-            },
-        );
-        assert!(
-            t.v6.overflow_blocks > 0,
-            "the small pool should have overflowed"
-        );
+    fn full_array_falls_back_to_the_trie_and_stays_right() {
+        for (width, max, seed) in [(32, 32, 19), (128, 64, 13)] {
+            let full = check(width, max, 2000, seed, ROOMY).0;
+            let needed = full.blocks.len();
+            for cap in [0, 40, needed / 2, needed - 1] {
+                let (t, to_trie) = check(width, max, 2000, seed, cap);
+                let stats = if width == 32 { t.v4 } else { t.v6 };
+                assert!(
+                    stats.overflow > 0,
+                    "{cap} of {needed} words should overflow"
+                );
+                assert!(t.blocks.len() <= cap);
+                assert!(to_trie > 0);
+            }
+        }
     }
 
     #[test]
-    fn pack_puts_slot_i_at_bits_16i() {
-        assert_eq!(
-            FastFamily::pack(&[1, 2, 3, 4, 5]),
-            vec![0x0004_0003_0002_0001, 5]
-        );
+    fn both_families_share_the_arrays() {
+        let mut rng = Rng(31);
+        let p4 = table(&mut rng, 1500, 32, 8);
+        let p6 = table(&mut rng, 1500, 64, 16);
+        let v4: Vec<_> = p4
+            .iter()
+            .map(|(a, l, v)| {
+                let a = u32::try_from(a >> 96).expect("v4").to_be_bytes();
+                (a, u8::try_from(*l).expect("l"), *v)
+            })
+            .collect();
+        let v6: Vec<_> = p6
+            .iter()
+            .map(|(a, l, v)| (a.to_be_bytes(), u8::try_from(*l).expect("l"), *v))
+            .collect();
+        let t = FastTable::build(&v4, &v6, ROOMY);
+        assert_eq!(t.blocks.len(), t.v4.words + t.v6.words);
+        assert_eq!(t.top_words().len(), TOP_WORDS);
+        for addr in probes(&mut rng, &p4, 32) {
+            assert_eq!(lookup(&t, 32, addr), lpm(&p4, addr), "v4 {addr:#x}");
+        }
+        for addr in probes(&mut rng, &p6, 128) {
+            assert_eq!(lookup(&t, 128, addr), lpm(&p6, addr), "v6 {addr:#x}");
+        }
+    }
+
+    /// Slot `b` of an encoded block, read as the kernel does.
+    fn read(words: &[u64], b: usize) -> u32 {
+        let k = u32::try_from(b / 64).expect("k");
+        let j = u32::try_from(b % 64).expect("j");
+        let counts = words[FAST_COUNTS_WORD as usize];
+        let lane = FAST_VALUES_LANE + fast_run(words[b / 64], counts, k, j);
+        half(words[usize::try_from(lane / 2).expect("lane")], lane)
+    }
+
+    #[test]
+    fn a_block_is_read_as_its_runs() {
+        let mut rng = Rng(37);
+        // Runs at quarter edges, on slot 63 (the last shift of the mask), one run per
+        // slot, one run per block, and random ones.
+        let mut cases: Vec<[u32; BLOCK_SLOTS]> = Vec::new();
+        let mut edges = [1; BLOCK_SLOTS];
+        edges[63] = 2;
+        edges[64..128].fill(3);
+        edges[255] = 4;
+        cases.push(edges);
+        cases.push(std::array::from_fn(|i| u32::try_from(i).expect("i") + 1));
+        cases.push([7; BLOCK_SLOTS]);
+        for _ in 0..200 {
+            let mut s = [0u32; BLOCK_SLOTS];
+            let mut v = 0;
+            for slot in &mut s {
+                if rng.next().is_multiple_of(8) {
+                    v = u32::try_from(rng.next() % 5).expect("v");
+                }
+                *slot = v;
+            }
+            cases.push(s);
+        }
+        for slots in &cases {
+            let words = encode(slots);
+            for (b, want) in slots.iter().enumerate() {
+                assert_eq!(read(&words, b), *want, "slot {b} of {slots:?}");
+            }
+        }
+        for _ in 0..10_000 {
+            let x = rng.next();
+            assert_eq!(popcount(x), x.count_ones());
+        }
+        assert_eq!(popcount(u64::MAX), 64);
+        assert_eq!(popcount(0), 0);
+    }
+
+    #[test]
+    fn leaves_carry_region_and_length() {
+        let v = pv(0xBEEF, 57);
+        let value = fast_leaf_value(v);
+        assert_eq!(value & FAST_BLOCK, 0);
+        assert_ne!(value & FAST_LEAF, 0);
+        assert_eq!(fast_leaf(value), Some(v));
+        assert_eq!(fast_leaf(fast_leaf_value(pv(0, 0))), Some(pv(0, 0)));
+        assert_eq!(fast_leaf(0), None);
+        assert_eq!(fast_leaf(FAST_BLOCK | 5), None);
+    }
+
+    #[test]
+    fn top_words_put_slot_i_at_bits_32i() {
+        let t = FastTable {
+            top: vec![1, 2, 3],
+            ..FastTable::default()
+        };
+        assert_eq!(t.top_words(), vec![0x0000_0002_0000_0001, 3]);
     }
 }

@@ -1,11 +1,13 @@
-//! The kernel's fast path (flat arrays in front of the LPM trie) and the trie alone
-//! agree on region and ECS scope: the same frames through `BPF_PROG_TEST_RUN` with the
-//! fast path on and with `STATE_FLAG_TRIE_ONLY`, for random addresses and for the first
-//! and last address of prefixes and their neighbours, IPv4 and IPv6.
+//! The kernel's fast path (compressed blocks in front of the LPM trie), the trie alone
+//! and `geodns_maps::fastpath::FastTable`'s own walk agree on region and ECS scope: the
+//! same frames through `BPF_PROG_TEST_RUN` with the fast path on and with
+//! `STATE_FLAG_TRIE_ONLY`, for random addresses and for the first and last address of
+//! prefixes and their neighbours, IPv4 and IPv6.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use geodns::loader::{LoadOptions, XdpDns};
-use geodns_common::{counter, STATE_FLAG_TRIE_ONLY};
+use geodns::loader::{LoadOptions, MapSizes, XdpDns};
+use geodns_common::{counter, PrefixValue, STATE_FLAG_TRIE_ONLY};
+use geodns_maps::fastpath::FastTable;
 use geodns_tests::{
     client::parse_reply,
     frame::{self, Frame, Query, L3},
@@ -24,7 +26,16 @@ fn answer(fd: i32, frame: &[u8]) -> (IpAddr, u8) {
     (r.addrs[0], r.ecs_scope.expect("ECS echoed"))
 }
 
-fn compare(xdp: &mut XdpDns, frames: &[Vec<u8>]) {
+/// The (A answer, ECS scope) the synthetic answer sets give for a prefix value (see
+/// `synth::contents`); every frame here asks for an A record.
+fn expected(v: PrefixValue) -> (IpAddr, u8) {
+    let last = u8::try_from(v.region % 250).expect("u8");
+    (IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)), v.prefix_len)
+}
+
+/// Runs `frames` with the fast path and with the trie alone; both must agree with each
+/// other, and with `userspace` (`FastTable`'s walk) wherever that resolves.
+fn compare(xdp: &mut XdpDns, frames: &[Vec<u8>], userspace: &[Option<(IpAddr, u8)>]) {
     let fd = xdp.program_fd("xdp_dns").expect("fd");
     let fast: Vec<_> = frames.iter().map(|f| answer(fd, f)).collect();
     xdp.set_flags(STATE_FLAG_TRIE_ONLY).expect("trie only");
@@ -37,6 +48,22 @@ fn compare(xdp: &mut XdpDns, frames: &[Vec<u8>]) {
         "fast path and trie differ on {differ} of {} frames",
         frames.len()
     );
+    let resolved = userspace.iter().filter(|u| u.is_some()).count();
+    assert!(
+        resolved * 10 >= frames.len() * 9,
+        "FastTable resolves only {resolved} of {} probes",
+        frames.len()
+    );
+    for ((k, u), f) in fast.iter().zip(userspace).zip(frames) {
+        if let Some(u) = u {
+            assert_eq!(k, u, "kernel and FastTable differ on frame {f:02x?}");
+        }
+    }
+}
+
+/// `FastTable` as the loader builds it for these prefixes.
+fn fast_table(v4: &[([u8; 4], u8, PrefixValue)], v6: &[([u8; 16], u8, PrefixValue)]) -> FastTable {
+    FastTable::build(v4, v6, MapSizes::default().fast_words as usize)
 }
 
 fn src4() -> L3 {
@@ -81,7 +108,13 @@ fn v4_fast_path_agrees_with_trie() {
             .build()
         })
         .collect();
-    compare(&mut xdp, &frames);
+    let table = fast_table(&v4, &[]);
+    assert_eq!(table.v4.overflow, 0);
+    let userspace: Vec<_> = addrs
+        .iter()
+        .map(|a| table.lookup_v4(a.to_be_bytes()).map(expected))
+        .collect();
+    compare(&mut xdp, &frames, &userspace);
     let c = xdp.counters().expect("counters");
     assert_eq!(c[counter::PASS_NO_REGION as usize], 0);
 }
@@ -115,5 +148,11 @@ fn v6_fast_path_agrees_with_trie() {
             Frame::new(src4(), &Query::new(www, 1).ecs_raw(2, 128, 0, &ip.octets())).build()
         })
         .collect();
-    compare(&mut xdp, &frames);
+    let table = fast_table(&[], &v6);
+    assert_eq!(table.v6.overflow, 0);
+    let userspace: Vec<_> = addrs
+        .iter()
+        .map(|a| table.lookup_v6(a.to_be_bytes()).map(expected))
+        .collect();
+    compare(&mut xdp, &frames, &userspace);
 }

@@ -17,11 +17,11 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, FAST_BLOCK_WORDS,
-    STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
+    counter, AnswerKey, AnswerSet, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, STAGE_GROW,
+    STAGE_LOOKUP_0, STAGE_REPLY_0,
 };
 use geodns_maps::{
-    fastpath::{FastFamily, FastPathError, FastTable, PoolSizes, BLOCK_SLOTS},
+    fastpath::FastTable,
     slots::{self, AnswerTable},
 };
 
@@ -61,8 +61,6 @@ pub enum LoaderError {
     },
     #[error("{0}")]
     Slots(#[from] geodns_maps::slots::SlotsError),
-    #[error("fast path: {0}")]
-    FastPath(#[source] FastPathError),
     #[error("map {map} holds at most {max} entries, the new table needs {needed}")]
     TooBig {
         map: &'static str,
@@ -82,9 +80,9 @@ pub struct MapSizes {
     pub names: u32,
     pub answers: u32,
     pub answer_sets: u32,
-    /// Pool blocks (256 slots, 512 bytes each) of the fast path, per family.
-    pub fast_v4_blocks: u32,
-    pub fast_v6_blocks: u32,
+    /// Words (u64) of the fast path's blocks, both families together: a block takes
+    /// 5 words and a word per two runs.
+    pub fast_words: u32,
 }
 
 impl Default for MapSizes {
@@ -97,9 +95,7 @@ impl Default for MapSizes {
             names: 4096,
             answers: 65536,
             answer_sets: 4096,
-            // The real GeoLite2 table splits 19,410 /24s.
-            fast_v4_blocks: 24_576,
-            fast_v6_blocks: 32_768,
+            fast_words: 6 << 20,
         }
     }
 }
@@ -143,10 +139,11 @@ pub struct InstallStats {
     pub removed: usize,
     /// Time to compute the fast-path slots and copy them into the maps.
     pub fast_seconds: f64,
-    /// Fast-path pool blocks in use, and blocks that did not fit (their slots ask the
-    /// trie), per family.
+    /// Fast-path blocks in use per family, their words, and the blocks that did not fit
+    /// (their slots ask the trie).
     pub fast_blocks_v4: usize,
     pub fast_blocks_v6: usize,
+    pub fast_words: usize,
     pub fast_overflow: usize,
 }
 
@@ -199,14 +196,7 @@ impl XdpDns {
                 gen_name("ANSWER_SETS", generation),
                 sizes.answer_sets.max(1) + 1,
             );
-            loader.map_max_entries(
-                gen_name("FAST_V4_POOL", generation),
-                sizes.fast_v4_blocks.max(1) * FAST_BLOCK_WORDS,
-            );
-            loader.map_max_entries(
-                gen_name("FAST_V6_POOL", generation),
-                sizes.fast_v6_blocks.max(1) * FAST_BLOCK_WORDS,
-            );
+            loader.map_max_entries(gen_name("FAST_BLOCKS", generation), sizes.fast_words.max(1));
         }
         let mut ebpf = loader
             .load(object)
@@ -403,7 +393,7 @@ impl XdpDns {
         self.write_fast(generation, c, stats)
     }
 
-    /// Computes the fast-path slots (maps/ does) and copies them into the idle
+    /// Computes the fast-path blocks (maps/ does) and copies them into the idle
     /// generation's memory-mapped arrays.
     fn write_fast(
         &mut self,
@@ -415,42 +405,16 @@ impl XdpDns {
         let table = FastTable::build(
             &c.prefixes_v4,
             &c.prefixes_v6,
-            PoolSizes {
-                v4_blocks: self.sizes.fast_v4_blocks as usize,
-                v6_blocks: self.sizes.fast_v6_blocks as usize,
-            },
-        )
-        .map_err(LoaderError::FastPath)?;
-        for (base, words) in [
-            ("FAST_V4_TOP", FastFamily::pack(&table.v4.top)),
-            ("FAST_V4_POOL", FastFamily::pack(&table.v4.pool)),
-            ("FAST_V6_TOP", FastFamily::pack(&table.v6.top)),
-            ("FAST_V6_POOL", FastFamily::pack(&table.v6.pool)),
-        ] {
-            let name = gen_name(base, generation);
-            fill_mmap(self.map(name)?, name, &words)?;
-        }
-        let name = gen_name("FAST_LEAVES", generation);
-        let mut leaves: Array<&mut MapData, PrefixValue> = Array::try_from(self.map_mut(name)?)
-            .map_err(|source| LoaderError::Map {
-                map: name,
-                op: "open",
-                source,
-            })?;
-        for (i, leaf) in table.leaves.iter().enumerate().skip(1) {
-            let index = u32::try_from(i)
-                .map_err(|_| LoaderError::FastPath(FastPathError::TooManyLeaves))?;
-            leaves
-                .set(index, leaf, 0)
-                .map_err(|source| LoaderError::Map {
-                    map: name,
-                    op: "set",
-                    source,
-                })?;
-        }
-        stats.fast_blocks_v4 = table.v4.pool.len() / BLOCK_SLOTS;
-        stats.fast_blocks_v6 = table.v6.pool.len() / BLOCK_SLOTS;
-        stats.fast_overflow = table.v4.overflow_blocks + table.v6.overflow_blocks;
+            self.sizes.fast_words as usize,
+        );
+        let name = gen_name("FAST_TOP", generation);
+        fill_mmap(self.map(name)?, name, &table.top_words())?;
+        let name = gen_name("FAST_BLOCKS", generation);
+        fill_mmap(self.map(name)?, name, &table.blocks)?;
+        stats.fast_blocks_v4 = table.v4.blocks;
+        stats.fast_blocks_v6 = table.v6.blocks;
+        stats.fast_words = table.blocks.len();
+        stats.fast_overflow = table.v4.overflow + table.v6.overflow;
         stats.fast_seconds = started.elapsed().as_secs_f64();
         Ok(())
     }

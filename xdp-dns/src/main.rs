@@ -27,10 +27,13 @@ use aya_ebpf::{
 use geodns_common::{
     answer_hash, counter, fingerprint_step, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue,
     RuntimeState, Scratch, ANSWER_PROBES, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD,
-    FAST_LEAVES, FAST_SLOT_BLOCK, FAST_V4_TOP_WORDS, FAST_V6_STRIDES, FAST_V6_TOP_WORDS,
     FINGERPRINT_EXACT, FINGERPRINT_WILDCARD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS,
     MAX_NAME_WIRE_LEN, NAME_PROBES, POLICY_SPREAD, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
     STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+};
+use geodns_common::{
+    fast_leaf, fast_run, FAST_BLOCK, FAST_COUNTS_WORD, FAST_TOP_WORDS, FAST_V4_STRIDES,
+    FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -62,28 +65,17 @@ static PREFIX_V4_1: LpmTrie<[u8; 4], PrefixValue> = LpmTrie::with_max_entries(1,
 static PREFIX_V6_0: LpmTrie<[u8; 16], PrefixValue> = LpmTrie::with_max_entries(1, 0);
 #[map]
 static PREFIX_V6_1: LpmTrie<[u8; 16], PrefixValue> = LpmTrie::with_max_entries(1, 0);
-// The flat first step (see maps/src/fastpath.rs): u16 slots packed four per u64,
-// memory-mappable so the loader fills them with one copy instead of a syscall per slot.
+// The fast path (see `geodns_common::FAST_BLOCK` and maps/src/fastpath.rs): the slots
+// of the first 16 bits, then run-length compressed 256-slot blocks of u64 words;
+// memory-mappable so the loader fills them with one copy instead of a syscall per entry.
 #[map]
-static FAST_V4_TOP_0: Array<u64> = Array::with_max_entries(FAST_V4_TOP_WORDS, BPF_F_MMAPABLE);
+static FAST_TOP_0: Array<u64> = Array::with_max_entries(FAST_TOP_WORDS, BPF_F_MMAPABLE);
 #[map]
-static FAST_V4_TOP_1: Array<u64> = Array::with_max_entries(FAST_V4_TOP_WORDS, BPF_F_MMAPABLE);
+static FAST_TOP_1: Array<u64> = Array::with_max_entries(FAST_TOP_WORDS, BPF_F_MMAPABLE);
 #[map]
-static FAST_V4_POOL_0: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+static FAST_BLOCKS_0: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static FAST_V4_POOL_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static FAST_V6_TOP_0: Array<u64> = Array::with_max_entries(FAST_V6_TOP_WORDS, BPF_F_MMAPABLE);
-#[map]
-static FAST_V6_TOP_1: Array<u64> = Array::with_max_entries(FAST_V6_TOP_WORDS, BPF_F_MMAPABLE);
-#[map]
-static FAST_V6_POOL_0: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static FAST_V6_POOL_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static FAST_LEAVES_0: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
-#[map]
-static FAST_LEAVES_1: Array<PrefixValue> = Array::with_max_entries(FAST_LEAVES, 0);
+static FAST_BLOCKS_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 // Open-addressing tables built by userspace (`geodns_maps::slots`): array lookups are
 // inlined by the verifier, hash map lookups are helper calls. Sized by the loader.
 #[map]
@@ -176,11 +168,8 @@ struct Gen {
     sets: &'static Array<AnswerSet>,
     prefix_v4: &'static LpmTrie<[u8; 4], PrefixValue>,
     prefix_v6: &'static LpmTrie<[u8; 16], PrefixValue>,
-    fast_v4_top: &'static Array<u64>,
-    fast_v4_pool: &'static Array<u64>,
-    fast_v6_top: &'static Array<u64>,
-    fast_v6_pool: &'static Array<u64>,
-    leaves: &'static Array<PrefixValue>,
+    fast_top: &'static Array<u64>,
+    fast_blocks: &'static Array<u64>,
 }
 
 #[inline(always)]
@@ -191,11 +180,8 @@ fn gen0() -> Gen {
         sets: &ANSWER_SETS_0,
         prefix_v4: &PREFIX_V4_0,
         prefix_v6: &PREFIX_V6_0,
-        fast_v4_top: &FAST_V4_TOP_0,
-        fast_v4_pool: &FAST_V4_POOL_0,
-        fast_v6_top: &FAST_V6_TOP_0,
-        fast_v6_pool: &FAST_V6_POOL_0,
-        leaves: &FAST_LEAVES_0,
+        fast_top: &FAST_TOP_0,
+        fast_blocks: &FAST_BLOCKS_0,
     }
 }
 
@@ -207,11 +193,8 @@ fn gen1() -> Gen {
         sets: &ANSWER_SETS_1,
         prefix_v4: &PREFIX_V4_1,
         prefix_v6: &PREFIX_V6_1,
-        fast_v4_top: &FAST_V4_TOP_1,
-        fast_v4_pool: &FAST_V4_POOL_1,
-        fast_v6_top: &FAST_V6_TOP_1,
-        fast_v6_pool: &FAST_V6_POOL_1,
-        leaves: &FAST_LEAVES_1,
+        fast_top: &FAST_TOP_1,
+        fast_blocks: &FAST_BLOCKS_1,
     }
 }
 
@@ -1170,35 +1153,42 @@ fn lookup_name(scratch: &mut Scratch, g: &Gen, fp: u64) -> Result<u16, Pass> {
     find_name(names, &scratch.wildcard, wfp).ok_or(counter::PASS_NOT_SERVED)
 }
 
-/// Slot `index` of an array of u16 slots packed four per u64.
+/// Lane `lane & 1` of a word: u32 values sit two per u64, the even lane low.
 #[inline(always)]
-fn slot_at(array: &Array<u64>, index: u32) -> Option<u16> {
-    let word = *array.get(index >> 2)?;
-    Some(((word >> ((index & 3) * 16)) & 0xFFFF) as u16)
+#[expect(clippy::cast_possible_truncation, reason = "the low half is the lane")]
+fn lane_of(word: u64, lane: u32) -> u32 {
+    (word >> ((lane & 1) * 32)) as u32
 }
 
-/// The leaf a final slot names; `None` (ask the trie) for slot 0 or a block.
+/// The fast path's answer for an address: top slot `top`, then one stride per byte
+/// of `bytes` while the slot names a block. `None` asks the trie. Bound: `bytes.len()`
+/// strides (`FAST_V4_STRIDES`, `FAST_V6_STRIDES`).
 #[inline(always)]
-fn leaf(leaves: &Array<PrefixValue>, slot: u16) -> Option<PrefixValue> {
-    if slot == 0 || slot & FAST_SLOT_BLOCK != 0 {
-        return None;
+fn fast_walk(g: &Gen, top: u32, bytes: &[u8]) -> Option<PrefixValue> {
+    let mut value = lane_of(*g.fast_top.get(top >> 1)?, top);
+    for &byte in bytes {
+        if value & FAST_BLOCK == 0 {
+            break;
+        }
+        let w = value & !FAST_BLOCK;
+        let k = u32::from(byte >> 6);
+        let bits = *g.fast_blocks.get(w + k)?;
+        let counts = *g.fast_blocks.get(w + FAST_COUNTS_WORD)?;
+        let run = fast_run(bits, counts, k, u32::from(byte & 63));
+        let lane = (2 * w + FAST_VALUES_LANE).wrapping_add(run);
+        value = lane_of(*g.fast_blocks.get(lane >> 1)?, lane);
     }
-    leaves.get(u32::from(slot)).copied()
+    fast_leaf(value)
 }
 
 #[inline(always)]
 fn lookup_v4_prefix(addr: &[u8; 4], g: &Gen, fast: bool) -> Option<PrefixValue> {
     if fast {
-        // DIR-24-8: the top 24 bits, then the last 8 when longer prefixes split the /24.
-        let a = u32::from_be_bytes(*addr);
-        if let Some(mut slot) = slot_at(g.fast_v4_top, a >> 8) {
-            if slot & FAST_SLOT_BLOCK != 0 {
-                let block = u32::from(slot & !FAST_SLOT_BLOCK);
-                slot = slot_at(g.fast_v4_pool, block * 256 + (a & 0xFF)).unwrap_or(0);
-            }
-            if let Some(v) = leaf(g.leaves, slot) {
-                return Some(v);
-            }
+        // The /16's top slot, then a stride for the /24 slots (DIR-24-8's first
+        // step) and one for the last byte.
+        let top = u32::from(u16::from_be_bytes([addr[0], addr[1]]));
+        if let Some(v) = fast_walk(g, top, &addr[2..2 + FAST_V4_STRIDES]) {
+            return Some(v);
         }
     }
     g.prefix_v4.get(Key::new(32, *addr)).copied()
@@ -1207,20 +1197,10 @@ fn lookup_v4_prefix(addr: &[u8; 4], g: &Gen, fast: bool) -> Option<PrefixValue> 
 #[inline(always)]
 fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool) -> Option<PrefixValue> {
     if fast {
-        // The top 16 bits, then 8-bit strides while the slot points to a block.
-        let top = u32::from(u16::from_be_bytes([addr[0], addr[1]]));
-        if let Some(mut slot) = slot_at(g.fast_v6_top, top) {
-            // Bound: FAST_V6_STRIDES strides (down to /64).
-            for byte in &addr[2..2 + FAST_V6_STRIDES] {
-                if slot & FAST_SLOT_BLOCK == 0 {
-                    break;
-                }
-                let block = u32::from(slot & !FAST_SLOT_BLOCK);
-                slot = slot_at(g.fast_v6_pool, block * 256 + u32::from(*byte)).unwrap_or(0);
-            }
-            if let Some(v) = leaf(g.leaves, slot) {
-                return Some(v);
-            }
+        // The top slot of the first 16 bits, then 8-bit strides down to /64.
+        let top = FAST_V6_TOP + u32::from(u16::from_be_bytes([addr[0], addr[1]]));
+        if let Some(v) = fast_walk(g, top, &addr[2..2 + FAST_V6_STRIDES]) {
+            return Some(v);
         }
     }
     g.prefix_v6.get(Key::new(128, *addr)).copied()

@@ -82,13 +82,14 @@ fn main() {
     let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
     let installed = xdp.install(&maps).expect("install");
     eprintln!(
-        "GeoLite2: {} IPv4 + {} IPv6 prefixes after merging, {} regions; compile {build_seconds:.2}s; fast path {:.2}s, {} + {} blocks, {} overflow",
+        "GeoLite2: {} IPv4 + {} IPv6 prefixes after merging, {} regions; compile {build_seconds:.2}s; fast path {:.2}s, {} + {} blocks, {} words, {} overflow",
         maps.prefixes_v4.len(),
         maps.prefixes_v6.len(),
         engine.compiled().region_count(),
         installed.fast_seconds,
         installed.fast_blocks_v4,
         installed.fast_blocks_v6,
+        installed.fast_words,
         installed.fast_overflow
     );
     let fd = xdp.program_fd("xdp_dns").expect("fd");

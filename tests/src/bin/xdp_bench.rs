@@ -125,11 +125,12 @@ fn main() {
         .install(&contents(v4.clone(), v6.clone()))
         .expect("install");
     eprintln!(
-        "500k IPv4 + 500k IPv6 prefixes installed in {:.2}s (fast path {:.2}s, {} + {} blocks, {} overflow)",
+        "500k IPv4 + 500k IPv6 prefixes installed in {:.2}s (fast path {:.2}s, {} + {} blocks, {} words, {} overflow)",
         t.elapsed().as_secs_f64(),
         stats.fast_seconds,
         stats.fast_blocks_v4,
         stats.fast_blocks_v6,
+        stats.fast_words,
         stats.fast_overflow
     );
     out.insert("fastpath_fill_seconds".into(), stats.fast_seconds);

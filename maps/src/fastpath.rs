@@ -22,8 +22,9 @@
 //! walk them exactly as the kernel does (the same [`fast_run`]), and the tests check
 //! them against a brute-force longest-prefix match.
 use geodns_common::{
-    fast_leaf, fast_leaf_value, fast_run, PrefixValue, FAST_BLOCK, FAST_COUNTS_WORD,
-    FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
+    fast_leaf, fast_leaf_value, fast_list_run, fast_run, PrefixValue, FAST_BLOCK, FAST_COUNTS_WORD,
+    FAST_LIST, FAST_LIST_STARTS, FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_TOP_WORDS,
+    FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
 };
 
 /// Slots per block (an 8-bit stride).
@@ -95,7 +96,7 @@ impl FastTable {
             .collect();
         let mut b = Builder {
             blocks: Vec::new(),
-            max_words: max_words.min(FAST_BLOCK as usize),
+            max_words: max_words.min(FAST_OFFSET as usize + 1),
             max_depth: 32,
             stats: FamilyStats::default(),
         };
@@ -134,12 +135,17 @@ impl FastTable {
             if value & FAST_BLOCK == 0 {
                 break;
             }
-            let w = value & !FAST_BLOCK;
-            let k = u32::from(byte >> 6);
-            let bits = word(w + k)?;
-            let counts = word(w + FAST_COUNTS_WORD)?;
-            let run = fast_run(bits, counts, k, u32::from(byte & 63));
-            let lane = (2 * w + FAST_VALUES_LANE).wrapping_add(run);
+            let w = value & FAST_OFFSET;
+            let lane = if value & FAST_LIST != 0 {
+                let run = fast_list_run(word(w)?, u32::from(byte));
+                (2 * w + FAST_LIST_VALUES_LANE).wrapping_add(run)
+            } else {
+                let k = u32::from(byte >> 6);
+                let bits = word(w + k)?;
+                let counts = word(w + FAST_COUNTS_WORD)?;
+                let run = fast_run(bits, counts, k, u32::from(byte & 63));
+                (2 * w + FAST_VALUES_LANE).wrapping_add(run)
+            };
             value = half(word(lane >> 1)?, lane);
         }
         fast_leaf(value)
@@ -239,7 +245,7 @@ impl Builder {
         if slots.iter().all(|s| *s == slots[0] && s & FAST_BLOCK == 0) {
             return slots[0];
         }
-        let words = encode(&slots);
+        let (words, list) = encode(&slots);
         let at = self.blocks.len();
         if at + words.len() > self.max_words {
             self.stats.overflow += 1;
@@ -248,30 +254,54 @@ impl Builder {
         self.blocks.extend_from_slice(&words);
         self.stats.blocks += 1;
         self.stats.words += words.len();
-        FAST_BLOCK | u32::try_from(at).unwrap_or(0)
+        let kind = if list {
+            FAST_BLOCK | FAST_LIST
+        } else {
+            FAST_BLOCK
+        };
+        kind | u32::try_from(at).unwrap_or(0)
     }
 }
 
-/// A block's words (see `geodns_common::FAST_BLOCK`).
-fn encode(slots: &[u32; BLOCK_SLOTS]) -> Vec<u64> {
-    let mut words = vec![0u64; FAST_COUNTS_WORD as usize + 1];
-    let mut values: Vec<u32> = Vec::new();
-    for (i, s) in slots.iter().enumerate() {
-        if i > 0 && i % 64 == 0 {
-            // Runs that start before this quarter.
-            let count = u64::try_from(values.len()).unwrap_or(0);
-            words[FAST_COUNTS_WORD as usize] |= count << (8 * (i / 64));
+/// A block's words (see `geodns_common::FAST_BLOCK`), and whether it is a list block.
+fn encode(slots: &[u32; BLOCK_SLOTS]) -> (Vec<u64>, bool) {
+    let starts: Vec<usize> = (1..BLOCK_SLOTS)
+        .filter(|&i| slots[i] != slots[i - 1])
+        .collect();
+    let values = std::iter::once(slots[0]).chain(starts.iter().map(|&i| slots[i]));
+    let (mut words, list) = if starts.len() <= FAST_LIST_STARTS {
+        let mut head = (starts.len() as u64) << 56;
+        for (i, s) in starts.iter().enumerate() {
+            head |= (*s as u64) << (8 * i);
         }
-        if i == 0 || *s != slots[i - 1] {
-            words[i / 64] |= 1 << (i % 64);
-            values.push(*s);
+        (vec![head], true)
+    } else {
+        let mut words = vec![0u64; FAST_COUNTS_WORD as usize + 1];
+        words[0] = 1;
+        for s in &starts {
+            words[s / 64] |= 1 << (s % 64);
+            // Byte k of the counts: runs that start before slot 64 k (run 0 included).
+            for k in (s / 64 + 1)..4 {
+                words[FAST_COUNTS_WORD as usize] += 1 << (8 * k);
+            }
         }
+        for k in 1..4 {
+            words[FAST_COUNTS_WORD as usize] += 1 << (8 * k);
+        }
+        (words, false)
+    };
+    // Values from the lane after the header: a bitmap block's header ends in the low
+    // half of its counts word, a list block's fills its word.
+    let mut lanes: Vec<u32> = Vec::new();
+    if !list {
+        let counts = words.pop().unwrap_or(0);
+        lanes.push(u32::try_from(counts & 0xFFFF_FFFF).unwrap_or(0));
     }
-    words[FAST_COUNTS_WORD as usize] |= u64::from(values[0]) << 32;
-    for pair in values[1..].chunks(2) {
+    lanes.extend(values);
+    for pair in lanes.chunks(2) {
         words.push(u64::from(pair[0]) | pair.get(1).map_or(0, |hi| u64::from(*hi) << 32));
     }
-    words
+    (words, list)
 }
 
 #[cfg(test)]
@@ -494,11 +524,15 @@ mod tests {
     }
 
     /// Slot `b` of an encoded block, read as the kernel does.
-    fn read(words: &[u64], b: usize) -> u32 {
-        let k = u32::try_from(b / 64).expect("k");
-        let j = u32::try_from(b % 64).expect("j");
-        let counts = words[FAST_COUNTS_WORD as usize];
-        let lane = FAST_VALUES_LANE + fast_run(words[b / 64], counts, k, j);
+    fn read(words: &[u64], list: bool, b: usize) -> u32 {
+        let lane = if list {
+            FAST_LIST_VALUES_LANE + fast_list_run(words[0], u32::try_from(b).expect("b"))
+        } else {
+            let k = u32::try_from(b / 64).expect("k");
+            let j = u32::try_from(b % 64).expect("j");
+            let counts = words[FAST_COUNTS_WORD as usize];
+            FAST_VALUES_LANE + fast_run(words[b / 64], counts, k, j)
+        };
         half(words[usize::try_from(lane / 2).expect("lane")], lane)
     }
 
@@ -506,30 +540,59 @@ mod tests {
     fn a_block_is_read_as_its_runs() {
         let mut rng = Rng(37);
         // Runs at quarter edges, on slot 63 (the last shift of the mask), one run per
-        // slot, one run per block, and random ones.
-        let mut cases: Vec<[u32; BLOCK_SLOTS]> = Vec::new();
+        // slot; list blocks with starts at 1 and 255, at 128 (the byte compare's high
+        // bit), the most starts a list holds, and one more.
+        let mut cases: Vec<([u32; BLOCK_SLOTS], bool)> = Vec::new();
         let mut edges = [1; BLOCK_SLOTS];
         edges[63] = 2;
         edges[64..128].fill(3);
         edges[255] = 4;
-        cases.push(edges);
-        cases.push(std::array::from_fn(|i| u32::try_from(i).expect("i") + 1));
-        cases.push([7; BLOCK_SLOTS]);
-        for _ in 0..200 {
-            let mut s = [0u32; BLOCK_SLOTS];
-            let mut v = 0;
-            for slot in &mut s {
-                if rng.next().is_multiple_of(8) {
-                    v = u32::try_from(rng.next() % 5).expect("v");
-                }
-                *slot = v;
-            }
-            cases.push(s);
+        cases.push((edges, true));
+        let mut quarters = [0; BLOCK_SLOTS];
+        for (n, start) in [1, 62, 63, 64, 65, 127, 128, 191, 192, 255]
+            .iter()
+            .enumerate()
+        {
+            quarters[*start..].fill(u32::try_from(n).expect("n") + 1);
         }
-        for slots in &cases {
-            let words = encode(slots);
+        cases.push((quarters, false));
+        cases.push((
+            std::array::from_fn(|i| u32::try_from(i).expect("i") + 1),
+            false,
+        ));
+        let mut ends = [5; BLOCK_SLOTS];
+        ends[1..255].fill(6);
+        cases.push((ends, true));
+        let mut half_way = [5; BLOCK_SLOTS];
+        half_way[127..129].fill(6);
+        cases.push((half_way, true));
+        for (starts, list) in [(FAST_LIST_STARTS, true), (FAST_LIST_STARTS + 1, false)] {
+            cases.push((
+                std::array::from_fn(|i| u32::try_from(i * (starts + 1) / BLOCK_SLOTS).expect("v")),
+                list,
+            ));
+        }
+        for odds in [4, 40, 200] {
+            for _ in 0..200 {
+                let mut s = [0u32; BLOCK_SLOTS];
+                let mut v = 0;
+                for slot in &mut s {
+                    if rng.next().is_multiple_of(odds) {
+                        v = u32::try_from(rng.next() % 5).expect("v");
+                    }
+                    *slot = v;
+                }
+                let starts = (1..BLOCK_SLOTS).filter(|&i| s[i] != s[i - 1]).count();
+                cases.push((s, starts <= FAST_LIST_STARTS));
+            }
+        }
+        let lists = cases.iter().filter(|c| c.1).count();
+        assert!(lists > 100 && lists < cases.len() - 100, "{lists} lists");
+        for (slots, want_list) in &cases {
+            let (words, list) = encode(slots);
+            assert_eq!(list, *want_list, "{slots:?}");
             for (b, want) in slots.iter().enumerate() {
-                assert_eq!(read(&words, b), *want, "slot {b} of {slots:?}");
+                assert_eq!(read(&words, list, b), *want, "slot {b} of {slots:?}");
             }
         }
         for _ in 0..10_000 {

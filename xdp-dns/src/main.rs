@@ -32,8 +32,9 @@ use geodns_common::{
     STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
-    fast_leaf, fast_run, FAST_BLOCK, FAST_COUNTS_WORD, FAST_TOP_WORDS, FAST_V4_STRIDES,
-    FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
+    fast_leaf, fast_list_run, fast_run, FAST_BLOCK, FAST_COUNTS_WORD, FAST_LIST,
+    FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES,
+    FAST_V6_TOP, FAST_VALUES_LANE,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -1170,12 +1171,17 @@ fn fast_walk(g: &Gen, top: u32, bytes: &[u8]) -> Option<PrefixValue> {
         if value & FAST_BLOCK == 0 {
             break;
         }
-        let w = value & !FAST_BLOCK;
-        let k = u32::from(byte >> 6);
-        let bits = *g.fast_blocks.get(w + k)?;
-        let counts = *g.fast_blocks.get(w + FAST_COUNTS_WORD)?;
-        let run = fast_run(bits, counts, k, u32::from(byte & 63));
-        let lane = (2 * w + FAST_VALUES_LANE).wrapping_add(run);
+        let w = value & FAST_OFFSET;
+        let lane = if value & FAST_LIST != 0 {
+            let run = fast_list_run(*g.fast_blocks.get(w)?, u32::from(byte));
+            (2 * w + FAST_LIST_VALUES_LANE).wrapping_add(run)
+        } else {
+            let k = u32::from(byte >> 6);
+            let bits = *g.fast_blocks.get(w + k)?;
+            let counts = *g.fast_blocks.get(w + FAST_COUNTS_WORD)?;
+            let run = fast_run(bits, counts, k, u32::from(byte & 63));
+            (2 * w + FAST_VALUES_LANE).wrapping_add(run)
+        };
         value = lane_of(*g.fast_blocks.get(lane >> 1)?, lane);
     }
     fast_leaf(value)

@@ -80,22 +80,25 @@ pub struct MapSizes {
     pub names: u32,
     pub answers: u32,
     pub answer_sets: u32,
-    /// Words (u64) of the fast path's blocks, both families together: a block takes
-    /// 5 words and a word per two runs.
+    /// Words (u64) of the fast path's blocks, both families together: a block of up
+    /// to 8 runs takes 1 word and a word per two runs, a bigger one 5 words and a word
+    /// per two runs.
     pub fast_words: u32,
 }
 
 impl Default for MapSizes {
     fn default() -> Self {
         // The tries are not preallocated: a large cap costs nothing until used. The
-        // arrays are (the fast path 2 x ~65 MiB; names, answer keys and sets 2 x 2.6 MiB).
+        // arrays are (the fast path 2 x 32.5 MiB; names, answer keys and sets 2 x 2.6 MiB).
         Self {
             prefixes_v4: 2 << 20,
             prefixes_v6: 2 << 20,
             names: 4096,
             answers: 65536,
             answer_sets: 4096,
-            fast_words: 6 << 20,
+            // 32 MiB: the 500k + 500k bench tables take 2.5 Mi words (428k IPv6
+            // blocks), GeoLite2-Country 1.1 Mi.
+            fast_words: 4 << 20,
         }
     }
 }
@@ -415,6 +418,14 @@ impl XdpDns {
         stats.fast_blocks_v6 = table.v6.blocks;
         stats.fast_words = table.blocks.len();
         stats.fast_overflow = table.v4.overflow + table.v6.overflow;
+        if stats.fast_overflow > 0 {
+            // Still answered right, by the trie, at several times the cost.
+            tracing::warn!(
+                blocks = stats.fast_overflow,
+                words = self.sizes.fast_words,
+                "fast path full: the slots of blocks that did not fit ask the LPM trie"
+            );
+        }
         stats.fast_seconds = started.elapsed().as_secs_f64();
         Ok(())
     }

@@ -90,10 +90,10 @@ pub const STAGE_COUNT: u32 = 5;
 ///
 /// `FAST_TOP_*` holds the slots of the first 16 address bits, u32 values two per u64
 /// word (the even slot in the low half): IPv4 at slots `0..2^16`, IPv6 at
-/// [`FAST_V6_TOP`]`..`. A block of `FAST_BLOCKS_*` (an array of u64 words) is the 256
-/// slots of one stride, run-length compressed: the values of its runs of equal slots
-/// (run 0 first), and where the runs start. Values are u32 lanes of the words (lane
-/// `2 w + 1` is the high half of word `w`). From word `w`:
+/// [`FAST_V6_TOP`]`..`. A block of `FAST_BLOCKS_*` (u64 words, [`FAST_PAGE_WORDS`] per
+/// element) is the 256 slots of one stride, run-length compressed: the values of its
+/// runs of equal slots (run 0 first), and where the runs start. Values are u32 lanes of
+/// the words (lane `2 w + 1` is the high half of word `w`). From word `w`:
 /// - a bitmap block (more than [`FAST_LIST_STARTS`] runs after the first): words
 ///   `w..w + 4` are bitmaps, bit `j` of word `k` set where slot `64 k + j` starts a run
 ///   (bit 0 of word 0 always); byte `k` of word `w + 4` is the number of runs that
@@ -108,6 +108,11 @@ pub const FAST_BLOCK: u32 = 0x8000_0000;
 pub const FAST_LIST: u32 = 0x4000_0000;
 /// With [`FAST_BLOCK`]: the bits of the block's word offset.
 pub const FAST_OFFSET: u32 = 0x3FFF_FFFF;
+/// Words of one element of `FAST_BLOCKS_*` (4 KiB, a page of the memory-mapped array).
+/// A block never crosses one: the kernel looks up the element of word offset `w` once
+/// per stride (`w / FAST_PAGE_WORDS`) and reads the block's words inside it at
+/// `w % FAST_PAGE_WORDS` and after, masked.
+pub const FAST_PAGE_WORDS: u32 = 512;
 /// Slot value flag of a leaf (without [`FAST_BLOCK`]): bits 0..16 are the region, bits
 /// 16..24 the matched prefix length (the ECS scope), as [`PrefixValue`]'s first three
 /// bytes read little-endian.

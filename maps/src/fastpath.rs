@@ -23,8 +23,8 @@
 //! them against a brute-force longest-prefix match.
 use geodns_common::{
     fast_leaf, fast_leaf_value, fast_list_run, fast_run, PrefixValue, FAST_BLOCK, FAST_COUNTS_WORD,
-    FAST_LIST, FAST_LIST_STARTS, FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_TOP_WORDS,
-    FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
+    FAST_LIST, FAST_LIST_STARTS, FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_PAGE_WORDS,
+    FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
 };
 
 /// Slots per block (an 8-bit stride).
@@ -37,7 +37,8 @@ pub const V6_MAX_DEPTH: u32 = 64;
 /// What one family's prefixes took, and what did not fit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FamilyStats {
-    /// Blocks in use, and their words.
+    /// Blocks in use, and the words they take (with the padding that keeps each in
+    /// one page).
     pub blocks: usize,
     pub words: usize,
     /// Blocks that were needed but found the array full: the slot that would point to
@@ -104,6 +105,8 @@ impl FastTable {
         let v4 = std::mem::take(&mut b.stats);
         b.max_depth = V6_MAX_DEPTH;
         top.extend(b.family(p6));
+        b.blocks
+            .resize(b.blocks.len().next_multiple_of(FAST_PAGE_WORDS as usize), 0);
         Self {
             top,
             blocks: b.blocks,
@@ -128,7 +131,6 @@ impl FastTable {
 
     /// `fast_walk` of xdp-dns, step for step, on the words the kernel holds.
     fn walk(&self, top: u32, bytes: &[u8]) -> Option<PrefixValue> {
-        let word = |i: u32| self.blocks.get(usize::try_from(i).ok()?).copied();
         // The kernel reads half of a packed word: the same slot.
         let mut value = *self.top.get(usize::try_from(top).ok()?)?;
         for &byte in bytes {
@@ -136,19 +138,34 @@ impl FastTable {
                 break;
             }
             let w = value & FAST_OFFSET;
+            let page = self
+                .pages()
+                .nth(usize::try_from(w / FAST_PAGE_WORDS).ok()?)?;
+            // Word `x` of the page, masked as the kernel masks it.
+            let word = |x: u32| page[(x % FAST_PAGE_WORDS) as usize];
+            let i = w % FAST_PAGE_WORDS;
             let lane = if value & FAST_LIST != 0 {
-                let run = fast_list_run(word(w)?, u32::from(byte));
-                (2 * w + FAST_LIST_VALUES_LANE).wrapping_add(run)
+                let run = fast_list_run(word(i), u32::from(byte));
+                (2 * i + FAST_LIST_VALUES_LANE).wrapping_add(run)
             } else {
                 let k = u32::from(byte >> 6);
-                let bits = word(w + k)?;
-                let counts = word(w + FAST_COUNTS_WORD)?;
-                let run = fast_run(bits, counts, k, u32::from(byte & 63));
-                (2 * w + FAST_VALUES_LANE).wrapping_add(run)
+                let run = fast_run(
+                    word(i + k),
+                    word(i + FAST_COUNTS_WORD),
+                    k,
+                    u32::from(byte & 63),
+                );
+                (2 * i + FAST_VALUES_LANE).wrapping_add(run)
             };
-            value = half(word(lane >> 1)?, lane);
+            value = half(word(lane >> 1), lane);
         }
         fast_leaf(value)
+    }
+
+    /// The elements of `FAST_BLOCKS_*`: [`FAST_PAGE_WORDS`] words each (`blocks` ends
+    /// on a whole one).
+    pub fn pages(&self) -> impl Iterator<Item = &[u64]> {
+        self.blocks.chunks_exact(FAST_PAGE_WORDS as usize)
     }
 
     /// The top slots as the kernel array holds them: two per u64, the even slot in the
@@ -246,14 +263,20 @@ impl Builder {
             return slots[0];
         }
         let (words, list) = encode(&slots);
-        let at = self.blocks.len();
+        // A block never crosses a page (see `geodns_common::FAST_PAGE_WORDS`).
+        let page = FAST_PAGE_WORDS as usize;
+        let mut at = self.blocks.len();
+        if at % page + words.len() > page {
+            at = at.next_multiple_of(page);
+        }
         if at + words.len() > self.max_words {
             self.stats.overflow += 1;
             return 0;
         }
+        self.stats.words += at + words.len() - self.blocks.len();
+        self.blocks.resize(at, 0);
         self.blocks.extend_from_slice(&words);
         self.stats.blocks += 1;
-        self.stats.words += words.len();
         let kind = if list {
             FAST_BLOCK | FAST_LIST
         } else {
@@ -482,7 +505,7 @@ mod tests {
     fn full_array_falls_back_to_the_trie_and_stays_right() {
         for (width, max, seed) in [(32, 32, 19), (128, 64, 13)] {
             let full = check(width, max, 2000, seed, ROOMY).0;
-            let needed = full.blocks.len();
+            let needed = full.v4.words + full.v6.words;
             for cap in [0, 40, needed / 2, needed - 1] {
                 let (t, to_trie) = check(width, max, 2000, seed, cap);
                 let stats = if width == 32 { t.v4 } else { t.v6 };
@@ -490,7 +513,7 @@ mod tests {
                     stats.overflow > 0,
                     "{cap} of {needed} words should overflow"
                 );
-                assert!(t.blocks.len() <= cap);
+                assert!(t.v4.words + t.v6.words <= cap);
                 assert!(to_trie > 0);
             }
         }
@@ -513,7 +536,12 @@ mod tests {
             .map(|(a, l, v)| (a.to_be_bytes(), u8::try_from(*l).expect("l"), *v))
             .collect();
         let t = FastTable::build(&v4, &v6, ROOMY);
-        assert_eq!(t.blocks.len(), t.v4.words + t.v6.words);
+        let page = FAST_PAGE_WORDS as usize;
+        assert_eq!(
+            t.blocks.len(),
+            (t.v4.words + t.v6.words).next_multiple_of(page)
+        );
+
         assert_eq!(t.top_words().len(), TOP_WORDS);
         for addr in probes(&mut rng, &p4, 32) {
             assert_eq!(lookup(&t, 32, addr), lpm(&p4, addr), "v4 {addr:#x}");

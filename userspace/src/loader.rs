@@ -17,8 +17,8 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, STAGE_GROW,
-    STAGE_LOOKUP_0, STAGE_REPLY_0,
+    counter, AnswerKey, AnswerSet, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, FAST_PAGE_WORDS,
+    STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
 };
 use geodns_maps::{
     fastpath::FastTable,
@@ -199,7 +199,10 @@ impl XdpDns {
                 gen_name("ANSWER_SETS", generation),
                 sizes.answer_sets.max(1) + 1,
             );
-            loader.map_max_entries(gen_name("FAST_BLOCKS", generation), sizes.fast_words.max(1));
+            loader.map_max_entries(
+                gen_name("FAST_BLOCKS", generation),
+                sizes.fast_words.div_ceil(FAST_PAGE_WORDS).max(1),
+            );
         }
         let mut ebpf = loader
             .load(object)
@@ -413,7 +416,11 @@ impl XdpDns {
         let name = gen_name("FAST_TOP", generation);
         fill_mmap(self.map(name)?, name, &table.top_words())?;
         let name = gen_name("FAST_BLOCKS", generation);
-        fill_mmap(self.map(name)?, name, &table.blocks)?;
+        let pages: Vec<[u64; FAST_PAGE_WORDS as usize]> = table
+            .pages()
+            .map(|p| p.try_into().unwrap_or([0; FAST_PAGE_WORDS as usize]))
+            .collect();
+        fill_mmap(self.map(name)?, name, &pages)?;
         stats.fast_blocks_v4 = table.v4.blocks;
         stats.fast_blocks_v6 = table.v6.blocks;
         stats.fast_words = table.blocks.len();

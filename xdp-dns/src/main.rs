@@ -33,8 +33,8 @@ use geodns_common::{
 };
 use geodns_common::{
     fast_leaf, fast_list_run, fast_run, FAST_BLOCK, FAST_COUNTS_WORD, FAST_LIST,
-    FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES,
-    FAST_V6_TOP, FAST_VALUES_LANE,
+    FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_PAGE_WORDS, FAST_TOP_WORDS, FAST_V4_STRIDES,
+    FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -67,16 +67,19 @@ static PREFIX_V6_0: LpmTrie<[u8; 16], PrefixValue> = LpmTrie::with_max_entries(1
 #[map]
 static PREFIX_V6_1: LpmTrie<[u8; 16], PrefixValue> = LpmTrie::with_max_entries(1, 0);
 // The fast path (see `geodns_common::FAST_BLOCK` and maps/src/fastpath.rs): the slots
-// of the first 16 bits, then run-length compressed 256-slot blocks of u64 words;
-// memory-mappable so the loader fills them with one copy instead of a syscall per entry.
+// of the first 16 bits, then run-length compressed 256-slot blocks of u64 words, a
+// page of them per element; memory-mappable so the loader fills them with one copy
+// instead of a syscall per entry.
 #[map]
 static FAST_TOP_0: Array<u64> = Array::with_max_entries(FAST_TOP_WORDS, BPF_F_MMAPABLE);
 #[map]
 static FAST_TOP_1: Array<u64> = Array::with_max_entries(FAST_TOP_WORDS, BPF_F_MMAPABLE);
 #[map]
-static FAST_BLOCKS_0: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+static FAST_BLOCKS_0: Array<Page> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static FAST_BLOCKS_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+static FAST_BLOCKS_1: Array<Page> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// One element of `FAST_BLOCKS_*`.
+type Page = [u64; FAST_PAGE_WORDS as usize];
 // Open-addressing tables built by userspace (`geodns_maps::slots`): array lookups are
 // inlined by the verifier, hash map lookups are helper calls. Sized by the loader.
 #[map]
@@ -170,7 +173,7 @@ struct Gen {
     prefix_v4: &'static LpmTrie<[u8; 4], PrefixValue>,
     prefix_v6: &'static LpmTrie<[u8; 16], PrefixValue>,
     fast_top: &'static Array<u64>,
-    fast_blocks: &'static Array<u64>,
+    fast_blocks: &'static Array<Page>,
 }
 
 #[inline(always)]
@@ -1171,18 +1174,26 @@ fn fast_walk(g: &Gen, top: u32, bytes: &[u8]) -> Option<PrefixValue> {
         if value & FAST_BLOCK == 0 {
             break;
         }
+        // One lookup per stride: the block lies inside this page, read at masked
+        // offsets (the mask keeps every access inside the element for the verifier).
         let w = value & FAST_OFFSET;
+        let page = g.fast_blocks.get(w / FAST_PAGE_WORDS)?;
+        let word = |x: u32| page[masked(x as usize, FAST_PAGE_WORDS as usize - 1)];
+        let i = w % FAST_PAGE_WORDS;
         let lane = if value & FAST_LIST != 0 {
-            let run = fast_list_run(*g.fast_blocks.get(w)?, u32::from(byte));
-            (2 * w + FAST_LIST_VALUES_LANE).wrapping_add(run)
+            let run = fast_list_run(word(i), u32::from(byte));
+            (2 * i + FAST_LIST_VALUES_LANE).wrapping_add(run)
         } else {
             let k = u32::from(byte >> 6);
-            let bits = *g.fast_blocks.get(w + k)?;
-            let counts = *g.fast_blocks.get(w + FAST_COUNTS_WORD)?;
-            let run = fast_run(bits, counts, k, u32::from(byte & 63));
-            (2 * w + FAST_VALUES_LANE).wrapping_add(run)
+            let run = fast_run(
+                word(i + k),
+                word(i + FAST_COUNTS_WORD),
+                k,
+                u32::from(byte & 63),
+            );
+            (2 * i + FAST_VALUES_LANE).wrapping_add(run)
         };
-        value = lane_of(*g.fast_blocks.get(lane >> 1)?, lane);
+        value = lane_of(word(lane >> 1), lane);
     }
     fast_leaf(value)
 }

@@ -68,6 +68,21 @@ fn answer(fd: i32, f: &[u8]) -> Option<(IpAddr, u8)> {
     Some((*r.addrs.first()?, r.ecs_scope?))
 }
 
+/// The tail of sorted run times on stderr: a median hides the share of clients the
+/// trie answers.
+fn print_tail(ns: &[u32], flags: u32) {
+    let at = |q: usize| ns[ns.len() * q / 100];
+    #[expect(clippy::cast_precision_loss, reason = "a mean of ns")]
+    let mean = ns.iter().map(|x| f64::from(*x)).sum::<f64>() / ns.len() as f64;
+    eprintln!(
+        "{} frames, flags {flags}: p50 {} p90 {} p99 {} mean {mean:.0} ns",
+        ns.len(),
+        at(50),
+        at(90),
+        at(99)
+    );
+}
+
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).expect("usage: real_bench DIR"));
     let cfg = dir.join("real.toml");
@@ -134,6 +149,7 @@ fn main() {
                 .collect();
             let out = frames.iter().map(|f| answer(fd, f)).collect();
             ns.sort_unstable();
+            print_tail(&ns, flags);
             (out, f64::from(ns[ns.len() / 2]))
         };
     let (fast4, ns_fast4) = run_all(&mut xdp, 0, &frames4);

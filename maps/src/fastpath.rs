@@ -12,15 +12,16 @@
 //! tail to /64, so a hash on one fixed length resolves too few clients, while strides
 //! resolve every prefix up to /64 without expanding a prefix into more than 256 slots
 //! at any level. Why compressed: 256 u32 slots per block would need ~400 MiB for the
-//! 500k-prefix IPv6 bench table, and neighbouring slots mostly repeat. A block keeps a
-//! bitmap of where runs of equal values start, how many runs each quarter starts with,
-//! and the run values, back to back (36 bytes + 4 per run instead of 1 KiB); a lookup
-//! reads the bitmap word, the counts and one value, usually all in one cache line. The
-//! same compression shrinks the IPv4 /24 slots from 32 MiB of u16 to a few MiB.
+//! 500k-prefix IPv6 bench table, and neighbouring slots mostly repeat. A block keeps
+//! where its runs of equal values start and the run values, back to back: a list of up
+//! to 7 start bytes in one word for small blocks (most deep IPv6 ones: 2..5 words), or
+//! four 64-bit bitmaps and per-quarter run counts (5 words + 1 per two runs); a lookup
+//! reads the header and one value, usually in one cache line, never across a page. The
+//! same compression shrinks the IPv4 /24 slots from 32 MiB of u16 to ~6 MiB.
 //!
 //! Userspace computes every slot; [`FastTable::lookup_v4`]/[`FastTable::lookup_v6`]
-//! walk them exactly as the kernel does (the same [`fast_run`]), and the tests check
-//! them against a brute-force longest-prefix match.
+//! walk them exactly as the kernel does (the same [`fast_run`], [`fast_list_run`] and
+//! masks), and the tests check them against a brute-force longest-prefix match.
 use geodns_common::{
     fast_leaf, fast_leaf_value, fast_list_run, fast_run, PrefixValue, FAST_BLOCK, FAST_COUNTS_WORD,
     FAST_LIST, FAST_LIST_STARTS, FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_PAGE_WORDS,
@@ -52,7 +53,8 @@ pub struct FastTable {
     /// `FAST_TOP_*` slots: IPv4 then IPv6, 2^16 each (the kernel array packs them two
     /// per u64, see [`Self::top_words`]).
     pub top: Vec<u32>,
-    /// `FAST_BLOCKS_*`: the blocks, back to back.
+    /// `FAST_BLOCKS_*`: the blocks, back to back but never across a
+    /// [`FAST_PAGE_WORDS`] boundary, padded to whole pages (see [`Self::pages`]).
     pub blocks: Vec<u64>,
     pub v4: FamilyStats,
     pub v6: FamilyStats,

@@ -179,6 +179,29 @@ pub const fn popcount(x: u64) -> u32 {
     (x.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
 }
 
+/// The u32 lane (counted from the page's first word) that holds the slot value for
+/// `byte` in the block starting at word `i` of its page; `list` is the block's encoding
+/// (bit 30 of the slot value that pointed to it) and `word(x)` reads word `x` of the
+/// page. The kernel and `geodns_maps::fastpath` both decode blocks with this.
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub fn fast_block_lane(list: bool, i: u32, byte: u8, word: impl Fn(u32) -> u64) -> u32 {
+    if list {
+        let run = fast_list_run(word(i), u32::from(byte));
+        (2 * i + FAST_LIST_VALUES_LANE).wrapping_add(run)
+    } else {
+        let k = u32::from(byte >> 6);
+        let run = fast_run(
+            word(i + k),
+            word(i + FAST_COUNTS_WORD),
+            k,
+            u32::from(byte & 63),
+        );
+        (2 * i + FAST_VALUES_LANE).wrapping_add(run)
+    }
+}
+
 /// The slot value of a leaf.
 #[must_use]
 pub const fn fast_leaf_value(v: PrefixValue) -> u32 {

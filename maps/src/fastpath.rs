@@ -20,12 +20,11 @@
 //! same compression shrinks the IPv4 /24 slots from 32 MiB of u16 to ~6 MiB.
 //!
 //! Userspace computes every slot; [`FastTable::lookup_v4`]/[`FastTable::lookup_v6`]
-//! walk them exactly as the kernel does (the same [`fast_run`], [`fast_list_run`] and
-//! masks), and the tests check them against a brute-force longest-prefix match.
+//! walk them exactly as the kernel does (the same [`fast_block_lane`] and masks), and the tests check them against a brute-force longest-prefix match.
 use geodns_common::{
-    fast_leaf, fast_leaf_value, fast_list_run, fast_run, PrefixValue, FAST_BLOCK, FAST_COUNTS_WORD,
-    FAST_LIST, FAST_LIST_STARTS, FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_PAGE_WORDS,
-    FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
+    fast_block_lane, fast_leaf, fast_leaf_value, PrefixValue, FAST_BLOCK, FAST_COUNTS_WORD,
+    FAST_LIST, FAST_LIST_STARTS, FAST_OFFSET, FAST_PAGE_WORDS, FAST_TOP_WORDS, FAST_V4_STRIDES,
+    FAST_V6_STRIDES, FAST_V6_TOP,
 };
 
 /// Slots per block (an 8-bit stride).
@@ -146,19 +145,7 @@ impl FastTable {
             // Word `x` of the page, masked as the kernel masks it.
             let word = |x: u32| page[(x % FAST_PAGE_WORDS) as usize];
             let i = w % FAST_PAGE_WORDS;
-            let lane = if value & FAST_LIST != 0 {
-                let run = fast_list_run(word(i), u32::from(byte));
-                (2 * i + FAST_LIST_VALUES_LANE).wrapping_add(run)
-            } else {
-                let k = u32::from(byte >> 6);
-                let run = fast_run(
-                    word(i + k),
-                    word(i + FAST_COUNTS_WORD),
-                    k,
-                    u32::from(byte & 63),
-                );
-                (2 * i + FAST_VALUES_LANE).wrapping_add(run)
-            };
+            let lane = fast_block_lane(value & FAST_LIST != 0, i, byte, word);
             value = half(word(lane >> 1), lane);
         }
         fast_leaf(value)
@@ -555,14 +542,8 @@ mod tests {
 
     /// Slot `b` of an encoded block, read as the kernel does.
     fn read(words: &[u64], list: bool, b: usize) -> u32 {
-        let lane = if list {
-            FAST_LIST_VALUES_LANE + fast_list_run(words[0], u32::try_from(b).expect("b"))
-        } else {
-            let k = u32::try_from(b / 64).expect("k");
-            let j = u32::try_from(b % 64).expect("j");
-            let counts = words[FAST_COUNTS_WORD as usize];
-            FAST_VALUES_LANE + fast_run(words[b / 64], counts, k, j)
-        };
+        let byte = u8::try_from(b).expect("b");
+        let lane = fast_block_lane(list, 0, byte, |x| words[x as usize]);
         half(words[usize::try_from(lane / 2).expect("lane")], lane)
     }
 

@@ -32,9 +32,8 @@ use geodns_common::{
     STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
-    fast_leaf, fast_list_run, fast_run, FAST_BLOCK, FAST_COUNTS_WORD, FAST_LIST,
-    FAST_LIST_VALUES_LANE, FAST_OFFSET, FAST_PAGE_WORDS, FAST_TOP_WORDS, FAST_V4_STRIDES,
-    FAST_V6_STRIDES, FAST_V6_TOP, FAST_VALUES_LANE,
+    fast_block_lane, fast_leaf, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
+    FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -1180,19 +1179,7 @@ fn fast_walk(g: &Gen, top: u32, bytes: &[u8]) -> Option<PrefixValue> {
         let page = g.fast_blocks.get(w / FAST_PAGE_WORDS)?;
         let word = |x: u32| page[masked(x as usize, FAST_PAGE_WORDS as usize - 1)];
         let i = w % FAST_PAGE_WORDS;
-        let lane = if value & FAST_LIST != 0 {
-            let run = fast_list_run(word(i), u32::from(byte));
-            (2 * i + FAST_LIST_VALUES_LANE).wrapping_add(run)
-        } else {
-            let k = u32::from(byte >> 6);
-            let run = fast_run(
-                word(i + k),
-                word(i + FAST_COUNTS_WORD),
-                k,
-                u32::from(byte & 63),
-            );
-            (2 * i + FAST_VALUES_LANE).wrapping_add(run)
-        };
+        let lane = fast_block_lane(value & FAST_LIST != 0, i, byte, word);
         value = lane_of(word(lane >> 1), lane);
     }
     fast_leaf(value)

@@ -130,6 +130,15 @@ pub enum Write {
     Key { slot: u32, value: u64 },
 }
 
+/// What [`AnswerTable::update`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Updated {
+    /// Writes to the kernel arrays, in this order.
+    pub writes: Vec<Write>,
+    /// No set slot was free: the key now has no answer (the kernel passes).
+    pub left_to_userspace: bool,
+}
+
 /// `ANSWERS_*` and `ANSWER_SETS_*` of one generation, and what userspace needs to change
 /// them in place.
 #[derive(Clone, Debug)]
@@ -178,7 +187,9 @@ impl AnswerTable {
         };
         let now = Instant::now();
         for (key, set) in answers {
-            t.update(*key, Some(*set), now)?;
+            if t.update(*key, Some(*set), now)?.left_to_userspace {
+                return Err(SlotsError::Sets(set_slots - 1));
+            }
         }
         Ok(t)
     }
@@ -186,20 +197,22 @@ impl AnswerTable {
     /// Gives `key` the answer `set` (`None`: no answer, the kernel passes). Returns the
     /// writes that bring the kernel arrays to the new state, in order; the table itself
     /// is updated already. A set that has no free slot (all in use, or freed less than
-    /// [`REUSE_AFTER`] ago) leaves the key with no answer and returns the error, so the
-    /// kernel passes its queries to userspace, which answers right.
+    /// [`REUSE_AFTER`] ago) leaves the key with no answer, so the kernel passes its
+    /// queries to userspace, which answers right: [`Updated::left_to_userspace`] says
+    /// so, and the writes then switch the key to no answer. An error means nothing
+    /// changed.
     pub fn update(
         &mut self,
         key: AnswerKey,
         set: Option<AnswerSet>,
         now: Instant,
-    ) -> Result<Vec<Write>, SlotsError> {
+    ) -> Result<Updated, SlotsError> {
         let set = set.filter(|s| *s != AnswerSet::EMPTY);
         let packed = key.packed();
         let slot = match self.slot_of.get(&key) {
             Some(&slot) => slot,
             // Nothing to answer and no slot yet: the kernel already passes.
-            None if set.is_none() => return Ok(Vec::new()),
+            None if set.is_none() => return Ok(Updated::default()),
             None => {
                 let keys = &self.keys;
                 let slot = place(
@@ -215,7 +228,7 @@ impl AnswerTable {
             }
         };
         let mut writes = Vec::new();
-        let mut result = Ok(());
+        let mut left_to_userspace = false;
         let new_set = match set {
             None => 0,
             Some(s) => match self.set_slot.get(&s) {
@@ -227,7 +240,7 @@ impl AnswerTable {
                         writes.push(Write::Set { slot: i });
                         i
                     } else {
-                        result = Err(SlotsError::Sets(self.sets.len() - 1));
+                        left_to_userspace = true;
                         0
                     }
                 }
@@ -245,7 +258,10 @@ impl AnswerTable {
                 self.release(old_set, now);
             }
         }
-        result.map(|()| writes)
+        Ok(Updated {
+            writes,
+            left_to_userspace,
+        })
     }
 
     /// The kernel's walk of `ANSWERS_*`: the set `key` has, if any (the empty set is
@@ -387,11 +403,11 @@ mod tests {
         // Switch one key to a new set: the set is written before the key.
         let now = Instant::now();
         let k = keys[5];
-        let writes = t.update(k, Some(set(200)), now).expect("update");
+        let writes = t.update(k, Some(set(200)), now).expect("update").writes;
         assert!(matches!(writes[..], [Write::Set { .. }, Write::Key { .. }]));
         assert_eq!(t.find(k), Some(&set(200)));
         // Remove it: the key stays (set 0) so probe sequences behind it still work.
-        let writes = t.update(k, None, now).expect("update");
+        let writes = t.update(k, None, now).expect("update").writes;
         assert!(matches!(writes[..], [Write::Key { .. }]));
         assert_eq!(t.find(k), None);
         for (other, s) in &answers {
@@ -401,7 +417,7 @@ mod tests {
         }
         assert_eq!(t.sets_in_use(), 7);
         // Back again, with a set already in use: no set write.
-        let writes = t.update(k, Some(set(1)), now).expect("update");
+        let writes = t.update(k, Some(set(1)), now).expect("update").writes;
         assert!(matches!(writes[..], [Write::Key { .. }]));
     }
 
@@ -418,7 +434,11 @@ mod tests {
         t.update(k, Some(set(3)), t0).expect("3");
         // Slot of set(1) and set(2) were freed just now: no slot for a fourth set yet,
         // and the key then has no answer (the kernel passes).
-        assert_eq!(t.update(k, Some(set(4)), t0), Err(SlotsError::Sets(3)));
+        let u = t.update(k, Some(set(4)), t0).expect("update");
+        assert!(u.left_to_userspace);
+        // ... and the kernel is told: the key's slot switches to the empty set (0).
+        let no_answer = ANSWER_SLOT_USED | u64::from(k.packed());
+        assert!(matches!(u.writes[..], [Write::Key { value, .. }] if value == no_answer));
         assert_eq!(t.find(k), None);
         // Later, a freed slot is used again.
         let later = t0 + REUSE_AFTER;

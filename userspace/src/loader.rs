@@ -459,17 +459,15 @@ impl XdpDns {
             let sets = Mapping::new(self.map(sets_name)?, sets_name)?;
             let now = std::time::Instant::now();
             for (key, value) in changes {
-                let writes = match table.update(*key, *value, now) {
-                    Ok(w) => w,
-                    Err(e @ slots::SlotsError::Sets(_)) => {
-                        tracing::warn!(record = key.record, region = key.region, error = %e,
-                            "answer left to userspace");
-                        // The key was switched to "no answer" in the table: apply that.
-                        table.update(*key, None, now).unwrap_or_default()
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                for w in writes {
+                let update = table.update(*key, *value, now)?;
+                if update.left_to_userspace {
+                    tracing::warn!(
+                        record = key.record,
+                        region = key.region,
+                        "no free answer-set slot: this answer is left to userspace"
+                    );
+                }
+                for w in update.writes {
                     match w {
                         slots::Write::Set { slot } => {
                             sets.write(slot as usize, table.sets[slot as usize])?;

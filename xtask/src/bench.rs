@@ -15,6 +15,7 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_1k",
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
+    "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
     "xdp_ns_v4_500k_zipf",
     "xdp_ns_v4_ecs_500k",

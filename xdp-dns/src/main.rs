@@ -127,6 +127,32 @@ fn count(index: u32) {
     }
 }
 
+/// Tail call into `JUMP[$index]`, a constant: returns only if the call failed.
+///
+/// The verifier makes a tail call whose index is the same constant on every path a
+/// direct jump (patched when `JUMP` changes); any other goes through a retpoline on
+/// this CPU. Written as assembly because LLVM merges `tail_call(ctx, 2)` and
+/// `tail_call(ctx, 3)` on two branches into one call with a selected index; two
+/// different assembly strings stay two calls.
+///
+/// # Safety
+/// `$ctx` must be the program's context.
+macro_rules! tail_call_const {
+    ($ctx:expr, $index:expr) => {
+        core::arch::asm!(
+            "r3 = {index}",
+            "call 12", // bpf_tail_call(ctx, prog_array, index)
+            index = const $index,
+            inout("r1") ($ctx).ctx => _,
+            inout("r2") (&raw const JUMP) => _,
+            out("r0") _,
+            out("r3") _,
+            out("r4") _,
+            out("r5") _,
+        )
+    };
+}
+
 /// Runs one stage and turns its outcome into an action: `Ok(None)` means "continue in
 /// the next stage" (a tail call; if that fails the packet passes, untouched).
 #[inline(always)]
@@ -156,11 +182,18 @@ fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>, next: u32) -> u
 pub fn xdp_dns(ctx: XdpContext) -> u32 {
     count(counter::RX);
     match try_parse(&ctx) {
-        // One call site per generation, each with a constant index: the verifier then
-        // makes it a direct jump (patched when `JUMP` changes) instead of an indirect
-        // one through a retpoline.
-        Ok(0) => run_stage(&ctx, Ok(None), STAGE_LOOKUP_0),
-        Ok(_) => run_stage(&ctx, Ok(None), STAGE_LOOKUP_0 + 1),
+        Ok(generation) => {
+            // SAFETY: `ctx` is this program's context.
+            unsafe {
+                if generation == 0 {
+                    tail_call_const!(&ctx, STAGE_LOOKUP_0);
+                } else {
+                    tail_call_const!(&ctx, STAGE_LOOKUP_0 + 1);
+                }
+            }
+            count(counter::PASS_INTERNAL);
+            xdp_action::XDP_PASS
+        }
         Err(reason) => run_stage(&ctx, Err(reason), 0),
     }
 }
@@ -245,8 +278,14 @@ generation_stages!(xdp_dns_lookup_1, xdp_dns_reply_1, gen1());
 pub fn xdp_dns_grow(ctx: XdpContext) -> u32 {
     match try_grow(&ctx) {
         Ok(generation) => {
-            // SAFETY: on success the tail call does not return.
-            unsafe { JUMP.tail_call(&ctx, STAGE_REPLY_0 + generation) };
+            // SAFETY: `ctx` is this program's context.
+            unsafe {
+                if generation == 0 {
+                    tail_call_const!(&ctx, STAGE_REPLY_0);
+                } else {
+                    tail_call_const!(&ctx, STAGE_REPLY_0 + 1);
+                }
+            }
             // The frame was already moved: it is no query any more.
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_DROP

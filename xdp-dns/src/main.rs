@@ -153,15 +153,31 @@ macro_rules! tail_call_const {
     };
 }
 
-/// Runs one stage and turns its outcome into an action: `Ok(None)` means "continue in
-/// the next stage" (a tail call; if that fails the packet passes, untouched).
+/// Tail call into stage `$base + $generation` (generation 0 or 1): one constant-index
+/// call site per generation (see [`tail_call_const`]). Returns only if the call failed.
+///
+/// # Safety
+/// As [`tail_call_const`].
+macro_rules! tail_call_generation {
+    ($ctx:expr, $base:expr, $generation:expr) => {
+        if $generation == 0 {
+            tail_call_const!($ctx, $base);
+        } else {
+            tail_call_const!($ctx, $base + 1);
+        }
+    };
+}
+
+/// Turns the outcome of a lookup or reply stage into an action: `Ok(None)` means
+/// "continue in the grow stage" (a tail call; if that fails the packet passes,
+/// untouched).
 #[inline(always)]
-fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>, next: u32) -> u32 {
+fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>) -> u32 {
     match stage {
         Ok(Some(action)) => action,
         Ok(None) => {
-            // SAFETY: on success the tail call does not return.
-            unsafe { JUMP.tail_call(ctx, next) };
+            // SAFETY: `ctx` is this program's context.
+            unsafe { tail_call_const!(ctx, STAGE_GROW) };
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_PASS
         }
@@ -184,17 +200,11 @@ pub fn xdp_dns(ctx: XdpContext) -> u32 {
     match try_parse(&ctx) {
         Ok(generation) => {
             // SAFETY: `ctx` is this program's context.
-            unsafe {
-                if generation == 0 {
-                    tail_call_const!(&ctx, STAGE_LOOKUP_0);
-                } else {
-                    tail_call_const!(&ctx, STAGE_LOOKUP_0 + 1);
-                }
-            }
+            unsafe { tail_call_generation!(&ctx, STAGE_LOOKUP_0, generation) };
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_PASS
         }
-        Err(reason) => run_stage(&ctx, Err(reason), 0),
+        Err(reason) => run_stage(&ctx, Err(reason)),
     }
 }
 
@@ -250,7 +260,7 @@ macro_rules! generation_stages {
                 let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
                 reply_with(&ctx, q, set)
             });
-            run_stage(&ctx, stage, STAGE_GROW)
+            run_stage(&ctx, stage)
         }
 
         /// Stage 3: rewrite the query into the reply and send it back. Entered only
@@ -259,7 +269,7 @@ macro_rules! generation_stages {
         #[xdp]
         pub fn $reply(ctx: XdpContext) -> u32 {
             let stage = try_reply(&ctx, &$gen);
-            run_stage(&ctx, stage, STAGE_GROW)
+            run_stage(&ctx, stage)
         }
     };
 }
@@ -279,13 +289,7 @@ pub fn xdp_dns_grow(ctx: XdpContext) -> u32 {
     match try_grow(&ctx) {
         Ok(generation) => {
             // SAFETY: `ctx` is this program's context.
-            unsafe {
-                if generation == 0 {
-                    tail_call_const!(&ctx, STAGE_REPLY_0);
-                } else {
-                    tail_call_const!(&ctx, STAGE_REPLY_0 + 1);
-                }
-            }
+            unsafe { tail_call_generation!(&ctx, STAGE_REPLY_0, generation) };
             // The frame was already moved: it is no query any more.
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_DROP

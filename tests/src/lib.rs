@@ -6,6 +6,7 @@ pub mod files;
 pub mod frame;
 pub mod http;
 pub mod netns;
+pub mod probe;
 pub mod synth;
 pub mod table;
 

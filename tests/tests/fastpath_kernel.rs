@@ -203,3 +203,19 @@ fn full_fast_path_still_agrees_with_trie() {
         assert!(seen.resolved > 0 && seen.resolved < seen.probes);
     }
 }
+
+/// The bench's reference probe (`xdp_ns_probe_slot24`) loads, and passes a query
+/// frame and a frame too short to hold a source address: the bench would otherwise
+/// find out only when it runs, which CI does not do.
+#[test]
+fn reference_probe_loads_and_passes() {
+    if !require_bpf() {
+        return;
+    }
+    let probe = geodns_tests::probe::SlotProbe::load().expect("load the slot probe");
+    let query = Frame::new(src4(), &Query::new("www.example.com.", 1)).build();
+    for f in [&query[..], &query[..20]] {
+        let run = prog_test_run(probe.fd(), f, 1).expect("test run");
+        assert_eq!(run.action, 2, "XDP_PASS for a {}-byte frame", f.len());
+    }
+}

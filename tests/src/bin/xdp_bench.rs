@@ -15,6 +15,7 @@ use geodns::loader::{LoadOptions, XdpDns};
 use geodns_common::{STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY};
 use geodns_tests::{
     frame::{Frame, Query, L3},
+    probe::SlotProbe,
     prog_test_run,
     synth::{contents, pick_v4, pick_v6, table_v4, table_v6, Rng},
 };
@@ -61,6 +62,7 @@ const NAMES: &[&str] = &[
     "xdp_ns_v4_500k_zipf",
     "xdp_ns_v4_ecs_500k",
     "xdp_ns_v6_500k",
+    "xdp_ns_probe_slot24",
     "fastpath_fill_seconds",
     "maps_memlock_mib",
 ];
@@ -198,6 +200,15 @@ fn main() {
             })
             .collect();
         out.insert("xdp_ns_v6_500k".into(), measure(&xdp, fd, &frames, 3));
+    }
+    if want("xdp_ns_probe_slot24") {
+        // The reference: one slot of a 2^24 array at the client's /24, nothing
+        // else (122 ns where the targets were set). Same frames as xdp_ns_v4_500k.
+        let probe = SlotProbe::load().expect("load the slot probe");
+        out.insert(
+            "xdp_ns_probe_slot24".into(),
+            measure(&xdp, probe.fd(), &frames, 2),
+        );
     }
     if want("maps_memlock_mib") {
         // Fill the other generation too: a running daemon holds two full tables.

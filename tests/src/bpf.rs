@@ -75,18 +75,19 @@ pub fn prog_test_run(prog_fd: i32, frame: &[u8], repeat: u32) -> io::Result<Test
 }
 
 /// `bpf(2)` command number of `BPF_MAP_CREATE`.
-const BPF_MAP_CREATE: libc::c_long = 0;
+pub(crate) const BPF_MAP_CREATE: libc::c_long = 0;
 /// `BPF_MAP_TYPE_ARRAY`.
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub(crate) const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
 /// The first members of `union bpf_attr` for `BPF_MAP_CREATE`; the kernel reads the rest
 /// as zero.
 #[repr(C)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
+pub(crate) struct MapCreateAttr {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
 }
 
 /// Why BPF cannot be used here, or `None` when it can: root, and a `bpf(2)` that
@@ -101,6 +102,7 @@ fn bpf_unavailable() -> Option<String> {
         key_size: 4,
         value_size: 4,
         max_entries: 1,
+        map_flags: 0,
     };
     // SAFETY: attr is a valid bpf_attr prefix for this command, its size is stated.
     let fd = unsafe {

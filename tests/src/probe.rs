@@ -11,25 +11,15 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+use crate::bpf::{MapCreateAttr, BPF_MAP_CREATE, BPF_MAP_TYPE_ARRAY};
+
 /// `bpf(2)` commands and constants (include/uapi/linux/bpf.h).
-const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const XDP_PASS: i32 = 2;
-
-/// The first members of `union bpf_attr` for `BPF_MAP_CREATE`.
-#[repr(C)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-}
 
 /// The first members of `union bpf_attr` for `BPF_PROG_LOAD`.
 #[repr(C)]

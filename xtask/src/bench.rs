@@ -96,10 +96,7 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "xdp_ns_v4_500k" => {
             let trie = get("xdp_ns_v4_500k_trie_only")
                 .map(|t| format!("trie-only / this = {:.1}x (target 10x)", t / value));
-            match (trie, probe_note(value, figures)) {
-                (Some(t), Some(p)) => Some(format!("{t}; {p}")),
-                (t, p) => t.or(p),
-            }
+            joined(trie, probe_note(value, figures))
         }
         "xdp_ns_v6_500k" => probe_note(value, figures),
         "xdp_ns_probe_slot24" => get("xdp_ns_v4_500k_trie_only").map(|t| {
@@ -125,10 +122,7 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
                 .map(|e| format!("{:.2} of the echo ceiling", value / e));
             let user = get("e2e_qps_userspace")
                 .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
-            match (ceiling, user) {
-                (Some(c), Some(u)) => Some(format!("{c}; {u}")),
-                (c, u) => c.or(u),
-            }
+            joined(ceiling, user)
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
@@ -137,6 +131,14 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         _ => None,
     }
     .unwrap_or_default()
+}
+
+/// Two notes, either or both, as one.
+fn joined(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A 500k figure against the reference probe measured in the same run (one

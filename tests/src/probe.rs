@@ -11,7 +11,10 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use crate::bpf::{MapCreateAttr, BPF_MAP_CREATE, BPF_MAP_TYPE_ARRAY};
+use crate::{
+    bpf::{MapCreateAttr, BPF_MAP_CREATE, BPF_MAP_TYPE_ARRAY},
+    synth::Rng,
+};
 
 /// `bpf(2)` commands and constants (include/uapi/linux/bpf.h).
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -163,13 +166,10 @@ fn fill(array: &OwnedFd) -> io::Result<()> {
     }
     // SAFETY: the mapping is `len` bytes, u32-aligned (page-aligned), and only ours.
     let slots = unsafe { std::slice::from_raw_parts_mut(base.cast::<u32>(), len / 4) };
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for slot in slots {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
         #[expect(clippy::cast_possible_truncation, reason = "the low half")]
-        let v = x as u32;
+        let v = rng.next_u64() as u32;
         *slot = v;
     }
     // SAFETY: the mapping made above, not used after this.

@@ -107,6 +107,38 @@ pub struct CompileStats {
     pub elapsed: Duration,
 }
 
+/// A table that lost too much against the one it would replace: what shrank, from
+/// what to what.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} would drop from {old} to {new}")]
+pub struct Shrink {
+    pub what: &'static str,
+    pub old: u64,
+    pub new: u64,
+}
+
+impl CompileStats {
+    /// `Some` when `self` has lost more than `max_drop` (a share, 0 to 1) of the
+    /// database networks or of the regions of `old`: an empty or truncated database
+    /// that still parses.
+    #[must_use]
+    pub fn shrink_from(&self, old: &Self, max_drop: f64) -> Option<Shrink> {
+        let networks = |s: &Self| s.v4.networks + s.v6.networks;
+        let regions = |s: &Self| s.regions as u64;
+        [
+            ("database networks", networks(old), networks(self)),
+            ("regions", regions(old), regions(self)),
+        ]
+        .into_iter()
+        .find(|&(_, o, n)| {
+            #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            let lost = o.saturating_sub(n) as f64 / o.max(1) as f64;
+            lost > max_drop
+        })
+        .map(|(what, old, new)| Shrink { what, old, new })
+    }
+}
+
 /// Something legal but probably unintended in the compiled result.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -157,6 +157,15 @@ pub struct KernelMaps {
     pub answers: Vec<(AnswerKey, AnswerSet)>,
 }
 
+/// How many entries each kernel map holds, without building them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelSizes {
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub names: usize,
+    pub answers: usize,
+}
+
 /// Draws the per-query random number of the `spread` policy.
 pub trait Picker: Send + Sync + std::fmt::Debug {
     /// A number uniformly in `[0, total)`; `total > 0`.
@@ -933,6 +942,17 @@ impl Engine {
                 .collect(),
             names: self.kernel_names(),
             answers: self.kernel_answers(),
+        }
+    }
+
+    /// Entry counts of [`Self::kernel_maps`].
+    #[must_use]
+    pub fn kernel_sizes(&self) -> KernelSizes {
+        KernelSizes {
+            prefixes_v4: self.compiled.prefixes_v4().len(),
+            prefixes_v6: self.compiled.prefixes_v6().len(),
+            names: self.kernel_names().len(),
+            answers: self.kernel_answers().len(),
         }
     }
 

@@ -76,13 +76,13 @@ pub mod slots;
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{
     AddressFacts, CompileError, CompileStats, CompileWarning, Compiled, FamilyStats, PrefixMatch,
-    Progress, ProgressStage,
+    Progress, ProgressStage, Shrink,
 };
 pub use config::{
     Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, GeoIp, Map, NodeConfig, NsHost,
     Policy, Record, RegionKey, Rule, Zone,
 };
 pub use engine::{
-    AnswerSource, Engine, Explanation, KernelMaps, NodeState, NodeStates, Picker, Question,
-    Resolution, SplitMix,
+    AnswerSource, Engine, Explanation, KernelMaps, KernelSizes, NodeState, NodeStates, Picker,
+    Question, Resolution, SplitMix,
 };

@@ -8,7 +8,7 @@ mod health_common;
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use geodns::{
-    daemon::EngineHandle,
+    control::EngineHandle,
     health::{self, admin_request, NodeStatus, Probe, ProbeError, StatusRange, Target},
 };
 use geodns_maps::{AnswerSource, NodeState, SplitMix};
@@ -22,8 +22,8 @@ const WWW: &str = "www.cdn.example.net.";
 const DL: &str = "dl.cdn.example.net.";
 const LONG: Duration = Duration::from_secs(10);
 
-fn post(control: &health::HealthControl, path: &str) -> (u16, String) {
-    admin_request(control, "POST", path, ip(LOOPBACK))
+async fn post(control: &health::HealthControl, path: &str) -> (u16, String) {
+    admin_request(control, "POST", path, ip(LOOPBACK)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +31,10 @@ async fn tcp_node_goes_down_after_fall_failures_and_back_after_rise_successes() 
     limit(async {
         let mut tcp = TcpTarget::start().await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", tcp.check())], &[])));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         wait_until("two good checks", LONG, || checks(&control, "a").0 >= 2).await;
         assert_eq!(www(&handle), vec![ip(A)]);
 
@@ -69,7 +72,10 @@ async fn http_status_decides_and_short_flaps_are_ignored() {
     limit(async {
         let http = HttpTarget::start(200).await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", http.check())], &[])));
-        let control = health::spawn(&args(100, 500), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 500), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         wait_until("two answered checks", LONG, || http.answered() >= 2).await;
 
         // Two 503s in a row: fewer than `fall`, the node stays in the answers throughout.
@@ -175,7 +181,7 @@ async fn https_checks_verify_the_certificate() {
         let handle = EngineHandle::new(engine(&config_text(&[("a", https.check())], &[])));
         let mut a = args(100, 1000);
         a.check_ca = Some(fixture("ca.pem"));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn");
+        let control = health::start(&a, &handle, None).await.expect("spawn").0;
         wait_until("two good HTTPS checks", LONG, || https.answered() >= 2).await;
         assert_eq!(checks(&control, "a").1, 0, "no failed HTTPS check");
         https.set_status(500);
@@ -185,7 +191,7 @@ async fn https_checks_verify_the_certificate() {
         let mut bad = args(100, 1000);
         bad.check_ca = Some(fixture("README.md"));
         assert!(
-            health::spawn(&bad, handle, None).is_err(),
+            health::start(&bad, &handle, None).await.is_err(),
             "a CA file without certificates"
         );
     })
@@ -197,7 +203,10 @@ async fn slow_checks_time_out_and_a_node_starts_up() {
     limit(async {
         let http = HttpTarget::start(HANG).await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", http.check())], &[])));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         // Warm start: up, and still up while the first check has not completed.
         assert_eq!(node_state(&control, "a"), NodeState::Up);
         assert_eq!(www(&handle), vec![ip(A)]);
@@ -223,16 +232,19 @@ async fn admin_states_take_effect_at_once() {
             &[("a", http.check())],
             &[("c", "admin = \"drain\"")],
         )));
-        let control = health::spawn(&args(100, 500), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 500), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         assert_eq!(www(&handle), vec![ip(A)]);
 
         // The config's admin state holds until an admin command overrides it, and comes
         // back with auto.
         assert_eq!(node_state(&control, "c"), NodeState::Drain);
-        assert_eq!(post(&control, "/v1/node/c/up").0, 200);
+        assert_eq!(post(&control, "/v1/node/c/up").await.0, 200);
         assert_eq!(node_state(&control, "c"), NodeState::Up);
         assert_eq!(handle.load().states().get("c"), NodeState::Up);
-        let (code, body) = post(&control, "/v1/node/c/auto");
+        let (code, body) = post(&control, "/v1/node/c/auto").await;
         assert_eq!(
             (code, body.as_str()),
             (
@@ -243,7 +255,7 @@ async fn admin_states_take_effect_at_once() {
         assert_eq!(handle.load().states().get("c"), NodeState::Drain);
 
         // drain: out of new answers when the request returns.
-        let (code, body) = post(&control, "/v1/node/a/drain");
+        let (code, body) = post(&control, "/v1/node/a/drain").await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(body, "a: admin drain: up -> drain\n");
         assert_eq!(www(&handle), vec![ip(B)]);
@@ -264,7 +276,7 @@ async fn admin_states_take_effect_at_once() {
                 Some(NodeState::Up)
             )
         );
-        let (code, body) = post(&control, "/v1/node/a/auto");
+        let (code, body) = post(&control, "/v1/node/a/auto").await;
         assert_eq!(
             (code, body.as_str()),
             (200, "a: admin auto: drain -> up (health checks)\n")
@@ -274,12 +286,12 @@ async fn admin_states_take_effect_at_once() {
         // up overrides failing checks; auto hands the node back to them.
         http.set_status(503);
         wait_until("a down by health", LONG, || www(&handle) == vec![ip(B)]).await;
-        assert_eq!(post(&control, "/v1/node/a/up").0, 200);
+        assert_eq!(post(&control, "/v1/node/a/up").await.0, 200);
         assert_eq!(www(&handle), vec![ip(A)]);
-        assert_eq!(post(&control, "/v1/node/a/auto").0, 200);
+        assert_eq!(post(&control, "/v1/node/a/auto").await.0, 200);
         assert_eq!(www(&handle), vec![ip(B)]);
         // down on a node without checks.
-        assert_eq!(post(&control, "/v1/node/b/down").0, 200);
+        assert_eq!(post(&control, "/v1/node/b/down").await.0, 200);
         assert!(matches!(
             resolve(&handle, WWW).1,
             AnswerSource::Fallback {
@@ -289,15 +301,15 @@ async fn admin_states_take_effect_at_once() {
         ));
 
         // The rest of the API.
-        let (code, body) = admin_request(&control, "GET", "/v1/nodes", ip("192.0.2.1"));
+        let (code, body) = admin_request(&control, "GET", "/v1/nodes", ip("192.0.2.1")).await;
         assert_eq!(code, 200);
         let nodes: Vec<NodeStatus> = serde_json::from_str(&body).expect("node list JSON");
         assert_eq!(nodes.len(), 5);
-        let (code, body) = admin_request(&control, "GET", "/v1/node/b", ip(LOOPBACK));
+        let (code, body) = admin_request(&control, "GET", "/v1/node/b", ip(LOOPBACK)).await;
         assert_eq!(code, 200);
         let b: NodeStatus = serde_json::from_str(&body).expect("node JSON");
         assert_eq!((b.state, b.health), (NodeState::Down, None));
-        let forbidden = admin_request(&control, "POST", "/v1/node/b/up", ip("192.0.2.1"));
+        let forbidden = admin_request(&control, "POST", "/v1/node/b/up", ip("192.0.2.1")).await;
         assert_eq!(forbidden.0, 403);
         assert_eq!(
             node_state(&control, "b"),
@@ -306,17 +318,23 @@ async fn admin_states_take_effect_at_once() {
         );
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
         assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/auto", mapped).0,
+            admin_request(&control, "POST", "/v1/node/b/auto", mapped)
+                .await
+                .0,
             200
         );
-        assert_eq!(post(&control, "/v1/node/zz9/up").0, 404);
-        assert_eq!(post(&control, "/v1/node/a/sideways").0, 400);
+        assert_eq!(post(&control, "/v1/node/zz9/up").await.0, 404);
+        assert_eq!(post(&control, "/v1/node/a/sideways").await.0, 400);
         assert_eq!(
-            admin_request(&control, "GET", "/v1/node/a/up", ip(LOOPBACK)).0,
+            admin_request(&control, "GET", "/v1/node/a/up", ip(LOOPBACK))
+                .await
+                .0,
             405
         );
         assert_eq!(
-            admin_request(&control, "GET", "/v1/other", ip(LOOPBACK)).0,
+            admin_request(&control, "GET", "/v1/other", ip(LOOPBACK))
+                .await
+                .0,
             404
         );
         control.stop();
@@ -331,7 +349,10 @@ async fn spread_renormalises_over_up_candidates() {
         let e = engine(&config_text(&[("c", tcp.check())], &[]))
             .with_picker(Box::new(SplitMix::seeded(9)));
         let handle = EngineHandle::new(e);
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         tcp.stop().await;
         wait_until("c down", LONG, || {
             node_state(&control, "c") == NodeState::Down
@@ -362,7 +383,10 @@ async fn all_candidates_down_gives_weighted_round_robin_over_the_fallback() {
             &[("a", ta.check()), ("b", tb.check())],
             &[],
         )));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         ta.stop().await;
         tb.stop().await;
         wait_until("www from the fallback", LONG, || {
@@ -395,8 +419,8 @@ async fn all_candidates_down_gives_weighted_round_robin_over_the_fallback() {
         }
 
         // Every node down, the fallback too: fail open (the fallback anyway), counted.
-        assert_eq!(post(&control, "/v1/node/core1/down").0, 200);
-        assert_eq!(post(&control, "/v1/node/core2/down").0, 200);
+        assert_eq!(post(&control, "/v1/node/core1/down").await.0, 200);
+        assert_eq!(post(&control, "/v1/node/core2/down").await.0, 200);
         let before = handle.load().fail_open_count();
         let (seen, fail_open) = count(3000);
         assert_eq!(fail_open, 3000);
@@ -427,10 +451,10 @@ async fn state_file_carries_states_across_a_restart() {
         a.state_file = Some(path.clone());
 
         let handle = EngineHandle::new(engine(&text));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn");
+        let control = health::start(&a, &handle, None).await.expect("spawn").0;
         assert_eq!(www(&handle), vec![ip(B)], "a remembered down");
         assert_eq!(node_state(&control, "c"), NodeState::Drain);
-        assert_eq!(post(&control, "/v1/node/b/drain").0, 200);
+        assert_eq!(post(&control, "/v1/node/b/drain").await.0, 200);
         let saved: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("state file"))
                 .expect("state file JSON");
@@ -441,7 +465,10 @@ async fn state_file_carries_states_across_a_restart() {
 
         // Restarted: the same states at once.
         let handle = EngineHandle::new(engine(&text));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn again");
+        let control = health::start(&a, &handle, None)
+            .await
+            .expect("spawn again")
+            .0;
         assert!(matches!(
             resolve(&handle, WWW).1,
             AnswerSource::Fallback { .. }
@@ -453,7 +480,10 @@ async fn state_file_carries_states_across_a_restart() {
         // An unreadable state file is ignored: everything starts up.
         std::fs::write(&path, "{not json").expect("corrupt state file");
         let handle = EngineHandle::new(engine(&text));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn with a bad file");
+        let control = health::start(&a, &handle, None)
+            .await
+            .expect("spawn with a bad file")
+            .0;
         assert_eq!(www(&handle), vec![ip(A)]);
         control.stop();
         let _ = std::fs::remove_dir_all(&dir);
@@ -466,23 +496,22 @@ async fn a_reload_keeps_health_and_checks_new_targets() {
     limit(async {
         let mut ta = TcpTarget::start().await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", ta.check())], &[])));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let (control, live) = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn");
         ta.stop().await;
         wait_until("a down", LONG, || www(&handle) == vec![ip(B)]).await;
 
-        // A reload swaps in an engine compiled with every node up, and a check for c.
+        // A reload hands the control thread an engine compiled with every node up, and a
+        // check for c: it is stored with the health states already applied, so there is
+        // no moment where the down node is answered.
         let tc = HttpTarget::start(503).await;
         let text = config_text(&[("a", ta.check()), ("c", tc.check())], &[]);
-        handle.store(engine(&text));
+        live.install(engine(&text)).await.expect("install");
         assert_eq!(
             www(&handle),
-            vec![ip(A)],
-            "the reloaded engine before reconciling"
-        );
-        let took = wait_until("a down again", LONG, || www(&handle) == vec![ip(B)]).await;
-        assert!(
-            took <= Duration::from_millis(1500),
-            "restored after {took:?}"
+            vec![ip(B)],
+            "the reloaded engine answers with the health states at once"
         );
         wait_until("c checked and down", LONG, || {
             node_state(&control, "c") == NodeState::Down

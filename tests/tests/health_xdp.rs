@@ -7,12 +7,11 @@ mod health_common;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use geodns::{
-    daemon::EngineHandle,
+    control::EngineHandle,
     health::{self, admin_request},
     loader::{LoadOptions, XdpDns},
 };
@@ -72,9 +71,9 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
             .expect("install the test maps");
         let fd = loaded.program_fd("xdp_dns").expect("program fd");
         let generation = loaded.generation();
-        let xdp = Arc::new(Mutex::new(loaded));
-        let control =
-            health::spawn(&args(100, 300), handle.clone(), Some(xdp.clone())).expect("spawn");
+        let (control, live) = health::start(&args(100, 300), &handle, Some(loaded))
+            .await
+            .expect("spawn");
         wait_until("two good checks", LONG, || checks(&control, "a").0 >= 2).await;
         assert_eq!(kernel_www(fd), Some(vec![ip(A)]));
 
@@ -111,7 +110,9 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
         // and passes; userspace answers from the fallback.
         let lo = ip("127.0.0.1");
         assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/drain", lo).0,
+            admin_request(&control, "POST", "/v1/node/b/drain", lo)
+                .await
+                .0,
             200
         );
         assert_eq!(kernel_www(fd), None);
@@ -120,7 +121,9 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
             AnswerSource::Fallback { .. }
         ));
         assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/auto", lo).0,
+            admin_request(&control, "POST", "/v1/node/b/auto", lo)
+                .await
+                .0,
             200
         );
         assert_eq!(kernel_www(fd), Some(vec![ip(B)]));
@@ -136,10 +139,9 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
         let good = (all - checks0) - (failed - failed0);
         assert!((2..=3).contains(&good), "back after {good} good checks");
 
-        let xdp = xdp.lock().expect("xdp lock");
-        assert_eq!(xdp.generation(), generation, "no generation switch");
-        drop(xdp);
+        assert_eq!(live.counts().generation, generation, "no generation switch");
         control.stop();
+        live.stop().await;
     })
     .await;
 }

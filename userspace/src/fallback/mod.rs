@@ -54,7 +54,7 @@ pub struct ServerArgs {
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
     /// Close a TCP connection after this long without a complete query.
-    #[arg(long, default_value = "10s", value_parser = crate::daemon::parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub tcp_idle_timeout: Duration,
     /// TCP connections open at once; a connection beyond it is closed at once.
     #[arg(long, default_value_t = 1024)]

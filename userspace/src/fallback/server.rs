@@ -17,7 +17,7 @@ use super::{
     respond::{self, Outcome, Transport},
     stats::FallbackStats,
 };
-use crate::daemon::EngineHandle;
+use crate::control::EngineHandle;
 
 /// Largest DNS message: what a UDP datagram or a TCP length prefix can carry.
 const MAX_MESSAGE: usize = 65535;

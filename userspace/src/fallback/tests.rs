@@ -27,7 +27,7 @@ use super::{
     server::{FallbackServer, Listener, TcpOptions},
     stats::FallbackStats,
 };
-use crate::daemon::EngineHandle;
+use crate::control::EngineHandle;
 
 const ZONE: &str = r#"
 [zone]

@@ -225,6 +225,7 @@ async fn slow_checks_time_out_and_a_node_starts_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn admin_states_take_effect_at_once() {
     limit(async {
         let http = HttpTarget::start(200).await;

@@ -219,7 +219,7 @@ pub fn remove_pins(dir: &Path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(pin = %dir.join(name).display(), error = %e, "pin not removed")
+                tracing::warn!(pin = %dir.join(name).display(), error = %e, "pin not removed");
             }
         }
     }
@@ -305,6 +305,10 @@ fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<XdpDns> {
     Ok(xdp)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start and stop sequence, read top to bottom"
+)]
 async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     let started = Instant::now();
     let common = parts.common;

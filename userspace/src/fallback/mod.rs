@@ -30,8 +30,10 @@
 //!
 //! TCP: two-byte length framing, queries answered in order as they arrive (pipelined;
 //! responses to queries already received are flushed together), a connection closes
-//! after `--tcp-idle-timeout` without a query, and beyond `--tcp-max-connections`
-//! open connections a new one is closed at once (counted).
+//! after `--tcp-idle-timeout` without a query or when a reply cannot be written in
+//! that time (a client that does not read), after `--tcp-max-queries` answers and after
+//! `--tcp-max-lifetime`; beyond `--tcp-max-connections` open connections, or
+//! `--tcp-max-per-source` from one address, a new one is closed at once (counted).
 pub mod check;
 pub mod parse;
 pub mod respond;
@@ -59,6 +61,15 @@ pub struct ServerArgs {
     /// TCP connections open at once; a connection beyond it is closed at once.
     #[arg(long, default_value_t = 1024)]
     pub tcp_max_connections: usize,
+    /// TCP connections open at once from one source address.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_per_source: u32,
+    /// Queries answered on one TCP connection before the server closes it.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_queries: u32,
+    /// Longest life of a TCP connection, however busy.
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub tcp_max_lifetime: Duration,
 }
 
 impl ServerArgs {
@@ -67,6 +78,9 @@ impl ServerArgs {
         TcpOptions {
             idle_timeout: self.tcp_idle_timeout,
             max_connections: self.tcp_max_connections,
+            max_per_source: self.tcp_max_per_source as usize,
+            max_queries: self.tcp_max_queries,
+            max_lifetime: self.tcp_max_lifetime,
         }
     }
 }

@@ -38,14 +38,21 @@ pub enum ServerError {
     },
 }
 
-/// TCP limits.
+/// TCP limits (RFC 7766 section 6.2: a server must not let clients hold its
+/// connections; every way of holding one is bounded here).
 #[derive(Clone, Copy, Debug)]
 pub struct TcpOptions {
-    /// A connection with no complete query for this long is closed (also bounds one
-    /// read or write).
+    /// A connection with no complete query for this long is closed; a write (a client
+    /// that does not read its replies) is given as long.
     pub idle_timeout: Duration,
     /// Connections open at once; more are accepted and closed at once, and counted.
     pub max_connections: usize,
+    /// Connections open at once from one source address.
+    pub max_per_source: usize,
+    /// Queries answered on one connection before it is closed.
+    pub max_queries: u32,
+    /// Longest life of a connection, however busy.
+    pub max_lifetime: Duration,
 }
 
 impl Default for TcpOptions {
@@ -53,6 +60,86 @@ impl Default for TcpOptions {
         Self {
             idle_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_per_source: 32,
+            max_queries: 1000,
+            max_lifetime: Duration::from_mins(2),
+        }
+    }
+}
+
+/// Open connections per source address, shared by every listener.
+#[derive(Default)]
+struct PerSource(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+impl PerSource {
+    /// Takes a slot for `peer`, or `None` when it holds `max` already.
+    fn take(self: &Arc<Self>, peer: IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(peer).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            table: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// A connection's slot of its source; given back on drop.
+struct SourceSlot {
+    table: Arc<PerSource>,
+    peer: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Why a connection ended on the server's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpClose {
+    /// No complete query within the idle timeout.
+    Idle,
+    /// A reply could not be written within the idle timeout.
+    WriteTimeout,
+    /// `max_queries` answered.
+    Queries,
+    /// `max_lifetime` reached.
+    Lifetime,
+}
+
+impl TcpClose {
+    pub const ALL: [Self; 4] = [
+        Self::Idle,
+        Self::WriteTimeout,
+        Self::Queries,
+        Self::Lifetime,
+    ];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::WriteTimeout => "write_timeout",
+            Self::Queries => "max_queries",
+            Self::Lifetime => "max_lifetime",
         }
     }
 }
@@ -155,6 +242,7 @@ impl FallbackServer {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         let limit = Arc::new(Semaphore::new(tcp.max_connections));
+        let per_source = Arc::new(PerSource::default());
         for l in listeners {
             addrs.push(l.addr);
             let udp = UdpSocket::from_std(l.udp)?;
@@ -166,6 +254,7 @@ impl FallbackServer {
                 stats.clone(),
                 tcp,
                 limit.clone(),
+                per_source.clone(),
             )));
         }
         Ok(Self {
@@ -229,6 +318,7 @@ async fn serve_tcp(
     stats: Arc<FallbackStats>,
     options: TcpOptions,
     limit: Arc<Semaphore>,
+    per_source: Arc<PerSource>,
 ) {
     // Connections live in this set: stopping this task stops them.
     let mut conns = JoinSet::new();
@@ -251,28 +341,40 @@ async fn serve_tcp(
             drop(stream);
             continue;
         };
+        let Some(slot) = per_source.take(peer.ip(), options.max_per_source) else {
+            stats.tcp_refused_source();
+            drop(stream);
+            continue;
+        };
         stats.tcp_accepted();
         let handle = handle.clone();
         let stats = stats.clone();
         conns.spawn(async move {
-            if let Err(e) = connection(stream, peer.ip(), &handle, &stats, options).await {
-                tracing::debug!(error = %e, %peer, "fallback TCP connection");
+            let life = options.max_lifetime;
+            let served = connection(stream, peer.ip(), &handle, &stats, options);
+            match tokio::time::timeout(life, served).await {
+                Ok(Ok(Some(why))) => stats.tcp_close(why),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "fallback TCP connection"),
+                Err(_) => stats.tcp_close(TcpClose::Lifetime),
             }
             stats.tcp_closed();
-            drop(permit);
+            drop((permit, slot));
         });
     }
 }
 
 /// One TCP connection: length-prefixed queries answered in order, as many as the
-/// client sends (pipelined), until it closes, sends garbage framing, or stays idle.
+/// client sends (pipelined), until it closes, sends garbage framing, stays idle, does
+/// not read its replies, or reaches `max_queries`. Returns why the server closed it
+/// (`None`: the client did). The caller bounds its lifetime.
 async fn connection(
     stream: TcpStream,
     peer: IpAddr,
     handle: &EngineHandle,
     stats: &FallbackStats,
     options: TcpOptions,
-) -> io::Result<()> {
+) -> io::Result<Option<TcpClose>> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -280,40 +382,47 @@ async fn connection(
     // Fixed size: a length prefix never sizes an allocation.
     let mut buf = vec![0u8; MAX_MESSAGE];
     let idle = options.idle_timeout;
+    let mut answered = 0u32;
     loop {
         let len = match tokio::time::timeout(idle, r.read_u16()).await {
             Ok(Ok(n)) => usize::from(n),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                stats.tcp_timeout();
-                return Ok(());
-            }
+            Err(_) => return Ok(Some(TcpClose::Idle)),
         };
         let msg = buf.get_mut(..len).unwrap_or_default();
         match tokio::time::timeout(idle, r.read_exact(msg)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                stats.tcp_timeout();
-                return Ok(());
-            }
+            Err(_) => return Ok(Some(TcpClose::Idle)),
         }
         let outcome = handle_one(handle, msg, peer, Transport::Tcp);
         stats.record(Transport::Tcp, &outcome);
         if let Some(resp) = outcome.response {
             let n = u16::try_from(resp.len()).unwrap_or(u16::MAX);
-            w.write_u16(n).await?;
-            w.write_all(resp.get(..usize::from(n)).unwrap_or_default())
-                .await?;
-        }
-        // Pipelined queries already received are answered before one flush.
-        if r.buffer().is_empty() {
-            let Ok(flushed) = tokio::time::timeout(idle, w.flush()).await else {
-                stats.tcp_timeout();
-                return Ok(());
+            // Every write is bounded: the buffer flushes into the socket when full, and
+            // a client that never reads would otherwise hold the connection forever.
+            let write = async {
+                w.write_u16(n).await?;
+                w.write_all(resp.get(..usize::from(n)).unwrap_or_default())
+                    .await
             };
-            flushed?;
+            match tokio::time::timeout(idle, write).await {
+                Ok(written) => written?,
+                Err(_) => return Ok(Some(TcpClose::WriteTimeout)),
+            }
+            answered += 1;
+        }
+        let last = answered >= options.max_queries;
+        // Pipelined queries already received are answered before one flush.
+        if last || r.buffer().is_empty() {
+            match tokio::time::timeout(idle, w.flush()).await {
+                Ok(flushed) => flushed?,
+                Err(_) => return Ok(Some(TcpClose::WriteTimeout)),
+            }
+        }
+        if last {
+            return Ok(Some(TcpClose::Queries));
         }
     }
 }

@@ -1090,6 +1090,7 @@ fn server_caps_connections_and_closes_idle_ones() {
     let (_rt, server, _handle) = loopback_server(TcpOptions {
         idle_timeout: Duration::from_millis(300),
         max_connections: 1,
+        ..TcpOptions::default()
     });
     let addr = server.local_addrs()[0];
     let mut first = TcpStream::connect(addr).expect("connect");

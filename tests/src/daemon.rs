@@ -139,6 +139,12 @@ impl Daemon {
         }
     }
 
+    /// The process id, for signals.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The `/metrics` page, or `None` while the daemon does not answer.
     #[must_use]
     pub fn scrape(&self, pair: &NetnsPair) -> Option<String> {

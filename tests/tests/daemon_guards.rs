@@ -1,0 +1,157 @@
+//! The daemon's guards, on loopback with `geodns run --no-xdp`: the admin API needs its
+//! token and refuses browsers; a reload that would shrink the table is refused (and
+//! SIGUSR1 takes it once anyway).
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::fs::PermissionsExt as _,
+    time::Duration,
+};
+
+use geodns_maps::mmdb::{Value, Writer};
+use geodns_tests::{
+    client::query_udp,
+    daemon::{metric, wait_for, Daemon},
+    files::{demo_without_checks, TempDir},
+    frame::Query,
+};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One raw HTTP/1.1 request; the status code.
+fn status(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: geodns\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("content-length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {text}"))
+}
+
+#[test]
+fn the_admin_api_needs_the_token_and_refuses_browsers() {
+    let dir = TempDir::new("admin-token");
+    let config = demo_without_checks(dir.path());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let dns = format!("127.0.0.1:{}", free_port());
+    let token_file = dir.path().join("run").join("admin-token");
+    let token_arg = token_file.to_string_lossy().into_owned();
+    let _daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &["--no-xdp", "--listen", &dns, "--admin-token", &token_arg],
+        Duration::from_secs(30),
+    );
+    let mode = std::fs::metadata(&token_file)
+        .expect("the daemon created the token")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is the owner's only");
+    let token = std::fs::read_to_string(&token_file).expect("token");
+    let bearer = format!("Bearer {}", token.trim());
+
+    assert_eq!(
+        status(&metrics, "GET", "/metrics", &[]),
+        200,
+        "metrics stay open"
+    );
+    assert_eq!(status(&metrics, "GET", "/v1/nodes", &[]), 401);
+    assert_eq!(status(&metrics, "POST", "/v1/node/fra1/drain", &[]), 401);
+    let wrong = [("authorization", "Bearer 0123456789abcdef0123456789abcdef")];
+    assert_eq!(status(&metrics, "POST", "/v1/node/fra1/drain", &wrong), 401);
+    let good = [("authorization", bearer.as_str())];
+    assert_eq!(status(&metrics, "GET", "/v1/nodes", &good), 200);
+    // A cross-site request from a page in a browser on the box, even if it had the token.
+    let browser = [
+        ("authorization", bearer.as_str()),
+        ("origin", "https://attacker.example"),
+    ];
+    assert_eq!(
+        status(&metrics, "POST", "/v1/node/fra1/drain", &browser),
+        403
+    );
+    assert_eq!(
+        status(&metrics, "GET", "/v1/lookup?ip=192.0.2.7", &good),
+        200,
+        "the explanation is served behind the token"
+    );
+    assert_eq!(status(&metrics, "GET", "/v1/lookup?ip=192.0.2.7", &[]), 401);
+    // `geodns node` reads the token file itself.
+    let (ok, out) = geodns_tests::daemon::node_cmd(
+        None,
+        &metrics,
+        &["--admin-token", &token_arg, "fra1", "drain"],
+    );
+    assert!(ok, "geodns node with the token: {out}");
+}
+
+#[test]
+fn a_reload_that_would_shrink_the_table_is_refused() {
+    let dir = TempDir::new("shrink");
+    let config = demo_without_checks(dir.path());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &dns.to_string(),
+            "--watch-interval",
+            "100ms",
+            "--admin-token",
+            &dir.path().join("token").to_string_lossy(),
+        ],
+        Duration::from_secs(30),
+    );
+    let ask = || {
+        let q = Query::new("www.cdn.example.net.", 1).ecs("192.0.2.7", 32);
+        query_udp(dns, &q, Duration::from_secs(2)).expect("an answer")
+    };
+    let before = ask();
+    // A valid database with one network: it parses, and would send nearly every
+    // client to the default answer.
+    let mut w = Writer::new(6, "GeoDNS-Demo-Country").alias_ipv4(true);
+    let de = Value::map([
+        ("continent", Value::map([("code", Value::str("EU"))])),
+        ("country", Value::map([("iso_code", Value::str("DE"))])),
+    ]);
+    w.insert("192.0.2.0".parse().expect("ip"), 24, &de)
+        .expect("insert");
+    let tmp = dir.path().join("country.new");
+    w.write_to(&tmp).expect("write the small database");
+    std::fs::rename(&tmp, dir.path().join("demo-country.mmdb")).expect("replace");
+    let refused = "geodns_reloads_total{result=\"refused_shrink\"}";
+    wait_for(
+        "the shrunken reload to be refused",
+        Duration::from_secs(10),
+        || metric(&daemon.scrape_local().unwrap_or_default(), refused) >= 1,
+    );
+    let m = daemon.scrape_local().expect("metrics");
+    assert_eq!(metric(&m, "geodns_reloads_total{result=\"ok\"}"), 0, "{m}");
+    assert_eq!(ask().addrs, before.addrs, "the running table still answers");
+    // SIGUSR1: the operator takes it once anyway.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(daemon.pid()).expect("pid"), libc::SIGUSR1) };
+    wait_for("the forced reload", Duration::from_secs(10), || {
+        metric(
+            &daemon.scrape_local().unwrap_or_default(),
+            "geodns_reloads_total{result=\"ok\"}",
+        ) >= 1
+    });
+}

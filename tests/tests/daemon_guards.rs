@@ -2,6 +2,7 @@
 //! token and refuses browsers; a reload that would shrink the table is refused (and
 //! SIGUSR1 takes it once anyway).
 use std::{
+    fmt::Write as _,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     os::unix::fs::PermissionsExt as _,
@@ -30,7 +31,7 @@ fn status(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> u16
         .expect("timeout");
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: geodns\r\nconnection: close\r\n");
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(req, "{k}: {v}\r\n");
     }
     req.push_str("content-length: 0\r\n\r\n");
     s.write_all(req.as_bytes()).expect("request");

@@ -1,6 +1,6 @@
 //! Answer sets from node states, and the whole DNS decision in userspace.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -41,10 +41,13 @@ impl std::fmt::Display for NodeState {
     }
 }
 
-/// Node name -> state.
+/// Node name -> state, and which `Down` nodes are down only by their health checks
+/// (an operator's `down`/`drain` is always honoured; a node the checks call down is
+/// still answered when every candidate of its region is, see [`Engine`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStates {
     states: BTreeMap<String, NodeState>,
+    unhealthy: BTreeSet<String>,
 }
 
 impl NodeStates {
@@ -56,7 +59,10 @@ impl NodeStates {
             .iter()
             .map(|n| (n.name.clone(), n.admin.unwrap_or(NodeState::Up)))
             .collect();
-        Self { states }
+        Self {
+            states,
+            unhealthy: BTreeSet::new(),
+        }
     }
 
     /// Unknown nodes are `Down`.
@@ -65,9 +71,23 @@ impl NodeStates {
         self.states.get(node).copied().unwrap_or(NodeState::Down)
     }
 
-    /// Returns the previous state.
+    /// Sets a state decided by an operator or the config (for `Down`: not a health
+    /// verdict). Returns the previous state.
     pub fn set(&mut self, node: &str, state: NodeState) -> Option<NodeState> {
+        self.unhealthy.remove(node);
         self.states.insert(node.to_owned(), state)
+    }
+
+    /// Sets `node` down by its health checks. Returns the previous state.
+    pub fn set_unhealthy(&mut self, node: &str) -> Option<NodeState> {
+        self.unhealthy.insert(node.to_owned());
+        self.states.insert(node.to_owned(), NodeState::Down)
+    }
+
+    /// Whether `node` is down by its health checks alone.
+    #[must_use]
+    pub fn is_unhealthy(&self, node: &str) -> bool {
+        self.unhealthy.contains(node)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, NodeState)> {
@@ -117,11 +137,12 @@ impl Question {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerSource {
-    /// The region's answer set (what the kernel answers too).
-    Geo { region: u16 },
+    /// The region's answer set (what the kernel answers too); `fail_open` when every
+    /// candidate is down by health and all of them are answered.
+    Geo { region: u16, fail_open: bool },
     /// Weighted round robin over `[fallback]`: the region has no up candidate of the
     /// family, or the address is in no database (region 0). `fail_open` when every
-    /// fallback node of the family was down too and they were used anyway.
+    /// fallback node of the family was down by health too and they were used anyway.
     Fallback { region: u16, fail_open: bool },
     /// Glue addresses of an in-zone NS name from `[zone]`.
     Glue,
@@ -286,6 +307,8 @@ struct RuleSet {
     set: AnswerSet,
     nodes_v4: [u16; MAX_ANSWER_ADDRS],
     nodes_v6: [u16; MAX_ANSWER_ADDRS],
+    /// Every candidate is down by health: the set holds them all (fail open).
+    fail_open: bool,
 }
 
 /// One fallback node of one family.
@@ -294,6 +317,8 @@ struct FallbackNode {
     node: usize,
     weight: i64,
     up: bool,
+    /// Down by health alone: used when no fallback node is up (fail open).
+    unhealthy: bool,
 }
 
 /// Smooth weighted round robin (nginx): every pick adds each weight to its current
@@ -369,19 +394,40 @@ fn node_addrs(n: &NodeConfig, v6: bool) -> Vec<IpAddr> {
     }
 }
 
-/// The answer set of one rule for one record under `states`; `None` when no candidate
-/// is up with an address.
+/// The answer set of one rule for one record under `states`: its up candidates; when
+/// none is up with an address, every candidate that is down by health alone (fail
+/// open within the region: a checker cut off from the nodes must not move every
+/// client away, as gdnsd and Route 53 do); `None` when neither gives an address (the
+/// operator took them all out: the `[fallback]` answers).
 fn rule_set(config: &Config, record: &Record, rule: &Rule, states: &NodeStates) -> Option<RuleSet> {
+    rule_set_of(config, record, rule, |c| {
+        states.get(&c.node) == NodeState::Up
+    })
+    .or_else(|| {
+        rule_set_of(config, record, rule, |c| states.is_unhealthy(&c.node)).map(|mut rs| {
+            rs.fail_open = true;
+            rs
+        })
+    })
+}
+
+fn rule_set_of(
+    config: &Config,
+    record: &Record,
+    rule: &Rule,
+    eligible: impl Fn(&Candidate) -> bool,
+) -> Option<RuleSet> {
     let mut rs = RuleSet {
         set: AnswerSet::EMPTY,
         nodes_v4: [u16::MAX; MAX_ANSWER_ADDRS],
         nodes_v6: [u16::MAX; MAX_ANSWER_ADDRS],
+        fail_open: false,
     };
     rs.set.ttl = record.ttl;
     let up: Vec<(&Candidate, usize)> = rule
         .candidates
         .iter()
-        .filter(|c| states.get(&c.node) == NodeState::Up)
+        .filter(|c| eligible(c))
         .filter_map(|c| Some((c, config.node_index(&c.node)?)))
         .collect();
     for v6 in [false, true] {
@@ -517,6 +563,7 @@ impl Engine {
                     node: i,
                     weight: i64::from(c.weight),
                     up: states.get(&c.node) == NodeState::Up,
+                    unhealthy: states.is_unhealthy(&c.node),
                 })
                 .collect()
         });
@@ -726,7 +773,10 @@ impl Engine {
                     node: usize::from(nodes[first]),
                     ttl: set.ttl,
                     scope,
-                    source: AnswerSource::Geo { region: m.region },
+                    source: AnswerSource::Geo {
+                        region: m.region,
+                        fail_open: rs.fail_open,
+                    },
                 });
             }
         }
@@ -740,7 +790,9 @@ impl Engine {
             if let Some(i) = rr.pick(fam, |n| n.up) {
                 (i, false)
             } else {
-                (rr.pick(fam, |_| true)?, true)
+                // Fail open over the nodes only their checks call down; an operator's
+                // down or drain always holds.
+                (rr.pick(fam, |n| n.unhealthy)?, true)
             }
         };
         if fail_open {
@@ -877,7 +929,11 @@ impl Engine {
                     &set.cum_v4[..n]
                 };
                 return FamilyAnswer {
-                    source: "geo",
+                    source: if rs.fail_open {
+                        "geo (fail open: every candidate down by health)"
+                    } else {
+                        "geo"
+                    },
                     addresses: (0..n)
                         .map(|i| {
                             if v6 {
@@ -906,7 +962,7 @@ impl Engine {
         let any_up = fam.iter().any(|f| f.up);
         let addresses: Vec<IpAddr> = fam
             .iter()
-            .filter(|f| f.up || !any_up)
+            .filter(|f| f.up || (!any_up && f.unhealthy))
             .flat_map(|f| node_addrs(&self.config.nodes[f.node], v6))
             .collect();
         FamilyAnswer {
@@ -974,6 +1030,17 @@ impl Engine {
                 ))
             })
             .collect()
+    }
+
+    /// (record, region) answer sets that fail open: every candidate down by health.
+    #[must_use]
+    pub fn fail_open_sets(&self) -> usize {
+        self.sets
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|rs| rs.fail_open)
+            .count()
     }
 
     /// Only the answer sets, sorted by key: what changes when node states change. A

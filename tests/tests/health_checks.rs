@@ -291,8 +291,15 @@ async fn admin_states_take_effect_at_once() {
         assert_eq!(www(&handle), vec![ip(A)]);
         assert_eq!(post(&control, "/v1/node/a/auto").await.0, 200);
         assert_eq!(www(&handle), vec![ip(B)]);
-        // down on a node without checks.
+        // down on a node without checks: a, down by health, is the region's last
+        // candidate, so the region fails open to it (the operator's down holds for b).
         assert_eq!(post(&control, "/v1/node/b/down").await.0, 200);
+        assert!(matches!(
+            resolve(&handle, WWW),
+            (addrs, AnswerSource::Geo { fail_open: true, .. }) if addrs == vec![ip(A)]
+        ));
+        // Both taken out by the operator: the fallback answers.
+        assert_eq!(post(&control, "/v1/node/a/drain").await.0, 200);
         assert!(matches!(
             resolve(&handle, WWW).1,
             AnswerSource::Fallback {
@@ -300,6 +307,7 @@ async fn admin_states_take_effect_at_once() {
                 ..
             }
         ));
+        assert_eq!(post(&control, "/v1/node/a/auto").await.0, 200);
 
         // The rest of the API.
         let (code, body) = admin_request(&control, "GET", "/v1/nodes", ip("192.0.2.1")).await;
@@ -375,61 +383,140 @@ async fn spread_renormalises_over_up_candidates() {
     .await;
 }
 
+/// Picks `n` answers for `www` and counts them by first address, with how many were
+/// fallback answers that failed open.
+fn count_www(handle: &EngineHandle, n: u32) -> (HashMap<IpAddr, u32>, u32) {
+    let mut seen: HashMap<IpAddr, u32> = HashMap::new();
+    let mut fail_open = 0;
+    for _ in 0..n {
+        let (addrs, source) = resolve(handle, WWW);
+        let AnswerSource::Fallback { fail_open: f, .. } = source else {
+            panic!("expected a fallback answer, got {source:?}");
+        };
+        fail_open += u32::from(f);
+        *seen.entry(addrs[0]).or_default() += 1;
+    }
+    (seen, fail_open)
+}
+
+/// Every candidate of a region down by health: the region fails open (all of them are
+/// answered, in the kernel's set too), as gdnsd and Route 53 do: a checker cut off from
+/// the nodes must not move every client. An operator's down or drain always holds:
+/// with the candidates taken out, the `[fallback]` answers by weighted round robin,
+/// failing open only over fallback nodes down by health. More than --max-down-share of
+/// the nodes down at once: the checker is suspect and health is ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_candidates_down_gives_weighted_round_robin_over_the_fallback() {
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn all_candidates_down_fails_open_and_admin_states_hold() {
     limit(async {
         let mut ta = TcpTarget::start().await;
         let mut tb = TcpTarget::start().await;
+        let mut t1 = TcpTarget::start().await;
+        let mut t2 = TcpTarget::start().await;
         let handle = EngineHandle::new(engine(&config_text(
-            &[("a", ta.check()), ("b", tb.check())],
+            &[
+                ("a", ta.check()),
+                ("b", tb.check()),
+                ("core1", t1.check()),
+                ("core2", t2.check()),
+            ],
             &[],
         )));
-        let control = health::start(&args(100, 300), &handle, None)
+        let (control, live) = health::start(&args(100, 300), &handle, None)
             .await
-            .expect("spawn")
-            .0;
+            .expect("spawn");
+
+        // a and b (2 of 5 nodes) down by health: www fails open within its region.
         ta.stop().await;
         tb.stop().await;
-        wait_until("www from the fallback", LONG, || {
-            matches!(resolve(&handle, WWW).1, AnswerSource::Fallback { .. })
+        wait_until("a and b down", LONG, || {
+            node_state(&control, "a") == NodeState::Down
+                && node_state(&control, "b") == NodeState::Down
         })
         .await;
+        wait_until("www to fail open", LONG, || {
+            matches!(
+                resolve(&handle, WWW).1,
+                AnswerSource::Geo {
+                    fail_open: true,
+                    ..
+                }
+            )
+        })
+        .await;
+        assert_eq!(
+            resolve(&handle, WWW).0,
+            vec![ip(A)],
+            "best of the failed-open set"
+        );
+        assert_eq!(
+            handle.load().fail_open_sets(),
+            1,
+            "www fails open, dl has c up"
+        );
+        assert!(control
+            .metrics_text()
+            .lines()
+            .any(|l| l == "geodns_fail_open_sets 1"));
+        assert!(control
+            .metrics_text()
+            .lines()
+            .any(|l| l == "geodns_health_suspect 0"));
 
-        let count = |n: u32| {
-            let mut seen: HashMap<IpAddr, u32> = HashMap::new();
-            let mut fail_open = 0;
-            for _ in 0..n {
-                let (addrs, source) = resolve(&handle, WWW);
-                let AnswerSource::Fallback { fail_open: f, .. } = source else {
-                    panic!("expected a fallback answer, got {source:?}");
-                };
-                fail_open += u32::from(f);
-                *seen.entry(addrs[0]).or_default() += 1;
-            }
-            (seen, fail_open)
-        };
-        // [fallback] core1 = 2, core2 = 1.
-        let (seen, fail_open) = count(10_000);
+        // The operator takes a and b out: that holds, the fallback answers 2:1.
+        assert_eq!(post(&control, "/v1/node/a/down").await.0, 200);
+        assert_eq!(post(&control, "/v1/node/b/drain").await.0, 200);
+        let (seen, fail_open) = count_www(&handle, 9000);
         assert_eq!(fail_open, 0);
-        for (node, weight) in [(CORE1, 2.0 / 3.0), (CORE2, 1.0 / 3.0)] {
-            let share = f64::from(seen.get(&ip(node)).copied().unwrap_or(0)) / 10_000.0;
-            assert!(
-                (share - weight).abs() <= 0.05 * weight,
-                "{node}: {share:.4} of the answers, weight share {weight:.4}: {seen:?}"
-            );
-        }
+        assert_eq!(seen.get(&ip(CORE1)), Some(&6000), "{seen:?}");
+        assert_eq!(seen.get(&ip(CORE2)), Some(&3000), "{seen:?}");
 
-        // Every node down, the fallback too: fail open (the fallback anyway), counted.
-        assert_eq!(post(&control, "/v1/node/core1/down").await.0, 200);
-        assert_eq!(post(&control, "/v1/node/core2/down").await.0, 200);
+        // a and b healthy again (still out by admin); core1 and core2 down by health:
+        // the fallback fails open over them, counted.
+        ta.restart().await;
+        tb.restart().await;
+        t1.stop().await;
+        t2.stop().await;
+        wait_until("core1 and core2 down, a and b healthy", LONG, || {
+            let st = control.status();
+            let health = |n: &str| st.iter().find(|s| s.node == n).and_then(|s| s.health);
+            health("core1") == Some(NodeState::Down)
+                && health("core2") == Some(NodeState::Down)
+                && health("a") == Some(NodeState::Up)
+                && health("b") == Some(NodeState::Up)
+        })
+        .await;
+        live.apply_states().await.expect("apply");
         let before = handle.load().fail_open_count();
-        let (seen, fail_open) = count(3000);
+        let (seen, fail_open) = count_www(&handle, 3000);
         assert_eq!(fail_open, 3000);
         assert_eq!(handle.load().fail_open_count() - before, 3000);
         assert_eq!(seen.get(&ip(CORE1)), Some(&2000), "{seen:?}");
         assert_eq!(seen.get(&ip(CORE2)), Some(&1000), "{seen:?}");
-        assert!(control.metrics_text().contains("geodns_fail_open_total"));
+
+        // core2 drained by the operator: failing open never brings it back.
+        assert_eq!(post(&control, "/v1/node/core2/drain").await.0, 200);
+        let (seen, _) = count_www(&handle, 300);
+        assert_eq!(seen.get(&ip(CORE1)), Some(&300), "{seen:?}");
+
+        // a and b fail their checks again: 4 of 5 nodes down by health, more than
+        // --max-down-share (50%): the checker is suspect, health is ignored, admin holds.
+        ta.stop().await;
+        tb.stop().await;
+        wait_until("the checker to be suspect", LONG, || {
+            control
+                .metrics_text()
+                .lines()
+                .any(|l| l == "geodns_health_suspect 1")
+        })
+        .await;
+        live.apply_states().await.expect("apply");
+        let (seen, fail_open) = count_www(&handle, 300);
+        assert_eq!(fail_open, 0, "core1 counts as up while health is ignored");
+        assert_eq!(seen.get(&ip(CORE1)), Some(&300), "{seen:?}");
+        assert_eq!(node_state(&control, "c"), NodeState::Up);
         control.stop();
+        live.stop().await;
     })
     .await;
 }
@@ -470,9 +557,10 @@ async fn state_file_carries_states_across_a_restart() {
             .await
             .expect("spawn again")
             .0;
+        // a remembered down by health, b drained: the region fails open to a.
         assert!(matches!(
-            resolve(&handle, WWW).1,
-            AnswerSource::Fallback { .. }
+            resolve(&handle, WWW),
+            (addrs, AnswerSource::Geo { fail_open: true, .. }) if addrs == vec![ip(A)]
         ));
         assert_eq!(node_state(&control, "b"), NodeState::Drain);
         assert_eq!(node_state(&control, "c"), NodeState::Drain);

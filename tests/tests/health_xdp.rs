@@ -106,26 +106,29 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
         })
         .await;
 
-        // drain b, the last up candidate: at once, the kernel has no answer for the region
-        // and passes; userspace answers from the fallback.
+        // drain b, the last up candidate: at once the region fails open to a (down by
+        // health only), in the kernel too.
         let lo = ip("127.0.0.1");
-        assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/drain", lo)
-                .await
-                .0,
-            200
-        );
+        let post = |path: &'static str| admin_request(&control, "POST", path, lo);
+        assert_eq!(post("/v1/node/b/drain").await.0, 200);
+        assert_eq!(kernel_www(fd), Some(vec![ip(A)]));
+        assert!(matches!(
+            resolve(&handle, "www.cdn.example.net.").1,
+            AnswerSource::Geo {
+                fail_open: true,
+                ..
+            }
+        ));
+        // a taken out by the operator as well: the kernel has no answer for the region
+        // and passes; userspace answers from the fallback.
+        assert_eq!(post("/v1/node/a/down").await.0, 200);
         assert_eq!(kernel_www(fd), None);
         assert!(matches!(
             resolve(&handle, "www.cdn.example.net.").1,
             AnswerSource::Fallback { .. }
         ));
-        assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/auto", lo)
-                .await
-                .0,
-            200
-        );
+        assert_eq!(post("/v1/node/a/auto").await.0, 200);
+        assert_eq!(post("/v1/node/b/auto").await.0, 200);
         assert_eq!(kernel_www(fd), Some(vec![ip(B)]));
 
         // a recovers after two good checks.

@@ -528,9 +528,18 @@ fn a_node_going_down_between_two_requests_moves_the_redirect() {
         location(s.v6, "/a", &www),
         "https://eu2.cdn.example.net:8443/media/a"
     );
-    // eu2 drained by the admin: no candidate left, the fallback answers.
+    // eu2 drained by the admin: eu1, down by health only, is all the region has: it
+    // fails open to eu1.
     rt.block_on(control.set_admin("eu2", AdminState::Drain))
         .expect("eu2 exists");
+    let r = ok_get(s.v4, "/a", &www);
+    assert_eq!(
+        (r.location(), r.header("x-geodns-source")),
+        (Some("https://eu1.cdn.example.net/a"), Some("geo"))
+    );
+    // eu1 down by the admin too: no candidate left, the fallback answers.
+    rt.block_on(control.set_admin("eu1", AdminState::Down))
+        .expect("eu1 exists");
     let r = ok_get(s.v4, "/a", &www);
     assert_eq!(
         (r.location(), r.header("x-geodns-source")),
@@ -538,6 +547,8 @@ fn a_node_going_down_between_two_requests_moves_the_redirect() {
     );
     assert_eq!(location(s.v6, "/a", &www), "http://[2001:2:0:100::1]/a");
     // The target comes back: eu1 again.
+    rt.block_on(control.set_admin("eu1", AdminState::Auto))
+        .expect("eu1 exists");
     rt.block_on(control.set_admin("eu2", AdminState::Auto))
         .expect("eu2 exists");
     rt.block_on(target.restart());

@@ -315,7 +315,10 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     // The state file first: the first install already answers with the remembered
     // states, never with the config's alone.
-    let book = NodeBook::open(common.health.state_file.as_deref());
+    let book = NodeBook::open(
+        common.health.state_file.as_deref(),
+        common.health.max_down_share,
+    );
     let engine = compile(parts.config, Some(&|c: &Config| book.effective(c)))?;
     let handle = EngineHandle::new(engine);
     let token = AdminToken::load_or_create(&common.token.admin_token)?;

@@ -150,25 +150,39 @@ pub(super) struct Desired {
 }
 
 impl Desired {
-    pub(super) fn effective(&self, config: &Config) -> NodeStates {
+    /// The states answers use under `config`: an admin state (runtime, then the
+    /// config's) wins, else health, else up. When more than `max_down_percent` of the
+    /// config's nodes are down by health at once, the checker itself is suspect (its
+    /// own uplink failing looks like every node failing): health is ignored and the
+    /// second value says so.
+    pub(super) fn effective(&self, config: &Config, max_down_percent: u8) -> (NodeStates, bool) {
+        let health = |node: &str| self.health.get(node).map(NodeHealth::state);
+        let down = config
+            .nodes
+            .iter()
+            .filter(|n| health(&n.name) == Some(NodeState::Down))
+            .count();
+        let suspect = down * 100 > config.nodes.len() * usize::from(max_down_percent);
         let mut states = NodeStates::default();
         for n in &config.nodes {
-            let health = self.health.get(&n.name).map(NodeHealth::state);
-            let state = self
-                .admin
-                .get(&n.name)
-                .copied()
-                .or(n.admin)
-                .or(health)
-                .unwrap_or(NodeState::Up);
-            states.set(&n.name, state);
+            match self.admin.get(&n.name).copied().or(n.admin) {
+                Some(admin) => {
+                    states.set(&n.name, admin);
+                }
+                None if !suspect && health(&n.name) == Some(NodeState::Down) => {
+                    states.set_unhealthy(&n.name);
+                }
+                None => {
+                    states.set(&n.name, NodeState::Up);
+                }
+            }
         }
-        states
+        (states, suspect)
     }
 
     /// Every node of `config`, in config order.
-    pub(super) fn status(&self, config: &Config) -> Vec<NodeStatus> {
-        let states = self.effective(config);
+    pub(super) fn status(&self, config: &Config, max_down_percent: u8) -> Vec<NodeStatus> {
+        let (states, _) = self.effective(config, max_down_percent);
         config
             .nodes
             .iter()
@@ -213,13 +227,17 @@ struct BookInner {
     state_file: Option<PathBuf>,
     /// The state file needs rewriting.
     dirty: AtomicBool,
+    /// `--max-down-share`, in percent.
+    max_down_percent: u8,
+    /// The checker is suspect now (see [`Desired::effective`]).
+    suspect: AtomicBool,
 }
 
 impl NodeBook {
     /// A book with what `state_file` remembers (a missing file is an empty book; an
     /// unreadable one is logged and ignored: the checks will tell).
     #[must_use]
-    pub fn open(state_file: Option<&Path>) -> Self {
+    pub fn open(state_file: Option<&Path>, max_down_percent: u8) -> Self {
         let mut desired = Desired::default();
         if let Some(path) = state_file {
             match read_state_file(path) {
@@ -241,13 +259,39 @@ impl NodeBook {
             desired: Mutex::new(desired),
             state_file: state_file.map(Path::to_path_buf),
             dirty: AtomicBool::new(false),
+            max_down_percent,
+            suspect: AtomicBool::new(false),
         }))
     }
 
-    /// The states answers use under `config`.
+    /// The states answers use under `config`. Says loudly when the checker becomes
+    /// suspect (health ignored) and when it stops being so.
     #[must_use]
     pub fn effective(&self, config: &Config) -> NodeStates {
-        self.lock().effective(config)
+        let (states, suspect) = self.lock().effective(config, self.0.max_down_percent);
+        if self.0.suspect.swap(suspect, Ordering::Relaxed) != suspect {
+            if suspect {
+                tracing::error!(
+                    max_down_percent = self.0.max_down_percent,
+                    "more nodes down by health than --max-down-share allows: the health checker itself is suspect (its own network?); health is IGNORED and every node not taken out by an operator is answered"
+                );
+            } else {
+                tracing::warn!("health checks are trusted again");
+            }
+        }
+        states
+    }
+
+    /// Whether health is ignored now because too many nodes are down at once.
+    #[must_use]
+    pub fn suspect(&self) -> bool {
+        self.0.suspect.load(Ordering::Relaxed)
+    }
+
+    /// Every node of `config`, in config order.
+    #[must_use]
+    pub fn status(&self, config: &Config) -> Vec<NodeStatus> {
+        self.lock().status(config, self.0.max_down_percent)
     }
 
     /// [`Self::effective`] as the control thread takes it.

@@ -141,6 +141,11 @@ pub struct HealthArgs {
     /// roots.
     #[arg(long)]
     pub check_ca: Option<PathBuf>,
+    /// When more than this many percent of all nodes are down by their checks at once,
+    /// the checker is suspect (its own network failing looks the same): health is
+    /// ignored, loudly, until fewer are down. 100 never suspects.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_down_share: u8,
     /// Remembers health and admin states across restarts (JSON, rewritten on change).
     #[arg(long)]
     pub state_file: Option<PathBuf>,
@@ -155,6 +160,7 @@ impl Default for HealthArgs {
             fall: 3,
             check_status: StatusRange::default(),
             check_ca: None,
+            max_down_share: 50,
             state_file: None,
         }
     }
@@ -224,7 +230,7 @@ pub async fn start(
     handle: &EngineHandle,
     kernel: Option<XdpDns>,
 ) -> Result<(HealthControl, Control), HealthError> {
-    let book = NodeBook::open(args.state_file.as_deref());
+    let book = NodeBook::open(args.state_file.as_deref(), args.max_down_share);
     let control = Control::start(handle.clone(), kernel, book.states_fn())?;
     let health = spawn(args, &control, book).await?;
     Ok((health, control))
@@ -368,18 +374,18 @@ impl HealthControl {
         let engine = self.0.control.engine().load();
         let config = engine.config();
         let n = config.node(node)?;
-        let (before, after) = {
+        let before = self.0.book.effective(config).get(node);
+        let previous = {
             let mut d = self.0.book.lock();
-            let before = d.effective(config).get(node);
-            let previous = match state.node_state() {
+            match state.node_state() {
                 Some(s) => d.admin.insert(node.to_owned(), s),
                 None => d.admin.remove(node),
-            };
-            if previous != state.node_state() {
-                self.0.book.mark_dirty();
             }
-            (before, d.effective(config).get(node))
         };
+        if previous != state.node_state() {
+            self.0.book.mark_dirty();
+        }
+        let after = self.0.book.effective(config).get(node);
         self.0.reconcile().await;
         let why = match (state, n.admin) {
             (AdminState::Auto, Some(c)) => format!(" (the config's admin state {c} applies)"),
@@ -399,7 +405,7 @@ impl HealthControl {
     #[must_use]
     pub fn status(&self) -> Vec<NodeStatus> {
         let engine = self.0.control.engine().load();
-        self.0.book.lock().status(engine.config())
+        self.0.book.status(engine.config())
     }
 
     /// The states answers should use under `config` (for a reload to compile with, so
@@ -437,11 +443,28 @@ impl HealthControl {
                 u8::from(s.health == Some(NodeState::Up))
             );
         }
-        let _ = writeln!(out, "# TYPE geodns_fail_open_total counter");
+        let engine = self.0.control.engine().load();
         let _ = writeln!(
             out,
-            "geodns_fail_open_total {}",
-            self.0.control.engine().load().fail_open_count()
+            "# HELP geodns_fail_open_total Answers from [fallback] nodes down by health, because none was up."
+        );
+        let _ = writeln!(out, "# TYPE geodns_fail_open_total counter");
+        let _ = writeln!(out, "geodns_fail_open_total {}", engine.fail_open_count());
+        let _ = writeln!(
+            out,
+            "# HELP geodns_fail_open_sets (record, region) answers failing open: every candidate down by health, all answered."
+        );
+        let _ = writeln!(out, "# TYPE geodns_fail_open_sets gauge");
+        let _ = writeln!(out, "geodns_fail_open_sets {}", engine.fail_open_sets());
+        let _ = writeln!(
+            out,
+            "# HELP geodns_health_suspect Whether health is ignored (1) because more nodes are down than --max-down-share allows."
+        );
+        let _ = writeln!(out, "# TYPE geodns_health_suspect gauge");
+        let _ = writeln!(
+            out,
+            "geodns_health_suspect {}",
+            u8::from(self.0.book.suspect())
         );
         out
     }

@@ -406,7 +406,6 @@ fn count_www(handle: &EngineHandle, n: u32) -> (HashMap<IpAddr, u32>, u32) {
 /// failing open only over fallback nodes down by health. More than --max-down-share of
 /// the nodes down at once: the checker is suspect and health is ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn all_candidates_down_fails_open_and_admin_states_hold() {
     limit(async {
         let mut ta = TcpTarget::start().await;

@@ -156,3 +156,50 @@ fn a_reload_that_would_shrink_the_table_is_refused() {
         ) >= 1
     });
 }
+
+/// On a wildcard address a reply leaves from the address its query came to (a host
+/// with several addresses: the client, connected to one of them, drops a reply from
+/// another), and every worker has a UDP socket of its own on the port.
+#[test]
+fn replies_leave_from_the_queried_address_and_workers_share_the_port() {
+    let dir = TempDir::new("pktinfo");
+    let config = demo_without_checks(dir.path());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let port = free_port();
+    let _daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--workers",
+            "3",
+            "--admin-token",
+            &dir.path().join("token").to_string_lossy(),
+        ],
+        Duration::from_secs(30),
+    );
+    let udp = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
+    let sockets = udp
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(format!("00000000:{port:04X}").as_str()))
+        .count();
+    assert_eq!(sockets, 3, "one UDP socket per worker on port {port}");
+    for to in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // Connected: the kernel drops datagrams from any other source.
+        sock.connect((to, port)).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let q = Query::new("www.cdn.example.net.", 1).build();
+        for _ in 0..3 {
+            sock.send(&q).expect("send");
+            let mut buf = [0u8; 1500];
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no reply from {to}: {e}"));
+            assert!(n > 12, "a DNS reply from {to}");
+        }
+    }
+}

@@ -41,6 +41,7 @@ pub mod server;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+pub mod udp;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -52,9 +53,14 @@ pub use stats::FallbackStats;
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServerArgs {
     /// Address to answer DNS on, over UDP and TCP; repeat for more. Default:
-    /// 0.0.0.0 and [::] on --dns-port.
+    /// 0.0.0.0 and [::] on --dns-port. A reply leaves from the address its query came
+    /// to, also on a wildcard address.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// UDP sockets per listen address, each served by its own task (`SO_REUSEPORT`:
+    /// the kernel spreads clients over them). 0: one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Close a TCP connection after this long without a complete query.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub tcp_idle_timeout: Duration,
@@ -73,6 +79,15 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// `--workers`, 0 resolved to the CPU count.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        }
+    }
+
     #[must_use]
     pub fn tcp(&self) -> TcpOptions {
         TcpOptions {
@@ -96,11 +111,15 @@ pub fn bind(args: &ServerArgs, port: u16, xdp: bool) -> Result<Vec<Listener>, Se
                 "no --listen address on --dns-port: what the XDP program passes gets no answer"
             );
         }
-        return args.listen.iter().map(|a| Listener::bind(*a)).collect();
+        return args
+            .listen
+            .iter()
+            .map(|a| Listener::bind(*a, args.workers()))
+            .collect();
     }
-    let v4 = Listener::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+    let v4 = Listener::bind(SocketAddr::from(([0, 0, 0, 0], port)), args.workers())?;
     let mut out = vec![v4];
-    match Listener::bind(SocketAddr::from(([0u16; 8], port))) {
+    match Listener::bind(SocketAddr::from(([0u16; 8], port)), args.workers()) {
         Ok(l) => out.push(l),
         Err(e) => tracing::warn!(error = %e, "not answering DNS over IPv6"),
     }

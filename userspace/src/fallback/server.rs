@@ -144,34 +144,35 @@ impl TcpClose {
     }
 }
 
-/// A UDP socket and a TCP listener bound to the same address and port, not yet serving.
+/// UDP sockets (one per worker, `SO_REUSEPORT`: the kernel spreads queries over them
+/// by flow) and a TCP listener bound to the same address and port, not yet serving.
 #[derive(Debug)]
 pub struct Listener {
-    udp: std::net::UdpSocket,
+    udp: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
     addr: SocketAddr,
 }
 
 impl Listener {
-    /// Binds UDP and TCP on `addr`. Port 0 picks one port free for both. An IPv6
-    /// address is IPv6 only, so `[::]` and `0.0.0.0` bind side by side.
-    pub fn bind(addr: SocketAddr) -> Result<Self, ServerError> {
+    /// Binds `workers` UDP sockets and one TCP listener on `addr`. Port 0 picks one
+    /// port free for both. An IPv6 address is IPv6 only, so `[::]` and `0.0.0.0` bind
+    /// side by side. The TCP listener does not share its port: a second server on the
+    /// same address fails to start instead of taking half the UDP queries.
+    pub fn bind(addr: SocketAddr, workers: usize) -> Result<Self, ServerError> {
         let tries = if addr.port() == 0 { PORT_TRIES } else { 1 };
         let mut last = None;
         for _ in 0..tries {
-            let udp = socket(addr, socket2::Type::DGRAM)
-                .and_then(|s| s.bind(&addr.into()).map(|()| s))
-                .map_err(|source| ServerError::Bind {
-                    proto: "UDP",
-                    addr,
-                    source,
-                })?;
-            let udp: std::net::UdpSocket = udp.into();
-            let bound = udp.local_addr().map_err(|source| ServerError::Bind {
+            let udp_err = |addr, source| ServerError::Bind {
                 proto: "UDP",
                 addr,
                 source,
-            })?;
+            };
+            let first = udp_socket(addr).map_err(|e| udp_err(addr, e))?;
+            let bound = first.local_addr().map_err(|e| udp_err(addr, e))?;
+            let mut udp = vec![first];
+            for _ in 1..workers.max(1) {
+                udp.push(udp_socket(bound).map_err(|e| udp_err(bound, e))?);
+            }
             match tcp_listener(bound) {
                 Ok(tcp) => {
                     return Ok(Self {
@@ -212,6 +213,15 @@ fn socket(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
     Ok(s)
 }
 
+/// One UDP socket of a worker: port shared with the others, destination reported.
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = socket(addr, socket2::Type::DGRAM)?;
+    s.set_reuse_port(true)?;
+    super::udp::enable_pktinfo(&s, addr.is_ipv6())?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = socket(addr, socket2::Type::STREAM)?;
     // A restart must not wait for the last run's connections in TIME_WAIT.
@@ -245,9 +255,11 @@ impl FallbackServer {
         let per_source = Arc::new(PerSource::default());
         for l in listeners {
             addrs.push(l.addr);
-            let udp = UdpSocket::from_std(l.udp)?;
+            for udp in l.udp {
+                let udp = UdpSocket::from_std(udp)?;
+                tasks.push(tokio::spawn(serve_udp(udp, handle.clone(), stats.clone())));
+            }
             let listener = TcpListener::from_std(l.tcp)?;
-            tasks.push(tokio::spawn(serve_udp(udp, handle.clone(), stats.clone())));
             tasks.push(tokio::spawn(serve_tcp(
                 listener,
                 handle.clone(),
@@ -287,7 +299,7 @@ impl Drop for FallbackServer {
 async fn serve_udp(sock: UdpSocket, handle: EngineHandle, stats: Arc<FallbackStats>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer, local) = match super::udp::recv(&sock, &mut buf).await {
             Ok(x) => x,
             Err(e) => {
                 // E.g. ICMP errors reported on the socket: nothing to do but go on.
@@ -299,7 +311,7 @@ async fn serve_udp(sock: UdpSocket, handle: EngineHandle, stats: Arc<FallbackSta
         let outcome = handle_one(&handle, msg, peer.ip(), Transport::Udp);
         stats.record(Transport::Udp, &outcome);
         if let Some(resp) = outcome.response {
-            if let Err(e) = sock.send_to(&resp, peer).await {
+            if let Err(e) = super::udp::send(&sock, &resp, peer, local).await {
                 tracing::debug!(error = %e, %peer, "fallback UDP send");
             }
         }

@@ -27,7 +27,7 @@ fn free_port() -> u16 {
 /// One raw HTTP/1.1 request; the status code.
 fn status(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3)))
+    s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: geodns\r\nconnection: close\r\n");
     for (k, v) in headers {
@@ -202,4 +202,48 @@ fn replies_leave_from_the_queried_address_and_workers_share_the_port() {
             assert!(n > 12, "a DNS reply from {to}");
         }
     }
+}
+
+/// The metrics/admin server cannot be held: idle connections are closed after the
+/// header timeout, and connections beyond its limit wait in the backlog instead of
+/// each getting a task, so a scrape gets through once the idle ones are gone.
+#[test]
+fn idle_connections_cannot_hold_the_metrics_server() {
+    let dir = TempDir::new("metrics-limits");
+    let config = demo_without_checks(dir.path());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let dns = format!("127.0.0.1:{}", free_port());
+    let _daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &dns,
+            "--admin-token",
+            &dir.path().join("token").to_string_lossy(),
+        ],
+        Duration::from_secs(30),
+    );
+    let started = std::time::Instant::now();
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&metrics).expect("connect"))
+        .collect();
+    assert_eq!(status(&metrics, "GET", "/metrics", &[]), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(8),
+        "a scrape behind 100 idle connections took {waited:?}"
+    );
+    // The server closed the idle ones it had accepted (header timeout, 5 s).
+    let mut closed = 0;
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        // EOF: closed by the server; a timeout: still open.
+        if matches!(s.read(&mut [0u8; 64]), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 64, "only {closed} idle connections were closed");
 }

@@ -92,7 +92,7 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
     };
     let started = Instant::now();
     let mut during = Vec::new();
-    while !installing.is_finished() && started.elapsed() < Duration::from_secs(60) {
+    while !installing.is_finished() && started.elapsed() < Duration::from_mins(1) {
         let t = Instant::now();
         let text = scrape(addr);
         let took = t.elapsed();

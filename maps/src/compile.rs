@@ -23,63 +23,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use crate::report::{CompileError, Progress, ProgressStage};
 use crate::{
     cidr::Cidr,
     config::{Config, RegionKey},
     geo::{code_text, letter_code, Db, DbData, Facts, Fields},
     partition::{self, Seg, NONE},
 };
-
-/// Where [`Compiled::build`] is; the CLI prints it as a progress line.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Progress {
-    pub stage: ProgressStage,
-    /// The database being read (for [`ProgressStage::Reading`]).
-    pub path: Option<PathBuf>,
-    /// Networks read so far from this database.
-    pub networks: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProgressStage {
-    /// Walking a database; called every 65 536 networks and once at its end.
-    Reading,
-    /// Overlaying the databases and config CIDRs, assigning regions, merging.
-    Combining,
-}
-
-/// Why the databases could not be compiled.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CompileError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a usable MaxMind DB")]
-    Database {
-        path: PathBuf,
-        #[source]
-        source: maxminddb::MaxMindDbError,
-    },
-    #[error(
-        "{path}: none of its {networks} networks has the field `{field}`: check geoip.country_field / geoip.asn_field"
-    )]
-    FieldNotFound {
-        path: PathBuf,
-        field: String,
-        networks: u64,
-    },
-    #[error("{count} database files: at most {max} are supported")]
-    TooManyDatabases { count: usize, max: usize },
-    #[error("{regions} regions: more than the {max} a u16 region id can name")]
-    TooManyRegions { regions: usize, max: usize },
-}
 
 /// Counts of one address family.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]

@@ -70,8 +70,10 @@ mod geo;
 pub mod mmdb;
 pub mod name;
 mod partition;
+mod report;
 mod rng;
 pub mod slots;
+mod state;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{

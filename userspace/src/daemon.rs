@@ -82,6 +82,23 @@ pub struct Args {
     pub redirect: crate::redirect::RedirectArgs,
 }
 
+/// `geodns redirect`: the HTTP redirector on its own, with node health, the admin API
+/// and `/metrics`, and reloads: the daemon of `geodns run` without XDP and DNS
+/// ([`run_redirect`]).
+#[derive(clap::Args, Debug)]
+pub struct RedirectDaemonArgs {
+    /// The config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Address to serve HTTP on (repeatable: e.g. one IPv4 and one IPv6 listener).
+    #[arg(long, value_name = "ADDR", required = true)]
+    pub listen: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub redirect: crate::redirect::RedirectArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 /// The options every daemon has.
 #[derive(clap::Args, Debug)]
 pub struct CommonArgs {
@@ -269,7 +286,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// `geodns redirect`: the daemon without XDP and DNS.
-pub fn run_redirect(args: &crate::redirect::Args) -> anyhow::Result<()> {
+pub fn run_redirect(args: &RedirectDaemonArgs) -> anyhow::Result<()> {
     runtime()?.block_on(serve(Parts {
         config: &args.config,
         common: &args.common,

@@ -48,7 +48,7 @@ enum Command {
     /// `GET /v1/lookup?ip=ADDR[&ecs=PREFIX]` explains a decision as JSON, as
     /// `geodns lookup --json` does, with the live node states. `geodns run
     /// --redirect-listen ADDR` serves the same inside the DNS daemon.
-    Redirect(geodns::redirect::Args),
+    Redirect(geodns::daemon::RedirectDaemonArgs),
 }
 
 fn init_tracing() {

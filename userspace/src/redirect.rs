@@ -56,7 +56,6 @@
 use std::{
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -587,23 +586,6 @@ pub async fn start(
     let listeners = bind(addrs).await?;
     spawn(listeners, &redirector);
     Ok(Some(stats))
-}
-
-/// `geodns redirect`: the HTTP redirector on its own, with node health, the admin API
-/// and `/metrics`, and reloads: the daemon of `geodns run` without XDP and DNS
-/// ([`crate::daemon::run_redirect`]).
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// The config file (TOML).
-    #[arg(long, short)]
-    pub config: PathBuf,
-    /// Address to serve HTTP on (repeatable: e.g. one IPv4 and one IPv6 listener).
-    #[arg(long, value_name = "ADDR", required = true)]
-    pub listen: Vec<SocketAddr>,
-    #[command(flatten)]
-    pub redirect: RedirectArgs,
-    #[command(flatten)]
-    pub common: crate::daemon::CommonArgs,
 }
 
 #[cfg(test)]

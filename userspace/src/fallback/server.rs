@@ -13,6 +13,7 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 
+pub use super::stats::TcpClose;
 use super::{
     respond::{self, Outcome, Transport},
     stats::FallbackStats,
@@ -108,38 +109,6 @@ impl Drop for SourceSlot {
             if *n == 0 {
                 map.remove(&self.peer);
             }
-        }
-    }
-}
-
-/// Why a connection ended on the server's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcpClose {
-    /// No complete query within the idle timeout.
-    Idle,
-    /// A reply could not be written within the idle timeout.
-    WriteTimeout,
-    /// `max_queries` answered.
-    Queries,
-    /// `max_lifetime` reached.
-    Lifetime,
-}
-
-impl TcpClose {
-    pub const ALL: [Self; 4] = [
-        Self::Idle,
-        Self::WriteTimeout,
-        Self::Queries,
-        Self::Lifetime,
-    ];
-
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::WriteTimeout => "write_timeout",
-            Self::Queries => "max_queries",
-            Self::Lifetime => "max_lifetime",
         }
     }
 }

@@ -9,8 +9,39 @@ use geodns_maps::AnswerSource;
 use super::{
     parse::Drop,
     respond::{rcode, Outcome, Transport},
-    server::TcpClose,
 };
+
+/// Why a connection ended on the server's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpClose {
+    /// No complete query within the idle timeout.
+    Idle,
+    /// A reply could not be written within the idle timeout.
+    WriteTimeout,
+    /// `max_queries` answered.
+    Queries,
+    /// `max_lifetime` reached.
+    Lifetime,
+}
+
+impl TcpClose {
+    pub const ALL: [Self; 4] = [
+        Self::Idle,
+        Self::WriteTimeout,
+        Self::Queries,
+        Self::Lifetime,
+    ];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::WriteTimeout => "write_timeout",
+            Self::Queries => "max_queries",
+            Self::Lifetime => "max_lifetime",
+        }
+    }
+}
 
 /// RCODEs counted by name; anything else is `other`.
 const RCODES: [u16; 7] = [

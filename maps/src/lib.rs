@@ -20,7 +20,8 @@
 //! - `engine.resolve(&Question) -> Resolution`: the whole DNS decision except wire work.
 //! - `engine.explain(IpAddr, ecs: Option<(IpAddr, u8)>) -> Explanation` (serde-serializable).
 //! - `engine.kernel_maps() -> KernelMaps` (prefixes, names, answers exactly as the maps hold them).
-//! - `mmdb::Writer`: a small `MaxMind` DB writer for tests, the demo and the bench.
+//! - `mmdb::Writer` (feature `testkit`): a small `MaxMind` DB writer for tests, the demo
+//!   and the bench.
 //!
 //! # Region keys and their precedence
 //!
@@ -67,6 +68,7 @@ pub mod config;
 pub mod engine;
 pub mod fastpath;
 mod geo;
+#[cfg(feature = "testkit")]
 pub mod mmdb;
 pub mod name;
 mod partition;

@@ -34,6 +34,7 @@
 //! that time (a client that does not read), after `--tcp-max-queries` answers and after
 //! `--tcp-max-lifetime`; beyond `--tcp-max-connections` open connections, or
 //! `--tcp-max-per-source` from one address, a new one is closed at once (counted).
+#[cfg(any(test, feature = "testkit"))]
 pub mod check;
 pub mod parse;
 pub mod respond;

@@ -17,7 +17,7 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, FAST_PAGE_WORDS,
+    counter, AnswerKey, AnswerSet, Defence, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, FAST_PAGE_WORDS,
     STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
 };
 use geodns_maps::{
@@ -107,6 +107,10 @@ impl Default for MapSizes {
 pub struct LoadOptions {
     pub dns_port: u16,
     pub sizes: MapSizes,
+    /// Rate limiting and reflection defences (the `DEFENCE` global); fixed at load.
+    pub defence: Defence,
+    /// Buckets of the `RRL` LRU hash.
+    pub rrl_buckets: u32,
 }
 
 impl Default for LoadOptions {
@@ -114,6 +118,8 @@ impl Default for LoadOptions {
         Self {
             dns_port: DEFAULT_DNS_PORT,
             sizes: MapSizes::default(),
+            defence: Defence::DEFAULT,
+            rrl_buckets: 1024,
         }
     }
 }
@@ -184,6 +190,8 @@ impl XdpDns {
         let sizes = options.sizes;
         let mut loader = EbpfLoader::new();
         loader.override_global("DNS_PORT", &options.dns_port, true);
+        loader.override_global("DEFENCE", &options.defence, true);
+        loader.map_max_entries("RRL", options.rrl_buckets.max(1));
         let name_slots = table_slots(sizes.names);
         let answer_slots = table_slots(sizes.answers);
         let name_mask = name_slots - 1;

@@ -204,10 +204,13 @@ async fn run_async(args: &Args) -> anyhow::Result<()> {
             .as_deref()
             .context("--iface IFACE is required (or --no-xdp to serve from userspace only)")?;
         let if_index = if_index(iface)?;
-        let mut xdp = XdpDns::load(&LoadOptions {
+        let options = LoadOptions {
             dns_port: args.dns_port,
             ..LoadOptions::default()
-        })?;
+        };
+        let options = crate::defence::load_options(options, handle.load().config(), iface)
+            .with_context(|| format!("reading the addresses of {iface}"))?;
+        let mut xdp = XdpDns::load(&options)?;
         xdp.install(&handle.load().kernel_maps())?;
         xdp.attach(if_index, xdp_mode(args.xdp_mode == XdpModeArg::Skb))
             .with_context(|| format!("attaching to {iface}"))?;

@@ -5,6 +5,7 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 pub mod cmd;
 pub mod daemon;
+pub mod defence;
 pub mod fallback;
 pub mod health;
 pub mod loader;

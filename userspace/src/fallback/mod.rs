@@ -33,6 +33,7 @@
 //! after `--tcp-idle-timeout` without a query, and beyond `--tcp-max-connections`
 //! open connections a new one is closed at once (counted).
 pub mod check;
+pub mod guard;
 pub mod parse;
 pub mod respond;
 pub mod server;

@@ -14,6 +14,7 @@ use tokio::{
 };
 
 use super::{
+    guard::UdpGuard,
     respond::{self, Outcome, Transport},
     stats::FallbackStats,
 };
@@ -155,11 +156,17 @@ impl FallbackServer {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         let limit = Arc::new(Semaphore::new(tcp.max_connections));
+        let guard = Arc::new(UdpGuard::new(handle.load().config()));
         for l in listeners {
             addrs.push(l.addr);
             let udp = UdpSocket::from_std(l.udp)?;
             let listener = TcpListener::from_std(l.tcp)?;
-            tasks.push(tokio::spawn(serve_udp(udp, handle.clone(), stats.clone())));
+            tasks.push(tokio::spawn(serve_udp(
+                udp,
+                handle.clone(),
+                stats.clone(),
+                guard.clone(),
+            )));
             tasks.push(tokio::spawn(serve_tcp(
                 listener,
                 handle.clone(),
@@ -195,7 +202,12 @@ impl Drop for FallbackServer {
     }
 }
 
-async fn serve_udp(sock: UdpSocket, handle: EngineHandle, stats: Arc<FallbackStats>) {
+async fn serve_udp(
+    sock: UdpSocket,
+    handle: EngineHandle,
+    stats: Arc<FallbackStats>,
+    guard: Arc<UdpGuard>,
+) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
@@ -207,7 +219,7 @@ async fn serve_udp(sock: UdpSocket, handle: EngineHandle, stats: Arc<FallbackSta
             }
         };
         let msg = buf.get(..n).unwrap_or_default();
-        let outcome = handle_one(&handle, msg, peer.ip(), Transport::Udp);
+        let outcome = guard.handle(&handle.load(), msg, peer);
         stats.record(Transport::Udp, &outcome);
         if let Some(resp) = outcome.response {
             if let Err(e) = sock.send_to(&resp, peer).await {

@@ -733,11 +733,25 @@ fn ranged(
 )]
 fn rrl(ctx: &Ctx<'_>, r: &RawRrl) -> Result<Rrl, ConfigError> {
     let d = Rrl::default();
-    let rate = ranged(ctx, r.rate.as_ref(), "rrl.rate", 0, 10_000_000, d.rate.into())?;
+    let rate = ranged(
+        ctx,
+        r.rate.as_ref(),
+        "rrl.rate",
+        0,
+        10_000_000,
+        d.rate.into(),
+    )?;
     Ok(Rrl {
         rate: rate as u32,
         // One second of answers unless set.
-        burst: ranged(ctx, r.burst.as_ref(), "rrl.burst", 1, 10_000_000, rate.max(1))? as u32,
+        burst: ranged(
+            ctx,
+            r.burst.as_ref(),
+            "rrl.burst",
+            1,
+            10_000_000,
+            rate.max(1),
+        )? as u32,
         slip: ranged(ctx, r.slip.as_ref(), "rrl.slip", 0, 10, d.slip.into())? as u32,
         ipv4_prefix: ranged(ctx, r.ipv4_prefix.as_ref(), "rrl.ipv4_prefix", 0, 32, 24)? as u8,
         ipv6_prefix: ranged(ctx, r.ipv6_prefix.as_ref(), "rrl.ipv6_prefix", 0, 128, 56)? as u8,
@@ -1332,8 +1346,14 @@ impl Config {
             }
         };
 
-        let rrl = raw.rrl.as_ref().map_or(Ok(Rrl::default()), |r| rrl(ctx, r.get_ref()))?;
-        let guard = raw.guard.as_ref().map_or(Ok(Guard::default()), |g| guard(ctx, g.get_ref()))?;
+        let rrl = raw
+            .rrl
+            .as_ref()
+            .map_or(Ok(Rrl::default()), |r| rrl(ctx, r.get_ref()))?;
+        let guard = raw
+            .guard
+            .as_ref()
+            .map_or(Ok(Guard::default()), |g| guard(ctx, g.get_ref()))?;
 
         Ok(Self {
             file: ctx.file.to_owned(),

@@ -233,7 +233,10 @@ mod tests {
             .filter(|i| l.check(ip, RRL_CLASS_ANSWER, 7, 5 + i * step) == Verdict::Send)
             .count();
         let bound = usize::try_from(rate * 3 + burst).expect("small");
-        assert!(sent <= bound && sent >= bound - 2, "{sent} answers, bound {bound}");
+        assert!(
+            sent <= bound && sent >= bound - 2,
+            "{sent} answers, bound {bound}"
+        );
     }
 
     #[test]
@@ -258,14 +261,20 @@ mod tests {
             ipv6_prefix: 56,
             ..Rrl::default()
         };
-        let served: Vec<IpAddr> = vec!["198.18.0.1".parse().expect("ip"), "2001:2::1".parse().expect("ip")];
+        let served: Vec<IpAddr> = vec![
+            "198.18.0.1".parse().expect("ip"),
+            "2001:2::1".parse().expect("ip"),
+        ];
         let (d, complete) = kernel_defence(&rrl, &Guard::default(), Some(&served));
         assert!(complete);
         assert_eq!(d.rrl_v4_mask.to_le_bytes(), [255, 255, 0xF0, 0]);
         let m6: Vec<u8> = d.rrl_v6_mask.iter().flat_map(|w| w.to_le_bytes()).collect();
         assert_eq!(&m6[..8], &[255, 255, 255, 255, 255, 255, 255, 0]);
         assert_eq!(&m6[8..], &[0; 8]);
-        assert_eq!((d.served_check, d.served_v4_count, d.served_v6_count), (1, 1, 1));
+        assert_eq!(
+            (d.served_check, d.served_v4_count, d.served_v6_count),
+            (1, 1, 1)
+        );
         assert_eq!(d.served_v4[0].to_le_bytes(), [198, 18, 0, 1]);
         let k1 = rrl_key(&d, "198.18.15.7".parse().expect("ip"), 1, 0);
         let k2 = rrl_key(&d, "198.18.0.1".parse().expect("ip"), 1, 0);

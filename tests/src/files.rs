@@ -60,7 +60,10 @@ pub fn rrl_off(text: &str) -> String {
         })
         .flat_map(|l| [l, "\n"])
         .collect();
-    assert!(off.contains("\nrate = 0\n"), "the demo config has [rrl] rate");
+    assert!(
+        off.contains("\nrate = 0\n"),
+        "the demo config has [rrl] rate"
+    );
     off
 }
 

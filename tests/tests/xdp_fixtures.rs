@@ -945,7 +945,10 @@ fn rrl_step(xdp: &XdpDns, fd: i32, frame: &[u8], want: Rrl, what: &str) {
             assert_eq!(run.action, XDP_TX, "{what}: answered");
             let m = Message::from_vec(&frame::parse(&run.output).expect("reply").payload)
                 .expect("reply decodes");
-            assert!(!m.metadata.truncation && m.answers.len() == 1, "{what}: {m:?}");
+            assert!(
+                !m.metadata.truncation && m.answers.len() == 1,
+                "{what}: {m:?}"
+            );
         }
         Rrl::Slip => {
             assert_eq!(run.action, XDP_TX, "{what}: slipped");
@@ -1008,10 +1011,28 @@ fn rate_limit_sequence() {
         rrl_step(&xdp, fd, &a, want, &format!("query {i} from 198.18.7.1"));
     }
     let with_ecs = v4([198, 18, 7, 1], q(www, 1).id(7).ecs("192.0.2.0", 24));
-    rrl_step(&xdp, fd, &with_ecs, Dropped, "an ECS address does not pick the bucket");
-    rrl_step(&xdp, fd, &with_ecs, Slip, "slip with EDNS and ECS: OPT kept");
+    rrl_step(
+        &xdp,
+        fd,
+        &with_ecs,
+        Dropped,
+        "an ECS address does not pick the bucket",
+    );
+    rrl_step(
+        &xdp,
+        fd,
+        &with_ecs,
+        Slip,
+        "slip with EDNS and ECS: OPT kept",
+    );
     let neighbour = v4([198, 18, 7, 200], q(www, 1));
-    rrl_step(&xdp, fd, &neighbour, Dropped, "the same /24 shares the bucket");
+    rrl_step(
+        &xdp,
+        fd,
+        &neighbour,
+        Dropped,
+        "the same /24 shares the bucket",
+    );
     let other = v4([198, 18, 8, 1], q(www, 1));
     rrl_step(&xdp, fd, &other, Answer, "another /24 has its own");
     let img = v4([198, 18, 7, 1], q("a.img.cdn.example.net.", 1));

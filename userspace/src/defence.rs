@@ -46,7 +46,9 @@ pub fn interface_addresses(name: &str) -> io::Result<Vec<IpAddr>> {
         let ifa = unsafe { &*cur };
         cur = ifa.ifa_next;
         // SAFETY: a NUL-terminated interface name.
-        if ifa.ifa_addr.is_null() || unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes() != name.as_bytes() {
+        if ifa.ifa_addr.is_null()
+            || unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes() != name.as_bytes()
+        {
             continue;
         }
         // SAFETY: `ifa_addr` is a sockaddr of the family it names.
@@ -54,7 +56,9 @@ pub fn interface_addresses(name: &str) -> io::Result<Vec<IpAddr>> {
             libc::AF_INET => {
                 // SAFETY: as above, a sockaddr_in.
                 let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                out.push(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
             }
             libc::AF_INET6 => {
                 // SAFETY: as above, a sockaddr_in6.
@@ -74,7 +78,12 @@ mod tests {
     #[test]
     fn loopback_has_127_0_0_1() {
         let addrs = super::interface_addresses("lo").expect("getifaddrs");
-        assert!(addrs.contains(&"127.0.0.1".parse().expect("ip")), "{addrs:?}");
-        assert!(super::interface_addresses("no-such-if0").expect("getifaddrs").is_empty());
+        assert!(
+            addrs.contains(&"127.0.0.1".parse().expect("ip")),
+            "{addrs:?}"
+        );
+        assert!(super::interface_addresses("no-such-if0")
+            .expect("getifaddrs")
+            .is_empty());
     }
 }

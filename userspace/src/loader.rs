@@ -17,8 +17,8 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, Defence, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, FAST_PAGE_WORDS,
-    STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
+    counter, AnswerKey, AnswerSet, Defence, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
+    FAST_PAGE_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
 };
 use geodns_maps::{
     fastpath::FastTable,

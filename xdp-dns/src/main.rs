@@ -26,10 +26,10 @@ use aya_ebpf::{
 };
 use geodns_common::{
     answer_hash, counter, fingerprint_step, rrl_step, AnswerKey, AnswerSet, Defence, NameEntry,
-    NameKey, PrefixValue, RrlBucket, RrlKey, RuntimeState, Scratch, MAX_SERVED, RRL_ALLOW,
-    RRL_CLASS_ANSWER, RRL_SLIP, ANSWER_PROBES, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD,
-    FINGERPRINT_EXACT, FINGERPRINT_WILDCARD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS,
-    MAX_NAME_WIRE_LEN, NAME_PROBES, POLICY_SPREAD, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
+    NameKey, PrefixValue, RrlBucket, RrlKey, RuntimeState, Scratch, ANSWER_PROBES,
+    DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
+    MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES,
+    POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER, RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
     STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
@@ -143,9 +143,8 @@ const DROP: u32 = 0x100;
 
 // The largest reply the kernel writes fits 512 bytes, the UDP size of a client without
 // EDNS (RFC 1035), and so every client's: no kernel reply ever needs TC=1 for size.
-const _: () = assert!(
-    DNS_HLEN + MAX_NAME_WIRE_LEN + 4 + MAX_ANSWER_ADDRS * (12 + 16) + 11 + 8 + 16 <= 512
-);
+const _: () =
+    assert!(DNS_HLEN + MAX_NAME_WIRE_LEN + 4 + MAX_ANSWER_ADDRS * (12 + 16) + 11 + 8 + 16 <= 512);
 
 #[inline(always)]
 fn count(index: u32) {
@@ -678,7 +677,13 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
             if total != IPV4_HLEN + udp_len {
                 return Err(counter::PASS_HEADER);
             }
-            (false, l4, udp_len, u64::from(unsafe { pkt::ld32(h.add(16)) }), 0)
+            (
+                false,
+                l4,
+                udp_len,
+                u64::from(unsafe { pkt::ld32(h.add(16)) }),
+                0,
+            )
         }
         ETH_P_IPV6 => {
             let h = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)?.cast::<u8>();
@@ -1512,10 +1517,7 @@ fn write_reply(
         // division-by-zero check LLVM keeps as a panic call the verifier rejects).
         let i = first + k;
         let i = if i >= n { i - n } else { i };
-        let slot = masked(
-            launder(qp, i, MAX_ANSWER_ADDRS - 1)?,
-            MAX_ANSWER_ADDRS - 1,
-        );
+        let slot = masked(launder(qp, i, MAX_ANSWER_ADDRS - 1)?, MAX_ANSWER_ADDRS - 1);
         if q.aaaa {
             let p = ptr_at::<[u8; 12 + 16]>(ctx, off)?.cast::<u8>();
             // The address is 4-aligned in the map value (`AnswerSet` is 4-aligned, `v6`

@@ -228,9 +228,8 @@ pub fn parse(msg: &[u8]) -> Result<Message<'_>, Drop> {
         return Err(Drop::Response);
     }
     let records = usize::from(header.ancount) + usize::from(header.nscount);
-    let least = HEADER_LEN
-        + 5 * usize::from(header.qdcount)
-        + 11 * (records + usize::from(header.arcount));
+    let least =
+        HEADER_LEN + 5 * usize::from(header.qdcount) + 11 * (records + usize::from(header.arcount));
     if least > msg.len() {
         return Err(Drop::NotDns);
     }

@@ -1182,7 +1182,11 @@ fn garbage_is_never_answered() {
         ("chargen", chargen),
     ] {
         let o = handle(&e, &bytes, ip(EU), Transport::Udp);
-        assert_eq!((o.response, o.dropped), (None, Some(Drop::NotDns)), "{what}");
+        assert_eq!(
+            (o.response, o.dropped),
+            (None, Some(Drop::NotDns)),
+            "{what}"
+        );
     }
 }
 
@@ -1201,8 +1205,16 @@ fn udp_guard_drops_reflector_ports_and_rate_limits() {
     let q = Q::new(WWW, A).build();
     for port in [0, 7, 13, 17, 19, 37, 111, 123, 161, 389, 1900, 11211] {
         let o = guard.handle(&e, &q, from(EU, port));
-        let want = if port == 0 { Drop::PortZero } else { Drop::ReflectorPort };
-        assert_eq!((o.response.is_none(), o.dropped), (true, Some(want)), "port {port}");
+        let want = if port == 0 {
+            Drop::PortZero
+        } else {
+            Drop::ReflectorPort
+        };
+        assert_eq!(
+            (o.response.is_none(), o.dropped),
+            (true, Some(want)),
+            "port {port}"
+        );
     }
     // Answers: 2 at once, then drop, slip (empty, TC=1, the question), drop, slip.
     let mut seen = Vec::new();
@@ -1229,18 +1241,32 @@ fn udp_guard_drops_reflector_ports_and_rate_limits() {
     assert!(guard.handle(&e, &ecs, from(EU, 40000)).response.is_none());
     // NXDOMAIN has a bucket of its own (per zone: random names share it), and so do
     // errors (FORMERR, REFUSED, ...).
-    for (name, class) in [("nx1.cdn.example.net.", "negative"), ("nx2.cdn.example.net.", "negative")] {
+    for (name, class) in [
+        ("nx1.cdn.example.net.", "negative"),
+        ("nx2.cdn.example.net.", "negative"),
+    ] {
         let o = guard.handle(&e, &Q::new(name, A).build(), from("192.0.4.1", 40000));
         assert!(o.response.is_some() && !o.slipped, "{class} {name}");
     }
-    let o = guard.handle(&e, &Q::new("nx3.cdn.example.net.", A).build(), from("192.0.4.1", 40000));
-    assert_eq!(o.dropped, Some(Drop::RateLimited), "a third NXDOMAIN from the /24");
+    let o = guard.handle(
+        &e,
+        &Q::new("nx3.cdn.example.net.", A).build(),
+        from("192.0.4.1", 40000),
+    );
+    assert_eq!(
+        o.dropped,
+        Some(Drop::RateLimited),
+        "a third NXDOMAIN from the /24"
+    );
     let refused = Q::new("www.example.org.", A).build();
     for _ in 0..2 {
         let o = guard.handle(&e, &refused, from("192.0.4.1", 40000));
         assert_eq!(o.rcode, Some(rcode::REFUSED), "errors: their own bucket");
     }
-    assert!(guard.handle(&e, &refused, from("192.0.4.1", 40000)).response.is_none());
+    assert!(guard
+        .handle(&e, &refused, from("192.0.4.1", 40000))
+        .response
+        .is_none());
     // TCP never goes through the guard: the same query keeps being answered.
     for _ in 0..5 {
         let o = handle(&e, &q, ip(EU), Transport::Tcp);

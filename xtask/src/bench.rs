@@ -15,6 +15,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_1k",
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
+    "xdp_ns_v4_500k_rrl",
+    "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
     "xdp_ns_v4_500k_zipf",
@@ -99,6 +101,10 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
             joined(trie, probe_note(value, figures))
         }
         "xdp_ns_v6_500k" => probe_note(value, figures),
+        "xdp_ns_v4_500k_rrl" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.3} x xdp_ns_v4_500k (target <= 1.15)", value / b)),
+        "xdp_ns_rrl_over_limit" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.2} x xdp_ns_v4_500k (the drop path)", value / b)),
         "xdp_ns_probe_slot24" => get("xdp_ns_v4_500k_trie_only").map(|t| {
             format!(
                 "trie-only / probe = {:.1}x (where the targets were set: 2204 / 122 = 18x)",

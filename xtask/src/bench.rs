@@ -38,6 +38,7 @@ const COMPILE_FIGURES: &[&str] = &[
 /// Figures of the end-to-end benchmark (`e2e_bench`, kxdpgun over veth).
 const E2E_FIGURES: &[&str] = &[
     "e2e_qps_xdp",
+    "e2e_qps_xdp_rrl",
     "e2e_qps_echo_ceiling",
     "e2e_qps_userspace",
     "reload_swap_seconds_500k",
@@ -130,6 +131,8 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
                 .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
             joined(ceiling, user)
         }
+        "e2e_qps_xdp_rrl" => get("e2e_qps_xdp")
+            .map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b)),
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
         "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),

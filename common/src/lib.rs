@@ -632,7 +632,7 @@ pub fn rrl_step(b: &mut RrlBucket, now: u64, interval_ns: u64, burst_ns: u64, sl
         return RRL_ALLOW;
     }
     b.over = b.over.wrapping_add(1);
-    if slip != 0 && b.over % slip == 0 {
+    if slip != 0 && b.over.is_multiple_of(slip) {
         RRL_SLIP
     } else {
         RRL_DROP

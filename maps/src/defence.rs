@@ -9,7 +9,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use geodns_common::{
-    deny_bitmap, rrl_step, Defence, RrlBucket, RrlKey, MAX_SERVED, RRL_ALLOW, RRL_DROP, RRL_SLIP,
+    deny_bitmap, rrl_step, Defence, RrlBucket, RrlKey, MAX_SERVED, RRL_ALLOW, RRL_SLIP,
 };
 
 use crate::config::{Guard, Rrl};
@@ -91,14 +91,14 @@ pub fn rrl_key(d: &Defence, source: IpAddr, class: u8, name: u64) -> RrlKey {
             [u64::from(u32::from_le_bytes(a.octets()) & d.rrl_v4_mask), 0],
             4,
         ),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+        IpAddr::V6(a) => {
             // A dual-stack socket's IPv4 peer: the same bucket as over IPv4.
-            Some(v4) => return rrl_key(d, IpAddr::V4(v4), class, name),
-            None => {
-                let w = words(&a.octets());
-                ([w[0] & d.rrl_v6_mask[0], w[1] & d.rrl_v6_mask[1]], 6)
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return rrl_key(d, IpAddr::V4(v4), class, name);
             }
-        },
+            let w = words(&a.octets());
+            ([w[0] & d.rrl_v6_mask[0], w[1] & d.rrl_v6_mask[1]], 6)
+        }
     };
     RrlKey {
         prefix,
@@ -168,7 +168,6 @@ impl Limiter {
         match rrl_step(b, now_ns, d.rrl_interval_ns, d.rrl_burst_ns, d.rrl_slip) {
             RRL_ALLOW => Verdict::Send,
             RRL_SLIP => Verdict::Slip,
-            RRL_DROP => Verdict::Drop,
             _ => Verdict::Drop,
         }
     }

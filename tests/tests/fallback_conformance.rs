@@ -984,7 +984,7 @@ fn send_from_port_zero(server: SocketAddr, payload: &[u8]) {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP);
         assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
         let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET"),
             sin_port: 0,
             sin_addr: libc::in_addr {
                 s_addr: u32::from_ne_bytes(server.ip().octets()),

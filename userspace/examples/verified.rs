@@ -9,7 +9,12 @@ fn main() {
     on.served_check = 1;
     on.served_v4_count = 2;
     on.served_v6_count = 2;
-    for (what, defence) in [("RRL off", geodns_common::Defence::DEFAULT), ("RRL on", on)] {
+    for (what, rrl_on) in [("RRL off", false), ("RRL on", true)] {
+        let defence = if rrl_on {
+            on
+        } else {
+            geodns_common::Defence::DEFAULT
+        };
         let mut x = geodns::loader::XdpDns::load(&geodns::loader::LoadOptions {
             defence,
             ..geodns::loader::LoadOptions::default()

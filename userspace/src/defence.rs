@@ -55,14 +55,14 @@ pub fn interface_addresses(name: &str) -> io::Result<Vec<IpAddr>> {
         match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
             libc::AF_INET => {
                 // SAFETY: as above, a sockaddr_in.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                let sin = unsafe { ifa.ifa_addr.cast::<libc::sockaddr_in>().read_unaligned() };
                 out.push(IpAddr::from(
                     u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
                 ));
             }
             libc::AF_INET6 => {
                 // SAFETY: as above, a sockaddr_in6.
-                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                let sin6 = unsafe { ifa.ifa_addr.cast::<libc::sockaddr_in6>().read_unaligned() };
                 out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
             }
             _ => {}

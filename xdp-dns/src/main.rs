@@ -808,7 +808,7 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
 }
 
 /// Whether the destination address (IPv4 in the low half of `lo`) is one the loader
-/// listed. Bound: MAX_SERVED addresses.
+/// listed. Bound: `MAX_SERVED` addresses.
 #[inline(always)]
 fn served(v6: bool, lo: u64, hi: u64) -> bool {
     if v6 {
@@ -874,18 +874,17 @@ fn rate_limit(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     let (burst, slip) = (defence!(rrl_burst_ns), defence!(rrl_slip));
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let verdict = match RRL.get_ptr_mut(&key) {
+    let verdict = if let Some(b) = RRL.get_ptr_mut(key) {
         // SAFETY: a map value; concurrent CPUs may race on it, which at worst lets
         // one more answer through.
-        Some(b) => rrl_step(unsafe { &mut *b }, now, interval, burst, slip),
-        None => {
-            // SAFETY: as above, two u64 words.
-            let mut b: RrlBucket = unsafe { core::mem::transmute([0u64; 2]) };
-            let verdict = rrl_step(&mut b, now, interval, burst, slip);
-            // A full LRU evicts; an insert that still fails only forgets this query.
-            let _ = RRL.insert(&key, &b, 0);
-            verdict
-        }
+        rrl_step(unsafe { &mut *b }, now, interval, burst, slip)
+    } else {
+        // SAFETY: as above, two u64 words.
+        let mut b: RrlBucket = unsafe { core::mem::transmute([0u64; 2]) };
+        let verdict = rrl_step(&mut b, now, interval, burst, slip);
+        // A full LRU evicts; an insert that still fails only forgets this query.
+        let _ = RRL.insert(key, b, 0);
+        verdict
     };
     match verdict {
         RRL_ALLOW => Ok(()),
@@ -1515,9 +1514,9 @@ fn write_reply(
         let off = q.question_end + k * rr_len;
         // `first < n` and `k < want <= n`: one subtraction wraps it (no `%`, whose
         // division-by-zero check LLVM keeps as a panic call the verifier rejects).
-        let i = first + k;
-        let i = if i >= n { i - n } else { i };
-        let slot = masked(launder(qp, i, MAX_ANSWER_ADDRS - 1)?, MAX_ANSWER_ADDRS - 1);
+        let at = first + k;
+        let at = if at >= n { at - n } else { at };
+        let slot = masked(launder(qp, at, MAX_ANSWER_ADDRS - 1)?, MAX_ANSWER_ADDRS - 1);
         if q.aaaa {
             let p = ptr_at::<[u8; 12 + 16]>(ctx, off)?.cast::<u8>();
             // The address is 4-aligned in the map value (`AnswerSet` is 4-aligned, `v6`

@@ -131,8 +131,9 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
                 .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
             joined(ceiling, user)
         }
-        "e2e_qps_xdp_rrl" => get("e2e_qps_xdp")
-            .map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b)),
+        "e2e_qps_xdp_rrl" => {
+            get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
+        }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
         "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),

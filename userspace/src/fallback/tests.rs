@@ -944,8 +944,8 @@ fn reparsed_by_an_independent_decoder_under_mutation() {
         }
         if o.dropped == Some(Drop::NotDns) {
             // Only a header whose counts cannot fit is "not DNS".
-            let c = |at: usize| usize::from(u16::from_be_bytes([m[at], m[at + 1]]));
-            assert!(12 + 5 * c(4) + 11 * (c(6) + c(8) + c(10)) > m.len());
+            let count = |at: usize| usize::from(u16::from_be_bytes([m[at], m[at + 1]]));
+            assert!(12 + 5 * count(4) + 11 * (count(6) + count(8) + count(10)) > m.len());
         }
     }
     // A mutated count byte usually makes the header claim more than the datagram
@@ -1202,16 +1202,16 @@ fn udp_guard_drops_reflector_ports_and_rate_limits() {
     let e = engine_with_rrl("rate = 1\nburst = 2\nslip = 2");
     let guard = UdpGuard::new(e.config());
     let from = |addr: &str, port: u16| SocketAddr::new(ip(addr), port);
-    let q = Q::new(WWW, A).build();
+    let query = Q::new(WWW, A).build();
     for port in [0, 7, 13, 17, 19, 37, 111, 123, 161, 389, 1900, 11211] {
-        let o = guard.handle(&e, &q, from(EU, port));
+        let out = guard.handle(&e, &query, from(EU, port));
         let want = if port == 0 {
             Drop::PortZero
         } else {
             Drop::ReflectorPort
         };
         assert_eq!(
-            (o.response.is_none(), o.dropped),
+            (out.response.is_none(), out.dropped),
             (true, Some(want)),
             "port {port}"
         );
@@ -1219,10 +1219,10 @@ fn udp_guard_drops_reflector_ports_and_rate_limits() {
     // Answers: 2 at once, then drop, slip (empty, TC=1, the question), drop, slip.
     let mut seen = Vec::new();
     for _ in 0..6 {
-        let o = guard.handle(&e, &q, from(EU, 40000));
-        seen.push(match (&o.response, o.slipped, o.dropped) {
+        let out = guard.handle(&e, &query, from(EU, 40000));
+        seen.push(match (&out.response, out.slipped, out.dropped) {
             (Some(r), true, None) => {
-                check_response(&q, r, Transport::Udp).expect("a slip is a valid response");
+                check_response(&query, r, Transport::Udp).expect("a slip is a valid response");
                 let d = Decoded::from_vec(r).expect("decodes");
                 assert!(d.metadata.truncation && d.answers.is_empty() && d.queries.len() == 1);
                 "slip"
@@ -1234,8 +1234,8 @@ fn udp_guard_drops_reflector_ports_and_rate_limits() {
     }
     assert_eq!(seen, ["answer", "answer", "drop", "slip", "drop", "slip"]);
     // Source port 53 (a resolver's) is not a reflector; another /24 has its own bucket.
-    let o = guard.handle(&e, &q, from("192.0.3.1", 53));
-    assert!(o.response.is_some() && !o.slipped);
+    let out = guard.handle(&e, &query, from("192.0.3.1", 53));
+    assert!(out.response.is_some() && !out.slipped);
     // The ECS address does not pick the bucket: the source's is spent.
     let ecs = Q::new(WWW, A).ecs("198.51.100.0", 24).build();
     assert!(guard.handle(&e, &ecs, from(EU, 40000)).response.is_none());
@@ -1245,23 +1245,23 @@ fn udp_guard_drops_reflector_ports_and_rate_limits() {
         ("nx1.cdn.example.net.", "negative"),
         ("nx2.cdn.example.net.", "negative"),
     ] {
-        let o = guard.handle(&e, &Q::new(name, A).build(), from("192.0.4.1", 40000));
-        assert!(o.response.is_some() && !o.slipped, "{class} {name}");
+        let out = guard.handle(&e, &Q::new(name, A).build(), from("192.0.4.1", 40000));
+        assert!(out.response.is_some() && !out.slipped, "{class} {name}");
     }
-    let o = guard.handle(
+    let out = guard.handle(
         &e,
         &Q::new("nx3.cdn.example.net.", A).build(),
         from("192.0.4.1", 40000),
     );
     assert_eq!(
-        o.dropped,
+        out.dropped,
         Some(Drop::RateLimited),
         "a third NXDOMAIN from the /24"
     );
     let refused = Q::new("www.example.org.", A).build();
     for _ in 0..2 {
-        let o = guard.handle(&e, &refused, from("192.0.4.1", 40000));
-        assert_eq!(o.rcode, Some(rcode::REFUSED), "errors: their own bucket");
+        let out = guard.handle(&e, &refused, from("192.0.4.1", 40000));
+        assert_eq!(out.rcode, Some(rcode::REFUSED), "errors: their own bucket");
     }
     assert!(guard
         .handle(&e, &refused, from("192.0.4.1", 40000))
@@ -1269,8 +1269,8 @@ fn udp_guard_drops_reflector_ports_and_rate_limits() {
         .is_none());
     // TCP never goes through the guard: the same query keeps being answered.
     for _ in 0..5 {
-        let o = handle(&e, &q, ip(EU), Transport::Tcp);
-        assert!(o.response.is_some());
+        let out = handle(&e, &query, ip(EU), Transport::Tcp);
+        assert!(out.response.is_some());
     }
 }
 

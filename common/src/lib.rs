@@ -517,7 +517,11 @@ pub struct Defence {
     pub served_v4_count: u32,
     pub rrl_v6_mask: [u64; 2],
     pub served_v6_count: u32,
-    pub _pad: u32,
+    /// Slots of the kernel's `RRL` array minus one (a power of two); set by the loader.
+    pub rrl_slot_mask: u32,
+    /// Seed of [`rrl_tag`], random per load: which clients share a slot cannot be
+    /// computed from outside.
+    pub rrl_seed: u64,
     /// Addresses as their bytes read little-endian (like the masks).
     pub served_v4: [u32; MAX_SERVED],
     pub served_v6: [[u64; 2]; MAX_SERVED],
@@ -526,7 +530,7 @@ pub struct Defence {
     pub deny_ports: [u64; DENY_PORT_WORDS],
 }
 const _: () = assert!(
-    size_of::<Defence>() == 32 + 16 + 8 + 4 * MAX_SERVED + 16 * MAX_SERVED + 8 * DENY_PORT_WORDS
+    size_of::<Defence>() == 32 + 16 + 16 + 4 * MAX_SERVED + 16 * MAX_SERVED + 8 * DENY_PORT_WORDS
 );
 
 impl Defence {
@@ -541,7 +545,8 @@ impl Defence {
         served_v4_count: 0,
         rrl_v6_mask: [u64::MAX, 0x0000_0000_00FF_FFFF],
         served_v6_count: 0,
-        _pad: 0,
+        rrl_slot_mask: 0,
+        rrl_seed: 0,
         served_v4: [0; MAX_SERVED],
         served_v6: [[0; 2]; MAX_SERVED],
         deny_ports: deny_bitmap(&DEFAULT_REFLECTOR_PORTS),
@@ -610,6 +615,33 @@ pub struct RrlBucket {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<RrlBucket>() == 16);
+
+/// A slot of the kernel's `RRL` array: the bucket of the key whose [`rrl_tag`] it holds
+/// (0: empty). A direct-mapped table rather than a hash map: the verifier inlines an
+/// array lookup, where a hash map lookup is a helper call that hashes the key (the LRU
+/// hash cost 1.4x of the 500k answer, see docs/ARCHITECTURE.md). A key that finds
+/// another's tag takes the slot over with a fresh bucket, as an LRU evicts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlSlot {
+    pub tag: u64,
+    pub bucket: RrlBucket,
+}
+const _: () = assert!(size_of::<RrlSlot>() == 24);
+
+/// The tag of an RRL key given as its four words ([`RrlKey`]'s layout), seeded; never
+/// 0. Its high half picks the slot.
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub const fn rrl_tag(seed: u64, words: [u64; 4]) -> u64 {
+    let h = fingerprint_step(seed, words[0]);
+    let h = fingerprint_step(h, words[1]);
+    let h = fingerprint_step(h, words[2]);
+    let h = fingerprint_step(h, words[3]);
+    // The last step's high bits are mixed again: the slot index comes from them.
+    fingerprint_step(h, h >> 29) | 1
+}
 
 /// [`rrl_step`]'s verdicts.
 pub const RRL_ALLOW: u32 = 0;
@@ -731,4 +763,5 @@ mod pod {
     unsafe impl aya::Pod for super::Defence {}
     unsafe impl aya::Pod for super::RrlKey {}
     unsafe impl aya::Pod for super::RrlBucket {}
+    unsafe impl aya::Pod for super::RrlSlot {}
 }

@@ -109,7 +109,7 @@ pub struct LoadOptions {
     pub sizes: MapSizes,
     /// Rate limiting and reflection defences (the `DEFENCE` global); fixed at load.
     pub defence: Defence,
-    /// Buckets of the `RRL` LRU hash.
+    /// Slots of the `RRL` array (rounded up to a power of two, at most 2^24).
     pub rrl_buckets: u32,
 }
 
@@ -190,8 +190,17 @@ impl XdpDns {
         let sizes = options.sizes;
         let mut loader = EbpfLoader::new();
         loader.override_global("DNS_PORT", &options.dns_port, true);
-        loader.override_global("DEFENCE", &options.defence, true);
-        loader.map_max_entries("RRL", options.rrl_buckets.max(1));
+        let rrl_slots = options.rrl_buckets.clamp(1, 1 << 24).next_power_of_two();
+        let mut defence = options.defence;
+        defence.rrl_slot_mask = rrl_slots - 1;
+        if defence.rrl_seed == 0 {
+            defence.rrl_seed = std::hash::BuildHasher::hash_one(
+                &std::hash::RandomState::new(),
+                std::process::id(),
+            ) | 1;
+        }
+        loader.override_global("DEFENCE", &defence, true);
+        loader.map_max_entries("RRL", rrl_slots);
         let name_slots = table_slots(sizes.names);
         let answer_slots = table_slots(sizes.answers);
         let name_mask = name_slots - 1;

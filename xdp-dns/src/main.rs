@@ -21,12 +21,12 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use geodns_common::{
-    answer_hash, counter, fingerprint_step, rrl_step, AnswerKey, AnswerSet, Defence, NameEntry,
-    NameKey, PrefixValue, RrlBucket, RrlKey, RuntimeState, Scratch, ANSWER_PROBES,
+    answer_hash, counter, fingerprint_step, rrl_step, rrl_tag, AnswerKey, AnswerSet, Defence, NameEntry,
+    NameKey, PrefixValue, RrlBucket, RrlSlot, RuntimeState, Scratch, ANSWER_PROBES,
     DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
     MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES,
     POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER, RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
@@ -59,10 +59,10 @@ macro_rules! defence {
     };
 }
 
-/// RRL buckets, keyed by client prefix and record (an LRU hash: a flood of spoofed
-/// prefixes evicts the oldest, never fails an insert); sized by the loader.
+/// RRL buckets by client prefix and record, direct-mapped on a seeded tag (see
+/// `RrlSlot`); sized by the loader.
 #[map]
-static RRL: LruHashMap<RrlKey, RrlBucket> = LruHashMap::with_max_entries(1, 0);
+static RRL: Array<RrlSlot> = Array::with_max_entries(1, 0);
 
 #[map]
 static STATE: Array<RuntimeState> = Array::with_max_entries(1, 0);
@@ -866,26 +866,28 @@ fn rate_limit(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
         let a = unsafe { pkt::ld32(p.cast()) };
         [u64::from(a & defence!(rrl_v4_mask)), 0]
     };
-    // Built as words: a struct literal with its byte padding becomes a memset call.
+    // The words of `RrlKey`: prefix, record, class and family.
     let tail = u64::from(RRL_CLASS_ANSWER) | if v6 { 6 << 8 } else { 4 << 8 };
-    // SAFETY: `RrlKey` is four u64 words in this order (repr(C), 32 bytes, no invalid
-    // bit patterns).
-    let key: RrlKey = unsafe { core::mem::transmute([prefix[0], prefix[1], record as u64, tail]) };
+    let tag = rrl_tag(defence!(rrl_seed), [prefix[0], prefix[1], record as u64, tail]);
+    #[expect(clippy::cast_possible_truncation, reason = "the high half")]
+    let index = (tag >> 32) as u32 & defence!(rrl_slot_mask);
+    let slot = RRL.get_ptr_mut(index).ok_or(counter::PASS_INTERNAL)?;
     let (burst, slip) = (defence!(rrl_burst_ns), defence!(rrl_slip));
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let verdict = if let Some(b) = RRL.get_ptr_mut(key) {
-        // SAFETY: a map value; concurrent CPUs may race on it, which at worst lets
-        // one more answer through.
-        rrl_step(unsafe { &mut *b }, now, interval, burst, slip)
-    } else {
-        // SAFETY: as above, two u64 words.
-        let mut b: RrlBucket = unsafe { core::mem::transmute([0u64; 2]) };
-        let verdict = rrl_step(&mut b, now, interval, burst, slip);
-        // A full LRU evicts; an insert that still fails only forgets this query.
-        let _ = RRL.insert(key, b, 0);
-        verdict
-    };
+    // SAFETY: an array value; concurrent CPUs may race on it, which at worst lets one
+    // more answer through or resets a bucket.
+    let slot = unsafe { &mut *slot };
+    if slot.tag != tag {
+        // Another key's (or no) bucket: take the slot over with a fresh one.
+        slot.tag = tag;
+        slot.bucket = RrlBucket {
+            tat: 0,
+            over: 0,
+            _pad: 0,
+        };
+    }
+    let verdict = rrl_step(&mut slot.bucket, now, interval, burst, slip);
     match verdict {
         RRL_ALLOW => Ok(()),
         RRL_SLIP => {

@@ -617,17 +617,21 @@ pub struct RrlBucket {
 const _: () = assert!(size_of::<RrlBucket>() == 16);
 
 /// A slot of the kernel's `RRL` array: the bucket of the key whose [`rrl_tag`] it holds
-/// (0: empty). A direct-mapped table rather than a hash map: the verifier inlines an
-/// array lookup, where a hash map lookup is a helper call that hashes the key (the LRU
-/// hash cost 1.4x of the 500k answer, see docs/ARCHITECTURE.md). A key that finds
-/// another's tag takes the slot over with a fresh bucket, as an LRU evicts.
-#[repr(C)]
+/// (0: empty). A two-way set-associative table rather than a hash map: the verifier
+/// inlines an array lookup, where a hash map lookup is a helper call that hashes the
+/// key (an LRU hash made the 500k answer 1.4x slower, see docs/ARCHITECTURE.md). A key
+/// looks at the two slots of its pair (one cache line); when neither holds its tag it
+/// takes over the one due earlier with a fresh bucket, as an LRU evicts: a bucket due
+/// in the past is as good as a fresh one, so only buckets still in debt are lost, and
+/// only when three keys in debt meet in one pair.
+#[repr(C, align(32))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RrlSlot {
     pub tag: u64,
     pub bucket: RrlBucket,
+    pub _pad: u64,
 }
-const _: () = assert!(size_of::<RrlSlot>() == 24);
+const _: () = assert!(size_of::<RrlSlot>() == 32);
 
 /// The tag of an RRL key given as its four words ([`RrlKey`]'s layout), seeded; never
 /// 0. Its high half picks the slot.

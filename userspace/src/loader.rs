@@ -190,7 +190,8 @@ impl XdpDns {
         let sizes = options.sizes;
         let mut loader = EbpfLoader::new();
         loader.override_global("DNS_PORT", &options.dns_port, true);
-        let rrl_slots = options.rrl_buckets.clamp(1, 1 << 24).next_power_of_two();
+        // Pairs of slots (see `RrlSlot`): at least one pair.
+        let rrl_slots = options.rrl_buckets.clamp(2, 1 << 24).next_power_of_two();
         let mut defence = options.defence;
         defence.rrl_slot_mask = rrl_slots - 1;
         if defence.rrl_seed == 0 {

@@ -25,8 +25,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use geodns_common::{
-    answer_hash, counter, fingerprint_step, rrl_step, rrl_tag, AnswerKey, AnswerSet, Defence, NameEntry,
-    NameKey, PrefixValue, RrlBucket, RrlSlot, RuntimeState, Scratch, ANSWER_PROBES,
+    answer_hash, counter, fingerprint_step, rrl_step, rrl_tag, AnswerKey, AnswerSet, Defence,
+    NameEntry, NameKey, PrefixValue, RrlBucket, RrlSlot, RuntimeState, Scratch, ANSWER_PROBES,
     DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
     MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES,
     POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER, RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
@@ -289,7 +289,7 @@ macro_rules! generation_stages {
             let g = $gen;
             let stage = try_lookup(&ctx, &g).and_then(|set| {
                 let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
-                rate_limit(&ctx, q)?;
+                rate_limit(q)?;
                 reply_with(&ctx, q, set)
             });
             run_stage(&ctx, stage)
@@ -570,7 +570,11 @@ struct Query {
     grown: u32,
     /// 0x02 (the TC bit of flags byte 2) when RRL slips this reply: no answers.
     tc: u32,
-    _pad: u32,
+    /// The RRL bucket's pair of slots and its tag (`rrl_prepare`), and where the
+    /// early read of the pair lands.
+    rrl_pair: u32,
+    rrl_tag: u64,
+    rrl_sink: u64,
     /// ECS address bytes as received (`ceil(source / 8)` of them), zero padded.
     ecs_addr: [u8; 16],
 }
@@ -835,24 +839,21 @@ fn served(v6: bool, lo: u64, hi: u64) -> bool {
     false
 }
 
-/// Response rate limiting: one token bucket per (source prefix, record), never the
-/// ECS address (anyone can write that). Over the limit the query is dropped, or every
-/// `slip`-th gets an empty TC=1 reply (`Query::tc`) so a real resolver retries over
-/// TCP, which is exempt.
+/// The RRL bucket of (source prefix, `record`): its tag and pair of slots, kept in
+/// `QUERY` for [`rate_limit`], and one read of the pair now. The bucket is a cache miss
+/// for most clients; read here, right after the name lookup, it overlaps the misses of
+/// the prefix lookup that follows instead of adding its own at the end (1.39x the 500k
+/// answer read at the end, measured).
 #[inline(always)]
-fn rate_limit(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
-    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
-    unsafe { store(&raw mut (*q).tc, 0) };
-    let interval = defence!(rrl_interval_ns);
-    if interval == 0 {
+fn rrl_prepare(ctx: &XdpContext, q: *mut Query, record: u16) -> Result<(), Pass> {
+    if defence!(rrl_interval_ns) == 0 {
         return Ok(());
     }
-    // SAFETY: as above.
-    let (l3, v6, record) = unsafe {
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    let (l3, v6) = unsafe {
         (
             reload(&raw const (*q).l3, ETH_HLEN + 8)?,
             reload(&raw const (*q).v6, 1)? != 0,
-            reload(&raw const (*q).record, 0xFFFF)?,
         )
     };
     let prefix = if v6 {
@@ -868,25 +869,73 @@ fn rate_limit(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     };
     // The words of `RrlKey`: prefix, record, class and family.
     let tail = u64::from(RRL_CLASS_ANSWER) | if v6 { 6 << 8 } else { 4 << 8 };
-    let tag = rrl_tag(defence!(rrl_seed), [prefix[0], prefix[1], record as u64, tail]);
+    let tag = rrl_tag(
+        defence!(rrl_seed),
+        [prefix[0], prefix[1], u64::from(record), tail],
+    );
     #[expect(clippy::cast_possible_truncation, reason = "the high half")]
-    let index = (tag >> 32) as u32 & defence!(rrl_slot_mask);
-    let slot = RRL.get_ptr_mut(index).ok_or(counter::PASS_INTERNAL)?;
+    let pair = (tag >> 32) as u32 & defence!(rrl_slot_mask) & !1;
+    let s0 = RRL.get_ptr(pair).ok_or(counter::PASS_INTERNAL)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value; `s0` an array value.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*q).rrl_tag, tag);
+        store(&raw mut (*q).rrl_pair, pair as usize);
+        // Nothing waits for this value: the load is issued now and completes while
+        // the prefix lookup runs.
+        let early = core::ptr::read_volatile(&raw const (*s0).tag);
+        core::ptr::write_volatile(&raw mut (*q).rrl_sink, early);
+    }
+    Ok(())
+}
+
+/// Response rate limiting: one token bucket per (source prefix, record), never the
+/// ECS address (anyone can write that). Over the limit the query is dropped, or every
+/// `slip`-th gets an empty TC=1 reply (`Query::tc`) so a real resolver retries over
+/// TCP, which is exempt.
+#[inline(always)]
+fn rate_limit(q: *mut Query) -> Result<(), Pass> {
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    unsafe { store(&raw mut (*q).tc, 0) };
+    let interval = defence!(rrl_interval_ns);
+    if interval == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let (tag, pair) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*q).rrl_tag),
+            reload(&raw const (*q).rrl_pair, 1 << 24)?,
+        )
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
+    let pair = pair as u32 & defence!(rrl_slot_mask) & !1;
+    let s0 = RRL.get_ptr_mut(pair).ok_or(counter::PASS_INTERNAL)?;
+    let s1 = RRL.get_ptr_mut(pair | 1).ok_or(counter::PASS_INTERNAL)?;
     let (burst, slip) = (defence!(rrl_burst_ns), defence!(rrl_slip));
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: an array value; concurrent CPUs may race on it, which at worst lets one
+    // SAFETY: array values; concurrent CPUs may race on them, which at worst lets one
     // more answer through or resets a bucket.
-    let slot = unsafe { &mut *slot };
-    if slot.tag != tag {
-        // Another key's (or no) bucket: take the slot over with a fresh one.
+    let (s0, s1) = unsafe { (&mut *s0, &mut *s1) };
+    let slot = if s0.tag == tag {
+        s0
+    } else if s1.tag == tag {
+        s1
+    } else {
+        // Neither: take over the one due earlier (see `RrlSlot`) with a fresh bucket.
+        let slot = if s0.bucket.tat <= s1.bucket.tat {
+            s0
+        } else {
+            s1
+        };
         slot.tag = tag;
         slot.bucket = RrlBucket {
             tat: 0,
             over: 0,
             _pad: 0,
         };
-    }
+        slot
+    };
     let verdict = rrl_step(&mut slot.bucket, now, interval, burst, slip);
     match verdict {
         RRL_ALLOW => Ok(()),
@@ -1153,6 +1202,7 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
     // SAFETY: `q` is the per-CPU QUERY value.
     let fp = unsafe { core::ptr::read_volatile(&raw const (*q).fingerprint) };
     let record = lookup_name(scratch, g, fp)?;
+    rrl_prepare(ctx, q, record)?;
 
     // SAFETY: `q` is the per-CPU QUERY value.
     let ecs_addr = unsafe { &(*q).ecs_addr };

@@ -586,15 +586,16 @@ pub const RRL_CLASS_ANSWER: u8 = 1;
 pub const RRL_CLASS_NEGATIVE: u8 = 2;
 pub const RRL_CLASS_ERROR: u8 = 3;
 
-/// Key of the kernel's `RRL` LRU hash (and of the fallback server's table).
+/// An RRL bucket's key: the fallback server's table is keyed by it, and the kernel's
+/// slots by its [`rrl_tag`].
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RrlKey {
     /// The client's address masked to its prefix (IPv4 in the first 4 bytes), as
     /// [`Defence`]'s masks read it.
     pub prefix: [u64; 2],
-    /// For answers: the record (the kernel's record number; userspace's hash of the
-    /// owner name); else 0.
+    /// For answers: the record's number (userspace: `Engine::rrl_name`, the same
+    /// number, or a hash for names without a record); else 0.
     pub name: u64,
     /// `RRL_CLASS_*`.
     pub class: u8,

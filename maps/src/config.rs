@@ -53,7 +53,7 @@ pub struct Rrl {
     /// Client prefix lengths that share a bucket.
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    /// Buckets the kernel's LRU hash (and the fallback server's table) holds.
+    /// Slots of the kernel's bucket table (and the most the fallback server keeps).
     pub buckets: u32,
 }
 
@@ -92,7 +92,7 @@ impl Default for Guard {
 
 /// Default `[rrl] rate`: NSD's, and BIND's documented example (see the README).
 pub const DEFAULT_RRL_RATE: u32 = 200;
-/// Default `[rrl] buckets`: ~13 MiB of kernel LRU hash.
+/// Default `[rrl] buckets`: 4 MiB of kernel table (32-byte slots).
 pub const DEFAULT_RRL_BUCKETS: u32 = 131_072;
 
 /// `[zone]`: the SOA, the NS set and the default TTL.

@@ -310,18 +310,9 @@ fn burst(server: SocketAddr, queries: &[Vec<u8>]) -> Vec<Limited> {
     out
 }
 
-/// Both paths make the same rate-limit decisions: with `[rrl] rate = 1, burst = 2,
-/// slip = 2` the same bursts to the XDP path (port 53) and to `--no-xdp` (port 5353)
-/// get the same sequence of answers, empty TC=1 slips and silences, and equal bytes
-/// where they reply. Each burst has a bucket of its own (family x record) on both.
-#[test]
-fn rate_limit_decisions_are_the_same() {
-    if !require_bpf() {
-        return;
-    }
-    let pair = NetnsPair::new().expect("namespaces");
-    let dir = TempDir::new("differential-rrl");
-    let config = geodns_tests::files::demo_with_rrl(dir.path());
+/// The demo config with `[rrl] rate = 1, burst = 2, slip = 2`.
+fn rrl_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = geodns_tests::files::demo_with_rrl(dir);
     let text = std::fs::read_to_string(&config).expect("read the config");
     let text: String = text
         .lines()
@@ -334,6 +325,21 @@ fn rate_limit_decisions_are_the_same() {
         .flat_map(|l| [l, "\n"])
         .collect();
     std::fs::write(&config, text).expect("write the config");
+    config
+}
+
+/// Both paths make the same rate-limit decisions: with `[rrl] rate = 1, burst = 2,
+/// slip = 2` the same bursts to the XDP path (port 53) and to `--no-xdp` (port 5353)
+/// get the same sequence of answers, empty TC=1 slips and silences, and equal bytes
+/// where they reply. Each burst has a bucket of its own (family x record) on both.
+#[test]
+fn rate_limit_decisions_are_the_same() {
+    if !require_bpf() {
+        return;
+    }
+    let pair = NetnsPair::new().expect("namespaces");
+    let dir = TempDir::new("differential-rrl");
+    let config = rrl_config(dir.path());
     let pin = format!("/sys/fs/bpf/geodns-diff-rrl-{}", std::process::id());
     let xdp = Daemon::start(
         &pair,

@@ -873,7 +873,6 @@ fn rrl_prepare(ctx: &XdpContext, q: *mut Query, record: u16) -> Result<(), Pass>
         defence!(rrl_seed),
         [prefix[0], prefix[1], u64::from(record), tail],
     );
-    #[expect(clippy::cast_possible_truncation, reason = "the high half")]
     let pair = (tag >> 32) as u32 & defence!(rrl_slot_mask) & !1;
     let s0 = RRL.get_ptr(pair).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY (field pointers): `q` is the per-CPU QUERY value; `s0` an array value.

@@ -575,6 +575,23 @@ impl Engine {
             .copied()
     }
 
+    /// The name part of a rate-limit bucket key for an answer to `name` (wire format,
+    /// any case): the record's number when a record answers it (the kernel keys its
+    /// buckets by the same number, and a wildcard's random names share one), else a
+    /// hash of the name with the top bit set.
+    #[must_use]
+    pub fn rrl_name(&self, name: &[u8]) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let wire = name::lowercase(name);
+        if let Some(rec) = self.record_for(&wire) {
+            return rec as u64;
+        }
+        // Fixed keys: the same name maps to the same bucket in every run.
+        let mut h = std::hash::DefaultHasher::new();
+        wire.hash(&mut h);
+        h.finish() | 1 << 63
+    }
+
     /// The whole decision for one question. An IPv4-mapped IPv6 client address
     /// (`::ffff:a.b.c.d`, from a dual-stack socket) is treated as the IPv4 address.
     #[must_use]

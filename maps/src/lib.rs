@@ -65,6 +65,7 @@
 mod cidr;
 pub mod compile;
 pub mod config;
+pub mod defence;
 pub mod engine;
 pub mod fastpath;
 mod geo;

@@ -305,10 +305,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Loads, fills, attaches and pins the XDP program.
 fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<XdpDns> {
     let if_index = if_index(part.iface)?;
-    let mut xdp = XdpDns::load(&LoadOptions {
+    let options = LoadOptions {
         dns_port: part.dns_port,
         ..LoadOptions::default()
-    })?;
+    };
+    let options = crate::defence::load_options(options, engine.config(), part.iface)
+        .with_context(|| format!("reading the addresses of {}", part.iface))?;
+    let mut xdp = XdpDns::load(&options)?;
     xdp.install(&engine.kernel_maps())?;
     xdp.attach(if_index, xdp_mode(part.mode == XdpModeArg::Skb))
         .with_context(|| format!("attaching to {}", part.iface))?;

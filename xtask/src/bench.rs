@@ -15,6 +15,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_1k",
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
+    "xdp_ns_v4_500k_rrl",
+    "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
     "xdp_ns_v4_500k_zipf",
@@ -36,6 +38,7 @@ const COMPILE_FIGURES: &[&str] = &[
 /// Figures of the end-to-end benchmark (`e2e_bench`, kxdpgun over veth).
 const E2E_FIGURES: &[&str] = &[
     "e2e_qps_xdp",
+    "e2e_qps_xdp_rrl",
     "e2e_qps_echo_ceiling",
     "e2e_qps_userspace",
     "reload_swap_seconds_500k",
@@ -99,6 +102,10 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
             joined(trie, probe_note(value, figures))
         }
         "xdp_ns_v6_500k" => probe_note(value, figures),
+        "xdp_ns_v4_500k_rrl" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.3} x xdp_ns_v4_500k (target <= 1.15)", value / b)),
+        "xdp_ns_rrl_over_limit" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.2} x xdp_ns_v4_500k (the drop path)", value / b)),
         "xdp_ns_probe_slot24" => get("xdp_ns_v4_500k_trie_only").map(|t| {
             format!(
                 "trie-only / probe = {:.1}x (where the targets were set: 2204 / 122 = 18x)",
@@ -123,6 +130,9 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
             let user = get("e2e_qps_userspace")
                 .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
             joined(ceiling, user)
+        }
+        "e2e_qps_xdp_rrl" => {
+            get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),

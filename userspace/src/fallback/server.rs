@@ -15,6 +15,7 @@ use tokio::{
 
 pub use super::stats::TcpClose;
 use super::{
+    guard::UdpGuard,
     respond::{self, Outcome, Transport},
     stats::FallbackStats,
 };
@@ -222,11 +223,17 @@ impl FallbackServer {
         let mut tasks = Vec::new();
         let limit = Arc::new(Semaphore::new(tcp.max_connections));
         let per_source = Arc::new(PerSource::default());
+        let guard = Arc::new(UdpGuard::new(handle.load().config()));
         for l in listeners {
             addrs.push(l.addr);
             for udp in l.udp {
                 let udp = UdpSocket::from_std(udp)?;
-                tasks.push(tokio::spawn(serve_udp(udp, handle.clone(), stats.clone())));
+                tasks.push(tokio::spawn(serve_udp(
+                    udp,
+                    handle.clone(),
+                    stats.clone(),
+                    guard.clone(),
+                )));
             }
             let listener = TcpListener::from_std(l.tcp)?;
             tasks.push(tokio::spawn(serve_tcp(
@@ -265,7 +272,12 @@ impl Drop for FallbackServer {
     }
 }
 
-async fn serve_udp(sock: UdpSocket, handle: EngineHandle, stats: Arc<FallbackStats>) {
+async fn serve_udp(
+    sock: UdpSocket,
+    handle: EngineHandle,
+    stats: Arc<FallbackStats>,
+    guard: Arc<UdpGuard>,
+) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, peer, local) = match super::udp::recv(&sock, &mut buf).await {
@@ -277,7 +289,7 @@ async fn serve_udp(sock: UdpSocket, handle: EngineHandle, stats: Arc<FallbackSta
             }
         };
         let msg = buf.get(..n).unwrap_or_default();
-        let outcome = handle_one(&handle, msg, peer.ip(), Transport::Udp);
+        let outcome = guard.handle(&handle.load(), msg, peer);
         stats.record(Transport::Udp, &outcome);
         if let Some(resp) = outcome.response {
             if let Err(e) = super::udp::send(&sock, &resp, peer, local).await {

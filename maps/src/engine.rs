@@ -912,6 +912,88 @@ impl Engine {
         }
     }
 
+    /// What `record` answers in `region` for one family, as `geodns diff` compares it: a
+    /// label that identifies the answer (policy, answer count, addresses and weights;
+    /// not the TTL), and the nodes it sends clients to with their shares (by weight;
+    /// empty for NODATA).
+    pub(crate) fn answer_of(
+        &self,
+        record: usize,
+        region: u16,
+        v6: bool,
+    ) -> (String, Vec<(usize, f64)>) {
+        use std::fmt::Write as _;
+        let rec = &self.config.records[record];
+        let rs = self
+            .compiled
+            .choice(region, rec.map)
+            .and_then(|k| self.sets[record].get(k).copied().flatten());
+        if let Some(rs) = rs {
+            let set = &rs.set;
+            let n = usize::from(if v6 { set.n_v6 } else { set.n_v4 });
+            if n > 0 {
+                let cum = if v6 { &set.cum_v6 } else { &set.cum_v4 };
+                let nodes = if v6 { &rs.nodes_v6 } else { &rs.nodes_v4 };
+                let addr = |i: usize| {
+                    if v6 {
+                        IpAddr::V6(Ipv6Addr::from(set.v6[i]))
+                    } else {
+                        IpAddr::V4(Ipv4Addr::from(set.v4[i]))
+                    }
+                };
+                let mut label = String::new();
+                let mut shares: Vec<(usize, f64)> = Vec::new();
+                if set.policy == POLICY_SPREAD {
+                    let total = f64::from(cum[n - 1].max(1));
+                    let _ = write!(
+                        label,
+                        "spread {} of",
+                        set.count.min(u8::try_from(n).unwrap_or(u8::MAX))
+                    );
+                    let mut prev = 0;
+                    for i in 0..n {
+                        let w = cum[i] - prev;
+                        prev = cum[i];
+                        let _ = write!(label, " {} w{w}", addr(i));
+                        let node = usize::from(nodes[i]);
+                        match shares.iter_mut().find(|(k, _)| *k == node) {
+                            Some(s) => s.1 += f64::from(w) / total,
+                            None => shares.push((node, f64::from(w) / total)),
+                        }
+                    }
+                } else {
+                    label.push_str("best");
+                    for i in 0..n {
+                        let _ = write!(label, " {}", addr(i));
+                    }
+                    shares.push((usize::from(nodes[0]), 1.0));
+                }
+                return (label, shares);
+            }
+        }
+        let fam = &self.fallback[usize::from(v6)];
+        let any_up = fam.iter().any(|f| f.up);
+        let used: Vec<&FallbackNode> = fam.iter().filter(|f| f.up || !any_up).collect();
+        #[expect(clippy::cast_precision_loss, reason = "weights are u32")]
+        let total = used.iter().map(|f| f.weight).sum::<i64>().max(1) as f64;
+        if used.is_empty() {
+            return ("NODATA".to_owned(), Vec::new());
+        }
+        let mut label = "fallback round robin:".to_owned();
+        let mut shares = Vec::new();
+        for f in used {
+            let node = &self.config.nodes[f.node];
+            let _ = write!(label, " {} w{}", node.name, f.weight);
+            for a in node_addrs(node, v6).iter().take(MAX_ANSWER_ADDRS) {
+                let _ = write!(label, " {a}");
+            }
+            label.push(';');
+            #[expect(clippy::cast_precision_loss, reason = "weights are u32")]
+            shares.push((f.node, f.weight as f64 / total));
+        }
+        (label, shares)
+    }
+
     /// Everything the kernel maps hold.
     #[must_use]
     pub fn kernel_maps(&self) -> KernelMaps {

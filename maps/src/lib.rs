@@ -64,6 +64,7 @@
 mod cidr;
 pub mod compile;
 pub mod config;
+pub mod diff;
 pub mod engine;
 pub mod fastpath;
 mod geo;

@@ -269,9 +269,13 @@ fn end_of(start: u128, len: u8, width: u8) -> u128 {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 #[non_exhaustive]
 pub struct SpaceDiff {
-    /// Addresses whose answer changes.
+    /// Addresses whose answer changes (in JSON a decimal string: IPv6 counts exceed
+    /// 2^64).
+    #[serde(serialize_with = "decimal")]
     pub answer_changed: u128,
-    /// Addresses whose region (the key the record's map picks) changes, answer unchanged.
+    /// Addresses whose region (the key the record's map picks) changes, answer
+    /// unchanged.
+    #[serde(serialize_with = "decimal")]
     pub region_only: u128,
     /// `answer_changed` as a share of the space (0..1).
     pub answer_share: f64,
@@ -302,6 +306,10 @@ pub struct Flow {
     pub from: String,
     pub to: String,
     pub share: f64,
+}
+
+fn decimal<S: serde::Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// One record's changes.
@@ -354,6 +362,8 @@ pub struct Diff {
     pub top_v6: Vec<Moved>,
     /// Whether any answer changes (or a record comes or goes).
     pub moved: bool,
+    /// How long building and comparing the tables took (set by the caller).
+    pub seconds: f64,
 }
 
 /// Shared by both walks: the two tables, the records matched by name, and the
@@ -621,6 +631,7 @@ pub fn diff(old: &Table, new: &Table, top: usize) -> Diff {
         top_v4,
         top_v6,
         moved,
+        seconds: 0.0,
     }
 }
 

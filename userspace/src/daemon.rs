@@ -492,6 +492,25 @@ async fn serve_metrics(
                     text.push_str(&f.metrics_text());
                 }
                 ("200 OK", text)
+            } else if method == "GET" && path == "/v1/table" {
+                // `geodns diff --live`: the table the engine answers with.
+                let engine = handle.load();
+                let table = tokio::task::spawn_blocking(move || {
+                    let t = geodns_maps::diff::Table::from_engine(
+                        &engine,
+                        "live",
+                        Some(PathBuf::from(&engine.config().file)),
+                    );
+                    serde_json::to_string(&t)
+                })
+                .await;
+                match table {
+                    Ok(Ok(body)) => ("200 OK", body),
+                    _ => (
+                        "500 Internal Server Error",
+                        "table unavailable\n".to_owned(),
+                    ),
+                }
             } else if path.starts_with("/v1/") {
                 let (code, body) = crate::health::admin_request(&health, method, path, peer.ip());
                 let status = match code {

@@ -36,8 +36,12 @@ pub struct Table {
     /// `(first address, length, region)` in address order: a partition of the IPv4
     /// space.
     pub v4: Vec<(u32, u8, u16)>,
-    /// The same for IPv6.
+    /// The same for IPv6. A live alias range is one entry here; the walk reads the
+    /// IPv4 list moved into it instead.
     pub v6: Vec<(u128, u8, u16)>,
+    /// `STATE_FLAG_ALIAS_*`: the IPv6 ranges looked up as IPv4.
+    #[serde(default)]
+    pub aliases: u32,
     /// Node names (indexes of [`TableAnswer::nodes`]).
     pub nodes: Vec<String>,
     /// The node states the answers were computed with.
@@ -169,6 +173,7 @@ impl Table {
                 .prefixes_v6()
                 .map(|(a, l, r)| (u128::from_be_bytes(a), l, r))
                 .collect(),
+            aliases: compiled.aliases(),
             nodes: cfg.nodes.iter().map(|n| n.name.clone()).collect(),
             states: engine
                 .states()
@@ -195,6 +200,19 @@ impl Table {
                     table: self.source.clone(),
                     family,
                     index,
+                });
+            }
+        }
+        for (flag, start, len) in geodns_common::IPV6_ALIASES {
+            let whole = self
+                .v6
+                .binary_search_by(|p| p.0.cmp(&start))
+                .is_ok_and(|i| self.v6[i].1 == len);
+            if self.aliases & flag != 0 && !whole {
+                return Err(TableError::NotPartition {
+                    table: self.source.clone(),
+                    family: "IPv6 alias",
+                    index: self.v6.len(),
                 });
             }
         }
@@ -228,6 +246,45 @@ impl Table {
             }
         }
         Ok(())
+    }
+}
+
+impl Table {
+    fn v4_wide(&self) -> impl Iterator<Item = (u128, u8, u16)> + '_ {
+        self.v4.iter().map(|&(s, l, r)| (u128::from(s), l, r))
+    }
+
+    /// The IPv6 partition as clients see it: each live alias range replaced by the
+    /// IPv4 partition moved into it.
+    fn v6_expanded(&self) -> impl Iterator<Item = (u128, u8, u16)> + '_ {
+        self.v6.iter().flat_map(move |&(s, l, r)| {
+            let alias = geodns_common::IPV6_ALIASES
+                .iter()
+                .find(|(flag, start, len)| self.aliases & flag != 0 && *start == s && *len == l);
+            match alias {
+                Some(&(_, start, offset)) => Expand::V4(self.v4.iter(), start, offset),
+                None => Expand::One(Some((s, l, r))),
+            }
+        })
+    }
+}
+
+/// One IPv6 entry, or the IPv4 list moved into an alias range.
+enum Expand<'a> {
+    One(Option<(u128, u8, u16)>),
+    V4(std::slice::Iter<'a, (u32, u8, u16)>, u128, u8),
+}
+
+impl Iterator for Expand<'_> {
+    type Item = (u128, u8, u16);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::One(o) => o.take(),
+            Self::V4(it, start, offset) => it
+                .next()
+                .map(|&(s, l, r)| (*start | u128::from(s) << (96 - *offset), *offset + l, r)),
+        }
     }
 }
 
@@ -364,6 +421,8 @@ pub struct Diff {
     pub moved: bool,
     /// How long building and comparing the tables took (set by the caller).
     pub seconds: f64,
+    /// How long [`diff`] took (the walk and the comparison, without building).
+    pub walk_seconds: f64,
 }
 
 /// Shared by both walks: the two tables, the records matched by name, and the
@@ -433,15 +492,15 @@ struct Walk {
 /// Walks two partitions of one space together: `f(start, end, old region, new
 /// region)` for each piece on which neither changes, in order.
 fn walk_pieces(
-    a: &[(u128, u8, u16)],
-    b: &[(u128, u8, u16)],
+    mut a: impl Iterator<Item = (u128, u8, u16)>,
+    mut b: impl Iterator<Item = (u128, u8, u16)>,
     width: u8,
     mut f: impl FnMut(u128, u128, u16, u16),
 ) {
     let max = crate::partition::max_addr(width);
-    let (mut i, mut j) = (0usize, 0usize);
+    let (mut x, mut y) = (a.next(), b.next());
     let mut pos = 0u128;
-    while let (Some(&(sa, la, ra)), Some(&(sb, lb, rb))) = (a.get(i), b.get(j)) {
+    while let (Some((sa, la, ra)), Some((sb, lb, rb))) = (x, y) {
         let ea = crate::partition::prefix_end(sa, la, width);
         let eb = crate::partition::prefix_end(sb, lb, width);
         let end = ea.min(eb);
@@ -451,18 +510,18 @@ fn walk_pieces(
         }
         pos = end + 1;
         if ea == end {
-            i += 1;
+            x = a.next();
         }
         if eb == end {
-            j += 1;
+            y = b.next();
         }
     }
 }
 
 fn walk(
     sides: &Sides<'_>,
-    a: &[(u128, u8, u16)],
-    b: &[(u128, u8, u16)],
+    a: impl Iterator<Item = (u128, u8, u16)>,
+    b: impl Iterator<Item = (u128, u8, u16)>,
     width: u8,
     top: usize,
 ) -> Walk {
@@ -561,6 +620,7 @@ fn named(t: &Table, answer: u32) -> Vec<(String, f64)> {
 /// per family. Both tables must pass [`Table::check`].
 #[must_use]
 pub fn diff(old: &Table, new: &Table, top: usize) -> Diff {
+    let started = std::time::Instant::now();
     let mut pairs = Vec::new();
     let mut only_new = Vec::new();
     for (j, r) in new.records.iter().enumerate() {
@@ -588,12 +648,9 @@ pub fn diff(old: &Table, new: &Table, top: usize) -> Diff {
         answer_map: cross_map(&labels(old), &labels(new)),
         key_map: cross_map(&old.keys, &new.keys),
     };
-    let widen = |v: &[(u32, u8, u16)]| -> Vec<(u128, u8, u16)> {
-        v.iter().map(|&(s, l, r)| (u128::from(s), l, r)).collect()
-    };
     let walks = [
-        walk(&sides, &widen(&old.v4), &widen(&new.v4), 32, top),
-        walk(&sides, &old.v6, &new.v6, 128, top),
+        walk(&sides, old.v4_wide(), new.v4_wide(), 32, top),
+        walk(&sides, old.v6_expanded(), new.v6_expanded(), 128, top),
     ];
     let mut records = Vec::new();
     let mut moved = !only_old.is_empty() || !only_new.is_empty();
@@ -632,6 +689,7 @@ pub fn diff(old: &Table, new: &Table, top: usize) -> Diff {
         top_v6,
         moved,
         seconds: 0.0,
+        walk_seconds: started.elapsed().as_secs_f64(),
     }
 }
 
@@ -751,7 +809,9 @@ mod tests {
         let a = [(0u128, 1u8, 1u16), (128, 1, 2)];
         let b = [(0u128, 2u8, 3u16), (64, 2, 4), (128, 2, 5), (192, 2, 6)];
         let mut got = Vec::new();
-        walk_pieces(&a, &b, 8, |s, e, x, y| got.push((s, e, x, y)));
+        walk_pieces(a.into_iter(), b.into_iter(), 8, |s, e, x, y| {
+            got.push((s, e, x, y));
+        });
         assert_eq!(
             got,
             vec![

@@ -155,6 +155,9 @@ pub struct KernelMaps {
     pub prefixes_v6: Vec<([u8; 16], u8, PrefixValue)>,
     pub names: Vec<(NameKey, NameValue)>,
     pub answers: Vec<(AnswerKey, AnswerSet)>,
+    /// `STATE_FLAG_ALIAS_*`: the IPv6 ranges the kernel looks up as IPv4 with this
+    /// generation ([`Compiled::aliases`]).
+    pub aliases: u32,
 }
 
 /// Draws the per-query random number of the `spread` policy.
@@ -208,6 +211,10 @@ pub struct Explanation {
     /// The matched prefix; its length is the ECS scope of the answer.
     pub prefix: Cidr,
     pub region: u16,
+    /// When the client lies in an IPv6 range the databases alias onto their IPv4 tree:
+    /// the range, the embedded IPv4 address it was looked up as, and the IPv4 prefix
+    /// that matched (`prefix` is that prefix moved into the range).
+    pub alias: Option<AliasLookup>,
     /// What the databases and config CIDRs say about the address.
     pub facts: Option<AddressFacts>,
     /// Why `facts` is missing (a database could not be read again).
@@ -217,6 +224,15 @@ pub struct Explanation {
     pub records: Vec<RecordExplanation>,
     /// The `[fallback]` nodes with their state.
     pub fallback: Vec<CandidateState>,
+}
+
+/// An aliased IPv6 client, looked up as IPv4.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct AliasLookup {
+    pub range: Cidr,
+    pub ipv4: Ipv4Addr,
+    pub ipv4_prefix: Cidr,
 }
 
 /// The key one map picked.
@@ -592,8 +608,10 @@ impl Engine {
             .copied()
     }
 
-    /// The whole decision for one question. An IPv4-mapped IPv6 client address
-    /// (`::ffff:a.b.c.d`, from a dual-stack socket) is treated as the IPv4 address.
+    /// The whole decision for one question. The client is taken as the kernel takes
+    /// it: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is an IPv6 client, looked
+    /// up as `a.b.c.d` (scope + 96) only where the databases alias that range; a
+    /// caller with a dual-stack socket converts its peers first.
     #[must_use]
     pub fn resolve(&self, question: &Question) -> Resolution {
         let wire = name::lowercase(&question.name);
@@ -614,15 +632,14 @@ impl Engine {
         };
         if let Some(rec) = self.record_for(&wire) {
             return match v6 {
-                Some(v6) => self.pick(rec, v6, question.client.to_canonical()).map_or(
-                    Resolution::NoData,
-                    |p| Resolution::Addresses {
+                Some(v6) => self
+                    .pick(rec, v6, question.client)
+                    .map_or(Resolution::NoData, |p| Resolution::Addresses {
                         addrs: p.addrs,
                         ttl: p.ttl,
                         scope: p.scope,
                         source: p.source,
-                    },
-                ),
+                    }),
                 None => Resolution::NoData,
             };
         }
@@ -670,7 +687,7 @@ impl Engine {
         };
         let wire = name::lowercase(&question.name);
         let rec = self.record_for(&wire)?;
-        let p = self.pick(rec, v6, question.client.to_canonical())?;
+        let p = self.pick(rec, v6, question.client)?;
         Some((self.config.nodes.get(p.node)?, p.addrs, p.source))
     }
 
@@ -777,8 +794,16 @@ impl Engine {
         let ecs = ecs
             .filter(|(_, len)| *len > 0)
             .map(|(a, len)| Cidr::new(a, len));
-        let client = ecs.map_or(client, |c| c.addr()).to_canonical();
+        let client = ecs.map_or(client, |c| c.addr());
         let m = self.compiled.lookup(client);
+        let alias = self
+            .compiled
+            .alias_of(client)
+            .map(|(range, ipv4, offset)| AliasLookup {
+                range,
+                ipv4,
+                ipv4_prefix: Cidr::new(IpAddr::V4(ipv4), m.prefix.len() - offset),
+            });
         let (facts, facts_error) = match self.compiled.facts(client) {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e.to_string())),
@@ -849,6 +874,7 @@ impl Engine {
             ecs,
             prefix: m.prefix,
             region: m.region,
+            alias,
             facts,
             facts_error,
             maps,
@@ -1015,6 +1041,7 @@ impl Engine {
                 .collect(),
             names: self.kernel_names(),
             answers: self.kernel_answers(),
+            aliases: self.compiled.aliases(),
         }
     }
 

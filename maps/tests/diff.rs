@@ -103,8 +103,8 @@ fn changed(old: &Nets, rng: &mut StdRng) -> Nets {
     new
 }
 
-fn write_db(scratch: &Scratch, name: &str, nets: &Nets) {
-    let mut w = Writer::new(6, "Test");
+fn write_db(scratch: &Scratch, name: &str, nets: &Nets, aliases: bool) {
+    let mut w = Writer::new(6, "Test").alias_ipv4(aliases);
     for &(a, l, c) in nets {
         let (country, continent) = COUNTRIES[c];
         w.insert(a, l, &place(country, continent)).expect("insert");
@@ -225,13 +225,66 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn diff_equals_a_brute_force_count_over_every_24_and_48() {
+    check(false);
+}
+
+/// The same databases with `MaxMind`'s three aliases: the IPv4 brute force, moved into
+/// `::ffff:0:0/96`, `2001::/32` and `2002::/16`, adds to the IPv6 count (a /24 there is
+/// 2^88, 2^72 and 2^8 addresses: exact, where a brute force over those /48s could not
+/// run).
+#[test]
+fn diff_counts_aliased_ipv6_clients() {
+    check(true);
+}
+
+/// Expected totals of one space: per (record, qtype) addresses moved and region-only,
+/// per node the net change of its share in units (/24s or /48s).
+#[derive(Default)]
+struct Expected {
+    moved: HashMap<(usize, usize), u128>,
+    region_only: HashMap<(usize, usize), u128>,
+    net: HashMap<(usize, usize, String), f64>,
+}
+
+/// `b`'s counts (in units of `2^unit_bits` addresses) as addresses, plus `alias`
+/// times the IPv4 counts `v4` (in /24s) when aliases are live.
+fn expected(b: &Brute, unit_bits: u32, v4: Option<&Brute>) -> Expected {
+    let mut e = Expected::default();
+    for (k, v) in &b.moved {
+        *e.moved.entry(*k).or_default() += u128::from(*v) << unit_bits;
+    }
+    for (k, v) in &b.region_only {
+        *e.region_only.entry(*k).or_default() += u128::from(*v) << unit_bits;
+    }
+    for (k, v) in &b.net {
+        *e.net.entry(k.clone()).or_default() += v;
+    }
+    if let Some(v4) = v4 {
+        // A /24 in each alias range: 2^(8 + 80), 2^(8 + 64), 2^8 addresses.
+        let per24: u128 = (1 << 88) + (1 << 72) + (1 << 8);
+        for (k, v) in &v4.moved {
+            *e.moved.entry(*k).or_default() += u128::from(*v) * per24;
+        }
+        for (k, v) in &v4.region_only {
+            *e.region_only.entry(*k).or_default() += u128::from(*v) * per24;
+        }
+        // The same in /48s.
+        let per24_units = 2f64.powi(8) + 2f64.powi(-8) + 2f64.powi(-72);
+        for (k, v) in &v4.net {
+            *e.net.entry(k.clone()).or_default() += v * per24_units;
+        }
+    }
+    e
+}
+
+fn check(aliases: bool) {
     let scratch = Scratch::new("diff");
     let mut rng = StdRng::seed_from_u64(22);
     let old_nets = random_nets(&mut rng);
     let new_nets = changed(&old_nets, &mut rng);
-    write_db(&scratch, "db.mmdb", &old_nets);
+    write_db(&scratch, "db.mmdb", &old_nets, aliases);
     let old = engine(scratch.config(&base_config(MAPS)));
-    write_db(&scratch, "db.mmdb", &new_nets);
+    write_db(&scratch, "db.mmdb", &new_nets, aliases);
     let new = engine(scratch.config(&base_config(MAPS)));
     let (to, tn) = (
         Table::from_engine(&old, "old", None),
@@ -265,28 +318,31 @@ fn diff_equals_a_brute_force_count_over_every_24_and_48() {
         (0..1u128 << 16).map(|i| IpAddr::V6(Ipv6Addr::from(V6_BLOCK | i << 80))),
     );
 
+    let spaces = [
+        expected(&v4, 8, None),
+        expected(&v6, 80, aliases.then_some(&v4)),
+    ];
+    assert_eq!(
+        old.compiled().aliases() != 0,
+        aliases,
+        "the aliases follow the database"
+    );
     let mut any_moved = [false; 2];
     let mut any_region_only = false;
     for (rec, r) in d.records.iter().enumerate() {
         for (q, fam) in [&r.a, &r.aaaa].into_iter().enumerate() {
-            for (s, (brute, unit_bits)) in [(&v4, 8u32), (&v6, 80)].into_iter().enumerate() {
+            for (s, want) in spaces.iter().enumerate() {
                 let got = &fam[s];
-                let moved = brute.moved.get(&(rec, q)).copied().unwrap_or(0);
-                let region = brute.region_only.get(&(rec, q)).copied().unwrap_or(0);
+                let moved = want.moved.get(&(rec, q)).copied().unwrap_or(0);
+                let region = want.region_only.get(&(rec, q)).copied().unwrap_or(0);
                 let what = format!("{} q{q} space {s}", r.name);
-                assert_eq!(
-                    got.answer_changed,
-                    u128::from(moved) << unit_bits,
-                    "{what}: moved"
-                );
-                assert_eq!(
-                    got.region_only,
-                    u128::from(region) << unit_bits,
-                    "{what}: region only"
-                );
-                #[expect(clippy::cast_precision_loss, reason = "small counts")]
+                assert_eq!(got.answer_changed, moved, "{what}: moved");
+                assert_eq!(got.region_only, region, "{what}: region only");
+                let unit_bits = if s == 0 { 8 } else { 80 };
+                #[expect(clippy::cast_precision_loss, reason = "shares")]
                 {
-                    assert!(close(got.answer_units, moved as f64), "{what}: units");
+                    let units = moved as f64 / 2f64.powi(unit_bits);
+                    assert!(close(got.answer_units, units), "{what}: units");
                 }
                 any_moved[s] |= moved > 0;
                 any_region_only |= region > 0;
@@ -297,7 +353,7 @@ fn diff_equals_a_brute_force_count_over_every_24_and_48() {
                     2f64.powi(-48)
                 };
                 for n in &got.nodes {
-                    let want = brute
+                    let want = want
                         .net
                         .get(&(rec, q, n.node.clone()))
                         .copied()
@@ -309,7 +365,7 @@ fn diff_equals_a_brute_force_count_over_every_24_and_48() {
                         (n.gained - n.lost) / unit
                     );
                 }
-                for ((br, bq, node), want) in &brute.net {
+                for ((br, bq, node), want) in &want.net {
                     if (*br, *bq) == (rec, q) && want.abs() > 1e-9 {
                         assert!(
                             got.nodes.iter().any(|n| &n.node == node),
@@ -360,7 +416,7 @@ fn diff_equals_a_brute_force_count_over_every_24_and_48() {
 fn identical_tables_do_not_move() {
     let scratch = Scratch::new("diff-same");
     let mut rng = StdRng::seed_from_u64(7);
-    write_db(&scratch, "db.mmdb", &random_nets(&mut rng));
+    write_db(&scratch, "db.mmdb", &random_nets(&mut rng), true);
     let e = engine(scratch.config(&base_config(MAPS)));
     let t = Table::from_engine(&e, "x", None);
     let d = diff(&t, &t, 5);

@@ -526,7 +526,10 @@ impl Compiled {
         let mut interner = Interner::new(config.maps.len());
         let (v4, v4_stats) = compile_family(32, &data, &rules, &mut interner);
         let (mut v6, mut v6_stats) = compile_family(128, &data, &rules, &mut interner);
+        let unsplit = v6.len();
         split_at_aliases(&mut v6, aliases);
+        // The cuts are pieces of their own before merging too.
+        v6_stats.prefixes_before += (v6.len() - unsplit) as u64;
         v6_stats.prefixes_after = v6.len() as u64;
         drop(data);
         if interner.too_many {

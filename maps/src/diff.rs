@@ -483,9 +483,32 @@ fn cross_map(old: &[String], new: &[String]) -> Vec<Option<u32>> {
     old.iter().map(|s| ids.get(s.as_str()).copied()).collect()
 }
 
+/// One multiply per lookup: the walk looks a region pair up for every piece, and the
+/// keys are two small ids, not attacker-chosen.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl std::hash::Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.0 = (self.0.rotate_left(16) ^ u64::from(v)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PairMap<V> = HashMap<(u16, u16), V, std::hash::BuildHasherDefault<PairHasher>>;
+
 /// Amount per (old region, new region), and the largest moved prefixes.
 struct Walk {
-    amounts: HashMap<(u16, u16), u128>,
+    amounts: PairMap<u128>,
     top: Vec<(u128, u8, u16, u16)>,
 }
 
@@ -525,8 +548,8 @@ fn walk(
     width: u8,
     top: usize,
 ) -> Walk {
-    let mut amounts: HashMap<(u16, u16), u128> = HashMap::new();
-    let mut moves: HashMap<(u16, u16), bool> = HashMap::new();
+    let mut amounts: PairMap<u128> = PairMap::default();
+    let mut moves: PairMap<bool> = PairMap::default();
     // Min-heap of the `top` largest moved prefixes: (size, start, len, old, new).
     let mut heap: BinaryHeap<Reverse<(u128, u128, u8, u16, u16)>> = BinaryHeap::new();
     walk_pieces(a, b, width, |start, end, ro, rn| {

@@ -506,6 +506,10 @@ impl std::hash::Hasher for PairHasher {
 
 type PairMap<V> = HashMap<(u16, u16), V, std::hash::BuildHasherDefault<PairHasher>>;
 
+/// A moved prefix while the walk collects them: (size, start, length, old region, new
+/// region).
+type TopEntry = (u128, u128, u8, u16, u16);
+
 /// Amount per (old region, new region), and the largest moved prefixes.
 struct Walk {
     amounts: PairMap<u128>,
@@ -515,28 +519,28 @@ struct Walk {
 /// Walks two partitions of one space together: `f(start, end, old region, new
 /// region)` for each piece on which neither changes, in order.
 fn walk_pieces(
-    mut a: impl Iterator<Item = (u128, u8, u16)>,
-    mut b: impl Iterator<Item = (u128, u8, u16)>,
+    mut old: impl Iterator<Item = (u128, u8, u16)>,
+    mut new: impl Iterator<Item = (u128, u8, u16)>,
     width: u8,
-    mut f: impl FnMut(u128, u128, u16, u16),
+    mut on_piece: impl FnMut(u128, u128, u16, u16),
 ) {
     let max = crate::partition::max_addr(width);
-    let (mut x, mut y) = (a.next(), b.next());
+    let (mut at_old, mut at_new) = (old.next(), new.next());
     let mut pos = 0u128;
-    while let (Some((sa, la, ra)), Some((sb, lb, rb))) = (x, y) {
-        let ea = crate::partition::prefix_end(sa, la, width);
-        let eb = crate::partition::prefix_end(sb, lb, width);
-        let end = ea.min(eb);
-        f(pos, end, ra, rb);
+    while let (Some((so, lo, ro)), Some((sn, ln, rn))) = (at_old, at_new) {
+        let end_old = crate::partition::prefix_end(so, lo, width);
+        let end_new = crate::partition::prefix_end(sn, ln, width);
+        let end = end_old.min(end_new);
+        on_piece(pos, end, ro, rn);
         if end >= max {
             return;
         }
         pos = end + 1;
-        if ea == end {
-            x = a.next();
+        if end_old == end {
+            at_old = old.next();
         }
-        if eb == end {
-            y = b.next();
+        if end_new == end {
+            at_new = new.next();
         }
     }
 }
@@ -550,8 +554,8 @@ fn walk(
 ) -> Walk {
     let mut amounts: PairMap<u128> = PairMap::default();
     let mut moves: PairMap<bool> = PairMap::default();
-    // Min-heap of the `top` largest moved prefixes: (size, start, len, old, new).
-    let mut heap: BinaryHeap<Reverse<(u128, u128, u8, u16, u16)>> = BinaryHeap::new();
+    // Min-heap of the `top` largest moved prefixes.
+    let mut heap: BinaryHeap<Reverse<TopEntry>> = BinaryHeap::new();
     walk_pieces(a, b, width, |start, end, ro, rn| {
         // The whole IPv6 space in one piece is 2^128 addresses: one short, as a u128.
         let size = (end - start).saturating_add(1);
@@ -577,7 +581,7 @@ fn walk(
             }
         });
     });
-    let mut top: Vec<(u128, u128, u8, u16, u16)> = heap.into_iter().map(|r| r.0).collect();
+    let mut top: Vec<TopEntry> = heap.into_iter().map(|r| r.0).collect();
     // Largest first; equal sizes in address order.
     top.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
     Walk {
@@ -867,12 +871,12 @@ mod tests {
         );
         got.clear();
         transport(&n(&[("a", 1.0)]), &[], |f, t, s| {
-            got.push((f.to_owned(), t.to_owned(), s))
+            got.push((f.to_owned(), t.to_owned(), s));
         });
         assert_eq!(got, vec![("a".into(), NO_ANSWER.into(), 1.0)]);
         got.clear();
         transport(&n(&[("a", 1.0)]), &n(&[("a", 1.0)]), |f, t, s| {
-            got.push((f.to_owned(), t.to_owned(), s))
+            got.push((f.to_owned(), t.to_owned(), s));
         });
         assert!(got.is_empty());
     }

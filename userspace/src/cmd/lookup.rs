@@ -103,16 +103,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let e = engine.explain(args.ip, ecs);
     if args.live {
-        let (generation, region, len) = live_prefix(&args.pin_dir, e.client)?;
-        let agrees = region == e.region && len == e.prefix.len();
-        eprintln!(
-            "live        kernel generation {generation}: region {region}, prefix length /{len} ({})",
-            if agrees {
-                "the same as this config compiles to"
-            } else {
-                "DIFFERENT from this config: the daemon serves another version"
-            }
-        );
+        live_note(&args.pin_dir, &e)?;
     }
     if args.json {
         return super::compile::emit(&json(&e)?);
@@ -133,23 +124,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         e.prefix.len(),
         e.region
     )?;
-    if let Some(a) = &e.alias {
-        let kind = match a.range.len() {
-            96 => "IPv4-mapped",
-            32 => "Teredo",
-            _ => "6to4",
-        };
-        writeln!(
-            out,
-            "alias       {} ({kind}) is aliased to the databases' IPv4 tree: looked up as {}, \
-             which matched {}; scope = {} + {}",
-            a.range,
-            a.ipv4,
-            a.ipv4_prefix,
-            a.ipv4_prefix.len(),
-            a.range.len()
-        )?;
-    }
+    alias_line(&mut out, &e)?;
     if let Some(f) = &e.facts {
         let mut parts = Vec::new();
         if let Some(c) = f.cidr {
@@ -208,6 +183,43 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     writeln!(out, "fallback    {}", candidates(&e.fallback))?;
     super::compile::emit(&out)
+}
+
+/// Compares the explanation with the running daemon's kernel maps (on stderr).
+fn live_note(pin_dir: &std::path::Path, e: &Explanation) -> anyhow::Result<()> {
+    let (generation, region, len) = live_prefix(pin_dir, e.client)?;
+    let agrees = region == e.region && len == e.prefix.len();
+    eprintln!(
+        "live        kernel generation {generation}: region {region}, prefix length /{len} ({})",
+        if agrees {
+            "the same as this config compiles to"
+        } else {
+            "DIFFERENT from this config: the daemon serves another version"
+        }
+    );
+    Ok(())
+}
+
+/// How an aliased IPv6 client (6to4, Teredo, IPv4-mapped) was looked up.
+fn alias_line(out: &mut String, e: &Explanation) -> std::fmt::Result {
+    if let Some(a) = &e.alias {
+        let kind = match a.range.len() {
+            96 => "IPv4-mapped",
+            32 => "Teredo",
+            _ => "6to4",
+        };
+        writeln!(
+            out,
+            "alias       {} ({kind}) is aliased to the databases' IPv4 tree: looked up as {}, \
+             which matched {}; scope = {} + {}",
+            a.range,
+            a.ipv4,
+            a.ipv4_prefix,
+            a.ipv4_prefix.len(),
+            a.range.len()
+        )?;
+    }
+    Ok(())
 }
 
 /// The explanation as `geodns lookup --json` prints it and the redirector's

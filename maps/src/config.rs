@@ -13,7 +13,11 @@ use geodns_common::{NameKey, MAX_ANSWER_ADDRS, MAX_LABELS, MAX_NAME_WIRE_LEN};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{cidr::Cidr, engine::NodeState, name};
+use crate::{
+    cidr::Cidr,
+    name,
+    state::{NodeState, NodeStates},
+};
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -1276,5 +1280,17 @@ impl Config {
     #[must_use]
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+impl NodeStates {
+    /// Every node `Up`, except those with an admin state in the config.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        let mut states = Self::default();
+        for n in &config.nodes {
+            states.set(&n.name, n.admin.unwrap_or(NodeState::Up));
+        }
+        states
     }
 }

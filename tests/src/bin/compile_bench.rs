@@ -129,6 +129,9 @@ fn diff(dir: &std::path::Path) {
         new: Some(dir.join("bench-new.toml")),
         live: false,
         api: "127.0.0.1:9".parse().expect("addr"),
+        token: geodns::http::TokenArgs {
+            admin_token: dir.join("no-token"),
+        },
         db: Vec::new(),
         top: 10,
         json: true,

@@ -35,6 +35,8 @@ pub struct Args {
     /// The daemon's HTTP address (`--metrics` of `geodns run`).
     #[arg(long, default_value = "127.0.0.1:9153")]
     pub api: SocketAddr,
+    #[command(flatten)]
+    pub token: crate::http::TokenArgs,
     /// Replace databases of the new side: `country=FILE`, `asn=FILE`, `city=FILE`
     /// (repeat a kind for several files), or `OLDFILE=FILE` for one file of the config.
     #[arg(long = "db", value_name = "KIND=FILE")]
@@ -153,8 +155,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The running daemon's table.
-fn live_table(api: SocketAddr) -> anyhow::Result<Table> {
-    let body = super::node::request(api, "GET", "/v1/table")?;
+fn live_table(api: SocketAddr, token: &Path) -> anyhow::Result<Table> {
+    let body = crate::http::request(api, "GET", "/v1/table", Some(token))?;
     let mut t: Table =
         serde_json::from_str(&body).with_context(|| format!("reading the table of {api}"))?;
     t.source = format!("live {api}");
@@ -192,7 +194,7 @@ fn config_table(
 pub fn compare(args: &Args) -> anyhow::Result<Diff> {
     let (old, new) = sides(args)?;
     let live = match (&old, &new) {
-        (Side::Live, _) | (_, Side::Live) => Some(live_table(args.api)?),
+        (Side::Live, _) | (_, Side::Live) => Some(live_table(args.api, &args.token.admin_token)?),
         _ => None,
     };
     let states = live.as_ref().map(|t| t.states.as_slice());

@@ -404,6 +404,47 @@ fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
                 )]),
             ]),
         ),
+        // The demo databases alias 6to4, Teredo and IPv4-mapped onto their IPv4 tree:
+        // the embedded address decides, the scope is its prefix + the alias offset.
+        row(
+            "A by 6to4 ECS (+subnet=2002:c000:200::/40): as 192.0.2.0, scope + 16",
+            &Query::new(www, A).ecs("2002:c000:200::", 40),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    40,
+                    de_scope + 16,
+                    &[0x20, 0x02, 0xc0, 0x00, 0x02],
+                )]),
+            ]),
+        ),
+        row(
+            "A by Teredo ECS (+subnet=2001:0:c000:200::/56): as 192.0.2.0, scope + 32",
+            &Query::new(www, A).ecs("2001:0:c000:200::", 56),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    56,
+                    de_scope + 32,
+                    &[0x20, 0x01, 0, 0, 0xc0, 0x00, 0x02],
+                )]),
+            ]),
+        ),
+        row(
+            "A by IPv4-mapped ECS (+subnet=::ffff:192.0.2.0/120): scope + 96",
+            &Query::new(www, A).ecs("::ffff:192.0.2.0", 120),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    120,
+                    de_scope + 96,
+                    &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2],
+                )]),
+            ]),
+        ),
         row(
             "the name's case is kept (0x20) and matched without it",
             &Query::new("WwW.CDN.example.NET.", A).ecs("192.0.2.0", 24),

@@ -488,6 +488,24 @@ pub async fn start_metrics(
             if let Some(refused) = crate::http::admin_refusal(&token, req.headers()) {
                 return refused;
             }
+            if req.method() == Method::GET && path == "/v1/table" {
+                // `geodns diff --live`: the table the engine answers with (the kernel
+                // maps hold the same).
+                let engine = sources.control.engine().load();
+                let table = tokio::task::spawn_blocking(move || {
+                    let config = Some(std::path::PathBuf::from(&engine.config().file));
+                    let t = geodns_maps::diff::Table::from_engine(&engine, "live", config);
+                    serde_json::to_string(&t)
+                })
+                .await;
+                return match table {
+                    Ok(Ok(body)) => crate::http::text(StatusCode::OK, body),
+                    _ => crate::http::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "table unavailable\n".to_owned(),
+                    ),
+                };
+            }
             let full = req
                 .uri()
                 .path_and_query()

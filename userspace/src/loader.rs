@@ -18,7 +18,7 @@ use aya::{
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, Defence, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
-    FAST_PAGE_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
+    FAST_PAGE_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0, STATE_FLAG_ALIASES,
 };
 use geodns_maps::{
     fastpath::FastTable,
@@ -314,10 +314,11 @@ impl XdpDns {
         self.state.generation
     }
 
-    /// Sets run-time flags (`STATE_FLAG_*`) without touching the tables.
+    /// Sets run-time flags (`STATE_FLAG_*`) without touching the tables; the alias
+    /// flags stay those of the installed table.
     pub fn set_flags(&mut self, flags: u32) -> Result<(), LoaderError> {
         let mut state = self.state;
-        state.flags = flags;
+        state.flags = flags & !STATE_FLAG_ALIASES | state.flags & STATE_FLAG_ALIASES;
         self.write_state(state)
     }
 
@@ -358,6 +359,8 @@ impl XdpDns {
         result?;
         let mut next = self.state;
         next.generation = target;
+        // The aliases belong to the table: they switch with it, in the same update.
+        next.flags = next.flags & !STATE_FLAG_ALIASES | contents.aliases & STATE_FLAG_ALIASES;
         self.write_state(next)?;
         self.installed_once = true;
         Ok(stats)

@@ -30,10 +30,10 @@ use geodns_common::{
     DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
     MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES,
     POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER, RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
-    STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+    STAGE_REPLY_0, STATE_FLAG_ALIASES, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
-    fast_block_lane, fast_leaf, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
+    fast_block_lane, fast_leaf, ipv6_alias, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
     FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP,
 };
 
@@ -1218,7 +1218,7 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
             let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
             (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
         };
-        lookup_v6_prefix(&addr, g, fast)
+        lookup_v6_prefix(&addr, g, fast, flags)
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
@@ -1470,8 +1470,21 @@ fn lookup_v4_prefix(addr: &[u8; 4], g: &Gen, fast: bool) -> Option<PrefixValue> 
     g.prefix_v4.get(Key::new(32, *addr)).copied()
 }
 
+/// The IPv6 client's prefix. In an alias range the table's databases point at their
+/// IPv4 tree (`flags`: `STATE_FLAG_ALIAS_*`, set with the generation), the client is
+/// looked up as its embedded IPv4 address and the scope is the IPv4 match moved into
+/// the range (+96, +32 or +16): exact, since every address of that block embeds an
+/// address of the IPv4 prefix. The IPv6 table holds each such range as one prefix of
+/// its own, so no IPv6 prefix claims a scope across it.
 #[inline(always)]
-fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool) -> Option<PrefixValue> {
+fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool, flags: u32) -> Option<PrefixValue> {
+    if flags & STATE_FLAG_ALIASES != 0 {
+        if let Some((v4, offset)) = ipv6_alias(addr, flags) {
+            let mut v = lookup_v4_prefix(&v4, g, fast)?;
+            v.prefix_len = v.prefix_len.wrapping_add(offset);
+            return Some(v);
+        }
+    }
     if fast {
         // The top slot of the first 16 bits, then 8-bit strides down to /64.
         let top = FAST_V6_TOP + u32::from(u16::from_be_bytes([addr[0], addr[1]]));

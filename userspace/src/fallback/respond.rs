@@ -231,7 +231,12 @@ fn decide<'a>(
         r.rcode = rcode::NOTIMP;
         return;
     }
-    let client = ecs.and_then(|e| e.client()).unwrap_or(peer);
+    // A socket peer `::ffff:a.b.c.d` (a dual-stack socket) is the IPv4 client; an ECS
+    // address is taken as sent, as the kernel takes it (an IPv6 client, looked up as
+    // IPv4 only where the databases alias that range).
+    let client = ecs
+        .and_then(|e| e.client())
+        .unwrap_or_else(|| peer.to_canonical());
     let resolution = engine.resolve(&EngineQuestion::from_wire(q.name, q.qtype, client));
     answer(engine, &q, ecs, resolution, r, out);
 }

@@ -13,7 +13,12 @@ use geodns_common::{NameKey, MAX_ANSWER_ADDRS, MAX_LABELS, MAX_NAME_WIRE_LEN};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{cidr::Cidr, engine::NodeState, name};
+use crate::{
+    cidr::Cidr,
+    engine::NodeState,
+    name,
+    zone::{self, StaticZone, ZoneError},
+};
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -33,6 +38,8 @@ pub struct Config {
     pub records: Vec<Record>,
     /// Nodes used by weighted round robin when a region has no usable candidate.
     pub fallback: Vec<Candidate>,
+    /// Static RRsets from `[zone] file` (SOA and NS at the apex moved into [`Zone`]).
+    pub statics: StaticZone,
 }
 
 /// `[zone]`: the SOA, the NS set and the default TTL.
@@ -52,6 +59,8 @@ pub struct Zone {
     pub expire: u32,
     pub minimum: u32,
     pub ns: Vec<NsHost>,
+    /// The master file of static records (`file = "cdn.zone"`), resolved.
+    pub file: Option<PathBuf>,
 }
 
 /// One NS of the zone; addresses are glue (needed when the name is inside the zone).
@@ -200,6 +209,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// The zone file (or a file it includes) is broken, or disagrees with the config.
+    #[error("zone file {0}")]
+    Zone(#[from] ZoneError),
     /// Well-formed TOML that does not make a valid config.
     #[error("{file}:{line}:{column}: {key}: {problem}")]
     Invalid {
@@ -367,18 +379,14 @@ struct RawZone {
     ttl: Spanned<u32>,
     mname: Option<Spanned<String>>,
     rname: Option<Spanned<String>>,
-    #[serde(default = "default_serial")]
-    serial: u32,
-    #[serde(default = "default_refresh")]
-    refresh: u32,
-    #[serde(default = "default_retry")]
-    retry: u32,
-    #[serde(default = "default_expire")]
-    expire: u32,
-    #[serde(default = "default_minimum")]
-    minimum: u32,
+    serial: Option<u32>,
+    refresh: Option<u32>,
+    retry: Option<u32>,
+    expire: Option<u32>,
+    minimum: Option<u32>,
     #[serde(default)]
     ns: Vec<Spanned<RawNs>>,
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -888,28 +896,105 @@ impl Config {
                 ipv6: parse_addrs(ctx, r.ipv6.as_ref(), &format!("{key}.ipv6"), "IPv6")?,
             });
         }
+        let file = z.file.as_ref().map(|f| base_dir.join(f.get_ref()));
+        let mut statics = match &file {
+            Some(f) => zone::load(f, &base_dir, &origin, ttl)?,
+            None => StaticZone::default(),
+        };
+        let origin_wire = name::to_wire(&origin);
+        let file_soa = statics.take_apex(&origin_wire, zone::TYPE_SOA);
+        let file_ns = statics.take_apex(&origin_wire, zone::TYPE_NS);
+        if let Some(set) = &file_ns {
+            if let Some(first) = z.ns.first() {
+                return Err(ZoneError::conflict(
+                    &set.at,
+                    format!(
+                        "NS at the apex: also [[zone.ns]] on line {} of {}; keep one",
+                        ctx.line_col(first.span().start).0,
+                        ctx.file
+                    ),
+                )
+                .into());
+            }
+            for rdata in &set.rdata {
+                let wire = zone::rdata_name(rdata).unwrap_or_default();
+                let addr = |t: u16| -> Vec<Vec<u8>> {
+                    statics
+                        .rrset(&wire, t)
+                        .map(|s| s.rdata.clone())
+                        .unwrap_or_default()
+                };
+                ns.push(NsHost {
+                    name: name::to_presentation(&wire).unwrap_or_default(),
+                    ipv4: addr(zone::TYPE_A)
+                        .iter()
+                        .filter_map(|b| <[u8; 4]>::try_from(&b[..]).ok().map(Ipv4Addr::from))
+                        .collect(),
+                    ipv6: addr(zone::TYPE_AAAA)
+                        .iter()
+                        .filter_map(|b| <[u8; 16]>::try_from(&b[..]).ok().map(Ipv6Addr::from))
+                        .collect(),
+                });
+            }
+        }
         if ns.is_empty() {
             return Err(ctx.err(&raw.zone.span(), "zone.ns", ConfigProblem::NoNameServers));
         }
-        let mname = match &z.mname {
-            Some(m) => parse_name(ctx, m, &origin, "zone.mname")?,
-            None => ns[0].name.clone(),
-        };
-        let rname = match &z.rname {
-            Some(r) => parse_name(ctx, r, &origin, "zone.rname")?,
-            None => format!("hostmaster.{origin}"),
-        };
-        let zone = Zone {
-            origin: origin.clone(),
-            ttl,
-            mname,
-            rname,
-            serial: z.serial,
-            refresh: z.refresh,
-            retry: z.retry,
-            expire: z.expire,
-            minimum: z.minimum,
-            ns,
+        let toml_soa = z.mname.is_some()
+            || z.rname.is_some()
+            || z.serial.is_some()
+            || z.refresh.is_some()
+            || z.retry.is_some()
+            || z.expire.is_some()
+            || z.minimum.is_some();
+        let zone = if let Some(set) = &file_soa {
+            if toml_soa {
+                return Err(ZoneError::conflict(
+                    &set.at,
+                    format!(
+                        "SOA at the apex: also mname/rname/serial/... in [zone] of {}; keep one",
+                        ctx.file
+                    ),
+                )
+                .into());
+            }
+            let soa = zone::parse_soa(set.rdata.first().map_or(&[][..], |r| &r[..]))
+                .ok_or_else(|| ZoneError::conflict(&set.at, "unreadable SOA".to_owned()))?;
+            Zone {
+                origin: origin.clone(),
+                ttl,
+                mname: soa.mname,
+                rname: soa.rname,
+                serial: soa.numbers[0],
+                refresh: soa.numbers[1],
+                retry: soa.numbers[2],
+                expire: soa.numbers[3],
+                minimum: soa.numbers[4],
+                ns,
+                file,
+            }
+        } else {
+            let mname = match &z.mname {
+                Some(m) => parse_name(ctx, m, &origin, "zone.mname")?,
+                None => ns[0].name.clone(),
+            };
+            let rname = match &z.rname {
+                Some(r) => parse_name(ctx, r, &origin, "zone.rname")?,
+                None => format!("hostmaster.{origin}"),
+            };
+            Zone {
+                origin: origin.clone(),
+                ttl,
+                mname,
+                rname,
+                serial: z.serial.unwrap_or_else(default_serial),
+                refresh: z.refresh.unwrap_or_else(default_refresh),
+                retry: z.retry.unwrap_or_else(default_retry),
+                expire: z.expire.unwrap_or_else(default_expire),
+                minimum: z.minimum.unwrap_or_else(default_minimum),
+                ns,
+                file,
+            }
         };
 
         // [nodes.NAME]
@@ -1162,6 +1247,17 @@ impl Config {
             maps,
             records,
             fallback,
+            statics,
+        })
+        .and_then(|c| {
+            zone::check_against_records(
+                &c.statics,
+                &c.records,
+                &record_lines,
+                ctx.file,
+                &origin_wire,
+            )?;
+            Ok(c)
         })
     }
 

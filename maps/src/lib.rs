@@ -72,6 +72,7 @@ pub mod name;
 mod partition;
 mod rng;
 pub mod slots;
+pub mod zone;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{

@@ -28,7 +28,7 @@ pub const MAX_CNAME_CHAIN: usize = 8;
 /// The kernel's record number for a name that exists without a geo record of its own
 /// (static data, an empty non-terminal, a delegation): a wildcard must not answer
 /// there, so the kernel passes it to userspace.
-pub const KERNEL_BLOCK: u16 = u16::MAX;
+pub const KERNEL_BLOCK: u16 = geodns_common::NAME_BLOCK;
 
 /// State of a node as answers see it. Admin state (config or admin command) overrides
 /// health.

@@ -37,7 +37,7 @@ pub fn examples() -> PathBuf {
 /// that a check takes down mid-test would change the answers.
 #[must_use]
 pub fn demo_without_checks(dir: &Path) -> PathBuf {
-    for f in ["demo-country.mmdb", "demo-asn.mmdb"] {
+    for f in ["demo-country.mmdb", "demo-asn.mmdb", "demo.zone"] {
         std::fs::copy(examples().join(f), dir.join(f)).expect("copy a demo database");
     }
     let text = std::fs::read_to_string(examples().join("demo.toml")).expect("read demo.toml");

@@ -139,14 +139,18 @@ pub fn compile(
     Ok(Engine::new(Arc::new(config), Arc::new(compiled), &states))
 }
 
-/// The files whose change triggers a reload: the config and its databases.
+/// The files whose change triggers a reload: the config, its databases, the zone file
+/// and the files it includes.
 fn watched_files(engine: &Engine, config: &Path) -> Vec<PathBuf> {
     let mut files = vec![config.to_path_buf()];
-    if let Some(g) = &engine.config().geoip {
-        for f in g.country.iter().chain(&g.asn).chain(&g.city) {
-            if !files.contains(f) {
-                files.push(f.clone());
-            }
+    let c = engine.config();
+    let dbs = c
+        .geoip
+        .iter()
+        .flat_map(|g| g.country.iter().chain(&g.asn).chain(&g.city));
+    for f in dbs.chain(&c.statics.files) {
+        if !files.contains(f) {
+            files.push(f.clone());
         }
     }
     files

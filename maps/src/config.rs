@@ -38,8 +38,42 @@ pub struct Config {
     pub records: Vec<Record>,
     /// Nodes used by weighted round robin when a region has no usable candidate.
     pub fallback: Vec<Candidate>,
-    /// Static RRsets from `[zone] file` (SOA and NS at the apex moved into [`Zone`]).
+    /// Static RRsets from `[zone] file` (SOA and NS at the apex moved into [`Zone`]),
+    /// with the journal of RFC 2136 updates replayed over them.
     pub statics: StaticZone,
+    /// `[update]`: who may change what through RFC 2136 updates.
+    pub update: UpdatePolicy,
+}
+
+/// `[update]`: TSIG keys and what each may change.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct UpdatePolicy {
+    pub keys: Vec<TsigKey>,
+}
+
+/// `[[update.keys]]`: one HMAC-SHA256 key and the names and types it may update.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TsigKey {
+    /// Absolute, lowercase (`acme.`), as in the TSIG record.
+    pub name: String,
+    pub secret: Vec<u8>,
+    /// First labels an updated owner may have, lowercase (default `_acme-challenge`).
+    pub allow: Vec<String>,
+    /// Types it may add or delete (default TXT).
+    pub types: Vec<u16>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("secret", &"(hidden)")
+            .field("allow", &self.allow)
+            .field("types", &self.types)
+            .finish()
+    }
 }
 
 /// `[zone]`: the SOA, the NS set and the default TTL.
@@ -61,6 +95,9 @@ pub struct Zone {
     pub ns: Vec<NsHost>,
     /// The master file of static records (`file = "cdn.zone"`), resolved.
     pub file: Option<PathBuf>,
+    /// The journal of RFC 2136 updates: `<file>.jnl`, or `<origin>jnl` in the config's
+    /// directory without a zone file.
+    pub journal: PathBuf,
 }
 
 /// One NS of the zone; addresses are glue (needed when the name is inside the zone).
@@ -286,6 +323,8 @@ pub enum ConfigProblem {
     MaxAnswersWithBest,
     #[error("no name servers: expected at least one [[zone.ns]]")]
     NoNameServers,
+    #[error("{reason}")]
+    BadKey { reason: String },
     #[error("`{value}`: expected {expected}")]
     BadTarget {
         value: String,
@@ -369,6 +408,25 @@ struct RawConfig {
     #[serde(default)]
     records: Vec<Spanned<RawRecord>>,
     fallback: Option<Spanned<RawCandidates>>,
+    update: Option<Spanned<RawUpdate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    #[serde(default)]
+    keys: Vec<Spanned<RawKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: Option<Spanned<String>>,
+    secret: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    algorithm: Option<Spanned<String>>,
+    allow: Option<Vec<Spanned<String>>>,
+    types: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -843,6 +901,111 @@ fn candidates(
     Ok(out)
 }
 
+/// `[update]`: the keys (secret inline, or a BIND key file as `tsig-keygen` writes it).
+fn update_policy(
+    ctx: &Ctx<'_>,
+    raw: Option<&Spanned<RawUpdate>>,
+    base_dir: &Path,
+) -> Result<UpdatePolicy, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(UpdatePolicy::default());
+    };
+    let mut keys: Vec<TsigKey> = Vec::new();
+    for (i, k) in raw.get_ref().keys.iter().enumerate() {
+        let key = format!("update.keys[{i}]");
+        let bad = |reason: String| ctx.err(&k.span(), &key, ConfigProblem::BadKey { reason });
+        let r = k.get_ref();
+        let (file_name, file_alg, file_secret) = match &r.file {
+            Some(f) => {
+                let path = base_dir.join(f.get_ref());
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                    op: "reading TSIG key file",
+                    path: path.clone(),
+                    source,
+                })?;
+                let (n, a, s) = zone::parse_key_file(&text).ok_or_else(|| {
+                    bad(format!(
+                        "{}: expected key \"NAME\" {{ algorithm ...; secret \"...\"; }};",
+                        path.display()
+                    ))
+                })?;
+                (Some(n), Some(a), Some(s))
+            }
+            None => (None, None, None),
+        };
+        let name = r
+            .name
+            .as_ref()
+            .map(|n| n.get_ref().clone())
+            .or(file_name)
+            .ok_or_else(|| bad("a key needs `name` (or `file`)".to_owned()))?;
+        let name = name::absolute(&name, ".").map_err(|e| bad(format!("name `{name}`: {e}")))?;
+        let alg = r
+            .algorithm
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .or(file_alg)
+            .unwrap_or_else(|| "hmac-sha256".to_owned());
+        if !alg
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case("hmac-sha256")
+        {
+            return Err(bad(format!(
+                "algorithm `{alg}`: only hmac-sha256 is supported"
+            )));
+        }
+        let secret_text = r
+            .secret
+            .as_ref()
+            .map(|s| s.get_ref().clone())
+            .or(file_secret)
+            .ok_or_else(|| bad("a key needs `secret` (base64) or `file`".to_owned()))?;
+        let secret = zone::base64(&secret_text)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("secret: not base64 (as tsig-keygen prints it)".to_owned()))?;
+        let allow = match &r.allow {
+            Some(list) => list
+                .iter()
+                .map(|l| l.get_ref().to_ascii_lowercase())
+                .collect(),
+            None => vec!["_acme-challenge".to_owned()],
+        };
+        let types = match &r.types {
+            Some(list) => list
+                .iter()
+                .map(|t| {
+                    zone::parse_type(t.get_ref()).ok_or_else(|| {
+                        ctx.err(
+                            &t.span(),
+                            format!("{key}.types"),
+                            ConfigProblem::BadKey {
+                                reason: format!("unknown type `{}`", t.get_ref()),
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u16>, _>>()?,
+            None => vec![zone::TYPE_TXT],
+        };
+        if types
+            .iter()
+            .any(|t| matches!(*t, zone::TYPE_SOA | zone::TYPE_NS))
+        {
+            return Err(bad("SOA and NS cannot be updated".to_owned()));
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Err(bad(format!("key `{name}` defined twice")));
+        }
+        keys.push(TsigKey {
+            name,
+            secret,
+            allow,
+            types,
+        });
+    }
+    Ok(UpdatePolicy { keys })
+}
+
 impl Config {
     /// Reads, parses and validates `path`. Relative paths inside are relative to the
     /// file's directory.
@@ -901,9 +1064,19 @@ impl Config {
             Some(f) => zone::load(f, &base_dir, &origin, ttl)?,
             None => StaticZone::default(),
         };
+        let journal = file.as_ref().map_or_else(
+            || base_dir.join(format!("{origin}jnl")),
+            |f| {
+                let mut j = f.clone().into_os_string();
+                j.push(".jnl");
+                PathBuf::from(j)
+            },
+        );
         let origin_wire = name::to_wire(&origin);
         let file_soa = statics.take_apex(&origin_wire, zone::TYPE_SOA);
         let file_ns = statics.take_apex(&origin_wire, zone::TYPE_NS);
+        let journal_serial = zone::replay(&journal, &mut statics)?;
+        statics.files.push(journal.clone());
         if let Some(set) = &file_ns {
             if let Some(first) = z.ns.first() {
                 return Err(ZoneError::conflict(
@@ -972,6 +1145,7 @@ impl Config {
                 minimum: soa.numbers[4],
                 ns,
                 file,
+                journal,
             }
         } else {
             let mname = match &z.mname {
@@ -994,8 +1168,17 @@ impl Config {
                 minimum: z.minimum.unwrap_or_else(default_minimum),
                 ns,
                 file,
+                journal,
             }
         };
+        let mut zone = zone;
+        if let Some(serial) = journal_serial {
+            // Serial arithmetic (RFC 1982): the journal's is newer unless the configured
+            // one moved past it.
+            if serial.wrapping_sub(zone.serial) as i32 > 0 {
+                zone.serial = serial;
+            }
+        }
 
         // [nodes.NAME]
         let mut nodes = Vec::new();
@@ -1238,6 +1421,7 @@ impl Config {
             }
         };
 
+        let update = update_policy(ctx, raw.update.as_ref(), &base_dir)?;
         Ok(Self {
             file: ctx.file.to_owned(),
             base_dir,
@@ -1248,6 +1432,7 @@ impl Config {
             records,
             fallback,
             statics,
+            update,
         })
         .and_then(|c| {
             zone::check_against_records(

@@ -611,6 +611,29 @@ impl Engine {
         )
     }
 
+    /// The same engine with other static data and SOA serial (an applied RFC 2136
+    /// update); prefixes, node states and the random source carry over.
+    #[must_use]
+    pub fn with_zone(&self, statics: zone::StaticZone, serial: u32) -> Self {
+        let mut config = (*self.config).clone();
+        config.statics = statics;
+        config.zone.serial = serial;
+        Self::build(
+            Arc::new(config),
+            self.compiled.clone(),
+            &self.states,
+            self.fail_open.clone(),
+            self.picker.clone(),
+        )
+    }
+
+    /// Whether a geo record sits at exactly this lowercase wire name (its `*.x` owner
+    /// for a wildcard).
+    #[must_use]
+    pub fn has_geo_record(&self, wire: &[u8]) -> bool {
+        self.exact_geo(wire).is_some()
+    }
+
     /// Replaces the random source of the `spread` policy (tests seed it).
     #[must_use]
     pub fn with_picker(mut self, picker: Box<dyn Picker>) -> Self {

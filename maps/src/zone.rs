@@ -29,7 +29,10 @@ pub const TYPE_A: u16 = 1;
 pub const TYPE_NS: u16 = 2;
 pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_SOA: u16 = 6;
+pub const TYPE_TXT: u16 = 16;
 pub const TYPE_AAAA: u16 = 28;
+/// Meta type ANY (RFC 2136 deletions and prerequisites).
+pub const TYPE_ANY: u16 = 255;
 
 /// Why a zone file was rejected: the file, the line its entry starts on, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -534,4 +537,222 @@ mod tests {
         assert_eq!(e[2].0, 7);
         assert!(e[2].1.starts_with("  "));
     }
+}
+
+/// A type by mnemonic (`TXT`, `HTTPS`), `TYPE65`, or number.
+#[must_use]
+pub fn parse_type(text: &str) -> Option<u16> {
+    let t = text.trim().to_ascii_uppercase();
+    if let Ok(n) = t.parse::<u16>() {
+        return Some(n);
+    }
+    if let Some(n) = t.strip_prefix("TYPE").and_then(|n| n.parse::<u16>().ok()) {
+        return Some(n);
+    }
+    t.parse::<RecordType>()
+        .ok()
+        .map(u16::from)
+        .filter(|n| !matches!(*n, 0 | TYPE_ANY))
+}
+
+/// Standard base64 (padding optional, whitespace ignored), as `tsig-keygen` prints it.
+#[must_use]
+pub fn base64(text: &str) -> Option<Vec<u8>> {
+    let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let padded = if t.len() % 4 == 0 {
+        t
+    } else {
+        format!("{t}{}", "=".repeat(4 - t.len() % 4))
+    };
+    data_encoding::BASE64.decode(padded.as_bytes()).ok()
+}
+
+/// A BIND key file: `key "NAME" { algorithm ALG; secret "BASE64"; };` -> (name,
+/// algorithm, secret text). Comments (`#`, `//`) are skipped.
+#[must_use]
+pub fn parse_key_file(text: &str) -> Option<(String, String, String)> {
+    let body: String = text
+        .lines()
+        .map(|l| {
+            let l = l.split('#').next().unwrap_or("");
+            l.split("//").next().unwrap_or("")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rest = body.trim_start().strip_prefix("key")?;
+    let open = rest.find('{')?;
+    let name = rest[..open].trim().trim_matches('"').to_owned();
+    let inner = &rest[open + 1..rest.rfind('}')?];
+    let mut alg = None;
+    let mut secret = None;
+    for stmt in inner.split(';') {
+        let mut words = stmt.split_whitespace();
+        match words.next() {
+            Some("algorithm") => alg = words.next().map(|a| a.trim_matches('"').to_owned()),
+            Some("secret") => secret = words.next().map(|s| s.trim_matches('"').to_owned()),
+            _ => {}
+        }
+    }
+    (!name.is_empty()).then_some((name, alg?, secret?))
+}
+
+/// One change of an RFC 2136 update, as applied and as journaled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add one record to its RRset (owner lowercase wire).
+    Add {
+        owner: Vec<u8>,
+        rtype: u16,
+        ttl: u32,
+        rdata: Vec<u8>,
+    },
+    /// Delete one RRset (`TYPE_ANY`: every RRset at the name).
+    DeleteRrset { owner: Vec<u8>, rtype: u16 },
+    /// Delete one record.
+    DeleteRr {
+        owner: Vec<u8>,
+        rtype: u16,
+        rdata: Vec<u8>,
+    },
+}
+
+impl StaticZone {
+    /// Applies one change; returns whether the zone changed.
+    pub fn apply(&mut self, change: &Change, at: &Origin) -> bool {
+        match change {
+            Change::Add {
+                owner,
+                rtype,
+                ttl,
+                rdata,
+            } => self.add(owner.clone(), *rtype, *ttl, rdata.clone(), at.clone()),
+            Change::DeleteRrset { owner, rtype } => {
+                let Some(sets) = self.names.get_mut(owner) else {
+                    return false;
+                };
+                let before = sets.len();
+                sets.retain(|s| *rtype != TYPE_ANY && s.rtype != *rtype);
+                let changed = sets.len() != before;
+                if sets.is_empty() {
+                    self.names.remove(owner);
+                }
+                changed
+            }
+            Change::DeleteRr {
+                owner,
+                rtype,
+                rdata,
+            } => {
+                let Some(sets) = self.names.get_mut(owner) else {
+                    return false;
+                };
+                let Some(set) = sets.iter_mut().find(|s| s.rtype == *rtype) else {
+                    return false;
+                };
+                let before = set.rdata.len();
+                set.rdata.retain(|r| r != rdata);
+                let changed = set.rdata.len() != before;
+                sets.retain(|s| !s.rdata.is_empty());
+                if sets.is_empty() {
+                    self.names.remove(owner);
+                }
+                changed
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(b)
+}
+
+/// The journal's text for one applied update: its changes, then the new serial.
+#[must_use]
+pub fn journal_entry(changes: &[Change], serial: u32) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for c in changes {
+        let _ = match c {
+            Change::Add {
+                owner,
+                rtype,
+                ttl,
+                rdata,
+            } => writeln!(out, "add {} {rtype} {ttl} {}", hex(owner), hex(rdata)),
+            Change::DeleteRrset { owner, rtype } => {
+                writeln!(out, "delrrset {} {rtype}", hex(owner))
+            }
+            Change::DeleteRr {
+                owner,
+                rtype,
+                rdata,
+            } => writeln!(out, "delrr {} {rtype} {}", hex(owner), hex(rdata)),
+        };
+    }
+    let _ = writeln!(out, "serial {serial}");
+    out
+}
+
+/// Appends `entry` to the journal and syncs it to disk before returning.
+pub fn journal_append(path: &Path, entry: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(entry.as_bytes())?;
+    f.sync_data()
+}
+
+/// Replays the journal at `path` (if it exists) over `zone`; returns the last serial.
+pub fn replay(path: &Path, zone: &mut StaticZone) -> Result<Option<u32>, ZoneError> {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ZoneError {
+                file: shown,
+                line: 0,
+                reason: format!("reading the journal: {e}"),
+            })
+        }
+    };
+    let mut serial = None;
+    for (i, line) in text.lines().enumerate() {
+        let at = Origin {
+            file: shown.clone(),
+            line: i + 1,
+        };
+        let bad = || ZoneError::conflict(&at, format!("unreadable journal line `{line}`"));
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let unhex = |s: &str| data_encoding::HEXLOWER.decode(s.as_bytes()).ok();
+        let num = |s: &str| s.parse::<u32>().ok();
+        let change = match w.as_slice() {
+            [] => continue,
+            [c, ..] if c.starts_with(';') => continue,
+            ["serial", n] => {
+                serial = Some(num(n).ok_or_else(bad)?);
+                continue;
+            }
+            ["add", o, t, ttl, r] => Change::Add {
+                owner: unhex(o).ok_or_else(bad)?,
+                rtype: u16::try_from(num(t).ok_or_else(bad)?).map_err(|_| bad())?,
+                ttl: num(ttl).ok_or_else(bad)?,
+                rdata: unhex(r).ok_or_else(bad)?,
+            },
+            ["delrrset", o, t] => Change::DeleteRrset {
+                owner: unhex(o).ok_or_else(bad)?,
+                rtype: u16::try_from(num(t).ok_or_else(bad)?).map_err(|_| bad())?,
+            },
+            ["delrr", o, t, r] => Change::DeleteRr {
+                owner: unhex(o).ok_or_else(bad)?,
+                rtype: u16::try_from(num(t).ok_or_else(bad)?).map_err(|_| bad())?,
+                rdata: unhex(r).ok_or_else(bad)?,
+            },
+            _ => return Err(bad()),
+        };
+        zone.apply(&change, &at);
+    }
+    Ok(serial)
 }

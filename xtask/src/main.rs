@@ -217,6 +217,7 @@ fn test(path: &OsString, root: &Path, extra: &[String]) -> Result<()> {
             }
         );
     }
+    setup::ensure_test_tools()?;
     // The daemon tests start the `geodns` binary itself: build it first.
     run(&mut cargo(path, &["build", "-p", "geodns"]))?;
     let log = root.join(PRIVILEGED_LOG);

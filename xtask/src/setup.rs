@@ -203,3 +203,28 @@ mod tests {
         assert!(llvm_major("libLLVM-22.so").is_err());
     }
 }
+
+/// Debian packages the tests drive as real clients: `nsupdate` (bind9-dnsutils) for the
+/// RFC 2136 update test. Installed when missing and running as root (the privileged
+/// tests need root anyway); otherwise that test says what is missing.
+pub fn ensure_test_tools() -> Result<()> {
+    if std::process::Command::new("nsupdate")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        return Ok(());
+    }
+    if !crate::is_root()? {
+        eprintln!(
+            "setup: nsupdate (bind9-dnsutils) is missing and this is not root: not installing it"
+        );
+        return Ok(());
+    }
+    eprintln!("setup: installing bind9-dnsutils (nsupdate, for the RFC 2136 update test)");
+    run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
+    run(std::process::Command::new("apt-get")
+        .args(["install", "-y", "-q", "bind9-dnsutils"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing bind9-dnsutils (nsupdate)")
+}

@@ -39,6 +39,7 @@ pub mod server;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+pub mod update;
 
 use std::{net::SocketAddr, time::Duration};
 

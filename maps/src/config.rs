@@ -38,7 +38,7 @@ pub struct Config {
     pub records: Vec<Record>,
     /// Nodes used by weighted round robin when a region has no usable candidate.
     pub fallback: Vec<Candidate>,
-    /// Static RRsets from `[zone] file` (SOA and NS at the apex moved into [`Zone`]),
+    /// Static record sets from `[zone] file` (SOA and NS at the apex moved into [`Zone`]),
     /// with the journal of RFC 2136 updates replayed over them.
     pub statics: StaticZone,
     /// `[update]`: who may change what through RFC 2136 updates.
@@ -914,8 +914,8 @@ fn update_policy(
     for (i, k) in raw.get_ref().keys.iter().enumerate() {
         let key = format!("update.keys[{i}]");
         let bad = |reason: String| ctx.err(&k.span(), &key, ConfigProblem::BadKey { reason });
-        let r = k.get_ref();
-        let (file_name, file_alg, file_secret) = match &r.file {
+        let raw_key = k.get_ref();
+        let (file_name, file_alg, file_secret) = match &raw_key.file {
             Some(f) => {
                 let path = base_dir.join(f.get_ref());
                 let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
@@ -933,14 +933,14 @@ fn update_policy(
             }
             None => (None, None, None),
         };
-        let name = r
+        let name = raw_key
             .name
             .as_ref()
             .map(|n| n.get_ref().clone())
             .or(file_name)
             .ok_or_else(|| bad("a key needs `name` (or `file`)".to_owned()))?;
         let name = name::absolute(&name, ".").map_err(|e| bad(format!("name `{name}`: {e}")))?;
-        let alg = r
+        let alg = raw_key
             .algorithm
             .as_ref()
             .map(|a| a.get_ref().clone())
@@ -954,7 +954,7 @@ fn update_policy(
                 "algorithm `{alg}`: only hmac-sha256 is supported"
             )));
         }
-        let secret_text = r
+        let secret_text = raw_key
             .secret
             .as_ref()
             .map(|s| s.get_ref().clone())
@@ -963,14 +963,14 @@ fn update_policy(
         let secret = zone::base64(&secret_text)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| bad("secret: not base64 (as tsig-keygen prints it)".to_owned()))?;
-        let allow = match &r.allow {
+        let allow = match &raw_key.allow {
             Some(list) => list
                 .iter()
                 .map(|l| l.get_ref().to_ascii_lowercase())
                 .collect(),
             None => vec!["_acme-challenge".to_owned()],
         };
-        let types = match &r.types {
+        let types = match &raw_key.types {
             Some(list) => list
                 .iter()
                 .map(|t| {
@@ -1175,7 +1175,7 @@ impl Config {
         if let Some(serial) = journal_serial {
             // Serial arithmetic (RFC 1982): the journal's is newer unless the configured
             // one moved past it.
-            if serial.wrapping_sub(zone.serial) as i32 > 0 {
+            if serial.wrapping_sub(zone.serial).cast_signed() > 0 {
                 zone.serial = serial;
             }
         }

@@ -869,7 +869,7 @@ impl Engine {
         }))
     }
 
-    /// Static RRsets at a name, answered with `owner` (the name asked, for wildcards).
+    /// Static record sets at a name, answered with `owner` (the name asked, for wildcards).
     fn static_step(sets: &[Rrset], owner: &[u8], qtype: u16) -> Step {
         let rrs = |set: &Rrset| -> Vec<StaticRr> {
             set.rdata
@@ -1322,7 +1322,10 @@ impl Engine {
 /// at the name itself (it exists without a geo record) or holding [`KERNEL_BLOCK`],
 /// nothing; else its record. Names over the kernel's limits find nothing.
 #[must_use]
-pub fn kernel_lookup(names: &HashMap<NameKey, u16>, wire: &[u8]) -> Option<u16> {
+pub fn kernel_lookup<S: std::hash::BuildHasher>(
+    names: &HashMap<NameKey, u16, S>,
+    wire: &[u8],
+) -> Option<u16> {
     if let Some(r) = names.get(&name::kernel_key(wire, false)?) {
         return Some(*r);
     }

@@ -45,7 +45,7 @@ pub struct ZoneError {
 }
 
 impl ZoneError {
-    /// An error at the place an RRset was defined.
+    /// An error at the place an record set was defined.
     #[must_use]
     pub fn conflict(at: &Origin, reason: String) -> Self {
         Self {
@@ -130,13 +130,13 @@ pub fn check_against_records(
             }
         }
         if let Some(cut) = statics.cut_at_or_above(&wire, origin) {
-            let set = statics
-                .rrset(&cut, TYPE_NS)
-                .map(|s| s.at.clone())
-                .unwrap_or(Origin {
+            let set = statics.rrset(&cut, TYPE_NS).map_or_else(
+                || Origin {
                     file: String::new(),
                     line: 0,
-                });
+                },
+                |s| s.at.clone(),
+            );
             return Err(ZoneError::conflict(
                 &set,
                 format!(
@@ -173,7 +173,7 @@ pub fn type_name(rtype: u16) -> String {
     RecordType::from(rtype).to_string()
 }
 
-/// Where an RRset was defined.
+/// Where an record set was defined.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub file: String,
@@ -197,7 +197,7 @@ pub struct Rrset {
     pub at: Origin,
 }
 
-/// Every static RRset of the zone, by owner (lowercase wire format).
+/// Every static record set of the zone, by owner (lowercase wire format).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StaticZone {
     pub names: BTreeMap<Vec<u8>, Vec<Rrset>>,
@@ -206,13 +206,13 @@ pub struct StaticZone {
 }
 
 impl StaticZone {
-    /// The RRset of `rtype` at the lowercase wire name `owner`.
+    /// The record set of `rtype` at the lowercase wire name `owner`.
     #[must_use]
     pub fn rrset(&self, owner: &[u8], rtype: u16) -> Option<&Rrset> {
         self.names.get(owner)?.iter().find(|r| r.rtype == rtype)
     }
 
-    /// Removes and returns the apex RRset of `rtype`.
+    /// Removes and returns the apex record set of `rtype`.
     pub fn take_apex(&mut self, origin: &[u8], rtype: u16) -> Option<Rrset> {
         let sets = self.names.get_mut(origin)?;
         let i = sets.iter().position(|s| s.rtype == rtype)?;
@@ -380,7 +380,7 @@ fn read_file(
                 (state.origin, state.owner) = saved;
             }
             d if d.starts_with('$') => return Err(err(format!("unknown directive `{d}`"))),
-            _ => record(&entry, state, zone, at)?,
+            _ => record(&entry, state, zone, &at)?,
         }
     }
     Ok(())
@@ -404,7 +404,7 @@ fn record(
     entry: &str,
     state: &mut State,
     zone: &mut StaticZone,
-    at: Origin,
+    at: &Origin,
 ) -> Result<(), ZoneError> {
     let err = |reason: String| ZoneError {
         file: at.file.clone(),
@@ -559,7 +559,7 @@ pub fn parse_type(text: &str) -> Option<u16> {
 #[must_use]
 pub fn base64(text: &str) -> Option<Vec<u8>> {
     let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let padded = if t.len() % 4 == 0 {
+    let padded = if t.len().is_multiple_of(4) {
         t
     } else {
         format!("{t}{}", "=".repeat(4 - t.len() % 4))
@@ -599,14 +599,14 @@ pub fn parse_key_file(text: &str) -> Option<(String, String, String)> {
 /// One change of an RFC 2136 update, as applied and as journaled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// Add one record to its RRset (owner lowercase wire).
+    /// Add one record to its record set (owner lowercase wire).
     Add {
         owner: Vec<u8>,
         rtype: u16,
         ttl: u32,
         rdata: Vec<u8>,
     },
-    /// Delete one RRset (`TYPE_ANY`: every RRset at the name).
+    /// Delete one record set (`TYPE_ANY`: every record set at the name).
     DeleteRrset { owner: Vec<u8>, rtype: u16 },
     /// Delete one record.
     DeleteRr {

@@ -188,22 +188,6 @@ fn linker_version(linker: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::llvm_major;
-
-    #[test]
-    fn llvm_major_from_file_name() {
-        assert_eq!(
-            llvm_major("libLLVM.so.22.1-rust-1.97.0-nightly").expect("major"),
-            "22"
-        );
-        assert_eq!(llvm_major("libLLVM.so.9").expect("major"), "9");
-        assert!(llvm_major("libLLVM.so.rust").is_err());
-        assert!(llvm_major("libLLVM-22.so").is_err());
-    }
-}
-
 /// Debian packages the tests drive as real clients: `nsupdate` (bind9-dnsutils) for the
 /// RFC 2136 update test. Installed when missing and running as root (the privileged
 /// tests need root anyway); otherwise that test says what is missing.
@@ -227,4 +211,20 @@ pub fn ensure_test_tools() -> Result<()> {
         .args(["install", "-y", "-q", "bind9-dnsutils"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("installing bind9-dnsutils (nsupdate)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::llvm_major;
+
+    #[test]
+    fn llvm_major_from_file_name() {
+        assert_eq!(
+            llvm_major("libLLVM.so.22.1-rust-1.97.0-nightly").expect("major"),
+            "22"
+        );
+        assert_eq!(llvm_major("libLLVM.so.9").expect("major"), "9");
+        assert!(llvm_major("libLLVM.so.rust").is_err());
+        assert!(llvm_major("libLLVM-22.so").is_err());
+    }
 }

@@ -146,7 +146,7 @@ impl ReplayCache {
         if self.seen.len() >= REPLAY_CACHE {
             // Anything older than the widest fudge can no longer pass the time check.
             self.seen
-                .retain(|_, t| now.abs_diff(*t) <= u64::from(u16::MAX));
+                .retain(|_, t| u16::try_from(now.abs_diff(*t)).is_ok());
             if self.seen.len() >= REPLAY_CACHE {
                 if let Some(oldest) = self
                     .seen
@@ -171,7 +171,7 @@ pub struct Processed {
     pub rcode: u16,
     pub result: UpdateResult,
     /// The new zone, serial and journal text, when something changed.
-    pub change: Option<(StaticZone, u32, String)>,
+    pub change: Option<Applied>,
 }
 
 /// Serializes updates: one applies at a time over the engine in use.
@@ -572,6 +572,7 @@ fn respond(msg: &[u8], u: Option<&Update>, rcode: u16, sign: &Sign<'_>, now: u64
 /// Verifies, checks and computes one update against `engine` at time `now` (seconds
 /// since the epoch). Pure apart from `replay`: the caller journals and swaps.
 #[must_use]
+#[expect(clippy::too_many_lines, reason = "the RFC 8945 checks in their order")]
 pub fn process(engine: &Engine, msg: &[u8], now: u64, replay: &mut ReplayCache) -> Processed {
     let done = |response: Vec<u8>, rcode: u16, result: UpdateResult| Processed {
         response: Some(response),
@@ -670,22 +671,35 @@ pub fn process(engine: &Engine, msg: &[u8], now: u64, replay: &mut ReplayCache) 
             UpdateResult::NotAuth,
         );
     }
-    let reply =
-        |rcode: u16, result: UpdateResult| done(signed_reply(rcode, 0, Vec::new()), rcode, result);
+    let (rc, result, change) = match apply(engine, &u, key) {
+        Ok(Some(change)) => (rcode::NOERROR, UpdateResult::Applied, Some(change)),
+        Ok(None) => (rcode::NOERROR, UpdateResult::Unchanged, None),
+        Err((rc, result)) => (rc, result, None),
+    };
+    Processed {
+        response: Some(signed_reply(rc, 0, Vec::new())),
+        rcode: rc,
+        result,
+        change,
+    }
+}
+
+/// The new zone, its serial and the journal text of an update.
+type Applied = (StaticZone, u32, String);
+
+/// The checks after a valid signature, and the changes: `Ok(None)` when nothing
+/// changes.
+fn apply(engine: &Engine, u: &Update, key: &TsigKey) -> Result<Option<Applied>, Fail> {
+    let config = engine.config();
     let origin = engine.origin_wire();
     match &u.zone {
         Some((z, 6, CLASS_IN)) if z == origin => {}
-        Some((_, 6, CLASS_IN)) => return reply(rcode::NOTAUTH, UpdateResult::NotAuth),
-        _ => return reply(rcode::FORMERR, UpdateResult::FormErr),
+        Some((_, 6, CLASS_IN)) => return Err((rcode::NOTAUTH, UpdateResult::NotAuth)),
+        _ => return Err((rcode::FORMERR, UpdateResult::FormErr)),
     }
     let statics = &config.statics;
-    if let Err((rc, result)) = prerequisites(engine, statics, &u.prereqs) {
-        return reply(rc, result);
-    }
-    let changes = match prescan(engine, key, &u.updates) {
-        Ok(c) => c,
-        Err((rc, result)) => return reply(rc, result),
-    };
+    prerequisites(engine, statics, &u.prereqs)?;
+    let changes = prescan(engine, key, &u.updates)?;
     let mut next = statics.clone();
     let at = Origin {
         file: format!("update by {}", key.name),
@@ -698,19 +712,14 @@ pub fn process(engine: &Engine, msg: &[u8], now: u64, replay: &mut ReplayCache) 
         }
     }
     if applied.is_empty() {
-        return reply(rcode::NOERROR, UpdateResult::Unchanged);
+        return Ok(None);
     }
     if zone::check_against_records(&next, &config.records, &[], &config.file, origin).is_err() {
-        return reply(rcode::REFUSED, UpdateResult::Refused);
+        return Err((rcode::REFUSED, UpdateResult::Refused));
     }
     let serial = config.zone.serial.wrapping_add(1).max(1);
     let entry = zone::journal_entry(&applied, serial);
-    Processed {
-        response: Some(signed_reply(rcode::NOERROR, 0, Vec::new())),
-        rcode: rcode::NOERROR,
-        result: UpdateResult::Applied,
-        change: Some((next, serial, entry)),
-    }
+    Ok(Some((next, serial, entry)))
 }
 
 type Fail = (u16, UpdateResult);
@@ -822,7 +831,7 @@ fn prescan(engine: &Engine, key: &TsigKey, updates: &[Rr]) -> Result<Vec<Change>
             _ => return Err(formerr),
         };
         let ok = if u.rtype == TYPE_ANY {
-            // Every RRset at the name must be the key's to delete.
+            // Every record set at the name must be the key's to delete.
             let types: Vec<u16> = statics
                 .names
                 .get(&u.name)

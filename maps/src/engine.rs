@@ -627,6 +627,47 @@ impl Engine {
         )
     }
 
+    /// Whether the zone's content (everything but the SOA serial) differs from
+    /// `other`'s: static data, geo record names and settings, SOA fields, NS set.
+    #[must_use]
+    pub fn zone_differs(&self, other: &Self) -> bool {
+        let (a, b) = (&*self.config, &*other.config);
+        let soa = |c: &Config| {
+            let z = &c.zone;
+            (
+                z.origin.clone(),
+                z.ttl,
+                z.mname.clone(),
+                z.rname.clone(),
+                [z.refresh, z.retry, z.expire, z.minimum],
+                z.ns.iter()
+                    .map(|n| (n.name.clone(), n.ipv4.clone(), n.ipv6.clone()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let records = |c: &Config| {
+            c.records
+                .iter()
+                .map(|r| (r.name.clone(), r.ttl, r.policy, r.max_answers))
+                .collect::<Vec<_>>()
+        };
+        // Where a record set was defined (file line, journal, update) is not content.
+        let statics = |c: &Config| {
+            c.statics
+                .names
+                .iter()
+                .map(|(n, sets)| {
+                    let sets: Vec<_> = sets
+                        .iter()
+                        .map(|s| (s.rtype, s.ttl, s.rdata.clone()))
+                        .collect();
+                    (n.clone(), sets)
+                })
+                .collect::<Vec<_>>()
+        };
+        statics(a) != statics(b) || soa(a) != soa(b) || records(a) != records(b)
+    }
+
     /// Whether a geo record sits at exactly this lowercase wire name (its `*.x` owner
     /// for a wildcard).
     #[must_use]

@@ -14,7 +14,7 @@ use std::{
 
 use geodns_tests::{
     client::{exchange, Transport},
-    daemon::{metric, Daemon},
+    daemon::{metric, wait_for, Daemon},
     files::TempDir,
     frame::Query,
 };
@@ -169,7 +169,7 @@ fn nsupdate_adds_and_deletes_an_acme_challenge() {
         Daemon::start_local(
             &config,
             &metrics,
-            &["--no-xdp", "--listen", &listen],
+            &["--no-xdp", "--listen", &listen, "--watch-interval", "100ms"],
             Duration::from_secs(30),
         )
     };
@@ -279,5 +279,41 @@ fn nsupdate_adds_and_deletes_an_acme_challenge() {
         0,
         "{m}"
     );
+
+    // The operator edits the zone file and keeps the serial: the reload serves the new
+    // record with the next serial. A broken file keeps the zone as it was.
+    let zone_file = dir.path().join("cdn.zone");
+    std::fs::write(&zone_file, "www TXT \"static\"\nnew TXT \"edited\"\n").expect("edit");
+    wait_for(
+        "the edited zone file served",
+        Duration::from_secs(10),
+        || txts(&ask(server, "new.cdn.example.net.", TXT)) == ["edited"],
+    );
+    assert_eq!(serial(server), 105, "a zone change moves the serial");
+    std::fs::write(&zone_file, "www TXT \"static\"\nnew BOGUS 1\n").expect("break");
+    wait_for(
+        "the broken zone file refused",
+        Duration::from_secs(10),
+        || {
+            let m = daemon.scrape_local().unwrap_or_default();
+            metric(&m, "geodns_reloads_total{result=\"failed\"}") >= 1
+        },
+    );
+    assert_eq!(txts(&ask(server, "new.cdn.example.net.", TXT)), ["edited"]);
+    assert_eq!(serial(server), 105);
     drop(daemon);
+    // The carried serial survives a restart (recorded in the journal), and the broken
+    // file stops the start, naming its line.
+    std::fs::write(&zone_file, "www TXT \"static\"\nnew TXT \"edited\"\n").expect("repair");
+    let daemon = start();
+    assert_eq!(serial(server), 105);
+    drop(daemon);
+    std::fs::write(&zone_file, "www TXT \"static\"\nnew BOGUS 1\n").expect("break");
+    let out = Command::new(geodns_tests::daemon::geodns_bin())
+        .args(["compile", "--config"])
+        .arg(&config)
+        .output()
+        .expect("geodns compile");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cdn.zone:2"), "{err}");
 }

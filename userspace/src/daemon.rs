@@ -400,7 +400,7 @@ async fn reload(
     })
     .await;
     let engine = match compiled {
-        Ok(Ok(engine)) => engine,
+        Ok(Ok(engine)) => crate::fallback::update::carry_serial(&handle.load(), engine),
         Ok(Err(e)) => {
             counts.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(trigger = why, error = %format!("{e:#}"), "reload failed; the running maps stay");

@@ -229,6 +229,24 @@ pub fn handle(handle: &EngineHandle, msg: &[u8], transport: Transport) -> Outcom
     }
 }
 
+/// The SOA serial across a reload: when the zone's content changed but the new
+/// config's serial is not newer than the one served (the operator edited the zone file
+/// or the records and kept the serial), it becomes the served one plus one, and is
+/// recorded in the journal so a restart keeps it. Secondaries and caches see the change.
+#[must_use]
+pub fn carry_serial(old: &Engine, new: Engine) -> Engine {
+    let (was, now) = (old.config().zone.serial, new.config().zone.serial);
+    if now.wrapping_sub(was).cast_signed() > 0 || !new.zone_differs(old) {
+        return new;
+    }
+    let serial = was.wrapping_add(1).max(1);
+    let journal = &new.config().zone.journal;
+    if let Err(e) = zone::journal_append(journal, &format!("serial {serial}\n")) {
+        tracing::warn!(journal = %journal.display(), error = %e, "the new serial is not recorded; a restart goes back to the configured one");
+    }
+    new.with_zone(new.config().statics.clone(), serial)
+}
+
 /// One resource record of an update message; names lowercase and uncompressed.
 #[derive(Clone, Debug)]
 struct Rr {

@@ -43,16 +43,8 @@ sibling         TXT   "exists"
 e.ent           TXT   "makes ent an empty non-terminal"
 "#;
 
-fn setup(zone: &str) -> (Scratch, Result<Config, String>) {
-    let s = Scratch::new("zone");
-    db(
-        &s,
-        "country.mmdb",
-        6,
-        &[("192.0.2.0/24", place("DE", "EU"))],
-    );
-    s.write("cdn.zone", zone.as_bytes());
-    let text = base_config(
+fn config_text() -> String {
+    base_config(
         r#"
 [geoip]
 country = "country.mmdb"
@@ -70,9 +62,25 @@ map = "main"
 ttl = 300
 "#,
     )
-    .replace("ttl = 30\n", "ttl = 30\nfile = \"cdn.zone\"\n");
-    let config = Config::from_str_named(&text, &s.path("config.toml").display().to_string())
-        .map_err(|e| e.to_string());
+    .replace("ttl = 30\n", "ttl = 30\nfile = \"cdn.zone\"\n")
+}
+
+/// The config of [`setup`] read again (a reload).
+fn reload(s: &Scratch) -> Result<Config, String> {
+    Config::from_str_named(&config_text(), &s.path("config.toml").display().to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn setup(zone: &str) -> (Scratch, Result<Config, String>) {
+    let s = Scratch::new("zone");
+    db(
+        &s,
+        "country.mmdb",
+        6,
+        &[("192.0.2.0/24", place("DE", "EU"))],
+    );
+    s.write("cdn.zone", zone.as_bytes());
+    let config = reload(&s);
     (s, config)
 }
 
@@ -333,7 +341,22 @@ fn includes_soa_and_ns_from_the_file() {
         c.zone.ns[0].ipv4,
         vec!["198.18.0.53".parse::<std::net::Ipv4Addr>().expect("ip")]
     );
-    assert_eq!(c.statics.files.len(), 2, "the include is watched too");
+    let names: Vec<String> = c
+        .statics
+        .files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["cdn.zone", "part.zone", "cdn.zone.jnl"],
+        "the include and the journal are watched too"
+    );
     let e = engine(c);
     let r = records(ask(&e, &full("static"), TXT));
     assert_eq!(r.answer[0].rdata, b"\x08included");
@@ -342,4 +365,40 @@ fn includes_soa_and_ns_from_the_file() {
     let err = Config::from_str_named(&text, &s.path("config.toml").display().to_string())
         .expect_err("SOA twice");
     assert!(err.to_string().contains("cdn.zone:2:"), "{err}");
+}
+
+#[test]
+fn the_journal_replays_over_the_file_and_names_a_bad_line() {
+    use geodns_maps::zone::{journal_append, journal_entry, Change};
+    let (s, c) = setup(ZONE_FILE);
+    let journal = c.expect("loads").zone.journal;
+    assert_eq!(journal, s.path("cdn.zone.jnl"));
+    let owner = name::to_wire(&full("_acme-challenge.www"));
+    let entry = journal_entry(
+        &[
+            Change::DeleteRr {
+                owner: owner.clone(),
+                rtype: TXT,
+                rdata: b"\x05token".to_vec(),
+            },
+            Change::Add {
+                owner: owner.clone(),
+                rtype: TXT,
+                ttl: 60,
+                rdata: b"\x03new".to_vec(),
+            },
+        ],
+        9,
+    );
+    journal_append(&journal, &entry).expect("append");
+    let again = reload(&s).expect("loads with the journal");
+    assert_eq!(
+        again.zone.serial, 9,
+        "the journal's serial is newer than [zone]'s 1"
+    );
+    let set = again.statics.rrset(&owner, TXT).expect("the TXT set");
+    assert_eq!(set.rdata, vec![b"\x03new".to_vec()]);
+    journal_append(&journal, "add zz\n").expect("append");
+    let err = reload(&s).expect_err("a bad journal line");
+    assert!(err.contains("cdn.zone.jnl:4: unreadable journal line"), "{err}");
 }

@@ -400,5 +400,8 @@ fn the_journal_replays_over_the_file_and_names_a_bad_line() {
     assert_eq!(set.rdata, vec![b"\x03new".to_vec()]);
     journal_append(&journal, "add zz\n").expect("append");
     let err = reload(&s).expect_err("a bad journal line");
-    assert!(err.contains("cdn.zone.jnl:4: unreadable journal line"), "{err}");
+    assert!(
+        err.contains("cdn.zone.jnl:4: unreadable journal line"),
+        "{err}"
+    );
 }

@@ -80,38 +80,9 @@ file = "acme.key"
     config
 }
 
-#[test]
-fn lego_gets_a_wildcard_certificate_from_pebble_through_geodns() {
-    let missing: Vec<&str> = [
-        ("pebble", "-version"),
-        ("lego", "--version"),
-        ("openssl", "version"),
-    ]
-    .into_iter()
-    .filter(|(t, a)| !have(t, a))
-    .map(|(t, _)| t)
-    .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var("GEODNS_REQUIRE_BPF").as_deref() != Ok("1"),
-            "missing {missing:?}: `cargo xtask test` installs pebble, lego and openssl"
-        );
-        eprintln!("skipping: missing {missing:?} (Debian's pebble, lego, openssl)");
-        return;
-    }
-    let dir = TempDir::new("acme");
-    let d = dir.path();
-    let config = write_files(d);
-    let dns_port = free_port();
-    let dns = format!("127.0.0.1:{dns_port}");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let daemon = Daemon::start_local(
-        &config,
-        &metrics,
-        &["--no-xdp", "--listen", &dns],
-        Duration::from_secs(30),
-    );
-
+/// pebble on loopback with its own HTTPS certificate (for 127.0.0.1), validating
+/// against `dns`; returns it and its ACME port once it listens.
+fn start_pebble(d: &Path, dns: &str) -> (Killed, u16) {
     // pebble's own HTTPS certificate, for 127.0.0.1.
     let ok = Command::new("openssl")
         .args([
@@ -147,7 +118,7 @@ fn lego_gets_a_wildcard_certificate_from_pebble_through_geodns() {
     .expect("pebble config");
     let pebble = Killed(
         Command::new("pebble")
-            .args(["-config", "pebble.json", "-dnsserver", &dns])
+            .args(["-config", "pebble.json", "-dnsserver", dns])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .current_dir(d)
@@ -164,6 +135,43 @@ fn lego_gets_a_wildcard_certificate_from_pebble_through_geodns() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    (pebble, acme_port)
+}
+
+#[test]
+fn lego_gets_a_wildcard_certificate_from_pebble_through_geodns() {
+    let missing: Vec<&str> = [
+        ("pebble", "-version"),
+        ("lego", "--version"),
+        ("openssl", "version"),
+    ]
+    .into_iter()
+    .filter(|(t, a)| !have(t, a))
+    .map(|(t, _)| t)
+    .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("GEODNS_REQUIRE_BPF").as_deref() != Ok("1"),
+            "missing {missing:?}: `cargo xtask test` installs pebble, lego and openssl"
+        );
+        eprintln!("skipping: missing {missing:?} (Debian's pebble, lego, openssl)");
+        return;
+    }
+    let dir = TempDir::new("acme");
+    let d = dir.path();
+    let config = write_files(d);
+    let dns_port = free_port();
+    let dns = format!("127.0.0.1:{dns_port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &["--no-xdp", "--listen", &dns],
+        Duration::from_secs(30),
+    );
+
+    let (pebble, acme_port) = start_pebble(d, &dns);
 
     let out = Command::new("lego")
         .args(["--server", &format!("https://127.0.0.1:{acme_port}/dir")])

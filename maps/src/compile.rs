@@ -23,63 +23,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use crate::report::{CompileError, Progress, ProgressStage};
 use crate::{
     cidr::Cidr,
     config::{Config, RegionKey},
     geo::{code_text, letter_code, Db, DbData, Facts, Fields},
     partition::{self, Seg, NONE},
 };
-
-/// Where [`Compiled::build`] is; the CLI prints it as a progress line.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Progress {
-    pub stage: ProgressStage,
-    /// The database being read (for [`ProgressStage::Reading`]).
-    pub path: Option<PathBuf>,
-    /// Networks read so far from this database.
-    pub networks: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProgressStage {
-    /// Walking a database; called every 65 536 networks and once at its end.
-    Reading,
-    /// Overlaying the databases and config CIDRs, assigning regions, merging.
-    Combining,
-}
-
-/// Why the databases could not be compiled.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CompileError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a usable MaxMind DB")]
-    Database {
-        path: PathBuf,
-        #[source]
-        source: maxminddb::MaxMindDbError,
-    },
-    #[error(
-        "{path}: none of its {networks} networks has the field `{field}`: check geoip.country_field / geoip.asn_field"
-    )]
-    FieldNotFound {
-        path: PathBuf,
-        field: String,
-        networks: u64,
-    },
-    #[error("{count} database files: at most {max} are supported")]
-    TooManyDatabases { count: usize, max: usize },
-    #[error("{regions} regions: more than the {max} a u16 region id can name")]
-    TooManyRegions { regions: usize, max: usize },
-}
 
 /// Counts of one address family.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -105,6 +55,38 @@ pub struct CompileStats {
     /// Database files read.
     pub databases: Vec<PathBuf>,
     pub elapsed: Duration,
+}
+
+/// A table that lost too much against the one it would replace: what shrank, from
+/// what to what.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} would drop from {old} to {new}")]
+pub struct Shrink {
+    pub what: &'static str,
+    pub old: u64,
+    pub new: u64,
+}
+
+impl CompileStats {
+    /// `Some` when `self` has lost more than `max_drop` (a share, 0 to 1) of the
+    /// database networks or of the regions of `old`: an empty or truncated database
+    /// that still parses.
+    #[must_use]
+    pub fn shrink_from(&self, old: &Self, max_drop: f64) -> Option<Shrink> {
+        let networks = |s: &Self| s.v4.networks + s.v6.networks;
+        let regions = |s: &Self| s.regions as u64;
+        [
+            ("database networks", networks(old), networks(self)),
+            ("regions", regions(old), regions(self)),
+        ]
+        .into_iter()
+        .find(|&(_, o, n)| {
+            #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            let lost = o.saturating_sub(n) as f64 / o.max(1) as f64;
+            lost > max_drop
+        })
+        .map(|(what, old, new)| Shrink { what, old, new })
+    }
 }
 
 /// Something legal but probably unintended in the compiled result.

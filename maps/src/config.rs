@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use crate::{
     cidr::Cidr,
-    engine::NodeState,
     name,
+    state::{NodeState, NodeStates},
     zone::{self, StaticZone, ZoneError},
 };
 
@@ -1557,5 +1557,17 @@ impl Config {
     #[must_use]
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+impl NodeStates {
+    /// Every node `Up`, except those with an admin state in the config.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        let mut states = Self::default();
+        for n in &config.nodes {
+            states.set(&n.name, n.admin.unwrap_or(NodeState::Up));
+        }
+        states
     }
 }

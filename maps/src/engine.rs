@@ -1,6 +1,6 @@
 //! Answer sets from node states, and the whole DNS decision in userspace.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -30,60 +30,7 @@ pub const MAX_CNAME_CHAIN: usize = 8;
 /// there, so the kernel passes it to userspace.
 pub const KERNEL_BLOCK: u16 = geodns_common::NAME_BLOCK;
 
-/// State of a node as answers see it. Admin state (config or admin command) overrides
-/// health.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    Up,
-    Down,
-    /// Healthy but taking no new clients.
-    Drain,
-}
-
-impl std::fmt::Display for NodeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Up => "up",
-            Self::Down => "down",
-            Self::Drain => "drain",
-        })
-    }
-}
-
-/// Node name -> state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeStates {
-    states: BTreeMap<String, NodeState>,
-}
-
-impl NodeStates {
-    /// Every node `Up`, except those with an admin state in the config.
-    #[must_use]
-    pub fn from_config(config: &Config) -> Self {
-        let states = config
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.admin.unwrap_or(NodeState::Up)))
-            .collect();
-        Self { states }
-    }
-
-    /// Unknown nodes are `Down`.
-    #[must_use]
-    pub fn get(&self, node: &str) -> NodeState {
-        self.states.get(node).copied().unwrap_or(NodeState::Down)
-    }
-
-    /// Returns the previous state.
-    pub fn set(&mut self, node: &str, state: NodeState) -> Option<NodeState> {
-        self.states.insert(node.to_owned(), state)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, NodeState)> {
-        self.states.iter().map(|(k, v)| (k.as_str(), *v))
-    }
-}
+pub use crate::state::{NodeState, NodeStates};
 
 /// One question as the engine needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,11 +74,12 @@ impl Question {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerSource {
-    /// The region's answer set (what the kernel answers too).
-    Geo { region: u16 },
+    /// The region's answer set (what the kernel answers too); `fail_open` when every
+    /// candidate is down by health and all of them are answered.
+    Geo { region: u16, fail_open: bool },
     /// Weighted round robin over `[fallback]`: the region has no up candidate of the
     /// family, or the address is in no database (region 0). `fail_open` when every
-    /// fallback node of the family was down too and they were used anyway.
+    /// fallback node of the family was down by health too and they were used anyway.
     Fallback { region: u16, fail_open: bool },
     /// Glue addresses of an in-zone NS name from `[zone]`.
     Glue,
@@ -214,6 +162,15 @@ pub struct KernelMaps {
     pub prefixes_v6: Vec<([u8; 16], u8, PrefixValue)>,
     pub names: Vec<(NameKey, NameValue)>,
     pub answers: Vec<(AnswerKey, AnswerSet)>,
+}
+
+/// How many entries each kernel map holds, without building them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelSizes {
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub names: usize,
+    pub answers: usize,
 }
 
 /// Draws the per-query random number of the `spread` policy.
@@ -336,6 +293,8 @@ struct RuleSet {
     set: AnswerSet,
     nodes_v4: [u16; MAX_ANSWER_ADDRS],
     nodes_v6: [u16; MAX_ANSWER_ADDRS],
+    /// Every candidate is down by health: the set holds them all (fail open).
+    fail_open: bool,
 }
 
 /// One fallback node of one family.
@@ -344,6 +303,8 @@ struct FallbackNode {
     node: usize,
     weight: i64,
     up: bool,
+    /// Down by health alone: used when no fallback node is up (fail open).
+    unhealthy: bool,
 }
 
 /// Smooth weighted round robin (nginx): every pick adds each weight to its current
@@ -420,19 +381,40 @@ fn node_addrs(n: &NodeConfig, v6: bool) -> Vec<IpAddr> {
     }
 }
 
-/// The answer set of one rule for one record under `states`; `None` when no candidate
-/// is up with an address.
+/// The answer set of one rule for one record under `states`: its up candidates; when
+/// none is up with an address, every candidate that is down by health alone (fail
+/// open within the region: a checker cut off from the nodes must not move every
+/// client away, as gdnsd and Route 53 do); `None` when neither gives an address (the
+/// operator took them all out: the `[fallback]` answers).
 fn rule_set(config: &Config, record: &Record, rule: &Rule, states: &NodeStates) -> Option<RuleSet> {
+    rule_set_of(config, record, rule, |c| {
+        states.get(&c.node) == NodeState::Up
+    })
+    .or_else(|| {
+        rule_set_of(config, record, rule, |c| states.is_unhealthy(&c.node)).map(|mut rs| {
+            rs.fail_open = true;
+            rs
+        })
+    })
+}
+
+fn rule_set_of(
+    config: &Config,
+    record: &Record,
+    rule: &Rule,
+    eligible: impl Fn(&Candidate) -> bool,
+) -> Option<RuleSet> {
     let mut rs = RuleSet {
         set: AnswerSet::EMPTY,
         nodes_v4: [u16::MAX; MAX_ANSWER_ADDRS],
         nodes_v6: [u16::MAX; MAX_ANSWER_ADDRS],
+        fail_open: false,
     };
     rs.set.ttl = record.ttl;
     let up: Vec<(&Candidate, usize)> = rule
         .candidates
         .iter()
-        .filter(|c| states.get(&c.node) == NodeState::Up)
+        .filter(|c| eligible(c))
         .filter_map(|c| Some((c, config.node_index(&c.node)?)))
         .collect();
     for v6 in [false, true] {
@@ -578,6 +560,7 @@ impl Engine {
                     node: i,
                     weight: i64::from(c.weight),
                     up: states.get(&c.node) == NodeState::Up,
+                    unhealthy: states.is_unhealthy(&c.node),
                 })
                 .collect()
         });
@@ -1069,7 +1052,10 @@ impl Engine {
                     node: usize::from(nodes[first]),
                     ttl: set.ttl,
                     scope,
-                    source: AnswerSource::Geo { region: m.region },
+                    source: AnswerSource::Geo {
+                        region: m.region,
+                        fail_open: rs.fail_open,
+                    },
                 });
             }
         }
@@ -1083,7 +1069,9 @@ impl Engine {
             if let Some(i) = rr.pick(fam, |n| n.up) {
                 (i, false)
             } else {
-                (rr.pick(fam, |_| true)?, true)
+                // Fail open over the nodes only their checks call down; an operator's
+                // down or drain always holds.
+                (rr.pick(fam, |n| n.unhealthy)?, true)
             }
         };
         if fail_open {
@@ -1220,7 +1208,11 @@ impl Engine {
                     &set.cum_v4[..n]
                 };
                 return FamilyAnswer {
-                    source: "geo",
+                    source: if rs.fail_open {
+                        "geo (fail open: every candidate down by health)"
+                    } else {
+                        "geo"
+                    },
                     addresses: (0..n)
                         .map(|i| {
                             if v6 {
@@ -1249,7 +1241,7 @@ impl Engine {
         let any_up = fam.iter().any(|f| f.up);
         let addresses: Vec<IpAddr> = fam
             .iter()
-            .filter(|f| f.up || !any_up)
+            .filter(|f| f.up || (!any_up && f.unhealthy))
             .flat_map(|f| node_addrs(&self.config.nodes[f.node], v6))
             .collect();
         FamilyAnswer {
@@ -1285,6 +1277,17 @@ impl Engine {
                 .collect(),
             names: self.kernel_names(),
             answers: self.kernel_answers(),
+        }
+    }
+
+    /// Entry counts of [`Self::kernel_maps`].
+    #[must_use]
+    pub fn kernel_sizes(&self) -> KernelSizes {
+        KernelSizes {
+            prefixes_v4: self.compiled.prefixes_v4().len(),
+            prefixes_v6: self.compiled.prefixes_v6().len(),
+            names: self.kernel_names().len(),
+            answers: self.kernel_answers().len(),
         }
     }
 
@@ -1333,6 +1336,17 @@ impl Engine {
             out.push((key, NameValue { record, _pad: 0 }));
         }
         out
+    }
+
+    /// (record, region) answer sets that fail open: every candidate down by health.
+    #[must_use]
+    pub fn fail_open_sets(&self) -> usize {
+        self.sets
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|rs| rs.fail_open)
+            .count()
     }
 
     /// Only the answer sets, sorted by key: what changes when node states change. A

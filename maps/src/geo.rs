@@ -12,7 +12,7 @@ use std::{
 use maxminddb::{PathElement, Reader, WithinOptions};
 use serde::Deserialize;
 
-use crate::compile::{CompileError, Progress, ProgressStage};
+use crate::report::{CompileError, Progress, ProgressStage};
 
 /// What one database says about one network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

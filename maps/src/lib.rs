@@ -70,20 +70,22 @@ mod geo;
 pub mod mmdb;
 pub mod name;
 mod partition;
+mod report;
 mod rng;
 pub mod slots;
+mod state;
 pub mod zone;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{
     AddressFacts, CompileError, CompileStats, CompileWarning, Compiled, FamilyStats, PrefixMatch,
-    Progress, ProgressStage,
+    Progress, ProgressStage, Shrink,
 };
 pub use config::{
     Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, GeoIp, Map, NodeConfig, NsHost,
     Policy, Record, RegionKey, Rule, Zone,
 };
 pub use engine::{
-    AnswerSource, Engine, Explanation, KernelMaps, NodeState, NodeStates, Picker, Question,
-    Resolution, SplitMix,
+    AnswerSource, Engine, Explanation, KernelMaps, KernelSizes, NodeState, NodeStates, Picker,
+    Question, Resolution, SplitMix,
 };

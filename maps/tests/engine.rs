@@ -203,7 +203,7 @@ fn best_policy() {
         (30, 25),
         "198.51.100.0/25: the ASN /25 splits the /24"
     );
-    assert!(matches!(from, AnswerSource::Geo { region } if region != 0));
+    assert!(matches!(from, AnswerSource::Geo { region, .. } if region != 0));
     assert_eq!(
         addrs(&e.resolve(&q("www.cdn.example.net.", QTYPE_AAAA, "2001:db8::1"))),
         ["2001:2:0:2::1"]
@@ -292,11 +292,21 @@ fn fallback_round_robin_is_smooth_and_weighted() {
 }
 
 #[test]
-fn fail_open_when_every_fallback_node_is_down() {
+fn fail_open_when_every_fallback_node_is_down_by_health() {
     let (_s, e) = setup();
+    // Taken out by the operator: never answered, not even failing open.
+    let mut admin = e.states().clone();
+    admin.set("core1", NodeState::Down);
+    admin.set("core2", NodeState::Drain);
+    let out = e.with_states(&admin);
+    assert_eq!(
+        out.resolve(&q("www.cdn.example.net.", QTYPE_A, "8.8.8.8")),
+        Resolution::NoData
+    );
+    assert_eq!(out.fail_open_count(), 0);
     let mut st = e.states().clone();
-    st.set("core1", NodeState::Down);
-    st.set("core2", NodeState::Drain);
+    st.set_unhealthy("core1");
+    st.set_unhealthy("core2");
     let e = e.with_states(&st);
     assert_eq!(e.fail_open_count(), 0);
     let mut seen = Vec::new();
@@ -648,4 +658,74 @@ fn node_for_the_redirector() {
     assert!(e
         .node_for(&q("nope.cdn.example.net.", QTYPE_A, us))
         .is_none());
+}
+
+/// Every candidate of a region down by health: the region still answers them all
+/// (fail open), in userspace and in the kernel's set; one taken out by the operator is
+/// never among them, and with all of them taken out the `[fallback]` answers.
+#[test]
+fn a_region_fails_open_when_every_candidate_is_down_by_health() {
+    let (_s, e) = setup();
+    let eu = || q("www.cdn.example.net.", QTYPE_A, "192.0.2.1");
+    let healthy = e.resolve(&eu());
+    assert!(matches!(
+        source(&healthy),
+        AnswerSource::Geo {
+            fail_open: false,
+            ..
+        }
+    ));
+    assert_eq!(e.fail_open_sets(), 0);
+    let sets_before = e.kernel_answers().len();
+
+    let mut st = e.states().clone();
+    st.set_unhealthy("eu1");
+    st.set_unhealthy("eu2");
+    let failed = e.with_states(&st);
+    let r = failed.resolve(&eu());
+    assert!(
+        matches!(
+            source(&r),
+            AnswerSource::Geo {
+                fail_open: true,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        addrs(&r),
+        addrs(&healthy),
+        "the same best candidate as when healthy"
+    );
+    assert!(failed.fail_open_sets() >= 1);
+    assert_eq!(
+        failed.kernel_answers().len(),
+        sets_before,
+        "the kernel keeps an answer for the region"
+    );
+
+    // eu1 drained by the operator, eu2 down by health: only eu2 fails open.
+    let mut st = e.states().clone();
+    st.set("eu1", NodeState::Drain);
+    st.set_unhealthy("eu2");
+    let r = e.with_states(&st).resolve(&eu());
+    let eu2 = e.config().node("eu2").expect("eu2").ipv4[0].to_string();
+    assert_eq!(addrs(&r), vec![eu2], "{r:?}");
+
+    // Both taken out by the operator: the fallback, no fail open.
+    let mut st = e.states().clone();
+    st.set("eu1", NodeState::Drain);
+    st.set("eu2", NodeState::Down);
+    let r = e.with_states(&st).resolve(&eu());
+    assert!(
+        matches!(
+            source(&r),
+            AnswerSource::Fallback {
+                fail_open: false,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 }

@@ -1179,3 +1179,193 @@ fn tcp_idle_timeout(server: SocketAddr) {
     );
     assert!(waited >= IDLE / 2, "closed too early: {waited:?}");
 }
+
+/// A TCP connection from `source` (a loopback address) to `server`.
+fn tcp_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind the source");
+    s.connect_timeout(&server.into(), TIMEOUT).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    s
+}
+
+/// Waits until the server has seen every earlier connection close.
+fn until_no_connection(daemon: &Daemon) {
+    geodns_tests::daemon::wait_for(
+        "the server to see the closes",
+        Duration::from_secs(5),
+        || {
+            let m = daemon.scrape_local().unwrap_or_default();
+            m.contains("geodns_fallback_tcp_open_connections 0")
+        },
+    );
+}
+
+/// Whether `s` gets an answer to one query.
+fn served(s: &mut TcpStream, q: &[u8]) -> bool {
+    write_framed(s, q).is_ok() && read_framed(s).ok().flatten().is_some()
+}
+
+/// Every way a client could hold the server's TCP connections is bounded: a client that
+/// pipelines queries and never reads its replies (it once kept the only slot seconds
+/// past the idle timeout), too many connections from one address, one connection kept
+/// busy forever. Each is closed and counted, and the next client is served.
+#[test]
+fn tcp_connections_cannot_be_held() {
+    let dir = TempDir::new("tcp-limits");
+    let config = write_config(dir.path());
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &server.to_string(),
+            "--tcp-idle-timeout",
+            "300ms",
+            "--tcp-max-connections",
+            "3",
+            "--tcp-max-per-source",
+            "2",
+            "--tcp-max-queries",
+            "30",
+            "--tcp-max-lifetime",
+            "2s",
+        ],
+        Duration::from_secs(30),
+    );
+    let query = Query::new(ZONE, SOA).build();
+
+    // Two connections from 127.0.0.1 are served, a third is not; 127.0.0.2 still is.
+    let mut first = tcp_from([127, 0, 0, 1], server);
+    let mut second = tcp_from([127, 0, 0, 1], server);
+    assert!(served(&mut first, &query) && served(&mut second, &query));
+    let mut third = tcp_from([127, 0, 0, 1], server);
+    third.set_read_timeout(Some(NO_REPLY)).expect("timeout");
+    assert!(
+        !served(&mut third, &query),
+        "a third connection from one source"
+    );
+    let mut other = tcp_from([127, 0, 0, 2], server);
+    assert!(
+        served(&mut other, &query),
+        "another source under the global cap"
+    );
+    drop((first, second, third, other));
+    until_no_connection(&daemon);
+
+    // At most 30 answers on one connection, then the server closes it.
+    let mut s = tcp_from([127, 0, 0, 3], server);
+    for _ in 0..31 {
+        write_framed(&mut s, &query).expect("pipelined write");
+    }
+    let answers = (0..31)
+        .take_while(|_| read_framed(&mut s).ok().flatten().is_some())
+        .count();
+    assert_eq!(answers, 30, "--tcp-max-queries");
+    drop(s);
+    until_no_connection(&daemon);
+
+    // A connection kept busy (a query every 100 ms: never idle, and fewer than 30 in
+    // its 2 s) ends at its lifetime.
+    let mut s = tcp_from([127, 0, 0, 4], server);
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(4) && served(&mut s, &query) {
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lived = started.elapsed();
+    assert!(
+        (Duration::from_millis(1800)..Duration::from_millis(3500)).contains(&lived),
+        "a busy connection lived {lived:?} ({answered} answers) under --tcp-max-lifetime 2s"
+    );
+    drop(s);
+    until_no_connection(&daemon);
+
+    let m = daemon.scrape_local().expect("metrics");
+    for reason in ["max_queries", "max_lifetime"] {
+        let key = format!("geodns_fallback_tcp_closed_total{{reason=\"{reason}\"}}");
+        assert!(metric(&m, &key) >= 1, "{key} in /metrics:\n{m}");
+    }
+    assert!(
+        metric(
+            &m,
+            "geodns_fallback_tcp_connections_total{result=\"refused_per_source\"}"
+        ) >= 1
+    );
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_hold_a_connection() {
+    let dir = TempDir::new("tcp-unread");
+    let config = write_config(dir.path());
+    let query = Query::new(ZONE, SOA).build();
+    // A client that pipelines and never reads: the server's writes stall, the write
+    // timeout closes it, and the slots it held serve others while it still holds its
+    // end open. No query limit this time, so only the write timeout can end it. Up to
+    // 20 MB of queries, written until the server stops reading.
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &server.to_string(),
+            "--tcp-idle-timeout",
+            "300ms",
+            "--tcp-max-connections",
+            "3",
+            "--tcp-max-queries",
+            "100000000",
+        ],
+        Duration::from_secs(30),
+    );
+    let hog = tcp_from([127, 0, 0, 5], server);
+    hog.set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("write timeout");
+    let mut framed = u16::try_from(query.len())
+        .expect("len")
+        .to_be_bytes()
+        .to_vec();
+    framed.extend_from_slice(&query);
+    let burst: Vec<u8> = framed
+        .iter()
+        .copied()
+        .cycle()
+        .take(framed.len() * 4096)
+        .collect();
+    let mut writer = hog.try_clone().expect("clone");
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while sent < 20 << 20 && started.elapsed() < Duration::from_secs(10) {
+        match writer.write_all(&burst) {
+            Ok(()) => sent += burst.len(),
+            Err(_) => break,
+        }
+    }
+    let key = "geodns_fallback_tcp_closed_total{reason=\"write_timeout\"}";
+    geodns_tests::daemon::wait_for(
+        "the unread connection to be closed by the write timeout",
+        Duration::from_secs(3),
+        || metric(&daemon.scrape_local().unwrap_or_default(), key) >= 1,
+    );
+    // Three other clients (the whole global cap) are served while the hog's end is open.
+    let mut others: Vec<TcpStream> = (6..9).map(|i| tcp_from([127, 0, 0, i], server)).collect();
+    for s in &mut others {
+        assert!(
+            served(s, &query),
+            "served beside a client that does not read"
+        );
+    }
+    drop(hog);
+}

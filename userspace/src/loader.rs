@@ -539,18 +539,34 @@ impl XdpDns {
                 op: "open",
                 source,
             })?;
-        let mut out = [0u64; counter::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let values = array
-                .get(&u32::try_from(i).unwrap_or(0), 0)
-                .map_err(|source| LoaderError::Map {
-                    map: "COUNTERS",
-                    op: "get",
-                    source,
-                })?;
-            *slot = values.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&array)
+    }
+
+    /// A reader of the counters with a map handle of its own, usable from any thread
+    /// while this object is busy installing.
+    pub fn counters_reader(&self) -> Result<Counters, LoaderError> {
+        let map_err = |op, source| LoaderError::Map {
+            map: "COUNTERS",
+            op,
+            source,
+        };
+        let data = map_data(self.map("COUNTERS")?).ok_or(LoaderError::Missing {
+            kind: "map",
+            name: "COUNTERS".to_owned(),
+        })?;
+        let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| {
+            map_err(
+                "dup",
+                aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error: e,
+                }),
+            )
+        })?;
+        let data = MapData::from_fd(fd).map_err(|e| map_err("open", e))?;
+        let array =
+            PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| map_err("open", e))?;
+        Ok(Counters(array))
     }
 
     /// Looks a client address up in the kernel's prefix trie of the generation in use
@@ -564,6 +580,33 @@ impl XdpDns {
                 source,
             })?;
         Ok(trie.get(&Key::new(32, addr), 0).ok())
+    }
+}
+
+fn sum_counters<T: std::borrow::Borrow<MapData>>(
+    array: &PerCpuArray<T, u64>,
+) -> Result<[u64; counter::COUNT as usize], LoaderError> {
+    let mut out = [0u64; counter::COUNT as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let values = array
+            .get(&u32::try_from(i).unwrap_or(0), 0)
+            .map_err(|source| LoaderError::Map {
+                map: "COUNTERS",
+                op: "get",
+                source,
+            })?;
+        *slot = values.iter().sum();
+    }
+    Ok(out)
+}
+
+/// The XDP outcome counters through a map handle of their own.
+pub struct Counters(PerCpuArray<MapData, u64>);
+
+impl Counters {
+    /// Counters summed over CPUs, indexed by `geodns_common::counter`.
+    pub fn read(&self) -> Result<[u64; counter::COUNT as usize], LoaderError> {
+        sum_counters(&self.0)
     }
 }
 

@@ -31,7 +31,7 @@ use geodns_maps::{
 };
 
 use super::respond::{Outcome, Transport};
-use crate::daemon::EngineHandle;
+use crate::control::EngineHandle;
 
 /// RFC 2136 opcode UPDATE.
 pub const OPCODE_UPDATE: u8 = 5;
@@ -192,6 +192,11 @@ pub fn handle(handle: &EngineHandle, msg: &[u8], transport: Transport) -> Outcom
         let journal = &engine.config().zone.journal;
         match zone::journal_append(journal, &entry) {
             Ok(()) => {
+                // The one store into the handle outside the control thread: the update
+                // must be served before the response goes out, and the reload that the
+                // journal write triggers installs the same data through the control
+                // thread (kernel names included) moments later; a node-state change
+                // racing this store is undone by that reload at the latest.
                 handle.store(engine.with_zone(statics, serial));
                 tracing::info!(journal = %journal.display(), serial, "update applied");
             }

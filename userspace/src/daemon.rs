@@ -744,6 +744,8 @@ mod tests {
         )
         .expect("demo config");
         std::fs::write(&config, text).expect("config");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        std::fs::copy(examples.join("demo.zone"), dir.join("demo.zone")).expect("zone file");
         let (parsed, watch) = Watch::read(&config);
         parsed.expect("the demo config reads");
         assert!(!watch.changed());

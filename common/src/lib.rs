@@ -417,6 +417,10 @@ impl NameEntry {
 /// at most half full, where linear probing needs about 1.5 probes on average and more
 /// than 32 essentially never; a table that would need more is refused by the builder.
 pub const NAME_PROBES: u32 = 32;
+/// The record number of a wildcard key whose name exists but has no geo wildcard
+/// below it (static data, an empty non-terminal, a delegation): the name is the closest
+/// encloser of what the kernel looked up, so no wildcard answers and the kernel passes.
+pub const NAME_BLOCK: u16 = u16::MAX;
 /// See [`NAME_PROBES`].
 pub const ANSWER_PROBES: u32 = 32;
 

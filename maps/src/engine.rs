@@ -18,7 +18,17 @@ use crate::{
     compile::{AddressFacts, Compiled},
     config::{Candidate, Config, NodeConfig, Policy, Record, RegionKey, Rule},
     name, rng,
+    zone::{self, Rrset, TYPE_CNAME},
 };
+
+/// Longest CNAME chain followed inside the zone (loops end earlier, at the first name
+/// seen twice).
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// The kernel's record number for a name that exists without a geo record of its own
+/// (static data, an empty non-terminal, a delegation): a wildcard must not answer
+/// there, so the kernel passes it to userspace.
+pub const KERNEL_BLOCK: u16 = geodns_common::NAME_BLOCK;
 
 pub use crate::state::{NodeState, NodeStates};
 
@@ -94,6 +104,55 @@ pub enum Resolution {
         scope: u8,
         source: AnswerSource,
     },
+    /// Static data, a CNAME chain (RFC 1034 section 4.3.2) or a referral.
+    Records(Box<Records>),
+}
+
+/// One record of a [`Records`] answer; names in lowercase wire format, RDATA uncompressed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticRr {
+    pub owner: Vec<u8>,
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: Vec<u8>,
+}
+
+/// A response made of static records, CNAMEs followed, and perhaps a geo answer at the
+/// end of the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Records {
+    /// AA: false for a referral.
+    pub authoritative: bool,
+    /// The last name of the chain does not exist (RFC 6604).
+    pub nxdomain: bool,
+    /// The zone's SOA goes in the authority section (a negative end of the chain).
+    pub soa: bool,
+    pub answer: Vec<StaticRr>,
+    /// The geo answer at the end of a chain: owner and addresses, after `answer`.
+    pub geo: Option<GeoAnswer>,
+    /// NS of a referral.
+    pub authority: Vec<StaticRr>,
+    /// Glue of a referral.
+    pub additional: Vec<StaticRr>,
+}
+
+/// Addresses of a geo record reached through a CNAME.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeoAnswer {
+    pub owner: Vec<u8>,
+    pub addrs: Vec<IpAddr>,
+    pub ttl: u32,
+    pub scope: u8,
+    pub source: AnswerSource,
+}
+
+/// What one name of a chain gives.
+enum Step {
+    /// Ends the lookup as it is (no chain so far).
+    Plain(Resolution),
+    Rrset(Vec<StaticRr>),
+    Cname(StaticRr, Vec<u8>),
+    Referral(Vec<u8>),
 }
 
 /// Exactly what the kernel maps of one generation hold.
@@ -318,7 +377,8 @@ pub struct Engine {
     exact: HashMap<Vec<u8>, usize>,
     /// Keyed by the name without its `*` label.
     wildcard: HashMap<Vec<u8>, usize>,
-    /// Names that exist without records of their own (empty non-terminals).
+    /// Every name that exists: records (geo and static, `*.x` owners included), the
+    /// names between them and the origin (empty non-terminals), glue names.
     existing: HashSet<Vec<u8>>,
     /// In-zone NS names with glue.
     glue: HashMap<Vec<u8>, (Vec<IpAddr>, Vec<IpAddr>)>,
@@ -463,8 +523,8 @@ impl Engine {
             let wire = name::to_wire(&r.name);
             let own = if r.wildcard {
                 let base = name::parent(&wire).unwrap_or(&wire).to_vec();
-                wildcard.insert(base.clone(), i);
-                base
+                wildcard.insert(base, i);
+                wire
             } else {
                 exact.insert(wire.clone(), i);
                 wire
@@ -479,13 +539,23 @@ impl Engine {
                 cur = name::parent(c);
             }
         }
+        for owner in config.statics.names.keys() {
+            let mut cur = Some(&owner[..]);
+            while let Some(c) = cur {
+                if c.len() <= origin.len() {
+                    break;
+                }
+                existing.insert(c.to_vec());
+                cur = name::parent(c);
+            }
+        }
         let mut glue = HashMap::new();
         for ns in &config.zone.ns {
             let wire = name::to_wire(&ns.name);
             if name::in_zone(&wire, &origin) {
                 let v4 = ns.ipv4.iter().map(|a| IpAddr::V4(*a)).collect();
                 let v6 = ns.ipv6.iter().map(|a| IpAddr::V6(*a)).collect();
-                let mut cur = name::parent(&wire);
+                let mut cur = Some(&wire[..]);
                 while let Some(c) = cur {
                     if c.len() <= origin.len() {
                         break;
@@ -540,6 +610,70 @@ impl Engine {
         )
     }
 
+    /// The same engine with other static data and SOA serial (an applied RFC 2136
+    /// update); prefixes, node states and the random source carry over.
+    #[must_use]
+    pub fn with_zone(&self, statics: zone::StaticZone, serial: u32) -> Self {
+        let mut config = (*self.config).clone();
+        config.statics = statics;
+        config.zone.serial = serial;
+        Self::build(
+            Arc::new(config),
+            self.compiled.clone(),
+            &self.states,
+            self.fail_open.clone(),
+            self.picker.clone(),
+        )
+    }
+
+    /// Whether the zone's content (everything but the SOA serial) differs from
+    /// `other`'s: static data, geo record names and settings, SOA fields, NS set.
+    #[must_use]
+    pub fn zone_differs(&self, other: &Self) -> bool {
+        let (a, b) = (&*self.config, &*other.config);
+        let soa = |c: &Config| {
+            let z = &c.zone;
+            (
+                z.origin.clone(),
+                z.ttl,
+                z.mname.clone(),
+                z.rname.clone(),
+                [z.refresh, z.retry, z.expire, z.minimum],
+                z.ns.iter()
+                    .map(|n| (n.name.clone(), n.ipv4.clone(), n.ipv6.clone()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let records = |c: &Config| {
+            c.records
+                .iter()
+                .map(|r| (r.name.clone(), r.ttl, r.policy, r.max_answers))
+                .collect::<Vec<_>>()
+        };
+        // Where a record set was defined (file line, journal, update) is not content.
+        let statics = |c: &Config| {
+            c.statics
+                .names
+                .iter()
+                .map(|(n, sets)| {
+                    let sets: Vec<_> = sets
+                        .iter()
+                        .map(|s| (s.rtype, s.ttl, s.rdata.clone()))
+                        .collect();
+                    (n.clone(), sets)
+                })
+                .collect::<Vec<_>>()
+        };
+        statics(a) != statics(b) || soa(a) != soa(b) || records(a) != records(b)
+    }
+
+    /// Whether a geo record sits at exactly this lowercase wire name (its `*.x` owner
+    /// for a wildcard).
+    #[must_use]
+    pub fn has_geo_record(&self, wire: &[u8]) -> bool {
+        self.exact_geo(wire).is_some()
+    }
+
     /// Replaces the random source of the `spread` policy (tests seed it).
     #[must_use]
     pub fn with_picker(mut self, picker: Box<dyn Picker>) -> Self {
@@ -582,13 +716,51 @@ impl Engine {
         self.fail_open.load(Ordering::Relaxed)
     }
 
-    /// The record that answers a lowercase wire name, as the kernel finds it: the exact
-    /// name, else the wildcard of the name minus its first label (one level only).
+    /// The geo record at exactly this name (a `*.x` name is the wildcard record itself).
+    fn exact_geo(&self, wire: &[u8]) -> Option<usize> {
+        if let Some(r) = self.exact.get(wire) {
+            return Some(*r);
+        }
+        if wire.get(..2) == Some(&[1, b'*'][..]) {
+            return name::parent(wire)
+                .and_then(|p| self.wildcard.get(p))
+                .copied();
+        }
+        None
+    }
+
+    /// The closest encloser of a name that does not exist (RFC 4592 section 3.3.1):
+    /// its nearest existing ancestor (the origin at the latest).
+    fn closest_encloser<'a>(&self, wire: &'a [u8]) -> &'a [u8] {
+        let mut cur = name::parent(wire);
+        while let Some(c) = cur {
+            if c == self.origin || c.len() <= self.origin.len() || self.existing.contains(c) {
+                return c;
+            }
+            cur = name::parent(c);
+        }
+        wire
+    }
+
+    /// The geo record that answers a lowercase wire name: the exact name, else, when the
+    /// name does not exist, the wildcard at its closest encloser (RFC 4592, any depth).
+    /// The kernel finds the same (see [`Engine::kernel_names`]).
     fn record_for(&self, wire: &[u8]) -> Option<usize> {
-        self.exact
-            .get(wire)
-            .or_else(|| name::parent(wire).and_then(|p| self.wildcard.get(p)))
-            .copied()
+        if let Some(r) = self.exact_geo(wire) {
+            return Some(r);
+        }
+        if self.existing.contains(wire) || wire == self.origin {
+            return None;
+        }
+        if self
+            .config
+            .statics
+            .cut_at_or_above(wire, &self.origin)
+            .is_some()
+        {
+            return None;
+        }
+        self.wildcard.get(self.closest_encloser(wire)).copied()
     }
 
     /// The name part of a rate-limit bucket key for an answer to `name` (wire format,
@@ -611,58 +783,239 @@ impl Engine {
     /// The whole decision for one question. The client is taken as the kernel takes
     /// it: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is an IPv6 client, looked
     /// up as `a.b.c.d` (scope + 96) only where the databases alias that range; a
-    /// caller with a dual-stack socket converts its peers first.
+    /// caller with a dual-stack socket converts its peers first. CNAMEs inside the zone
+    /// are followed (RFC 1034 section 4.3.2), also to geo names; wildcards match at any
+    /// depth below their closest encloser (RFC 4592); names at or below a delegation
+    /// get a referral.
     #[must_use]
     pub fn resolve(&self, question: &Question) -> Resolution {
         let wire = name::lowercase(&question.name);
         if name::labels(&wire).is_none() || !name::in_zone(&wire, &self.origin) {
             return Resolution::Refused;
         }
-        let apex = wire == self.origin;
-        if apex && question.qtype == QTYPE_SOA {
-            return Resolution::Soa;
-        }
-        if apex && question.qtype == QTYPE_NS {
-            return Resolution::Ns;
-        }
-        let v6 = match question.qtype {
-            QTYPE_A => Some(false),
-            QTYPE_AAAA => Some(true),
-            _ => None,
-        };
-        if let Some(rec) = self.record_for(&wire) {
-            return match v6 {
-                Some(v6) => self
-                    .pick(rec, v6, question.client)
-                    .map_or(Resolution::NoData, |p| Resolution::Addresses {
-                        addrs: p.addrs,
-                        ttl: p.ttl,
-                        scope: p.scope,
-                        source: p.source,
-                    }),
-                None => Resolution::NoData,
+        let qtype = question.qtype;
+        let client = question.client;
+        let mut chain: Vec<StaticRr> = Vec::new();
+        let mut cur = wire;
+        for _ in 0..MAX_CNAME_CHAIN {
+            let step = self.step(&cur, qtype, client);
+            let mut out = Records {
+                authoritative: true,
+                ..Records::default()
             };
+            match step {
+                Step::Plain(r) if chain.is_empty() => return r,
+                Step::Plain(r) => match r {
+                    Resolution::NxDomain => {
+                        out.nxdomain = true;
+                        out.soa = true;
+                    }
+                    Resolution::NoData => out.soa = true,
+                    Resolution::Addresses {
+                        addrs,
+                        ttl,
+                        scope,
+                        source,
+                    } => {
+                        out.geo = Some(GeoAnswer {
+                            owner: cur.clone(),
+                            addrs,
+                            ttl,
+                            scope,
+                            source,
+                        });
+                    }
+                    Resolution::Soa => out.answer.push(self.soa_rr()),
+                    Resolution::Ns => out.answer.extend(self.ns_rrs()),
+                    Resolution::Refused | Resolution::Records(_) => {}
+                },
+                Step::Rrset(rrs) => out.answer = rrs,
+                Step::Cname(rr, target) => {
+                    let seen = chain.iter().any(|c| c.owner == target) || rr.owner == target;
+                    chain.push(rr);
+                    if !seen && name::in_zone(&target, &self.origin) {
+                        cur = target;
+                        continue;
+                    }
+                }
+                Step::Referral(cut) => {
+                    self.referral(&cut, &mut out);
+                    // A referral reached through a CNAME: the CNAME is ours (AA=1).
+                    out.authoritative = !chain.is_empty();
+                }
+            }
+            chain.append(&mut out.answer);
+            out.answer = chain;
+            return Resolution::Records(Box::new(out));
         }
-        if let Some((g4, g6)) = self.glue.get(&wire) {
-            let addrs = match v6 {
-                Some(false) => g4,
-                Some(true) => g6,
-                None => return Resolution::NoData,
+        Resolution::Records(Box::new(Records {
+            authoritative: true,
+            answer: chain,
+            ..Records::default()
+        }))
+    }
+
+    /// One name of a lookup: the data there, a CNAME to follow, or a referral.
+    fn step(&self, wire: &[u8], qtype: u16, client: IpAddr) -> Step {
+        let apex = wire == self.origin.as_slice();
+        if apex && qtype == QTYPE_SOA {
+            return Step::Plain(Resolution::Soa);
+        }
+        if apex && qtype == QTYPE_NS {
+            return Step::Plain(Resolution::Ns);
+        }
+        let statics = &self.config.statics;
+        if let Some(cut) = statics.cut_at_or_above(wire, &self.origin) {
+            return Step::Referral(cut);
+        }
+        if let Some(rec) = self.exact_geo(wire) {
+            return self.geo_step(rec, wire, wire, qtype, client);
+        }
+        if let Some(sets) = statics.names.get(wire) {
+            return Self::static_step(sets, wire, qtype);
+        }
+        if let Some((g4, g6)) = self.glue.get(wire) {
+            let addrs = match qtype {
+                QTYPE_A => g4,
+                QTYPE_AAAA => g6,
+                _ => return Step::Plain(Resolution::NoData),
             };
             if addrs.is_empty() {
-                return Resolution::NoData;
+                return Step::Plain(Resolution::NoData);
             }
-            return Resolution::Addresses {
+            return Step::Plain(Resolution::Addresses {
                 addrs: addrs.clone(),
                 ttl: self.config.zone.ttl,
                 scope: 0,
                 source: AnswerSource::Glue,
-            };
+            });
         }
-        if apex || self.existing.contains(&wire) {
-            return Resolution::NoData;
+        if apex || self.existing.contains(wire) {
+            return Step::Plain(Resolution::NoData);
         }
-        Resolution::NxDomain
+        // RFC 4592: the wildcard at the closest encloser, if there is one.
+        let ce = self.closest_encloser(wire);
+        let mut star = vec![1, b'*'];
+        star.extend_from_slice(ce);
+        if let Some(&rec) = self.wildcard.get(ce) {
+            return self.geo_step(rec, &star, wire, qtype, client);
+        }
+        if let Some(sets) = statics.names.get(&star) {
+            return Self::static_step(sets, wire, qtype);
+        }
+        Step::Plain(Resolution::NxDomain)
+    }
+
+    /// A geo name (`node`: where its static data sits; `owner`: the name asked).
+    fn geo_step(&self, rec: usize, node: &[u8], owner: &[u8], qtype: u16, client: IpAddr) -> Step {
+        let v6 = match qtype {
+            QTYPE_A => false,
+            QTYPE_AAAA => true,
+            _ => {
+                return match self.config.statics.names.get(node) {
+                    Some(sets) => Self::static_step(sets, owner, qtype),
+                    None => Step::Plain(Resolution::NoData),
+                }
+            }
+        };
+        Step::Plain(self.pick(rec, v6, client).map_or(Resolution::NoData, |p| {
+            Resolution::Addresses {
+                addrs: p.addrs,
+                ttl: p.ttl,
+                scope: p.scope,
+                source: p.source,
+            }
+        }))
+    }
+
+    /// Static record sets at a name, answered with `owner` (the name asked, for wildcards).
+    fn static_step(sets: &[Rrset], owner: &[u8], qtype: u16) -> Step {
+        let rrs = |set: &Rrset| -> Vec<StaticRr> {
+            set.rdata
+                .iter()
+                .map(|rd| StaticRr {
+                    owner: owner.to_vec(),
+                    rtype: set.rtype,
+                    ttl: set.ttl,
+                    rdata: rd.clone(),
+                })
+                .collect()
+        };
+        if let Some(set) = sets.iter().find(|s| s.rtype == qtype) {
+            return Step::Rrset(rrs(set));
+        }
+        if let Some(set) = sets.iter().find(|s| s.rtype == TYPE_CNAME) {
+            if let Some(rr) = rrs(set).into_iter().next() {
+                if let Some(target) = zone::rdata_name(&rr.rdata) {
+                    return Step::Cname(rr, target);
+                }
+            }
+        }
+        Step::Plain(Resolution::NoData)
+    }
+
+    /// NS of the delegation `cut` in authority, their in-zone addresses as glue.
+    fn referral(&self, cut: &[u8], out: &mut Records) {
+        let statics = &self.config.statics;
+        let Some(ns) = statics.rrset(cut, zone::TYPE_NS) else {
+            return;
+        };
+        for rd in &ns.rdata {
+            out.authority.push(StaticRr {
+                owner: cut.to_vec(),
+                rtype: zone::TYPE_NS,
+                ttl: ns.ttl,
+                rdata: rd.clone(),
+            });
+        }
+        for t in [zone::TYPE_A, zone::TYPE_AAAA] {
+            for rd in &ns.rdata {
+                let Some(target) = zone::rdata_name(rd) else {
+                    continue;
+                };
+                if !name::in_zone(&target, &self.origin) {
+                    continue;
+                }
+                if let Some(set) = statics.rrset(&target, t) {
+                    for a in &set.rdata {
+                        out.additional.push(StaticRr {
+                            owner: target.clone(),
+                            rtype: t,
+                            ttl: set.ttl,
+                            rdata: a.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The zone's SOA as a record (the answer to SOA at the end of a chain).
+    fn soa_rr(&self) -> StaticRr {
+        let z = &self.config.zone;
+        let mut rdata = name::to_wire(&z.mname);
+        rdata.extend_from_slice(&name::to_wire(&z.rname));
+        for n in [z.serial, z.refresh, z.retry, z.expire, z.minimum] {
+            rdata.extend_from_slice(&n.to_be_bytes());
+        }
+        StaticRr {
+            owner: self.origin.clone(),
+            rtype: QTYPE_SOA,
+            ttl: z.ttl,
+            rdata,
+        }
+    }
+
+    fn ns_rrs(&self) -> Vec<StaticRr> {
+        let z = &self.config.zone;
+        z.ns.iter()
+            .map(|n| StaticRr {
+                owner: self.origin.clone(),
+                rtype: QTYPE_NS,
+                ttl: z.ttl,
+                rdata: name::to_wire(&n.name),
+            })
+            .collect()
     }
 
     /// Whether a record answers `name` (wire format, any case), found as for an `A`
@@ -1065,24 +1418,51 @@ impl Engine {
         }
     }
 
-    /// The `NAMES` entries: records whose names fit the kernel's limits.
+    /// The `NAMES` entries. Exact keys: the geo records whose names fit the kernel's
+    /// limits. Wildcard keys: every name that exists (the origin, records, empty
+    /// non-terminals, static and glue names), holding the record of the geo wildcard
+    /// `*.name` or [`KERNEL_BLOCK`]. The kernel tries the exact name, then the wildcard
+    /// key of the name and of each ancestor in turn: the first one found is the closest
+    /// encloser (RFC 4592) when it is an ancestor, and answers with its wildcard record
+    /// unless it is `KERNEL_BLOCK`; found at the name itself, the name exists without a
+    /// geo record and the kernel passes.
     #[must_use]
     pub fn kernel_names(&self) -> Vec<(NameKey, NameValue)> {
-        self.config
+        let value = |i: usize| NameValue {
+            record: u16::try_from(i).unwrap_or(KERNEL_BLOCK),
+            _pad: 0,
+        };
+        let mut out: Vec<(NameKey, NameValue)> = self
+            .config
             .records
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| {
-                let key = self.config.kernel_name(r)?;
-                Some((
-                    key,
-                    NameValue {
-                        record: u16::try_from(i).ok()?,
-                        _pad: 0,
-                    },
-                ))
-            })
-            .collect()
+            .filter(|(_, r)| !r.wildcard)
+            .filter_map(|(i, r)| Some((self.config.kernel_name(r)?, value(i))))
+            .collect();
+        let mut existing: Vec<&Vec<u8>> = self.existing.iter().collect();
+        existing.push(&self.origin);
+        existing.sort();
+        existing.dedup();
+        for e in existing {
+            let Some(key) = name::kernel_key(e, true) else {
+                continue;
+            };
+            let under_cut = self
+                .config
+                .statics
+                .cut_at_or_above(e, &self.origin)
+                .is_some();
+            let record = self
+                .wildcard
+                .get(e.as_slice())
+                .filter(|&&i| {
+                    !under_cut && self.config.kernel_name(&self.config.records[i]).is_some()
+                })
+                .map_or(KERNEL_BLOCK, |&i| value(i).record);
+            out.push((key, NameValue { record, _pad: 0 }));
+        }
+        out
     }
 
     /// (record, region) answer sets that fail open: every candidate down by health.
@@ -1116,6 +1496,31 @@ impl Engine {
         }
         out
     }
+}
+
+/// The kernel's name lookup over a `NAMES` table, written out (tests compare it with
+/// the engine): the exact key; then the wildcard key of the name and of each ancestor
+/// in turn, at most [`geodns_common::MAX_LABELS`] + 1 of them; the first found decides:
+/// at the name itself (it exists without a geo record) or holding [`KERNEL_BLOCK`],
+/// nothing; else its record. Names over the kernel's limits find nothing.
+#[must_use]
+pub fn kernel_lookup<S: std::hash::BuildHasher>(
+    names: &HashMap<NameKey, u16, S>,
+    wire: &[u8],
+) -> Option<u16> {
+    if let Some(r) = names.get(&name::kernel_key(wire, false)?) {
+        return Some(*r);
+    }
+    let mut cur = Some(wire);
+    let mut level = 0;
+    while let Some(c) = cur {
+        if let Some(&r) = names.get(&name::kernel_key(c, true)?) {
+            return (level > 0 && r != KERNEL_BLOCK).then_some(r);
+        }
+        cur = name::parent(c);
+        level += 1;
+    }
+    None
 }
 
 // The server shares one engine between tasks and threads.

@@ -83,6 +83,7 @@ mod report;
 mod rng;
 pub mod slots;
 mod state;
+pub mod zone;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{

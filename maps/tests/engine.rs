@@ -140,7 +140,8 @@ fn names_and_types() {
         addrs(&e.resolve(&q("WWW.cdn.EXAMPLE.net", QTYPE_A, eu))),
         ["198.18.1.1"]
     );
-    // Wildcards: one label only, like the kernel; the base name is an empty non-terminal.
+    // Wildcards at any depth below the closest encloser (RFC 4592); the base name is an
+    // empty non-terminal.
     assert_eq!(
         addrs(&e.resolve(&q("x1.img.cdn.example.net.", QTYPE_A, eu))),
         ["198.18.1.1"]
@@ -150,7 +151,12 @@ fn names_and_types() {
         ["198.18.1.1"]
     );
     assert_eq!(
-        e.resolve(&q("a.b.img.cdn.example.net.", QTYPE_A, eu)),
+        addrs(&e.resolve(&q("a.b.img.cdn.example.net.", QTYPE_A, eu))),
+        ["198.18.1.1"]
+    );
+    // `deep` is an empty non-terminal (of `a.deep`), and there is no `*.deep`.
+    assert_eq!(
+        e.resolve(&q("b.deep.cdn.example.net.", QTYPE_A, eu)),
         Resolution::NxDomain
     );
     assert_eq!(
@@ -174,7 +180,7 @@ fn names_and_types() {
     assert!(!e
         .kernel_names()
         .iter()
-        .any(|(k, _)| k.name[..MAX_NAME_WIRE_LEN].starts_with(b"\x01l\x01l")));
+        .any(|(k, _)| k.wildcard == 0 && k.name[..MAX_NAME_WIRE_LEN].starts_with(b"\x01l\x01l")));
 }
 
 #[test]
@@ -389,17 +395,8 @@ fn kernel(
     aaaa: bool,
     client: IpAddr,
 ) -> Option<(AnswerSet, u8)> {
-    let key = |w: &[u8], wildcard: bool| -> Option<NameKey> { name::kernel_key(w, wildcard) };
     let names: HashMap<NameKey, u16> = maps.names.iter().map(|(k, v)| (*k, v.record)).collect();
-    let record = key(name_wire, false)
-        .and_then(|k| names.get(&k))
-        .or_else(|| {
-            name::labels(name_wire)?;
-            // The kernel only handles names that fit.
-            key(name_wire, false)?;
-            key(name::parent(name_wire)?, true).and_then(|k| names.get(&k))
-        })
-        .copied()?;
+    let record = geodns_maps::engine::kernel_lookup(&names, name_wire)?;
     let (region, len) = match client {
         IpAddr::V4(a) => maps
             .prefixes_v4
@@ -525,10 +522,28 @@ fn userspace_agrees_with_the_kernel_maps() {
 fn kernel_maps_contents() {
     let (_s, e) = setup();
     let maps = e.kernel_maps();
-    // Four of five records fit the kernel; the wildcard is keyed by its parent.
-    assert_eq!(maps.names.len(), 4);
+    // Three exact names fit the kernel (the long one does not, the wildcard is keyed by
+    // its parent); every existing name that fits has a wildcard key: the origin, `www`,
+    // `*.img`, `img` (holding the wildcard's record), `dl`, `a.deep`, `deep`, `ns1`, and
+    // the 13 empty non-terminals above the long name that fit.
+    let exact = maps.names.iter().filter(|(k, _)| k.wildcard == 0).count();
+    assert_eq!(exact, 3);
+    assert_eq!(maps.names.len() - exact, 8 + 13);
+    assert_eq!(
+        maps.names
+            .iter()
+            .filter(|(k, v)| k.wildcard == 1 && v.record != geodns_maps::engine::KERNEL_BLOCK)
+            .count(),
+        1,
+        "only `img` holds a record"
+    );
     let img = name::kernel_key(&name::to_wire("img.cdn.example.net."), true).expect("fits");
     assert!(maps.names.iter().any(|(k, v)| *k == img && v.record == 1));
+    let www = name::kernel_key(&name::to_wire("www.cdn.example.net."), true).expect("fits");
+    assert!(maps
+        .names
+        .iter()
+        .any(|(k, v)| *k == www && v.record == geodns_maps::engine::KERNEL_BLOCK));
     // No entry where nothing is up: region 0 never has one.
     assert!(maps.answers.iter().all(|(k, _)| k.region != 0));
     let mut keys: Vec<AnswerKey> = maps.answers.iter().map(|(k, _)| *k).collect();
@@ -601,7 +616,8 @@ fn node_for_the_redirector() {
     assert!(e.serves(&wire("www.cdn.example.net.")));
     assert!(e.serves(&wire("WWW.CDN.example.net.")));
     assert!(e.serves(&wire("x1.img.cdn.example.net.")));
-    assert!(!e.serves(&wire("a.b.img.cdn.example.net.")));
+    assert!(e.serves(&wire("a.b.img.cdn.example.net.")));
+    assert!(!e.serves(&wire("b.deep.cdn.example.net.")));
     assert!(
         !e.serves(&wire("deep.cdn.example.net.")),
         "empty non-terminal"

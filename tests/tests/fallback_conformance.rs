@@ -67,6 +67,7 @@ origin = "{ZONE}"
 ttl = 30
 serial = 2025010101
 minimum = 60
+file = "conformance.zone"
 
 {ns}
 [[zone.ns]]
@@ -134,9 +135,53 @@ core2 = 1
         country = examples.join("demo-country.mmdb").display(),
         asn = examples.join("demo-asn.mmdb").display(),
     );
+    std::fs::write(dir.join("conformance.zone"), ZONE_FILE).expect("write the zone file");
     let path = dir.join("conformance.toml");
     std::fs::write(&path, text).expect("write the test config");
     path
+}
+
+/// Static records beside the geo ones: every type and rule of the zone file.
+const ZONE_FILE: &str = r#"
+$TTL 120
+www        TXT   "v=spf1 -all"
+www        CAA   0 issue "letsencrypt.org"
+www        HTTPS 1 . alpn="h3,h2" port=8443 ipv4hint=198.18.1.10 ipv6hint=2001:2:0:1::10
+@          MX    10 mail
+mail       A     198.18.7.25
+_https._tcp SRV  0 5 443 www
+video      CNAME www
+chain1     CNAME chain2
+chain2     CNAME video
+loop1      CNAME loop2
+loop2      CNAME loop1
+dangling   CNAME nothing
+away       CNAME www.example.org.
+static.img TXT   "exists"
+e.ent.img  TXT   "below an empty non-terminal"
+lab        NS    ns1.lab
+           NS    ns.example.org.
+ns1.lab    A     198.18.0.54
+ns1.lab    AAAA  2001:2::54
+"#;
+
+/// The RDATA hickory-proto parses from one zone-file line of [`ZONE_FILE`]: what a
+/// record must decode to after going through the server.
+fn zone_rdata(line: &str) -> RData {
+    let origin = hickory_proto::rr::Name::from_ascii(ZONE).expect("origin");
+    let (_, sets) = hickory_proto::serialize::txt::Parser::new(
+        format!("$TTL 60\n{line}\n"),
+        None,
+        Some(origin),
+    )
+    .parse()
+    .expect("the line parses");
+    let set = sets.values().next().expect("one RRset");
+    set.records_without_rrsigs()
+        .next()
+        .expect("one record")
+        .data
+        .clone()
 }
 
 /// A port free on loopback for both UDP and TCP, IPv4 and IPv6, when asked.
@@ -269,6 +314,10 @@ enum Check {
     AddrsFrom(usize, Vec<IpAddr>),
     /// The types of the answer section, in order.
     AnswerTypes(Vec<RecordType>),
+    /// The types of the authority section, in order.
+    AuthorityTypes(Vec<RecordType>),
+    /// The RDATA of the answer section, in order.
+    AnswerData(Vec<RData>),
     /// The authority section holds exactly the zone's SOA.
     AuthoritySoa,
     EmptyAuthority,
@@ -323,14 +372,30 @@ fn geo(engine: &geodns_maps::Engine, name: &str, qtype: u16, client: &str) -> (V
 #[expect(clippy::too_many_lines, reason = "the table")]
 fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
     use Check::{
-        Aa, AddrsFrom, AnswerTypes, AuthoritySoa, EmptyAuthority, Glue, NoOpt, Opt, QuestionCopied,
-        Rcode, Tc,
+        Aa, AddrsFrom, AnswerData, AnswerTypes, AuthoritySoa, AuthorityTypes, EmptyAuthority, Glue,
+        NoOpt, Opt, QuestionCopied, Rcode, Tc,
     };
     let www = "www.cdn.example.net.";
     let fallback_v4 = vec![ip("198.18.100.1"), ip("198.18.100.2")];
     let (de_v4, de_scope) = geo(engine, www, A, "192.0.2.1");
     let (de_v6, de_v6_scope) = geo(engine, www, AAAA, "2001:db8::1");
     let (img_v4, _) = geo(engine, "a.img.cdn.example.net.", A, "192.0.2.1");
+    let nodata = |c: Vec<Check>| {
+        let mut c = c;
+        c.extend([
+            Rcode(NOERROR),
+            Aa(true),
+            QuestionCopied,
+            AnswerTypes(vec![]),
+            AuthoritySoa,
+        ]);
+        c
+    };
+    let nxdomain = |c: Vec<Check>| {
+        let mut c = c;
+        c.extend([Rcode(NXDOMAIN), Aa(true), QuestionCopied, AuthoritySoa]);
+        c
+    };
     let glue_v4: Vec<IpAddr> = (1..=NS_IN_ZONE)
         .map(|i| ip(&format!("198.18.0.{i}")))
         .collect();
@@ -453,7 +518,7 @@ fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
         row(
             "a wildcard record",
             &Query::new("a.img.cdn.example.net.", A).ecs("192.0.2.0", 24),
-            ok(vec![Check::Addrs(img_v4)]),
+            ok(vec![Check::Addrs(img_v4.clone())]),
         ),
         row(
             "spread: two addresses from the region's candidates",
@@ -476,10 +541,168 @@ fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
                 Opt(vec![ecs_option(1, 0, 0, &[])]),
             ]),
         ),
+        // Static records from the zone file, beside a geo name and elsewhere.
+        row(
+            "static TXT at a geo name",
+            &Query::new(www, TXT),
+            ok(vec![
+                AnswerData(vec![zone_rdata("www TXT \"v=spf1 -all\"")]),
+                EmptyAuthority,
+            ]),
+        ),
+        row(
+            "static CAA at a geo name",
+            &Query::new(www, 257),
+            ok(vec![AnswerData(vec![zone_rdata(
+                "www CAA 0 issue \"letsencrypt.org\"",
+            )])]),
+        ),
+        row(
+            "HTTPS with SvcParams (alpn, port, hints) round-trips through hickory",
+            &Query::new(www, 65).edns(1232),
+            ok(vec![AnswerData(vec![zone_rdata(
+                "www HTTPS 1 . alpn=\"h3,h2\" port=8443 ipv4hint=198.18.1.10 ipv6hint=2001:2:0:1::10",
+            )])]),
+        ),
+        row(
+            "MX at the apex",
+            &Query::new(ZONE, 15),
+            ok(vec![AnswerData(vec![zone_rdata("@ MX 10 mail")])]),
+        ),
+        row(
+            "SRV",
+            &Query::new("_https._tcp.cdn.example.net.", 33),
+            ok(vec![AnswerData(vec![zone_rdata("_https._tcp SRV 0 5 443 www")])]),
+        ),
+        row(
+            "static A",
+            &Query::new("mail.cdn.example.net.", A),
+            ok(vec![Check::Addrs(vec![ip("198.18.7.25")])]),
+        ),
+        row(
+            "NODATA: AAAA of a static name with only A",
+            &Query::new("mail.cdn.example.net.", AAAA),
+            nodata(vec![]),
+        ),
+        // CNAMEs (RFC 1034 4.3.2).
+        row(
+            "CNAME to a geo name: the client's geo answer and scope follow it",
+            &Query::new("video.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![
+                AnswerTypes(vec![RecordType::CNAME, RecordType::A]),
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_de.clone()]),
+                EmptyAuthority,
+            ]),
+        ),
+        row(
+            "CNAME asked for: not followed",
+            &Query::new("video.cdn.example.net.", 5),
+            ok(vec![AnswerData(vec![zone_rdata("video CNAME www")])]),
+        ),
+        row(
+            "CNAME chain of three to a geo name",
+            &Query::new("chain1.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![
+                AnswerTypes(vec![
+                    RecordType::CNAME,
+                    RecordType::CNAME,
+                    RecordType::CNAME,
+                    RecordType::A,
+                ]),
+                Check::Addrs(de_v4.clone()),
+            ]),
+        ),
+        row(
+            "CNAME chain to static data",
+            &Query::new("chain2.cdn.example.net.", TXT),
+            ok(vec![AnswerTypes(vec![
+                RecordType::CNAME,
+                RecordType::CNAME,
+                RecordType::TXT,
+            ])]),
+        ),
+        row(
+            "CNAME loop: the chain up to the repeat, NOERROR",
+            &Query::new("loop1.cdn.example.net.", A),
+            ok(vec![
+                AnswerTypes(vec![RecordType::CNAME, RecordType::CNAME]),
+                EmptyAuthority,
+            ]),
+        ),
+        row(
+            "CNAME to a name that does not exist: NXDOMAIN (RFC 6604) with the CNAME",
+            &Query::new("dangling.cdn.example.net.", A),
+            nxdomain(vec![AnswerTypes(vec![RecordType::CNAME])]),
+        ),
+        row(
+            "CNAME out of the zone: only the CNAME",
+            &Query::new("away.cdn.example.net.", A),
+            ok(vec![AnswerTypes(vec![RecordType::CNAME]), EmptyAuthority]),
+        ),
+        // Wildcards (RFC 4592).
+        row(
+            "wildcard at depth 2",
+            &Query::new("a.b.img.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![Check::Addrs(img_v4.clone())]),
+        ),
+        row(
+            "wildcard at depth 3",
+            &Query::new("a.b.c.img.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![Check::Addrs(img_v4.clone())]),
+        ),
+        row(
+            "an existing sibling of the wildcard: its own data",
+            &Query::new("static.img.cdn.example.net.", TXT),
+            ok(vec![AnswerTypes(vec![RecordType::TXT])]),
+        ),
+        row(
+            "an existing sibling of the wildcard: NODATA for A, not the wildcard",
+            &Query::new("static.img.cdn.example.net.", A),
+            nodata(vec![]),
+        ),
+        row(
+            "below an existing sibling: NXDOMAIN (its closest encloser has no wildcard)",
+            &Query::new("x.static.img.cdn.example.net.", A),
+            nxdomain(vec![AnswerTypes(vec![])]),
+        ),
+        row(
+            "an empty non-terminal: NODATA, not the wildcard",
+            &Query::new("ent.img.cdn.example.net.", A),
+            nodata(vec![]),
+        ),
+        row(
+            "below an empty non-terminal: NXDOMAIN, the wildcard is blocked",
+            &Query::new("q.ent.img.cdn.example.net.", A),
+            nxdomain(vec![AnswerTypes(vec![])]),
+        ),
+        // Delegations.
+        row(
+            "referral: AA=0, NS in authority, glue in additional",
+            &Query::new("www.lab.cdn.example.net.", A),
+            vec![
+                Rcode(NOERROR),
+                Aa(false),
+                QuestionCopied,
+                AnswerTypes(vec![]),
+                AuthorityTypes(vec![RecordType::NS, RecordType::NS]),
+                Glue(vec![ip("198.18.0.54"), ip("2001:2::54")]),
+            ],
+        ),
+        row(
+            "referral for NS at the cut itself",
+            &Query::new("lab.cdn.example.net.", NS),
+            vec![
+                Rcode(NOERROR),
+                Aa(false),
+                AnswerTypes(vec![]),
+                AuthorityTypes(vec![RecordType::NS, RecordType::NS]),
+            ],
+        ),
         // Names and types that have no address answer.
         row(
-            "NODATA: TXT of a served name, SOA in authority",
-            &Query::new(www, TXT),
+            "NODATA: TXT of a served name without one, SOA in authority",
+            &Query::new("dl.cdn.example.net.", TXT),
             ok(vec![AnswerTypes(vec![]), AuthoritySoa]),
         ),
         row(
@@ -724,6 +947,22 @@ fn check_reply(what: &str, query: &[u8], reply: &[u8], checks: &[Check]) {
                     .collect::<Vec<_>>(),
                 *types,
                 "{what}: answer types"
+            ),
+            Check::AuthorityTypes(types) => assert_eq!(
+                msg.authorities
+                    .iter()
+                    .map(hickory_proto::rr::Record::record_type)
+                    .collect::<Vec<_>>(),
+                *types,
+                "{what}: authority types"
+            ),
+            Check::AnswerData(data) => assert_eq!(
+                msg.answers
+                    .iter()
+                    .map(|r| r.data.clone())
+                    .collect::<Vec<_>>(),
+                *data,
+                "{what}: answer RDATA"
             ),
             Check::AuthoritySoa => {
                 assert_eq!(msg.authorities.len(), 1, "{what}: one authority record");

@@ -138,8 +138,51 @@ fn rows() -> Vec<Row> {
             expect: answer(&[lab4], None),
         },
         Row {
-            desc: "wildcard covers one level only",
+            desc: "wildcard at depth 2 (RFC 4592: any name below the closest encloser)",
             frame: f(v4_client(), q("a.b.img.cdn.example.net.", 1)),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "wildcard at depth 3",
+            frame: f(eu_client_v4(), q("A.b.C.img.cdn.example.net.", 1)),
+            expect: answer(&[eu4], None),
+        },
+        Row {
+            desc: "wildcard at depth 10 (14 labels)",
+            frame: f(
+                v4_client(),
+                q("a.b.c.d.e.f.g.h.i.j.img.cdn.example.net.", 1),
+            ),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "an existing sibling of the wildcard is not covered by it",
+            frame: f(v4_client(), q("sibling.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "below an existing sibling: its closest encloser has no wildcard",
+            frame: f(v4_client(), q("x.sibling.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "an empty non-terminal is not covered by the wildcard",
+            frame: f(v4_client(), q("ent.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "an empty non-terminal blocks the wildcard below it",
+            frame: f(v4_client(), q("q.ent.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "the literal wildcard name passes (userspace answers it)",
+            frame: f(v4_client(), q("*.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "a name under no wildcard walks up to the origin and passes",
+            frame: f(v4_client(), q("a.b.nope.cdn.example.net.", 1)),
             expect: Expect::Pass(counter::PASS_NOT_SERVED),
         },
         Row {

@@ -169,7 +169,8 @@ struct Watch {
 }
 
 impl Watch {
-    /// Reads the config at `path` and notes its files (the config and its databases)
+    /// Reads the config at `path` and notes its files (the config, its databases, the
+    /// zone file and its journal)
     /// as they are *before* anything is compiled from them: a file replaced during the
     /// compile (geoipupdate replaces one database, then the next, seconds apart) then
     /// differs from what is noted, and the next look reloads again.
@@ -177,11 +178,14 @@ impl Watch {
         let config = Config::from_path(path).map_err(anyhow::Error::from);
         let mut files = vec![path.to_path_buf()];
         if let Ok(c) = &config {
-            if let Some(g) = &c.geoip {
-                for f in g.country.iter().chain(&g.asn).chain(&g.city) {
-                    if !files.contains(f) {
-                        files.push(f.clone());
-                    }
+            // The databases, the zone file, the files it includes and its journal.
+            let dbs = c
+                .geoip
+                .iter()
+                .flat_map(|g| g.country.iter().chain(&g.asn).chain(&g.city));
+            for f in dbs.chain(&c.statics.files) {
+                if !files.contains(f) {
+                    files.push(f.clone());
                 }
             }
         }
@@ -625,7 +629,9 @@ impl Reloader<'_> {
         })
         .await;
         let engine = match compiled {
-            Ok(Ok(engine)) => engine,
+            Ok(Ok(engine)) => {
+                crate::fallback::update::carry_serial(&self.control.engine().load(), engine)
+            }
             Ok(Err(e)) => {
                 failed(format!("{e:#}"));
                 return watch;
@@ -759,6 +765,8 @@ mod tests {
         )
         .expect("demo config");
         std::fs::write(&config, text).expect("config");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        std::fs::copy(examples.join("demo.zone"), dir.join("demo.zone")).expect("zone file");
         let (parsed, watch) = Watch::read(&config);
         parsed.expect("the demo config reads");
         assert!(!watch.changed());

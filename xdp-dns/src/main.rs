@@ -1398,34 +1398,54 @@ fn find_name(names: &Array<NameEntry>, key: &NameKey, fp: u64) -> Option<u16> {
     None
 }
 
+/// The record of the query name: the exact key, else the wildcard at the closest
+/// encloser (RFC 4592). Userspace puts a wildcard key in `NAMES` for every name that
+/// exists, holding the record of its geo wildcard or `NAME_BLOCK`, so the first
+/// wildcard key found walking up from the name itself is the closest encloser: found at
+/// the name, the name exists without a geo record (pass); `NAME_BLOCK`: no wildcard
+/// there (pass, userspace answers NXDOMAIN, NODATA or a referral).
 #[inline(always)]
 fn lookup_name(scratch: &mut Scratch, g: &Gen, fp: u64) -> Result<u16, Pass> {
+    use geodns_common::NAME_BLOCK;
     let names = g.names;
     if let Some(record) = find_name(names, &scratch.exact, fp) {
         return Ok(record);
     }
-    // Wildcard: the name minus its first label, with the wildcard flag.
-    let first = usize::from(scratch.exact.name[0]) + 1;
-    if scratch.exact.name[0] == 0 {
-        return Err(counter::PASS_NOT_SERVED);
-    }
     scratch.wildcard.wildcard = 1;
     let src = scratch.exact.name.as_ptr();
     let dst = scratch.wildcard.name.as_mut_ptr();
-    let mut wfp = FINGERPRINT_WILDCARD;
-    // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them and without a branch on
-    // `first` (a branch would split its range and the verifier's states with it).
-    for w in 0..MAX_NAME_WIRE_LEN / 8 {
-        let at = masked(first + 8 * w, 255);
-        // SAFETY: `at + 8 <= 263` stays inside `exact.name` + `zeros`, which hold the
-        // name then zeros; `8 * w + 8 <= MAX_NAME_WIRE_LEN` stays inside `wildcard.name` (8-aligned).
-        unsafe {
-            let word = src.add(at).cast::<u64>().read_unaligned();
-            wfp = fingerprint_step(wfp, word);
-            store_word(dst, w, word);
+    // Offset of the name tried in `exact.name`: the query name, then each ancestor.
+    let mut skip = 0usize;
+    // Bound: MAX_LABELS + 1 names (a name of MAX_LABELS labels and its ancestors up to
+    // the root, which no zone holds).
+    for level in 0..=MAX_LABELS {
+        let mut wfp = FINGERPRINT_WILDCARD;
+        // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them and without a branch on
+        // `skip` (a branch would split its range and the verifier's states with it).
+        for w in 0..MAX_NAME_WIRE_LEN / 8 {
+            let at = masked(skip + 8 * w, 255);
+            // SAFETY: `at + 8 <= 263` stays inside `exact.name` + `zeros`, which hold the
+            // name then zeros; `8 * w + 8 <= MAX_NAME_WIRE_LEN` stays inside `wildcard.name` (8-aligned).
+            unsafe {
+                let word = src.add(at).cast::<u64>().read_unaligned();
+                wfp = fingerprint_step(wfp, word);
+                store_word(dst, w, word);
+            }
         }
+        if let Some(record) = find_name(names, &scratch.wildcard, wfp) {
+            if level == 0 || record == NAME_BLOCK {
+                return Err(counter::PASS_NOT_SERVED);
+            }
+            return Ok(record);
+        }
+        // The next ancestor: past this name's first label (the root ends the walk).
+        let len = usize::from(scratch.exact.name[masked(skip, MAX_NAME_WIRE_LEN - 1)]);
+        if len == 0 {
+            break;
+        }
+        skip = masked(skip + len + 1, MAX_NAME_WIRE_LEN - 1);
     }
-    find_name(names, &scratch.wildcard, wfp).ok_or(counter::PASS_NOT_SERVED)
+    Err(counter::PASS_NOT_SERVED)
 }
 
 /// Lane `lane & 1` of a word: u32 values sit two per u64, the even lane low.

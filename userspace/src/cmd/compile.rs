@@ -152,8 +152,14 @@ impl Report<'_> {
         )?;
         writeln!(
             out,
-            "records       {} ({} with a kernel name), {} answer sets",
+            "records       {} geo, {} static RRsets; {} kernel names, {} answer sets",
             self.config.records.len(),
+            self.config
+                .statics
+                .names
+                .values()
+                .map(Vec::len)
+                .sum::<usize>(),
             self.maps.names.len(),
             self.maps.answers.len()
         )?;

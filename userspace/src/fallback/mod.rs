@@ -47,6 +47,7 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 pub mod udp;
+pub mod update;
 
 use std::{net::SocketAddr, time::Duration};
 

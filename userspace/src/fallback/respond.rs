@@ -11,7 +11,10 @@
 use std::net::IpAddr;
 
 use geodns_common::{EDNS_UDP_PAYLOAD, RRL_CLASS_ANSWER, RRL_CLASS_ERROR, RRL_CLASS_NEGATIVE};
-use geodns_maps::{defence::Verdict, AnswerSource, Engine, Question as EngineQuestion, Resolution};
+use geodns_maps::{
+    defence::Verdict, engine::StaticRr, AnswerSource, Engine, Question as EngineQuestion,
+    Resolution,
+};
 
 use super::parse::{self, Drop, Ecs, Edns, FormatError, Message, Question, CLASS_IN};
 
@@ -309,6 +312,40 @@ fn answer(
                     re.ecs = Some((e, scope));
                 }
             }
+        }
+        Resolution::Records(recs) => {
+            r.aa = recs.authoritative;
+            if recs.nxdomain {
+                r.rcode = rcode::NXDOMAIN;
+            }
+            let rr = |section: Section, s: &StaticRr| Rr {
+                section,
+                owner: s.owner.clone(),
+                rtype: s.rtype,
+                ttl: s.ttl,
+                rdata: Rdata::Bytes(s.rdata.clone()),
+            };
+            r.records
+                .extend(recs.answer.iter().map(|s| rr(Section::Answer, s)));
+            if let Some(geo) = &recs.geo {
+                out.source = Some(geo.source);
+                for a in &geo.addrs {
+                    r.records
+                        .push(address(Section::Answer, &geo.owner, geo.ttl, *a));
+                }
+                if let (Some(e), Some(re)) = (ecs, r.edns.as_mut()) {
+                    if e.source_prefix > 0 {
+                        re.ecs = Some((e, geo.scope));
+                    }
+                }
+            }
+            if recs.soa {
+                r.records.push(soa(engine, Section::Authority));
+            }
+            r.records
+                .extend(recs.authority.iter().map(|s| rr(Section::Authority, s)));
+            r.records
+                .extend(recs.additional.iter().map(|s| rr(Section::Additional, s)));
         }
     }
 }

@@ -302,6 +302,9 @@ async fn serve_udp(
 /// Answers with the engine in use now: a reload or node-state change applies to the
 /// next query.
 fn handle_one(handle: &EngineHandle, msg: &[u8], peer: IpAddr, transport: Transport) -> Outcome {
+    if super::update::is_update(msg) {
+        return super::update::handle(handle, msg, transport);
+    }
     respond::handle(&handle.load(), msg, peer, transport)
 }
 

@@ -308,6 +308,7 @@ impl FallbackStats {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {value}");
         }
+        out.push_str(&super::update::metrics_text());
         out
     }
 }

@@ -232,6 +232,7 @@ fn alias_line(out: &mut String, e: &Explanation) -> std::fmt::Result {
         )?;
     }
     Ok(())
+}
 
 /// A query for `name`/`qtype` as the client would send it (with the ECS option when
 /// given), through the server's own handler; the response printed section by section.

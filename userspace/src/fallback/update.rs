@@ -229,6 +229,7 @@ pub fn handle(handle: &EngineHandle, msg: &[u8], transport: Transport) -> Outcom
         rcode: Some(p.rcode),
         qtype: None,
         truncated: false,
+        slipped: false,
         source: None,
         error: None,
     }

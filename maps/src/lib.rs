@@ -21,6 +21,8 @@
 //! - `engine.explain(IpAddr, ecs: Option<(IpAddr, u8)>) -> Explanation` (serde-serializable).
 //! - `engine.kernel_maps() -> KernelMaps` (prefixes, names, answers exactly as the maps hold them).
 //! - `mmdb::Writer`: a small `MaxMind` DB writer for tests, the demo and the bench.
+//! - `diff::Table::from_engine(&Engine, source, config)`, `diff::diff(&old, &new, top)`:
+//!   what a change of table does to answers (`geodns diff`).
 //!
 //! # Region keys and their precedence
 //!

@@ -49,6 +49,9 @@ const E2E_FIGURES: &[&str] = &[
     "e2e_qps_xdp_rrl",
     "e2e_qps_echo_ceiling",
     "e2e_qps_userspace",
+    "e2e_qps_userspace_many",
+    "e2e_qps_userspace_many_1worker",
+    "e2e_userspace_reply_share_many",
     "reload_swap_seconds_500k",
 ];
 
@@ -148,6 +151,12 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
                 .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
             joined(ceiling, user)
         }
+        "e2e_qps_userspace_many" => get("e2e_qps_userspace_many_1worker")
+            .map(|o| format!("{:.2} x one worker (many sources, --workers 1)", value / o)),
+        "e2e_userspace_reply_share_many" => Some(format!(
+            "{:.1}% of the queries sent got a reply",
+            value * 100.0
+        )),
         "e2e_qps_xdp_rrl" => {
             get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }

@@ -60,6 +60,7 @@ pub const MAP_NAMES: &[&str] = &[
     "ANSWERS_1",
     "ANSWER_SETS_0",
     "ANSWER_SETS_1",
+    "RRL",
 ];
 /// Names of the programs the loader expects in the object.
 pub const PROGRAM_NAMES: &[&str] = &[
@@ -244,6 +245,50 @@ const _: () = assert!(size_of::<RuntimeState>() == 8);
 pub const STATE_FLAG_TRIE_ONLY: u32 = 1;
 /// When set, the kernel answers nothing itself and passes every packet (maintenance).
 pub const STATE_FLAG_PASS_ALL: u32 = 2;
+/// The table's databases alias `::ffff:0:0/96` (IPv4-mapped) onto their IPv4 tree: a
+/// client there is looked up as its bits 96-127, scope + 96. Set with the generation
+/// whose table it describes (the loader's install).
+pub const STATE_FLAG_ALIAS_MAPPED: u32 = 4;
+/// The same for `2001::/32` (Teredo): bits 32-63, scope + 32.
+pub const STATE_FLAG_ALIAS_TEREDO: u32 = 8;
+/// The same for `2002::/16` (6to4): bits 16-47, scope + 16.
+pub const STATE_FLAG_ALIAS_6TO4: u32 = 16;
+/// Every alias flag.
+pub const STATE_FLAG_ALIASES: u32 =
+    STATE_FLAG_ALIAS_MAPPED | STATE_FLAG_ALIAS_TEREDO | STATE_FLAG_ALIAS_6TO4;
+
+/// The IPv6 ranges a `MaxMind` DB aliases onto its IPv4 tree: (flag, first address,
+/// prefix length = offset of the embedded IPv4 address).
+pub const IPV6_ALIASES: [(u32, u128, u8); 3] = [
+    (STATE_FLAG_ALIAS_MAPPED, 0xffff_u128 << 32, 96),
+    (STATE_FLAG_ALIAS_TEREDO, 0x2001_u128 << 112, 32),
+    (STATE_FLAG_ALIAS_6TO4, 0x2002_u128 << 112, 16),
+];
+
+/// The IPv4 address embedded in `addr` and the alias offset, when `addr` lies in an
+/// alias range whose flag is in `flags`. The kernel and userspace both translate with
+/// this.
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+#[must_use]
+pub fn ipv6_alias(addr: &[u8; 16], flags: u32) -> Option<([u8; 4], u8)> {
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    if flags & STATE_FLAG_ALIAS_6TO4 != 0 && hi >> 48 == 0x2002 {
+        return Some(([addr[2], addr[3], addr[4], addr[5]], 16));
+    }
+    if flags & STATE_FLAG_ALIAS_TEREDO != 0 && hi >> 32 == 0x2001_0000 {
+        return Some(([addr[4], addr[5], addr[6], addr[7]], 32));
+    }
+    if flags & STATE_FLAG_ALIAS_MAPPED != 0
+        && hi == 0
+        && u32::from_be_bytes([addr[8], addr[9], addr[10], addr[11]]) == 0xffff
+    {
+        return Some(([addr[12], addr[13], addr[14], addr[15]], 96));
+    }
+    None
+}
 
 /// Value of the prefix maps: the region a client prefix belongs to and the length of
 /// the matched prefix (it becomes the ECS SCOPE PREFIX-LENGTH).
@@ -485,6 +530,200 @@ pub struct Scratch {
 pub const SCRATCH_ZEROS: usize = 256 + 8 - MAX_NAME_WIRE_LEN;
 const _: () = assert!(size_of::<Scratch>() == 2 * size_of::<NameKey>() + SCRATCH_ZEROS);
 
+/// Most served addresses of each family in [`Defence`].
+pub const MAX_SERVED: usize = 16;
+/// Words of [`Defence::deny_ports`]: one bit per UDP port.
+pub const DENY_PORT_WORDS: usize = 65536 / 64;
+/// Source ports of services that answer anything (echo, daytime, chargen, time, NTP,
+/// portmap, SNMP, LDAP, SSDP, memcached): a query "from" one is a spoofed reflection
+/// attempt, and answering it would start a loop or hit the service's victim.
+pub const DEFAULT_REFLECTOR_PORTS: [u16; 11] = [7, 13, 17, 19, 37, 123, 111, 161, 389, 1900, 11211];
+
+/// Settings of the defences the loader sets as the kernel's `DEFENCE` global; userspace
+/// makes the same decisions from the same struct (`geodns_maps::config::Defence`
+/// builds it).
+///
+/// Response rate limiting (RRL) is a token bucket per (client prefix, class, name) in
+/// GCRA form: a bucket holds the time its next answer is due ([`RrlBucket::tat`]);
+/// see [`rrl_step`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defence {
+    /// Nanoseconds one answer costs a bucket (1e9 / rate); 0: RRL off.
+    pub rrl_interval_ns: u64,
+    /// How far ahead of now a bucket may run (burst x interval).
+    pub rrl_burst_ns: u64,
+    /// Every `slip`-th query over the limit gets an empty TC=1 reply, the rest are
+    /// dropped; 0 drops all.
+    pub rrl_slip: u32,
+    /// Non-zero: answer only queries to the served addresses below (a family with
+    /// none: nothing of it).
+    pub served_check: u32,
+    /// The client prefix masks: IPv4 as its 4 bytes read little-endian, IPv6 as two
+    /// little-endian words of its 16 bytes.
+    pub rrl_v4_mask: u32,
+    pub served_v4_count: u32,
+    pub rrl_v6_mask: [u64; 2],
+    pub served_v6_count: u32,
+    /// Slots of the kernel's `RRL` array minus one (a power of two); set by the loader.
+    pub rrl_slot_mask: u32,
+    /// Seed of [`rrl_tag`], random per load: which clients share a slot cannot be
+    /// computed from outside.
+    pub rrl_seed: u64,
+    /// Addresses as their bytes read little-endian (like the masks).
+    pub served_v4: [u32; MAX_SERVED],
+    pub served_v6: [[u64; 2]; MAX_SERVED],
+    /// Bit `p % 64` of word `p / 64` set: queries from UDP source port `p` are dropped
+    /// (bit 0, port 0, always).
+    pub deny_ports: [u64; DENY_PORT_WORDS],
+}
+const _: () = assert!(
+    size_of::<Defence>() == 32 + 16 + 16 + 4 * MAX_SERVED + 16 * MAX_SERVED + 8 * DENY_PORT_WORDS
+);
+
+impl Defence {
+    /// What an object holds before the loader sets it: RRL off, every destination
+    /// served, port 0 and [`DEFAULT_REFLECTOR_PORTS`] dropped.
+    pub const DEFAULT: Self = Self {
+        rrl_interval_ns: 0,
+        rrl_burst_ns: 0,
+        rrl_slip: 2,
+        served_check: 0,
+        rrl_v4_mask: 0x00FF_FFFF,
+        served_v4_count: 0,
+        rrl_v6_mask: [u64::MAX, 0x0000_0000_00FF_FFFF],
+        served_v6_count: 0,
+        rrl_slot_mask: 0,
+        rrl_seed: 0,
+        served_v4: [0; MAX_SERVED],
+        served_v6: [[0; 2]; MAX_SERVED],
+        deny_ports: deny_bitmap(&DEFAULT_REFLECTOR_PORTS),
+    };
+
+    /// Whether queries from `port` are dropped.
+    #[must_use]
+    pub const fn denies_port(&self, port: u16) -> bool {
+        self.deny_ports[(port >> 6) as usize] >> (port & 63) & 1 != 0
+    }
+}
+
+impl Default for Defence {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The deny bitmap of `ports`, with port 0.
+#[must_use]
+pub const fn deny_bitmap(ports: &[u16]) -> [u64; DENY_PORT_WORDS] {
+    let mut bits = [0u64; DENY_PORT_WORDS];
+    bits[0] = 1;
+    let mut i = 0;
+    while i < ports.len() {
+        let p = ports[i];
+        bits[(p >> 6) as usize] |= 1 << (p & 63);
+        i += 1;
+    }
+    bits
+}
+
+/// RRL classes (BIND, Knot and NSD keep them apart so that one flood does not starve
+/// the others): answers are limited per name, negative answers (NXDOMAIN, NODATA) per
+/// zone, errors per client prefix only.
+pub const RRL_CLASS_ANSWER: u8 = 1;
+pub const RRL_CLASS_NEGATIVE: u8 = 2;
+pub const RRL_CLASS_ERROR: u8 = 3;
+
+/// An RRL bucket's key: the fallback server's table is keyed by it, and the kernel's
+/// slots by its [`rrl_tag`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RrlKey {
+    /// The client's address masked to its prefix (IPv4 in the first 4 bytes), as
+    /// [`Defence`]'s masks read it.
+    pub prefix: [u64; 2],
+    /// For answers: the record's number (userspace: `Engine::rrl_name`, the same
+    /// number, or a hash for names without a record); else 0.
+    pub name: u64,
+    /// `RRL_CLASS_*`.
+    pub class: u8,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<RrlKey>() == 32);
+
+/// Value of the `RRL` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlBucket {
+    /// Theoretical arrival time: when the bucket's next answer is due (ns).
+    pub tat: u64,
+    /// Queries over the limit so far (picks every `slip`-th for the slip).
+    pub over: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<RrlBucket>() == 16);
+
+/// A slot of the kernel's `RRL` array: the bucket of the key whose [`rrl_tag`] it holds
+/// (0: empty). A two-way set-associative table rather than a hash map: the verifier
+/// inlines an array lookup, where a hash map lookup is a helper call that hashes the
+/// key (an LRU hash made the 500k answer 1.4x slower, see docs/ARCHITECTURE.md). A key
+/// looks at the two slots of its pair (one cache line); when neither holds its tag it
+/// takes over the one due earlier with a fresh bucket, as an LRU evicts: a bucket due
+/// in the past is as good as a fresh one, so only buckets still in debt are lost, and
+/// only when three keys in debt meet in one pair.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlSlot {
+    pub tag: u64,
+    pub bucket: RrlBucket,
+    pub _pad: u64,
+}
+const _: () = assert!(size_of::<RrlSlot>() == 32);
+
+/// The tag of an RRL key given as its four words ([`RrlKey`]'s layout), seeded; never
+/// 0. Its high half picks the slot.
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub const fn rrl_tag(seed: u64, words: [u64; 4]) -> u64 {
+    let h = fingerprint_step(seed, words[0]);
+    let h = fingerprint_step(h, words[1]);
+    let h = fingerprint_step(h, words[2]);
+    let h = fingerprint_step(h, words[3]);
+    // The last step's high bits are mixed again: the slot index comes from them.
+    fingerprint_step(h, h >> 29) | 1
+}
+
+/// [`rrl_step`]'s verdicts.
+pub const RRL_ALLOW: u32 = 0;
+pub const RRL_SLIP: u32 = 1;
+pub const RRL_DROP: u32 = 2;
+
+/// One query against a bucket at time `now` (ns), with [`Defence`]'s settings; GCRA: an answer is allowed when the
+/// bucket's next due time, one interval on, stays within `burst_ns` of now; then
+/// `burst / interval` answers pass at once and `1e9 / interval` per second after, so
+/// a client gets at most `burst + rate x seconds` answers. Over the limit, every
+/// `slip`-th query slips. The kernel and the fallback server both decide with this.
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub fn rrl_step(b: &mut RrlBucket, now: u64, interval_ns: u64, burst_ns: u64, slip: u32) -> u32 {
+    let tat = if b.tat > now { b.tat } else { now };
+    let next = tat.wrapping_add(interval_ns);
+    if next.wrapping_sub(now) <= burst_ns {
+        b.tat = next;
+        return RRL_ALLOW;
+    }
+    b.over = b.over.wrapping_add(1);
+    if slip != 0 && b.over.is_multiple_of(slip) {
+        RRL_SLIP
+    } else {
+        RRL_DROP
+    }
+}
+
 /// Indexes of the per-CPU `COUNTERS` array: one per outcome.
 pub mod counter {
     pub const RX: u32 = 0;
@@ -511,8 +750,22 @@ pub mod counter {
     pub const PASS_DISABLED: u32 = 21;
     /// A stage could not continue (a tail call failed): a loader bug, never input.
     pub const PASS_INTERNAL: u32 = 22;
+    /// A datagram to the DNS port from source port 0: no reply can be meant for it.
+    pub const DROPPED_PORT_ZERO: u32 = 23;
+    /// From a reflector service port (`Defence::deny_ports`: chargen, NTP, ...).
+    pub const DROPPED_REFLECTOR_PORT: u32 = 24;
+    /// QR=1 to the DNS port: a response flood, never a query.
+    pub const DROPPED_RESPONSE: u32 = 25;
+    /// A broadcast or multicast destination MAC.
+    pub const DROPPED_NOT_UNICAST: u32 = 26;
+    /// Addressed to an IP address the server does not serve (`Defence::served_*`).
+    pub const PASS_NOT_OUR_ADDRESS: u32 = 27;
+    /// Over the response rate limit, dropped.
+    pub const RRL_DROPPED: u32 = 28;
+    /// Over the response rate limit, answered with an empty TC=1 reply (the slip).
+    pub const RRL_SLIPPED: u32 = 29;
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 30;
 
     /// Metric label of each counter, indexed by its value.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -539,6 +792,13 @@ pub mod counter {
         "pass_too_big",
         "pass_disabled",
         "pass_internal",
+        "dropped_port_zero",
+        "dropped_reflector_port",
+        "dropped_response",
+        "dropped_not_unicast",
+        "pass_not_our_address",
+        "rrl_dropped",
+        "rrl_slipped",
     ];
 }
 
@@ -553,4 +813,8 @@ mod pod {
     unsafe impl aya::Pod for super::NameEntry {}
     unsafe impl aya::Pod for super::AnswerKey {}
     unsafe impl aya::Pod for super::AnswerSet {}
+    unsafe impl aya::Pod for super::Defence {}
+    unsafe impl aya::Pod for super::RrlKey {}
+    unsafe impl aya::Pod for super::RrlBucket {}
+    unsafe impl aya::Pod for super::RrlSlot {}
 }

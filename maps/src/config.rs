@@ -38,6 +38,10 @@ pub struct Config {
     pub records: Vec<Record>,
     /// Nodes used by weighted round robin when a region has no usable candidate.
     pub fallback: Vec<Candidate>,
+    /// `[rrl]`: response rate limiting.
+    pub rrl: Rrl,
+    /// `[guard]`: reflection defences.
+    pub guard: Guard,
     /// Static record sets from `[zone] file` (SOA and NS at the apex moved into [`Zone`]),
     /// with the journal of RFC 2136 updates replayed over them.
     pub statics: StaticZone,
@@ -75,6 +79,62 @@ impl std::fmt::Debug for TsigKey {
             .finish()
     }
 }
+
+/// `[rrl]`: response rate limiting, the same in the kernel and the fallback server
+/// (UDP only; TCP is exempt). See [`crate::defence`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rrl {
+    /// Answers per second per (client prefix, class, name); 0: off.
+    pub rate: u32,
+    /// Answers a bucket may give at once.
+    pub burst: u32,
+    /// Every `slip`-th query over the limit gets an empty TC=1 reply; 0: all dropped.
+    pub slip: u32,
+    /// Client prefix lengths that share a bucket.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Slots of the kernel's bucket table (and the most the fallback server keeps).
+    pub buckets: u32,
+}
+
+impl Default for Rrl {
+    fn default() -> Self {
+        Self {
+            rate: DEFAULT_RRL_RATE,
+            burst: DEFAULT_RRL_RATE,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            buckets: DEFAULT_RRL_BUCKETS,
+        }
+    }
+}
+
+/// `[guard]`: which queries are never answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Guard {
+    /// Source ports dropped (port 0 always is).
+    pub reflector_ports: Vec<u16>,
+    /// Destination addresses answered; `None`: those of the interface the program is
+    /// attached to.
+    pub served_addresses: Option<Vec<std::net::IpAddr>>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            reflector_ports: geodns_common::DEFAULT_REFLECTOR_PORTS.to_vec(),
+            served_addresses: None,
+        }
+    }
+}
+
+/// Default `[rrl] rate`: NSD's, and BIND's documented example (see the README).
+pub const DEFAULT_RRL_RATE: u32 = 200;
+/// Default `[rrl] buckets`: 4 MiB of kernel table (32-byte slots).
+pub const DEFAULT_RRL_BUCKETS: u32 = 131_072;
 
 /// `[zone]`: the SOA, the NS set and the default TTL.
 #[derive(Clone, Debug)]
@@ -330,6 +390,8 @@ pub enum ConfigProblem {
     MaxAnswersWithBest,
     #[error("no name servers: expected at least one [[zone.ns]]")]
     NoNameServers,
+    #[error("more than {max} addresses of one family (the kernel compares at most {max})")]
+    TooManyServed { max: usize },
     #[error("{reason}")]
     BadKey { reason: String },
     #[error("`{value}`: expected {expected}")]
@@ -415,7 +477,20 @@ struct RawConfig {
     #[serde(default)]
     records: Vec<Spanned<RawRecord>>,
     fallback: Option<Spanned<RawCandidates>>,
+    rrl: Option<Spanned<RawRrl>>,
+    guard: Option<Spanned<RawGuard>>,
     update: Option<Spanned<RawUpdate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    rate: Option<Spanned<i64>>,
+    burst: Option<Spanned<i64>>,
+    slip: Option<Spanned<i64>>,
+    ipv4_prefix: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
+    buckets: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -423,6 +498,13 @@ struct RawConfig {
 struct RawUpdate {
     #[serde(default)]
     keys: Vec<Spanned<RawKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    reflector_ports: Option<Vec<Spanned<i64>>>,
+    served_addresses: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -688,6 +770,117 @@ fn check_ttl(ctx: &Ctx<'_>, t: &Spanned<u32>, key: &str) -> Result<u32, ConfigEr
         ));
     }
     Ok(v)
+}
+
+/// An integer setting in `min..=max`, or `default` when absent.
+fn ranged(
+    ctx: &Ctx<'_>,
+    v: Option<&Spanned<i64>>,
+    what: &'static str,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> Result<i64, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    let value = *v.get_ref();
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ctx.err(
+            &v.span(),
+            what,
+            ConfigProblem::OutOfRange {
+                what,
+                value,
+                min,
+                max,
+            },
+        ))
+    }
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "every value is range-checked first"
+)]
+fn rrl(ctx: &Ctx<'_>, r: &RawRrl) -> Result<Rrl, ConfigError> {
+    let d = Rrl::default();
+    let rate = ranged(
+        ctx,
+        r.rate.as_ref(),
+        "rrl.rate",
+        0,
+        10_000_000,
+        d.rate.into(),
+    )?;
+    Ok(Rrl {
+        rate: rate as u32,
+        // One second of answers unless set.
+        burst: ranged(
+            ctx,
+            r.burst.as_ref(),
+            "rrl.burst",
+            1,
+            10_000_000,
+            rate.max(1),
+        )? as u32,
+        slip: ranged(ctx, r.slip.as_ref(), "rrl.slip", 0, 10, d.slip.into())? as u32,
+        ipv4_prefix: ranged(ctx, r.ipv4_prefix.as_ref(), "rrl.ipv4_prefix", 0, 32, 24)? as u8,
+        ipv6_prefix: ranged(ctx, r.ipv6_prefix.as_ref(), "rrl.ipv6_prefix", 0, 128, 56)? as u8,
+        buckets: ranged(
+            ctx,
+            r.buckets.as_ref(),
+            "rrl.buckets",
+            1,
+            1 << 24,
+            d.buckets.into(),
+        )? as u32,
+    })
+}
+
+fn guard(ctx: &Ctx<'_>, g: &RawGuard) -> Result<Guard, ConfigError> {
+    let mut out = Guard::default();
+    if let Some(ports) = &g.reflector_ports {
+        out.reflector_ports = ports
+            .iter()
+            .map(|p| {
+                ranged(ctx, Some(p), "guard.reflector_ports", 1, 65535, 0)
+                    .map(|p| u16::try_from(p).unwrap_or(0))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(addrs) = &g.served_addresses {
+        let mut list = Vec::new();
+        let (mut v4, mut v6) = (0, 0);
+        for a in addrs {
+            let text = a.get_ref().trim();
+            let ip = text.parse::<std::net::IpAddr>().map_err(|e| {
+                ctx.err(
+                    &a.span(),
+                    "guard.served_addresses",
+                    ConfigProblem::BadAddress {
+                        value: text.to_owned(),
+                        reason: e.to_string(),
+                    },
+                )
+            })?;
+            let n = if ip.is_ipv4() { &mut v4 } else { &mut v6 };
+            *n += 1;
+            if *n > geodns_common::MAX_SERVED {
+                return Err(ctx.err(
+                    &a.span(),
+                    "guard.served_addresses",
+                    ConfigProblem::TooManyServed {
+                        max: geodns_common::MAX_SERVED,
+                    },
+                ));
+            }
+            list.push(ip);
+        }
+        out.served_addresses = Some(list);
+    }
+    Ok(out)
 }
 
 fn parse_addrs<A: std::str::FromStr>(
@@ -1428,6 +1621,15 @@ impl Config {
             }
         };
 
+        let rrl = raw
+            .rrl
+            .as_ref()
+            .map_or(Ok(Rrl::default()), |r| rrl(ctx, r.get_ref()))?;
+        let guard = raw
+            .guard
+            .as_ref()
+            .map_or(Ok(Guard::default()), |g| guard(ctx, g.get_ref()))?;
+
         let update = update_policy(ctx, raw.update.as_ref(), &base_dir)?;
         Ok(Self {
             file: ctx.file.to_owned(),
@@ -1438,6 +1640,8 @@ impl Config {
             maps,
             records,
             fallback,
+            rrl,
+            guard,
             statics,
             update,
         })

@@ -162,6 +162,9 @@ pub struct KernelMaps {
     pub prefixes_v6: Vec<([u8; 16], u8, PrefixValue)>,
     pub names: Vec<(NameKey, NameValue)>,
     pub answers: Vec<(AnswerKey, AnswerSet)>,
+    /// `STATE_FLAG_ALIAS_*`: the IPv6 ranges the kernel looks up as IPv4 with this
+    /// generation ([`Compiled::aliases`]).
+    pub aliases: u32,
 }
 
 /// How many entries each kernel map holds, without building them.
@@ -224,6 +227,10 @@ pub struct Explanation {
     /// The matched prefix; its length is the ECS scope of the answer.
     pub prefix: Cidr,
     pub region: u16,
+    /// When the client lies in an IPv6 range the databases alias onto their IPv4 tree:
+    /// the range, the embedded IPv4 address it was looked up as, and the IPv4 prefix
+    /// that matched (`prefix` is that prefix moved into the range).
+    pub alias: Option<AliasLookup>,
     /// What the databases and config CIDRs say about the address.
     pub facts: Option<AddressFacts>,
     /// Why `facts` is missing (a database could not be read again).
@@ -233,6 +240,15 @@ pub struct Explanation {
     pub records: Vec<RecordExplanation>,
     /// The `[fallback]` nodes with their state.
     pub fallback: Vec<CandidateState>,
+}
+
+/// An aliased IPv6 client, looked up as IPv4.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct AliasLookup {
+    pub range: Cidr,
+    pub ipv4: Ipv4Addr,
+    pub ipv4_prefix: Cidr,
 }
 
 /// The key one map picked.
@@ -747,11 +763,30 @@ impl Engine {
         self.wildcard.get(self.closest_encloser(wire)).copied()
     }
 
-    /// The whole decision for one question. An IPv4-mapped IPv6 client address
-    /// (`::ffff:a.b.c.d`, from a dual-stack socket) is treated as the IPv4 address.
-    /// CNAMEs inside the zone are followed (RFC 1034 section 4.3.2), also to geo names;
-    /// wildcards match at any depth below their closest encloser (RFC 4592); names at
-    /// or below a delegation get a referral.
+    /// The name part of a rate-limit bucket key for an answer to `name` (wire format,
+    /// any case): the record's number when a record answers it (the kernel keys its
+    /// buckets by the same number, and a wildcard's random names share one), else a
+    /// hash of the name with the top bit set.
+    #[must_use]
+    pub fn rrl_name(&self, name: &[u8]) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let wire = name::lowercase(name);
+        if let Some(rec) = self.record_for(&wire) {
+            return rec as u64;
+        }
+        // Fixed keys: the same name maps to the same bucket in every run.
+        let mut h = std::hash::DefaultHasher::new();
+        wire.hash(&mut h);
+        h.finish() | 1 << 63
+    }
+
+    /// The whole decision for one question. The client is taken as the kernel takes
+    /// it: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is an IPv6 client, looked
+    /// up as `a.b.c.d` (scope + 96) only where the databases alias that range; a
+    /// caller with a dual-stack socket converts its peers first. CNAMEs inside the zone
+    /// are followed (RFC 1034 section 4.3.2), also to geo names; wildcards match at any
+    /// depth below their closest encloser (RFC 4592); names at or below a delegation
+    /// get a referral.
     #[must_use]
     pub fn resolve(&self, question: &Question) -> Resolution {
         let wire = name::lowercase(&question.name);
@@ -759,7 +794,7 @@ impl Engine {
             return Resolution::Refused;
         }
         let qtype = question.qtype;
-        let client = question.client.to_canonical();
+        let client = question.client;
         let mut chain: Vec<StaticRr> = Vec::new();
         let mut cur = wire;
         for _ in 0..MAX_CNAME_CHAIN {
@@ -1005,7 +1040,7 @@ impl Engine {
         };
         let wire = name::lowercase(&question.name);
         let rec = self.record_for(&wire)?;
-        let p = self.pick(rec, v6, question.client.to_canonical())?;
+        let p = self.pick(rec, v6, question.client)?;
         Some((self.config.nodes.get(p.node)?, p.addrs, p.source))
     }
 
@@ -1117,8 +1152,16 @@ impl Engine {
         let ecs = ecs
             .filter(|(_, len)| *len > 0)
             .map(|(a, len)| Cidr::new(a, len));
-        let client = ecs.map_or(client, |c| c.addr()).to_canonical();
+        let client = ecs.map_or(client, |c| c.addr());
         let m = self.compiled.lookup(client);
+        let alias = self
+            .compiled
+            .alias_of(client)
+            .map(|(range, ipv4, offset)| AliasLookup {
+                range,
+                ipv4,
+                ipv4_prefix: Cidr::new(IpAddr::V4(ipv4), m.prefix.len() - offset),
+            });
         let (facts, facts_error) = match self.compiled.facts(client) {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e.to_string())),
@@ -1189,6 +1232,7 @@ impl Engine {
             ecs,
             prefix: m.prefix,
             region: m.region,
+            alias,
             facts,
             facts_error,
             maps,
@@ -1256,6 +1300,97 @@ impl Engine {
         }
     }
 
+    /// What `record` answers in `region` for one family, as `geodns diff` compares it: a
+    /// label that identifies the answer (policy, answer count, addresses and weights;
+    /// not the TTL), and the nodes it sends clients to with their shares (by weight;
+    /// empty for NODATA).
+    pub(crate) fn answer_of(
+        &self,
+        record: usize,
+        region: u16,
+        v6: bool,
+    ) -> (String, Vec<(usize, f64)>) {
+        use std::fmt::Write as _;
+        let rec = &self.config.records[record];
+        let rs = self
+            .compiled
+            .choice(region, rec.map)
+            .and_then(|k| self.sets[record].get(k).copied().flatten());
+        if let Some(rs) = rs {
+            let set = &rs.set;
+            let n = usize::from(if v6 { set.n_v6 } else { set.n_v4 });
+            if n > 0 {
+                let cum = if v6 { &set.cum_v6 } else { &set.cum_v4 };
+                let nodes = if v6 { &rs.nodes_v6 } else { &rs.nodes_v4 };
+                let addr = |i: usize| {
+                    if v6 {
+                        IpAddr::V6(Ipv6Addr::from(set.v6[i]))
+                    } else {
+                        IpAddr::V4(Ipv4Addr::from(set.v4[i]))
+                    }
+                };
+                let mut label = String::new();
+                let mut shares: Vec<(usize, f64)> = Vec::new();
+                if set.policy == POLICY_SPREAD {
+                    let total = f64::from(cum[n - 1].max(1));
+                    let _ = write!(
+                        label,
+                        "spread {} of",
+                        set.count.min(u8::try_from(n).unwrap_or(u8::MAX))
+                    );
+                    let mut prev = 0;
+                    for i in 0..n {
+                        let w = cum[i] - prev;
+                        prev = cum[i];
+                        let _ = write!(label, " {} w{w}", addr(i));
+                        let node = usize::from(nodes[i]);
+                        match shares.iter_mut().find(|(k, _)| *k == node) {
+                            Some(s) => s.1 += f64::from(w) / total,
+                            None => shares.push((node, f64::from(w) / total)),
+                        }
+                    }
+                } else {
+                    label.push_str("best");
+                    for i in 0..n {
+                        let _ = write!(label, " {}", addr(i));
+                    }
+                    shares.push((usize::from(nodes[0]), 1.0));
+                }
+                return (label, shares);
+            }
+        }
+        let fam = &self.fallback[usize::from(v6)];
+        let any_up = fam.iter().any(|f| f.up);
+        let used: Vec<&FallbackNode> = fam.iter().filter(|f| f.up || !any_up).collect();
+        #[expect(clippy::cast_precision_loss, reason = "weights are u32")]
+        let total = used.iter().map(|f| f.weight).sum::<i64>().max(1) as f64;
+        if used.is_empty() {
+            return ("NODATA".to_owned(), Vec::new());
+        }
+        if let [only] = used[..] {
+            // One node: clients get its addresses every time, as from `best`.
+            let node = &self.config.nodes[only.node];
+            let mut label = "best".to_owned();
+            for a in node_addrs(node, v6).iter().take(MAX_ANSWER_ADDRS) {
+                let _ = write!(label, " {a}");
+            }
+            return (label, vec![(only.node, 1.0)]);
+        }
+        let mut label = "fallback round robin:".to_owned();
+        let mut shares = Vec::new();
+        for f in used {
+            let node = &self.config.nodes[f.node];
+            let _ = write!(label, " {} w{}", node.name, f.weight);
+            for a in node_addrs(node, v6).iter().take(MAX_ANSWER_ADDRS) {
+                let _ = write!(label, " {a}");
+            }
+            label.push(';');
+            #[expect(clippy::cast_precision_loss, reason = "weights are u32")]
+            shares.push((f.node, f.weight as f64 / total));
+        }
+        (label, shares)
+    }
+
     /// Everything the kernel maps hold.
     #[must_use]
     pub fn kernel_maps(&self) -> KernelMaps {
@@ -1277,6 +1412,7 @@ impl Engine {
                 .collect(),
             names: self.kernel_names(),
             answers: self.kernel_answers(),
+            aliases: self.compiled.aliases(),
         }
     }
 

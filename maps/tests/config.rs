@@ -459,3 +459,94 @@ fn warnings() {
         "{w:?}"
     );
 }
+
+#[test]
+fn rrl_and_guard_defaults_and_settings() {
+    let c = Config::from_str_named(&base_config(""), "ok.toml").expect("valid");
+    assert_eq!(
+        (
+            c.rrl.rate,
+            c.rrl.burst,
+            c.rrl.slip,
+            c.rrl.ipv4_prefix,
+            c.rrl.ipv6_prefix
+        ),
+        (200, 200, 2, 24, 56),
+        "on by default, NSD's rate"
+    );
+    assert_eq!(
+        c.guard.reflector_ports,
+        geodns_common::DEFAULT_REFLECTOR_PORTS.to_vec()
+    );
+    assert!(c.guard.served_addresses.is_none());
+    let text = base_config(
+        "\n[rrl]\nrate = 50\nslip = 0\nipv4_prefix = 32\n\n[guard]\nreflector_ports = [19, 123]\nserved_addresses = [\"198.18.0.1\", \"2001:2::1\"]\n",
+    );
+    let c = Config::from_str_named(&text, "ok.toml").expect("valid");
+    assert_eq!(
+        (c.rrl.rate, c.rrl.burst, c.rrl.slip),
+        (50, 50, 0),
+        "burst defaults to rate"
+    );
+    assert_eq!(c.rrl.ipv4_prefix, 32);
+    assert_eq!(c.guard.reflector_ports, vec![19, 123]);
+    assert_eq!(c.guard.served_addresses.as_ref().map(Vec::len), Some(2));
+    let off =
+        Config::from_str_named(&base_config("\n[rrl]\nrate = 0\n"), "ok.toml").expect("valid");
+    assert_eq!(off.rrl.rate, 0);
+}
+
+#[test]
+fn bad_rrl_and_guard_settings_name_line_and_key() {
+    for (extra, needle, key) in [
+        ("\n[rrl]\nrate = -1\n", "rate = -1", "rrl.rate"),
+        ("\n[rrl]\nslip = 11\n", "slip = 11", "rrl.slip"),
+        ("\n[rrl]\nburst = 0\n", "burst = 0", "rrl.burst"),
+        (
+            "\n[rrl]\nipv4_prefix = 33\n",
+            "ipv4_prefix = 33",
+            "rrl.ipv4_prefix",
+        ),
+        (
+            "\n[rrl]\nipv6_prefix = 129\n",
+            "ipv6_prefix = 129",
+            "rrl.ipv6_prefix",
+        ),
+        ("\n[rrl]\nbuckets = 0\n", "buckets = 0", "rrl.buckets"),
+        (
+            "\n[guard]\nreflector_ports = [19, 70000]\n",
+            "70000",
+            "guard.reflector_ports",
+        ),
+        (
+            "\n[guard]\nreflector_ports = [0]\n",
+            "[0]",
+            "guard.reflector_ports",
+        ),
+        (
+            "\n[guard]\nserved_addresses = [\"198.18.0\"]\n",
+            "198.18.0\"",
+            "guard.served_addresses",
+        ),
+    ] {
+        let (err, msg) = expect_error(&base_config(extra), needle, key);
+        assert!(
+            matches!(
+                problem(&err),
+                ConfigProblem::OutOfRange { .. } | ConfigProblem::BadAddress { .. }
+            ),
+            "{msg}"
+        );
+    }
+    let (_, msg) = expect_error(&base_config("\n[rrl]\nrat = 5\n"), "rat = 5", "rrl.rat");
+    assert!(msg.contains("unknown field `rat`"), "{msg}");
+    let many: Vec<String> = (0..=geodns_common::MAX_SERVED)
+        .map(|i| format!("\"198.18.0.{i}\""))
+        .collect();
+    let text = base_config(&format!(
+        "\n[guard]\nserved_addresses = [{}]\n",
+        many.join(", ")
+    ));
+    let (err, _) = expect_error(&text, "served_addresses", "guard.served_addresses");
+    assert!(matches!(problem(&err), ConfigProblem::TooManyServed { .. }));
+}

@@ -34,9 +34,42 @@ pub fn examples() -> PathBuf {
 
 /// Copies the demo config and its databases into `dir` and returns the config's path.
 /// Its health checks are removed: their targets are not on the test hosts, and a node
-/// that a check takes down mid-test would change the answers.
+/// that a check takes down mid-test would change the answers. Response rate limiting
+/// is off (`[rrl] rate = 0`): these tests send thousands of queries a second from one
+/// address; `demo_with_rrl` keeps it.
 #[must_use]
 pub fn demo_without_checks(dir: &Path) -> PathBuf {
+    let config = demo_with_rrl(dir);
+    let text = std::fs::read_to_string(&config).expect("read the copied config");
+    let text = rrl_off(&text);
+    std::fs::write(&config, text).expect("write the config");
+    config
+}
+
+/// `text` (the demo config) with `[rrl] rate = 0`.
+#[must_use]
+pub fn rrl_off(text: &str) -> String {
+    let off: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("rate = ") {
+                "rate = 0"
+            } else {
+                l
+            }
+        })
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    assert!(
+        off.contains("\nrate = 0\n"),
+        "the demo config has [rrl] rate"
+    );
+    off
+}
+
+/// As [`demo_without_checks`], with the demo's rate limit.
+#[must_use]
+pub fn demo_with_rrl(dir: &Path) -> PathBuf {
     for f in ["demo-country.mmdb", "demo-asn.mmdb", "demo.zone"] {
         std::fs::copy(examples().join(f), dir.join(f)).expect("copy a demo database");
     }

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use geodns::loader::Contents;
 use geodns_common::{
     AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, MAX_NAME_WIRE_LEN,
-    NAME_BLOCK, POLICY_BEST, POLICY_SPREAD,
+    NAME_BLOCK, POLICY_BEST, POLICY_SPREAD, STATE_FLAG_ALIASES,
 };
 
 use crate::frame::wire_name;
@@ -188,5 +188,8 @@ pub fn contents() -> Contents {
                 answer_set(POLICY_BEST, 1, &[(lab_v4(), 10)], &[]),
             ),
         ],
+        // Every alias, as in a MaxMind database: IPv4-mapped, Teredo and 6to4
+        // clients are looked up as their embedded IPv4 address.
+        aliases: STATE_FLAG_ALIASES,
     }
 }

@@ -469,6 +469,47 @@ fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
                 )]),
             ]),
         ),
+        // The demo databases alias 6to4, Teredo and IPv4-mapped onto their IPv4 tree:
+        // the embedded address decides, the scope is its prefix + the alias offset.
+        row(
+            "A by 6to4 ECS (+subnet=2002:c000:200::/40): as 192.0.2.0, scope + 16",
+            &Query::new(www, A).ecs("2002:c000:200::", 40),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    40,
+                    de_scope + 16,
+                    &[0x20, 0x02, 0xc0, 0x00, 0x02],
+                )]),
+            ]),
+        ),
+        row(
+            "A by Teredo ECS (+subnet=2001:0:c000:200::/56): as 192.0.2.0, scope + 32",
+            &Query::new(www, A).ecs("2001:0:c000:200::", 56),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    56,
+                    de_scope + 32,
+                    &[0x20, 0x01, 0, 0, 0xc0, 0x00, 0x02],
+                )]),
+            ]),
+        ),
+        row(
+            "A by IPv4-mapped ECS (+subnet=::ffff:192.0.2.0/120): scope + 96",
+            &Query::new(www, A).ecs("::ffff:192.0.2.0", 120),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    120,
+                    de_scope + 96,
+                    &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2],
+                )]),
+            ]),
+        ),
         row(
             "the name's case is kept (0x20) and matched without it",
             &Query::new("WwW.CDN.example.NET.", A).ecs("192.0.2.0", 24),
@@ -1368,4 +1409,221 @@ fn a_client_that_does_not_read_cannot_hold_a_connection() {
         );
     }
     drop(hog);
+}
+
+/// Sends `queries` (ids 0..n) back to back from one socket bound to `from` and returns
+/// the reply to each id, if any came within `NO_REPLY` of the last.
+fn burst(from: SocketAddr, server: SocketAddr, queries: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    let sock = UdpSocket::bind(from).unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    for q in queries {
+        sock.send_to(q, server).expect("send");
+    }
+    let mut out = vec![None; queries.len()];
+    let until = Instant::now() + NO_REPLY;
+    let mut buf = vec![0u8; 65_535];
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            break;
+        };
+        let id = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+        if let Some(slot) = out.get_mut(id) {
+            *slot = Some(buf[..n].to_vec());
+        }
+    }
+    out
+}
+
+/// A UDP datagram from source port 0 to `server` (IPv4), through a raw socket (root).
+fn send_from_port_zero(server: SocketAddr, payload: &[u8]) {
+    let SocketAddr::V4(server) = server else {
+        panic!("IPv4 only")
+    };
+    let mut udp = vec![0, 0];
+    udp.extend_from_slice(&server.port().to_be_bytes());
+    udp.extend_from_slice(
+        &u16::try_from(8 + payload.len())
+            .expect("short")
+            .to_be_bytes(),
+    );
+    udp.extend_from_slice(&[0, 0]); // no checksum (IPv4 allows it)
+    udp.extend_from_slice(payload);
+    // SAFETY: plain socket calls with valid pointers and lengths; the fd is closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET"),
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(server.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let n = libc::sendto(
+            fd,
+            udp.as_ptr().cast(),
+            udp.len(),
+            0,
+            (&raw const addr).cast(),
+            u32::try_from(size_of::<libc::sockaddr_in>()).expect("small"),
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert!(n >= 0, "raw send: {err}");
+    }
+}
+
+/// The kernel's defence rows against the fallback server (`geodns run --no-xdp` with
+/// `[rrl] rate = 1, burst = 2, slip = 2`): no answer to source port 0 or a reflector
+/// port, to QR=1 or to a datagram that is no DNS message (a daytime string); over the
+/// limit every 2nd query gets an empty TC=1 reply and the rest none, per source
+/// prefix whatever the ECS says; TCP is exempt. Rows that need a privileged port or a
+/// raw socket run as root (they are skipped otherwise, or fail with
+/// `GEODNS_REQUIRE_BPF=1`).
+#[test]
+#[expect(clippy::too_many_lines, reason = "a table of rows and their counters")]
+fn fallback_server_defences() {
+    let dir = TempDir::new("conformance-defences");
+    let config = write_config(dir.path());
+    let mut text = std::fs::read_to_string(&config).expect("read the config");
+    text.push_str("\n[rrl]\nrate = 1\nburst = 2\nslip = 2\n");
+    std::fs::write(&config, text).expect("write the config");
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (v4, v6): (SocketAddr, SocketAddr) = (
+        ([127, 0, 0, 1], port).into(),
+        (std::net::Ipv6Addr::LOCALHOST, port).into(),
+    );
+    let (l4, l6) = (v4.to_string(), v6.to_string());
+    let daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &["--no-xdp", "--listen", &l4, "--listen", &l6],
+        Duration::from_secs(30),
+    );
+    let www = |id: u16| Query::new("www.cdn.example.net.", A).id(id);
+    let privileged = geodns_tests::require_bpf();
+
+    // Dropped before any answer is decided: none of these spends the rate limit.
+    let mut reflector_rows = 0;
+    for server in [v4, v6] {
+        let any: SocketAddr = if server.is_ipv4() {
+            ([127, 0, 0, 1], 0).into()
+        } else {
+            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        };
+        for (what, q) in [
+            ("QR=1", www(1).flags(0x8000).build()),
+            ("a daytime string", b"Fri Dec  4 13:46:29 2026\r\n".to_vec()),
+        ] {
+            let got = burst(any, server, &[q]);
+            assert!(got[0].is_none(), "{server} {what}: no reply");
+        }
+        for p in geodns_common::DEFAULT_REFLECTOR_PORTS {
+            if p < 1024 && !privileged {
+                continue;
+            }
+            let mut from = any;
+            from.set_port(p);
+            let got = burst(from, server, &[www(0).build()]);
+            assert!(
+                got[0].is_none(),
+                "{server}: from reflector port {p}: no reply"
+            );
+            reflector_rows += 1;
+        }
+    }
+    if privileged {
+        send_from_port_zero(v4, &www(0).build());
+    }
+
+    // The limit: 2 answers, then drop, slip, drop, slip. Sent back to back: at 1
+    // answer a second nothing refills meanwhile.
+    for server in [v4, v6] {
+        let any: SocketAddr = if server.is_ipv4() {
+            ([127, 0, 0, 1], 0).into()
+        } else {
+            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        };
+        let queries: Vec<Vec<u8>> = (0..6)
+            .map(|i| {
+                // The ECS address changes from query to query: it does not pick the
+                // bucket, the source does.
+                let q = www(i);
+                if i % 2 == 0 {
+                    q.build()
+                } else {
+                    q.ecs(&format!("198.51.100.{i}"), 32).build()
+                }
+            })
+            .collect();
+        let got = burst(any, server, &queries);
+        for (i, reply) in got.iter().enumerate() {
+            let what = format!("{server}: query {i} of the burst");
+            match (i, reply) {
+                (0 | 1, Some(b)) => {
+                    check_reply(
+                        &what,
+                        &queries[i],
+                        b,
+                        &[Check::Rcode(NOERROR), Check::Tc(false)],
+                    );
+                    let addrs = geodns_tests::client::parse_reply(b).expect("parse").addrs;
+                    assert!(!addrs.is_empty(), "{what}: an answer");
+                }
+                (3 | 5, Some(b)) => check_reply(
+                    &what,
+                    &queries[i],
+                    b,
+                    &[
+                        Check::Rcode(NOERROR),
+                        Check::Aa(true),
+                        Check::Tc(true),
+                        Check::AnswerTypes(vec![]),
+                        Check::EmptyAuthority,
+                        Check::QuestionCopied,
+                    ],
+                ),
+                (2 | 4, None) => {}
+                (_, r) => panic!("{what}: unexpected {r:02x?}"),
+            }
+        }
+        // TCP is exempt: the same name keeps being answered.
+        for i in 0..3 {
+            let b = exchange(Transport::Tcp, server, &www(i).build(), TIMEOUT)
+                .expect("send")
+                .expect("a TCP reply");
+            check_reply(
+                "over TCP",
+                &www(i).build(),
+                &b,
+                &[
+                    Check::Rcode(NOERROR),
+                    Check::Tc(false),
+                    Check::AnswerTypes(vec![RecordType::A]),
+                ],
+            );
+        }
+    }
+
+    let m = daemon.scrape_local().expect("metrics");
+    for (counter, want) in [
+        ("geodns_fallback_dropped_total{reason=\"response\"}", 2),
+        ("geodns_fallback_dropped_total{reason=\"not_dns\"}", 2),
+        (
+            "geodns_fallback_dropped_total{reason=\"reflector_port\"}",
+            reflector_rows,
+        ),
+        (
+            "geodns_fallback_dropped_total{reason=\"port_zero\"}",
+            u64::from(privileged),
+        ),
+        ("geodns_fallback_dropped_total{reason=\"rate_limited\"}", 4),
+        ("geodns_fallback_rrl_slipped_total", 4),
+    ] {
+        assert_eq!(metric(&m, counter), want, "{counter} in /metrics:\n{m}");
+    }
+    drop(daemon);
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use geodns::loader::{LoadOptions, XdpDns};
 use geodns_common::counter;
+use geodns_maps::defence::kernel_defence;
 use geodns_tests::{
     frame::{self, wire_name, Frame, L3},
     prog_test_run, require_bpf,
@@ -19,6 +20,7 @@ use hickory_proto::{
     },
 };
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
@@ -26,6 +28,8 @@ const XDP_TX: u32 = 3;
 enum Expect {
     /// `XDP_PASS` with this counter bumped, frame untouched.
     Pass(u32),
+    /// `XDP_DROP` with this counter bumped.
+    Drop(u32),
     /// `XDP_TX` with these answer addresses (or `spread_from`), and this ECS scope.
     Answer {
         addrs: Vec<IpAddr>,
@@ -256,6 +260,70 @@ fn rows() -> Vec<Row> {
                 ecs_scope: Some(25),
             },
         },
+        // The table's databases alias the three IPv6 ranges onto their IPv4 tree
+        // (`table::contents` sets the flags): looked up as the embedded IPv4 address
+        // (192.0.2.99 in EU's 192.0.2.0/24), scope = 24 + the alias offset.
+        Row {
+            desc: "ECS 6to4 /48 of an EU address: bits 16-47, scope 24 + 16",
+            frame: f(v4_client(), q(www, 28).ecs("2002:c000:263::", 48)),
+            expect: answer(&[eu6], Some(40)),
+        },
+        Row {
+            desc: "ECS 6to4 /40: the EU /24 exactly",
+            frame: f(v4_client(), q(www, 1).ecs("2002:c000:200::", 40)),
+            expect: answer(&[eu4], Some(40)),
+        },
+        Row {
+            desc: "ECS Teredo /64 of an EU address: bits 32-63, scope 24 + 32",
+            frame: f(v4_client(), q(www, 1).ecs("2001:0:c000:263::", 64)),
+            expect: answer(&[eu4], Some(56)),
+        },
+        Row {
+            desc: "ECS IPv4-mapped /128 of an EU address: bits 96-127, scope 24 + 96",
+            frame: f(v6_client(), q(www, 28).ecs("::ffff:192.0.2.99", 128)),
+            expect: answer(&[eu6], Some(120)),
+        },
+        Row {
+            desc: "ECS IPv4-mapped of a /25 region: scope 25 + 96",
+            frame: f(v4_client(), q(www, 1).ecs("::ffff:203.0.113.200", 128)),
+            expect: Expect::Answer {
+                addrs: Vec::new(),
+                spread_from: Some((2, spread.clone())),
+                ecs_scope: Some(121),
+            },
+        },
+        Row {
+            desc: "ECS 6to4 of an address in no region passes",
+            frame: f(v4_client(), q(www, 1).ecs("2002:a01:203::", 48)),
+            expect: Expect::Pass(counter::PASS_NO_ANSWER),
+        },
+        Row {
+            desc: "ECS just outside 6to4 (2003::/16) uses the IPv6 table",
+            frame: f(v4_client(), q(www, 1).ecs("2003:c000:263::", 48)),
+            expect: Expect::Pass(counter::PASS_NO_ANSWER),
+        },
+        Row {
+            desc: "6to4 packet source of an EU address, no ECS",
+            frame: f(
+                L3::V6 {
+                    src: "2002:c000:263::1".parse().expect("v6"),
+                    dst: "2001:2::7:2".parse().expect("v6"),
+                },
+                q(www, 1),
+            ),
+            expect: answer(&[eu4], None),
+        },
+        Row {
+            desc: "Teredo packet source of a LAB address, no ECS",
+            frame: f(
+                L3::V6 {
+                    src: "2001:0:c612:701::1".parse().expect("v6"),
+                    dst: "2001:2::7:2".parse().expect("v6"),
+                },
+                q(www, 1),
+            ),
+            expect: answer(&[lab4], None),
+        },
         Row {
             desc: "ECS in a region without answer passes",
             frame: f(v4_client(), q(www, 1).ecs("10.1.2.0", 24)),
@@ -377,9 +445,80 @@ fn rows() -> Vec<Row> {
             expect: Expect::Pass(counter::PASS_NAME),
         },
         Row {
-            desc: "QR=1 (a response)",
+            desc: "QR=1 (a response) to the DNS port: dropped",
             frame: f(v4_client(), q(www, 1).flags(0x8000)),
-            expect: Expect::Pass(counter::PASS_HEADER),
+            expect: Expect::Drop(counter::DROPPED_RESPONSE),
+        },
+        Row {
+            desc: "QR=1 over IPv6: dropped",
+            frame: f(v6_client(), q(www, 1).flags(0x8400)),
+            expect: Expect::Drop(counter::DROPPED_RESPONSE),
+        },
+        Row {
+            desc: "source port 0: dropped",
+            frame: Frame::new(v4_client(), &q(www, 1)).src_port(0).build(),
+            expect: Expect::Drop(counter::DROPPED_PORT_ZERO),
+        },
+        Row {
+            desc: "source port 53 is a resolver's: answered",
+            frame: Frame::new(v4_client(), &q(www, 1)).src_port(53).build(),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "source port 0 on another destination port: not ours, passed",
+            frame: Frame::new(v4_client(), &q(www, 1))
+                .src_port(0)
+                .dst_port(5353)
+                .build(),
+            expect: Expect::Pass(counter::PASS_NOT_OUR_PORT),
+        },
+        Row {
+            desc: "broadcast destination MAC: dropped",
+            frame: with_dst_mac(f(v4_client(), q(www, 1)), [0xFF; 6]),
+            expect: Expect::Drop(counter::DROPPED_NOT_UNICAST),
+        },
+        Row {
+            desc: "IPv6 multicast destination MAC: dropped",
+            frame: with_dst_mac(f(v6_client(), q(www, 1)), [0x33, 0x33, 0, 0, 0, 1]),
+            expect: Expect::Drop(counter::DROPPED_NOT_UNICAST),
+        },
+        Row {
+            desc: "IPv4 destination not served: passed",
+            frame: f(
+                L3::V4 {
+                    src: Ipv4Addr::new(198, 18, 7, 1),
+                    dst: Ipv4Addr::new(198, 18, 7, 99),
+                },
+                q(www, 1),
+            ),
+            expect: Expect::Pass(counter::PASS_NOT_OUR_ADDRESS),
+        },
+        Row {
+            desc: "IPv6 destination not served: passed",
+            frame: f(
+                L3::V6 {
+                    src: "2001:2::7:1".parse().expect("v6"),
+                    dst: "2001:2::7:99".parse().expect("v6"),
+                },
+                q(www, 1),
+            ),
+            expect: Expect::Pass(counter::PASS_NOT_OUR_ADDRESS),
+        },
+        Row {
+            desc: "second served IPv4 address: answered",
+            frame: f(
+                L3::V4 {
+                    src: Ipv4Addr::new(198, 18, 7, 1),
+                    dst: Ipv4Addr::new(198, 18, 0, 53),
+                },
+                q(www, 1),
+            ),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "IP total length longer than the frame holds",
+            frame: longer_than_frame(f(v4_client(), q(www, 1))),
+            expect: Expect::Pass(counter::PASS_TRUNCATED),
         },
         Row {
             desc: "opcode NOTIFY",
@@ -453,6 +592,18 @@ fn rows() -> Vec<Row> {
             expect: Expect::Pass(counter::PASS_NOT_IP),
         },
     ];
+    for port in geodns_common::DEFAULT_REFLECTOR_PORTS {
+        rows.push(Row {
+            desc: "source port of a reflector service: dropped",
+            frame: Frame::new(v4_client(), &q(www, 1)).src_port(port).build(),
+            expect: Expect::Drop(counter::DROPPED_REFLECTOR_PORT),
+        });
+    }
+    rows.push(Row {
+        desc: "reflector source port over IPv6: dropped",
+        frame: Frame::new(v6_client(), &q(www, 1)).src_port(19).build(),
+        expect: Expect::Drop(counter::DROPPED_REFLECTOR_PORT),
+    });
     // Truncated frames at every header boundary (and one byte into each header).
     // Frames shorter than an Ethernet header never reach XDP (BPF_PROG_TEST_RUN
     // rejects them too), so the cuts start at 14.
@@ -494,10 +645,93 @@ fn rows() -> Vec<Row> {
     rows
 }
 
-fn load() -> XdpDns {
-    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load the XDP program");
+/// The alias flags come with the installed table: a table without them answers
+/// 6to4, Teredo and IPv4-mapped clients from the IPv6 table (here `::/1`, region 0:
+/// pass), and installing one with them again follows them.
+#[test]
+fn aliases_follow_the_installed_table() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let f = |query: frame::Query| Frame::new(v4_client(), &query).build();
+    let www = "www.cdn.example.net.";
+    let frames = [
+        f(q(www, 1).ecs("2002:c000:263::", 48)),
+        f(q(www, 1).ecs("2001:0:c000:263::", 64)),
+        f(q(www, 1).ecs("::ffff:192.0.2.99", 128)),
+    ];
+    let mut without = contents();
+    without.aliases = 0;
+    for (table, want) in [
+        (&without, XDP_PASS),
+        (&contents(), XDP_TX),
+        (&without, XDP_PASS),
+    ] {
+        xdp.install(table).expect("install");
+        // Trie-only too: the translation is ahead of both lookups.
+        for flags in [0, geodns_common::STATE_FLAG_TRIE_ONLY] {
+            xdp.set_flags(flags).expect("flags");
+            for frame in &frames {
+                let run = prog_test_run(fd, frame, 1).expect("BPF_PROG_TEST_RUN");
+                assert_eq!(
+                    run.action, want,
+                    "aliases {:#x}, flags {flags}",
+                    table.aliases
+                );
+            }
+        }
+    }
+}
+
+/// `frame` (IPv4, untagged) with another destination MAC.
+fn with_dst_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&mac);
+    frame
+}
+
+/// `frame` (IPv4, untagged) with IP and UDP lengths 4 bytes longer than it holds.
+fn longer_than_frame(mut frame: Vec<u8>) -> Vec<u8> {
+    for at in [14 + 2, 14 + 20 + 4] {
+        let n = u16::from_be_bytes([frame[at], frame[at + 1]]) + 4;
+        frame[at..at + 2].copy_from_slice(&n.to_be_bytes());
+    }
+    frame
+}
+
+/// The addresses the fixture table serves: the test clients' destinations.
+fn served() -> Vec<IpAddr> {
+    ["198.18.7.2", "198.18.0.53", "2001:2::7:2"]
+        .iter()
+        .map(|a| a.parse().expect("address"))
+        .collect()
+}
+
+fn load_with(rrl: &geodns_maps::config::Rrl) -> XdpDns {
+    let (defence, complete) =
+        kernel_defence(rrl, &geodns_maps::config::Guard::default(), Some(&served()));
+    assert!(complete);
+    let mut xdp = XdpDns::load(&LoadOptions {
+        defence,
+        ..LoadOptions::default()
+    })
+    .expect("load the XDP program");
     xdp.install(&contents()).expect("fill the maps");
     xdp
+}
+
+/// The fixture table's program: RRL off, the served addresses above.
+fn load() -> XdpDns {
+    load_with(&rrl(0, 1, 2))
+}
+
+fn rrl(rate: u32, burst: u32, slip: u32) -> geodns_maps::config::Rrl {
+    let mut r = geodns_maps::config::Rrl::default();
+    r.rate = rate;
+    r.burst = burst;
+    r.slip = slip;
+    r
 }
 
 #[test]
@@ -544,6 +778,22 @@ fn check_row(
             }
             if output != row.frame.as_slice() {
                 return Err("passed frame was modified".into());
+            }
+            if !bumped(*reason) {
+                return Err(format!(
+                    "counter {} not bumped; changes: {:?}",
+                    counter::NAMES[*reason as usize],
+                    changed(before, after)
+                ));
+            }
+            Ok(())
+        }
+        Expect::Drop(reason) => {
+            if action != XDP_DROP {
+                return Err(format!(
+                    "action {action}, expected XDP_DROP; changes: {:?}",
+                    changed(before, after)
+                ));
             }
             if !bumped(*reason) {
                 return Err(format!(
@@ -820,4 +1070,143 @@ fn answers_change_in_place() {
     assert_eq!(first_a(&run(&frame).output), eu_v4());
     assert_eq!(xdp.generation(), g, "no generation switch");
     assert_eq!(run(&other).output, other_before, "other keys unchanged");
+}
+
+/// What one query of the rate-limit sequence must get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rrl {
+    Answer,
+    /// An empty TC=1 reply.
+    Slip,
+    Dropped,
+}
+
+/// Runs `frame` once and checks the outcome against `want`, the reply in full.
+fn rrl_step(xdp: &XdpDns, fd: i32, frame: &[u8], want: Rrl, what: &str) {
+    let before = xdp.counters().expect("counters");
+    let run = prog_test_run(fd, frame, 1).expect("BPF_PROG_TEST_RUN");
+    let after = xdp.counters().expect("counters");
+    let bumped = |c: u32| after[c as usize] == before[c as usize] + 1;
+    match want {
+        Rrl::Answer => {
+            assert_eq!(run.action, XDP_TX, "{what}: answered");
+            let m = Message::from_vec(&frame::parse(&run.output).expect("reply").payload)
+                .expect("reply decodes");
+            assert!(
+                !m.metadata.truncation && m.answers.len() == 1,
+                "{what}: {m:?}"
+            );
+        }
+        Rrl::Slip => {
+            assert_eq!(run.action, XDP_TX, "{what}: slipped");
+            assert!(bumped(counter::RRL_SLIPPED), "{what}: rrl_slipped");
+            frame::verify_lengths_and_checksums(&run.output).expect("slip checksums");
+            let reply = frame::parse(&run.output).expect("reply");
+            let m = Message::from_vec(&reply.payload).expect("reply decodes");
+            let q = Message::from_vec(&frame::parse(frame).expect("query").payload)
+                .expect("query decodes");
+            let md = &m.metadata;
+            assert!(
+                md.truncation
+                    && md.authoritative
+                    && md.response_code == ResponseCode::NoError
+                    && md.id == q.metadata.id
+                    && m.answers.is_empty()
+                    && m.authorities.is_empty()
+                    && m.queries == q.queries
+                    && m.edns.is_some() == q.edns.is_some(),
+                "{what}: an empty TC=1 reply with the question: {m:?}"
+            );
+        }
+        Rrl::Dropped => {
+            assert_eq!(run.action, XDP_DROP, "{what}: dropped");
+            assert!(bumped(counter::RRL_DROPPED), "{what}: rrl_dropped");
+        }
+    }
+}
+
+/// RRL in the kernel: a bucket per source prefix and record gives `burst` answers at
+/// once, then every `slip`-th query over the limit gets an empty TC=1 reply and the
+/// rest are dropped. The ECS address does not pick the bucket (anyone can write it);
+/// another /24, another record, and IPv6 by /56 do. `slip = 0` drops all.
+#[test]
+fn rate_limit_sequence() {
+    use Rrl::{Answer, Dropped, Slip};
+    if !require_bpf() {
+        return;
+    }
+    // 1 answer a second: the test runs in milliseconds, so nothing refills.
+    let xdp = load_with(&rrl(1, 2, 2));
+    let mut xdp = xdp;
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let www = "www.cdn.example.net.";
+    let v4 = |src: [u8; 4], query: frame::Query| {
+        Frame::new(
+            L3::V4 {
+                src: Ipv4Addr::from(src),
+                dst: Ipv4Addr::new(198, 18, 7, 2),
+            },
+            &query,
+        )
+        .build()
+    };
+    let a = v4([198, 18, 7, 1], q(www, 1));
+    for (i, want) in [Answer, Answer, Dropped, Slip, Dropped, Slip]
+        .into_iter()
+        .enumerate()
+    {
+        rrl_step(&xdp, fd, &a, want, &format!("query {i} from 198.18.7.1"));
+    }
+    let with_ecs = v4([198, 18, 7, 1], q(www, 1).id(7).ecs("192.0.2.0", 24));
+    rrl_step(
+        &xdp,
+        fd,
+        &with_ecs,
+        Dropped,
+        "an ECS address does not pick the bucket",
+    );
+    rrl_step(
+        &xdp,
+        fd,
+        &with_ecs,
+        Slip,
+        "slip with EDNS and ECS: OPT kept",
+    );
+    let neighbour = v4([198, 18, 7, 200], q(www, 1));
+    rrl_step(
+        &xdp,
+        fd,
+        &neighbour,
+        Dropped,
+        "the same /24 shares the bucket",
+    );
+    let other = v4([198, 18, 8, 1], q(www, 1));
+    rrl_step(&xdp, fd, &other, Answer, "another /24 has its own");
+    let img = v4([198, 18, 7, 1], q("a.img.cdn.example.net.", 1));
+    rrl_step(&xdp, fd, &img, Answer, "another record has its own");
+    let aaaa = v4([198, 18, 7, 1], q(www, 28).ecs("2001:db8:1::", 48));
+    rrl_step(&xdp, fd, &aaaa, Slip, "AAAA of the same record shares it");
+    let v6 = |src: &str| {
+        Frame::new(
+            L3::V6 {
+                src: src.parse().expect("v6"),
+                dst: "2001:2::7:2".parse().expect("v6"),
+            },
+            &q(www, 1),
+        )
+        .build()
+    };
+    let six = v6("2001:2::7:1");
+    for want in [Answer, Answer, Dropped, Slip] {
+        rrl_step(&xdp, fd, &six, want, "IPv6 source");
+    }
+    rrl_step(&xdp, fd, &v6("2001:2:0:ff::1"), Dropped, "the same /56");
+    rrl_step(&xdp, fd, &v6("2001:2:0:100::1"), Answer, "another /56");
+
+    let mut xdp = load_with(&rrl(1, 1, 0));
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    rrl_step(&xdp, fd, &a, Answer, "slip 0: the burst");
+    for i in 0..5 {
+        rrl_step(&xdp, fd, &a, Dropped, &format!("slip 0: dropped {i}"));
+    }
 }

@@ -309,10 +309,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Loads, fills, attaches and pins the XDP program.
 fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<XdpDns> {
     let if_index = if_index(part.iface)?;
-    let mut xdp = XdpDns::load(&LoadOptions {
+    let options = LoadOptions {
         dns_port: part.dns_port,
         ..LoadOptions::default()
-    })?;
+    };
+    let options = crate::defence::load_options(options, engine.config(), part.iface)
+        .with_context(|| format!("reading the addresses of {}", part.iface))?;
+    let mut xdp = XdpDns::load(&options)?;
     xdp.install(&engine.kernel_maps())?;
     xdp.attach(if_index, xdp_mode(part.mode == XdpModeArg::Skb))
         .with_context(|| format!("attaching to {}", part.iface))?;
@@ -375,7 +378,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
             Some(l) => {
                 let (dns, _) = parts.dns.context("listeners without DNS options")?;
                 Some(crate::fallback::FallbackServer::start(
-                    &handle,
+                    &control,
                     l,
                     dns.tcp(),
                     Arc::default(),
@@ -488,6 +491,24 @@ pub async fn start_metrics(
             }
             if let Some(refused) = crate::http::admin_refusal(&token, req.headers()) {
                 return refused;
+            }
+            if req.method() == Method::GET && path == "/v1/table" {
+                // `geodns diff --live`: the table the engine answers with (the kernel
+                // maps hold the same).
+                let engine = sources.control.engine().load();
+                let table = tokio::task::spawn_blocking(move || {
+                    let config = Some(std::path::PathBuf::from(&engine.config().file));
+                    let t = geodns_maps::diff::Table::from_engine(&engine, "live", config);
+                    serde_json::to_string(&t)
+                })
+                .await;
+                return match table {
+                    Ok(Ok(body)) => crate::http::text(StatusCode::OK, body),
+                    _ => crate::http::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "table unavailable\n".to_owned(),
+                    ),
+                };
             }
             let full = req
                 .uri()

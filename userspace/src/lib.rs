@@ -6,6 +6,7 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 pub mod cmd;
 pub mod control;
 pub mod daemon;
+pub mod defence;
 pub mod duration;
 pub mod fallback;
 pub mod health;

@@ -17,8 +17,8 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use geodns_common::{
-    counter, AnswerKey, AnswerSet, PrefixValue, RuntimeState, DEFAULT_DNS_PORT, FAST_PAGE_WORDS,
-    STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
+    counter, AnswerKey, AnswerSet, Defence, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
+    FAST_PAGE_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0, STATE_FLAG_ALIASES,
 };
 use geodns_maps::{
     fastpath::FastTable,
@@ -107,6 +107,10 @@ impl Default for MapSizes {
 pub struct LoadOptions {
     pub dns_port: u16,
     pub sizes: MapSizes,
+    /// Rate limiting and reflection defences (the `DEFENCE` global); fixed at load.
+    pub defence: Defence,
+    /// Slots of the `RRL` array (rounded up to a power of two, at most 2^24).
+    pub rrl_buckets: u32,
 }
 
 impl Default for LoadOptions {
@@ -114,6 +118,8 @@ impl Default for LoadOptions {
         Self {
             dns_port: DEFAULT_DNS_PORT,
             sizes: MapSizes::default(),
+            defence: Defence::DEFAULT,
+            rrl_buckets: 1024,
         }
     }
 }
@@ -184,6 +190,18 @@ impl XdpDns {
         let sizes = options.sizes;
         let mut loader = EbpfLoader::new();
         loader.override_global("DNS_PORT", &options.dns_port, true);
+        // Pairs of slots (see `RrlSlot`): at least one pair.
+        let rrl_slots = options.rrl_buckets.clamp(2, 1 << 24).next_power_of_two();
+        let mut defence = options.defence;
+        defence.rrl_slot_mask = rrl_slots - 1;
+        if defence.rrl_seed == 0 {
+            defence.rrl_seed = std::hash::BuildHasher::hash_one(
+                &std::hash::RandomState::new(),
+                std::process::id(),
+            ) | 1;
+        }
+        loader.override_global("DEFENCE", &defence, true);
+        loader.map_max_entries("RRL", rrl_slots);
         let name_slots = table_slots(sizes.names);
         let answer_slots = table_slots(sizes.answers);
         let name_mask = name_slots - 1;
@@ -296,10 +314,11 @@ impl XdpDns {
         self.state.generation
     }
 
-    /// Sets run-time flags (`STATE_FLAG_*`) without touching the tables.
+    /// Sets run-time flags (`STATE_FLAG_*`) without touching the tables; the alias
+    /// flags stay those of the installed table.
     pub fn set_flags(&mut self, flags: u32) -> Result<(), LoaderError> {
         let mut state = self.state;
-        state.flags = flags;
+        state.flags = flags & !STATE_FLAG_ALIASES | state.flags & STATE_FLAG_ALIASES;
         self.write_state(state)
     }
 
@@ -340,6 +359,8 @@ impl XdpDns {
         result?;
         let mut next = self.state;
         next.generation = target;
+        // The aliases belong to the table: they switch with it, in the same update.
+        next.flags = next.flags & !STATE_FLAG_ALIASES | contents.aliases & STATE_FLAG_ALIASES;
         self.write_state(next)?;
         self.installed_once = true;
         Ok(stats)

@@ -21,6 +21,15 @@ enum Command {
     Compile(cmd::compile::Args),
     /// Explain the decision for one client address (or ECS prefix).
     Lookup(cmd::lookup::Args),
+    /// Show what a new config or database does to answers before it goes live: per
+    /// record the share of the IPv4 and IPv6 space whose answer (or only region)
+    /// changes, node gains and losses, the largest moved prefixes. Exit status 0:
+    /// nothing moves, 1: something moves, 2: error.
+    ///
+    /// `geodns diff OLD.toml NEW.toml`, `geodns diff --live NEW.toml` (against the
+    /// running daemon), `geodns diff CONFIG --db country=new.mmdb` (a new database
+    /// release).
+    Diff(cmd::diff::Args),
     /// Serve: attach the XDP program, answer, reload on file changes and SIGHUP; with
     /// --redirect-listen, also the HTTP redirector (see `geodns redirect --help`).
     Run(geodns::daemon::Args),
@@ -65,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Compile(args) => cmd::compile::run(&args),
         Command::Lookup(args) => cmd::lookup::run(&args),
+        Command::Diff(args) => std::process::exit(cmd::diff::main(&args)),
         Command::Run(args) => {
             init_tracing();
             geodns::daemon::run(&args)

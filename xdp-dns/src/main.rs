@@ -19,20 +19,21 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE},
-    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use geodns_common::{
-    answer_hash, counter, fingerprint_step, AnswerKey, AnswerSet, NameEntry, NameKey, PrefixValue,
-    RuntimeState, Scratch, ANSWER_PROBES, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD,
-    FINGERPRINT_EXACT, FINGERPRINT_WILDCARD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS,
-    MAX_NAME_WIRE_LEN, NAME_PROBES, POLICY_SPREAD, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
-    STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+    answer_hash, counter, fingerprint_step, rrl_step, rrl_tag, AnswerKey, AnswerSet, Defence,
+    NameEntry, NameKey, PrefixValue, RrlBucket, RrlSlot, RuntimeState, Scratch, ANSWER_PROBES,
+    DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
+    MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES,
+    POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER, RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
+    STAGE_REPLY_0, STATE_FLAG_ALIASES, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
-    fast_block_lane, fast_leaf, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
+    fast_block_lane, fast_leaf, ipv6_alias, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
     FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP,
 };
 
@@ -45,6 +46,23 @@ static NAME_SLOT_MASK: u32 = 0;
 /// Slots of `ANSWERS_*` minus one (a power of two); set by the loader.
 #[unsafe(no_mangle)]
 static ANSWER_SLOT_MASK: u32 = 0;
+/// Rate limiting and reflection defences; set by the loader (see `Defence`). Read
+/// only through `defence!`: a plain read of a static is folded into its initializer.
+#[unsafe(no_mangle)]
+static DEFENCE: Defence = Defence::DEFAULT;
+
+/// Field `$f` of the loader-set `DEFENCE` global.
+macro_rules! defence {
+    ($($f:tt)+) => {
+        // SAFETY: reading a loader-set constant.
+        unsafe { core::ptr::read_volatile(&raw const DEFENCE.$($f)+) }
+    };
+}
+
+/// RRL buckets by client prefix and record, direct-mapped on a seeded tag (see
+/// `RrlSlot`); sized by the loader.
+#[map]
+static RRL: Array<RrlSlot> = Array::with_max_entries(1, 0);
 
 #[map]
 static STATE: Array<RuntimeState> = Array::with_max_entries(1, 0);
@@ -116,8 +134,17 @@ const MAX_PACKET: usize = 1024;
 const MAX_CSUM_WORDS: usize = 256;
 const REPLY_TTL: u8 = 64;
 
-/// A reason to pass the packet to userspace; the value is its `COUNTERS` index.
+/// A reason to pass the packet to userspace; the value is its `COUNTERS` index, with
+/// [`DROP`] set for the reasons that drop it instead.
 type Pass = u32;
+/// Set in a [`Pass`]: `XDP_DROP` instead of `XDP_PASS` (reflection and flood
+/// defences: nothing userspace should see either).
+const DROP: u32 = 0x100;
+
+// The largest reply the kernel writes fits 512 bytes, the UDP size of a client without
+// EDNS (RFC 1035), and so every client's: no kernel reply ever needs TC=1 for size.
+const _: () =
+    assert!(DNS_HLEN + MAX_NAME_WIRE_LEN + 4 + MAX_ANSWER_ADDRS * (12 + 16) + 11 + 8 + 16 <= 512);
 
 #[inline(always)]
 fn count(index: u32) {
@@ -182,8 +209,12 @@ fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>) -> u32 {
             xdp_action::XDP_PASS
         }
         Err(reason) => {
-            count(reason);
-            xdp_action::XDP_PASS
+            count(reason & !DROP);
+            if reason & DROP == 0 {
+                xdp_action::XDP_PASS
+            } else {
+                xdp_action::XDP_DROP
+            }
         }
     }
 }
@@ -258,6 +289,7 @@ macro_rules! generation_stages {
             let g = $gen;
             let stage = try_lookup(&ctx, &g).and_then(|set| {
                 let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
+                rate_limit(q)?;
                 reply_with(&ctx, q, set)
             });
             run_stage(&ctx, stage)
@@ -536,6 +568,13 @@ struct Query {
     /// it did.
     grow: u32,
     grown: u32,
+    /// 0x02 (the TC bit of flags byte 2) when RRL slips this reply: no answers.
+    tc: u32,
+    /// The RRL bucket's pair of slots and its tag (`rrl_prepare`), and where the
+    /// early read of the pair lands.
+    rrl_pair: u32,
+    rrl_tag: u64,
+    rrl_sink: u64,
     /// ECS address bytes as received (`ceil(source / 8)` of them), zero padded.
     ecs_addr: [u8; 16],
 }
@@ -621,7 +660,7 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
             l3 += 4;
         }
     }
-    let (v6, l4, udp_len) = match proto {
+    let (v6, l4, udp_len, dst_lo, dst_hi) = match proto {
         ETH_P_IP => {
             // Read the whole fixed header first: a short frame is "truncated".
             let h = ptr_at::<[u8; IPV4_HLEN]>(ctx, l3)?.cast::<u8>();
@@ -642,7 +681,13 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
             if total != IPV4_HLEN + udp_len {
                 return Err(counter::PASS_HEADER);
             }
-            (false, l4, udp_len)
+            (
+                false,
+                l4,
+                udp_len,
+                u64::from(unsafe { pkt::ld32(h.add(16)) }),
+                0,
+            )
         }
         ETH_P_IPV6 => {
             let h = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3)?.cast::<u8>();
@@ -665,7 +710,8 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
             if payload != udp_len {
                 return Err(counter::PASS_HEADER);
             }
-            (true, l4, udp_len)
+            let dst = unsafe { (pkt::ld64(h.add(24)), pkt::ld64(h.add(32))) };
+            (true, l4, udp_len, dst.0, dst.1)
         }
         _ => return Err(counter::PASS_NOT_IP),
     };
@@ -676,20 +722,39 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     if u16::from_be(unsafe { pkt::ld16(udp.add(2)) }) != port {
         return Err(counter::PASS_NOT_OUR_PORT);
     }
+    // SAFETY: ptr_at checked the 8 bytes.
+    let sport = u16::from_be(unsafe { pkt::ld16(udp) });
+    if sport == 0 {
+        return Err(DROP | counter::DROPPED_PORT_ZERO);
+    }
+    if defence!(deny_ports[usize::from(sport >> 6)]) >> (sport & 63) & 1 != 0 {
+        return Err(DROP | counter::DROPPED_REFLECTOR_PORT);
+    }
+    // The group bit of the destination MAC: broadcast or multicast.
+    if read_u8(ctx, 0)? & 1 != 0 {
+        return Err(DROP | counter::DROPPED_NOT_UNICAST);
+    }
+    if defence!(served_check) != 0 && !served(v6, dst_lo, dst_hi) {
+        return Err(counter::PASS_NOT_OUR_ADDRESS);
+    }
     let dns = l4 + UDP_HLEN;
     let end = l4 + udp_len;
-    // Every byte used below is read through ptr_at, so a UDP length longer than the
-    // frame shows up as a truncated read; no separate frame-length check (LLVM would
-    // use it to drop later checks, in a way the verifier cannot follow).
     if udp_len < UDP_HLEN + DNS_HLEN || end > MAX_PACKET {
         return Err(counter::PASS_TRUNCATED);
     }
+    // The frame must hold the whole datagram its IP header claims. Every byte used
+    // below is read through ptr_at too; no comparison with the frame end itself (LLVM
+    // would use it to drop later checks, in a way the verifier cannot follow).
+    read_u8(ctx, end - 1)?;
 
     // DNS header: a plain query with one question and at most an OPT record.
     let h = ptr_at::<[u8; DNS_HLEN]>(ctx, dns)?.cast::<u8>();
     // SAFETY (all reads from `h`): ptr_at checked the 12 bytes.
     let (flags_hi, flags_lo) = unsafe { (*h.add(2), *h.add(3)) };
     let count = |at: usize| u16::from_be(unsafe { pkt::ld16(h.add(at)) });
+    if flags_hi & 0x80 != 0 {
+        return Err(DROP | counter::DROPPED_RESPONSE);
+    }
     // QR=0, OPCODE=0, TC=0 (AA, RA and AD are ignored in queries); Z=0 and RCODE=0.
     if flags_hi & 0xFA != 0 || flags_lo & 0x4F != 0 {
         return Err(counter::PASS_HEADER);
@@ -743,6 +808,142 @@ fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
         Ok(())
     } else {
         Err(counter::PASS_HEADER)
+    }
+}
+
+/// Whether the destination address (IPv4 in the low half of `lo`) is one the loader
+/// listed. Bound: `MAX_SERVED` addresses.
+#[inline(always)]
+fn served(v6: bool, lo: u64, hi: u64) -> bool {
+    if v6 {
+        let n = defence!(served_v6_count) as usize;
+        for i in 0..MAX_SERVED {
+            if i >= n {
+                break;
+            }
+            if defence!(served_v6[i][0]) == lo && defence!(served_v6[i][1]) == hi {
+                return true;
+            }
+        }
+    } else {
+        let n = defence!(served_v4_count) as usize;
+        for i in 0..MAX_SERVED {
+            if i >= n {
+                break;
+            }
+            if u64::from(defence!(served_v4[i])) == lo {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The RRL bucket of (source prefix, `record`): its tag and pair of slots, kept in
+/// `QUERY` for [`rate_limit`], and one read of the pair now. The bucket is a cache miss
+/// for most clients; read here, right after the name lookup, it overlaps the misses of
+/// the prefix lookup that follows instead of adding its own at the end (1.39x the 500k
+/// answer read at the end, measured).
+#[inline(always)]
+fn rrl_prepare(ctx: &XdpContext, q: *mut Query, record: u16) -> Result<(), Pass> {
+    if defence!(rrl_interval_ns) == 0 {
+        return Ok(());
+    }
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    let (l3, v6) = unsafe {
+        (
+            reload(&raw const (*q).l3, ETH_HLEN + 8)?,
+            reload(&raw const (*q).v6, 1)? != 0,
+        )
+    };
+    let prefix = if v6 {
+        let p = ptr_at::<[u8; 16]>(ctx, l3 + 8)?.cast::<u8>();
+        // SAFETY: ptr_at checked the 16 bytes are in the packet.
+        let (a, b) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
+        [a & defence!(rrl_v6_mask[0]), b & defence!(rrl_v6_mask[1])]
+    } else {
+        let p = ptr_at::<[u8; 4]>(ctx, l3 + 12)?;
+        // SAFETY: ptr_at checked the 4 bytes are in the packet.
+        let a = unsafe { pkt::ld32(p.cast()) };
+        [u64::from(a & defence!(rrl_v4_mask)), 0]
+    };
+    // The words of `RrlKey`: prefix, record, class and family.
+    let tail = u64::from(RRL_CLASS_ANSWER) | if v6 { 6 << 8 } else { 4 << 8 };
+    let tag = rrl_tag(
+        defence!(rrl_seed),
+        [prefix[0], prefix[1], u64::from(record), tail],
+    );
+    let pair = (tag >> 32) as u32 & defence!(rrl_slot_mask) & !1;
+    let s0 = RRL.get_ptr(pair).ok_or(counter::PASS_INTERNAL)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value; `s0` an array value.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*q).rrl_tag, tag);
+        store(&raw mut (*q).rrl_pair, pair as usize);
+        // Nothing waits for this value: the load is issued now and completes while
+        // the prefix lookup runs.
+        let early = core::ptr::read_volatile(&raw const (*s0).tag);
+        core::ptr::write_volatile(&raw mut (*q).rrl_sink, early);
+    }
+    Ok(())
+}
+
+/// Response rate limiting: one token bucket per (source prefix, record), never the
+/// ECS address (anyone can write that). Over the limit the query is dropped, or every
+/// `slip`-th gets an empty TC=1 reply (`Query::tc`) so a real resolver retries over
+/// TCP, which is exempt.
+#[inline(always)]
+fn rate_limit(q: *mut Query) -> Result<(), Pass> {
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    unsafe { store(&raw mut (*q).tc, 0) };
+    let interval = defence!(rrl_interval_ns);
+    if interval == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let (tag, pair) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*q).rrl_tag),
+            reload(&raw const (*q).rrl_pair, 1 << 24)?,
+        )
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
+    let pair = pair as u32 & defence!(rrl_slot_mask) & !1;
+    let s0 = RRL.get_ptr_mut(pair).ok_or(counter::PASS_INTERNAL)?;
+    let s1 = RRL.get_ptr_mut(pair | 1).ok_or(counter::PASS_INTERNAL)?;
+    let (burst, slip) = (defence!(rrl_burst_ns), defence!(rrl_slip));
+    // SAFETY: helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: array values; concurrent CPUs may race on them, which at worst lets one
+    // more answer through or resets a bucket.
+    let (s0, s1) = unsafe { (&mut *s0, &mut *s1) };
+    let slot = if s0.tag == tag {
+        s0
+    } else if s1.tag == tag {
+        s1
+    } else {
+        // Neither: take over the one due earlier (see `RrlSlot`) with a fresh bucket.
+        let slot = if s0.bucket.tat <= s1.bucket.tat {
+            s0
+        } else {
+            s1
+        };
+        slot.tag = tag;
+        slot.bucket = RrlBucket {
+            tat: 0,
+            over: 0,
+            _pad: 0,
+        };
+        slot
+    };
+    let verdict = rrl_step(&mut slot.bucket, now, interval, burst, slip);
+    match verdict {
+        RRL_ALLOW => Ok(()),
+        RRL_SLIP => {
+            // SAFETY: as above.
+            unsafe { store(&raw mut (*q).tc, 2) };
+            Ok(())
+        }
+        _ => Err(DROP | counter::RRL_DROPPED),
     }
 }
 
@@ -959,6 +1160,8 @@ struct View {
     ecs: bool,
     ecs_family: u16,
     ecs_source: u8,
+    /// TC bit (0x02) of a slipped reply.
+    tc: u8,
 }
 
 #[inline(always)]
@@ -977,6 +1180,7 @@ fn view(q: *const Query) -> Result<View, Pass> {
             ecs: reload(&raw const (*q).ecs_present, 1)? != 0,
             ecs_family: u16::try_from(reload(&raw const (*q).ecs_family, 2)?).unwrap_or(0),
             ecs_source: u8::try_from(reload(&raw const (*q).ecs_source, 128)?).unwrap_or(0),
+            tc: u8::try_from(reload(&raw const (*q).tc, 2)?).unwrap_or(0) & 2,
         })
     }
 }
@@ -997,6 +1201,7 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
     // SAFETY: `q` is the per-CPU QUERY value.
     let fp = unsafe { core::ptr::read_volatile(&raw const (*q).fingerprint) };
     let record = lookup_name(scratch, g, fp)?;
+    rrl_prepare(ctx, q, record)?;
 
     // SAFETY: `q` is the per-CPU QUERY value.
     let ecs_addr = unsafe { &(*q).ecs_addr };
@@ -1013,7 +1218,7 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
             let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
             (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
         };
-        lookup_v6_prefix(&addr, g, fast)
+        lookup_v6_prefix(&addr, g, fast, flags)
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
@@ -1109,12 +1314,21 @@ fn reply_with(ctx: &XdpContext, q: *mut Query, set: &AnswerSet) -> Result<Option
         return Err(counter::PASS_NO_ANSWER);
     }
     let first = if first < n { first } else { 0 };
-    let want = usize::from(set.count).max(1).min(n);
+    // A slipped reply (RRL) carries no answer.
+    let want = if v.tc == 0 {
+        usize::from(set.count).max(1).min(n)
+    } else {
+        0
+    };
     // SAFETY: `q` is the per-CPU QUERY value.
     let ecs_addr = unsafe { &(*q).ecs_addr };
     #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
     if !write_reply(ctx, q, &v, ecs_addr, set, first, want, n, scope as u8)? {
         return Ok(None);
+    }
+    if v.tc != 0 {
+        count(counter::RRL_SLIPPED);
+        return Ok(Some(xdp_action::XDP_TX));
     }
     count(if v.v6 {
         counter::ANSWERED_V6
@@ -1276,8 +1490,21 @@ fn lookup_v4_prefix(addr: &[u8; 4], g: &Gen, fast: bool) -> Option<PrefixValue> 
     g.prefix_v4.get(Key::new(32, *addr)).copied()
 }
 
+/// The IPv6 client's prefix. In an alias range the table's databases point at their
+/// IPv4 tree (`flags`: `STATE_FLAG_ALIAS_*`, set with the generation), the client is
+/// looked up as its embedded IPv4 address and the scope is the IPv4 match moved into
+/// the range (+96, +32 or +16): exact, since every address of that block embeds an
+/// address of the IPv4 prefix. The IPv6 table holds each such range as one prefix of
+/// its own, so no IPv6 prefix claims a scope across it.
 #[inline(always)]
-fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool) -> Option<PrefixValue> {
+fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool, flags: u32) -> Option<PrefixValue> {
+    if flags & STATE_FLAG_ALIASES != 0 {
+        if let Some((v4, offset)) = ipv6_alias(addr, flags) {
+            let mut v = lookup_v4_prefix(&v4, g, fast)?;
+            v.prefix_len = v.prefix_len.wrapping_add(offset);
+            return Some(v);
+        }
+    }
     if fast {
         // The top slot of the first 16 bits, then 8-bit strides down to /64.
         let top = FAST_V6_TOP + u32::from(u16::from_be_bytes([addr[0], addr[1]]));
@@ -1369,10 +1596,11 @@ fn write_reply(
             continue;
         }
         let off = q.question_end + k * rr_len;
-        let slot = masked(
-            launder(qp, (first + k) % n, MAX_ANSWER_ADDRS - 1)?,
-            MAX_ANSWER_ADDRS - 1,
-        );
+        // `first < n` and `k < want <= n`: one subtraction wraps it (no `%`, whose
+        // division-by-zero check LLVM keeps as a panic call the verifier rejects).
+        let at = first + k;
+        let at = if at >= n { at - n } else { at };
+        let slot = masked(launder(qp, at, MAX_ANSWER_ADDRS - 1)?, MAX_ANSWER_ADDRS - 1);
         if q.aaaa {
             let p = ptr_at::<[u8; 12 + 16]>(ctx, off)?.cast::<u8>();
             // The address is 4-aligned in the map value (`AnswerSet` is 4-aligned, `v6`
@@ -1430,14 +1658,15 @@ fn write_reply(
     }
 
     let new_end = launder(qp, new_end, MAX_PACKET)?;
-    // DNS header: QR=1 AA=1, RD and CD copied, RA=AD=Z=0, RCODE=0; the counts.
+    // DNS header: QR=1 AA=1, TC for a slip, RD and CD copied, RA=AD=Z=0, RCODE=0; the
+    // counts.
     let [a0, a1] = u16::try_from(want).unwrap_or(1).to_be_bytes();
     let p = ptr_at::<[u8; 10]>(ctx, q.l4 + UDP_HLEN + 2)?.cast::<u8>();
     // SAFETY: ptr_at checked the 10 bytes.
     unsafe {
         pkt::st64(
             p,
-            u64::from_le_bytes([0x84 | q.rd, q.cd, 0, 1, a0, a1, 0, 0]),
+            u64::from_le_bytes([0x84 | q.tc | q.rd, q.cd, 0, 1, a0, a1, 0, 0]),
         );
         pkt::st16(p.add(8), u16::from_le_bytes([0, u8::from(q.edns)]));
     }

@@ -57,6 +57,8 @@ const NAMES: &[&str] = &[
     "xdp_ns_v4_1k",
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
+    "xdp_ns_v4_500k_rrl",
+    "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
     "xdp_ns_v4_500k_zipf",
@@ -92,6 +94,94 @@ fn zipf(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
             cum.partition_point(|c| *c < r).min(n - 1)
         })
         .collect()
+}
+
+/// Median ns per run of each frame through program `a` and then program `b`, frame by
+/// frame, so both see the same moments of this shared machine (`GEODNS_BENCH_ROUNDS`
+/// as in [`measure`]); up to `others` runs of `b` may end in another action.
+fn measure_interleaved(
+    (a, want_a): (i32, u32),
+    (b, want_b): (i32, u32),
+    frames: &[Vec<u8>],
+    mut others: usize,
+) -> (f64, f64) {
+    let rounds: usize = std::env::var("GEODNS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let (mut na, mut nb) = (Vec::new(), Vec::new());
+    for f in frames.iter().cycle().take(frames.len() * rounds) {
+        let ra = prog_test_run(a, f, 1).expect("BPF_PROG_TEST_RUN");
+        let rb = prog_test_run(b, f, 1).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(ra.action, want_a, "baseline action for {f:02x?}");
+        if rb.action != want_b {
+            assert!(others > 0, "action {} for {f:02x?}", rb.action);
+            others -= 1;
+        }
+        na.push(ra.duration_ns);
+        nb.push(rb.duration_ns);
+    }
+    na.sort_unstable();
+    nb.sort_unstable();
+    (f64::from(na[na.len() / 2]), f64::from(nb[nb.len() / 2]))
+}
+
+/// `xdp_ns_v4_500k_rrl`: the 500k frames through a program loaded with RRL on (a
+/// bucket per client /24 and record), the limit high enough never to bite; measured
+/// with the buckets in place (one untimed pass first), as a server that answers its
+/// clients steadily has them. `xdp_ns_rrl_over_limit`: the same frames with every
+/// bucket spent (one answer an hour, slip 0): the lookup, the bucket and `XDP_DROP`.
+/// Both are measured frame by frame interleaved with `xdp_ns_v4_500k` (`base`), which
+/// this measurement then replaces: the ratio is the point, and this machine's other
+/// tenants move a figure by 20% from one minute to the next.
+fn rrl_figures(
+    base: i32,
+    want: &dyn Fn(&str) -> bool,
+    contents: &geodns::loader::Contents,
+    frames: &[Vec<u8>],
+    out: &mut BTreeMap<String, f64>,
+) {
+    let rrl_load = |interval_ns: u64, burst: u64, slip: u32, slots: u32| {
+        let mut defence = geodns_common::Defence::DEFAULT;
+        defence.rrl_interval_ns = interval_ns;
+        defence.rrl_burst_ns = interval_ns * burst;
+        defence.rrl_slip = slip;
+        let mut xdp = XdpDns::load(&LoadOptions {
+            defence,
+            rrl_buckets: slots,
+            ..LoadOptions::default()
+        })
+        .expect("load XDP program with RRL");
+        xdp.install(contents).expect("install");
+        let fd = xdp.program_fd("xdp_dns").expect("fd");
+        (xdp, fd)
+    };
+    if want("xdp_ns_v4_500k_rrl") {
+        // 10 M answers a second per bucket, a second's worth of burst: never reached.
+        let (xdp, fd) = rrl_load(100, 10_000_000, 2, geodns_maps::config::DEFAULT_RRL_BUCKETS);
+        let cold = measure(&xdp, fd, frames, 3);
+        eprintln!("xdp_ns_v4_500k_rrl with every bucket new: {cold} ns");
+        // Its compute cost alone: one client, everything in cache (xdp_ns_v4_hot's frames).
+        let hot = vec![frames[0].clone(); SAMPLES];
+        let (hot_base, hot_rrl) = measure_interleaved((base, 3), (fd, 3), &hot, 0);
+        eprintln!("one client (cached, as xdp_ns_v4_hot): {hot_base} ns, with RRL {hot_rrl} ns");
+        let (b, r) = measure_interleaved((base, 3), (fd, 3), frames, 0);
+        out.insert("xdp_ns_v4_500k".into(), b);
+        out.insert("xdp_ns_v4_500k_rrl".into(), r);
+    }
+    if want("xdp_ns_rrl_over_limit") {
+        // 2^20 slots for ~19,000 buckets in debt: a few pairs get a third, which
+        // takes a slot over with a fresh bucket (and gets an answer); allowed below.
+        let (xdp, fd) = rrl_load(3_600_000_000_000, 1, 0, 1 << 20);
+        // The first query of each bucket is its one answer.
+        for f in frames {
+            prog_test_run(fd, f, 1).expect("BPF_PROG_TEST_RUN");
+        }
+        let (b, r) = measure_interleaved((base, 3), (fd, 1), frames, frames.len() / 200);
+        eprintln!("xdp_ns_rrl_over_limit: {r} ns against {b} ns answered, interleaved");
+        drop(xdp);
+        out.insert("xdp_ns_rrl_over_limit".into(), r);
+    }
 }
 
 #[expect(clippy::too_many_lines, reason = "a linear benchmark script")]
@@ -141,6 +231,15 @@ fn main() {
     let frames = frames_v4((0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)), dst4);
     if want("xdp_ns_v4_500k") {
         out.insert("xdp_ns_v4_500k".into(), measure(&xdp, fd, &frames, 3));
+    }
+    if want("xdp_ns_v4_500k_rrl") || want("xdp_ns_rrl_over_limit") {
+        rrl_figures(
+            fd,
+            &want,
+            &contents(v4.clone(), v6.clone()),
+            &frames,
+            &mut out,
+        );
     }
     if want("xdp_ns_v4_hot") {
         // The same program and table with one client address, every run: all it

@@ -38,7 +38,9 @@ pub struct Args {
     pub qtype: String,
 }
 
-/// The live kernel answer for `ip`: (generation, region, prefix length).
+/// The live kernel answer for `ip`: (generation, region, prefix length). An IPv6
+/// client in an alias range the live generation follows is read as the kernel reads
+/// it: its embedded IPv4 address in the IPv4 trie, the length moved by the offset.
 fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u16, u8)> {
     use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
     use geodns_common::{PrefixValue, RuntimeState};
@@ -54,7 +56,15 @@ fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u1
     };
     let state_map = Map::Array(open("STATE")?);
     let state: Array<_, RuntimeState> = Array::try_from(&state_map)?;
-    let generation = state.get(&0, 0)?.generation & 1;
+    let st = state.get(&0, 0)?;
+    let generation = st.generation & 1;
+    let (ip, offset) = match ip {
+        IpAddr::V6(a) => geodns_common::ipv6_alias(&a.octets(), st.flags)
+            .map_or((ip, 0), |(v4, o)| {
+                (IpAddr::V4(std::net::Ipv4Addr::from(v4)), o)
+            }),
+        IpAddr::V4(_) => (ip, 0),
+    };
     let v = match ip {
         IpAddr::V4(a) => {
             let map = Map::LpmTrie(open(&format!("PREFIX_V4_{generation}"))?);
@@ -67,7 +77,7 @@ fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u1
             trie.get(&Key::new(128, a.octets()), 0)?
         }
     };
-    Ok((generation, v.region, v.prefix_len))
+    Ok((generation, v.region, v.prefix_len + offset))
 }
 
 /// `ADDRESS/LENGTH` (the length defaults to the whole address).
@@ -88,7 +98,6 @@ pub fn parse_ecs(s: &str) -> anyhow::Result<(IpAddr, u8)> {
     Ok((addr, len))
 }
 
-#[expect(clippy::too_many_lines, reason = "one section of output after another")]
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let ecs = args.ecs.as_deref().map(parse_ecs).transpose()?;
     let config = Config::from_path(&args.config)?;
@@ -105,16 +114,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let e = engine.explain(args.ip, ecs);
     if args.live {
-        let (generation, region, len) = live_prefix(&args.pin_dir, e.client)?;
-        let agrees = region == e.region && len == e.prefix.len();
-        eprintln!(
-            "live        kernel generation {generation}: region {region}, prefix length /{len} ({})",
-            if agrees {
-                "the same as this config compiles to"
-            } else {
-                "DIFFERENT from this config: the daemon serves another version"
-            }
-        );
+        live_note(&args.pin_dir, &e)?;
     }
     if args.json {
         return super::compile::emit(&json(&e)?);
@@ -135,6 +135,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         e.prefix.len(),
         e.region
     )?;
+    alias_line(&mut out, &e)?;
     if let Some(f) = &e.facts {
         let mut parts = Vec::new();
         if let Some(c) = f.cidr {
@@ -193,6 +194,43 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     writeln!(out, "fallback    {}", candidates(&e.fallback))?;
     super::compile::emit(&out)
+}
+
+/// Compares the explanation with the running daemon's kernel maps (on stderr).
+fn live_note(pin_dir: &std::path::Path, e: &Explanation) -> anyhow::Result<()> {
+    let (generation, region, len) = live_prefix(pin_dir, e.client)?;
+    let agrees = region == e.region && len == e.prefix.len();
+    eprintln!(
+        "live        kernel generation {generation}: region {region}, prefix length /{len} ({})",
+        if agrees {
+            "the same as this config compiles to"
+        } else {
+            "DIFFERENT from this config: the daemon serves another version"
+        }
+    );
+    Ok(())
+}
+
+/// How an aliased IPv6 client (6to4, Teredo, IPv4-mapped) was looked up.
+fn alias_line(out: &mut String, e: &Explanation) -> std::fmt::Result {
+    if let Some(a) = &e.alias {
+        let kind = match a.range.len() {
+            96 => "IPv4-mapped",
+            32 => "Teredo",
+            _ => "6to4",
+        };
+        writeln!(
+            out,
+            "alias       {} ({kind}) is aliased to the databases' IPv4 tree: looked up as {}, \
+             which matched {}; scope = {} + {}",
+            a.range,
+            a.ipv4,
+            a.ipv4_prefix,
+            a.ipv4_prefix.len(),
+            a.range.len()
+        )?;
+    }
+    Ok(())
 }
 
 /// A query for `name`/`qtype` as the client would send it (with the ECS option when

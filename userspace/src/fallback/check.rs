@@ -95,7 +95,9 @@ pub fn check_response(
     }
     let limit = match transport {
         Transport::Tcp => 65535,
-        Transport::Udp => q.edns.map_or(512, |e| usize::from(e.payload).max(512)),
+        Transport::Udp => q
+            .edns
+            .map_or(512, |e| usize::from(e.payload).clamp(512, 1232)),
     };
     ensure!(
         response.len() <= limit,

@@ -7,7 +7,8 @@
 //!
 //! | input | response |
 //! |---|---|
-//! | shorter than a header, or QR=1 | dropped |
+//! | over UDP: from source port 0 or a reflector port (`[guard]`) | dropped (`guard`) |
+//! | shorter than a header, QR=1, or counts the datagram cannot hold (not DNS) | dropped |
 //! | OPCODE not QUERY | NOTIMP, opcode copied (question and OPT echoed when they parse) |
 //! | a bad name (label > 63, name > 255, a pointer that is not backwards into an earlier name), a record past the end, QDCOUNT != 1, OPT outside the additional section or not owned by the root, two OPTs, an option running past its OPT, an ECS option breaking RFC 7871 (family not 1/2, source prefix too long, address bytes not matching it, bits set past it, scope != 0, twice), question type OPT, bytes after the last record | FORMERR |
 //! | EDNS version > 0 | BADVERS (OPT version 0) |
@@ -25,8 +26,10 @@
 //! the matched prefix length for address answers when the source prefix was not 0,
 //! else 0; other options are ignored and not echoed. ECS source prefix 0 means the
 //! packet's source address decides (as in the kernel). A UDP response longer than the
-//! client's size (512 without EDNS, else max(512, its payload)) is sent as header,
-//! question and OPT with TC=1.
+//! client's size (512 without EDNS, else its payload within 512..=1232) is sent as
+//! header, question and OPT with TC=1. Over UDP the response then passes the rate
+//! limit (`[rrl]`, [`guard`]): sent, slipped (header, question and OPT with TC=1), or
+//! dropped.
 //!
 //! TCP: two-byte length framing, queries answered in order as they arrive (pipelined;
 //! responses to queries already received are flushed together), a connection closes
@@ -34,7 +37,9 @@
 //! that time (a client that does not read), after `--tcp-max-queries` answers and after
 //! `--tcp-max-lifetime`; beyond `--tcp-max-connections` open connections, or
 //! `--tcp-max-per-source` from one address, a new one is closed at once (counted).
+#[cfg(any(test, feature = "testkit"))]
 pub mod check;
+pub mod guard;
 pub mod parse;
 pub mod respond;
 pub mod server;

@@ -26,16 +26,37 @@ pub enum Drop {
     Short,
     /// QR=1: a response; answering it could start a loop between two servers.
     Response,
+    /// The header's counts claim more records than the datagram can hold (each
+    /// question takes at least 5 bytes, each record 11): not a DNS message at all, e.g.
+    /// a daytime or chargen string bounced off a spoofed source. No FORMERR to garbage.
+    NotDns,
+    /// From UDP source port 0: no client can receive the answer.
+    PortZero,
+    /// From a reflector service port (`[guard] reflector_ports`).
+    ReflectorPort,
+    /// Over the response rate limit (`[rrl]`).
+    RateLimited,
 }
 
 impl Drop {
-    pub const ALL: [Self; 2] = [Self::Short, Self::Response];
+    pub const ALL: [Self; 6] = [
+        Self::Short,
+        Self::Response,
+        Self::NotDns,
+        Self::PortZero,
+        Self::ReflectorPort,
+        Self::RateLimited,
+    ];
 
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Short => "short",
             Self::Response => "response",
+            Self::NotDns => "not_dns",
+            Self::PortZero => "port_zero",
+            Self::ReflectorPort => "reflector_port",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -205,6 +226,12 @@ pub fn parse(msg: &[u8]) -> Result<Message<'_>, Drop> {
     };
     if header.qr() {
         return Err(Drop::Response);
+    }
+    let records = usize::from(header.ancount) + usize::from(header.nscount);
+    let least =
+        HEADER_LEN + 5 * usize::from(header.qdcount) + 11 * (records + usize::from(header.arcount));
+    if least > msg.len() {
+        return Err(Drop::NotDns);
     }
     let mut m = Message {
         header,

@@ -10,8 +10,11 @@
 //! (SOA, NS, glue) are compressed against the names already written.
 use std::net::IpAddr;
 
-use geodns_common::EDNS_UDP_PAYLOAD;
-use geodns_maps::{engine::StaticRr, AnswerSource, Engine, Question as EngineQuestion, Resolution};
+use geodns_common::{EDNS_UDP_PAYLOAD, RRL_CLASS_ANSWER, RRL_CLASS_ERROR, RRL_CLASS_NEGATIVE};
+use geodns_maps::{
+    defence::Verdict, engine::StaticRr, AnswerSource, Engine, Question as EngineQuestion,
+    Resolution,
+};
 
 use super::parse::{self, Drop, Ecs, Edns, FormatError, Message, Question, CLASS_IN};
 
@@ -70,6 +73,8 @@ pub struct Outcome {
     pub qtype: Option<u16>,
     /// Sent with TC=1 (the answer did not fit the client's UDP size).
     pub truncated: bool,
+    /// Sent empty with TC=1 by the rate limit (a slip).
+    pub slipped: bool,
     /// Where an address answer came from.
     pub source: Option<AnswerSource>,
     /// Why the query was FORMERR.
@@ -77,32 +82,51 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn dropped(why: Drop) -> Self {
+    pub(crate) fn dropped(why: Drop) -> Self {
         Self {
             response: None,
             dropped: Some(why),
             rcode: None,
             qtype: None,
             truncated: false,
+            slipped: false,
             source: None,
             error: None,
         }
     }
 }
 
+/// The rate limit's question for a response: its class (`RRL_CLASS_*`) and, for
+/// answers, the name's number ([`Engine::rrl_name`]); the verdict decides.
+pub type RateLimit<'a> = &'a mut dyn FnMut(u8, u64) -> Verdict;
+
 /// Answers one DNS message from `peer`, deciding with `engine`. Never panics; what it
 /// allocates is bounded by the response, never by a count read from the wire.
 #[must_use]
 pub fn handle(engine: &Engine, msg: &[u8], peer: IpAddr, transport: Transport) -> Outcome {
+    handle_limited(engine, msg, peer, transport, None)
+}
+
+/// As [`handle`], asking `limit` (response rate limiting) before a response is sent.
+#[must_use]
+pub fn handle_limited(
+    engine: &Engine,
+    msg: &[u8],
+    peer: IpAddr,
+    transport: Transport,
+    rate_limit: Option<RateLimit<'_>>,
+) -> Outcome {
     let m = match parse::parse(msg) {
         Ok(m) => m,
         Err(why) => return Outcome::dropped(why),
     };
     let limit = match transport {
         Transport::Tcp => MAX_MESSAGE,
-        Transport::Udp => m
-            .edns
-            .map_or(MIN_UDP, |e| usize::from(e.payload).max(MIN_UDP)),
+        // The client's size, at least 512 and at most what we advertise (1232, RFC
+        // 9715): a bigger UDP answer is fragmented, and an amplifier's dream.
+        Transport::Udp => m.edns.map_or(MIN_UDP, |e| {
+            usize::from(e.payload).clamp(MIN_UDP, usize::from(EDNS_UDP_PAYLOAD))
+        }),
     };
     let mut out = Outcome {
         response: None,
@@ -110,11 +134,34 @@ pub fn handle(engine: &Engine, msg: &[u8], peer: IpAddr, transport: Transport) -
         rcode: None,
         qtype: m.question.map(|q| q.qtype),
         truncated: false,
+        slipped: false,
         source: None,
         error: m.error,
     };
     let mut r = reply(&m);
     decide(engine, &m, peer, &mut r, &mut out);
+    if let Some(rate_limit) = rate_limit {
+        let has_answer = r.records.iter().any(|rr| rr.section == Section::Answer);
+        let (class, name) = match r.rcode {
+            rcode::NOERROR if has_answer => (
+                RRL_CLASS_ANSWER,
+                m.question.map_or(0, |q| engine.rrl_name(q.name)),
+            ),
+            // NODATA with NXDOMAIN: both per zone, so random names share one bucket.
+            rcode::NOERROR | rcode::NXDOMAIN => (RRL_CLASS_NEGATIVE, 0),
+            _ => (RRL_CLASS_ERROR, 0),
+        };
+        match rate_limit(class, name) {
+            Verdict::Send => {}
+            Verdict::Slip => {
+                out.slipped = true;
+                out.rcode = Some(r.rcode);
+                out.response = Some(r.encode(true));
+                return out;
+            }
+            Verdict::Drop => return Outcome::dropped(Drop::RateLimited),
+        }
+    }
     let bytes = r.encode(false);
     let bytes = if bytes.len() > limit {
         out.truncated = true;
@@ -187,7 +234,12 @@ fn decide<'a>(
         r.rcode = rcode::NOTIMP;
         return;
     }
-    let client = ecs.and_then(|e| e.client()).unwrap_or(peer);
+    // A socket peer `::ffff:a.b.c.d` (a dual-stack socket) is the IPv4 client; an ECS
+    // address is taken as sent, as the kernel takes it (an IPv6 client, looked up as
+    // IPv4 only where the databases alias that range).
+    let client = ecs
+        .and_then(|e| e.client())
+        .unwrap_or_else(|| peer.to_canonical());
     let resolution = engine.resolve(&EngineQuestion::from_wire(q.name, q.qtype, client));
     answer(engine, &q, ecs, resolution, r, out);
 }

@@ -89,6 +89,7 @@ pub struct FallbackStats {
     qtypes: [AtomicU64; QTYPES.len() + 1],
     sources: [AtomicU64; SOURCES.len()],
     truncated: AtomicU64,
+    slipped: AtomicU64,
     dropped: [AtomicU64; Drop::ALL.len()],
     tcp_accepted: AtomicU64,
     tcp_refused: AtomicU64,
@@ -131,6 +132,9 @@ impl FallbackStats {
         }
         if o.truncated {
             inc(&self.truncated);
+        }
+        if o.slipped {
+            inc(&self.slipped);
         }
     }
 
@@ -280,6 +284,12 @@ impl FallbackStats {
                 "counter",
                 "UDP responses sent with TC=1 because the answer exceeded the client's size.",
                 get(&self.truncated),
+            ),
+            (
+                "geodns_fallback_rrl_slipped_total",
+                "counter",
+                "UDP responses over the rate limit sent empty with TC=1 (the slip); the dropped ones are dropped_total{reason=\"rate_limited\"}.",
+                get(&self.slipped),
             ),
             (
                 "geodns_fallback_tcp_idle_timeouts_total",

@@ -307,8 +307,9 @@ pub enum ConfigError {
         message: String,
     },
     /// The zone file (or a file it includes) is broken, or disagrees with the config.
+    /// (Not a `source`: the message already holds it, and a chain would say it twice.)
     #[error("zone file {0}")]
-    Zone(#[from] ZoneError),
+    Zone(ZoneError),
     /// Well-formed TOML that does not make a valid config.
     #[error("{file}:{line}:{column}: {key}: {problem}")]
     Invalid {
@@ -318,6 +319,12 @@ pub enum ConfigError {
         key: String,
         problem: ConfigProblem,
     },
+}
+
+impl From<ZoneError> for ConfigError {
+    fn from(e: ZoneError) -> Self {
+        Self::Zone(e)
+    }
 }
 
 /// What is wrong with a well-formed config value.

@@ -877,6 +877,13 @@ fn prescan(engine: &Engine, key: &TsigKey, updates: &[Rr]) -> Result<Vec<Change>
             },
             _ => return Err(formerr),
         };
+        // Below a delegation the data is the child zone's: never ours to change.
+        if statics
+            .cut_at_or_above(&u.name, engine.origin_wire())
+            .is_some()
+        {
+            return Err(refused);
+        }
         let ok = if u.rtype == TYPE_ANY {
             // Every record set at the name must be the key's to delete.
             let types: Vec<u16> = statics
@@ -1218,6 +1225,35 @@ secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
             ),
             (rcode::NOERROR, false)
         );
+    }
+
+    #[test]
+    fn nothing_below_a_delegation_is_ours_to_change() {
+        let base = engine();
+        let mut statics = base.config().statics.clone();
+        let at = Origin {
+            file: "test".to_owned(),
+            line: 1,
+        };
+        statics.add(
+            wire("lab.cdn.example.net."),
+            zone::TYPE_NS,
+            60,
+            wire("ns.example.org."),
+            at,
+        );
+        let e = base.with_zone(statics, 7);
+        let mut cache = ReplayCache::default();
+        let owner = "_acme-challenge.x.lab.cdn.example.net.";
+        let m = sign(
+            message("cdn.example.net.", &[], &[add_txt(owner, "tok")]),
+            "acme",
+            SECRET,
+            NOW,
+        );
+        let p = run(&e, &m, &mut cache);
+        assert_eq!((p.rcode, p.result), (rcode::REFUSED, UpdateResult::Refused));
+        assert!(p.change.is_none());
     }
 
     #[test]

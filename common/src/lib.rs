@@ -27,11 +27,56 @@ pub const MAX_ANSWER_ADDRS: usize = 8;
 /// UDP payload size we advertise in OPT records (RFC 9715 / DNS flag day 2020).
 pub const EDNS_UDP_PAYLOAD: u16 = 1232;
 /// EDNS option code of Client Subnet (RFC 7871).
-pub const EDNS_OPT_ECS: u16 = 8;
+pub const EDNS_OPT_ECS: u16 = dns::OPT_ECS;
 /// Default UDP port; the loader overrides it through the `DNS_PORT` global.
 pub const DEFAULT_DNS_PORT: u16 = 53;
 /// Most EDNS options the kernel walks in one OPT record before it gives up and passes.
 pub const MAX_EDNS_OPTIONS: usize = 8;
+
+/// The DNS vocabulary every part uses: record types, classes, option codes and
+/// response codes, defined once (RFC 1035, 2136, 3596, 6891, 7871, 8945).
+pub mod dns {
+    /// Record types (and meta types) by their mnemonic.
+    pub mod rtype {
+        pub const A: u16 = 1;
+        pub const NS: u16 = 2;
+        pub const CNAME: u16 = 5;
+        pub const SOA: u16 = 6;
+        pub const TXT: u16 = 16;
+        pub const AAAA: u16 = 28;
+        pub const OPT: u16 = 41;
+        pub const TSIG: u16 = 250;
+        pub const ANY: u16 = 255;
+    }
+
+    /// The Internet class.
+    pub const CLASS_IN: u16 = 1;
+    /// EDNS option code of Client Subnet (RFC 7871).
+    pub const OPT_ECS: u16 = 8;
+    /// Bytes of the DNS header.
+    pub const HEADER_LEN: usize = 12;
+
+    /// Response codes, with the extended ones of EDNS and TSIG.
+    pub mod rcode {
+        pub const NOERROR: u16 = 0;
+        pub const FORMERR: u16 = 1;
+        pub const SERVFAIL: u16 = 2;
+        pub const NXDOMAIN: u16 = 3;
+        pub const NOTIMP: u16 = 4;
+        pub const REFUSED: u16 = 5;
+        pub const YXDOMAIN: u16 = 6;
+        pub const YXRRSET: u16 = 7;
+        pub const NXRRSET: u16 = 8;
+        pub const NOTAUTH: u16 = 9;
+        pub const NOTZONE: u16 = 10;
+        /// Extended: 1 in the OPT record's extended RCODE, 0 in the header.
+        pub const BADVERS: u16 = 16;
+        /// TSIG errors (RFC 8945), in the TSIG record.
+        pub const BADSIG: u16 = 16;
+        pub const BADKEY: u16 = 17;
+        pub const BADTIME: u16 = 18;
+    }
+}
 
 /// Answer-set policy: the single best up candidate (userspace already chose it).
 pub const POLICY_BEST: u8 = 0;

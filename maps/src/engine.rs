@@ -1539,11 +1539,6 @@ const _: fn() = || {
     send_sync::<Compiled>();
 };
 
-/// `A`
-pub const QTYPE_A: u16 = 1;
-/// `NS`
-pub const QTYPE_NS: u16 = 2;
-/// `SOA`
-pub const QTYPE_SOA: u16 = 6;
-/// `AAAA`
-pub const QTYPE_AAAA: u16 = 28;
+pub use geodns_common::dns::rtype::{
+    A as QTYPE_A, AAAA as QTYPE_AAAA, NS as QTYPE_NS, SOA as QTYPE_SOA,
+};

@@ -25,14 +25,11 @@ use crate::name;
 /// Deepest chain of `$INCLUDE`s.
 const MAX_INCLUDE_DEPTH: usize = 8;
 
-pub const TYPE_A: u16 = 1;
-pub const TYPE_NS: u16 = 2;
-pub const TYPE_CNAME: u16 = 5;
-pub const TYPE_SOA: u16 = 6;
-pub const TYPE_TXT: u16 = 16;
-pub const TYPE_AAAA: u16 = 28;
-/// Meta type ANY (RFC 2136 deletions and prerequisites).
-pub const TYPE_ANY: u16 = 255;
+/// Meta type ANY (RFC 2136 deletions and prerequisites) is `TYPE_ANY`.
+pub use geodns_common::dns::rtype::{
+    A as TYPE_A, AAAA as TYPE_AAAA, ANY as TYPE_ANY, CNAME as TYPE_CNAME, NS as TYPE_NS,
+    SOA as TYPE_SOA, TXT as TYPE_TXT,
+};
 
 /// Why a zone file was rejected: the file, the line its entry starts on, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -122,10 +122,10 @@ const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const UDP_HLEN: usize = 8;
 const DNS_HLEN: usize = 12;
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-const TYPE_OPT: u16 = 41;
-const CLASS_IN: u16 = 1;
+use geodns_common::dns::{
+    rtype::{A as TYPE_A, AAAA as TYPE_AAAA, OPT as TYPE_OPT},
+    CLASS_IN,
+};
 /// Offset past which the program reads nothing: bounds every variable offset for the
 /// verifier, and no query the kernel answers is longer.
 const MAX_PACKET: usize = 1024;

@@ -10,14 +10,9 @@
 //! message, exactly as sent.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Bytes of the DNS header.
-pub const HEADER_LEN: usize = 12;
+pub use geodns_common::dns::{rtype::OPT as TYPE_OPT, CLASS_IN, HEADER_LEN, OPT_ECS};
 /// Longest name in wire format (RFC 1035).
 pub const MAX_NAME_LEN: usize = 255;
-pub const TYPE_OPT: u16 = 41;
-pub const CLASS_IN: u16 = 1;
-/// EDNS option code of Client Subnet (RFC 7871).
-pub const OPT_ECS: u16 = 8;
 
 /// Why a message is dropped without an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,14 +20,9 @@ use super::parse::{self, Drop, Ecs, Edns, FormatError, Message, Question, CLASS_
 
 /// Response codes (RFC 1035, 6891).
 pub mod rcode {
-    pub const NOERROR: u16 = 0;
-    pub const FORMERR: u16 = 1;
-    pub const SERVFAIL: u16 = 2;
-    pub const NXDOMAIN: u16 = 3;
-    pub const NOTIMP: u16 = 4;
-    pub const REFUSED: u16 = 5;
-    /// Extended: 1 in the OPT record's extended RCODE, 0 in the header.
-    pub const BADVERS: u16 = 16;
+    pub use geodns_common::dns::rcode::{
+        BADVERS, FORMERR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL,
+    };
 
     /// The mnemonic, as `dig` prints it.
     #[must_use]
@@ -45,10 +40,7 @@ pub mod rcode {
     }
 }
 
-const TYPE_A: u16 = 1;
-const TYPE_NS: u16 = 2;
-const TYPE_SOA: u16 = 6;
-const TYPE_AAAA: u16 = 28;
+use geodns_common::dns::rtype::{A as TYPE_A, AAAA as TYPE_AAAA, NS as TYPE_NS, SOA as TYPE_SOA};
 /// The largest DNS message (TCP's two-byte length).
 const MAX_MESSAGE: usize = 65535;
 /// UDP responses never need to be smaller than this (RFC 1035).

@@ -35,11 +35,9 @@ use crate::control::Control;
 
 /// RFC 2136 opcode UPDATE.
 pub const OPCODE_UPDATE: u8 = 5;
-const TYPE_TSIG: u16 = 250;
-const CLASS_IN: u16 = 1;
+use geodns_common::dns::{rtype::TSIG as TYPE_TSIG, CLASS_IN, HEADER_LEN as HEADER};
 const CLASS_NONE: u16 = 254;
 const CLASS_ANY: u16 = 255;
-const HEADER: usize = 12;
 const SHA256_LEN: usize = 32;
 const HMAC_SHA256: &[u8] = b"\x0bhmac-sha256\x00";
 /// MACs remembered against replays; older ones are outside every fudge anyway.
@@ -47,19 +45,10 @@ const REPLAY_CACHE: usize = 4096;
 
 /// Response codes of updates (RFC 2136 section 2.2) and TSIG errors (RFC 8945).
 pub mod rcode {
-    pub const NOERROR: u16 = 0;
-    pub const FORMERR: u16 = 1;
-    pub const SERVFAIL: u16 = 2;
-    pub const NXDOMAIN: u16 = 3;
-    pub const REFUSED: u16 = 5;
-    pub const YXDOMAIN: u16 = 6;
-    pub const YXRRSET: u16 = 7;
-    pub const NXRRSET: u16 = 8;
-    pub const NOTAUTH: u16 = 9;
-    pub const NOTZONE: u16 = 10;
-    pub const BADSIG: u16 = 16;
-    pub const BADKEY: u16 = 17;
-    pub const BADTIME: u16 = 18;
+    pub use geodns_common::dns::rcode::{
+        BADKEY, BADSIG, BADTIME, FORMERR, NOERROR, NOTAUTH, NOTZONE, NXDOMAIN, NXRRSET, REFUSED,
+        SERVFAIL, YXDOMAIN, YXRRSET,
+    };
 }
 
 /// How an update ended, for `geodns_updates_total{result}`.

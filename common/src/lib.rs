@@ -127,6 +127,15 @@ pub const STAGE_REPLY_0: u32 = 2;
 pub const STAGE_GROW: u32 = 4;
 /// Entries of the `JUMP` program array.
 pub const STAGE_COUNT: u32 = 5;
+/// The stage table: each `JUMP` index and the program the loader puts there. The one
+/// place that pairs them; the kernel tail-calls by index, the loader links by name.
+pub const STAGES: [(u32, &str); STAGE_COUNT as usize] = [
+    (STAGE_LOOKUP_0, "xdp_dns_lookup_0"),
+    (STAGE_LOOKUP_0 + 1, "xdp_dns_lookup_1"),
+    (STAGE_REPLY_0, "xdp_dns_reply_0"),
+    (STAGE_REPLY_0 + 1, "xdp_dns_reply_1"),
+    (STAGE_GROW, "xdp_dns_grow"),
+];
 
 /// Fast path (the multibit trie in front of the LPM tries, computed by
 /// `geodns_maps::fastpath`). A slot value is 0 (ask the trie), a leaf ([`FAST_LEAF`]

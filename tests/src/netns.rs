@@ -15,7 +15,7 @@ use aya::{
     programs::{Xdp, XdpMode},
     Ebpf,
 };
-use geodns::loader::XdpDns;
+use geodns::loader::KernelProgram;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -184,7 +184,7 @@ impl NetnsPair {
     pub fn attach(
         &self,
         side: Side,
-        xdp: &mut XdpDns,
+        xdp: &mut KernelProgram,
         program: &'static str,
         mode: XdpMode,
     ) -> io::Result<()> {

@@ -6,8 +6,8 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use geodns::loader::Contents;
 use geodns_common::{AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, POLICY_BEST};
+use geodns_maps::KernelMaps;
 
 use crate::frame::wire_name;
 
@@ -103,7 +103,7 @@ pub fn table_v6(n: usize, rng: &mut Rng) -> Vec<([u8; 16], u8, PrefixValue)> {
 pub fn contents(
     v4: Vec<([u8; 4], u8, PrefixValue)>,
     v6: Vec<([u8; 16], u8, PrefixValue)>,
-) -> Contents {
+) -> KernelMaps {
     let mut key = NameKey::ZERO;
     let wire = wire_name("www.cdn.example.net.");
     key.name[..wire.len()].copy_from_slice(&wire);
@@ -119,7 +119,7 @@ pub fn contents(
         s.v6[0] = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, region).octets();
         answers.push((AnswerKey { record: 0, region }, s));
     }
-    Contents {
+    KernelMaps {
         prefixes_v4: v4,
         prefixes_v6: v6,
         names: vec![(key, NameValue { record: 0, _pad: 0 })],

@@ -2,11 +2,11 @@
 //! the netns tests and the demo, independent of the maps/ compiler.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use geodns::loader::Contents;
 use geodns_common::{
     AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, MAX_NAME_WIRE_LEN,
     NAME_BLOCK, POLICY_BEST, POLICY_SPREAD, STATE_FLAG_ALIASES,
 };
+use geodns_maps::KernelMaps;
 
 use crate::frame::wire_name;
 
@@ -87,11 +87,11 @@ pub fn spread_v4() -> [Ipv4Addr; 3] {
 }
 
 #[must_use]
-pub fn contents() -> Contents {
+pub fn contents() -> KernelMaps {
     let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("v4").octets();
     let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("v6").octets();
     let s = spread_v4();
-    Contents {
+    KernelMaps {
         prefixes_v4: vec![
             (v4("0.0.0.0"), 1, pv(0, 1)),
             (v4("128.0.0.0"), 1, pv(0, 1)),

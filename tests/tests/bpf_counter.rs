@@ -4,7 +4,7 @@
 //! tiers can be trusted: the object, the loader or the test run itself is broken.
 use std::net::Ipv4Addr;
 
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_common::counter;
 use geodns_tests::{
     frame::{Frame, Query, L3},
@@ -18,7 +18,7 @@ fn dns_frame_is_passed_and_counted() {
     if !require_bpf() {
         return;
     }
-    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load the XDP object");
+    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load the XDP object");
     let fd = xdp.program_fd("xdp_dns").expect("xdp_dns fd");
     let frame = Frame::new(
         L3::V4 {

@@ -6,7 +6,7 @@
 //! the table, whose blocks that do not fit ask the trie.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use geodns::loader::{LoadOptions, MapSizes, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions, MapSizes};
 use geodns_common::{counter, PrefixValue, STATE_FLAG_TRIE_ONLY};
 use geodns_maps::fastpath::FastTable;
 use geodns_tests::{
@@ -37,7 +37,11 @@ fn expected(v: PrefixValue) -> (IpAddr, u8) {
 /// Runs `frames` with the fast path and with the trie alone; both must agree with each
 /// other, and with `userspace` (`FastTable`'s walk) wherever that resolves. Returns how
 /// many probes `FastTable` resolved.
-fn compare(xdp: &mut XdpDns, frames: &[Vec<u8>], userspace: &[Option<(IpAddr, u8)>]) -> usize {
+fn compare(
+    xdp: &mut KernelProgram,
+    frames: &[Vec<u8>],
+    userspace: &[Option<(IpAddr, u8)>],
+) -> usize {
     let fd = xdp.program_fd("xdp_dns").expect("fd");
     let fast: Vec<_> = frames.iter().map(|f| answer(fd, f)).collect();
     xdp.set_flags(STATE_FLAG_TRIE_ONLY).expect("trie only");
@@ -67,8 +71,8 @@ struct Seen {
     resolved: usize,
 }
 
-fn load(fast_words: u32) -> XdpDns {
-    XdpDns::load(&LoadOptions {
+fn load(fast_words: u32) -> KernelProgram {
+    KernelProgram::load(&LoadOptions {
         sizes: MapSizes {
             fast_words,
             ..MapSizes::default()

@@ -13,7 +13,7 @@ use std::{
 use geodns::{
     control::EngineHandle,
     health::{self, admin_request},
-    loader::{LoadOptions, XdpDns},
+    loader::{KernelProgram, LoadOptions},
 };
 use geodns_maps::AnswerSource;
 use geodns_tests::{
@@ -65,7 +65,7 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
             &[("a", ta.check()), ("c", tc.check())],
             &[],
         )));
-        let mut loaded = XdpDns::load(&LoadOptions::default()).expect("load the XDP object");
+        let mut loaded = KernelProgram::load(&LoadOptions::default()).expect("load the XDP object");
         loaded
             .install(&handle.load().kernel_maps())
             .expect("install the test maps");

@@ -11,7 +11,7 @@ use std::{
 
 use geodns::{
     fallback::{check::check_response, handle, Transport},
-    loader::{LoadOptions, XdpDns},
+    loader::{KernelProgram, LoadOptions},
 };
 use geodns_maps::{AnswerSource, Compiled, Config, Engine, NodeStates, Question, Resolution};
 use geodns_tests::{
@@ -67,7 +67,7 @@ fn kernel_answers_what_the_engine_decides() {
         geodns_common::STATE_FLAG_ALIASES,
         "the demo databases alias all three ranges, as MaxMind's do"
     );
-    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
+    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load");
     xdp.install(&engine.kernel_maps())
         .expect("install the compiled demo maps");
     let fd = xdp.program_fd("xdp_dns").expect("fd");

@@ -13,7 +13,7 @@ use geodns::{
     daemon::{start_metrics, MetricsSources},
     health,
     http::AdminToken,
-    loader::{LoadOptions, XdpDns},
+    loader::{KernelProgram, LoadOptions},
 };
 use geodns_maps::{mmdb::synth, Compiled, Config, Engine, NodeStates};
 use geodns_tests::{files::TempDir, require_bpf};
@@ -60,7 +60,7 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
         .build()
         .expect("runtime");
     let handle = EngineHandle::new(engine(&small));
-    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load the XDP object");
+    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load the XDP object");
     xdp.install(&handle.load().kernel_maps())
         .expect("first install");
     let (health, control) = rt

@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_common::counter;
 use geodns_tests::{
     client::query_udp,
@@ -20,8 +20,8 @@ use geodns_tests::{
 
 /// Loads the program, fills the demo table, attaches `xdp_dns` (native) on the server
 /// veth and `xdp_pass` on the client veth (veth delivers `XDP_TX` replies only then).
-fn attach(pair: &NetnsPair) -> XdpDns {
-    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load XDP program");
+fn attach(pair: &NetnsPair) -> KernelProgram {
+    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load XDP program");
     xdp.install(&contents()).expect("fill maps");
     pair.attach(Side::Server, &mut xdp, "xdp_dns", XdpMode::Driver)
         .expect("attach xdp_dns (native) on the server veth");

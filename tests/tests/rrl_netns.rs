@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_common::counter;
 use geodns_maps::{
     config::{Guard, Rrl},
@@ -44,7 +44,7 @@ fn flood_from_one_source_is_limited_others_answered() {
     rrl.slip = 2;
     let served = [IpAddr::V4(pair.server_v4), IpAddr::V6(pair.server_v6)];
     let (defence, _) = kernel_defence(&rrl, &Guard::default(), Some(&served));
-    let mut xdp = XdpDns::load(&LoadOptions {
+    let mut xdp = KernelProgram::load(&LoadOptions {
         defence,
         ..LoadOptions::default()
     })

@@ -128,7 +128,7 @@ fn run_serves_reloads_and_stops_cleanly() {
 /// Pins a map under `dir` with a name geodns does not use, as another program would.
 fn foreign_pin(dir: &Path) -> std::path::PathBuf {
     let scratch = std::path::PathBuf::from(format!("{}-scratch", dir.display()));
-    let mut xdp = geodns::loader::XdpDns::load(&geodns::loader::LoadOptions::default())
+    let mut xdp = geodns::loader::KernelProgram::load(&geodns::loader::LoadOptions::default())
         .expect("load the XDP object");
     xdp.pin(&scratch).expect("pin");
     std::fs::create_dir_all(dir).expect("pin dir");

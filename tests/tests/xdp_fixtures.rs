@@ -4,7 +4,7 @@
 //! `XDP_PASS` output must equal its input byte for byte (passed untouched).
 use std::net::{IpAddr, Ipv4Addr};
 
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_common::counter;
 use geodns_maps::defence::kernel_defence;
 use geodns_tests::{
@@ -708,11 +708,11 @@ fn served() -> Vec<IpAddr> {
         .collect()
 }
 
-fn load_with(rrl: &geodns_maps::config::Rrl) -> XdpDns {
+fn load_with(rrl: &geodns_maps::config::Rrl) -> KernelProgram {
     let (defence, complete) =
         kernel_defence(rrl, &geodns_maps::config::Guard::default(), Some(&served()));
     assert!(complete);
-    let mut xdp = XdpDns::load(&LoadOptions {
+    let mut xdp = KernelProgram::load(&LoadOptions {
         defence,
         ..LoadOptions::default()
     })
@@ -722,7 +722,7 @@ fn load_with(rrl: &geodns_maps::config::Rrl) -> XdpDns {
 }
 
 /// The fixture table's program: RRL off, the served addresses above.
-fn load() -> XdpDns {
+fn load() -> KernelProgram {
     load_with(&rrl(0, 1, 2))
 }
 
@@ -984,7 +984,7 @@ fn generation_swap() {
     let mut xdp = load();
     let fd = xdp.program_fd("xdp_dns").expect("program fd");
     let frame = Frame::new(eu_client_v4(), &q("www.cdn.example.net.", 1)).build();
-    let first = |xdp: &mut XdpDns| {
+    let first = |xdp: &mut KernelProgram| {
         let _ = xdp;
         let run = prog_test_run(fd, &frame, 1).expect("test run");
         assert_eq!(run.action, XDP_TX);
@@ -1082,7 +1082,7 @@ enum Rrl {
 }
 
 /// Runs `frame` once and checks the outcome against `want`, the reply in full.
-fn rrl_step(xdp: &XdpDns, fd: i32, frame: &[u8], want: Rrl, what: &str) {
+fn rrl_step(xdp: &KernelProgram, fd: i32, frame: &[u8], want: Rrl, what: &str) {
     let before = xdp.counters().expect("counters");
     let run = prog_test_run(fd, frame, 1).expect("BPF_PROG_TEST_RUN");
     let after = xdp.counters().expect("counters");

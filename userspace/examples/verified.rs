@@ -15,7 +15,7 @@ fn main() {
         } else {
             geodns_common::Defence::DEFAULT
         };
-        let mut x = geodns::loader::XdpDns::load(&geodns::loader::LoadOptions {
+        let mut x = geodns::loader::KernelProgram::load(&geodns::loader::LoadOptions {
             defence,
             ..geodns::loader::LoadOptions::default()
         })

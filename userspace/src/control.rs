@@ -1,7 +1,7 @@
 //! The one owner of the live state: the engine userspace answers with and the kernel
 //! maps the XDP program answers from.
 //!
-//! A dedicated thread owns the loaded program ([`XdpDns`]) and is the only writer of the
+//! A dedicated thread owns the loaded program ([`KernelProgram`]) and is the only writer of the
 //! [`EngineHandle`]. Everything that changes what is answered sends it a message and
 //! waits for the reply: a reload sends a compiled engine ([`Control::install`]), health
 //! checks and the admin API ask it to bring the node states into effect
@@ -23,7 +23,7 @@ use geodns_common::{counter, AnswerKey, AnswerSet};
 use geodns_maps::{Config, Engine, NodeStates};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::loader::{Counters, InstallStats, LoaderError, XdpDns};
+use crate::loader::{Counters, InstallStats, KernelProgram, LoaderError};
 
 /// The engine in use, shared by everything that answers in userspace. Only the control
 /// thread stores into it.
@@ -91,7 +91,7 @@ impl Counts {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
-type KernelJob = Box<dyn FnOnce(&mut XdpDns) + Send>;
+type KernelJob = Box<dyn FnOnce(&mut KernelProgram) + Send>;
 type EngineJob = Box<dyn FnOnce(&Engine) -> Option<Engine> + Send>;
 
 enum Msg {
@@ -116,15 +116,15 @@ impl Control {
     /// `kernel`, when there is one). `states` says which node states to answer with.
     pub fn start(
         handle: EngineHandle,
-        kernel: Option<XdpDns>,
+        kernel: Option<KernelProgram>,
         states: StatesFn,
     ) -> Result<Self, ControlError> {
         let counters = kernel
             .as_ref()
-            .map(XdpDns::counters_reader)
+            .map(KernelProgram::counters_reader)
             .transpose()?
             .map(Arc::new);
-        let generation = kernel.as_ref().map_or(0, XdpDns::generation);
+        let generation = kernel.as_ref().map_or(0, KernelProgram::generation);
         let counts = Arc::new(Mutex::new(Counts::of(&handle.load(), generation)));
         let (tx, rx) = mpsc::unbounded_channel();
         let owner = Owner {
@@ -193,7 +193,7 @@ impl Control {
     /// `None` without a kernel program.
     pub async fn with_kernel<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut XdpDns) -> T + Send + 'static,
+        job: impl FnOnce(&mut KernelProgram) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         let job: KernelJob = Box::new(move |k| {
@@ -234,7 +234,7 @@ impl Control {
 /// What the control thread owns.
 struct Owner {
     handle: EngineHandle,
-    kernel: Option<XdpDns>,
+    kernel: Option<KernelProgram>,
     states: StatesFn,
     counts: Arc<Mutex<Counts>>,
 }
@@ -276,7 +276,7 @@ impl Owner {
     }
 
     fn publish(&self) {
-        let generation = self.kernel.as_ref().map_or(0, XdpDns::generation);
+        let generation = self.kernel.as_ref().map_or(0, KernelProgram::generation);
         let counts = Counts::of(&self.handle.load(), generation);
         *self.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts;
     }

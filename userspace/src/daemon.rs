@@ -31,7 +31,7 @@ use crate::{
     control::{Control, EngineHandle},
     health::{HealthControl, NodeBook},
     http::{AdminToken, Limits},
-    loader::{xdp_mode, LoadOptions, XdpDns},
+    loader::{xdp_mode, KernelProgram, LoadOptions},
 };
 
 /// Connections the metrics/admin server serves at once.
@@ -307,7 +307,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Loads, fills, attaches and pins the XDP program.
-fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<XdpDns> {
+fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<KernelProgram> {
     let if_index = if_index(part.iface)?;
     let options = LoadOptions {
         dns_port: part.dns_port,
@@ -315,7 +315,7 @@ fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<XdpDns> {
     };
     let options = crate::defence::load_options(options, engine.config(), part.iface)
         .with_context(|| format!("reading the addresses of {}", part.iface))?;
-    let mut xdp = XdpDns::load(&options)?;
+    let mut xdp = KernelProgram::load(&options)?;
     xdp.install(&engine.kernel_maps())?;
     xdp.attach(if_index, xdp_mode(part.mode == XdpModeArg::Skb))
         .with_context(|| format!("attaching to {}", part.iface))?;

@@ -1,6 +1,6 @@
 //! Loads the XDP program, fills its maps, flips generations, reads counters.
 //!
-//! The maps that say what to answer exist twice (generation 0 and 1). [`XdpDns::install`]
+//! The maps that say what to answer exist twice (generation 0 and 1). [`KernelProgram::install`]
 //! writes the idle generation (the tries: only the entries that differ from what they
 //! held; the arrays: whole, through memory mappings), then
 //! flips `STATE.generation` with one array update: a packet sees the whole old table or
@@ -18,11 +18,12 @@ use aya::{
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, Defence, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
-    FAST_PAGE_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0, STATE_FLAG_ALIASES,
+    FAST_PAGE_WORDS, STATE_FLAG_ALIASES,
 };
 use geodns_maps::{
     fastpath::FastTable,
     slots::{self, AnswerTable},
+    KernelMaps,
 };
 
 /// Errors of loading and filling the kernel maps.
@@ -124,10 +125,6 @@ impl Default for LoadOptions {
     }
 }
 
-/// Everything the kernel needs to answer, one generation's worth: exactly what
-/// `geodns_maps::Engine::kernel_maps` computes.
-pub use geodns_maps::engine::KernelMaps as Contents;
-
 /// What one generation of the maps holds, mirrored in userspace so a reload writes only
 /// the differences and removes stale entries without walking the kernel maps.
 #[derive(Default)]
@@ -138,7 +135,7 @@ struct Mirror {
     answers: Option<AnswerTable>,
 }
 
-/// Statistics of one [`XdpDns::install`].
+/// Statistics of one [`KernelProgram::install`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InstallStats {
     pub generation: u32,
@@ -157,7 +154,7 @@ pub struct InstallStats {
 }
 
 /// The loaded program and its maps.
-pub struct XdpDns {
+pub struct KernelProgram {
     ebpf: Ebpf,
     /// Taken out of `ebpf` to fill it; held so the stages stay linked.
     _jump: ProgramArray<MapData>,
@@ -178,14 +175,14 @@ fn gen_name(base: &'static str, generation: u32) -> &'static str {
         .unwrap_or_else(|| panic!("{want} is not in common::MAP_NAMES"))
 }
 
-impl XdpDns {
+impl KernelProgram {
     /// Loads the embedded object with the loader-set globals and map sizes, and loads
     /// (verifies) both programs. Nothing is attached yet.
     pub fn load(options: &LoadOptions) -> Result<Self, LoaderError> {
         Self::load_object(crate::XDP_OBJECT, options)
     }
 
-    /// As [`XdpDns::load`], from any object bytes (tests use it with broken objects).
+    /// As [`KernelProgram::load`], from any object bytes (tests use it with broken objects).
     pub fn load_object(object: &[u8], options: &LoadOptions) -> Result<Self, LoaderError> {
         let sizes = options.sizes;
         let mut loader = EbpfLoader::new();
@@ -340,7 +337,7 @@ impl XdpDns {
 
     /// Writes `contents` into the idle generation and switches the kernel to it with one
     /// update. On error the kernel keeps reading the old generation, untouched.
-    pub fn install(&mut self, contents: &Contents) -> Result<InstallStats, LoaderError> {
+    pub fn install(&mut self, contents: &KernelMaps) -> Result<InstallStats, LoaderError> {
         self.check_sizes(contents)?;
         // Before the first install both generations are empty: fill generation 0 and
         // "switch" to it, so the kernel never reads an empty generation after an install.
@@ -366,7 +363,7 @@ impl XdpDns {
         Ok(stats)
     }
 
-    fn check_sizes(&self, c: &Contents) -> Result<(), LoaderError> {
+    fn check_sizes(&self, c: &KernelMaps) -> Result<(), LoaderError> {
         for (map, max, needed) in [
             ("PREFIX_V4", self.sizes.prefixes_v4, c.prefixes_v4.len()),
             ("PREFIX_V6", self.sizes.prefixes_v6, c.prefixes_v6.len()),
@@ -383,7 +380,7 @@ impl XdpDns {
     fn write_generation(
         &mut self,
         generation: u32,
-        c: &Contents,
+        c: &KernelMaps,
         mirror: &mut Mirror,
         stats: &mut InstallStats,
     ) -> Result<(), LoaderError> {
@@ -425,7 +422,7 @@ impl XdpDns {
     fn write_fast(
         &mut self,
         generation: u32,
-        c: &Contents,
+        c: &KernelMaps,
         stats: &mut InstallStats,
     ) -> Result<(), LoaderError> {
         let started = std::time::Instant::now();
@@ -790,13 +787,7 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
         op: "open",
         source,
     })?;
-    for (index, name) in [
-        (STAGE_LOOKUP_0, "xdp_dns_lookup_0"),
-        (STAGE_LOOKUP_0 + 1, "xdp_dns_lookup_1"),
-        (STAGE_REPLY_0, "xdp_dns_reply_0"),
-        (STAGE_REPLY_0 + 1, "xdp_dns_reply_1"),
-        (STAGE_GROW, "xdp_dns_grow"),
-    ] {
+    for (index, name) in geodns_common::STAGES {
         let program = xdp_program(ebpf, name)?;
         let fd = program.fd().map_err(|e| LoaderError::Program {
             program: name,

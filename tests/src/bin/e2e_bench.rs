@@ -38,7 +38,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_maps::{
     config::{Guard, Rrl},
     defence::kernel_defence,
@@ -215,7 +215,7 @@ fn main() {
             options.defence = kernel_defence(&r, &Guard::default(), Some(&served)).0;
             options.rrl_buckets = r.buckets;
         }
-        let mut xdp = XdpDns::load(&options).expect("load");
+        let mut xdp = KernelProgram::load(&options).expect("load");
         xdp.install(&engine.kernel_maps()).expect("install");
         pair.attach(Side::Server, &mut xdp, program, XdpMode::Driver)
             .expect("attach on the server veth");

@@ -15,7 +15,7 @@ use std::{
     time::Instant,
 };
 
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_common::STATE_FLAG_TRIE_ONLY;
 use geodns_maps::{Compiled, Config, Engine, NodeStates};
 use geodns_tests::{
@@ -94,7 +94,7 @@ fn main() {
     let states = NodeStates::from_config(&config);
     let engine = Engine::new(Arc::new(config), Arc::new(compiled), &states);
     let maps = engine.kernel_maps();
-    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
+    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load");
     let installed = xdp.install(&maps).expect("install");
     eprintln!(
         "GeoLite2: {} IPv4 + {} IPv6 prefixes after merging, {} regions; compile {build_seconds:.2}s; fast path {:.2}s, {} + {} blocks, {} words, {} overflow",
@@ -140,18 +140,20 @@ fn main() {
     }
     // Median ns of one timed run per frame, then the answer of a second run (the
     // median: the machine is shared, a preempted run should not move the figure).
-    let run_all =
-        |xdp: &mut XdpDns, flags: u32, frames: &[Vec<u8>]| -> (Vec<Option<(IpAddr, u8)>>, f64) {
-            xdp.set_flags(flags).expect("flags");
-            let mut ns: Vec<u32> = frames
-                .iter()
-                .map(|f| prog_test_run(fd, f, 1).expect("run").duration_ns)
-                .collect();
-            let out = frames.iter().map(|f| answer(fd, f)).collect();
-            ns.sort_unstable();
-            print_tail(&ns, flags);
-            (out, f64::from(ns[ns.len() / 2]))
-        };
+    let run_all = |xdp: &mut KernelProgram,
+                   flags: u32,
+                   frames: &[Vec<u8>]|
+     -> (Vec<Option<(IpAddr, u8)>>, f64) {
+        xdp.set_flags(flags).expect("flags");
+        let mut ns: Vec<u32> = frames
+            .iter()
+            .map(|f| prog_test_run(fd, f, 1).expect("run").duration_ns)
+            .collect();
+        let out = frames.iter().map(|f| answer(fd, f)).collect();
+        ns.sort_unstable();
+        print_tail(&ns, flags);
+        (out, f64::from(ns[ns.len() / 2]))
+    };
     let (fast4, ns_fast4) = run_all(&mut xdp, 0, &frames4);
     let (trie4, ns_trie4) = run_all(&mut xdp, STATE_FLAG_TRIE_ONLY, &frames4);
     let (fast6, ns_fast6) = run_all(&mut xdp, 0, &frames6);

@@ -11,7 +11,7 @@ use std::{
     time::Instant,
 };
 
-use geodns::loader::{LoadOptions, XdpDns};
+use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_common::{STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY};
 use geodns_tests::{
     frame::{Frame, Query, L3},
@@ -25,7 +25,7 @@ const SAMPLES: usize = 20_000;
 
 /// Median kernel-measured ns per run over `frames`, one run each (the median, not the
 /// mean: this machine is shared, and a preempted run should not move the figure).
-fn measure(xdp: &XdpDns, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
+fn measure(xdp: &KernelProgram, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
     let rounds: usize = std::env::var("GEODNS_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -137,7 +137,7 @@ fn measure_interleaved(
 fn rrl_figures(
     base: i32,
     want: &dyn Fn(&str) -> bool,
-    contents: &geodns::loader::Contents,
+    contents: &geodns_maps::KernelMaps,
     frames: &[Vec<u8>],
     out: &mut BTreeMap<String, f64>,
 ) {
@@ -146,7 +146,7 @@ fn rrl_figures(
         defence.rrl_interval_ns = interval_ns;
         defence.rrl_burst_ns = interval_ns * burst;
         defence.rrl_slip = slip;
-        let mut xdp = XdpDns::load(&LoadOptions {
+        let mut xdp = KernelProgram::load(&LoadOptions {
             defence,
             rrl_buckets: slots,
             ..LoadOptions::default()
@@ -198,7 +198,7 @@ fn main() {
     let dst4 = Ipv4Addr::new(198, 18, 0, 2);
     let dst6: Ipv6Addr = "2001:2::2".parse().expect("v6");
     let mut out = BTreeMap::new();
-    let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load XDP program");
+    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load XDP program");
     let fd = xdp.program_fd("xdp_dns").expect("fd");
 
     for (name, size) in [("xdp_ns_v4_1k", 1_000), ("xdp_ns_v4_100k", 100_000)] {

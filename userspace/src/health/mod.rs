@@ -35,7 +35,7 @@
 //! [`apply`] derives the engine for the new states from the one in use
 //! ([`Engine::with_states`]: same config, same compiled prefixes), compares the kernel
 //! answer sets of both and rewrites only the entries that differ in the generation the
-//! kernel reads ([`XdpDns::update_answers`]; each entry update is atomic for readers).
+//! kernel reads ([`KernelProgram::update_answers`]; each entry update is atomic for readers).
 //! The prefix and name maps are never touched. Then the engine is swapped, so userspace
 //! answers change at the same time. A (record, region) with no up candidate loses its
 //! entry: the kernel passes those queries and userspace answers them from the
@@ -76,7 +76,7 @@ use tokio::{sync::Notify, task::AbortHandle};
 
 use crate::{
     control::{Control, ControlError, EngineHandle},
-    loader::XdpDns,
+    loader::KernelProgram,
 };
 use book::NodeHealth;
 
@@ -228,7 +228,7 @@ pub async fn spawn(
 pub async fn start(
     args: &HealthArgs,
     handle: &EngineHandle,
-    kernel: Option<XdpDns>,
+    kernel: Option<KernelProgram>,
 ) -> Result<(HealthControl, Control), HealthError> {
     let book = NodeBook::open(args.state_file.as_deref(), args.max_down_share);
     let control = Control::start(handle.clone(), kernel, book.states_fn())?;

@@ -1,6 +1,6 @@
-//! The fallback server's query handler: bytes in, a response or a drop out. Every
+//! The authoritative server's query handler: bytes in, a response or a drop out. Every
 //! response is re-parsed by hickory-proto and by our own parser and checked against
-//! the query (`geodns::fallback::check`): parse -> encode -> re-parse.
+//! the query (`geodns::authoritative::check`): parse -> encode -> re-parse.
 //!
 //! The engine is the demo config (`examples/demo.toml` and its databases), so queries
 //! reach geo answers, the fallback round robin, glue, NODATA and NXDOMAIN. Each input
@@ -14,7 +14,7 @@ use std::{
     sync::{Arc, LazyLock},
 };
 
-use geodns::fallback::{check::check_response, handle, Transport};
+use geodns::authoritative::{check::check_response, handle, Transport};
 use geodns_maps::{Compiled, Config, Engine, NodeStates, SplitMix};
 use libfuzzer_sys::fuzz_target;
 

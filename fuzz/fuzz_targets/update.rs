@@ -8,11 +8,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use geodns::fallback::update::{apply_unsigned, process, ReplayCache, UpdateResult};
+use geodns::authoritative::update::{apply_unsigned, process, ReplayCache, UpdateResult};
 use geodns_maps::{Compiled, Config, Engine, NodeStates};
 use libfuzzer_sys::fuzz_target;
 
-/// The unit tests' clock and key (`fallback::update::tests`).
+/// The unit tests' clock and key (`authoritative::update::tests`).
 const NOW: u64 = 1_780_000_000;
 
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| {

@@ -441,7 +441,7 @@ fn rate_limit_decisions_are_the_same() {
     let kernel_slips = metric(&m, "geodns_xdp_packets_total{outcome=\"rrl_slipped\"}");
     eprintln!(
         "slips by the kernel: {kernel_slips}; by the fallback behind it: {}",
-        metric(&m, "geodns_fallback_rrl_slipped_total")
+        metric(&m, "geodns_server_rrl_slipped_total")
     );
     drop(user);
     drop(xdp);

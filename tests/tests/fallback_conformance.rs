@@ -1082,11 +1082,11 @@ fn fallback_server_conformance() {
     // Every row was asked four times (two transports, two families).
     let m = daemon.scrape_local().expect("metrics");
     for (counter, at_least) in [
-        ("geodns_fallback_responses_total{rcode=\"FORMERR\"}", 4 * 15),
-        ("geodns_fallback_responses_total{rcode=\"NOTIMP\"}", 4 * 3),
-        ("geodns_fallback_responses_total{rcode=\"BADVERS\"}", 4),
-        ("geodns_fallback_responses_total{rcode=\"NXDOMAIN\"}", 4 * 2),
-        ("geodns_fallback_truncated_total", 2),
+        ("geodns_server_responses_total{rcode=\"FORMERR\"}", 4 * 15),
+        ("geodns_server_responses_total{rcode=\"NOTIMP\"}", 4 * 3),
+        ("geodns_server_responses_total{rcode=\"BADVERS\"}", 4),
+        ("geodns_server_responses_total{rcode=\"NXDOMAIN\"}", 4 * 2),
+        ("geodns_server_truncated_total", 2),
     ] {
         assert!(
             metric(&m, counter) >= at_least,
@@ -1240,7 +1240,7 @@ fn until_no_connection(daemon: &Daemon) {
         Duration::from_secs(5),
         || {
             let m = daemon.scrape_local().unwrap_or_default();
-            m.contains("geodns_fallback_tcp_open_connections 0")
+            m.contains("geodns_server_tcp_open_connections 0")
         },
     );
 }
@@ -1332,13 +1332,13 @@ fn tcp_connections_cannot_be_held() {
 
     let m = daemon.scrape_local().expect("metrics");
     for reason in ["max_queries", "max_lifetime"] {
-        let key = format!("geodns_fallback_tcp_closed_total{{reason=\"{reason}\"}}");
+        let key = format!("geodns_server_tcp_closed_total{{reason=\"{reason}\"}}");
         assert!(metric(&m, &key) >= 1, "{key} in /metrics:\n{m}");
     }
     assert!(
         metric(
             &m,
-            "geodns_fallback_tcp_connections_total{result=\"refused_per_source\"}"
+            "geodns_server_tcp_connections_total{result=\"refused_per_source\"}"
         ) >= 1
     );
 }
@@ -1394,7 +1394,7 @@ fn a_client_that_does_not_read_cannot_hold_a_connection() {
             Err(_) => break,
         }
     }
-    let key = "geodns_fallback_tcp_closed_total{reason=\"write_timeout\"}";
+    let key = "geodns_server_tcp_closed_total{reason=\"write_timeout\"}";
     geodns_tests::daemon::wait_for(
         "the unread connection to be closed by the write timeout",
         Duration::from_secs(3),
@@ -1610,18 +1610,18 @@ fn fallback_server_defences() {
 
     let m = daemon.scrape_local().expect("metrics");
     for (counter, want) in [
-        ("geodns_fallback_dropped_total{reason=\"response\"}", 2),
-        ("geodns_fallback_dropped_total{reason=\"not_dns\"}", 2),
+        ("geodns_server_dropped_total{reason=\"response\"}", 2),
+        ("geodns_server_dropped_total{reason=\"not_dns\"}", 2),
         (
-            "geodns_fallback_dropped_total{reason=\"reflector_port\"}",
+            "geodns_server_dropped_total{reason=\"reflector_port\"}",
             reflector_rows,
         ),
         (
-            "geodns_fallback_dropped_total{reason=\"port_zero\"}",
+            "geodns_server_dropped_total{reason=\"port_zero\"}",
             u64::from(privileged),
         ),
-        ("geodns_fallback_dropped_total{reason=\"rate_limited\"}", 4),
-        ("geodns_fallback_rrl_slipped_total", 4),
+        ("geodns_server_dropped_total{reason=\"rate_limited\"}", 4),
+        ("geodns_server_rrl_slipped_total", 4),
     ] {
         assert_eq!(metric(&m, counter), want, "{counter} in /metrics:\n{m}");
     }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use geodns::{
-    fallback::{check::check_response, handle, Transport},
+    authoritative::{check::check_response, handle, Transport},
     loader::{KernelProgram, LoadOptions},
 };
 use geodns_maps::{AnswerSource, Compiled, Config, Engine, NodeStates, Question, Resolution};

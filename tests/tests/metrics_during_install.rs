@@ -79,7 +79,7 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
                 reloads: Arc::default(),
                 health: health.clone(),
                 redirect: None,
-                fallback: None,
+                dns: None,
             },
             token,
         ))

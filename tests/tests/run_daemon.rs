@@ -78,7 +78,7 @@ fn run_serves_reloads_and_stops_cleanly() {
     assert!(text.contains("answered_v4"), "geodns stats: {text}");
     assert!(
         text.contains("geodns_reloads_total{result=\"ok\"} 0")
-            && text.contains("geodns_fallback_tcp_open_connections"),
+            && text.contains("geodns_server_tcp_open_connections"),
         "geodns stats shows the rest of /metrics: {text}"
     );
 

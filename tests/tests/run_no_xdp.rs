@@ -130,18 +130,18 @@ fn no_xdp_serves_udp_and_tcp_and_stops_on_sigterm() {
 
     let m = scrape(&metrics);
     assert_eq!(
-        metric(&m, "geodns_fallback_responses_total{rcode=\"NOERROR\"}"),
+        metric(&m, "geodns_server_responses_total{rcode=\"NOERROR\"}"),
         4,
         "{m}"
     );
     assert_eq!(
-        metric(&m, "geodns_fallback_responses_total{rcode=\"REFUSED\"}"),
+        metric(&m, "geodns_server_responses_total{rcode=\"REFUSED\"}"),
         1
     );
     assert_eq!(
         metric(
             &m,
-            "geodns_fallback_transport_queries_total{transport=\"tcp\"}"
+            "geodns_server_transport_queries_total{transport=\"tcp\"}"
         ),
         2
     );

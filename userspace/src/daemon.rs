@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long, default_value_t = 53)]
     pub dns_port: u16,
     #[command(flatten)]
-    pub dns: crate::fallback::ServerArgs,
+    pub dns: crate::authoritative::ServerArgs,
     /// Where the maps are pinned for `geodns stats` (on a BPF filesystem). Only the
     /// names geodns pins there are ever removed.
     #[arg(long, default_value = "/sys/fs/bpf/geodns")]
@@ -261,7 +261,7 @@ struct Parts<'a> {
     config: &'a Path,
     common: &'a CommonArgs,
     xdp: Option<XdpPart<'a>>,
-    dns: Option<(&'a crate::fallback::ServerArgs, u16)>,
+    dns: Option<(&'a crate::authoritative::ServerArgs, u16)>,
     redirect: (&'a [SocketAddr], &'a crate::redirect::RedirectArgs),
 }
 
@@ -348,7 +348,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     let token = AdminToken::load_or_create(&common.token.admin_token)?;
     // Bound before the kernel is touched: a port in use fails the start cleanly.
     let listeners = match parts.dns {
-        Some((dns, port)) => Some(crate::fallback::bind(dns, port, parts.xdp.is_some())?),
+        Some((dns, port)) => Some(crate::authoritative::bind(dns, port, parts.xdp.is_some())?),
         None => None,
     };
     let kernel = match &parts.xdp {
@@ -377,7 +377,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         let dns = match listeners {
             Some(l) => {
                 let (dns, _) = parts.dns.context("listeners without DNS options")?;
-                Some(crate::fallback::FallbackServer::start(
+                Some(crate::authoritative::DnsServer::start(
                     &control,
                     l,
                     dns.tcp(),
@@ -395,7 +395,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
                 reloads: reloads.clone(),
                 health: health.clone(),
                 redirect,
-                fallback: dns.as_ref().map(|d| d.stats().clone()),
+                dns: dns.as_ref().map(|d| d.stats().clone()),
             },
             token,
         )
@@ -452,7 +452,7 @@ pub struct MetricsSources {
     pub reloads: Arc<ReloadStats>,
     pub health: HealthControl,
     pub redirect: Option<Arc<crate::redirect::RedirectStats>>,
-    pub fallback: Option<Arc<crate::fallback::FallbackStats>>,
+    pub dns: Option<Arc<crate::authoritative::ServerStats>>,
 }
 
 /// Binds the metrics address and serves `/metrics` and the admin API there (on the
@@ -538,7 +538,7 @@ impl MetricsSources {
         if let Some(r) = &self.redirect {
             out.push_str(&r.metrics_text());
         }
-        if let Some(f) = &self.fallback {
+        if let Some(f) = &self.dns {
             out.push_str(&f.metrics_text());
         }
         out
@@ -630,7 +630,7 @@ impl Reloader<'_> {
         .await;
         let engine = match compiled {
             Ok(Ok(engine)) => {
-                crate::fallback::update::carry_serial(&self.control.engine().load(), engine)
+                crate::authoritative::update::carry_serial(&self.control.engine().load(), engine)
             }
             Ok(Err(e)) => {
                 failed(format!("{e:#}"));

@@ -1,14 +1,14 @@
-//! The `geodns` daemon's parts: loader, fallback server, health, reload, HTTP.
+//! The `geodns` daemon's parts: loader, control, the authoritative DNS server, health, reload, HTTP.
 
 /// The XDP object built by `build.rs`, aligned for aya's ELF parser.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-dns"));
 
+pub mod authoritative;
 pub mod cmd;
 pub mod control;
 pub mod daemon;
 pub mod defence;
 pub mod duration;
-pub mod fallback;
 pub mod health;
 pub mod http;
 pub mod loader;

@@ -357,8 +357,8 @@ fn fuzz(tc: &Toolchain, root: &Path, target: &str, seconds: u32) -> Result<()> {
         env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let seeds = target_dir.join("fuzz-seeds").join(target);
     let seed_test = match target {
-        "query" => Some("fallback::tests::write_fuzz_seeds"),
-        "update" => Some("fallback::update::tests::write_fuzz_seeds"),
+        "query" => Some("authoritative::tests::write_fuzz_seeds"),
+        "update" => Some("authoritative::update::tests::write_fuzz_seeds"),
         _ => None,
     };
     if let Some(test) = seed_test {

@@ -256,7 +256,8 @@ fn answer_for(
         })
         .map_err(|e| anyhow::anyhow!("--type {}: {e}", args.qtype))?;
     let msg = query_bytes(&geodns_maps::name::to_wire(&full), qtype, ecs);
-    let outcome = crate::fallback::handle(engine, &msg, args.ip, crate::fallback::Transport::Tcp);
+    let outcome =
+        crate::authoritative::handle(engine, &msg, args.ip, crate::authoritative::Transport::Tcp);
     let bytes = outcome.response.context("the server drops this query")?;
     let reply = hickory_proto::op::Message::from_vec(&bytes).context("decoding the response")?;
     let mut out = String::new();

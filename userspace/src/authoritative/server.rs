@@ -17,7 +17,7 @@ pub use super::stats::TcpClose;
 use super::{
     guard::UdpGuard,
     respond::{self, Outcome, Transport},
-    stats::FallbackStats,
+    stats::ServerStats,
 };
 use crate::control::Control;
 
@@ -203,13 +203,13 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// The running server: one task per UDP socket and per TCP listener. Dropping it
 /// stops every task, open connections included.
-pub struct FallbackServer {
+pub struct DnsServer {
     addrs: Vec<SocketAddr>,
-    stats: Arc<FallbackStats>,
+    stats: Arc<ServerStats>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl FallbackServer {
+impl DnsServer {
     /// Serves `listeners`, answering every query with the engine `control` holds at
     /// that moment (so reloads and node-state changes apply to the next query). Must
     /// be called inside a tokio runtime.
@@ -217,7 +217,7 @@ impl FallbackServer {
         control: &Control,
         listeners: Vec<Listener>,
         tcp: TcpOptions,
-        stats: Arc<FallbackStats>,
+        stats: Arc<ServerStats>,
     ) -> io::Result<Self> {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
@@ -259,12 +259,12 @@ impl FallbackServer {
     }
 
     #[must_use]
-    pub fn stats(&self) -> &Arc<FallbackStats> {
+    pub fn stats(&self) -> &Arc<ServerStats> {
         &self.stats
     }
 }
 
-impl Drop for FallbackServer {
+impl Drop for DnsServer {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -275,7 +275,7 @@ impl Drop for FallbackServer {
 async fn serve_udp(
     sock: UdpSocket,
     control: Control,
-    stats: Arc<FallbackStats>,
+    stats: Arc<ServerStats>,
     guard: Arc<UdpGuard>,
 ) {
     let mut buf = vec![0u8; MAX_MESSAGE];
@@ -316,7 +316,7 @@ async fn handle_one(control: &Control, msg: &[u8], peer: IpAddr, transport: Tran
 async fn serve_tcp(
     listener: TcpListener,
     control: Control,
-    stats: Arc<FallbackStats>,
+    stats: Arc<ServerStats>,
     options: TcpOptions,
     limit: Arc<Semaphore>,
     per_source: Arc<PerSource>,
@@ -373,7 +373,7 @@ async fn connection(
     stream: TcpStream,
     peer: IpAddr,
     control: &Control,
-    stats: &FallbackStats,
+    stats: &ServerStats,
     options: TcpOptions,
 ) -> io::Result<Option<TcpClose>> {
     let _ = stream.set_nodelay(true);

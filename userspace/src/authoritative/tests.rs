@@ -24,8 +24,8 @@ use super::{
     check::check_response,
     parse::{Drop, EcsError, FormatError},
     respond::{handle, rcode, Outcome, Transport},
-    server::{FallbackServer, Listener, TcpOptions},
-    stats::FallbackStats,
+    server::{DnsServer, Listener, TcpOptions},
+    stats::ServerStats,
 };
 use crate::control::EngineHandle;
 
@@ -982,7 +982,7 @@ fn write_fuzz_seeds() {
 
 // --- the real server on loopback ---
 
-fn loopback_server(tcp: TcpOptions) -> (tokio::runtime::Runtime, FallbackServer, EngineHandle) {
+fn loopback_server(tcp: TcpOptions) -> (tokio::runtime::Runtime, DnsServer, EngineHandle) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -995,11 +995,11 @@ fn loopback_server(tcp: TcpOptions) -> (tokio::runtime::Runtime, FallbackServer,
     let listener = Listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 2).expect("bind");
     let server = rt
         .block_on(async {
-            FallbackServer::start(
+            DnsServer::start(
                 &control,
                 vec![listener],
                 tcp,
-                Arc::new(FallbackStats::default()),
+                Arc::new(ServerStats::default()),
             )
         })
         .expect("start");
@@ -1082,15 +1082,15 @@ fn server_answers_udp_and_pipelined_tcp_and_follows_the_engine() {
     assert_eq!(stats.rcode(rcode::NXDOMAIN), 1);
     let text = stats.metrics_text();
     assert!(
-        text.contains("geodns_fallback_queries_total{qtype=\"A\"} 5"),
+        text.contains("geodns_server_queries_total{qtype=\"A\"} 5"),
         "{text}"
     );
     assert!(
-        text.contains("geodns_fallback_responses_total{rcode=\"NOERROR\"} 5"),
+        text.contains("geodns_server_responses_total{rcode=\"NOERROR\"} 5"),
         "{text}"
     );
     assert!(
-        text.contains("geodns_fallback_transport_queries_total{transport=\"tcp\"} 4"),
+        text.contains("geodns_server_transport_queries_total{transport=\"tcp\"} 4"),
         "{text}"
     );
     // Every sample line is `name{labels} value` or `name value`.

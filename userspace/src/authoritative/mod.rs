@@ -52,8 +52,8 @@ pub mod update;
 use std::{net::SocketAddr, time::Duration};
 
 pub use respond::{handle, Outcome, Transport};
-pub use server::{FallbackServer, Listener, ServerError, TcpOptions};
-pub use stats::FallbackStats;
+pub use server::{DnsServer, Listener, ServerError, TcpOptions};
+pub use stats::ServerStats;
 
 /// The fallback server's options of `geodns run`.
 #[derive(clap::Args, Clone, Debug)]

@@ -82,7 +82,7 @@ const SOURCES: [&str; 3] = ["geo", "fallback", "glue"];
 
 /// Everything the fallback server counts; shared by its tasks.
 #[derive(Default)]
-pub struct FallbackStats {
+pub struct ServerStats {
     /// Per transport (udp, tcp): messages that got a response.
     queries: [AtomicU64; 2],
     rcodes: [AtomicU64; RCODES.len() + 1],
@@ -103,7 +103,7 @@ fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-impl FallbackStats {
+impl ServerStats {
     pub fn record(&self, transport: Transport, o: &Outcome) {
         if let Some(d) = o.dropped {
             if let Some(i) = Drop::ALL.iter().position(|x| *x == d) {
@@ -211,7 +211,7 @@ impl FallbackStats {
             .chain([("none", answered.saturating_sub(with_qtype))]);
         family(
             &mut out,
-            "geodns_fallback_queries_total",
+            "geodns_server_queries_total",
             "counter",
             "Queries the userspace server answered, by QTYPE (none: no question parsed).",
             "qtype",
@@ -219,7 +219,7 @@ impl FallbackStats {
         );
         family(
             &mut out,
-            "geodns_fallback_responses_total",
+            "geodns_server_responses_total",
             "counter",
             "Responses the userspace server sent, by RCODE.",
             "rcode",
@@ -230,7 +230,7 @@ impl FallbackStats {
         );
         family(
             &mut out,
-            "geodns_fallback_transport_queries_total",
+            "geodns_server_transport_queries_total",
             "counter",
             "Queries the userspace server answered, by transport.",
             "transport",
@@ -238,7 +238,7 @@ impl FallbackStats {
         );
         family(
             &mut out,
-            "geodns_fallback_answers_total",
+            "geodns_server_answers_total",
             "counter",
             "Address answers by where they came from: the region (geo), the fallback round robin, NS glue.",
             "source",
@@ -246,7 +246,7 @@ impl FallbackStats {
         );
         family(
             &mut out,
-            "geodns_fallback_dropped_total",
+            "geodns_server_dropped_total",
             "counter",
             "Messages dropped without a response, by reason.",
             "reason",
@@ -257,7 +257,7 @@ impl FallbackStats {
         );
         family(
             &mut out,
-            "geodns_fallback_tcp_connections_total",
+            "geodns_server_tcp_connections_total",
             "counter",
             "TCP connections: accepted, or refused (closed at once) by --tcp-max-connections or --tcp-max-per-source.",
             "result",
@@ -269,7 +269,7 @@ impl FallbackStats {
         );
         family(
             &mut out,
-            "geodns_fallback_tcp_closed_total",
+            "geodns_server_tcp_closed_total",
             "counter",
             "TCP connections the server closed, by reason.",
             "reason",
@@ -280,25 +280,25 @@ impl FallbackStats {
         );
         for (name, kind, help, value) in [
             (
-                "geodns_fallback_truncated_total",
+                "geodns_server_truncated_total",
                 "counter",
                 "UDP responses sent with TC=1 because the answer exceeded the client's size.",
                 get(&self.truncated),
             ),
             (
-                "geodns_fallback_rrl_slipped_total",
+                "geodns_server_rrl_slipped_total",
                 "counter",
                 "UDP responses over the rate limit sent empty with TC=1 (the slip); the dropped ones are dropped_total{reason=\"rate_limited\"}.",
                 get(&self.slipped),
             ),
             (
-                "geodns_fallback_tcp_idle_timeouts_total",
+                "geodns_server_tcp_idle_timeouts_total",
                 "counter",
                 "TCP connections closed by --tcp-idle-timeout.",
                 get(&self.tcp_timeouts),
             ),
             (
-                "geodns_fallback_tcp_open_connections",
+                "geodns_server_tcp_open_connections",
                 "gauge",
                 "TCP connections open now.",
                 get(&self.tcp_open),

@@ -279,7 +279,7 @@ fn xdp_and_fallback_give_the_same_answers() {
     let by_xdp = answered(&xdp) - before;
     eprintln!(
         "{compared} queries compared ({spread} to spread records); {by_xdp} answered by XDP, \
-         the rest by the fallback server behind it"
+         the rest by the authoritative server behind it"
     );
     assert_eq!(answered(&user), 0, "--no-xdp loads no program");
     assert!(

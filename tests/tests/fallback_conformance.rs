@@ -1,4 +1,4 @@
-//! The userspace fallback server as a DNS operator sees it: `geodns run --no-xdp`
+//! The userspace authoritative server as a DNS operator sees it: `geodns run --no-xdp`
 //! listening on loopback (IPv4 and IPv6), real packets over UDP and TCP, one table row
 //! per behaviour of the authoritative server, each checking rcode, header flags,
 //! sections and the OPT/ECS fields. Geo answers are compared with the `maps/` engine
@@ -1475,7 +1475,7 @@ fn send_from_port_zero(server: SocketAddr, payload: &[u8]) {
     }
 }
 
-/// The kernel's defence rows against the fallback server (`geodns run --no-xdp` with
+/// The kernel's defence rows against the authoritative server (`geodns run --no-xdp` with
 /// `[rrl] rate = 1, burst = 2, slip = 2`): no answer to source port 0 or a reflector
 /// port, to QR=1 or to a datagram that is no DNS message (a daytime string); over the
 /// limit every 2nd query gets an empty TC=1 reply and the rest none, per source

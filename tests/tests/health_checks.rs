@@ -1,6 +1,6 @@
 //! Node health against real TCP and HTTP(S) servers on loopback that each test starts
 //! and stops: `fall` failed checks take a node down, `rise` good ones bring it back, and
-//! the userspace answers (`Engine::resolve`, what the fallback server answers with)
+//! the userspace answers (`Engine::resolve`, what the authoritative server answers with)
 //! follow at the next check; admin states take effect at once; the policies for down
 //! candidates hold; the state file carries states across a restart.
 mod health_common;

@@ -2,7 +2,7 @@
 //! its `GeoIP` databases are compiled by maps/, installed into the XDP program, and the
 //! same questions go to both, from random clients (EDNS Client Subnet, IPv4 and IPv6,
 //! several prefix lengths) for every served name and for A and AAAA. Where the kernel
-//! answers, the userspace fallback server's reply to the same query is the same bytes.
+//! answers, the userspace authoritative server's reply to the same query is the same bytes.
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -168,13 +168,13 @@ fn kernel_answers_what_the_engine_decides() {
                     assert_eq!(
                         user.response.as_deref(),
                         Some(&reply.payload[..]),
-                        "fallback server vs kernel: {name} {qtype} from {client}/{source}"
+                        "authoritative server vs kernel: {name} {qtype} from {client}/{source}"
                     );
                 }
             }
             XDP_PASS => {
                 passed += 1;
-                // What the kernel passes, the fallback server answers.
+                // What the kernel passes, the authoritative server answers.
                 let q = query.build();
                 let user = handle(
                     &engine,
@@ -182,7 +182,7 @@ fn kernel_answers_what_the_engine_decides() {
                     IpAddr::V4(Ipv4Addr::new(198, 18, 9, 1)),
                     Transport::Udp,
                 );
-                let response = user.response.expect("the fallback server answers");
+                let response = user.response.expect("the authoritative server answers");
                 check_response(&q, &response, Transport::Udp).expect("a valid response");
                 assert_eq!(user.rcode, Some(0), "{name} {qtype} from {client}/{source}");
                 assert!(

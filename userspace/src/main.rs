@@ -3,7 +3,7 @@ use clap::{Parser, Subcommand};
 use geodns::cmd;
 
 /// `GeoDNS` for a CDN: answers `A`/`AAAA` per client location from an XDP program, with a
-/// complete authoritative fallback server in userspace.
+/// complete authoritative server in userspace.
 ///
 /// Typical use: `geodns compile --config FILE` to check a config and its `GeoIP`
 /// databases, `geodns lookup --config FILE IP` to explain one decision, and
@@ -34,7 +34,7 @@ enum Command {
     /// --redirect-listen, also the HTTP redirector (see `geodns redirect --help`).
     Run(geodns::daemon::Args),
     /// Print the live XDP counters of a running `geodns run` (from its pinned maps), then
-    /// the rest of its `/metrics` (fallback server, reloads, map entries, nodes).
+    /// the rest of its `/metrics` (authoritative server, reloads, map entries, nodes).
     Stats(cmd::stats::Args),
     /// Show nodes, or set a node's admin state (up, down, drain, auto) in a running
     /// `geodns run` or `geodns redirect`.

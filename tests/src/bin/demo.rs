@@ -182,7 +182,7 @@ fn main() {
             println!("{label:<28} {shown:<34} {scope:<6} {by}");
         } else {
             println!(
-                "{label:<28} {:<34} {:<6} passed to userspace: no answer yet (the fallback server is not wired in)",
+                "{label:<28} {:<34} {:<6} passed to userspace: no answer yet (the authoritative server is not wired in)",
                 "-", "-"
             );
         }

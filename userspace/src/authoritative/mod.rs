@@ -1,4 +1,4 @@
-//! The userspace fallback server: a complete authoritative server for the zone, on
+//! The userspace authoritative server: complete for the zone, on
 //! UDP and TCP, answering what the XDP program passes (or everything, with `--no-xdp`).
 //!
 //! Every decision is [`geodns_maps::Engine::resolve`]'s, the same the kernel maps
@@ -55,7 +55,7 @@ pub use respond::{handle, Outcome, Transport};
 pub use server::{DnsServer, Listener, ServerError, TcpOptions};
 pub use stats::ServerStats;
 
-/// The fallback server's options of `geodns run`.
+/// The authoritative server's options of `geodns run`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServerArgs {
     /// Address to answer DNS on, over UDP and TCP; repeat for more. Default:

@@ -27,7 +27,7 @@ const MAX_MESSAGE: usize = 65535;
 const PORT_TRIES: usize = 16;
 const TCP_BACKLOG: i32 = 1024;
 
-/// Errors of the fallback server.
+/// Errors of the authoritative server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {

@@ -1,4 +1,4 @@
-//! Counters of the fallback server for `/metrics`.
+//! Counters of the authoritative server for `/metrics`.
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicU64, Ordering},
@@ -80,7 +80,7 @@ const QTYPES: [(u16, &str); 20] = [
 
 const SOURCES: [&str; 3] = ["geo", "fallback", "glue"];
 
-/// Everything the fallback server counts; shared by its tasks.
+/// Everything the authoritative server counts; shared by its tasks.
 #[derive(Default)]
 pub struct ServerStats {
     /// Per transport (udp, tcp): messages that got a response.

@@ -1,6 +1,6 @@
 //! `geodns stats`: the live XDP counters of a running `geodns run`, read from the maps
 //! it pinned (so they show even when its HTTP side does not answer), then the rest of
-//! its `/metrics`: fallback server, reloads, map entries, node states.
+//! its `/metrics`: authoritative server, reloads, map entries, node states.
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;

@@ -1,0 +1,417 @@
+//! `geodns run` and `geodns redirect`: one daemon made of optional parts.
+//!
+//! Every daemon has the control thread ([`crate::control`]: the only writer of the
+//! engine and the kernel maps), node health ([`crate::health`]), reloads, and the
+//! metrics/admin HTTP server; `geodns run` adds the XDP program and the DNS server,
+//! either of them may add the HTTP redirector. A reload compiles on a blocking thread
+//! while the old maps serve and hands the engine to the control thread, which installs
+//! it into the idle generation and flips: a bad file changes nothing and is counted.
+mod metrics;
+mod reload;
+
+pub use metrics::{metrics_text, start_metrics, MetricsSources};
+use reload::Reloader;
+pub use reload::{compile, compile_config};
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context as _};
+use geodns_common::counter;
+use geodns_maps::{Compiled, Config, Engine, NodeStates};
+use hyper::{Method, StatusCode};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    control::{Control, EngineHandle},
+    health::{HealthControl, NodeBook},
+    http::{AdminToken, Limits},
+    loader::{xdp_mode, KernelProgram, LoadOptions},
+};
+
+/// Connections the metrics/admin server serves at once.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) XDP.
+    #[default]
+    Native,
+    /// Generic XDP, for drivers without native support (slower).
+    Skb,
+}
+
+/// Serve a zone: the XDP program on `--iface` answers what it can, the rest passes to
+/// the userspace server.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The interface to attach the XDP program to (required unless --no-xdp).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// Serve from userspace only (no kernel program).
+    #[arg(long)]
+    pub no_xdp: bool,
+    /// UDP port of DNS queries the XDP program answers, and of the default --listen
+    /// addresses.
+    #[arg(long, default_value_t = 53)]
+    pub dns_port: u16,
+    #[command(flatten)]
+    pub dns: crate::authoritative::ServerArgs,
+    /// Where the maps are pinned for `geodns stats` (on a BPF filesystem). Only the
+    /// names geodns pins there are ever removed.
+    #[arg(long, default_value = "/sys/fs/bpf/geodns")]
+    pub pin_dir: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Also serve the HTTP redirector (as `geodns redirect` does) on ADDR, from the
+    /// same engine and node states (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub redirect_listen: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub redirect: crate::redirect::RedirectArgs,
+}
+
+/// `geodns redirect`: the HTTP redirector on its own, with node health, the admin API
+/// and `/metrics`, and reloads: the daemon of `geodns run` without XDP and DNS
+/// ([`run_redirect`]).
+#[derive(clap::Args, Debug)]
+pub struct RedirectDaemonArgs {
+    /// The config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Address to serve HTTP on (repeatable: e.g. one IPv4 and one IPv6 listener).
+    #[arg(long, value_name = "ADDR", required = true)]
+    pub listen: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub redirect: crate::redirect::RedirectArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The options every daemon has.
+#[derive(clap::Args, Debug)]
+pub struct CommonArgs {
+    /// Address of the HTTP endpoint serving `GET /metrics` (Prometheus text format) and
+    /// the admin API under `/v1/`.
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    pub metrics: SocketAddr,
+    /// How often the config and database files are checked for changes.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub watch_interval: Duration,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+    #[command(flatten)]
+    pub health: crate::health::HealthArgs,
+    #[command(flatten)]
+    pub token: crate::http::TokenArgs,
+}
+
+/// The guard against a valid but empty or truncated database.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ReloadArgs {
+    /// Refuse a reload whose database networks or regions drop by more than this many
+    /// percent against the table in use (counted and logged with the figures). SIGUSR1
+    /// reloads once without this check.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_shrink: u8,
+    /// Never refuse a reload for shrinking.
+    #[arg(long)]
+    pub force_reload: bool,
+}
+
+/// Reload outcomes, for `/metrics`.
+#[derive(Default)]
+pub struct ReloadStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    /// Refused by the shrink guard.
+    pub refused: AtomicU64,
+    /// Duration of the last successful reload, in microseconds.
+    pub last_us: AtomicU64,
+}
+
+/// Mounts the BPF filesystem at /sys/fs/bpf when nothing is mounted there.
+fn ensure_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        return Ok(());
+    }
+    std::fs::create_dir_all("/sys/fs/bpf")?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, dst, fs) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        bail!(
+            "mounting bpffs on /sys/fs/bpf: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the pins geodns makes under `dir` (the contract's map names) and `dir` itself
+/// if that leaves it empty: never another program's pins, even with `--pin-dir
+/// /sys/fs/bpf`.
+pub fn remove_pins(dir: &Path) {
+    for name in geodns_common::MAP_NAMES {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(pin = %dir.join(name).display(), error = %e, "pin not removed");
+            }
+        }
+    }
+    // Fails while anything else is in it: then it is not only ours.
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The XDP part of `geodns run`.
+struct XdpPart<'a> {
+    iface: &'a str,
+    mode: XdpModeArg,
+    dns_port: u16,
+    pin_dir: &'a Path,
+}
+
+/// Which parts a daemon runs.
+struct Parts<'a> {
+    config: &'a Path,
+    common: &'a CommonArgs,
+    xdp: Option<XdpPart<'a>>,
+    dns: Option<(&'a crate::authoritative::ServerArgs, u16)>,
+    redirect: (&'a [SocketAddr], &'a crate::redirect::RedirectArgs),
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let xdp = if args.no_xdp {
+        None
+    } else {
+        let iface = args
+            .iface
+            .as_deref()
+            .context("--iface IFACE is required (or --no-xdp to serve from userspace only)")?;
+        Some(XdpPart {
+            iface,
+            mode: args.xdp_mode,
+            dns_port: args.dns_port,
+            pin_dir: &args.pin_dir,
+        })
+    };
+    runtime()?.block_on(serve(Parts {
+        config: &args.config,
+        common: &args.common,
+        xdp,
+        dns: Some((&args.dns, args.dns_port)),
+        redirect: (&args.redirect_listen, &args.redirect),
+    }))
+}
+
+/// `geodns redirect`: the daemon without XDP and DNS.
+pub fn run_redirect(args: &RedirectDaemonArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(serve(Parts {
+        config: &args.config,
+        common: &args.common,
+        xdp: None,
+        dns: None,
+        redirect: (&args.listen, &args.redirect),
+    }))
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Loads, fills, attaches and pins the XDP program.
+fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<KernelProgram> {
+    let if_index = if_index(part.iface)?;
+    let options = LoadOptions {
+        dns_port: part.dns_port,
+        ..LoadOptions::default()
+    };
+    let options = crate::defence::load_options(options, engine.config(), part.iface)
+        .with_context(|| format!("reading the addresses of {}", part.iface))?;
+    let mut xdp = KernelProgram::load(&options)?;
+    xdp.install(&engine.kernel_maps())?;
+    xdp.attach(if_index, xdp_mode(part.mode == XdpModeArg::Skb))
+        .with_context(|| format!("attaching to {}", part.iface))?;
+    ensure_bpffs()?;
+    // A crashed run may have left pins: they would stop this one.
+    remove_pins(part.pin_dir);
+    if let Err(e) = xdp.pin(part.pin_dir) {
+        remove_pins(part.pin_dir);
+        return Err(e).with_context(|| format!("pinning maps under {}", part.pin_dir.display()));
+    }
+    Ok(xdp)
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start and stop sequence, read top to bottom"
+)]
+async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let common = parts.common;
+    let signals = Signals::install()?;
+    // The state file first: the first install already answers with the remembered
+    // states, never with the config's alone.
+    let book = NodeBook::open(
+        common.health.state_file.as_deref(),
+        common.health.max_down_share,
+    );
+    let engine = compile(parts.config, Some(&|c: &Config| book.effective(c)))?;
+    let handle = EngineHandle::new(engine);
+    let token = AdminToken::load_or_create(&common.token.admin_token)?;
+    // Bound before the kernel is touched: a port in use fails the start cleanly.
+    let listeners = match parts.dns {
+        Some((dns, port)) => Some(crate::authoritative::bind(dns, port, parts.xdp.is_some())?),
+        None => None,
+    };
+    let kernel = match &parts.xdp {
+        Some(part) => Some(start_kernel(part, &handle.load())?),
+        None => None,
+    };
+    let pins = parts.xdp.as_ref().map(|p| p.pin_dir);
+    let stop_kernel = |control: Control| async move {
+        control.stop().await;
+        if let Some(dir) = pins {
+            remove_pins(dir);
+        }
+    };
+    let control = Control::start(handle.clone(), kernel, book.states_fn())?;
+    let reloads = Arc::new(ReloadStats::default());
+    let health = match crate::health::spawn(&common.health, &control, book).await {
+        Ok(h) => h,
+        Err(e) => {
+            stop_kernel(control).await;
+            return Err(e.into());
+        }
+    };
+    // The listeners, before "ready": a port that cannot be bound stops the start, and
+    // leaves no pins behind.
+    let listening = async {
+        let dns = match listeners {
+            Some(l) => {
+                let (dns, _) = parts.dns.context("listeners without DNS options")?;
+                Some(crate::authoritative::DnsServer::start(
+                    &control,
+                    l,
+                    dns.tcp(),
+                    Arc::default(),
+                )?)
+            }
+            None => None,
+        };
+        let (addrs, redirect_args) = parts.redirect;
+        let redirect = crate::redirect::start(addrs, redirect_args, &handle).await?;
+        let metrics = start_metrics(
+            common.metrics,
+            MetricsSources {
+                control: control.clone(),
+                reloads: reloads.clone(),
+                health: health.clone(),
+                redirect,
+                dns: dns.as_ref().map(|d| d.stats().clone()),
+            },
+            token,
+        )
+        .await?;
+        anyhow::Ok((dns, metrics))
+    }
+    .await;
+    let (dns, metrics) = match listening {
+        Ok(x) => x,
+        Err(e) => {
+            health.stop();
+            stop_kernel(control).await;
+            return Err(e);
+        }
+    };
+    let listen: Vec<String> = dns
+        .as_ref()
+        .map(|d| d.local_addrs().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    tracing::info!(
+        config = %parts.config.display(),
+        xdp = parts.xdp.is_some(),
+        iface = parts.xdp.as_ref().map_or("-", |x| x.iface),
+        listen = %listen.join(","),
+        metrics = %metrics,
+        redirect = ?parts.redirect.0,
+        seconds = started.elapsed().as_secs_f64(),
+        "geodns ready"
+    );
+
+    let reloader = Reloader {
+        config: parts.config,
+        control: &control,
+        health: &health,
+        counts: &reloads,
+        guard: common.reload,
+    };
+    let stopped = reloader.until_stopped(signals, common.watch_interval).await;
+    drop(dns);
+    health.stop();
+    if parts.xdp.is_some() {
+        tracing::info!("stopping: detaching the XDP program and removing pins");
+    } else {
+        tracing::info!("stopping");
+    }
+    stop_kernel(control).await;
+    stopped
+}
+
+/// SIGHUP, SIGUSR1, SIGINT and SIGTERM, taken over first thing at start: a signal that
+/// comes while the daemon is still starting waits for the loop and stops it cleanly,
+/// rather than killing the process half set up.
+pub(crate) struct Signals {
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
+fn if_index(iface: &str) -> anyhow::Result<u32> {
+    let name = std::ffi::CString::new(iface).context("interface name")?;
+    // SAFETY: a valid C string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface named {iface}");
+    }
+    Ok(idx)
+}

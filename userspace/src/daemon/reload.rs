@@ -1,0 +1,222 @@
+//! Reloads: which files are watched, the compile, the shrink guard, the hand-over to
+//! the control thread.
+use super::*;
+
+/// Compiles the config `config` with the node states `states` gives for it (the
+/// config's own without it).
+pub fn compile_config(
+    config: Config,
+    states: Option<&dyn Fn(&Config) -> NodeStates>,
+) -> anyhow::Result<Engine> {
+    let compiled = Compiled::build(&config, &mut |_| {})
+        .with_context(|| format!("compiling {}", config.file))?;
+    let states = states.map_or_else(|| NodeStates::from_config(&config), |f| f(&config));
+    Ok(Engine::new(Arc::new(config), Arc::new(compiled), &states))
+}
+
+/// Reads and compiles `path`; see [`compile_config`].
+pub fn compile(
+    path: &Path,
+    states: Option<&dyn Fn(&Config) -> NodeStates>,
+) -> anyhow::Result<Engine> {
+    compile_config(Config::from_path(path)?, states)
+}
+
+/// The files whose change triggers a reload, and what they were when last read.
+#[derive(Debug, PartialEq, Eq)]
+struct Watch {
+    files: Vec<PathBuf>,
+    seen: Vec<Option<(SystemTime, u64, u64)>>,
+}
+
+impl Watch {
+    /// Reads the config at `path` and notes its files (the config, its databases, the
+    /// zone file and its journal)
+    /// as they are *before* anything is compiled from them: a file replaced during the
+    /// compile (geoipupdate replaces one database, then the next, seconds apart) then
+    /// differs from what is noted, and the next look reloads again.
+    fn read(path: &Path) -> (anyhow::Result<Config>, Self) {
+        let config = Config::from_path(path).map_err(anyhow::Error::from);
+        let mut files = vec![path.to_path_buf()];
+        if let Ok(c) = &config {
+            // The databases, the zone file, the files it includes and its journal.
+            let dbs = c
+                .geoip
+                .iter()
+                .flat_map(|g| g.country.iter().chain(&g.asn).chain(&g.city));
+            for f in dbs.chain(&c.statics.files) {
+                if !files.contains(f) {
+                    files.push(f.clone());
+                }
+            }
+        }
+        let seen = Self::stat(&files);
+        (config, Self { files, seen })
+    }
+
+    fn stat(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
+        files
+            .iter()
+            .map(|f| {
+                let m = std::fs::metadata(f).ok()?;
+                Some((m.modified().ok()?, m.ino(), m.len()))
+            })
+            .collect()
+    }
+
+    fn changed(&self) -> bool {
+        Self::stat(&self.files) != self.seen
+    }
+}
+
+/// Reloads the config and its databases.
+pub(super) struct Reloader<'a> {
+    pub(super) config: &'a Path,
+    pub(super) control: &'a Control,
+    pub(super) health: &'a HealthControl,
+    pub(super) counts: &'a ReloadStats,
+    pub(super) guard: ReloadArgs,
+}
+
+impl Reloader<'_> {
+    /// Reloads on SIGHUP (SIGUSR1: without the shrink guard) and when the config or one
+    /// of its databases changes, until SIGINT or SIGTERM.
+    pub(super) async fn until_stopped(
+        &self,
+        signals: Signals,
+        every: Duration,
+    ) -> anyhow::Result<()> {
+        let Signals {
+            mut hup,
+            mut usr1,
+            mut int,
+            mut term,
+        } = signals;
+        let (_, mut watch) = Watch::read(self.config);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let (why, force) = tokio::select! {
+                _ = hup.recv() => ("SIGHUP", false),
+                _ = usr1.recv() => ("SIGUSR1", true),
+                _ = tick.tick() => {
+                    if !watch.changed() {
+                        continue;
+                    }
+                    ("file changed", false)
+                }
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+            };
+            watch = self.reload(why, force).await;
+        }
+        Ok(())
+    }
+
+    /// Compiles in the background; on success hands the engine to the control thread;
+    /// on failure leaves everything as it was and counts it. Returns the files as
+    /// they were read.
+    async fn reload(&self, why: &str, force: bool) -> Watch {
+        let started = Instant::now();
+        let (config, watch) = Watch::read(self.config);
+        let failed = |error: String| {
+            self.counts.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(trigger = why, error = %error, "reload failed; the running maps stay");
+        };
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => {
+                failed(format!("{e:#}"));
+                return watch;
+            }
+        };
+        let health = self.health.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            compile_config(config, Some(&|c: &Config| health.states_for(c)))
+        })
+        .await;
+        let engine = match compiled {
+            Ok(Ok(engine)) => {
+                crate::authoritative::update::carry_serial(&self.control.engine().load(), engine)
+            }
+            Ok(Err(e)) => {
+                failed(format!("{e:#}"));
+                return watch;
+            }
+            Err(e) => {
+                failed(e.to_string());
+                return watch;
+            }
+        };
+        let max_drop = f64::from(self.guard.max_shrink) / 100.0;
+        let current = self.control.engine().load();
+        let shrink = engine
+            .compiled()
+            .stats()
+            .shrink_from(current.compiled().stats(), max_drop);
+        if let Some(shrink) = shrink.filter(|_| !force && !self.guard.force_reload) {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                trigger = why,
+                what = shrink.what,
+                old = shrink.old,
+                new = shrink.new,
+                max_shrink_percent = self.guard.max_shrink,
+                "reload refused: {shrink}, more than --max-shrink allows; the running maps stay (SIGUSR1 reloads once without this check)"
+            );
+            return watch;
+        }
+        if let Err(e) = self.control.install(engine).await {
+            failed(format!("installing the maps: {e}"));
+            return watch;
+        }
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counts.last_us.store(us, Ordering::Relaxed);
+        self.counts.ok.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            trigger = why,
+            seconds = started.elapsed().as_secs_f64(),
+            "reloaded"
+        );
+        watch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The regression of a reload that missed a change: the files are noted before the
+    /// compile, so one replaced while it runs is seen at the next look.
+    #[test]
+    fn a_file_replaced_during_a_compile_is_seen_afterwards() {
+        let dir = std::env::temp_dir().join(format!("geodns-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dbs = geodns_maps::mmdb::demo::databases().expect("demo databases");
+        for (name, bytes) in &dbs {
+            std::fs::write(dir.join(name), bytes).expect("database");
+        }
+        let asn = dir.join("demo-asn.mmdb");
+        let config = dir.join("geodns.toml");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml"),
+        )
+        .expect("demo config");
+        std::fs::write(&config, text).expect("config");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        std::fs::copy(examples.join("demo.zone"), dir.join("demo.zone")).expect("zone file");
+        let (parsed, watch) = Watch::read(&config);
+        parsed.expect("the demo config reads");
+        assert!(!watch.changed());
+        // "During the compile": the second database is replaced (a new file renamed
+        // over it, as geoipupdate does).
+        let tmp = dir.join("demo-asn.mmdb.new");
+        std::fs::write(&tmp, &dbs[1].1).expect("new asn");
+        std::fs::rename(&tmp, &asn).expect("rename");
+        assert!(
+            watch.changed(),
+            "the replaced file is noticed after the compile"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -245,6 +245,50 @@ const _: () = assert!(size_of::<RuntimeState>() == 8);
 pub const STATE_FLAG_TRIE_ONLY: u32 = 1;
 /// When set, the kernel answers nothing itself and passes every packet (maintenance).
 pub const STATE_FLAG_PASS_ALL: u32 = 2;
+/// The table's databases alias `::ffff:0:0/96` (IPv4-mapped) onto their IPv4 tree: a
+/// client there is looked up as its bits 96-127, scope + 96. Set with the generation
+/// whose table it describes (the loader's install).
+pub const STATE_FLAG_ALIAS_MAPPED: u32 = 4;
+/// The same for `2001::/32` (Teredo): bits 32-63, scope + 32.
+pub const STATE_FLAG_ALIAS_TEREDO: u32 = 8;
+/// The same for `2002::/16` (6to4): bits 16-47, scope + 16.
+pub const STATE_FLAG_ALIAS_6TO4: u32 = 16;
+/// Every alias flag.
+pub const STATE_FLAG_ALIASES: u32 =
+    STATE_FLAG_ALIAS_MAPPED | STATE_FLAG_ALIAS_TEREDO | STATE_FLAG_ALIAS_6TO4;
+
+/// The IPv6 ranges a `MaxMind` DB aliases onto its IPv4 tree: (flag, first address,
+/// prefix length = offset of the embedded IPv4 address).
+pub const IPV6_ALIASES: [(u32, u128, u8); 3] = [
+    (STATE_FLAG_ALIAS_MAPPED, 0xffff_u128 << 32, 96),
+    (STATE_FLAG_ALIAS_TEREDO, 0x2001_u128 << 112, 32),
+    (STATE_FLAG_ALIAS_6TO4, 0x2002_u128 << 112, 16),
+];
+
+/// The IPv4 address embedded in `addr` and the alias offset, when `addr` lies in an
+/// alias range whose flag is in `flags`. The kernel and userspace both translate with
+/// this.
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+#[must_use]
+pub fn ipv6_alias(addr: &[u8; 16], flags: u32) -> Option<([u8; 4], u8)> {
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    if flags & STATE_FLAG_ALIAS_6TO4 != 0 && hi >> 48 == 0x2002 {
+        return Some(([addr[2], addr[3], addr[4], addr[5]], 16));
+    }
+    if flags & STATE_FLAG_ALIAS_TEREDO != 0 && hi >> 32 == 0x2001_0000 {
+        return Some(([addr[4], addr[5], addr[6], addr[7]], 32));
+    }
+    if flags & STATE_FLAG_ALIAS_MAPPED != 0
+        && hi == 0
+        && u32::from_be_bytes([addr[8], addr[9], addr[10], addr[11]]) == 0xffff
+    {
+        return Some(([addr[12], addr[13], addr[14], addr[15]], 96));
+    }
+    None
+}
 
 /// Value of the prefix maps: the region a client prefix belongs to and the length of
 /// the matched prefix (it becomes the ECS SCOPE PREFIX-LENGTH).
@@ -373,6 +417,10 @@ impl NameEntry {
 /// at most half full, where linear probing needs about 1.5 probes on average and more
 /// than 32 essentially never; a table that would need more is refused by the builder.
 pub const NAME_PROBES: u32 = 32;
+/// The record number of a wildcard key whose name exists but has no geo wildcard
+/// below it (static data, an empty non-terminal, a delegation): the name is the closest
+/// encloser of what the kernel looked up, so no wildcard answers and the kernel passes.
+pub const NAME_BLOCK: u16 = u16::MAX;
 /// See [`NAME_PROBES`].
 pub const ANSWER_PROBES: u32 = 32;
 

@@ -23,63 +23,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use crate::report::{CompileError, Progress, ProgressStage};
 use crate::{
     cidr::Cidr,
     config::{Config, RegionKey},
     geo::{code_text, letter_code, Db, DbData, Facts, Fields},
     partition::{self, Seg, NONE},
 };
-
-/// Where [`Compiled::build`] is; the CLI prints it as a progress line.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Progress {
-    pub stage: ProgressStage,
-    /// The database being read (for [`ProgressStage::Reading`]).
-    pub path: Option<PathBuf>,
-    /// Networks read so far from this database.
-    pub networks: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProgressStage {
-    /// Walking a database; called every 65 536 networks and once at its end.
-    Reading,
-    /// Overlaying the databases and config CIDRs, assigning regions, merging.
-    Combining,
-}
-
-/// Why the databases could not be compiled.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CompileError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a usable MaxMind DB")]
-    Database {
-        path: PathBuf,
-        #[source]
-        source: maxminddb::MaxMindDbError,
-    },
-    #[error(
-        "{path}: none of its {networks} networks has the field `{field}`: check geoip.country_field / geoip.asn_field"
-    )]
-    FieldNotFound {
-        path: PathBuf,
-        field: String,
-        networks: u64,
-    },
-    #[error("{count} database files: at most {max} are supported")]
-    TooManyDatabases { count: usize, max: usize },
-    #[error("{regions} regions: more than the {max} a u16 region id can name")]
-    TooManyRegions { regions: usize, max: usize },
-}
 
 /// Counts of one address family.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -107,6 +57,38 @@ pub struct CompileStats {
     pub elapsed: Duration,
 }
 
+/// A table that lost too much against the one it would replace: what shrank, from
+/// what to what.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} would drop from {old} to {new}")]
+pub struct Shrink {
+    pub what: &'static str,
+    pub old: u64,
+    pub new: u64,
+}
+
+impl CompileStats {
+    /// `Some` when `self` has lost more than `max_drop` (a share, 0 to 1) of the
+    /// database networks or of the regions of `old`: an empty or truncated database
+    /// that still parses.
+    #[must_use]
+    pub fn shrink_from(&self, old: &Self, max_drop: f64) -> Option<Shrink> {
+        let networks = |s: &Self| s.v4.networks + s.v6.networks;
+        let regions = |s: &Self| s.regions as u64;
+        [
+            ("database networks", networks(old), networks(self)),
+            ("regions", regions(old), regions(self)),
+        ]
+        .into_iter()
+        .find(|&(_, o, n)| {
+            #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            let lost = o.saturating_sub(n) as f64 / o.max(1) as f64;
+            lost > max_drop
+        })
+        .map(|(what, old, new)| Shrink { what, old, new })
+    }
+}
+
 /// Something legal but probably unintended in the compiled result.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -115,6 +97,8 @@ pub enum CompileWarning {
         "{count} region(s) get no candidate from any record's map (their clients get the fallback), e.g. {examples}"
     )]
     UncoveredRegions { count: usize, examples: String },
+    #[error("{range} is not looked up as IPv4 (clients there get the IPv6 table): {reason}")]
+    AliasOff { range: Cidr, reason: String },
 }
 
 /// The prefix that matches an address, and its region.
@@ -191,6 +175,9 @@ pub struct Compiled {
     explain_dbs: Mutex<Option<Arc<Vec<Db>>>>,
     stats: CompileStats,
     warnings: Vec<CompileWarning>,
+    /// `STATE_FLAG_ALIAS_*` of the IPv6 ranges looked up as their embedded IPv4
+    /// address (see [`Compiled::lookup`]).
+    aliases: u32,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -505,8 +492,10 @@ impl Compiled {
             });
         }
         let mut data: Vec<DbData> = Vec::with_capacity(sources.len());
+        let mut db_aliases = Vec::with_capacity(sources.len());
         for s in &sources {
             let db = Db::open(&s.path)?;
+            db_aliases.push(db.aliases);
             data.push(db.read(&s.fields, progress)?);
         }
         progress(Progress {
@@ -515,9 +504,15 @@ impl Compiled {
             networks: 0,
         });
         let rules = Rules::new(config);
+        let (aliases, mut alias_warnings) = live_aliases(&sources, &db_aliases, &rules);
         let mut interner = Interner::new(config.maps.len());
         let (v4, v4_stats) = compile_family(32, &data, &rules, &mut interner);
-        let (v6, v6_stats) = compile_family(128, &data, &rules, &mut interner);
+        let (mut v6, mut v6_stats) = compile_family(128, &data, &rules, &mut interner);
+        let unsplit = v6.len();
+        split_at_aliases(&mut v6, aliases);
+        // The cuts are pieces of their own before merging too.
+        v6_stats.prefixes_before += (v6.len() - unsplit) as u64;
+        v6_stats.prefixes_after = v6.len() as u64;
         drop(data);
         if interner.too_many {
             return Err(CompileError::TooManyRegions {
@@ -553,8 +548,10 @@ impl Compiled {
             explain_dbs: Mutex::new(None),
             stats,
             warnings: Vec::new(),
+            aliases,
         };
         this.warnings = this.find_warnings(config);
+        this.warnings.append(&mut alias_warnings);
         Ok(this)
     }
 
@@ -600,9 +597,37 @@ impl Compiled {
         self.regions.len()
     }
 
-    /// The longest (and only) prefix containing `ip`, and its region.
+    /// The IPv6 ranges looked up as their embedded IPv4 address
+    /// (`geodns_common::STATE_FLAG_ALIAS_*`): those every database aliases onto its
+    /// IPv4 tree, unless a config CIDR key overlaps them. The loader sets them in
+    /// the kernel's run-time flags with the generation.
+    #[must_use]
+    pub fn aliases(&self) -> u32 {
+        self.aliases
+    }
+
+    /// The alias range, the embedded IPv4 address and the alias offset of `ip`, when
+    /// it lies in a live alias range.
+    #[must_use]
+    pub fn alias_of(&self, ip: IpAddr) -> Option<(Cidr, Ipv4Addr, u8)> {
+        let IpAddr::V6(a) = ip else { return None };
+        let (v4, offset) = geodns_common::ipv6_alias(&a.octets(), self.aliases)?;
+        Some((Cidr::new(ip, offset), Ipv4Addr::from(v4), offset))
+    }
+
+    /// The longest (and only) prefix containing `ip`, and its region. An IPv6 address
+    /// in a live alias range ([`Compiled::aliases`]) is looked up as its embedded IPv4
+    /// address: the prefix is the IPv4 match moved into the alias range (length + the
+    /// offset: 96, 32 or 16), as exact as the IPv4 one.
     #[must_use]
     pub fn lookup(&self, ip: IpAddr) -> PrefixMatch {
+        if let Some((_, v4, offset)) = self.alias_of(ip) {
+            let m = self.lookup(IpAddr::V4(v4));
+            return PrefixMatch {
+                prefix: Cidr::new(ip, m.prefix.len() + offset),
+                region: m.region,
+            };
+        }
         match ip {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
@@ -675,10 +700,11 @@ impl Compiled {
         self.region_ids.get(&self.rules.tuple(&f, cidr)).copied()
     }
 
-    /// What the databases (read again now) and the config's CIDRs say about `ip`.
-    /// IPv6 addresses that `MaxMind` aliases to the IPv4 tree (`::/96` inside its IPv4
-    /// subtree, `::ffff:0:0/96`, `2002::/16`) are in no database here, as in the
-    /// compiled prefixes.
+    /// What the databases (read again now) and the config's CIDRs say about `ip`. An
+    /// address in a live alias range is the embedded IPv4 address here, as in
+    /// [`Compiled::lookup`]; one that a database aliases without the alias being live
+    /// is in no network of that database, as in the compiled prefixes (and so is
+    /// `::/96`, the IPv4 subtree itself).
     pub fn facts(&self, ip: IpAddr) -> Result<AddressFacts, CompileError> {
         let dbs = {
             let mut guard = self
@@ -698,6 +724,8 @@ impl Compiled {
                 d
             }
         };
+        // A live alias: the facts of the embedded IPv4 address.
+        let ip = self.alias_of(ip).map_or(ip, |(_, v4, _)| IpAddr::V4(v4));
         let mut out = AddressFacts {
             cidr: self
                 .rules
@@ -711,7 +739,9 @@ impl Compiled {
         let mut facts = Facts::default();
         for (db, s) in dbs.iter().zip(&self.sources) {
             if let IpAddr::V6(a) = ip {
-                if db.aliases_ipv4(a)? {
+                // Aliased by this database but not live (another lacks it): the
+                // compiled table has nothing from this database there.
+                if geodns_common::ipv6_alias(&a.octets(), db.aliases).is_some() {
                     continue;
                 }
             }
@@ -731,6 +761,86 @@ impl Compiled {
         out.continent = facts.continent.map(code_text);
         out.asn = facts.asn;
         Ok(out)
+    }
+}
+
+/// The aliases every database has (an IPv4-only database has none), minus those a
+/// config CIDR key overlaps (the CIDR would have to win inside the range, which the
+/// kernel's translation cannot express); a warning for each alias some database has
+/// but that is not live.
+fn live_aliases(
+    sources: &[Source],
+    db_aliases: &[u32],
+    rules: &Rules,
+) -> (u32, Vec<CompileWarning>) {
+    let all = db_aliases
+        .iter()
+        .fold(if db_aliases.is_empty() { 0 } else { u32::MAX }, |a, b| {
+            a & b
+        });
+    let any = db_aliases.iter().fold(0, |a, b| a | b);
+    let mut live = 0;
+    let mut warnings = Vec::new();
+    for (flag, start, len) in geodns_common::IPV6_ALIASES {
+        let range = Cidr::new(IpAddr::V6(Ipv6Addr::from(start)), len);
+        if any & flag == 0 {
+            continue;
+        }
+        if all & flag == 0 {
+            let lacking: Vec<String> = sources
+                .iter()
+                .zip(db_aliases)
+                .filter(|(_, a)| **a & flag == 0)
+                .map(|(s, _)| s.path.display().to_string())
+                .collect();
+            warnings.push(CompileWarning::AliasOff {
+                range,
+                reason: format!("{} does not alias it to its IPv4 tree", lacking.join(", ")),
+            });
+            continue;
+        }
+        let overlap = rules
+            .cidrs
+            .iter()
+            .find(|c| !c.is_ipv4() && (c.contains(range.addr()) || range.contains(c.addr())));
+        if let Some(c) = overlap {
+            warnings.push(CompileWarning::AliasOff {
+                range,
+                reason: format!("the config CIDR key {c} overlaps it"),
+            });
+            continue;
+        }
+        live |= flag;
+    }
+    (live, warnings)
+}
+
+/// Cuts the prefix that holds each live alias range so the range is a prefix of its
+/// own: a prefix around it would claim an ECS scope over addresses that are looked up
+/// as IPv4.
+fn split_at_aliases(v6: &mut Vec<(u128, u8, u16)>, aliases: u32) {
+    for (flag, start, len) in geodns_common::IPV6_ALIASES {
+        if aliases & flag == 0 {
+            continue;
+        }
+        let end = partition::prefix_end(start, len, 128);
+        let i = v6.partition_point(|p| p.0 <= start).saturating_sub(1);
+        let Some(&(s, l, region)) = v6.get(i) else {
+            continue;
+        };
+        let e = partition::prefix_end(s, l, 128);
+        if s == start && l == len || !(s <= start && end <= e) {
+            continue;
+        }
+        let mut pieces = Vec::new();
+        if s < start {
+            partition::cover(s, start - 1, 128, |a, b| pieces.push((a, b, region)));
+        }
+        pieces.push((start, len, region));
+        if end < e {
+            partition::cover(end + 1, e, 128, |a, b| pieces.push((a, b, region)));
+        }
+        v6.splice(i..=i, pieces);
     }
 }
 

@@ -13,7 +13,12 @@ use geodns_common::{NameKey, MAX_ANSWER_ADDRS, MAX_LABELS, MAX_NAME_WIRE_LEN};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{cidr::Cidr, engine::NodeState, name};
+use crate::{
+    cidr::Cidr,
+    name,
+    state::{NodeState, NodeStates},
+    zone::{self, StaticZone, ZoneError},
+};
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -37,6 +42,42 @@ pub struct Config {
     pub rrl: Rrl,
     /// `[guard]`: reflection defences.
     pub guard: Guard,
+    /// Static record sets from `[zone] file` (SOA and NS at the apex moved into [`Zone`]),
+    /// with the journal of RFC 2136 updates replayed over them.
+    pub statics: StaticZone,
+    /// `[update]`: who may change what through RFC 2136 updates.
+    pub update: UpdatePolicy,
+}
+
+/// `[update]`: TSIG keys and what each may change.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct UpdatePolicy {
+    pub keys: Vec<TsigKey>,
+}
+
+/// `[[update.keys]]`: one HMAC-SHA256 key and the names and types it may update.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TsigKey {
+    /// Absolute, lowercase (`acme.`), as in the TSIG record.
+    pub name: String,
+    pub secret: Vec<u8>,
+    /// First labels an updated owner may have, lowercase (default `_acme-challenge`).
+    pub allow: Vec<String>,
+    /// Types it may add or delete (default TXT).
+    pub types: Vec<u16>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("secret", &"(hidden)")
+            .field("allow", &self.allow)
+            .field("types", &self.types)
+            .finish()
+    }
 }
 
 /// `[rrl]`: response rate limiting, the same in the kernel and the fallback server
@@ -112,6 +153,11 @@ pub struct Zone {
     pub expire: u32,
     pub minimum: u32,
     pub ns: Vec<NsHost>,
+    /// The master file of static records (`file = "cdn.zone"`), resolved.
+    pub file: Option<PathBuf>,
+    /// The journal of RFC 2136 updates: `<file>.jnl`, or `<origin>jnl` in the config's
+    /// directory without a zone file.
+    pub journal: PathBuf,
 }
 
 /// One NS of the zone; addresses are glue (needed when the name is inside the zone).
@@ -260,6 +306,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// The zone file (or a file it includes) is broken, or disagrees with the config.
+    #[error("zone file {0}")]
+    Zone(#[from] ZoneError),
     /// Well-formed TOML that does not make a valid config.
     #[error("{file}:{line}:{column}: {key}: {problem}")]
     Invalid {
@@ -336,6 +385,8 @@ pub enum ConfigProblem {
     NoNameServers,
     #[error("more than {max} addresses of one family (the kernel compares at most {max})")]
     TooManyServed { max: usize },
+    #[error("{reason}")]
+    BadKey { reason: String },
     #[error("`{value}`: expected {expected}")]
     BadTarget {
         value: String,
@@ -421,6 +472,7 @@ struct RawConfig {
     fallback: Option<Spanned<RawCandidates>>,
     rrl: Option<Spanned<RawRrl>>,
     guard: Option<Spanned<RawGuard>>,
+    update: Option<Spanned<RawUpdate>>,
 }
 
 #[derive(Deserialize)]
@@ -436,9 +488,27 @@ struct RawRrl {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawUpdate {
+    #[serde(default)]
+    keys: Vec<Spanned<RawKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawGuard {
     reflector_ports: Option<Vec<Spanned<i64>>>,
     served_addresses: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: Option<Spanned<String>>,
+    secret: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    algorithm: Option<Spanned<String>>,
+    allow: Option<Vec<Spanned<String>>>,
+    types: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -449,18 +519,14 @@ struct RawZone {
     ttl: Spanned<u32>,
     mname: Option<Spanned<String>>,
     rname: Option<Spanned<String>>,
-    #[serde(default = "default_serial")]
-    serial: u32,
-    #[serde(default = "default_refresh")]
-    refresh: u32,
-    #[serde(default = "default_retry")]
-    retry: u32,
-    #[serde(default = "default_expire")]
-    expire: u32,
-    #[serde(default = "default_minimum")]
-    minimum: u32,
+    serial: Option<u32>,
+    refresh: Option<u32>,
+    retry: Option<u32>,
+    expire: Option<u32>,
+    minimum: Option<u32>,
     #[serde(default)]
     ns: Vec<Spanned<RawNs>>,
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1028,6 +1094,111 @@ fn candidates(
     Ok(out)
 }
 
+/// `[update]`: the keys (secret inline, or a BIND key file as `tsig-keygen` writes it).
+fn update_policy(
+    ctx: &Ctx<'_>,
+    raw: Option<&Spanned<RawUpdate>>,
+    base_dir: &Path,
+) -> Result<UpdatePolicy, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(UpdatePolicy::default());
+    };
+    let mut keys: Vec<TsigKey> = Vec::new();
+    for (i, k) in raw.get_ref().keys.iter().enumerate() {
+        let key = format!("update.keys[{i}]");
+        let bad = |reason: String| ctx.err(&k.span(), &key, ConfigProblem::BadKey { reason });
+        let raw_key = k.get_ref();
+        let (file_name, file_alg, file_secret) = match &raw_key.file {
+            Some(f) => {
+                let path = base_dir.join(f.get_ref());
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                    op: "reading TSIG key file",
+                    path: path.clone(),
+                    source,
+                })?;
+                let (n, a, s) = zone::parse_key_file(&text).ok_or_else(|| {
+                    bad(format!(
+                        "{}: expected key \"NAME\" {{ algorithm ...; secret \"...\"; }};",
+                        path.display()
+                    ))
+                })?;
+                (Some(n), Some(a), Some(s))
+            }
+            None => (None, None, None),
+        };
+        let name = raw_key
+            .name
+            .as_ref()
+            .map(|n| n.get_ref().clone())
+            .or(file_name)
+            .ok_or_else(|| bad("a key needs `name` (or `file`)".to_owned()))?;
+        let name = name::absolute(&name, ".").map_err(|e| bad(format!("name `{name}`: {e}")))?;
+        let alg = raw_key
+            .algorithm
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .or(file_alg)
+            .unwrap_or_else(|| "hmac-sha256".to_owned());
+        if !alg
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case("hmac-sha256")
+        {
+            return Err(bad(format!(
+                "algorithm `{alg}`: only hmac-sha256 is supported"
+            )));
+        }
+        let secret_text = raw_key
+            .secret
+            .as_ref()
+            .map(|s| s.get_ref().clone())
+            .or(file_secret)
+            .ok_or_else(|| bad("a key needs `secret` (base64) or `file`".to_owned()))?;
+        let secret = zone::base64(&secret_text)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("secret: not base64 (as tsig-keygen prints it)".to_owned()))?;
+        let allow = match &raw_key.allow {
+            Some(list) => list
+                .iter()
+                .map(|l| l.get_ref().to_ascii_lowercase())
+                .collect(),
+            None => vec!["_acme-challenge".to_owned()],
+        };
+        let types = match &raw_key.types {
+            Some(list) => list
+                .iter()
+                .map(|t| {
+                    zone::parse_type(t.get_ref()).ok_or_else(|| {
+                        ctx.err(
+                            &t.span(),
+                            format!("{key}.types"),
+                            ConfigProblem::BadKey {
+                                reason: format!("unknown type `{}`", t.get_ref()),
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u16>, _>>()?,
+            None => vec![zone::TYPE_TXT],
+        };
+        if types
+            .iter()
+            .any(|t| matches!(*t, zone::TYPE_SOA | zone::TYPE_NS))
+        {
+            return Err(bad("SOA and NS cannot be updated".to_owned()));
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Err(bad(format!("key `{name}` defined twice")));
+        }
+        keys.push(TsigKey {
+            name,
+            secret,
+            allow,
+            types,
+        });
+    }
+    Ok(UpdatePolicy { keys })
+}
+
 impl Config {
     /// Reads, parses and validates `path`. Relative paths inside are relative to the
     /// file's directory.
@@ -1081,29 +1252,126 @@ impl Config {
                 ipv6: parse_addrs(ctx, r.ipv6.as_ref(), &format!("{key}.ipv6"), "IPv6")?,
             });
         }
+        let file = z.file.as_ref().map(|f| base_dir.join(f.get_ref()));
+        let mut statics = match &file {
+            Some(f) => zone::load(f, &base_dir, &origin, ttl)?,
+            None => StaticZone::default(),
+        };
+        let journal = file.as_ref().map_or_else(
+            || base_dir.join(format!("{origin}jnl")),
+            |f| {
+                let mut j = f.clone().into_os_string();
+                j.push(".jnl");
+                PathBuf::from(j)
+            },
+        );
+        let origin_wire = name::to_wire(&origin);
+        let file_soa = statics.take_apex(&origin_wire, zone::TYPE_SOA);
+        let file_ns = statics.take_apex(&origin_wire, zone::TYPE_NS);
+        let journal_serial = zone::replay(&journal, &mut statics)?;
+        statics.files.push(journal.clone());
+        if let Some(set) = &file_ns {
+            if let Some(first) = z.ns.first() {
+                return Err(ZoneError::conflict(
+                    &set.at,
+                    format!(
+                        "NS at the apex: also [[zone.ns]] on line {} of {}; keep one",
+                        ctx.line_col(first.span().start).0,
+                        ctx.file
+                    ),
+                )
+                .into());
+            }
+            for rdata in &set.rdata {
+                let wire = zone::rdata_name(rdata).unwrap_or_default();
+                let addr = |t: u16| -> Vec<Vec<u8>> {
+                    statics
+                        .rrset(&wire, t)
+                        .map(|s| s.rdata.clone())
+                        .unwrap_or_default()
+                };
+                ns.push(NsHost {
+                    name: name::to_presentation(&wire).unwrap_or_default(),
+                    ipv4: addr(zone::TYPE_A)
+                        .iter()
+                        .filter_map(|b| <[u8; 4]>::try_from(&b[..]).ok().map(Ipv4Addr::from))
+                        .collect(),
+                    ipv6: addr(zone::TYPE_AAAA)
+                        .iter()
+                        .filter_map(|b| <[u8; 16]>::try_from(&b[..]).ok().map(Ipv6Addr::from))
+                        .collect(),
+                });
+            }
+        }
         if ns.is_empty() {
             return Err(ctx.err(&raw.zone.span(), "zone.ns", ConfigProblem::NoNameServers));
         }
-        let mname = match &z.mname {
-            Some(m) => parse_name(ctx, m, &origin, "zone.mname")?,
-            None => ns[0].name.clone(),
+        let toml_soa = z.mname.is_some()
+            || z.rname.is_some()
+            || z.serial.is_some()
+            || z.refresh.is_some()
+            || z.retry.is_some()
+            || z.expire.is_some()
+            || z.minimum.is_some();
+        let zone = if let Some(set) = &file_soa {
+            if toml_soa {
+                return Err(ZoneError::conflict(
+                    &set.at,
+                    format!(
+                        "SOA at the apex: also mname/rname/serial/... in [zone] of {}; keep one",
+                        ctx.file
+                    ),
+                )
+                .into());
+            }
+            let soa = zone::parse_soa(set.rdata.first().map_or(&[][..], |r| &r[..]))
+                .ok_or_else(|| ZoneError::conflict(&set.at, "unreadable SOA".to_owned()))?;
+            Zone {
+                origin: origin.clone(),
+                ttl,
+                mname: soa.mname,
+                rname: soa.rname,
+                serial: soa.numbers[0],
+                refresh: soa.numbers[1],
+                retry: soa.numbers[2],
+                expire: soa.numbers[3],
+                minimum: soa.numbers[4],
+                ns,
+                file,
+                journal,
+            }
+        } else {
+            let mname = match &z.mname {
+                Some(m) => parse_name(ctx, m, &origin, "zone.mname")?,
+                None => ns[0].name.clone(),
+            };
+            let rname = match &z.rname {
+                Some(r) => parse_name(ctx, r, &origin, "zone.rname")?,
+                None => format!("hostmaster.{origin}"),
+            };
+            Zone {
+                origin: origin.clone(),
+                ttl,
+                mname,
+                rname,
+                serial: z.serial.unwrap_or_else(default_serial),
+                refresh: z.refresh.unwrap_or_else(default_refresh),
+                retry: z.retry.unwrap_or_else(default_retry),
+                expire: z.expire.unwrap_or_else(default_expire),
+                minimum: z.minimum.unwrap_or_else(default_minimum),
+                ns,
+                file,
+                journal,
+            }
         };
-        let rname = match &z.rname {
-            Some(r) => parse_name(ctx, r, &origin, "zone.rname")?,
-            None => format!("hostmaster.{origin}"),
-        };
-        let zone = Zone {
-            origin: origin.clone(),
-            ttl,
-            mname,
-            rname,
-            serial: z.serial,
-            refresh: z.refresh,
-            retry: z.retry,
-            expire: z.expire,
-            minimum: z.minimum,
-            ns,
-        };
+        let mut zone = zone;
+        if let Some(serial) = journal_serial {
+            // Serial arithmetic (RFC 1982): the journal's is newer unless the configured
+            // one moved past it.
+            if serial.wrapping_sub(zone.serial).cast_signed() > 0 {
+                zone.serial = serial;
+            }
+        }
 
         // [nodes.NAME]
         let mut nodes = Vec::new();
@@ -1355,6 +1623,7 @@ impl Config {
             .as_ref()
             .map_or(Ok(Guard::default()), |g| guard(ctx, g.get_ref()))?;
 
+        let update = update_policy(ctx, raw.update.as_ref(), &base_dir)?;
         Ok(Self {
             file: ctx.file.to_owned(),
             base_dir,
@@ -1366,6 +1635,18 @@ impl Config {
             fallback,
             rrl,
             guard,
+            statics,
+            update,
+        })
+        .and_then(|c| {
+            zone::check_against_records(
+                &c.statics,
+                &c.records,
+                &record_lines,
+                ctx.file,
+                &origin_wire,
+            )?;
+            Ok(c)
         })
     }
 
@@ -1480,5 +1761,17 @@ impl Config {
     #[must_use]
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+impl NodeStates {
+    /// Every node `Up`, except those with an admin state in the config.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        let mut states = Self::default();
+        for n in &config.nodes {
+            states.set(&n.name, n.admin.unwrap_or(NodeState::Up));
+        }
+        states
     }
 }

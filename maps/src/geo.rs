@@ -12,7 +12,7 @@ use std::{
 use maxminddb::{PathElement, Reader, WithinOptions};
 use serde::Deserialize;
 
-use crate::compile::{CompileError, Progress, ProgressStage};
+use crate::report::{CompileError, Progress, ProgressStage};
 
 /// What one database says about one network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -165,6 +165,50 @@ fn asn(s: &Scalar<'_>) -> Option<u32> {
 pub(crate) struct Db {
     pub path: PathBuf,
     pub reader: Reader<Vec<u8>>,
+    /// The `STATE_FLAG_ALIAS_*` of the IPv6 ranges its tree aliases onto its IPv4
+    /// tree.
+    pub aliases: u32,
+}
+
+/// Which of the standard IPv6 ranges point at the IPv4 subtree (the node at `::/96`)
+/// in a database's search tree: the record at the end of the range's prefix is that
+/// node. Read from the raw tree (the reader's walk hides aliases, and a lookup cannot
+/// tell an alias from a copy); anything out of bounds is no alias.
+fn tree_aliases(bytes: &[u8], node_count: usize, record_size: u16) -> u32 {
+    let node_bytes = usize::from(record_size) / 4;
+    let read = |node: usize, bit: usize| -> Option<usize> {
+        let at = node.checked_mul(node_bytes)?;
+        let b = bytes.get(at..at + node_bytes)?;
+        let be = |x: &[u8]| x.iter().fold(0usize, |acc, &v| acc << 8 | usize::from(v));
+        Some(match (record_size, bit) {
+            (24, 0) => be(&b[0..3]),
+            (24, _) => be(&b[3..6]),
+            (28, 0) => usize::from(b[3] & 0xF0) << 20 | be(&b[0..3]),
+            (28, _) => usize::from(b[3] & 0x0F) << 24 | be(&b[4..7]),
+            (32, 0) => be(&b[0..4]),
+            (32, _) => be(&b[4..8]),
+            _ => return None,
+        })
+    };
+    // The node reached after `depth` leading bits of `bits`; `None` when the walk
+    // leaves the tree (data or empty) before.
+    let walk = |bits: u128, depth: u8| -> Option<usize> {
+        let mut node = 0usize;
+        for d in 0..depth {
+            if node >= node_count {
+                return None;
+            }
+            node = read(node, usize::from((bits >> (127 - d)) & 1 == 1))?;
+        }
+        Some(node)
+    };
+    let Some(ipv4) = walk(0, 96).filter(|n| *n < node_count) else {
+        return 0;
+    };
+    geodns_common::IPV6_ALIASES
+        .iter()
+        .filter(|(_, start, len)| walk(*start, *len) == Some(ipv4))
+        .fold(0, |acc, (flag, _, _)| acc | flag)
 }
 
 impl Db {
@@ -174,13 +218,26 @@ impl Db {
             path: path.to_owned(),
             source,
         })?;
-        let reader = Reader::from_source(bytes).map_err(|source| CompileError::Database {
+        let err = |source| CompileError::Database {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        // Metadata from a reader that borrows the bytes, for the raw tree walk.
+        let aliases = {
+            let m = Reader::from_source(&bytes[..])
+                .map_err(err)?
+                .metadata()
+                .clone();
+            match (m.ip_version, usize::try_from(m.node_count)) {
+                (6, Ok(n)) => tree_aliases(&bytes, n, m.record_size),
+                _ => 0,
+            }
+        };
+        let reader = Reader::from_source(bytes).map_err(err)?;
         Ok(Self {
             path: path.to_owned(),
             reader,
+            aliases,
         })
     }
 
@@ -241,39 +298,10 @@ impl Db {
         )))
     }
 
-    /// Whether `ip` lies in `::ffff:0:0/96` or `2002::/16` and the database aliases that
-    /// range to its IPv4 subtree (the reader's walk skips such aliases).
-    pub fn aliases_ipv4(&self, ip: std::net::Ipv6Addr) -> Result<bool, CompileError> {
-        if self.reader.metadata().ip_version != 6 {
-            return Ok(false);
-        }
-        let bits = u128::from(ip);
-        let range = if bits >> 32 == 0xffff {
-            "::ffff:0:0/96"
-        } else if bits >> 112 == 0x2002 {
-            "2002::/16"
-        } else {
-            return Ok(false);
-        };
-        let net = range.parse().map_err(|_| {
-            self.db_err(maxminddb::MaxMindDbError::invalid_input("bad alias range"))
-        })?;
-        let mut walk = self
-            .reader
-            .within(net, WithinOptions::default())
-            .map_err(|e| self.db_err(e))?;
-        let empty = walk.next().is_none();
-        // Empty walk but data on lookup: the range points at the IPv4 subtree.
-        Ok(empty
-            && self
-                .reader
-                .lookup(IpAddr::V6(ip))
-                .is_ok_and(|r| r.has_data()))
-    }
-
     /// Walks every network. IPv4 networks come from the IPv4 tree (`::/96` in an IPv6
-    /// database) only: the aliases `MaxMind` adds at `::ffff:0:0/96` and `2002::/16` are
-    /// skipped by the reader, so each network is counted once.
+    /// database) only: the aliases `MaxMind` adds at `::ffff:0:0/96`, `2001::/32` and
+    /// `2002::/16` are skipped by the reader, so each network is counted once (the
+    /// compiled table translates aliased clients instead, see `Compiled::lookup`).
     pub fn read(
         &self,
         fields: &Fields,

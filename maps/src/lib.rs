@@ -20,7 +20,8 @@
 //! - `engine.resolve(&Question) -> Resolution`: the whole DNS decision except wire work.
 //! - `engine.explain(IpAddr, ecs: Option<(IpAddr, u8)>) -> Explanation` (serde-serializable).
 //! - `engine.kernel_maps() -> KernelMaps` (prefixes, names, answers exactly as the maps hold them).
-//! - `mmdb::Writer`: a small `MaxMind` DB writer for tests, the demo and the bench.
+//! - `mmdb::Writer` (feature `testkit`): a small `MaxMind` DB writer for tests, the demo
+//!   and the bench.
 //!
 //! # Region keys and their precedence
 //!
@@ -46,8 +47,13 @@
 //! the databases, never on records or node states (a node going down rewrites only the
 //! small answer table). The compiled prefixes partition each address space (see
 //! [`compile`]): they never overlap, so the matched prefix length is an exact ECS scope.
-//! IPv4 networks come from the database's IPv4 tree only; `MaxMind`'s IPv6 aliases of it
-//! (`::ffff:0:0/96`, `2002::/16`) and `::/96` are region 0 in the IPv6 table.
+//! IPv4 networks come from the database's IPv4 tree only. `MaxMind`'s IPv6 aliases of it
+//! (`::ffff:0:0/96`, `2001::/32`, `2002::/16`) are detected in each database's tree;
+//! where every database has one (and no config CIDR key overlaps it), a client in the
+//! range is looked up as its embedded IPv4 address with the IPv4 prefix moved into the
+//! range as its scope ([`Compiled::lookup`]; the kernel does the same from the flags the
+//! loader sets), and the IPv6 table holds the range as one region-0 prefix of its own.
+//! Otherwise the range, like `::/96`, is in no database in the IPv6 table.
 //!
 //! # Answers
 //!
@@ -65,25 +71,30 @@ mod cidr;
 pub mod compile;
 pub mod config;
 pub mod defence;
+pub mod diff;
 pub mod engine;
 pub mod fastpath;
 mod geo;
+#[cfg(feature = "testkit")]
 pub mod mmdb;
 pub mod name;
 mod partition;
+mod report;
 mod rng;
 pub mod slots;
+mod state;
+pub mod zone;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use compile::{
     AddressFacts, CompileError, CompileStats, CompileWarning, Compiled, FamilyStats, PrefixMatch,
-    Progress, ProgressStage,
+    Progress, ProgressStage, Shrink,
 };
 pub use config::{
     Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, GeoIp, Map, NodeConfig, NsHost,
     Policy, Record, RegionKey, Rule, Zone,
 };
 pub use engine::{
-    AnswerSource, Engine, Explanation, KernelMaps, NodeState, NodeStates, Picker, Question,
-    Resolution, SplitMix,
+    AliasLookup, AnswerSource, Engine, Explanation, KernelMaps, KernelSizes, NodeState, NodeStates,
+    Picker, Question, Resolution, SplitMix,
 };

@@ -5,8 +5,8 @@
 //! two records each (24, 28 or 32 bits, the smallest that fits), 16 zero bytes, the
 //! data section, then `\xAB\xCD\xEFMaxMind.com` and the metadata map. Identical records
 //! share one copy in the data section. An IPv6 database keeps IPv4 networks under
-//! `::/96` and, like `MaxMind`'s own, can alias `::ffff:0:0/96` and `2002::/16` to that
-//! subtree ([`Writer::alias_ipv4`]).
+//! `::/96` and, like `MaxMind`'s own, can alias `::ffff:0:0/96`, `2001::/32` and
+//! `2002::/16` to that subtree ([`Writer::alias_ipv4`], [`Writer::ipv4_aliases`]).
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -148,7 +148,8 @@ pub struct Writer {
     ip_version: u8,
     database_type: String,
     description: String,
-    alias_ipv4: bool,
+    /// `STATE_FLAG_ALIAS_*` of the ranges pointed at the IPv4 subtree.
+    aliases: u32,
     build_epoch: u64,
     /// Node 0 is the root.
     nodes: Vec<[Slot; 2]>,
@@ -166,7 +167,7 @@ impl Writer {
             ip_version: if ip_version == 4 { 4 } else { 6 },
             database_type: database_type.to_owned(),
             description: format!("{database_type} written by geodns-maps"),
-            alias_ipv4: false,
+            aliases: 0,
             build_epoch: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -177,11 +178,25 @@ impl Writer {
         }
     }
 
-    /// Makes `::ffff:0:0/96` and `2002::/16` point at the IPv4 subtree, as `MaxMind`'s
-    /// IPv6 databases do (IPv6 databases only).
+    /// Makes `::ffff:0:0/96`, `2001::/32` and `2002::/16` point at the IPv4 subtree, as
+    /// `MaxMind`'s IPv6 databases do (IPv6 databases only).
     #[must_use]
-    pub fn alias_ipv4(mut self, on: bool) -> Self {
-        self.alias_ipv4 = on && self.ip_version == 6;
+    pub fn alias_ipv4(self, on: bool) -> Self {
+        self.ipv4_aliases(if on {
+            geodns_common::STATE_FLAG_ALIASES
+        } else {
+            0
+        })
+    }
+
+    /// Points only the ranges of `flags` (`STATE_FLAG_ALIAS_*`) at the IPv4 subtree.
+    #[must_use]
+    pub fn ipv4_aliases(mut self, flags: u32) -> Self {
+        self.aliases = if self.ip_version == 6 {
+            flags & geodns_common::STATE_FLAG_ALIASES
+        } else {
+            0
+        };
         self
     }
 
@@ -275,10 +290,13 @@ impl Writer {
     pub fn to_bytes(&mut self) -> Result<Vec<u8>, WriteError> {
         let this = self;
         let mut ipv4_root = None;
-        if this.alias_ipv4 {
+        if this.aliases != 0 {
             ipv4_root = Some(this.node_at(0, 96));
-            this.set(0xffff_u128 << 32, 96, Slot::Ipv4Alias);
-            this.set(0x2002_u128 << 112, 16, Slot::Ipv4Alias);
+            for (flag, start, len) in geodns_common::IPV6_ALIASES {
+                if this.aliases & flag != 0 {
+                    this.set(start, len, Slot::Ipv4Alias);
+                }
+            }
         }
         // Number the reachable nodes breadth first; orphans of overwrites disappear.
         let mut number = vec![u32::MAX; this.nodes.len()];

@@ -140,7 +140,8 @@ fn names_and_types() {
         addrs(&e.resolve(&q("WWW.cdn.EXAMPLE.net", QTYPE_A, eu))),
         ["198.18.1.1"]
     );
-    // Wildcards: one label only, like the kernel; the base name is an empty non-terminal.
+    // Wildcards at any depth below the closest encloser (RFC 4592); the base name is an
+    // empty non-terminal.
     assert_eq!(
         addrs(&e.resolve(&q("x1.img.cdn.example.net.", QTYPE_A, eu))),
         ["198.18.1.1"]
@@ -150,7 +151,12 @@ fn names_and_types() {
         ["198.18.1.1"]
     );
     assert_eq!(
-        e.resolve(&q("a.b.img.cdn.example.net.", QTYPE_A, eu)),
+        addrs(&e.resolve(&q("a.b.img.cdn.example.net.", QTYPE_A, eu))),
+        ["198.18.1.1"]
+    );
+    // `deep` is an empty non-terminal (of `a.deep`), and there is no `*.deep`.
+    assert_eq!(
+        e.resolve(&q("b.deep.cdn.example.net.", QTYPE_A, eu)),
         Resolution::NxDomain
     );
     assert_eq!(
@@ -174,7 +180,7 @@ fn names_and_types() {
     assert!(!e
         .kernel_names()
         .iter()
-        .any(|(k, _)| k.name[..MAX_NAME_WIRE_LEN].starts_with(b"\x01l\x01l")));
+        .any(|(k, _)| k.wildcard == 0 && k.name[..MAX_NAME_WIRE_LEN].starts_with(b"\x01l\x01l")));
 }
 
 #[test]
@@ -197,7 +203,7 @@ fn best_policy() {
         (30, 25),
         "198.51.100.0/25: the ASN /25 splits the /24"
     );
-    assert!(matches!(from, AnswerSource::Geo { region } if region != 0));
+    assert!(matches!(from, AnswerSource::Geo { region, .. } if region != 0));
     assert_eq!(
         addrs(&e.resolve(&q("www.cdn.example.net.", QTYPE_AAAA, "2001:db8::1"))),
         ["2001:2:0:2::1"]
@@ -286,11 +292,21 @@ fn fallback_round_robin_is_smooth_and_weighted() {
 }
 
 #[test]
-fn fail_open_when_every_fallback_node_is_down() {
+fn fail_open_when_every_fallback_node_is_down_by_health() {
     let (_s, e) = setup();
+    // Taken out by the operator: never answered, not even failing open.
+    let mut admin = e.states().clone();
+    admin.set("core1", NodeState::Down);
+    admin.set("core2", NodeState::Drain);
+    let out = e.with_states(&admin);
+    assert_eq!(
+        out.resolve(&q("www.cdn.example.net.", QTYPE_A, "8.8.8.8")),
+        Resolution::NoData
+    );
+    assert_eq!(out.fail_open_count(), 0);
     let mut st = e.states().clone();
-    st.set("core1", NodeState::Down);
-    st.set("core2", NodeState::Drain);
+    st.set_unhealthy("core1");
+    st.set_unhealthy("core2");
     let e = e.with_states(&st);
     assert_eq!(e.fail_open_count(), 0);
     let mut seen = Vec::new();
@@ -379,17 +395,8 @@ fn kernel(
     aaaa: bool,
     client: IpAddr,
 ) -> Option<(AnswerSet, u8)> {
-    let key = |w: &[u8], wildcard: bool| -> Option<NameKey> { name::kernel_key(w, wildcard) };
     let names: HashMap<NameKey, u16> = maps.names.iter().map(|(k, v)| (*k, v.record)).collect();
-    let record = key(name_wire, false)
-        .and_then(|k| names.get(&k))
-        .or_else(|| {
-            name::labels(name_wire)?;
-            // The kernel only handles names that fit.
-            key(name_wire, false)?;
-            key(name::parent(name_wire)?, true).and_then(|k| names.get(&k))
-        })
-        .copied()?;
+    let record = geodns_maps::engine::kernel_lookup(&names, name_wire)?;
     let (region, len) = match client {
         IpAddr::V4(a) => maps
             .prefixes_v4
@@ -515,10 +522,28 @@ fn userspace_agrees_with_the_kernel_maps() {
 fn kernel_maps_contents() {
     let (_s, e) = setup();
     let maps = e.kernel_maps();
-    // Four of five records fit the kernel; the wildcard is keyed by its parent.
-    assert_eq!(maps.names.len(), 4);
+    // Three exact names fit the kernel (the long one does not, the wildcard is keyed by
+    // its parent); every existing name that fits has a wildcard key: the origin, `www`,
+    // `*.img`, `img` (holding the wildcard's record), `dl`, `a.deep`, `deep`, `ns1`, and
+    // the 13 empty non-terminals above the long name that fit.
+    let exact = maps.names.iter().filter(|(k, _)| k.wildcard == 0).count();
+    assert_eq!(exact, 3);
+    assert_eq!(maps.names.len() - exact, 8 + 13);
+    assert_eq!(
+        maps.names
+            .iter()
+            .filter(|(k, v)| k.wildcard == 1 && v.record != geodns_maps::engine::KERNEL_BLOCK)
+            .count(),
+        1,
+        "only `img` holds a record"
+    );
     let img = name::kernel_key(&name::to_wire("img.cdn.example.net."), true).expect("fits");
     assert!(maps.names.iter().any(|(k, v)| *k == img && v.record == 1));
+    let www = name::kernel_key(&name::to_wire("www.cdn.example.net."), true).expect("fits");
+    assert!(maps
+        .names
+        .iter()
+        .any(|(k, v)| *k == www && v.record == geodns_maps::engine::KERNEL_BLOCK));
     // No entry where nothing is up: region 0 never has one.
     assert!(maps.answers.iter().all(|(k, _)| k.region != 0));
     let mut keys: Vec<AnswerKey> = maps.answers.iter().map(|(k, _)| *k).collect();
@@ -591,7 +616,8 @@ fn node_for_the_redirector() {
     assert!(e.serves(&wire("www.cdn.example.net.")));
     assert!(e.serves(&wire("WWW.CDN.example.net.")));
     assert!(e.serves(&wire("x1.img.cdn.example.net.")));
-    assert!(!e.serves(&wire("a.b.img.cdn.example.net.")));
+    assert!(e.serves(&wire("a.b.img.cdn.example.net.")));
+    assert!(!e.serves(&wire("b.deep.cdn.example.net.")));
     assert!(
         !e.serves(&wire("deep.cdn.example.net.")),
         "empty non-terminal"
@@ -632,4 +658,74 @@ fn node_for_the_redirector() {
     assert!(e
         .node_for(&q("nope.cdn.example.net.", QTYPE_A, us))
         .is_none());
+}
+
+/// Every candidate of a region down by health: the region still answers them all
+/// (fail open), in userspace and in the kernel's set; one taken out by the operator is
+/// never among them, and with all of them taken out the `[fallback]` answers.
+#[test]
+fn a_region_fails_open_when_every_candidate_is_down_by_health() {
+    let (_s, e) = setup();
+    let eu = || q("www.cdn.example.net.", QTYPE_A, "192.0.2.1");
+    let healthy = e.resolve(&eu());
+    assert!(matches!(
+        source(&healthy),
+        AnswerSource::Geo {
+            fail_open: false,
+            ..
+        }
+    ));
+    assert_eq!(e.fail_open_sets(), 0);
+    let sets_before = e.kernel_answers().len();
+
+    let mut st = e.states().clone();
+    st.set_unhealthy("eu1");
+    st.set_unhealthy("eu2");
+    let failed = e.with_states(&st);
+    let r = failed.resolve(&eu());
+    assert!(
+        matches!(
+            source(&r),
+            AnswerSource::Geo {
+                fail_open: true,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        addrs(&r),
+        addrs(&healthy),
+        "the same best candidate as when healthy"
+    );
+    assert!(failed.fail_open_sets() >= 1);
+    assert_eq!(
+        failed.kernel_answers().len(),
+        sets_before,
+        "the kernel keeps an answer for the region"
+    );
+
+    // eu1 drained by the operator, eu2 down by health: only eu2 fails open.
+    let mut st = e.states().clone();
+    st.set("eu1", NodeState::Drain);
+    st.set_unhealthy("eu2");
+    let r = e.with_states(&st).resolve(&eu());
+    let eu2 = e.config().node("eu2").expect("eu2").ipv4[0].to_string();
+    assert_eq!(addrs(&r), vec![eu2], "{r:?}");
+
+    // Both taken out by the operator: the fallback, no fail open.
+    let mut st = e.states().clone();
+    st.set("eu1", NodeState::Drain);
+    st.set("eu2", NodeState::Down);
+    let r = e.with_states(&st).resolve(&eu());
+    assert!(
+        matches!(
+            source(&r),
+            AnswerSource::Fallback {
+                fail_open: false,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 }

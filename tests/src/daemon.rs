@@ -139,6 +139,12 @@ impl Daemon {
         }
     }
 
+    /// The process id, for signals.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The `/metrics` page, or `None` while the daemon does not answer.
     #[must_use]
     pub fn scrape(&self, pair: &NetnsPair) -> Option<String> {
@@ -158,7 +164,7 @@ impl Daemon {
 fn get_metrics(addr: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: geodns\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: geodns\r\nconnection: close\r\n\r\n")
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;

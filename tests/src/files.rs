@@ -70,7 +70,7 @@ pub fn rrl_off(text: &str) -> String {
 /// As [`demo_without_checks`], with the demo's rate limit.
 #[must_use]
 pub fn demo_with_rrl(dir: &Path) -> PathBuf {
-    for f in ["demo-country.mmdb", "demo-asn.mmdb"] {
+    for f in ["demo-country.mmdb", "demo-asn.mmdb", "demo.zone"] {
         std::fs::copy(examples().join(f), dir.join(f)).expect("copy a demo database");
     }
     let text = std::fs::read_to_string(examples().join("demo.toml")).expect("read demo.toml");

@@ -124,6 +124,7 @@ pub fn contents(
         prefixes_v6: v6,
         names: vec![(key, NameValue { record: 0, _pad: 0 })],
         answers,
+        aliases: 0,
     }
 }
 

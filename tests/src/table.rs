@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use geodns::loader::Contents;
 use geodns_common::{
     AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, MAX_NAME_WIRE_LEN,
-    POLICY_BEST, POLICY_SPREAD,
+    NAME_BLOCK, POLICY_BEST, POLICY_SPREAD, STATE_FLAG_ALIASES,
 };
 
 use crate::frame::wire_name;
@@ -121,7 +121,31 @@ pub fn contents() -> Contents {
                     _pad: 0,
                 },
             ),
-        ],
+        ]
+        .into_iter()
+        // Names that exist without a geo wildcard below them (as maps/ writes them for
+        // every existing name): the origin, a sibling of the wildcard with static data,
+        // an empty non-terminal and the name below it.
+        .chain(
+            [
+                "cdn.example.net",
+                "www.cdn.example.net",
+                "*.img.cdn.example.net",
+                "sibling.img.cdn.example.net",
+                "ent.img.cdn.example.net",
+                "e.ent.img.cdn.example.net",
+            ]
+            .map(|n| {
+                (
+                    name_key(n, true),
+                    NameValue {
+                        record: NAME_BLOCK,
+                        _pad: 0,
+                    },
+                )
+            }),
+        )
+        .collect(),
         answers: vec![
             (
                 AnswerKey {
@@ -164,5 +188,8 @@ pub fn contents() -> Contents {
                 answer_set(POLICY_BEST, 1, &[(lab_v4(), 10)], &[]),
             ),
         ],
+        // Every alias, as in a MaxMind database: IPv4-mapped, Teredo and 6to4
+        // clients are looked up as their embedded IPv4 address.
+        aliases: STATE_FLAG_ALIASES,
     }
 }

@@ -38,6 +38,11 @@ const NAMES: &[&str] = &[
     "a.img.cdn.example.net.",
     "xyz.img.cdn.example.net.",
     "a.b.img.cdn.example.net.",
+    "a.b.c.img.cdn.example.net.",
+    "static.img.cdn.example.net.",
+    "x.static.img.cdn.example.net.",
+    "video.cdn.example.net.",
+    "a.lab.cdn.example.net.",
     "dl.cdn.example.net.",
     "cdn.example.net.",
     "ns1.cdn.example.net.",
@@ -83,6 +88,23 @@ fn ecs_v4(rng: &mut Rng) -> (IpAddr, u8) {
 }
 
 fn ecs_v6(rng: &mut Rng) -> (IpAddr, u8) {
+    // A quarter: a demo network seen through an alias of the databases (6to4,
+    // Teredo, IPv4-mapped), looked up as IPv4 by both servers.
+    if rng.below(4) == 0 {
+        let (IpAddr::V4(a), source) = ecs_v4(rng) else {
+            unreachable!("ecs_v4 gives IPv4")
+        };
+        let a = u128::from(u32::from(a));
+        let (bits, offset) = pick(
+            rng,
+            &[
+                ((0x2002 << 112) | a << 80, 16u8),
+                ((0x2001_0000 << 96) | a << 64, 32),
+                ((0xffff << 32) | a, 96),
+            ],
+        );
+        return (IpAddr::V6(Ipv6Addr::from(bits)), offset + source);
+    }
     let base = pick(
         rng,
         &[

@@ -67,6 +67,7 @@ origin = "{ZONE}"
 ttl = 30
 serial = 2025010101
 minimum = 60
+file = "conformance.zone"
 
 {ns}
 [[zone.ns]]
@@ -134,9 +135,53 @@ core2 = 1
         country = examples.join("demo-country.mmdb").display(),
         asn = examples.join("demo-asn.mmdb").display(),
     );
+    std::fs::write(dir.join("conformance.zone"), ZONE_FILE).expect("write the zone file");
     let path = dir.join("conformance.toml");
     std::fs::write(&path, text).expect("write the test config");
     path
+}
+
+/// Static records beside the geo ones: every type and rule of the zone file.
+const ZONE_FILE: &str = r#"
+$TTL 120
+www        TXT   "v=spf1 -all"
+www        CAA   0 issue "letsencrypt.org"
+www        HTTPS 1 . alpn="h3,h2" port=8443 ipv4hint=198.18.1.10 ipv6hint=2001:2:0:1::10
+@          MX    10 mail
+mail       A     198.18.7.25
+_https._tcp SRV  0 5 443 www
+video      CNAME www
+chain1     CNAME chain2
+chain2     CNAME video
+loop1      CNAME loop2
+loop2      CNAME loop1
+dangling   CNAME nothing
+away       CNAME www.example.org.
+static.img TXT   "exists"
+e.ent.img  TXT   "below an empty non-terminal"
+lab        NS    ns1.lab
+           NS    ns.example.org.
+ns1.lab    A     198.18.0.54
+ns1.lab    AAAA  2001:2::54
+"#;
+
+/// The RDATA hickory-proto parses from one zone-file line of [`ZONE_FILE`]: what a
+/// record must decode to after going through the server.
+fn zone_rdata(line: &str) -> RData {
+    let origin = hickory_proto::rr::Name::from_ascii(ZONE).expect("origin");
+    let (_, sets) = hickory_proto::serialize::txt::Parser::new(
+        format!("$TTL 60\n{line}\n"),
+        None,
+        Some(origin),
+    )
+    .parse()
+    .expect("the line parses");
+    let set = sets.values().next().expect("one RRset");
+    set.records_without_rrsigs()
+        .next()
+        .expect("one record")
+        .data
+        .clone()
 }
 
 /// A port free on loopback for both UDP and TCP, IPv4 and IPv6, when asked.
@@ -269,6 +314,10 @@ enum Check {
     AddrsFrom(usize, Vec<IpAddr>),
     /// The types of the answer section, in order.
     AnswerTypes(Vec<RecordType>),
+    /// The types of the authority section, in order.
+    AuthorityTypes(Vec<RecordType>),
+    /// The RDATA of the answer section, in order.
+    AnswerData(Vec<RData>),
     /// The authority section holds exactly the zone's SOA.
     AuthoritySoa,
     EmptyAuthority,
@@ -323,14 +372,30 @@ fn geo(engine: &geodns_maps::Engine, name: &str, qtype: u16, client: &str) -> (V
 #[expect(clippy::too_many_lines, reason = "the table")]
 fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
     use Check::{
-        Aa, AddrsFrom, AnswerTypes, AuthoritySoa, EmptyAuthority, Glue, NoOpt, Opt, QuestionCopied,
-        Rcode, Tc,
+        Aa, AddrsFrom, AnswerData, AnswerTypes, AuthoritySoa, AuthorityTypes, EmptyAuthority, Glue,
+        NoOpt, Opt, QuestionCopied, Rcode, Tc,
     };
     let www = "www.cdn.example.net.";
     let fallback_v4 = vec![ip("198.18.100.1"), ip("198.18.100.2")];
     let (de_v4, de_scope) = geo(engine, www, A, "192.0.2.1");
     let (de_v6, de_v6_scope) = geo(engine, www, AAAA, "2001:db8::1");
     let (img_v4, _) = geo(engine, "a.img.cdn.example.net.", A, "192.0.2.1");
+    let nodata = |c: Vec<Check>| {
+        let mut c = c;
+        c.extend([
+            Rcode(NOERROR),
+            Aa(true),
+            QuestionCopied,
+            AnswerTypes(vec![]),
+            AuthoritySoa,
+        ]);
+        c
+    };
+    let nxdomain = |c: Vec<Check>| {
+        let mut c = c;
+        c.extend([Rcode(NXDOMAIN), Aa(true), QuestionCopied, AuthoritySoa]);
+        c
+    };
     let glue_v4: Vec<IpAddr> = (1..=NS_IN_ZONE)
         .map(|i| ip(&format!("198.18.0.{i}")))
         .collect();
@@ -404,6 +469,47 @@ fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
                 )]),
             ]),
         ),
+        // The demo databases alias 6to4, Teredo and IPv4-mapped onto their IPv4 tree:
+        // the embedded address decides, the scope is its prefix + the alias offset.
+        row(
+            "A by 6to4 ECS (+subnet=2002:c000:200::/40): as 192.0.2.0, scope + 16",
+            &Query::new(www, A).ecs("2002:c000:200::", 40),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    40,
+                    de_scope + 16,
+                    &[0x20, 0x02, 0xc0, 0x00, 0x02],
+                )]),
+            ]),
+        ),
+        row(
+            "A by Teredo ECS (+subnet=2001:0:c000:200::/56): as 192.0.2.0, scope + 32",
+            &Query::new(www, A).ecs("2001:0:c000:200::", 56),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    56,
+                    de_scope + 32,
+                    &[0x20, 0x01, 0, 0, 0xc0, 0x00, 0x02],
+                )]),
+            ]),
+        ),
+        row(
+            "A by IPv4-mapped ECS (+subnet=::ffff:192.0.2.0/120): scope + 96",
+            &Query::new(www, A).ecs("::ffff:192.0.2.0", 120),
+            ok(vec![
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_option(
+                    2,
+                    120,
+                    de_scope + 96,
+                    &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2],
+                )]),
+            ]),
+        ),
         row(
             "the name's case is kept (0x20) and matched without it",
             &Query::new("WwW.CDN.example.NET.", A).ecs("192.0.2.0", 24),
@@ -412,7 +518,7 @@ fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
         row(
             "a wildcard record",
             &Query::new("a.img.cdn.example.net.", A).ecs("192.0.2.0", 24),
-            ok(vec![Check::Addrs(img_v4)]),
+            ok(vec![Check::Addrs(img_v4.clone())]),
         ),
         row(
             "spread: two addresses from the region's candidates",
@@ -435,10 +541,168 @@ fn table(engine: &geodns_maps::Engine) -> Vec<Row> {
                 Opt(vec![ecs_option(1, 0, 0, &[])]),
             ]),
         ),
+        // Static records from the zone file, beside a geo name and elsewhere.
+        row(
+            "static TXT at a geo name",
+            &Query::new(www, TXT),
+            ok(vec![
+                AnswerData(vec![zone_rdata("www TXT \"v=spf1 -all\"")]),
+                EmptyAuthority,
+            ]),
+        ),
+        row(
+            "static CAA at a geo name",
+            &Query::new(www, 257),
+            ok(vec![AnswerData(vec![zone_rdata(
+                "www CAA 0 issue \"letsencrypt.org\"",
+            )])]),
+        ),
+        row(
+            "HTTPS with SvcParams (alpn, port, hints) round-trips through hickory",
+            &Query::new(www, 65).edns(1232),
+            ok(vec![AnswerData(vec![zone_rdata(
+                "www HTTPS 1 . alpn=\"h3,h2\" port=8443 ipv4hint=198.18.1.10 ipv6hint=2001:2:0:1::10",
+            )])]),
+        ),
+        row(
+            "MX at the apex",
+            &Query::new(ZONE, 15),
+            ok(vec![AnswerData(vec![zone_rdata("@ MX 10 mail")])]),
+        ),
+        row(
+            "SRV",
+            &Query::new("_https._tcp.cdn.example.net.", 33),
+            ok(vec![AnswerData(vec![zone_rdata("_https._tcp SRV 0 5 443 www")])]),
+        ),
+        row(
+            "static A",
+            &Query::new("mail.cdn.example.net.", A),
+            ok(vec![Check::Addrs(vec![ip("198.18.7.25")])]),
+        ),
+        row(
+            "NODATA: AAAA of a static name with only A",
+            &Query::new("mail.cdn.example.net.", AAAA),
+            nodata(vec![]),
+        ),
+        // CNAMEs (RFC 1034 4.3.2).
+        row(
+            "CNAME to a geo name: the client's geo answer and scope follow it",
+            &Query::new("video.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![
+                AnswerTypes(vec![RecordType::CNAME, RecordType::A]),
+                Check::Addrs(de_v4.clone()),
+                Opt(vec![ecs_de.clone()]),
+                EmptyAuthority,
+            ]),
+        ),
+        row(
+            "CNAME asked for: not followed",
+            &Query::new("video.cdn.example.net.", 5),
+            ok(vec![AnswerData(vec![zone_rdata("video CNAME www")])]),
+        ),
+        row(
+            "CNAME chain of three to a geo name",
+            &Query::new("chain1.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![
+                AnswerTypes(vec![
+                    RecordType::CNAME,
+                    RecordType::CNAME,
+                    RecordType::CNAME,
+                    RecordType::A,
+                ]),
+                Check::Addrs(de_v4.clone()),
+            ]),
+        ),
+        row(
+            "CNAME chain to static data",
+            &Query::new("chain2.cdn.example.net.", TXT),
+            ok(vec![AnswerTypes(vec![
+                RecordType::CNAME,
+                RecordType::CNAME,
+                RecordType::TXT,
+            ])]),
+        ),
+        row(
+            "CNAME loop: the chain up to the repeat, NOERROR",
+            &Query::new("loop1.cdn.example.net.", A),
+            ok(vec![
+                AnswerTypes(vec![RecordType::CNAME, RecordType::CNAME]),
+                EmptyAuthority,
+            ]),
+        ),
+        row(
+            "CNAME to a name that does not exist: NXDOMAIN (RFC 6604) with the CNAME",
+            &Query::new("dangling.cdn.example.net.", A),
+            nxdomain(vec![AnswerTypes(vec![RecordType::CNAME])]),
+        ),
+        row(
+            "CNAME out of the zone: only the CNAME",
+            &Query::new("away.cdn.example.net.", A),
+            ok(vec![AnswerTypes(vec![RecordType::CNAME]), EmptyAuthority]),
+        ),
+        // Wildcards (RFC 4592).
+        row(
+            "wildcard at depth 2",
+            &Query::new("a.b.img.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![Check::Addrs(img_v4.clone())]),
+        ),
+        row(
+            "wildcard at depth 3",
+            &Query::new("a.b.c.img.cdn.example.net.", A).ecs("192.0.2.0", 24),
+            ok(vec![Check::Addrs(img_v4.clone())]),
+        ),
+        row(
+            "an existing sibling of the wildcard: its own data",
+            &Query::new("static.img.cdn.example.net.", TXT),
+            ok(vec![AnswerTypes(vec![RecordType::TXT])]),
+        ),
+        row(
+            "an existing sibling of the wildcard: NODATA for A, not the wildcard",
+            &Query::new("static.img.cdn.example.net.", A),
+            nodata(vec![]),
+        ),
+        row(
+            "below an existing sibling: NXDOMAIN (its closest encloser has no wildcard)",
+            &Query::new("x.static.img.cdn.example.net.", A),
+            nxdomain(vec![AnswerTypes(vec![])]),
+        ),
+        row(
+            "an empty non-terminal: NODATA, not the wildcard",
+            &Query::new("ent.img.cdn.example.net.", A),
+            nodata(vec![]),
+        ),
+        row(
+            "below an empty non-terminal: NXDOMAIN, the wildcard is blocked",
+            &Query::new("q.ent.img.cdn.example.net.", A),
+            nxdomain(vec![AnswerTypes(vec![])]),
+        ),
+        // Delegations.
+        row(
+            "referral: AA=0, NS in authority, glue in additional",
+            &Query::new("www.lab.cdn.example.net.", A),
+            vec![
+                Rcode(NOERROR),
+                Aa(false),
+                QuestionCopied,
+                AnswerTypes(vec![]),
+                AuthorityTypes(vec![RecordType::NS, RecordType::NS]),
+                Glue(vec![ip("198.18.0.54"), ip("2001:2::54")]),
+            ],
+        ),
+        row(
+            "referral for NS at the cut itself",
+            &Query::new("lab.cdn.example.net.", NS),
+            vec![
+                Rcode(NOERROR),
+                Aa(false),
+                AnswerTypes(vec![]),
+                AuthorityTypes(vec![RecordType::NS, RecordType::NS]),
+            ],
+        ),
         // Names and types that have no address answer.
         row(
-            "NODATA: TXT of a served name, SOA in authority",
-            &Query::new(www, TXT),
+            "NODATA: TXT of a served name without one, SOA in authority",
+            &Query::new("dl.cdn.example.net.", TXT),
             ok(vec![AnswerTypes(vec![]), AuthoritySoa]),
         ),
         row(
@@ -683,6 +947,22 @@ fn check_reply(what: &str, query: &[u8], reply: &[u8], checks: &[Check]) {
                     .collect::<Vec<_>>(),
                 *types,
                 "{what}: answer types"
+            ),
+            Check::AuthorityTypes(types) => assert_eq!(
+                msg.authorities
+                    .iter()
+                    .map(hickory_proto::rr::Record::record_type)
+                    .collect::<Vec<_>>(),
+                *types,
+                "{what}: authority types"
+            ),
+            Check::AnswerData(data) => assert_eq!(
+                msg.answers
+                    .iter()
+                    .map(|r| r.data.clone())
+                    .collect::<Vec<_>>(),
+                *data,
+                "{what}: answer RDATA"
             ),
             Check::AuthoritySoa => {
                 assert_eq!(msg.authorities.len(), 1, "{what}: one authority record");
@@ -940,6 +1220,195 @@ fn tcp_idle_timeout(server: SocketAddr) {
     );
     assert!(waited >= IDLE / 2, "closed too early: {waited:?}");
 }
+
+/// A TCP connection from `source` (a loopback address) to `server`.
+fn tcp_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind the source");
+    s.connect_timeout(&server.into(), TIMEOUT).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    s
+}
+
+/// Waits until the server has seen every earlier connection close.
+fn until_no_connection(daemon: &Daemon) {
+    geodns_tests::daemon::wait_for(
+        "the server to see the closes",
+        Duration::from_secs(5),
+        || {
+            let m = daemon.scrape_local().unwrap_or_default();
+            m.contains("geodns_fallback_tcp_open_connections 0")
+        },
+    );
+}
+
+/// Whether `s` gets an answer to one query.
+fn served(s: &mut TcpStream, q: &[u8]) -> bool {
+    write_framed(s, q).is_ok() && read_framed(s).ok().flatten().is_some()
+}
+
+/// Every way a client could hold the server's TCP connections is bounded: a client that
+/// pipelines queries and never reads its replies (it once kept the only slot seconds
+/// past the idle timeout), too many connections from one address, one connection kept
+/// busy forever. Each is closed and counted, and the next client is served.
+#[test]
+fn tcp_connections_cannot_be_held() {
+    let dir = TempDir::new("tcp-limits");
+    let config = write_config(dir.path());
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &server.to_string(),
+            "--tcp-idle-timeout",
+            "300ms",
+            "--tcp-max-connections",
+            "3",
+            "--tcp-max-per-source",
+            "2",
+            "--tcp-max-queries",
+            "30",
+            "--tcp-max-lifetime",
+            "2s",
+        ],
+        Duration::from_secs(30),
+    );
+    let query = Query::new(ZONE, SOA).build();
+
+    // Two connections from 127.0.0.1 are served, a third is not; 127.0.0.2 still is.
+    let mut first = tcp_from([127, 0, 0, 1], server);
+    let mut second = tcp_from([127, 0, 0, 1], server);
+    assert!(served(&mut first, &query) && served(&mut second, &query));
+    let mut third = tcp_from([127, 0, 0, 1], server);
+    third.set_read_timeout(Some(NO_REPLY)).expect("timeout");
+    assert!(
+        !served(&mut third, &query),
+        "a third connection from one source"
+    );
+    let mut other = tcp_from([127, 0, 0, 2], server);
+    assert!(
+        served(&mut other, &query),
+        "another source under the global cap"
+    );
+    drop((first, second, third, other));
+    until_no_connection(&daemon);
+
+    // At most 30 answers on one connection, then the server closes it.
+    let mut s = tcp_from([127, 0, 0, 3], server);
+    for _ in 0..31 {
+        write_framed(&mut s, &query).expect("pipelined write");
+    }
+    let answers = (0..31)
+        .take_while(|_| read_framed(&mut s).ok().flatten().is_some())
+        .count();
+    assert_eq!(answers, 30, "--tcp-max-queries");
+    drop(s);
+    until_no_connection(&daemon);
+
+    // A connection kept busy (a query every 100 ms: never idle, and fewer than 30 in
+    // its 2 s) ends at its lifetime.
+    let mut s = tcp_from([127, 0, 0, 4], server);
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(4) && served(&mut s, &query) {
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lived = started.elapsed();
+    assert!(
+        (Duration::from_millis(1800)..Duration::from_millis(3500)).contains(&lived),
+        "a busy connection lived {lived:?} ({answered} answers) under --tcp-max-lifetime 2s"
+    );
+    drop(s);
+    until_no_connection(&daemon);
+
+    let m = daemon.scrape_local().expect("metrics");
+    for reason in ["max_queries", "max_lifetime"] {
+        let key = format!("geodns_fallback_tcp_closed_total{{reason=\"{reason}\"}}");
+        assert!(metric(&m, &key) >= 1, "{key} in /metrics:\n{m}");
+    }
+    assert!(
+        metric(
+            &m,
+            "geodns_fallback_tcp_connections_total{result=\"refused_per_source\"}"
+        ) >= 1
+    );
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_hold_a_connection() {
+    let dir = TempDir::new("tcp-unread");
+    let config = write_config(dir.path());
+    let query = Query::new(ZONE, SOA).build();
+    // A client that pipelines and never reads: the server's writes stall, the write
+    // timeout closes it, and the slots it held serve others while it still holds its
+    // end open. No query limit this time, so only the write timeout can end it. Up to
+    // 20 MB of queries, written until the server stops reading.
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &server.to_string(),
+            "--tcp-idle-timeout",
+            "300ms",
+            "--tcp-max-connections",
+            "3",
+            "--tcp-max-queries",
+            "100000000",
+        ],
+        Duration::from_secs(30),
+    );
+    let hog = tcp_from([127, 0, 0, 5], server);
+    hog.set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("write timeout");
+    let mut framed = u16::try_from(query.len())
+        .expect("len")
+        .to_be_bytes()
+        .to_vec();
+    framed.extend_from_slice(&query);
+    let burst: Vec<u8> = framed
+        .iter()
+        .copied()
+        .cycle()
+        .take(framed.len() * 4096)
+        .collect();
+    let mut writer = hog.try_clone().expect("clone");
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while sent < 20 << 20 && started.elapsed() < Duration::from_secs(10) {
+        match writer.write_all(&burst) {
+            Ok(()) => sent += burst.len(),
+            Err(_) => break,
+        }
+    }
+    let key = "geodns_fallback_tcp_closed_total{reason=\"write_timeout\"}";
+    geodns_tests::daemon::wait_for(
+        "the unread connection to be closed by the write timeout",
+        Duration::from_secs(3),
+        || metric(&daemon.scrape_local().unwrap_or_default(), key) >= 1,
+    );
+    // Three other clients (the whole global cap) are served while the hog's end is open.
+    let mut others: Vec<TcpStream> = (6..9).map(|i| tcp_from([127, 0, 0, i], server)).collect();
+    for s in &mut others {
+        assert!(
+            served(s, &query),
+            "served beside a client that does not read"
+        );
+    }
+    drop(hog);
 
 /// Sends `queries` (ids 0..n) back to back from one socket bound to `from` and returns
 /// the reply to each id, if any came within `NO_REPLY` of the last.

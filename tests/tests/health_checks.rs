@@ -8,7 +8,7 @@ mod health_common;
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use geodns::{
-    daemon::EngineHandle,
+    control::EngineHandle,
     health::{self, admin_request, NodeStatus, Probe, ProbeError, StatusRange, Target},
 };
 use geodns_maps::{AnswerSource, NodeState, SplitMix};
@@ -22,8 +22,8 @@ const WWW: &str = "www.cdn.example.net.";
 const DL: &str = "dl.cdn.example.net.";
 const LONG: Duration = Duration::from_secs(10);
 
-fn post(control: &health::HealthControl, path: &str) -> (u16, String) {
-    admin_request(control, "POST", path, ip(LOOPBACK))
+async fn post(control: &health::HealthControl, path: &str) -> (u16, String) {
+    admin_request(control, "POST", path, ip(LOOPBACK)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +31,10 @@ async fn tcp_node_goes_down_after_fall_failures_and_back_after_rise_successes() 
     limit(async {
         let mut tcp = TcpTarget::start().await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", tcp.check())], &[])));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         wait_until("two good checks", LONG, || checks(&control, "a").0 >= 2).await;
         assert_eq!(www(&handle), vec![ip(A)]);
 
@@ -69,7 +72,10 @@ async fn http_status_decides_and_short_flaps_are_ignored() {
     limit(async {
         let http = HttpTarget::start(200).await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", http.check())], &[])));
-        let control = health::spawn(&args(100, 500), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 500), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         wait_until("two answered checks", LONG, || http.answered() >= 2).await;
 
         // Two 503s in a row: fewer than `fall`, the node stays in the answers throughout.
@@ -175,7 +181,7 @@ async fn https_checks_verify_the_certificate() {
         let handle = EngineHandle::new(engine(&config_text(&[("a", https.check())], &[])));
         let mut a = args(100, 1000);
         a.check_ca = Some(fixture("ca.pem"));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn");
+        let control = health::start(&a, &handle, None).await.expect("spawn").0;
         wait_until("two good HTTPS checks", LONG, || https.answered() >= 2).await;
         assert_eq!(checks(&control, "a").1, 0, "no failed HTTPS check");
         https.set_status(500);
@@ -185,7 +191,7 @@ async fn https_checks_verify_the_certificate() {
         let mut bad = args(100, 1000);
         bad.check_ca = Some(fixture("README.md"));
         assert!(
-            health::spawn(&bad, handle, None).is_err(),
+            health::start(&bad, &handle, None).await.is_err(),
             "a CA file without certificates"
         );
     })
@@ -197,7 +203,10 @@ async fn slow_checks_time_out_and_a_node_starts_up() {
     limit(async {
         let http = HttpTarget::start(HANG).await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", http.check())], &[])));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         // Warm start: up, and still up while the first check has not completed.
         assert_eq!(node_state(&control, "a"), NodeState::Up);
         assert_eq!(www(&handle), vec![ip(A)]);
@@ -216,6 +225,7 @@ async fn slow_checks_time_out_and_a_node_starts_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn admin_states_take_effect_at_once() {
     limit(async {
         let http = HttpTarget::start(200).await;
@@ -223,16 +233,19 @@ async fn admin_states_take_effect_at_once() {
             &[("a", http.check())],
             &[("c", "admin = \"drain\"")],
         )));
-        let control = health::spawn(&args(100, 500), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 500), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         assert_eq!(www(&handle), vec![ip(A)]);
 
         // The config's admin state holds until an admin command overrides it, and comes
         // back with auto.
         assert_eq!(node_state(&control, "c"), NodeState::Drain);
-        assert_eq!(post(&control, "/v1/node/c/up").0, 200);
+        assert_eq!(post(&control, "/v1/node/c/up").await.0, 200);
         assert_eq!(node_state(&control, "c"), NodeState::Up);
         assert_eq!(handle.load().states().get("c"), NodeState::Up);
-        let (code, body) = post(&control, "/v1/node/c/auto");
+        let (code, body) = post(&control, "/v1/node/c/auto").await;
         assert_eq!(
             (code, body.as_str()),
             (
@@ -243,7 +256,7 @@ async fn admin_states_take_effect_at_once() {
         assert_eq!(handle.load().states().get("c"), NodeState::Drain);
 
         // drain: out of new answers when the request returns.
-        let (code, body) = post(&control, "/v1/node/a/drain");
+        let (code, body) = post(&control, "/v1/node/a/drain").await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(body, "a: admin drain: up -> drain\n");
         assert_eq!(www(&handle), vec![ip(B)]);
@@ -264,7 +277,7 @@ async fn admin_states_take_effect_at_once() {
                 Some(NodeState::Up)
             )
         );
-        let (code, body) = post(&control, "/v1/node/a/auto");
+        let (code, body) = post(&control, "/v1/node/a/auto").await;
         assert_eq!(
             (code, body.as_str()),
             (200, "a: admin auto: drain -> up (health checks)\n")
@@ -274,12 +287,19 @@ async fn admin_states_take_effect_at_once() {
         // up overrides failing checks; auto hands the node back to them.
         http.set_status(503);
         wait_until("a down by health", LONG, || www(&handle) == vec![ip(B)]).await;
-        assert_eq!(post(&control, "/v1/node/a/up").0, 200);
+        assert_eq!(post(&control, "/v1/node/a/up").await.0, 200);
         assert_eq!(www(&handle), vec![ip(A)]);
-        assert_eq!(post(&control, "/v1/node/a/auto").0, 200);
+        assert_eq!(post(&control, "/v1/node/a/auto").await.0, 200);
         assert_eq!(www(&handle), vec![ip(B)]);
-        // down on a node without checks.
-        assert_eq!(post(&control, "/v1/node/b/down").0, 200);
+        // down on a node without checks: a, down by health, is the region's last
+        // candidate, so the region fails open to it (the operator's down holds for b).
+        assert_eq!(post(&control, "/v1/node/b/down").await.0, 200);
+        assert!(matches!(
+            resolve(&handle, WWW),
+            (addrs, AnswerSource::Geo { fail_open: true, .. }) if addrs == vec![ip(A)]
+        ));
+        // Both taken out by the operator: the fallback answers.
+        assert_eq!(post(&control, "/v1/node/a/drain").await.0, 200);
         assert!(matches!(
             resolve(&handle, WWW).1,
             AnswerSource::Fallback {
@@ -287,17 +307,18 @@ async fn admin_states_take_effect_at_once() {
                 ..
             }
         ));
+        assert_eq!(post(&control, "/v1/node/a/auto").await.0, 200);
 
         // The rest of the API.
-        let (code, body) = admin_request(&control, "GET", "/v1/nodes", ip("192.0.2.1"));
+        let (code, body) = admin_request(&control, "GET", "/v1/nodes", ip("192.0.2.1")).await;
         assert_eq!(code, 200);
         let nodes: Vec<NodeStatus> = serde_json::from_str(&body).expect("node list JSON");
         assert_eq!(nodes.len(), 5);
-        let (code, body) = admin_request(&control, "GET", "/v1/node/b", ip(LOOPBACK));
+        let (code, body) = admin_request(&control, "GET", "/v1/node/b", ip(LOOPBACK)).await;
         assert_eq!(code, 200);
         let b: NodeStatus = serde_json::from_str(&body).expect("node JSON");
         assert_eq!((b.state, b.health), (NodeState::Down, None));
-        let forbidden = admin_request(&control, "POST", "/v1/node/b/up", ip("192.0.2.1"));
+        let forbidden = admin_request(&control, "POST", "/v1/node/b/up", ip("192.0.2.1")).await;
         assert_eq!(forbidden.0, 403);
         assert_eq!(
             node_state(&control, "b"),
@@ -306,17 +327,23 @@ async fn admin_states_take_effect_at_once() {
         );
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
         assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/auto", mapped).0,
+            admin_request(&control, "POST", "/v1/node/b/auto", mapped)
+                .await
+                .0,
             200
         );
-        assert_eq!(post(&control, "/v1/node/zz9/up").0, 404);
-        assert_eq!(post(&control, "/v1/node/a/sideways").0, 400);
+        assert_eq!(post(&control, "/v1/node/zz9/up").await.0, 404);
+        assert_eq!(post(&control, "/v1/node/a/sideways").await.0, 400);
         assert_eq!(
-            admin_request(&control, "GET", "/v1/node/a/up", ip(LOOPBACK)).0,
+            admin_request(&control, "GET", "/v1/node/a/up", ip(LOOPBACK))
+                .await
+                .0,
             405
         );
         assert_eq!(
-            admin_request(&control, "GET", "/v1/other", ip(LOOPBACK)).0,
+            admin_request(&control, "GET", "/v1/other", ip(LOOPBACK))
+                .await
+                .0,
             404
         );
         control.stop();
@@ -331,7 +358,10 @@ async fn spread_renormalises_over_up_candidates() {
         let e = engine(&config_text(&[("c", tcp.check())], &[]))
             .with_picker(Box::new(SplitMix::seeded(9)));
         let handle = EngineHandle::new(e);
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let control = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn")
+            .0;
         tcp.stop().await;
         wait_until("c down", LONG, || {
             node_state(&control, "c") == NodeState::Down
@@ -353,58 +383,139 @@ async fn spread_renormalises_over_up_candidates() {
     .await;
 }
 
+/// Picks `n` answers for `www` and counts them by first address, with how many were
+/// fallback answers that failed open.
+fn count_www(handle: &EngineHandle, n: u32) -> (HashMap<IpAddr, u32>, u32) {
+    let mut seen: HashMap<IpAddr, u32> = HashMap::new();
+    let mut fail_open = 0;
+    for _ in 0..n {
+        let (addrs, source) = resolve(handle, WWW);
+        let AnswerSource::Fallback { fail_open: f, .. } = source else {
+            panic!("expected a fallback answer, got {source:?}");
+        };
+        fail_open += u32::from(f);
+        *seen.entry(addrs[0]).or_default() += 1;
+    }
+    (seen, fail_open)
+}
+
+/// Every candidate of a region down by health: the region fails open (all of them are
+/// answered, in the kernel's set too), as gdnsd and Route 53 do: a checker cut off from
+/// the nodes must not move every client. An operator's down or drain always holds:
+/// with the candidates taken out, the `[fallback]` answers by weighted round robin,
+/// failing open only over fallback nodes down by health. More than --max-down-share of
+/// the nodes down at once: the checker is suspect and health is ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_candidates_down_gives_weighted_round_robin_over_the_fallback() {
+async fn all_candidates_down_fails_open_and_admin_states_hold() {
     limit(async {
         let mut ta = TcpTarget::start().await;
         let mut tb = TcpTarget::start().await;
+        let mut t1 = TcpTarget::start().await;
+        let mut t2 = TcpTarget::start().await;
         let handle = EngineHandle::new(engine(&config_text(
-            &[("a", ta.check()), ("b", tb.check())],
+            &[
+                ("a", ta.check()),
+                ("b", tb.check()),
+                ("core1", t1.check()),
+                ("core2", t2.check()),
+            ],
             &[],
         )));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let (control, live) = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn");
+
+        // a and b (2 of 5 nodes) down by health: www fails open within its region.
         ta.stop().await;
         tb.stop().await;
-        wait_until("www from the fallback", LONG, || {
-            matches!(resolve(&handle, WWW).1, AnswerSource::Fallback { .. })
+        wait_until("a and b down", LONG, || {
+            node_state(&control, "a") == NodeState::Down
+                && node_state(&control, "b") == NodeState::Down
         })
         .await;
+        wait_until("www to fail open", LONG, || {
+            matches!(
+                resolve(&handle, WWW).1,
+                AnswerSource::Geo {
+                    fail_open: true,
+                    ..
+                }
+            )
+        })
+        .await;
+        assert_eq!(
+            resolve(&handle, WWW).0,
+            vec![ip(A)],
+            "best of the failed-open set"
+        );
+        assert_eq!(
+            handle.load().fail_open_sets(),
+            1,
+            "www fails open, dl has c up"
+        );
+        assert!(control
+            .metrics_text()
+            .lines()
+            .any(|l| l == "geodns_fail_open_sets 1"));
+        assert!(control
+            .metrics_text()
+            .lines()
+            .any(|l| l == "geodns_health_suspect 0"));
 
-        let count = |n: u32| {
-            let mut seen: HashMap<IpAddr, u32> = HashMap::new();
-            let mut fail_open = 0;
-            for _ in 0..n {
-                let (addrs, source) = resolve(&handle, WWW);
-                let AnswerSource::Fallback { fail_open: f, .. } = source else {
-                    panic!("expected a fallback answer, got {source:?}");
-                };
-                fail_open += u32::from(f);
-                *seen.entry(addrs[0]).or_default() += 1;
-            }
-            (seen, fail_open)
-        };
-        // [fallback] core1 = 2, core2 = 1.
-        let (seen, fail_open) = count(10_000);
+        // The operator takes a and b out: that holds, the fallback answers 2:1.
+        assert_eq!(post(&control, "/v1/node/a/down").await.0, 200);
+        assert_eq!(post(&control, "/v1/node/b/drain").await.0, 200);
+        let (seen, fail_open) = count_www(&handle, 9000);
         assert_eq!(fail_open, 0);
-        for (node, weight) in [(CORE1, 2.0 / 3.0), (CORE2, 1.0 / 3.0)] {
-            let share = f64::from(seen.get(&ip(node)).copied().unwrap_or(0)) / 10_000.0;
-            assert!(
-                (share - weight).abs() <= 0.05 * weight,
-                "{node}: {share:.4} of the answers, weight share {weight:.4}: {seen:?}"
-            );
-        }
+        assert_eq!(seen.get(&ip(CORE1)), Some(&6000), "{seen:?}");
+        assert_eq!(seen.get(&ip(CORE2)), Some(&3000), "{seen:?}");
 
-        // Every node down, the fallback too: fail open (the fallback anyway), counted.
-        assert_eq!(post(&control, "/v1/node/core1/down").0, 200);
-        assert_eq!(post(&control, "/v1/node/core2/down").0, 200);
+        // a and b healthy again (still out by admin); core1 and core2 down by health:
+        // the fallback fails open over them, counted.
+        ta.restart().await;
+        tb.restart().await;
+        t1.stop().await;
+        t2.stop().await;
+        wait_until("core1 and core2 down, a and b healthy", LONG, || {
+            let st = control.status();
+            let health = |n: &str| st.iter().find(|s| s.node == n).and_then(|s| s.health);
+            health("core1") == Some(NodeState::Down)
+                && health("core2") == Some(NodeState::Down)
+                && health("a") == Some(NodeState::Up)
+                && health("b") == Some(NodeState::Up)
+        })
+        .await;
+        live.apply_states().await.expect("apply");
         let before = handle.load().fail_open_count();
-        let (seen, fail_open) = count(3000);
+        let (seen, fail_open) = count_www(&handle, 3000);
         assert_eq!(fail_open, 3000);
         assert_eq!(handle.load().fail_open_count() - before, 3000);
         assert_eq!(seen.get(&ip(CORE1)), Some(&2000), "{seen:?}");
         assert_eq!(seen.get(&ip(CORE2)), Some(&1000), "{seen:?}");
-        assert!(control.metrics_text().contains("geodns_fail_open_total"));
+
+        // core2 drained by the operator: failing open never brings it back.
+        assert_eq!(post(&control, "/v1/node/core2/drain").await.0, 200);
+        let (seen, _) = count_www(&handle, 300);
+        assert_eq!(seen.get(&ip(CORE1)), Some(&300), "{seen:?}");
+
+        // a and b fail their checks again: 4 of 5 nodes down by health, more than
+        // --max-down-share (50%): the checker is suspect, health is ignored, admin holds.
+        ta.stop().await;
+        tb.stop().await;
+        wait_until("the checker to be suspect", LONG, || {
+            control
+                .metrics_text()
+                .lines()
+                .any(|l| l == "geodns_health_suspect 1")
+        })
+        .await;
+        live.apply_states().await.expect("apply");
+        let (seen, fail_open) = count_www(&handle, 300);
+        assert_eq!(fail_open, 0, "core1 counts as up while health is ignored");
+        assert_eq!(seen.get(&ip(CORE1)), Some(&300), "{seen:?}");
+        assert_eq!(node_state(&control, "c"), NodeState::Up);
         control.stop();
+        live.stop().await;
     })
     .await;
 }
@@ -427,10 +538,10 @@ async fn state_file_carries_states_across_a_restart() {
         a.state_file = Some(path.clone());
 
         let handle = EngineHandle::new(engine(&text));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn");
+        let control = health::start(&a, &handle, None).await.expect("spawn").0;
         assert_eq!(www(&handle), vec![ip(B)], "a remembered down");
         assert_eq!(node_state(&control, "c"), NodeState::Drain);
-        assert_eq!(post(&control, "/v1/node/b/drain").0, 200);
+        assert_eq!(post(&control, "/v1/node/b/drain").await.0, 200);
         let saved: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("state file"))
                 .expect("state file JSON");
@@ -441,10 +552,14 @@ async fn state_file_carries_states_across_a_restart() {
 
         // Restarted: the same states at once.
         let handle = EngineHandle::new(engine(&text));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn again");
+        let control = health::start(&a, &handle, None)
+            .await
+            .expect("spawn again")
+            .0;
+        // a remembered down by health, b drained: the region fails open to a.
         assert!(matches!(
-            resolve(&handle, WWW).1,
-            AnswerSource::Fallback { .. }
+            resolve(&handle, WWW),
+            (addrs, AnswerSource::Geo { fail_open: true, .. }) if addrs == vec![ip(A)]
         ));
         assert_eq!(node_state(&control, "b"), NodeState::Drain);
         assert_eq!(node_state(&control, "c"), NodeState::Drain);
@@ -453,7 +568,10 @@ async fn state_file_carries_states_across_a_restart() {
         // An unreadable state file is ignored: everything starts up.
         std::fs::write(&path, "{not json").expect("corrupt state file");
         let handle = EngineHandle::new(engine(&text));
-        let control = health::spawn(&a, handle.clone(), None).expect("spawn with a bad file");
+        let control = health::start(&a, &handle, None)
+            .await
+            .expect("spawn with a bad file")
+            .0;
         assert_eq!(www(&handle), vec![ip(A)]);
         control.stop();
         let _ = std::fs::remove_dir_all(&dir);
@@ -466,23 +584,22 @@ async fn a_reload_keeps_health_and_checks_new_targets() {
     limit(async {
         let mut ta = TcpTarget::start().await;
         let handle = EngineHandle::new(engine(&config_text(&[("a", ta.check())], &[])));
-        let control = health::spawn(&args(100, 300), handle.clone(), None).expect("spawn");
+        let (control, live) = health::start(&args(100, 300), &handle, None)
+            .await
+            .expect("spawn");
         ta.stop().await;
         wait_until("a down", LONG, || www(&handle) == vec![ip(B)]).await;
 
-        // A reload swaps in an engine compiled with every node up, and a check for c.
+        // A reload hands the control thread an engine compiled with every node up, and a
+        // check for c: it is stored with the health states already applied, so there is
+        // no moment where the down node is answered.
         let tc = HttpTarget::start(503).await;
         let text = config_text(&[("a", ta.check()), ("c", tc.check())], &[]);
-        handle.store(engine(&text));
+        live.install(engine(&text)).await.expect("install");
         assert_eq!(
             www(&handle),
-            vec![ip(A)],
-            "the reloaded engine before reconciling"
-        );
-        let took = wait_until("a down again", LONG, || www(&handle) == vec![ip(B)]).await;
-        assert!(
-            took <= Duration::from_millis(1500),
-            "restored after {took:?}"
+            vec![ip(B)],
+            "the reloaded engine answers with the health states at once"
         );
         wait_until("c checked and down", LONG, || {
             node_state(&control, "c") == NodeState::Down

@@ -7,12 +7,11 @@ mod health_common;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use geodns::{
-    daemon::EngineHandle,
+    control::EngineHandle,
     health::{self, admin_request},
     loader::{LoadOptions, XdpDns},
 };
@@ -72,9 +71,9 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
             .expect("install the test maps");
         let fd = loaded.program_fd("xdp_dns").expect("program fd");
         let generation = loaded.generation();
-        let xdp = Arc::new(Mutex::new(loaded));
-        let control =
-            health::spawn(&args(100, 300), handle.clone(), Some(xdp.clone())).expect("spawn");
+        let (control, live) = health::start(&args(100, 300), &handle, Some(loaded))
+            .await
+            .expect("spawn");
         wait_until("two good checks", LONG, || checks(&control, "a").0 >= 2).await;
         assert_eq!(kernel_www(fd), Some(vec![ip(A)]));
 
@@ -107,22 +106,29 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
         })
         .await;
 
-        // drain b, the last up candidate: at once, the kernel has no answer for the region
-        // and passes; userspace answers from the fallback.
+        // drain b, the last up candidate: at once the region fails open to a (down by
+        // health only), in the kernel too.
         let lo = ip("127.0.0.1");
-        assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/drain", lo).0,
-            200
-        );
+        let post = |path: &'static str| admin_request(&control, "POST", path, lo);
+        assert_eq!(post("/v1/node/b/drain").await.0, 200);
+        assert_eq!(kernel_www(fd), Some(vec![ip(A)]));
+        assert!(matches!(
+            resolve(&handle, "www.cdn.example.net.").1,
+            AnswerSource::Geo {
+                fail_open: true,
+                ..
+            }
+        ));
+        // a taken out by the operator as well: the kernel has no answer for the region
+        // and passes; userspace answers from the fallback.
+        assert_eq!(post("/v1/node/a/down").await.0, 200);
         assert_eq!(kernel_www(fd), None);
         assert!(matches!(
             resolve(&handle, "www.cdn.example.net.").1,
             AnswerSource::Fallback { .. }
         ));
-        assert_eq!(
-            admin_request(&control, "POST", "/v1/node/b/auto", lo).0,
-            200
-        );
+        assert_eq!(post("/v1/node/a/auto").await.0, 200);
+        assert_eq!(post("/v1/node/b/auto").await.0, 200);
         assert_eq!(kernel_www(fd), Some(vec![ip(B)]));
 
         // a recovers after two good checks.
@@ -136,10 +142,9 @@ async fn health_changes_reach_the_kernel_answers_in_place() {
         let good = (all - checks0) - (failed - failed0);
         assert!((2..=3).contains(&good), "back after {good} good checks");
 
-        let xdp = xdp.lock().expect("xdp lock");
-        assert_eq!(xdp.generation(), generation, "no generation switch");
-        drop(xdp);
+        assert_eq!(live.counts().generation, generation, "no generation switch");
         control.stop();
+        live.stop().await;
     })
     .await;
 }

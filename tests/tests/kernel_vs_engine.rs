@@ -62,6 +62,11 @@ fn kernel_answers_what_the_engine_decides() {
         return;
     }
     let engine = demo_engine();
+    assert_eq!(
+        engine.compiled().aliases(),
+        geodns_common::STATE_FLAG_ALIASES,
+        "the demo databases alias all three ranges, as MaxMind's do"
+    );
     let mut xdp = XdpDns::load(&LoadOptions::default()).expect("load");
     xdp.install(&engine.kernel_maps())
         .expect("install the compiled demo maps");
@@ -87,7 +92,20 @@ fn kernel_answers_what_the_engine_decides() {
     for i in 0..3000 {
         let raw = rng.next_u64();
         let pick = usize::try_from(rng.next_u64() % 1_000_003).expect("index");
-        let (ip, source) = if i % 2 == 0 {
+        let (ip, source) = if i % 10 == 3 || i % 10 == 5 || i % 10 == 7 {
+            // An IPv6 client in an alias range: the embedded address is a known one.
+            let (a, len, _) = known4[pick % known4.len()];
+            let host = u32::try_from(raw >> 32).expect("u32")
+                & u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            let v4 = u128::from(u32::from_be_bytes(a) | host);
+            let low = u128::from(rng.next_u64());
+            let (bits, sources) = match i % 10 {
+                3 => ((0x2002 << 112) | v4 << 80 | low, [48u8, 40, 32, 128]),
+                5 => ((0x2001_0000 << 96) | v4 << 64 | low, [64, 56, 48, 128]),
+                _ => ((0xffff << 32) | v4, [128, 120, 112, 104]),
+            };
+            (IpAddr::V6(Ipv6Addr::from(bits)), sources[(i / 10) % 4])
+        } else if i % 2 == 0 {
             let table = if i % 10 == 0 { &v4 } else { &known4 };
             let (a, len, _) = table[pick % table.len()];
             let host = u32::try_from(raw >> 32).expect("u32")

@@ -15,7 +15,7 @@ use std::{
 };
 
 use geodns::{
-    daemon::EngineHandle,
+    control::EngineHandle,
     health::{self, AdminState},
     redirect::{self, ForwardedHeader, RedirectArgs, RedirectStats, Redirector},
 };
@@ -135,6 +135,7 @@ fn trusting(which: ForwardedHeader) -> RedirectArgs {
     RedirectArgs {
         trusted_proxies: vec!["127.0.0.1/32".parse().expect("cidr")],
         forwarded_header: which,
+        redirect_lookup: true,
         ..RedirectArgs::default()
     }
 }
@@ -502,7 +503,13 @@ fn a_node_going_down_between_two_requests_moves_the_redirect() {
     let s = Served::start(&config_text(Some(&target.check())), RedirectArgs::default());
     let control = {
         let _in_rt = s.rt.enter();
-        health::spawn(&health_common::args(50, 200), s.handle.clone(), None).expect("health")
+        s.rt.block_on(health::start(
+            &health_common::args(50, 200),
+            &s.handle,
+            None,
+        ))
+        .expect("health")
+        .0
     };
     let www = [("host", WWW)];
     assert_eq!(location(s.v4, "/a", &www), "https://eu1.cdn.example.net/a");
@@ -521,10 +528,18 @@ fn a_node_going_down_between_two_requests_moves_the_redirect() {
         location(s.v6, "/a", &www),
         "https://eu2.cdn.example.net:8443/media/a"
     );
-    // eu2 drained by the admin: no candidate left, the fallback answers.
-    control
-        .set_admin("eu2", AdminState::Drain)
+    // eu2 drained by the admin: eu1, down by health only, is all the region has: it
+    // fails open to eu1.
+    rt.block_on(control.set_admin("eu2", AdminState::Drain))
         .expect("eu2 exists");
+    let r = ok_get(s.v4, "/a", &www);
+    assert_eq!(
+        (r.location(), r.header("x-geodns-source")),
+        (Some("https://eu1.cdn.example.net/a"), Some("geo"))
+    );
+    // eu1 down by the admin too: no candidate left, the fallback answers.
+    rt.block_on(control.set_admin("eu1", AdminState::Down))
+        .expect("eu1 exists");
     let r = ok_get(s.v4, "/a", &www);
     assert_eq!(
         (r.location(), r.header("x-geodns-source")),
@@ -532,8 +547,9 @@ fn a_node_going_down_between_two_requests_moves_the_redirect() {
     );
     assert_eq!(location(s.v6, "/a", &www), "http://[2001:2:0:100::1]/a");
     // The target comes back: eu1 again.
-    control
-        .set_admin("eu2", AdminState::Auto)
+    rt.block_on(control.set_admin("eu1", AdminState::Auto))
+        .expect("eu1 exists");
+    rt.block_on(control.set_admin("eu2", AdminState::Auto))
         .expect("eu2 exists");
     rt.block_on(target.restart());
     wait_for("eu1 to come back", Duration::from_secs(10), || {

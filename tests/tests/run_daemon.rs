@@ -23,6 +23,8 @@ fn run_serves_reloads_and_stops_cleanly() {
     let dir = tmp.path();
     let config = demo_without_checks(dir);
     let pin_dir = format!("/sys/fs/bpf/geodns-test-{}", std::process::id());
+    // Another program's pin in the same directory: geodns must never remove it.
+    let foreign = foreign_pin(Path::new(&pin_dir));
     let daemon = Daemon::start(
         &pair,
         &config,
@@ -108,5 +110,30 @@ fn run_serves_reloads_and_stops_cleanly() {
     );
 
     drop(daemon);
-    assert!(!Path::new(&pin_dir).exists(), "pins removed on SIGTERM");
+    assert!(
+        !Path::new(&pin_dir).join("COUNTERS").exists(),
+        "pins removed on SIGTERM"
+    );
+    assert!(foreign.exists(), "another program's pin is left alone");
+    let left: Vec<_> = std::fs::read_dir(&pin_dir)
+        .expect("the directory stays for the other pin")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![foreign.file_name().expect("name").to_owned()]);
+    std::fs::remove_file(&foreign).expect("remove the foreign pin");
+    std::fs::remove_dir(&pin_dir).expect("remove the pin directory");
+}
+
+/// Pins a map under `dir` with a name geodns does not use, as another program would.
+fn foreign_pin(dir: &Path) -> std::path::PathBuf {
+    let scratch = std::path::PathBuf::from(format!("{}-scratch", dir.display()));
+    let mut xdp = geodns::loader::XdpDns::load(&geodns::loader::LoadOptions::default())
+        .expect("load the XDP object");
+    xdp.pin(&scratch).expect("pin");
+    std::fs::create_dir_all(dir).expect("pin dir");
+    let foreign = dir.join("other_tool_map");
+    std::fs::rename(scratch.join("COUNTERS"), &foreign).expect("move one pin");
+    geodns::daemon::remove_pins(&scratch);
+    foreign
 }

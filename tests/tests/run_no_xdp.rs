@@ -38,7 +38,7 @@ fn scrape(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect to /metrics");
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: geodns\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: geodns\r\nconnection: close\r\n\r\n")
         .expect("request");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("response");

@@ -138,8 +138,51 @@ fn rows() -> Vec<Row> {
             expect: answer(&[lab4], None),
         },
         Row {
-            desc: "wildcard covers one level only",
+            desc: "wildcard at depth 2 (RFC 4592: any name below the closest encloser)",
             frame: f(v4_client(), q("a.b.img.cdn.example.net.", 1)),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "wildcard at depth 3",
+            frame: f(eu_client_v4(), q("A.b.C.img.cdn.example.net.", 1)),
+            expect: answer(&[eu4], None),
+        },
+        Row {
+            desc: "wildcard at depth 10 (14 labels)",
+            frame: f(
+                v4_client(),
+                q("a.b.c.d.e.f.g.h.i.j.img.cdn.example.net.", 1),
+            ),
+            expect: answer(&[lab4], None),
+        },
+        Row {
+            desc: "an existing sibling of the wildcard is not covered by it",
+            frame: f(v4_client(), q("sibling.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "below an existing sibling: its closest encloser has no wildcard",
+            frame: f(v4_client(), q("x.sibling.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "an empty non-terminal is not covered by the wildcard",
+            frame: f(v4_client(), q("ent.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "an empty non-terminal blocks the wildcard below it",
+            frame: f(v4_client(), q("q.ent.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "the literal wildcard name passes (userspace answers it)",
+            frame: f(v4_client(), q("*.img.cdn.example.net.", 1)),
+            expect: Expect::Pass(counter::PASS_NOT_SERVED),
+        },
+        Row {
+            desc: "a name under no wildcard walks up to the origin and passes",
+            frame: f(v4_client(), q("a.b.nope.cdn.example.net.", 1)),
             expect: Expect::Pass(counter::PASS_NOT_SERVED),
         },
         Row {
@@ -216,6 +259,70 @@ fn rows() -> Vec<Row> {
                 spread_from: Some((2, spread.clone())),
                 ecs_scope: Some(25),
             },
+        },
+        // The table's databases alias the three IPv6 ranges onto their IPv4 tree
+        // (`table::contents` sets the flags): looked up as the embedded IPv4 address
+        // (192.0.2.99 in EU's 192.0.2.0/24), scope = 24 + the alias offset.
+        Row {
+            desc: "ECS 6to4 /48 of an EU address: bits 16-47, scope 24 + 16",
+            frame: f(v4_client(), q(www, 28).ecs("2002:c000:263::", 48)),
+            expect: answer(&[eu6], Some(40)),
+        },
+        Row {
+            desc: "ECS 6to4 /40: the EU /24 exactly",
+            frame: f(v4_client(), q(www, 1).ecs("2002:c000:200::", 40)),
+            expect: answer(&[eu4], Some(40)),
+        },
+        Row {
+            desc: "ECS Teredo /64 of an EU address: bits 32-63, scope 24 + 32",
+            frame: f(v4_client(), q(www, 1).ecs("2001:0:c000:263::", 64)),
+            expect: answer(&[eu4], Some(56)),
+        },
+        Row {
+            desc: "ECS IPv4-mapped /128 of an EU address: bits 96-127, scope 24 + 96",
+            frame: f(v6_client(), q(www, 28).ecs("::ffff:192.0.2.99", 128)),
+            expect: answer(&[eu6], Some(120)),
+        },
+        Row {
+            desc: "ECS IPv4-mapped of a /25 region: scope 25 + 96",
+            frame: f(v4_client(), q(www, 1).ecs("::ffff:203.0.113.200", 128)),
+            expect: Expect::Answer {
+                addrs: Vec::new(),
+                spread_from: Some((2, spread.clone())),
+                ecs_scope: Some(121),
+            },
+        },
+        Row {
+            desc: "ECS 6to4 of an address in no region passes",
+            frame: f(v4_client(), q(www, 1).ecs("2002:a01:203::", 48)),
+            expect: Expect::Pass(counter::PASS_NO_ANSWER),
+        },
+        Row {
+            desc: "ECS just outside 6to4 (2003::/16) uses the IPv6 table",
+            frame: f(v4_client(), q(www, 1).ecs("2003:c000:263::", 48)),
+            expect: Expect::Pass(counter::PASS_NO_ANSWER),
+        },
+        Row {
+            desc: "6to4 packet source of an EU address, no ECS",
+            frame: f(
+                L3::V6 {
+                    src: "2002:c000:263::1".parse().expect("v6"),
+                    dst: "2001:2::7:2".parse().expect("v6"),
+                },
+                q(www, 1),
+            ),
+            expect: answer(&[eu4], None),
+        },
+        Row {
+            desc: "Teredo packet source of a LAB address, no ECS",
+            frame: f(
+                L3::V6 {
+                    src: "2001:0:c612:701::1".parse().expect("v6"),
+                    dst: "2001:2::7:2".parse().expect("v6"),
+                },
+                q(www, 1),
+            ),
+            expect: answer(&[lab4], None),
         },
         Row {
             desc: "ECS in a region without answer passes",
@@ -536,6 +643,46 @@ fn rows() -> Vec<Row> {
         });
     }
     rows
+}
+
+/// The alias flags come with the installed table: a table without them answers
+/// 6to4, Teredo and IPv4-mapped clients from the IPv6 table (here `::/1`, region 0:
+/// pass), and installing one with them again follows them.
+#[test]
+fn aliases_follow_the_installed_table() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let f = |query: frame::Query| Frame::new(v4_client(), &query).build();
+    let www = "www.cdn.example.net.";
+    let frames = [
+        f(q(www, 1).ecs("2002:c000:263::", 48)),
+        f(q(www, 1).ecs("2001:0:c000:263::", 64)),
+        f(q(www, 1).ecs("::ffff:192.0.2.99", 128)),
+    ];
+    let mut without = contents();
+    without.aliases = 0;
+    for (table, want) in [
+        (&without, XDP_PASS),
+        (&contents(), XDP_TX),
+        (&without, XDP_PASS),
+    ] {
+        xdp.install(table).expect("install");
+        // Trie-only too: the translation is ahead of both lookups.
+        for flags in [0, geodns_common::STATE_FLAG_TRIE_ONLY] {
+            xdp.set_flags(flags).expect("flags");
+            for frame in &frames {
+                let run = prog_test_run(fd, frame, 1).expect("BPF_PROG_TEST_RUN");
+                assert_eq!(
+                    run.action, want,
+                    "aliases {:#x}, flags {flags}",
+                    table.aliases
+                );
+            }
+        }
+    }
 }
 
 /// `frame` (IPv4, untagged) with another destination MAC.

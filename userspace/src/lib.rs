@@ -4,10 +4,13 @@
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-dns"));
 
 pub mod cmd;
+pub mod control;
 pub mod daemon;
 pub mod defence;
+pub mod duration;
 pub mod fallback;
 pub mod health;
+pub mod http;
 pub mod loader;
 pub mod object_check;
 pub mod redirect;

@@ -18,7 +18,7 @@ use aya::{
 };
 use geodns_common::{
     counter, AnswerKey, AnswerSet, Defence, PrefixValue, RuntimeState, DEFAULT_DNS_PORT,
-    FAST_PAGE_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0,
+    FAST_PAGE_WORDS, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0, STATE_FLAG_ALIASES,
 };
 use geodns_maps::{
     fastpath::FastTable,
@@ -314,10 +314,11 @@ impl XdpDns {
         self.state.generation
     }
 
-    /// Sets run-time flags (`STATE_FLAG_*`) without touching the tables.
+    /// Sets run-time flags (`STATE_FLAG_*`) without touching the tables; the alias
+    /// flags stay those of the installed table.
     pub fn set_flags(&mut self, flags: u32) -> Result<(), LoaderError> {
         let mut state = self.state;
-        state.flags = flags;
+        state.flags = flags & !STATE_FLAG_ALIASES | state.flags & STATE_FLAG_ALIASES;
         self.write_state(state)
     }
 
@@ -358,6 +359,8 @@ impl XdpDns {
         result?;
         let mut next = self.state;
         next.generation = target;
+        // The aliases belong to the table: they switch with it, in the same update.
+        next.flags = next.flags & !STATE_FLAG_ALIASES | contents.aliases & STATE_FLAG_ALIASES;
         self.write_state(next)?;
         self.installed_once = true;
         Ok(stats)
@@ -557,18 +560,34 @@ impl XdpDns {
                 op: "open",
                 source,
             })?;
-        let mut out = [0u64; counter::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let values = array
-                .get(&u32::try_from(i).unwrap_or(0), 0)
-                .map_err(|source| LoaderError::Map {
-                    map: "COUNTERS",
-                    op: "get",
-                    source,
-                })?;
-            *slot = values.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&array)
+    }
+
+    /// A reader of the counters with a map handle of its own, usable from any thread
+    /// while this object is busy installing.
+    pub fn counters_reader(&self) -> Result<Counters, LoaderError> {
+        let map_err = |op, source| LoaderError::Map {
+            map: "COUNTERS",
+            op,
+            source,
+        };
+        let data = map_data(self.map("COUNTERS")?).ok_or(LoaderError::Missing {
+            kind: "map",
+            name: "COUNTERS".to_owned(),
+        })?;
+        let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| {
+            map_err(
+                "dup",
+                aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error: e,
+                }),
+            )
+        })?;
+        let data = MapData::from_fd(fd).map_err(|e| map_err("open", e))?;
+        let array =
+            PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| map_err("open", e))?;
+        Ok(Counters(array))
     }
 
     /// Looks a client address up in the kernel's prefix trie of the generation in use
@@ -582,6 +601,33 @@ impl XdpDns {
                 source,
             })?;
         Ok(trie.get(&Key::new(32, addr), 0).ok())
+    }
+}
+
+fn sum_counters<T: std::borrow::Borrow<MapData>>(
+    array: &PerCpuArray<T, u64>,
+) -> Result<[u64; counter::COUNT as usize], LoaderError> {
+    let mut out = [0u64; counter::COUNT as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let values = array
+            .get(&u32::try_from(i).unwrap_or(0), 0)
+            .map_err(|source| LoaderError::Map {
+                map: "COUNTERS",
+                op: "get",
+                source,
+            })?;
+        *slot = values.iter().sum();
+    }
+    Ok(out)
+}
+
+/// The XDP outcome counters through a map handle of their own.
+pub struct Counters(PerCpuArray<MapData, u64>);
+
+impl Counters {
+    /// Counters summed over CPUs, indexed by `geodns_common::counter`.
+    pub fn read(&self) -> Result<[u64; counter::COUNT as usize], LoaderError> {
+        sum_counters(&self.0)
     }
 }
 

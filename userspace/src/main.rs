@@ -21,6 +21,15 @@ enum Command {
     Compile(cmd::compile::Args),
     /// Explain the decision for one client address (or ECS prefix).
     Lookup(cmd::lookup::Args),
+    /// Show what a new config or database does to answers before it goes live: per
+    /// record the share of the IPv4 and IPv6 space whose answer (or only region)
+    /// changes, node gains and losses, the largest moved prefixes. Exit status 0:
+    /// nothing moves, 1: something moves, 2: error.
+    ///
+    /// `geodns diff OLD.toml NEW.toml`, `geodns diff --live NEW.toml` (against the
+    /// running daemon), `geodns diff CONFIG --db country=new.mmdb` (a new database
+    /// release).
+    Diff(cmd::diff::Args),
     /// Serve: attach the XDP program, answer, reload on file changes and SIGHUP; with
     /// --redirect-listen, also the HTTP redirector (see `geodns redirect --help`).
     Run(geodns::daemon::Args),
@@ -48,7 +57,7 @@ enum Command {
     /// `GET /v1/lookup?ip=ADDR[&ecs=PREFIX]` explains a decision as JSON, as
     /// `geodns lookup --json` does, with the live node states. `geodns run
     /// --redirect-listen ADDR` serves the same inside the DNS daemon.
-    Redirect(geodns::redirect::Args),
+    Redirect(geodns::daemon::RedirectDaemonArgs),
 }
 
 fn init_tracing() {
@@ -65,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Compile(args) => cmd::compile::run(&args),
         Command::Lookup(args) => cmd::lookup::run(&args),
+        Command::Diff(args) => std::process::exit(cmd::diff::main(&args)),
         Command::Run(args) => {
             init_tracing();
             geodns::daemon::run(&args)
@@ -73,7 +83,73 @@ fn main() -> anyhow::Result<()> {
         Command::Node(args) => cmd::node::run(&args),
         Command::Redirect(args) => {
             init_tracing();
-            geodns::redirect::run(&args)
+            geodns::daemon::run_redirect(&args)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Every duration option of every command rejects 0 (`--watch-interval 0` once
+    /// panicked in tokio's `interval`). Duration options are found by their value name;
+    /// an option whose default looks like a duration must have that name, so a new one
+    /// cannot slip past this test with a parser of its own.
+    #[test]
+    fn every_duration_option_rejects_zero() {
+        let cli = Cli::command();
+        let mut checked = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let is_duration = arg
+                    .get_value_names()
+                    .is_some_and(|n| n.iter().any(|n| n.as_str() == "DURATION"));
+                let looks_like_one = arg.get_default_values().iter().any(|v| {
+                    let v = v.to_string_lossy();
+                    let digits = v.trim_end_matches("ms").trim_end_matches('s');
+                    digits != v && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                });
+                assert!(
+                    is_duration || !looks_like_one,
+                    "{} --{}: a duration default without the duration parser",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+                if !is_duration {
+                    continue;
+                }
+                let long = arg.get_long().expect("duration options are long options");
+                // Everything optional, so the option is parsed on its own.
+                let alone = sub.clone().mut_args(|a| a.required(false));
+                for zero in ["0", "0s", "0ms"] {
+                    let parsed = alone.clone().try_get_matches_from([
+                        sub.get_name(),
+                        &format!("--{long}"),
+                        zero,
+                    ]);
+                    let err = parsed
+                        .err()
+                        .unwrap_or_else(|| panic!("{} --{long} {zero} accepted", sub.get_name()));
+                    assert!(err.to_string().contains("more than 0"), "{err}");
+                }
+                checked.push(format!("{} --{}", sub.get_name(), arg.get_id()));
+            }
+        }
+        for known in [
+            "run --watch_interval",
+            "run --tcp_idle_timeout",
+            "run --check_interval",
+            "run --check_timeout",
+            "redirect --watch_interval",
+            "redirect --http_timeout",
+        ] {
+            assert!(
+                checked.iter().any(|c| c == known),
+                "{known} not checked: {checked:?}"
+            );
         }
     }
 }

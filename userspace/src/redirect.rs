@@ -54,10 +54,8 @@
 //! backlog). Request bodies are never read. Other methods get `405` with
 //! `Allow: GET, HEAD`.
 use std::{
-    convert::Infallible,
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -70,29 +68,22 @@ use geodns_maps::{
     engine::{QTYPE_A, QTYPE_AAAA},
     name, AnswerSource, Cidr, Engine, Question,
 };
-use http_body_util::Full;
 use hyper::{
-    body::Bytes,
     header::{self, HeaderMap, HeaderValue},
-    server::conn::http1,
-    service::service_fn,
     Method, Response, StatusCode, Uri,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 
-use crate::daemon::{parse_duration, EngineHandle, ReloadStats};
+pub use crate::http::{MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::{
+    control::EngineHandle,
+    http::{text, Body},
+};
 
-/// Largest request head (request line and headers) read; hyper's smallest buffer.
-pub const MAX_HEAD_BYTES: usize = 8192;
-/// Most headers in one request.
-pub const MAX_HEADERS: usize = 64;
 /// Connections served at once, over all listeners.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Most entries of a forwarded header looked at (from the right).
 pub const MAX_HOPS: usize = 32;
-/// After `--http-timeout`, how long the response in flight may still take.
-const GRACE: Duration = Duration::from_secs(1);
 
 /// Which header a trusted proxy writes the client address into.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -121,10 +112,15 @@ pub struct RedirectArgs {
     #[arg(long, value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
     pub forwarded_header: ForwardedHeader,
     /// Time a client has to send a request head.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub http_header_timeout: Duration,
+    /// Also answer `GET /v1/lookup?ip=ADDR` on the redirector's own address (every
+    /// node's addresses and weights, to anyone who can reach it). Off by default: the
+    /// admin API serves the same behind its token.
+    #[arg(long)]
+    pub redirect_lookup: bool,
     /// Longest life of a connection (keep-alive included), and so of any request.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub http_timeout: Duration,
 }
 
@@ -135,6 +131,7 @@ impl Default for RedirectArgs {
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             http_header_timeout: Duration::from_secs(5),
+            redirect_lookup: false,
             http_timeout: Duration::from_secs(30),
         }
     }
@@ -201,18 +198,6 @@ pub struct Redirector {
     handle: EngineHandle,
     args: RedirectArgs,
     stats: Arc<RedirectStats>,
-}
-
-type Body = Full<Bytes>;
-
-fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 /// The request's host name (without port) as an absolute presentation name, if it is
@@ -378,10 +363,7 @@ fn scheme(peer: IpAddr, headers: &HeaderMap, args: &RedirectArgs) -> &'static st
 
 /// `key=value` pairs of a query string, percent-decoded.
 fn query_param(uri: &Uri, key: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (crate::health::percent_decode(k) == key).then(|| crate::health::percent_decode(v))
-    })
+    crate::http::query_param(uri.query()?, key)
 }
 
 impl Redirector {
@@ -445,7 +427,7 @@ impl Redirector {
             &self.args.trusted_proxies,
             self.args.forwarded_header,
         );
-        if uri.path() == "/v1/lookup" {
+        if uri.path() == "/v1/lookup" && self.args.redirect_lookup {
             return self.lookup(&engine, uri, client);
         }
         let wire = host_name(uri, headers)
@@ -557,32 +539,6 @@ impl Redirector {
         );
         r
     }
-
-    /// Serves one connection within the limits.
-    async fn serve_connection(self: Arc<Self>, sock: tokio::net::TcpStream, peer: SocketAddr) {
-        let _ = sock.set_nodelay(true);
-        let timeout = self.args.http_timeout;
-        let header_timeout = self.args.http_header_timeout;
-        let this = self.clone();
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let resp = this.respond(req.method(), req.uri(), req.headers(), peer.ip());
-            async move { Ok::<_, Infallible>(resp) }
-        });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .max_headers(MAX_HEADERS);
-        let conn = builder.serve_connection(TokioIo::new(sock), service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            () = tokio::time::sleep(timeout) => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout(GRACE, conn).await;
-    }
 }
 
 /// Binds every address, failing on the first that cannot be bound.
@@ -600,31 +556,16 @@ pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
 
 /// Serves `listeners` until the runtime stops.
 pub fn spawn(listeners: Vec<TcpListener>, redirector: &Arc<Redirector>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    for listener in listeners {
-        let (redirector, permits) = (redirector.clone(), permits.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let (sock, peer) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait instead of spinning.
-                        tracing::debug!(error = %e, "redirector accept");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let redirector = redirector.clone();
-                tokio::spawn(async move {
-                    redirector.serve_connection(sock, peer).await;
-                    drop(permit);
-                });
-            }
-        });
-    }
+    let redirector = redirector.clone();
+    let limits = crate::http::Limits {
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: redirector.args.http_header_timeout,
+        timeout: redirector.args.http_timeout,
+    };
+    crate::http::serve(listeners, limits, move |req, peer| {
+        let resp = redirector.respond(req.method(), req.uri(), req.headers(), peer.ip());
+        async move { resp }
+    });
 }
 
 /// Binds `addrs` and serves the redirector from `handle`; `None` when `addrs` is empty.
@@ -645,72 +586,6 @@ pub async fn start(
     let listeners = bind(addrs).await?;
     spawn(listeners, &redirector);
     Ok(Some(stats))
-}
-
-/// `geodns redirect`: the HTTP redirector on its own, with node health, the admin API
-/// and `/metrics`, and reloads, like `geodns run` without XDP.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// The config file (TOML).
-    #[arg(long, short)]
-    pub config: PathBuf,
-    /// Address to serve HTTP on (repeatable: e.g. one IPv4 and one IPv6 listener).
-    #[arg(long, value_name = "ADDR", required = true)]
-    pub listen: Vec<SocketAddr>,
-    #[command(flatten)]
-    pub redirect: RedirectArgs,
-    /// Address of `GET /metrics` and the node admin API under `/v1/` (`geodns node
-    /// --api 127.0.0.1:9154`). Not `geodns run`'s 9153, so both can run on one host.
-    #[arg(long, default_value = "127.0.0.1:9154")]
-    pub metrics: SocketAddr,
-    /// How often the config and database files are checked for changes.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub watch_interval: Duration,
-    #[command(flatten)]
-    pub health: crate::health::HealthArgs,
-}
-
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run_async(args))
-}
-
-async fn run_async(args: &Args) -> anyhow::Result<()> {
-    let signals = crate::daemon::Signals::install()?;
-    let handle = EngineHandle::new(crate::daemon::compile(&args.config, None)?);
-    let health = crate::health::spawn(&args.health, handle.clone(), None)?;
-    let stats = start(&args.listen, &args.redirect, &handle).await?;
-    let reloads = Arc::new(ReloadStats::default());
-    crate::daemon::start_metrics(
-        args.metrics,
-        &handle,
-        None,
-        &reloads,
-        &health,
-        stats.as_ref(),
-        None,
-    )
-    .await?;
-    tracing::info!(
-        config = %args.config.display(),
-        listen = ?args.listen,
-        metrics = %args.metrics,
-        "geodns redirect ready"
-    );
-    let result = crate::daemon::reload_until_stopped(
-        signals,
-        &args.config,
-        args.watch_interval,
-        &handle,
-        None,
-        &reloads,
-        &health,
-    )
-    .await;
-    health.stop();
-    result
 }
 
 #[cfg(test)]

@@ -32,10 +32,10 @@ use geodns_common::{
     DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
     MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES,
     POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER, RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
-    STAGE_REPLY_0, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+    STAGE_REPLY_0, STATE_FLAG_ALIASES, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
-    fast_block_lane, fast_leaf, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
+    fast_block_lane, fast_leaf, ipv6_alias, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
     FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP,
 };
 
@@ -1222,7 +1222,7 @@ fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
             let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
             (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
         };
-        lookup_v6_prefix(&addr, g, fast)
+        lookup_v6_prefix(&addr, g, fast, flags)
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
@@ -1402,34 +1402,54 @@ fn find_name(names: &Array<NameEntry>, key: &NameKey, fp: u64) -> Option<u16> {
     None
 }
 
+/// The record of the query name: the exact key, else the wildcard at the closest
+/// encloser (RFC 4592). Userspace puts a wildcard key in `NAMES` for every name that
+/// exists, holding the record of its geo wildcard or `NAME_BLOCK`, so the first
+/// wildcard key found walking up from the name itself is the closest encloser: found at
+/// the name, the name exists without a geo record (pass); `NAME_BLOCK`: no wildcard
+/// there (pass, userspace answers NXDOMAIN, NODATA or a referral).
 #[inline(always)]
 fn lookup_name(scratch: &mut Scratch, g: &Gen, fp: u64) -> Result<u16, Pass> {
+    use geodns_common::NAME_BLOCK;
     let names = g.names;
     if let Some(record) = find_name(names, &scratch.exact, fp) {
         return Ok(record);
     }
-    // Wildcard: the name minus its first label, with the wildcard flag.
-    let first = usize::from(scratch.exact.name[0]) + 1;
-    if scratch.exact.name[0] == 0 {
-        return Err(counter::PASS_NOT_SERVED);
-    }
     scratch.wildcard.wildcard = 1;
     let src = scratch.exact.name.as_ptr();
     let dst = scratch.wildcard.name.as_mut_ptr();
-    let mut wfp = FINGERPRINT_WILDCARD;
-    // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them and without a branch on
-    // `first` (a branch would split its range and the verifier's states with it).
-    for w in 0..MAX_NAME_WIRE_LEN / 8 {
-        let at = masked(first + 8 * w, 255);
-        // SAFETY: `at + 8 <= 263` stays inside `exact.name` + `zeros`, which hold the
-        // name then zeros; `8 * w + 8 <= MAX_NAME_WIRE_LEN` stays inside `wildcard.name` (8-aligned).
-        unsafe {
-            let word = src.add(at).cast::<u64>().read_unaligned();
-            wfp = fingerprint_step(wfp, word);
-            store_word(dst, w, word);
+    // Offset of the name tried in `exact.name`: the query name, then each ancestor.
+    let mut skip = 0usize;
+    // Bound: MAX_LABELS + 1 names (a name of MAX_LABELS labels and its ancestors up to
+    // the root, which no zone holds).
+    for level in 0..=MAX_LABELS {
+        let mut wfp = FINGERPRINT_WILDCARD;
+        // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them and without a branch on
+        // `skip` (a branch would split its range and the verifier's states with it).
+        for w in 0..MAX_NAME_WIRE_LEN / 8 {
+            let at = masked(skip + 8 * w, 255);
+            // SAFETY: `at + 8 <= 263` stays inside `exact.name` + `zeros`, which hold the
+            // name then zeros; `8 * w + 8 <= MAX_NAME_WIRE_LEN` stays inside `wildcard.name` (8-aligned).
+            unsafe {
+                let word = src.add(at).cast::<u64>().read_unaligned();
+                wfp = fingerprint_step(wfp, word);
+                store_word(dst, w, word);
+            }
         }
+        if let Some(record) = find_name(names, &scratch.wildcard, wfp) {
+            if level == 0 || record == NAME_BLOCK {
+                return Err(counter::PASS_NOT_SERVED);
+            }
+            return Ok(record);
+        }
+        // The next ancestor: past this name's first label (the root ends the walk).
+        let len = usize::from(scratch.exact.name[masked(skip, MAX_NAME_WIRE_LEN - 1)]);
+        if len == 0 {
+            break;
+        }
+        skip = masked(skip + len + 1, MAX_NAME_WIRE_LEN - 1);
     }
-    find_name(names, &scratch.wildcard, wfp).ok_or(counter::PASS_NOT_SERVED)
+    Err(counter::PASS_NOT_SERVED)
 }
 
 /// Lane `lane & 1` of a word: u32 values sit two per u64, the even lane low.
@@ -1474,8 +1494,21 @@ fn lookup_v4_prefix(addr: &[u8; 4], g: &Gen, fast: bool) -> Option<PrefixValue> 
     g.prefix_v4.get(Key::new(32, *addr)).copied()
 }
 
+/// The IPv6 client's prefix. In an alias range the table's databases point at their
+/// IPv4 tree (`flags`: `STATE_FLAG_ALIAS_*`, set with the generation), the client is
+/// looked up as its embedded IPv4 address and the scope is the IPv4 match moved into
+/// the range (+96, +32 or +16): exact, since every address of that block embeds an
+/// address of the IPv4 prefix. The IPv6 table holds each such range as one prefix of
+/// its own, so no IPv6 prefix claims a scope across it.
 #[inline(always)]
-fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool) -> Option<PrefixValue> {
+fn lookup_v6_prefix(addr: &[u8; 16], g: &Gen, fast: bool, flags: u32) -> Option<PrefixValue> {
+    if flags & STATE_FLAG_ALIASES != 0 {
+        if let Some((v4, offset)) = ipv6_alias(addr, flags) {
+            let mut v = lookup_v4_prefix(&v4, g, fast)?;
+            v.prefix_len = v.prefix_len.wrapping_add(offset);
+            return Some(v);
+        }
+    }
     if fast {
         // The top slot of the first 16 bits, then 8-bit strides down to /64.
         let top = FAST_V6_TOP + u32::from(u16::from_be_bytes([addr[0], addr[1]]));

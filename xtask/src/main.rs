@@ -217,6 +217,7 @@ fn test(path: &OsString, root: &Path, extra: &[String]) -> Result<()> {
             }
         );
     }
+    setup::ensure_test_tools()?;
     // The daemon tests start the `geodns` binary itself: build it first.
     run(&mut cargo(path, &["build", "-p", "geodns"]))?;
     let log = root.join(PRIVILEGED_LOG);
@@ -355,19 +356,19 @@ fn fuzz(tc: &Toolchain, root: &Path, target: &str, seconds: u32) -> Result<()> {
     let target_dir =
         env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let seeds = target_dir.join("fuzz-seeds").join(target);
-    if target == "query" && fs::read_dir(&seeds).map_or(true, |mut d| d.next().is_none()) {
-        eprintln!("fuzz: writing the seed corpus with the handler's unit tests");
-        run(&mut cargo(
-            &tc.path,
-            &[
-                "test",
-                "-p",
-                "geodns",
-                "--lib",
-                "--",
-                "fallback::tests::write_fuzz_seeds",
-            ],
-        ))?;
+    let seed_test = match target {
+        "query" => Some("fallback::tests::write_fuzz_seeds"),
+        "update" => Some("fallback::update::tests::write_fuzz_seeds"),
+        _ => None,
+    };
+    if let Some(test) = seed_test {
+        if fs::read_dir(&seeds).map_or(true, |mut d| d.next().is_none()) {
+            eprintln!("fuzz: writing the seed corpus with the handler's unit tests");
+            run(&mut cargo(
+                &tc.path,
+                &["test", "-p", "geodns", "--lib", "--", test],
+            ))?;
+        }
     }
     let corpus = dir.join("corpus").join(target);
     fs::create_dir_all(&corpus)?;

@@ -188,6 +188,40 @@ fn linker_version(linker: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Debian packages the tests drive as real clients and servers: `nsupdate`
+/// (bind9-dnsutils) for the RFC 2136 test; `pebble` (Let's Encrypt's test ACME server),
+/// `lego` and `openssl` for the offline DNS-01 certificate test. Installed when missing
+/// and running as root (the privileged tests need root anyway); otherwise those tests
+/// say what is missing.
+pub fn ensure_test_tools() -> Result<()> {
+    let has = |tool: &str, arg: &str| std::process::Command::new(tool).arg(arg).output().is_ok();
+    let wanted = [
+        ("nsupdate", "-V", "bind9-dnsutils"),
+        ("pebble", "-version", "pebble"),
+        ("lego", "--version", "lego"),
+        ("openssl", "version", "openssl"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(tool, arg, _)| !has(tool, arg))
+        .map(|(_, _, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root()? {
+        eprintln!("setup: {missing:?} missing and this is not root: not installing them");
+        return Ok(());
+    }
+    eprintln!("setup: installing {missing:?} (real DNS and ACME clients for the tests)");
+    run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
+    run(std::process::Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("installing {missing:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::llvm_major;

@@ -4,6 +4,9 @@
 //!
 //! `compile_bench gen DIR [NETWORKS]` writes DIR/bench.mmdb and DIR/bench.toml;
 //! `compile_bench run DIR` compiles them and prints one JSON object of figures.
+//! `compile_bench diff DIR` writes (once) a second database of as many networks from
+//! another seed, DIR/bench-new.mmdb with DIR/bench-new.toml, and times `geodns diff
+//! bench.toml bench-new.toml` (both compiles and the walk) against one compile.
 use std::{collections::BTreeMap, path::PathBuf, time::Instant};
 
 use geodns_maps::{mmdb::synth, Compiled, Config};
@@ -47,7 +50,8 @@ a = 1
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: compile_bench gen DIR [NETWORKS] | compile_bench run DIR";
+    let usage =
+        "usage: compile_bench gen DIR [NETWORKS] | compile_bench run DIR | compile_bench diff DIR";
     let dir = PathBuf::from(args.get(2).expect(usage));
     match args.get(1).map(String::as_str) {
         Some("gen") => {
@@ -89,6 +93,57 @@ fn main() {
             out.insert("compile_peak_rss_mib", peak_rss_mib());
             println!("{}", serde_json::to_string(&out).expect("json"));
         }
+        Some("diff") => diff(&dir),
         _ => panic!("{usage}"),
     }
+}
+
+/// `diff_seconds_500k`: `geodns diff` of the bench table and a second one as large
+/// (another seed: nearly every piece moves, the walk's worst case), as the command
+/// runs it; with one compile of the same config in the same process for the ratio.
+fn diff(dir: &std::path::Path) {
+    let new_db = dir.join("bench-new.mmdb");
+    let networks = Config::from_path(&dir.join("bench.toml"))
+        .ok()
+        .and_then(|c| Compiled::build(&c, &mut |_| {}).ok())
+        .map_or(500_000, |c| {
+            let s = c.stats();
+            usize::try_from(s.v4.networks + s.v6.networks).unwrap_or(500_000)
+        });
+    if !new_db.exists() {
+        let (mut w, _) = synth::country_asn(networks, 0x22D1).expect("generate");
+        w.write_to(&new_db).expect("write mmdb");
+    }
+    std::fs::write(
+        dir.join("bench-new.toml"),
+        CONFIG.replace("bench.mmdb", "bench-new.mmdb"),
+    )
+    .expect("write config");
+    let config = Config::from_path(&dir.join("bench.toml")).expect("config");
+    let t = Instant::now();
+    let one = Compiled::build(&config, &mut |_| {}).expect("compile");
+    let compile_one = t.elapsed().as_secs_f64();
+    drop(one);
+    let args = geodns::cmd::diff::Args {
+        old: Some(dir.join("bench.toml")),
+        new: Some(dir.join("bench-new.toml")),
+        live: false,
+        api: "127.0.0.1:9".parse().expect("addr"),
+        token: geodns::http::TokenArgs {
+            admin_token: dir.join("no-token"),
+        },
+        db: Vec::new(),
+        top: 10,
+        json: true,
+    };
+    let t = Instant::now();
+    let d = geodns::cmd::diff::compare(&args).expect("diff");
+    let seconds = t.elapsed().as_secs_f64();
+    assert!(d.moved, "two different tables move clients");
+    let mut out = BTreeMap::new();
+    out.insert("diff_seconds_500k", seconds);
+    out.insert("diff_walk_seconds_500k", d.walk_seconds);
+    out.insert("diff_compile_one_seconds", compile_one);
+    out.insert("diff_peak_rss_mib", peak_rss_mib());
+    println!("{}", serde_json::to_string(&out).expect("json"));
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use geodns::{
-    daemon::EngineHandle,
+    control::EngineHandle,
     health::{HealthArgs, HealthControl},
 };
 use geodns_maps::{

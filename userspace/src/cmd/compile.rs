@@ -104,6 +104,7 @@ impl Report<'_> {
             "prefixes_v4": s.v4.prefixes_after,
             "prefixes_v6": s.v6.prefixes_after,
             "regions": s.regions,
+            "ipv6_aliases": aliases(self.compiled),
             "records": self.config.records.len(),
             "kernel_names": self.maps.names.len(),
             "answer_sets": self.maps.answers.len(),
@@ -136,10 +137,29 @@ impl Report<'_> {
             "regions       {} (region 0: in no database)",
             s.regions
         )?;
+        let live = aliases(self.compiled);
         writeln!(
             out,
-            "records       {} ({} with a kernel name), {} answer sets",
+            "IPv6 aliases  {}",
+            if live.is_empty() {
+                "none (no IPv6 range is looked up as IPv4)".to_owned()
+            } else {
+                format!(
+                    "{} looked up as their embedded IPv4 address",
+                    live.join(", ")
+                )
+            }
+        )?;
+        writeln!(
+            out,
+            "records       {} geo, {} static RRsets; {} kernel names, {} answer sets",
             self.config.records.len(),
+            self.config
+                .statics
+                .names
+                .values()
+                .map(Vec::len)
+                .sum::<usize>(),
             self.maps.names.len(),
             self.maps.answers.len()
         )?;
@@ -167,6 +187,15 @@ impl Report<'_> {
         }
         Ok(out)
     }
+}
+
+/// The IPv6 ranges looked up as IPv4 (`Compiled::aliases`).
+fn aliases(compiled: &Compiled) -> Vec<String> {
+    geodns_common::IPV6_ALIASES
+        .iter()
+        .filter(|(flag, _, _)| compiled.aliases() & flag != 0)
+        .map(|(_, start, len)| format!("{}/{len}", std::net::Ipv6Addr::from(*start)))
+        .collect()
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.

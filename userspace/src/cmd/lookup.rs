@@ -28,9 +28,19 @@ pub struct Args {
     /// Where `geodns run` pinned its maps.
     #[arg(long, default_value = "/sys/fs/bpf/geodns")]
     pub pin_dir: std::path::PathBuf,
+    /// Instead of the explanation, the whole response the server gives this client for
+    /// NAME (relative to the origin, or absolute with a final dot): static records,
+    /// CNAMEs followed, wildcards, referrals and geo answers, as `dig` would show them.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The query type with --name (A, AAAA, TXT, HTTPS, ... or a number).
+    #[arg(long = "type", default_value = "A")]
+    pub qtype: String,
 }
 
-/// The live kernel answer for `ip`: (generation, region, prefix length).
+/// The live kernel answer for `ip`: (generation, region, prefix length). An IPv6
+/// client in an alias range the live generation follows is read as the kernel reads
+/// it: its embedded IPv4 address in the IPv4 trie, the length moved by the offset.
 fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u16, u8)> {
     use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
     use geodns_common::{PrefixValue, RuntimeState};
@@ -46,7 +56,15 @@ fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u1
     };
     let state_map = Map::Array(open("STATE")?);
     let state: Array<_, RuntimeState> = Array::try_from(&state_map)?;
-    let generation = state.get(&0, 0)?.generation & 1;
+    let st = state.get(&0, 0)?;
+    let generation = st.generation & 1;
+    let (ip, offset) = match ip {
+        IpAddr::V6(a) => geodns_common::ipv6_alias(&a.octets(), st.flags)
+            .map_or((ip, 0), |(v4, o)| {
+                (IpAddr::V4(std::net::Ipv4Addr::from(v4)), o)
+            }),
+        IpAddr::V4(_) => (ip, 0),
+    };
     let v = match ip {
         IpAddr::V4(a) => {
             let map = Map::LpmTrie(open(&format!("PREFIX_V4_{generation}"))?);
@@ -59,7 +77,7 @@ fn live_prefix(pin_dir: &std::path::Path, ip: IpAddr) -> anyhow::Result<(u32, u1
             trie.get(&Key::new(128, a.octets()), 0)?
         }
     };
-    Ok((generation, v.region, v.prefix_len))
+    Ok((generation, v.region, v.prefix_len + offset))
 }
 
 /// `ADDRESS/LENGTH` (the length defaults to the whole address).
@@ -80,6 +98,7 @@ pub fn parse_ecs(s: &str) -> anyhow::Result<(IpAddr, u8)> {
     Ok((addr, len))
 }
 
+#[expect(clippy::too_many_lines, reason = "one section of output after another")]
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let ecs = args.ecs.as_deref().map(parse_ecs).transpose()?;
     let config = Config::from_path(&args.config)?;
@@ -91,18 +110,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Arc::new(compiled),
         &NodeStates::from_config(&config),
     );
+    if let Some(name) = &args.name {
+        return super::compile::emit(&answer_for(&engine, args, name, ecs)?);
+    }
     let e = engine.explain(args.ip, ecs);
     if args.live {
-        let (generation, region, len) = live_prefix(&args.pin_dir, e.client)?;
-        let agrees = region == e.region && len == e.prefix.len();
-        eprintln!(
-            "live        kernel generation {generation}: region {region}, prefix length /{len} ({})",
-            if agrees {
-                "the same as this config compiles to"
-            } else {
-                "DIFFERENT from this config: the daemon serves another version"
-            }
-        );
+        live_note(&args.pin_dir, &e)?;
     }
     if args.json {
         return super::compile::emit(&json(&e)?);
@@ -123,6 +136,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         e.prefix.len(),
         e.region
     )?;
+    alias_line(&mut out, &e)?;
     if let Some(f) = &e.facts {
         let mut parts = Vec::new();
         if let Some(c) = f.cidr {
@@ -183,6 +197,120 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     super::compile::emit(&out)
 }
 
+/// Compares the explanation with the running daemon's kernel maps (on stderr).
+fn live_note(pin_dir: &std::path::Path, e: &Explanation) -> anyhow::Result<()> {
+    let (generation, region, len) = live_prefix(pin_dir, e.client)?;
+    let agrees = region == e.region && len == e.prefix.len();
+    eprintln!(
+        "live        kernel generation {generation}: region {region}, prefix length /{len} ({})",
+        if agrees {
+            "the same as this config compiles to"
+        } else {
+            "DIFFERENT from this config: the daemon serves another version"
+        }
+    );
+    Ok(())
+}
+
+/// How an aliased IPv6 client (6to4, Teredo, IPv4-mapped) was looked up.
+fn alias_line(out: &mut String, e: &Explanation) -> std::fmt::Result {
+    if let Some(a) = &e.alias {
+        let kind = match a.range.len() {
+            96 => "IPv4-mapped",
+            32 => "Teredo",
+            _ => "6to4",
+        };
+        writeln!(
+            out,
+            "alias       {} ({kind}) is aliased to the databases' IPv4 tree: looked up as {}, \
+             which matched {}; scope = {} + {}",
+            a.range,
+            a.ipv4,
+            a.ipv4_prefix,
+            a.ipv4_prefix.len(),
+            a.range.len()
+        )?;
+    }
+    Ok(())
+}
+
+/// A query for `name`/`qtype` as the client would send it (with the ECS option when
+/// given), through the server's own handler; the response printed section by section.
+fn answer_for(
+    engine: &Engine,
+    args: &Args,
+    name: &str,
+    ecs: Option<(IpAddr, u8)>,
+) -> anyhow::Result<String> {
+    use hickory_proto::rr::RecordType;
+    let origin = &engine.config().zone.origin;
+    let full =
+        geodns_maps::name::absolute(name, origin).with_context(|| format!("--name {name}"))?;
+    let qtype = args
+        .qtype
+        .parse::<u16>()
+        .or_else(|_| {
+            args.qtype
+                .to_ascii_uppercase()
+                .parse::<RecordType>()
+                .map(u16::from)
+        })
+        .map_err(|e| anyhow::anyhow!("--type {}: {e}", args.qtype))?;
+    let msg = query_bytes(&geodns_maps::name::to_wire(&full), qtype, ecs);
+    let outcome = crate::fallback::handle(engine, &msg, args.ip, crate::fallback::Transport::Tcp);
+    let bytes = outcome.response.context("the server drops this query")?;
+    let reply = hickory_proto::op::Message::from_vec(&bytes).context("decoding the response")?;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{full} {} from {}{}: {} (AA={})",
+        RecordType::from(qtype),
+        args.ip,
+        ecs.map_or_else(String::new, |(a, l)| format!(" ECS {a}/{l}")),
+        reply.metadata.response_code,
+        u8::from(reply.metadata.authoritative)
+    )?;
+    for (section, records) in [
+        ("answer", &reply.answers),
+        ("authority", &reply.authorities),
+        ("additional", &reply.additionals),
+    ] {
+        for r in records {
+            writeln!(out, "{section:<11} {r}")?;
+        }
+    }
+    if let Some(source) = outcome.source {
+        writeln!(out, "source      {source:?}")?;
+    }
+    Ok(out)
+}
+
+/// A query message: id 0, RD=0, one question, an OPT with ECS when `ecs` is given.
+fn query_bytes(name: &[u8], qtype: u16, ecs: Option<(IpAddr, u8)>) -> Vec<u8> {
+    let mut m = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(ecs.is_some())];
+    m.extend_from_slice(name);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    if let Some((addr, len)) = ecs {
+        let (family, octets): (u16, Vec<u8>) = match addr {
+            IpAddr::V4(a) => (1, a.octets().to_vec()),
+            IpAddr::V6(a) => (2, a.octets().to_vec()),
+        };
+        let keep = usize::from(len).div_ceil(8).min(octets.len());
+        let mut data = family.to_be_bytes().to_vec();
+        data.extend_from_slice(&[len, 0]);
+        data.extend_from_slice(&octets[..keep]);
+        let opt_len = u16::try_from(4 + data.len()).unwrap_or(0);
+        let data_len = u16::try_from(data.len()).unwrap_or(0);
+        m.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0]);
+        m.extend_from_slice(&opt_len.to_be_bytes());
+        m.extend_from_slice(&8u16.to_be_bytes());
+        m.extend_from_slice(&data_len.to_be_bytes());
+        m.extend_from_slice(&data);
+    }
+    m
+}
+
 /// The explanation as `geodns lookup --json` prints it and the redirector's
 /// `GET /v1/lookup` serves it: pretty JSON and a newline.
 pub fn json(e: &Explanation) -> serde_json::Result<String> {
@@ -215,5 +343,47 @@ fn answer(a: &FamilyAnswer) -> String {
         "geo" => format!("geo: {}", addrs.join(" ")),
         "fallback" => format!("fallback round robin over: {}", addrs.join(" ")),
         _ => "no address of this family: NODATA".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Engine {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml");
+        crate::daemon::compile(&path, None).expect("the demo compiles")
+    }
+
+    fn ask(e: &Engine, name: &str, qtype: &str, ecs: Option<&str>) -> String {
+        let args = Args {
+            config: PathBuf::new(),
+            ip: "192.0.2.10".parse().expect("ip"),
+            ecs: None,
+            json: false,
+            live: false,
+            pin_dir: PathBuf::new(),
+            name: Some(name.to_owned()),
+            qtype: qtype.to_owned(),
+        };
+        let ecs = ecs.map(|e| parse_ecs(e).expect("ecs"));
+        answer_for(e, &args, name, ecs).expect("an answer")
+    }
+
+    #[test]
+    fn lookup_name_shows_static_answers_chains_and_referrals() {
+        let e = demo();
+        let out = ask(&e, "video", "A", Some("192.0.2.0/24"));
+        assert!(out.contains("CNAME www.cdn.example.net."), "{out}");
+        assert!(out.contains("IN A 198.18.1.10"), "{out}");
+        let out = ask(&e, "www", "HTTPS", None);
+        assert!(out.contains("alpn=h3,h2"), "{out}");
+        let out = ask(&e, "x.lab", "A", None);
+        assert!(
+            out.contains("(AA=0)") && out.contains("authority   lab."),
+            "{out}"
+        );
+        let out = ask(&e, "@", "257", None);
+        assert!(out.contains("CAA 0 issue"), "{out}");
     }
 }

@@ -1,5 +1,6 @@
 //! One module per `geodns` subcommand; `main.rs` only dispatches.
 pub mod compile;
+pub mod diff;
 pub mod lookup;
 pub mod node;
 pub mod stats;

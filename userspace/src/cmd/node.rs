@@ -1,14 +1,13 @@
 //! `geodns node`: show nodes, or set a node's admin state, in a running `geodns run`
 //! through its HTTP API (the metrics address).
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+
+use crate::{
+    health::{AdminState, NodeStatus},
+    http::percent_encode,
 };
-
-use anyhow::{bail, Context as _};
-
-use crate::health::{percent_encode, AdminState, NodeStatus};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,22 +21,23 @@ pub struct Args {
     /// 127.0.0.1:9154).
     #[arg(long, default_value = "127.0.0.1:9153")]
     pub api: SocketAddr,
+    #[command(flatten)]
+    pub token: crate::http::TokenArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let request = |method: &str, path: &str| {
+        crate::http::request(args.api, method, path, Some(&args.token.admin_token))
+    };
     match (&args.node, args.state) {
         (None, _) => {
-            let body = request(args.api, "GET", "/v1/nodes")?;
+            let body = request("GET", "/v1/nodes")?;
             let nodes: Vec<NodeStatus> =
                 serde_json::from_str(&body).context("reading the node list")?;
             print_table(&nodes);
         }
         (Some(node), None) => {
-            let body = request(
-                args.api,
-                "GET",
-                &format!("/v1/node/{}", percent_encode(node)),
-            )?;
+            let body = request("GET", &format!("/v1/node/{}", percent_encode(node)))?;
             let status: NodeStatus = serde_json::from_str(&body).context("reading the node")?;
             print_table(&[status]);
         }
@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 AdminState::Auto => "auto",
             };
             let path = format!("/v1/node/{}/{state}", percent_encode(node));
-            print!("{}", request(args.api, "POST", &path)?);
+            print!("{}", request("POST", &path)?);
         }
     }
     Ok(())
@@ -74,31 +74,4 @@ fn print_table(nodes: &[NodeStatus]) {
             n.last_error.as_deref().unwrap_or("-")
         );
     }
-}
-
-/// One HTTP/1.1 request; the body of a 2xx response, else an error with the body.
-pub(crate) fn request(api: SocketAddr, method: &str, path: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect_timeout(&api, Duration::from_secs(3)).with_context(|| {
-        format!("connecting to {api} (is `geodns run` or `geodns redirect` running with --metrics {api}?)")
-    })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    // One write: `write!` on the socket would send each piece in a segment of its own.
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer of {api}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("{api} did not answer HTTP"))?;
-    if !(200..300).contains(&status) {
-        bail!("{method} {path}: HTTP {status}: {}", body.trim_end());
-    }
-    Ok(body.to_owned())
 }

@@ -34,7 +34,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let total: u64 = values.iter().sum();
         println!("{name:<30} {total}");
     }
-    match super::node::request(args.api, "GET", "/metrics") {
+    match crate::http::request(args.api, "GET", "/metrics", None) {
         Ok(text) => {
             println!();
             for line in text

@@ -33,8 +33,11 @@
 //!
 //! TCP: two-byte length framing, queries answered in order as they arrive (pipelined;
 //! responses to queries already received are flushed together), a connection closes
-//! after `--tcp-idle-timeout` without a query, and beyond `--tcp-max-connections`
-//! open connections a new one is closed at once (counted).
+//! after `--tcp-idle-timeout` without a query or when a reply cannot be written in
+//! that time (a client that does not read), after `--tcp-max-queries` answers and after
+//! `--tcp-max-lifetime`; beyond `--tcp-max-connections` open connections, or
+//! `--tcp-max-per-source` from one address, a new one is closed at once (counted).
+#[cfg(any(test, feature = "testkit"))]
 pub mod check;
 pub mod guard;
 pub mod parse;
@@ -43,6 +46,8 @@ pub mod server;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+pub mod udp;
+pub mod update;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -54,23 +59,49 @@ pub use stats::FallbackStats;
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServerArgs {
     /// Address to answer DNS on, over UDP and TCP; repeat for more. Default:
-    /// 0.0.0.0 and [::] on --dns-port.
+    /// 0.0.0.0 and [::] on --dns-port. A reply leaves from the address its query came
+    /// to, also on a wildcard address.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// UDP sockets per listen address, each served by its own task (`SO_REUSEPORT`:
+    /// the kernel spreads clients over them). 0: one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Close a TCP connection after this long without a complete query.
-    #[arg(long, default_value = "10s", value_parser = crate::daemon::parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::duration::parse)]
     pub tcp_idle_timeout: Duration,
     /// TCP connections open at once; a connection beyond it is closed at once.
     #[arg(long, default_value_t = 1024)]
     pub tcp_max_connections: usize,
+    /// TCP connections open at once from one source address.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_per_source: u32,
+    /// Queries answered on one TCP connection before the server closes it.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_queries: u32,
+    /// Longest life of a TCP connection, however busy.
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub tcp_max_lifetime: Duration,
 }
 
 impl ServerArgs {
+    /// `--workers`, 0 resolved to the CPU count.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        }
+    }
+
     #[must_use]
     pub fn tcp(&self) -> TcpOptions {
         TcpOptions {
             idle_timeout: self.tcp_idle_timeout,
             max_connections: self.tcp_max_connections,
+            max_per_source: self.tcp_max_per_source as usize,
+            max_queries: self.tcp_max_queries,
+            max_lifetime: self.tcp_max_lifetime,
         }
     }
 }
@@ -86,11 +117,15 @@ pub fn bind(args: &ServerArgs, port: u16, xdp: bool) -> Result<Vec<Listener>, Se
                 "no --listen address on --dns-port: what the XDP program passes gets no answer"
             );
         }
-        return args.listen.iter().map(|a| Listener::bind(*a)).collect();
+        return args
+            .listen
+            .iter()
+            .map(|a| Listener::bind(*a, args.workers()))
+            .collect();
     }
-    let v4 = Listener::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+    let v4 = Listener::bind(SocketAddr::from(([0, 0, 0, 0], port)), args.workers())?;
     let mut out = vec![v4];
-    match Listener::bind(SocketAddr::from(([0u16; 8], port))) {
+    match Listener::bind(SocketAddr::from(([0u16; 8], port)), args.workers()) {
         Ok(l) => out.push(l),
         Err(e) => tracing::warn!(error = %e, "not answering DNS over IPv6"),
     }

@@ -11,7 +11,10 @@
 use std::net::IpAddr;
 
 use geodns_common::{EDNS_UDP_PAYLOAD, RRL_CLASS_ANSWER, RRL_CLASS_ERROR, RRL_CLASS_NEGATIVE};
-use geodns_maps::{defence::Verdict, AnswerSource, Engine, Question as EngineQuestion, Resolution};
+use geodns_maps::{
+    defence::Verdict, engine::StaticRr, AnswerSource, Engine, Question as EngineQuestion,
+    Resolution,
+};
 
 use super::parse::{self, Drop, Ecs, Edns, FormatError, Message, Question, CLASS_IN};
 
@@ -231,7 +234,12 @@ fn decide<'a>(
         r.rcode = rcode::NOTIMP;
         return;
     }
-    let client = ecs.and_then(|e| e.client()).unwrap_or(peer);
+    // A socket peer `::ffff:a.b.c.d` (a dual-stack socket) is the IPv4 client; an ECS
+    // address is taken as sent, as the kernel takes it (an IPv6 client, looked up as
+    // IPv4 only where the databases alias that range).
+    let client = ecs
+        .and_then(|e| e.client())
+        .unwrap_or_else(|| peer.to_canonical());
     let resolution = engine.resolve(&EngineQuestion::from_wire(q.name, q.qtype, client));
     answer(engine, &q, ecs, resolution, r, out);
 }
@@ -304,6 +312,40 @@ fn answer(
                     re.ecs = Some((e, scope));
                 }
             }
+        }
+        Resolution::Records(recs) => {
+            r.aa = recs.authoritative;
+            if recs.nxdomain {
+                r.rcode = rcode::NXDOMAIN;
+            }
+            let rr = |section: Section, s: &StaticRr| Rr {
+                section,
+                owner: s.owner.clone(),
+                rtype: s.rtype,
+                ttl: s.ttl,
+                rdata: Rdata::Bytes(s.rdata.clone()),
+            };
+            r.records
+                .extend(recs.answer.iter().map(|s| rr(Section::Answer, s)));
+            if let Some(geo) = &recs.geo {
+                out.source = Some(geo.source);
+                for a in &geo.addrs {
+                    r.records
+                        .push(address(Section::Answer, &geo.owner, geo.ttl, *a));
+                }
+                if let (Some(e), Some(re)) = (ecs, r.edns.as_mut()) {
+                    if e.source_prefix > 0 {
+                        re.ecs = Some((e, geo.scope));
+                    }
+                }
+            }
+            if recs.soa {
+                r.records.push(soa(engine, Section::Authority));
+            }
+            r.records
+                .extend(recs.authority.iter().map(|s| rr(Section::Authority, s)));
+            r.records
+                .extend(recs.additional.iter().map(|s| rr(Section::Additional, s)));
         }
     }
 }

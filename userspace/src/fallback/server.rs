@@ -13,12 +13,13 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 
+pub use super::stats::TcpClose;
 use super::{
     guard::UdpGuard,
     respond::{self, Outcome, Transport},
     stats::FallbackStats,
 };
-use crate::daemon::EngineHandle;
+use crate::control::EngineHandle;
 
 /// Largest DNS message: what a UDP datagram or a TCP length prefix can carry.
 const MAX_MESSAGE: usize = 65535;
@@ -39,14 +40,21 @@ pub enum ServerError {
     },
 }
 
-/// TCP limits.
+/// TCP limits (RFC 7766 section 6.2: a server must not let clients hold its
+/// connections; every way of holding one is bounded here).
 #[derive(Clone, Copy, Debug)]
 pub struct TcpOptions {
-    /// A connection with no complete query for this long is closed (also bounds one
-    /// read or write).
+    /// A connection with no complete query for this long is closed; a write (a client
+    /// that does not read its replies) is given as long.
     pub idle_timeout: Duration,
     /// Connections open at once; more are accepted and closed at once, and counted.
     pub max_connections: usize,
+    /// Connections open at once from one source address.
+    pub max_per_source: usize,
+    /// Queries answered on one connection before it is closed.
+    pub max_queries: u32,
+    /// Longest life of a connection, however busy.
+    pub max_lifetime: Duration,
 }
 
 impl Default for TcpOptions {
@@ -54,38 +62,87 @@ impl Default for TcpOptions {
         Self {
             idle_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_per_source: 32,
+            max_queries: 1000,
+            max_lifetime: Duration::from_mins(2),
         }
     }
 }
 
-/// A UDP socket and a TCP listener bound to the same address and port, not yet serving.
+/// Open connections per source address, shared by every listener.
+#[derive(Default)]
+struct PerSource(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+impl PerSource {
+    /// Takes a slot for `peer`, or `None` when it holds `max` already.
+    fn take(self: &Arc<Self>, peer: IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(peer).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            table: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// A connection's slot of its source; given back on drop.
+struct SourceSlot {
+    table: Arc<PerSource>,
+    peer: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// UDP sockets (one per worker, `SO_REUSEPORT`: the kernel spreads queries over them
+/// by flow) and a TCP listener bound to the same address and port, not yet serving.
 #[derive(Debug)]
 pub struct Listener {
-    udp: std::net::UdpSocket,
+    udp: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
     addr: SocketAddr,
 }
 
 impl Listener {
-    /// Binds UDP and TCP on `addr`. Port 0 picks one port free for both. An IPv6
-    /// address is IPv6 only, so `[::]` and `0.0.0.0` bind side by side.
-    pub fn bind(addr: SocketAddr) -> Result<Self, ServerError> {
+    /// Binds `workers` UDP sockets and one TCP listener on `addr`. Port 0 picks one
+    /// port free for both. An IPv6 address is IPv6 only, so `[::]` and `0.0.0.0` bind
+    /// side by side. The TCP listener does not share its port: a second server on the
+    /// same address fails to start instead of taking half the UDP queries.
+    pub fn bind(addr: SocketAddr, workers: usize) -> Result<Self, ServerError> {
         let tries = if addr.port() == 0 { PORT_TRIES } else { 1 };
         let mut last = None;
         for _ in 0..tries {
-            let udp = socket(addr, socket2::Type::DGRAM)
-                .and_then(|s| s.bind(&addr.into()).map(|()| s))
-                .map_err(|source| ServerError::Bind {
-                    proto: "UDP",
-                    addr,
-                    source,
-                })?;
-            let udp: std::net::UdpSocket = udp.into();
-            let bound = udp.local_addr().map_err(|source| ServerError::Bind {
+            let udp_err = |addr, source| ServerError::Bind {
                 proto: "UDP",
                 addr,
                 source,
-            })?;
+            };
+            let first = udp_socket(addr).map_err(|e| udp_err(addr, e))?;
+            let bound = first.local_addr().map_err(|e| udp_err(addr, e))?;
+            let mut udp = vec![first];
+            for _ in 1..workers.max(1) {
+                udp.push(udp_socket(bound).map_err(|e| udp_err(bound, e))?);
+            }
             match tcp_listener(bound) {
                 Ok(tcp) => {
                     return Ok(Self {
@@ -126,6 +183,15 @@ fn socket(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
     Ok(s)
 }
 
+/// One UDP socket of a worker: port shared with the others, destination reported.
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = socket(addr, socket2::Type::DGRAM)?;
+    s.set_reuse_port(true)?;
+    super::udp::enable_pktinfo(&s, addr.is_ipv6())?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = socket(addr, socket2::Type::STREAM)?;
     // A restart must not wait for the last run's connections in TIME_WAIT.
@@ -156,23 +222,27 @@ impl FallbackServer {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         let limit = Arc::new(Semaphore::new(tcp.max_connections));
+        let per_source = Arc::new(PerSource::default());
         let guard = Arc::new(UdpGuard::new(handle.load().config()));
         for l in listeners {
             addrs.push(l.addr);
-            let udp = UdpSocket::from_std(l.udp)?;
+            for udp in l.udp {
+                let udp = UdpSocket::from_std(udp)?;
+                tasks.push(tokio::spawn(serve_udp(
+                    udp,
+                    handle.clone(),
+                    stats.clone(),
+                    guard.clone(),
+                )));
+            }
             let listener = TcpListener::from_std(l.tcp)?;
-            tasks.push(tokio::spawn(serve_udp(
-                udp,
-                handle.clone(),
-                stats.clone(),
-                guard.clone(),
-            )));
             tasks.push(tokio::spawn(serve_tcp(
                 listener,
                 handle.clone(),
                 stats.clone(),
                 tcp,
                 limit.clone(),
+                per_source.clone(),
             )));
         }
         Ok(Self {
@@ -210,7 +280,7 @@ async fn serve_udp(
 ) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer, local) = match super::udp::recv(&sock, &mut buf).await {
             Ok(x) => x,
             Err(e) => {
                 // E.g. ICMP errors reported on the socket: nothing to do but go on.
@@ -222,7 +292,7 @@ async fn serve_udp(
         let outcome = guard.handle(&handle.load(), msg, peer);
         stats.record(Transport::Udp, &outcome);
         if let Some(resp) = outcome.response {
-            if let Err(e) = sock.send_to(&resp, peer).await {
+            if let Err(e) = super::udp::send(&sock, &resp, peer, local).await {
                 tracing::debug!(error = %e, %peer, "fallback UDP send");
             }
         }
@@ -232,6 +302,9 @@ async fn serve_udp(
 /// Answers with the engine in use now: a reload or node-state change applies to the
 /// next query.
 fn handle_one(handle: &EngineHandle, msg: &[u8], peer: IpAddr, transport: Transport) -> Outcome {
+    if super::update::is_update(msg) {
+        return super::update::handle(handle, msg, transport);
+    }
     respond::handle(&handle.load(), msg, peer, transport)
 }
 
@@ -241,6 +314,7 @@ async fn serve_tcp(
     stats: Arc<FallbackStats>,
     options: TcpOptions,
     limit: Arc<Semaphore>,
+    per_source: Arc<PerSource>,
 ) {
     // Connections live in this set: stopping this task stops them.
     let mut conns = JoinSet::new();
@@ -263,28 +337,40 @@ async fn serve_tcp(
             drop(stream);
             continue;
         };
+        let Some(slot) = per_source.take(peer.ip(), options.max_per_source) else {
+            stats.tcp_refused_source();
+            drop(stream);
+            continue;
+        };
         stats.tcp_accepted();
         let handle = handle.clone();
         let stats = stats.clone();
         conns.spawn(async move {
-            if let Err(e) = connection(stream, peer.ip(), &handle, &stats, options).await {
-                tracing::debug!(error = %e, %peer, "fallback TCP connection");
+            let life = options.max_lifetime;
+            let served = connection(stream, peer.ip(), &handle, &stats, options);
+            match tokio::time::timeout(life, served).await {
+                Ok(Ok(Some(why))) => stats.tcp_close(why),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "fallback TCP connection"),
+                Err(_) => stats.tcp_close(TcpClose::Lifetime),
             }
             stats.tcp_closed();
-            drop(permit);
+            drop((permit, slot));
         });
     }
 }
 
 /// One TCP connection: length-prefixed queries answered in order, as many as the
-/// client sends (pipelined), until it closes, sends garbage framing, or stays idle.
+/// client sends (pipelined), until it closes, sends garbage framing, stays idle, does
+/// not read its replies, or reaches `max_queries`. Returns why the server closed it
+/// (`None`: the client did). The caller bounds its lifetime.
 async fn connection(
     stream: TcpStream,
     peer: IpAddr,
     handle: &EngineHandle,
     stats: &FallbackStats,
     options: TcpOptions,
-) -> io::Result<()> {
+) -> io::Result<Option<TcpClose>> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -292,40 +378,47 @@ async fn connection(
     // Fixed size: a length prefix never sizes an allocation.
     let mut buf = vec![0u8; MAX_MESSAGE];
     let idle = options.idle_timeout;
+    let mut answered = 0u32;
     loop {
         let len = match tokio::time::timeout(idle, r.read_u16()).await {
             Ok(Ok(n)) => usize::from(n),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                stats.tcp_timeout();
-                return Ok(());
-            }
+            Err(_) => return Ok(Some(TcpClose::Idle)),
         };
         let msg = buf.get_mut(..len).unwrap_or_default();
         match tokio::time::timeout(idle, r.read_exact(msg)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                stats.tcp_timeout();
-                return Ok(());
-            }
+            Err(_) => return Ok(Some(TcpClose::Idle)),
         }
         let outcome = handle_one(handle, msg, peer, Transport::Tcp);
         stats.record(Transport::Tcp, &outcome);
         if let Some(resp) = outcome.response {
             let n = u16::try_from(resp.len()).unwrap_or(u16::MAX);
-            w.write_u16(n).await?;
-            w.write_all(resp.get(..usize::from(n)).unwrap_or_default())
-                .await?;
-        }
-        // Pipelined queries already received are answered before one flush.
-        if r.buffer().is_empty() {
-            let Ok(flushed) = tokio::time::timeout(idle, w.flush()).await else {
-                stats.tcp_timeout();
-                return Ok(());
+            // Every write is bounded: the buffer flushes into the socket when full, and
+            // a client that never reads would otherwise hold the connection forever.
+            let write = async {
+                w.write_u16(n).await?;
+                w.write_all(resp.get(..usize::from(n)).unwrap_or_default())
+                    .await
             };
-            flushed?;
+            match tokio::time::timeout(idle, write).await {
+                Ok(written) => written?,
+                Err(_) => return Ok(Some(TcpClose::WriteTimeout)),
+            }
+            answered += 1;
+        }
+        let last = answered >= options.max_queries;
+        // Pipelined queries already received are answered before one flush.
+        if last || r.buffer().is_empty() {
+            match tokio::time::timeout(idle, w.flush()).await {
+                Ok(flushed) => flushed?,
+                Err(_) => return Ok(Some(TcpClose::WriteTimeout)),
+            }
+        }
+        if last {
+            return Ok(Some(TcpClose::Queries));
         }
     }
 }

@@ -11,6 +11,38 @@ use super::{
     respond::{rcode, Outcome, Transport},
 };
 
+/// Why a connection ended on the server's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpClose {
+    /// No complete query within the idle timeout.
+    Idle,
+    /// A reply could not be written within the idle timeout.
+    WriteTimeout,
+    /// `max_queries` answered.
+    Queries,
+    /// `max_lifetime` reached.
+    Lifetime,
+}
+
+impl TcpClose {
+    pub const ALL: [Self; 4] = [
+        Self::Idle,
+        Self::WriteTimeout,
+        Self::Queries,
+        Self::Lifetime,
+    ];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::WriteTimeout => "write_timeout",
+            Self::Queries => "max_queries",
+            Self::Lifetime => "max_lifetime",
+        }
+    }
+}
+
 /// RCODEs counted by name; anything else is `other`.
 const RCODES: [u16; 7] = [
     rcode::NOERROR,
@@ -63,6 +95,8 @@ pub struct FallbackStats {
     tcp_refused: AtomicU64,
     tcp_open: AtomicU64,
     tcp_timeouts: AtomicU64,
+    tcp_refused_source: AtomicU64,
+    tcp_closes: [AtomicU64; TcpClose::ALL.len()],
 }
 
 fn inc(c: &AtomicU64) {
@@ -117,8 +151,17 @@ impl FallbackStats {
         inc(&self.tcp_refused);
     }
 
-    pub(crate) fn tcp_timeout(&self) {
-        inc(&self.tcp_timeouts);
+    pub(crate) fn tcp_refused_source(&self) {
+        inc(&self.tcp_refused_source);
+    }
+
+    pub(crate) fn tcp_close(&self, why: TcpClose) {
+        if why == TcpClose::Idle {
+            inc(&self.tcp_timeouts);
+        }
+        if let Some(i) = TcpClose::ALL.iter().position(|c| *c == why) {
+            inc(&self.tcp_closes[i]);
+        }
     }
 
     /// Responses sent with this RCODE (by number).
@@ -154,6 +197,7 @@ impl FallbackStats {
 
     /// The Prometheus text of these counters.
     #[must_use]
+    #[expect(clippy::too_many_lines, reason = "one family after another")]
     pub fn metrics_text(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
@@ -215,12 +259,24 @@ impl FallbackStats {
             &mut out,
             "geodns_fallback_tcp_connections_total",
             "counter",
-            "TCP connections: accepted, or refused (closed at once) by --tcp-max-connections.",
+            "TCP connections: accepted, or refused (closed at once) by --tcp-max-connections or --tcp-max-per-source.",
             "result",
             [
                 ("accepted", get(&self.tcp_accepted)),
                 ("refused", get(&self.tcp_refused)),
+                ("refused_per_source", get(&self.tcp_refused_source)),
             ],
+        );
+        family(
+            &mut out,
+            "geodns_fallback_tcp_closed_total",
+            "counter",
+            "TCP connections the server closed, by reason.",
+            "reason",
+            TcpClose::ALL
+                .iter()
+                .map(|c| c.name())
+                .zip(self.tcp_closes.iter().map(get)),
         );
         for (name, kind, help, value) in [
             (
@@ -252,6 +308,7 @@ impl FallbackStats {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {value}");
         }
+        out.push_str(&super::update::metrics_text());
         out
     }
 }

@@ -27,7 +27,7 @@ use super::{
     server::{FallbackServer, Listener, TcpOptions},
     stats::FallbackStats,
 };
-use crate::daemon::EngineHandle;
+use crate::control::EngineHandle;
 
 const ZONE: &str = r#"
 [zone]
@@ -989,7 +989,7 @@ fn loopback_server(tcp: TcpOptions) -> (tokio::runtime::Runtime, FallbackServer,
         .build()
         .expect("runtime");
     let handle = EngineHandle::new(engine());
-    let listener = Listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
+    let listener = Listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 2).expect("bind");
     let server = rt
         .block_on(async {
             FallbackServer::start(
@@ -1103,6 +1103,7 @@ fn server_caps_connections_and_closes_idle_ones() {
     let (_rt, server, _handle) = loopback_server(TcpOptions {
         idle_timeout: Duration::from_millis(300),
         max_connections: 1,
+        ..TcpOptions::default()
     });
     let addr = server.local_addrs()[0];
     let mut first = TcpStream::connect(addr).expect("connect");
@@ -1149,10 +1150,10 @@ fn server_caps_connections_and_closes_idle_ones() {
 
 #[test]
 fn server_binds_v4_and_v6_on_one_port() {
-    let v4 = Listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind v4");
+    let v4 = Listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 2).expect("bind v4");
     let port = v4.local_addr().port();
     // [::1] with the same port: IPv6-only sockets do not collide with the IPv4 ones.
-    if let Ok(v6) = Listener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))) {
+    if let Ok(v6) = Listener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), 2) {
         assert_eq!(v6.local_addr().port(), port);
     }
 }

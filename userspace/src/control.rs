@@ -1,0 +1,355 @@
+//! The one owner of the live state: the engine userspace answers with and the kernel
+//! maps the XDP program answers from.
+//!
+//! A dedicated thread owns the loaded program ([`XdpDns`]) and is the only writer of the
+//! [`EngineHandle`]. Everything that changes what is answered sends it a message and
+//! waits for the reply: a reload sends a compiled engine ([`Control::install`]), health
+//! checks and the admin API ask it to bring the node states into effect
+//! ([`Control::apply_states`]). The thread handles one message at a time, so an install
+//! and a node-state change never interleave, and the node states it applies are always
+//! read from the [`StatesFn`] against the engine it is about to store: a change that
+//! arrives during a compile is applied to the new engine too.
+//!
+//! Installing a large table takes seconds; it runs on this thread, never on the async
+//! runtime, and nothing the HTTP side reads waits for it: the map counts are published
+//! after each change ([`Control::counts`]), and the XDP counters are read through a map
+//! handle of their own ([`Counters`]).
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+};
+
+use geodns_common::{counter, AnswerKey, AnswerSet};
+use geodns_maps::{Config, Engine, NodeStates};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::loader::{Counters, InstallStats, LoaderError, XdpDns};
+
+/// The engine in use, shared by everything that answers in userspace. Only the control
+/// thread stores into it.
+#[derive(Clone)]
+pub struct EngineHandle(Arc<RwLock<Arc<Engine>>>);
+
+impl EngineHandle {
+    #[must_use]
+    pub fn new(engine: Engine) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(engine))))
+    }
+
+    /// The current engine (cheap: an `Arc` clone).
+    #[must_use]
+    pub fn load(&self) -> Arc<Engine> {
+        self.0
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Only the control thread (and unit tests of what reads the handle) store.
+    pub(crate) fn store(&self, engine: Engine) {
+        let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        *guard = Arc::new(engine);
+    }
+}
+
+/// The node states answers should use under a config: health, admin and config states
+/// combined (`health::NodeBook::effective`).
+pub type StatesFn = Arc<dyn Fn(&Config) -> NodeStates + Send + Sync>;
+
+/// Errors of the control thread.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("{0}")]
+    Loader(#[from] LoaderError),
+    #[error("the control thread has stopped")]
+    Stopped,
+}
+
+/// Sizes of what is live, published after every change so `/metrics` reads them without
+/// waiting for an install in progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub names: usize,
+    pub answers: usize,
+    /// The kernel generation in use (0 without XDP).
+    pub generation: u32,
+}
+
+impl Counts {
+    fn of(engine: &Engine, generation: u32) -> Self {
+        let sizes = engine.kernel_sizes();
+        Self {
+            prefixes_v4: sizes.prefixes_v4,
+            prefixes_v6: sizes.prefixes_v6,
+            names: sizes.names,
+            answers: sizes.answers,
+            generation,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+type KernelJob = Box<dyn FnOnce(&mut XdpDns) + Send>;
+
+enum Msg {
+    Install(Box<Engine>, Reply<Option<InstallStats>>),
+    ApplyStates(Reply<usize>),
+    WithKernel(KernelJob),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle to the control thread; clones talk to the same thread.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::UnboundedSender<Msg>,
+    handle: EngineHandle,
+    counts: Arc<Mutex<Counts>>,
+    counters: Option<Arc<Counters>>,
+}
+
+impl Control {
+    /// Starts the control thread with the engine `handle` holds (already installed in
+    /// `kernel`, when there is one). `states` says which node states to answer with.
+    pub fn start(
+        handle: EngineHandle,
+        kernel: Option<XdpDns>,
+        states: StatesFn,
+    ) -> Result<Self, ControlError> {
+        let counters = kernel
+            .as_ref()
+            .map(XdpDns::counters_reader)
+            .transpose()?
+            .map(Arc::new);
+        let generation = kernel.as_ref().map_or(0, XdpDns::generation);
+        let counts = Arc::new(Mutex::new(Counts::of(&handle.load(), generation)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let owner = Owner {
+            handle: handle.clone(),
+            kernel,
+            states,
+            counts: counts.clone(),
+        };
+        std::thread::Builder::new()
+            .name("geodns-control".to_owned())
+            .spawn(move || owner.run(rx))
+            .map_err(|e| {
+                tracing::error!(error = %e, "starting the control thread");
+                ControlError::Stopped
+            })?;
+        Ok(Self {
+            tx,
+            handle,
+            counts,
+            counters,
+        })
+    }
+
+    /// The engine in use, for answering.
+    #[must_use]
+    pub fn engine(&self) -> &EngineHandle {
+        &self.handle
+    }
+
+    /// Installs `engine` (with the node states in effect now) into the idle kernel
+    /// generation, flips to it and swaps the engine. On error nothing changed. `None`
+    /// without a kernel program.
+    pub async fn install(&self, engine: Engine) -> Result<Option<InstallStats>, ControlError> {
+        self.ask(|reply| Msg::Install(Box::new(engine), reply))
+            .await
+    }
+
+    /// Brings the node states of the engine in use (and the kernel's answer sets) to
+    /// what the [`StatesFn`] says; returns how many answer entries were rewritten.
+    pub async fn apply_states(&self) -> Result<usize, ControlError> {
+        self.ask(Msg::ApplyStates).await
+    }
+
+    /// Runs `job` on the kernel program, on the control thread (between two changes);
+    /// `None` without a kernel program.
+    pub async fn with_kernel<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut XdpDns) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: KernelJob = Box::new(move |k| {
+            let _ = tx.send(job(k));
+        });
+        self.tx.send(Msg::WithKernel(job)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Sizes of the live table and the generation in use.
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The XDP outcome counters summed over CPUs (`None` without XDP).
+    #[must_use]
+    pub fn xdp_counters(&self) -> Option<Result<[u64; counter::COUNT as usize], LoaderError>> {
+        self.counters.as_ref().map(|c| c.read())
+    }
+
+    /// Stops the control thread and drops the kernel program (detaching it), after the
+    /// change in progress. Other clones fail from then on.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn ask<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(msg(tx)).map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)?
+    }
+}
+
+/// What the control thread owns.
+struct Owner {
+    handle: EngineHandle,
+    kernel: Option<XdpDns>,
+    states: StatesFn,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Owner {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Msg::Install(engine, reply) => {
+                    let _ = reply.send(self.install(*engine));
+                }
+                Msg::ApplyStates(reply) => {
+                    let _ = reply.send(self.apply_states());
+                }
+                Msg::WithKernel(job) => {
+                    if let Some(k) = self.kernel.as_mut() {
+                        job(k);
+                    }
+                }
+                Msg::Stop(done) => {
+                    drop(self.kernel.take());
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let generation = self.kernel.as_ref().map_or(0, XdpDns::generation);
+        let counts = Counts::of(&self.handle.load(), generation);
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts;
+    }
+
+    fn install(&mut self, engine: Engine) -> Result<Option<InstallStats>, ControlError> {
+        let wanted = (self.states)(engine.config());
+        let engine = if &wanted == engine.states() {
+            engine
+        } else {
+            engine.with_states(&wanted)
+        };
+        let stats = match self.kernel.as_mut() {
+            Some(k) => Some(k.install(&engine.kernel_maps())?),
+            None => None,
+        };
+        self.handle.store(engine);
+        self.publish();
+        Ok(stats)
+    }
+
+    fn apply_states(&mut self) -> Result<usize, ControlError> {
+        let old = self.handle.load();
+        let wanted = (self.states)(old.config());
+        if old.states() == &wanted {
+            return Ok(0);
+        }
+        let new = old.with_states(&wanted);
+        let changes = answer_changes(&old.kernel_answers(), &new.kernel_answers());
+        if let Some(k) = self.kernel.as_mut() {
+            k.update_answers(&changes)?;
+        }
+        for (node, state) in wanted.iter() {
+            let was = old.states().get(node);
+            if was != state {
+                tracing::debug!(node, from = %was, to = %state, "node state in the answers");
+            }
+        }
+        self.handle.store(new);
+        self.publish();
+        Ok(changes.len())
+    }
+}
+
+/// The kernel entries to rewrite to go from `old` to `new` answer sets: `Some` for new or
+/// changed entries, `None` for removed ones. Unchanged entries are left alone.
+#[must_use]
+pub fn answer_changes(
+    old: &[(AnswerKey, AnswerSet)],
+    new: &[(AnswerKey, AnswerSet)],
+) -> Vec<(AnswerKey, Option<AnswerSet>)> {
+    let before: HashMap<AnswerKey, &AnswerSet> = old.iter().map(|(k, v)| (*k, v)).collect();
+    let after: HashMap<AnswerKey, &AnswerSet> = new.iter().map(|(k, v)| (*k, v)).collect();
+    let mut changes: Vec<(AnswerKey, Option<AnswerSet>)> = new
+        .iter()
+        .filter(|(k, v)| before.get(k) != Some(&v))
+        .map(|(k, v)| (*k, Some(*v)))
+        .collect();
+    changes.extend(
+        old.iter()
+            .filter(|(k, _)| !after.contains_key(k))
+            .map(|(k, _)| (*k, None)),
+    );
+    changes.sort_by_key(|(k, _)| *k);
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ttl: u32) -> AnswerSet {
+        let mut s = AnswerSet::EMPTY;
+        s.ttl = ttl;
+        s
+    }
+
+    fn key(record: u16, region: u16) -> AnswerKey {
+        AnswerKey { record, region }
+    }
+
+    #[test]
+    fn diff_rewrites_only_what_changed() {
+        let old = vec![
+            (key(0, 1), set(1)),
+            (key(0, 2), set(2)),
+            (key(1, 1), set(3)),
+        ];
+        let new = vec![
+            (key(0, 1), set(1)),
+            (key(0, 2), set(20)),
+            (key(2, 5), set(5)),
+        ];
+        assert_eq!(
+            answer_changes(&old, &new),
+            vec![
+                (key(0, 2), Some(set(20))),
+                (key(1, 1), None),
+                (key(2, 5), Some(set(5))),
+            ]
+        );
+        assert!(answer_changes(&old, &old).is_empty());
+        assert_eq!(
+            answer_changes(&[], &old),
+            old.iter().map(|(k, v)| (*k, Some(*v))).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            answer_changes(&old, &[]),
+            old.iter().map(|(k, _)| (*k, None)).collect::<Vec<_>>()
+        );
+    }
+}

@@ -1367,6 +1367,15 @@ impl Engine {
         if used.is_empty() {
             return ("NODATA".to_owned(), Vec::new());
         }
+        if let [only] = used[..] {
+            // One node: clients get its addresses every time, as from `best`.
+            let node = &self.config.nodes[only.node];
+            let mut label = "best".to_owned();
+            for a in node_addrs(node, v6).iter().take(MAX_ANSWER_ADDRS) {
+                let _ = write!(label, " {a}");
+            }
+            return (label, vec![(only.node, 1.0)]);
+        }
         let mut label = "fallback round robin:".to_owned();
         let mut shares = Vec::new();
         for f in used {

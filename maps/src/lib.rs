@@ -22,6 +22,8 @@
 //! - `engine.kernel_maps() -> KernelMaps` (prefixes, names, answers exactly as the maps hold them).
 //! - `mmdb::Writer` (feature `testkit`): a small `MaxMind` DB writer for tests, the demo
 //!   and the bench.
+//! - `diff::Table::from_engine(&Engine, source, config)`, `diff::diff(&old, &new, top)`:
+//!   what a change of table does to answers (`geodns diff`).
 //!
 //! # Region keys and their precedence
 //!

@@ -144,7 +144,16 @@ fn region_view(engine: &Engine, ip: IpAddr) -> RegionView {
                     |k| k.to_string(),
                 );
             let fam = |f: &geodns_maps::engine::FamilyAnswer| -> (String, Vec<(String, f64)>) {
-                let label = format!("{} {:?} {:?} {}", f.source, f.addresses, f.weights, f.count);
+                // A fallback of one node answers as `best` would: the same answer.
+                let one_node = f.source == "fallback"
+                    && f.addresses
+                        .iter()
+                        .all(|a| node_of(a) == node_of(&f.addresses[0]));
+                let label = if one_node {
+                    format!("geo {:?} [] {}", f.addresses, f.addresses.len())
+                } else {
+                    format!("{} {:?} {:?} {}", f.source, f.addresses, f.weights, f.count)
+                };
                 // Expected node shares: geo best = the first address's node; spread
                 // by slot weight; fallback by the fallback weights (config: core1 3,
                 // core2 1).
@@ -429,4 +438,43 @@ fn identical_tables_do_not_move() {
         .iter()
         .chain(&r.aaaa)
         .all(|s| s.answer_changed == 0 && s.region_only == 0)));
+}
+
+/// A region that loses its key to a fallback of one up node, the node it had: the
+/// same answer (clients get the same addresses), so only the region changes.
+#[test]
+fn a_one_node_fallback_is_the_same_answer_as_that_node() {
+    let scratch = Scratch::new("diff-fallback");
+    write_db(
+        &scratch,
+        "db.mmdb",
+        &vec![(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8, 0)],
+        false,
+    );
+    let maps = |keys: &str| {
+        format!(
+            "[geoip]\ncountry = \"db.mmdb\"\n[maps.main]\n{keys}\"AB\" = [\"eu1\"]\n\
+             [[records]]\nname = \"www\"\nmap = \"main\"\n"
+        )
+    };
+    let build = |keys: &str| {
+        let config = std::sync::Arc::new(scratch.config(&base_config(&maps(keys))));
+        let compiled = common::compile(&config);
+        let mut states = geodns_maps::NodeStates::from_config(&config);
+        // The fallback is core1 (3) and core2 (1): with core2 down, core1 alone.
+        states.set("core2", geodns_maps::NodeState::Down);
+        Engine::new(config, std::sync::Arc::new(compiled), &states)
+    };
+    let old = build("\"AA\" = [\"core1\"]\n");
+    let new = build("");
+    let d = diff(
+        &Table::from_engine(&old, "old", None),
+        &Table::from_engine(&new, "new", None),
+        5,
+    );
+    assert!(!d.moved, "{d:?}");
+    let www = &d.records[0];
+    assert_eq!(www.a[0].answer_changed, 0);
+    assert_eq!(www.a[0].region_only, 1 << 24, "10.0.0.0/8: AA -> no key");
+    assert_eq!(www.aaaa[0].region_only, 1 << 24);
 }

@@ -1409,6 +1409,7 @@ fn a_client_that_does_not_read_cannot_hold_a_connection() {
         );
     }
     drop(hog);
+}
 
 /// Sends `queries` (ids 0..n) back to back from one socket bound to `from` and returns
 /// the reply to each id, if any came within `NO_REPLY` of the last.

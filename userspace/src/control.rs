@@ -92,10 +92,12 @@ impl Counts {
 
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 type KernelJob = Box<dyn FnOnce(&mut XdpDns) + Send>;
+type EngineJob = Box<dyn FnOnce(&Engine) -> Option<Engine> + Send>;
 
 enum Msg {
     Install(Box<Engine>, Reply<Option<InstallStats>>),
     ApplyStates(Reply<usize>),
+    Modify(EngineJob),
     WithKernel(KernelJob),
     Stop(oneshot::Sender<()>),
 }
@@ -166,6 +168,27 @@ impl Control {
         self.ask(Msg::ApplyStates).await
     }
 
+    /// Runs `job` on the engine in use, on the control thread (between two changes), and
+    /// stores the engine it returns, if any (with the node states in effect): a
+    /// read-modify-write no other change can come between. For changes the kernel maps
+    /// need not see at once (an RFC 2136 update: the reload its journal triggers
+    /// installs the names). The job's second value is returned.
+    pub async fn modify<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Engine) -> (Option<Engine>, T) + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        let job: EngineJob = Box::new(move |engine| {
+            let (new, out) = job(engine);
+            let _ = tx.send(out);
+            new
+        });
+        self.tx
+            .send(Msg::Modify(job))
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)
+    }
+
     /// Runs `job` on the kernel program, on the control thread (between two changes);
     /// `None` without a kernel program.
     pub async fn with_kernel<T: Send + 'static>(
@@ -225,6 +248,18 @@ impl Owner {
                 }
                 Msg::ApplyStates(reply) => {
                     let _ = reply.send(self.apply_states());
+                }
+                Msg::Modify(job) => {
+                    if let Some(new) = job(&self.handle.load()) {
+                        let wanted = (self.states)(new.config());
+                        let new = if &wanted == new.states() {
+                            new
+                        } else {
+                            new.with_states(&wanted)
+                        };
+                        self.handle.store(new);
+                        self.publish();
+                    }
                 }
                 Msg::WithKernel(job) => {
                     if let Some(k) = self.kernel.as_mut() {

@@ -378,7 +378,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
             Some(l) => {
                 let (dns, _) = parts.dns.context("listeners without DNS options")?;
                 Some(crate::fallback::FallbackServer::start(
-                    &handle,
+                    &control,
                     l,
                     dns.tcp(),
                     Arc::default(),

@@ -58,6 +58,11 @@ const BATCH: u32 = 64;
 
 /// Runs kxdpgun in the client namespace and returns the replies per second it saw.
 fn kxdpgun(pair: &NetnsPair, queries: &std::path::Path, extra: &[&str]) -> f64 {
+    kxdpgun_share(pair, queries, extra).0
+}
+
+/// [`kxdpgun`], and the share of the queries sent that got a reply.
+fn kxdpgun_share(pair: &NetnsPair, queries: &std::path::Path, extra: &[&str]) -> (f64, f64) {
     let out = Command::new("ip")
         .args(["netns", "exec", &pair.client_ns, "kxdpgun"])
         .args(extra)
@@ -72,34 +77,67 @@ fn kxdpgun(pair: &NetnsPair, queries: &std::path::Path, extra: &[&str]) -> f64 {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     eprint!("{text}");
     // "total replies:     123456 (41152 pps) (99%)"
-    text.lines()
-        .find(|l| l.starts_with("total replies:"))
-        .and_then(|l| l.split('(').nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0)
+    let line = text.lines().find(|l| l.starts_with("total replies:"));
+    let field = |i: usize| -> f64 {
+        line.and_then(|l| l.split('(').nth(i))
+            .and_then(|s| s.split(|c: char| c.is_whitespace() || c == '%').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field(1), field(2) / 100.0)
 }
 
 /// Replies per second from `geodns run --no-xdp` listening on the server's address.
 fn userspace(config: &Path, queries: &Path) -> f64 {
+    userspace_with(config, queries, &[], false).0
+}
+
+/// [`userspace`] with more `geodns run` arguments, optionally with every query from
+/// another source in 198.18.0.0/15 (`kxdpgun -l`: the kernel spreads them over the
+/// workers' sockets; the server namespace routes that subnet back through the client
+/// veth); also the share of the queries that got a reply.
+fn userspace_with(config: &Path, queries: &Path, extra: &[&str], many: bool) -> (f64, f64) {
     let pair = NetnsPair::new().expect("namespaces");
     let listen = format!("{}:53", pair.server_v4);
+    let mut args = vec!["--no-xdp", "--listen", &listen];
+    args.extend_from_slice(extra);
     let daemon = Daemon::start(
         &pair,
         config,
         "127.0.0.1:19155",
         &format!("/sys/fs/bpf/geodns-e2e-user-{}", std::process::id()),
-        &["--no-xdp", "--listen", &listen],
+        &args,
         Duration::from_mins(1),
     );
     pair.receive_thread(Side::Server)
         .expect("a receive thread for the server veth");
-    let qps = kxdpgun(&pair, queries, &[]);
+    if many {
+        let route = pair.exec(
+            Side::Server,
+            &[
+                "ip",
+                "route",
+                "add",
+                "198.18.0.0/15",
+                "via",
+                &pair.client_v4.to_string(),
+            ],
+        );
+        assert!(
+            route.is_ok_and(|o| o.status.success()),
+            "route to the sources"
+        );
+    }
+    let sources: &[&str] = if many { &["-l", "198.18.0.0/15"] } else { &[] };
+    let (qps, share) = kxdpgun_share(&pair, queries, sources);
     let answered = daemon.scrape(&pair).map_or(0, |m| {
         metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
     });
-    eprintln!("e2e_qps_userspace: {qps} replies/s (geodns run --no-xdp; XDP answered {answered})");
-    qps
+    eprintln!(
+        "userspace {extra:?}, many sources {many}: {qps} replies/s, {:.1}% of the queries (geodns run --no-xdp; XDP answered {answered})",
+        share * 100.0
+    );
+    (qps, share)
 }
 
 /// File change to swapped maps for the 500k-network database in `data`.
@@ -202,6 +240,17 @@ fn main() {
             "e2e_qps_userspace".to_string(),
             userspace(&config, &queries),
         );
+    }
+    // The userspace server with every query from another client: one worker against
+    // the default (one per CPU), and how many queries it leaves unanswered.
+    if want("e2e_qps_userspace_many") || want("e2e_qps_userspace_many_1worker") {
+        let dir = TempDir::new("e2e-user-many");
+        let config = demo_without_checks(dir.path());
+        let (one, _) = userspace_with(&config, &queries, &["--workers", "1"], true);
+        let (all, share) = userspace_with(&config, &queries, &[], true);
+        out.insert("e2e_qps_userspace_many_1worker".to_string(), one);
+        out.insert("e2e_qps_userspace_many".to_string(), all);
+        out.insert("e2e_userspace_reply_share_many".to_string(), share);
     }
     let _ = std::fs::remove_file(&queries);
     if want("reload_swap_seconds_500k") {

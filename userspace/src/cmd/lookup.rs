@@ -98,7 +98,6 @@ pub fn parse_ecs(s: &str) -> anyhow::Result<(IpAddr, u8)> {
     Ok((addr, len))
 }
 
-#[expect(clippy::too_many_lines, reason = "one section of output after another")]
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let ecs = args.ecs.as_deref().map(parse_ecs).transpose()?;
     let config = Config::from_path(&args.config)?;

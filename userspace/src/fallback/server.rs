@@ -19,7 +19,7 @@ use super::{
     respond::{self, Outcome, Transport},
     stats::FallbackStats,
 };
-use crate::control::EngineHandle;
+use crate::control::Control;
 
 /// Largest DNS message: what a UDP datagram or a TCP length prefix can carry.
 const MAX_MESSAGE: usize = 65535;
@@ -210,11 +210,11 @@ pub struct FallbackServer {
 }
 
 impl FallbackServer {
-    /// Serves `listeners`, answering every query with the engine `handle` holds at
+    /// Serves `listeners`, answering every query with the engine `control` holds at
     /// that moment (so reloads and node-state changes apply to the next query). Must
     /// be called inside a tokio runtime.
     pub fn start(
-        handle: &EngineHandle,
+        control: &Control,
         listeners: Vec<Listener>,
         tcp: TcpOptions,
         stats: Arc<FallbackStats>,
@@ -223,14 +223,14 @@ impl FallbackServer {
         let mut tasks = Vec::new();
         let limit = Arc::new(Semaphore::new(tcp.max_connections));
         let per_source = Arc::new(PerSource::default());
-        let guard = Arc::new(UdpGuard::new(handle.load().config()));
+        let guard = Arc::new(UdpGuard::new(control.engine().load().config()));
         for l in listeners {
             addrs.push(l.addr);
             for udp in l.udp {
                 let udp = UdpSocket::from_std(udp)?;
                 tasks.push(tokio::spawn(serve_udp(
                     udp,
-                    handle.clone(),
+                    control.clone(),
                     stats.clone(),
                     guard.clone(),
                 )));
@@ -238,7 +238,7 @@ impl FallbackServer {
             let listener = TcpListener::from_std(l.tcp)?;
             tasks.push(tokio::spawn(serve_tcp(
                 listener,
-                handle.clone(),
+                control.clone(),
                 stats.clone(),
                 tcp,
                 limit.clone(),
@@ -274,7 +274,7 @@ impl Drop for FallbackServer {
 
 async fn serve_udp(
     sock: UdpSocket,
-    handle: EngineHandle,
+    control: Control,
     stats: Arc<FallbackStats>,
     guard: Arc<UdpGuard>,
 ) {
@@ -289,7 +289,12 @@ async fn serve_udp(
             }
         };
         let msg = buf.get(..n).unwrap_or_default();
-        let outcome = guard.handle(&handle.load(), msg, peer);
+        let outcome = if super::update::is_update(msg) {
+            // Signed by a key, answered to the sender alone: not rate limited.
+            super::update::handle(&control, msg, Transport::Udp).await
+        } else {
+            guard.handle(&control.engine().load(), msg, peer)
+        };
         stats.record(Transport::Udp, &outcome);
         if let Some(resp) = outcome.response {
             if let Err(e) = super::udp::send(&sock, &resp, peer, local).await {
@@ -301,16 +306,16 @@ async fn serve_udp(
 
 /// Answers with the engine in use now: a reload or node-state change applies to the
 /// next query.
-fn handle_one(handle: &EngineHandle, msg: &[u8], peer: IpAddr, transport: Transport) -> Outcome {
+async fn handle_one(control: &Control, msg: &[u8], peer: IpAddr, transport: Transport) -> Outcome {
     if super::update::is_update(msg) {
-        return super::update::handle(handle, msg, transport);
+        return super::update::handle(control, msg, transport).await;
     }
-    respond::handle(&handle.load(), msg, peer, transport)
+    respond::handle(&control.engine().load(), msg, peer, transport)
 }
 
 async fn serve_tcp(
     listener: TcpListener,
-    handle: EngineHandle,
+    control: Control,
     stats: Arc<FallbackStats>,
     options: TcpOptions,
     limit: Arc<Semaphore>,
@@ -343,11 +348,11 @@ async fn serve_tcp(
             continue;
         };
         stats.tcp_accepted();
-        let handle = handle.clone();
+        let control = control.clone();
         let stats = stats.clone();
         conns.spawn(async move {
             let life = options.max_lifetime;
-            let served = connection(stream, peer.ip(), &handle, &stats, options);
+            let served = connection(stream, peer.ip(), &control, &stats, options);
             match tokio::time::timeout(life, served).await {
                 Ok(Ok(Some(why))) => stats.tcp_close(why),
                 Ok(Ok(None)) => {}
@@ -367,7 +372,7 @@ async fn serve_tcp(
 async fn connection(
     stream: TcpStream,
     peer: IpAddr,
-    handle: &EngineHandle,
+    control: &Control,
     stats: &FallbackStats,
     options: TcpOptions,
 ) -> io::Result<Option<TcpClose>> {
@@ -392,7 +397,7 @@ async fn connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(Some(TcpClose::Idle)),
         }
-        let outcome = handle_one(handle, msg, peer, Transport::Tcp);
+        let outcome = handle_one(control, msg, peer, Transport::Tcp).await;
         stats.record(Transport::Tcp, &outcome);
         if let Some(resp) = outcome.response {
             let n = u16::try_from(resp.len()).unwrap_or(u16::MAX);

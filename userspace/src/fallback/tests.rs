@@ -989,11 +989,14 @@ fn loopback_server(tcp: TcpOptions) -> (tokio::runtime::Runtime, FallbackServer,
         .build()
         .expect("runtime");
     let handle = EngineHandle::new(engine());
+    let states: crate::control::StatesFn =
+        Arc::new(|c: &geodns_maps::Config| geodns_maps::NodeStates::from_config(c));
+    let control = crate::control::Control::start(handle.clone(), None, states).expect("control");
     let listener = Listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 2).expect("bind");
     let server = rt
         .block_on(async {
             FallbackServer::start(
-                &handle,
+                &control,
                 vec![listener],
                 tcp,
                 Arc::new(FallbackStats::default()),

@@ -31,7 +31,7 @@ use geodns_maps::{
 };
 
 use super::respond::{Outcome, Transport};
-use crate::control::EngineHandle;
+use crate::control::Control;
 
 /// RFC 2136 opcode UPDATE.
 pub const OPCODE_UPDATE: u8 = 5;
@@ -177,45 +177,54 @@ pub struct Processed {
 /// Serializes updates: one applies at a time over the engine in use.
 static LOCK: Mutex<Option<ReplayCache>> = Mutex::new(None);
 
-/// Answers one update message: verifies, applies, journals, swaps the engine in.
-#[must_use]
-pub fn handle(handle: &EngineHandle, msg: &[u8], transport: Transport) -> Outcome {
+/// Answers one update message: verifies, applies, journals, and has the control thread
+/// swap the engine in, all in one step on that thread (no other change can come
+/// between reading the zone and storing the updated one). The reload the journal
+/// write triggers installs the new names into the kernel moments later.
+pub async fn handle(control: &Control, msg: &[u8], transport: Transport) -> Outcome {
     let _ = transport;
-    let mut guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let cache = guard.get_or_insert_with(ReplayCache::default);
-    let engine = handle.load();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut p = process(&engine, msg, now, cache);
-    if let Some((statics, serial, entry)) = p.change.take() {
-        let journal = &engine.config().zone.journal;
-        match zone::journal_append(journal, &entry) {
-            Ok(()) => {
-                // The one store into the handle outside the control thread: the update
-                // must be served before the response goes out, and the reload that the
-                // journal write triggers installs the same data through the control
-                // thread (kernel names included) moments later; a node-state change
-                // racing this store is undone by that reload at the latest.
-                handle.store(engine.with_zone(statics, serial));
-                tracing::info!(journal = %journal.display(), serial, "update applied");
+    let msg = msg.to_vec();
+    let applied = control
+        .modify(move |engine| {
+            let mut guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = guard.get_or_insert_with(ReplayCache::default);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut p = process(engine, &msg, now, cache);
+            let mut new = None;
+            if let Some((statics, serial, entry)) = p.change.take() {
+                let journal = &engine.config().zone.journal;
+                match zone::journal_append(journal, &entry) {
+                    Ok(()) => {
+                        new = Some(engine.with_zone(statics, serial));
+                        tracing::info!(journal = %journal.display(), serial, "update applied");
+                    }
+                    Err(e) => {
+                        tracing::error!(journal = %journal.display(), error = %e, "update not applied: the journal cannot be written");
+                        p.result = UpdateResult::ServFail;
+                        p.rcode = rcode::SERVFAIL;
+                        p.response = p.response.map(|mut r| {
+                            // The same signed response cannot carry another rcode: send
+                            // it unsigned (a client treats SERVFAIL as failure either way).
+                            r.truncate(HEADER);
+                            r[3] = (r[3] & 0xF0) | 2;
+                            r[4..12].fill(0);
+                            r
+                        });
+                    }
+                }
             }
-            Err(e) => {
-                tracing::error!(journal = %journal.display(), error = %e, "update not applied: the journal cannot be written");
-                p.result = UpdateResult::ServFail;
-                p.rcode = rcode::SERVFAIL;
-                p.response = p.response.map(|mut r| {
-                    // The same signed response cannot carry another rcode: send it
-                    // unsigned (a client treats SERVFAIL as failure either way).
-                    r.truncate(HEADER);
-                    r[3] = (r[3] & 0xF0) | 2;
-                    r[4..12].fill(0);
-                    r
-                });
-            }
+            (new, p)
+        })
+        .await;
+    let p = match applied {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "update not applied");
+            return Outcome::dropped(super::parse::Drop::Short);
         }
-    }
-    drop(guard);
+    };
     if p.response.is_some() {
         COUNTS[UpdateResult::ALL
             .iter()

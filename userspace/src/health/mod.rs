@@ -405,7 +405,13 @@ impl HealthControl {
     #[must_use]
     pub fn status(&self) -> Vec<NodeStatus> {
         let engine = self.0.control.engine().load();
-        self.0.book.status(engine.config())
+        let mut status = self.0.book.status(engine.config());
+        // The state answers use is the engine's: the book may be a step ahead of the
+        // control thread.
+        for s in &mut status {
+            s.state = engine.states().get(&s.node);
+        }
+        status
     }
 
     /// The states answers should use under `config` (for a reload to compile with, so

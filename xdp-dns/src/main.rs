@@ -19,7 +19,9 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+    },
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, ProgramArray},
     programs::XdpContext,
@@ -911,8 +913,10 @@ fn rate_limit(q: *mut Query) -> Result<(), Pass> {
     let s0 = RRL.get_ptr_mut(pair).ok_or(counter::PASS_INTERNAL)?;
     let s1 = RRL.get_ptr_mut(pair | 1).ok_or(counter::PASS_INTERNAL)?;
     let (burst, slip) = (defence!(rrl_burst_ns), defence!(rrl_slip));
+    // The jiffy clock: a tick can let one more answer through at the highest rates,
+    // and it costs 20-30 ns less per query than `bpf_ktime_get_ns`.
     // SAFETY: helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: array values; concurrent CPUs may race on them, which at worst lets one
     // more answer through or resets a bucket.
     let (s0, s1) = unsafe { (&mut *s0, &mut *s1) };

@@ -223,7 +223,7 @@ pub(crate) fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Resul
     // One state from here, whatever the label count.
     let name_len = launder(q, name_len, MAX_NAME_WIRE_LEN)?;
     let qname = launder(q, qname, MAX_PACKET)?;
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_NAME)?;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY: per-CPU scratch value, valid for the whole program run.
     let key = unsafe { &mut (*scratch).exact };
     let dst = key.name.as_mut_ptr();

@@ -72,6 +72,13 @@ pub(crate) fn reload(field: *const u32, max: usize) -> Result<usize, Pass> {
     Ok(v)
 }
 
+/// [`reload`] of a value a stage stored after checking it: out of bounds it is the
+/// program's own inconsistency, counted as internal, not as a bad header.
+#[inline(always)]
+pub(crate) fn reload_internal(field: *const u32, max: usize) -> Result<usize, Pass> {
+    reload(field, max).map_err(|_| counter::PASS_INTERNAL)
+}
+
 /// Passes `value` through the per-CPU map so every path continues in one state (see
 /// [`reload`]); used between the phases of writing the reply.
 #[inline(always)]

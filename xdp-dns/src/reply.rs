@@ -10,8 +10,8 @@ pub(crate) fn try_reply(ctx: &XdpContext, g: &Gen) -> Result<Option<u32>, Pass> 
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     let (record, region) = unsafe {
         (
-            reload(&raw const (*q).record, 0xFFFF)?,
-            reload(&raw const (*q).region, 0xFFFF)?,
+            reload_internal(&raw const (*q).record, 0xFFFF)?,
+            reload_internal(&raw const (*q).region, 0xFFFF)?,
         )
     };
     #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
@@ -32,8 +32,8 @@ pub(crate) fn reply_with(
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     let (scope, first) = unsafe {
         (
-            reload(&raw const (*q).scope, 128)?,
-            reload(&raw const (*q).first, MAX_ANSWER_ADDRS - 1)?,
+            reload_internal(&raw const (*q).scope, 128)?,
+            reload_internal(&raw const (*q).first, MAX_ANSWER_ADDRS - 1)?,
         )
     };
     // The set may have changed since the lookup (a node went down): check again.
@@ -105,7 +105,7 @@ pub(crate) fn write_reply(
         return Err(counter::PASS_TOO_BIG);
     }
     // SAFETY (field pointer): `qp` is the per-CPU QUERY value.
-    let grown = unsafe { reload(&raw const (*qp).grown, 1)? } != 0;
+    let grown = unsafe { reload_internal(&raw const (*qp).grown, 1)? } != 0;
     // SAFETY: the helper checks delta against the frame; on failure nothing changed.
     if !grown && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         // Not enough tailroom: the grow stage makes room in the headroom, which
@@ -225,10 +225,10 @@ pub(crate) fn finish_reply(ctx: &XdpContext, qp: *mut Query) -> Result<(), Pass>
     // SAFETY (field pointers): `qp` is the per-CPU QUERY value.
     let (l3, l4, v6, new_end) = unsafe {
         (
-            reload(&raw const (*qp).l3, ETH_HLEN + 8)?,
-            reload(&raw const (*qp).l4, ETH_HLEN + 8 + IPV6_HLEN)?,
-            reload(&raw const (*qp).v6, 1)? != 0,
-            reload(&raw const (*qp).end, MAX_PACKET)?,
+            reload_internal(&raw const (*qp).l3, ETH_HLEN + 8)?,
+            reload_internal(&raw const (*qp).l4, ETH_HLEN + 8 + IPV6_HLEN)?,
+            reload_internal(&raw const (*qp).v6, 1)? != 0,
+            reload_internal(&raw const (*qp).end, MAX_PACKET)?,
         )
     };
     // Ethernet: swap MACs.

@@ -13,4 +13,5 @@ pub mod health;
 pub mod http;
 pub mod loader;
 pub mod object_check;
+pub mod prom;
 pub mod redirect;

@@ -54,7 +54,6 @@
 //! backlog). Request bodies are never read. Other methods get `405` with
 //! `Allow: GET, HEAD`.
 use std::{
-    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -168,28 +167,24 @@ impl RedirectStats {
     /// The `geodns_http_requests_total` family.
     #[must_use]
     pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP geodns_http_requests_total HTTP redirector requests by outcome."
+        let mut p = crate::prom::Page::new();
+        p.by_label(
+            "geodns_http_requests_total",
+            crate::prom::Kind::Counter,
+            "HTTP redirector requests by outcome.",
+            "result",
+            [
+                ("redirect", &self.redirect),
+                ("lookup", &self.lookup),
+                ("no_record", &self.no_record),
+                ("no_node", &self.no_node),
+                ("bad_request", &self.bad_request),
+                ("method_not_allowed", &self.method_not_allowed),
+                ("error", &self.error),
+            ]
+            .map(|(name, n)| (name, n.load(Ordering::Relaxed))),
         );
-        let _ = writeln!(out, "# TYPE geodns_http_requests_total counter");
-        for (name, n) in [
-            ("redirect", &self.redirect),
-            ("lookup", &self.lookup),
-            ("no_record", &self.no_record),
-            ("no_node", &self.no_node),
-            ("bad_request", &self.bad_request),
-            ("method_not_allowed", &self.method_not_allowed),
-            ("error", &self.error),
-        ] {
-            let _ = writeln!(
-                out,
-                "geodns_http_requests_total{{result=\"{name}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-        out
+        p.finish()
     }
 }
 

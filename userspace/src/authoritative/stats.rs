@@ -1,8 +1,5 @@
 //! Counters of the authoritative server for `/metrics`.
-use std::{
-    fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use geodns_maps::AnswerSource;
 
@@ -304,16 +301,21 @@ impl ServerStats {
                 get(&self.tcp_open),
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+            let kind = if kind == "gauge" {
+                crate::prom::Kind::Gauge
+            } else {
+                crate::prom::Kind::Counter
+            };
+            let mut p = crate::prom::Page::new();
+            p.single(name, kind, help, value);
+            out.push_str(&p.finish());
         }
         out.push_str(&super::update::metrics_text());
         out
     }
 }
 
-/// One metric family with one label.
+/// One metric family with one label (the shared writer, `crate::prom`).
 fn family<'a>(
     out: &mut String,
     name: &str,
@@ -322,9 +324,12 @@ fn family<'a>(
     label: &str,
     values: impl IntoIterator<Item = (&'a str, u64)>,
 ) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (v, n) in values {
-        let _ = writeln!(out, "{name}{{{label}=\"{v}\"}} {n}");
-    }
+    let kind = if kind == "gauge" {
+        crate::prom::Kind::Gauge
+    } else {
+        crate::prom::Kind::Counter
+    };
+    let mut p = crate::prom::Page::new();
+    p.by_label(name, kind, help, label, values);
+    out.push_str(&p.finish());
 }

@@ -99,19 +99,18 @@ static COUNTS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 /// `geodns_updates_total{result}` in the Prometheus text format.
 #[must_use]
 pub fn metrics_text() -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "# HELP geodns_updates_total RFC 2136 updates, by result.\n# TYPE geodns_updates_total counter\n",
+    let mut p = crate::prom::Page::new();
+    p.by_label(
+        "geodns_updates_total",
+        crate::prom::Kind::Counter,
+        "RFC 2136 updates, by result.",
+        "result",
+        UpdateResult::ALL
+            .iter()
+            .map(|r| r.name())
+            .zip(COUNTS.iter().map(|c| c.load(Ordering::Relaxed))),
     );
-    for (r, c) in UpdateResult::ALL.iter().zip(&COUNTS) {
-        let _ = writeln!(
-            out,
-            "geodns_updates_total{{result=\"{}\"}} {}",
-            r.name(),
-            c.load(Ordering::Relaxed)
-        );
-    }
-    out
+    p.finish()
 }
 
 /// Whether `msg` is an update request (QR=0, opcode 5).

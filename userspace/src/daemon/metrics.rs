@@ -104,58 +104,70 @@ impl MetricsSources {
 /// The daemon's own lines of the metrics page.
 #[must_use]
 pub fn metrics_text(control: &Control, reloads: &ReloadStats) -> String {
-    let mut out = String::new();
+    use crate::prom::{Kind, Page};
+    let mut p = Page::new();
     let counts = control.counts();
     if let Some(counters) = control.xdp_counters() {
         if let Ok(counters) = counters {
-            let _ = writeln!(
-                out,
-                "# HELP geodns_xdp_packets_total XDP outcomes, summed over CPUs."
+            p.by_label(
+                "geodns_xdp_packets_total",
+                Kind::Counter,
+                "XDP outcomes, summed over CPUs.",
+                "outcome",
+                counter::NAMES.iter().copied().zip(counters),
             );
-            let _ = writeln!(out, "# TYPE geodns_xdp_packets_total counter");
-            for (i, v) in counters.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "geodns_xdp_packets_total{{outcome=\"{}\"}} {v}",
-                    counter::NAMES[i]
-                );
-            }
         }
-        let _ = writeln!(out, "# TYPE geodns_xdp_generation gauge");
-        let _ = writeln!(out, "geodns_xdp_generation {}", counts.generation);
-    }
-    let _ = writeln!(out, "# TYPE geodns_map_entries gauge");
-    for (name, n) in [
-        ("prefixes_v4", counts.prefixes_v4),
-        ("prefixes_v6", counts.prefixes_v6),
-        ("names", counts.names),
-        ("answers", counts.answers),
-    ] {
-        let _ = writeln!(out, "geodns_map_entries{{map=\"{name}\"}} {n}");
-    }
-    let _ = writeln!(out, "# TYPE geodns_reloads_total counter");
-    for (result, n) in [
-        ("ok", &reloads.ok),
-        ("failed", &reloads.failed),
-        ("refused_shrink", &reloads.refused),
-    ] {
-        let _ = writeln!(
-            out,
-            "geodns_reloads_total{{result=\"{result}\"}} {}",
-            n.load(Ordering::Relaxed)
+        p.single(
+            "geodns_xdp_generation",
+            Kind::Gauge,
+            "The generation of the kernel maps in use.",
+            counts.generation,
         );
     }
-    let _ = writeln!(out, "# TYPE geodns_reload_last_seconds gauge");
+    p.by_label(
+        "geodns_map_entries",
+        Kind::Gauge,
+        "Entries of the table in use, by kernel map.",
+        "map",
+        [
+            ("prefixes_v4", counts.prefixes_v4),
+            ("prefixes_v6", counts.prefixes_v6),
+            ("names", counts.names),
+            ("answers", counts.answers),
+        ],
+    );
+    p.by_label(
+        "geodns_reloads_total",
+        Kind::Counter,
+        "Reloads of the config and databases, by result.",
+        "result",
+        [
+            ("ok", &reloads.ok),
+            ("failed", &reloads.failed),
+            ("refused_shrink", &reloads.refused),
+        ]
+        .map(|(r, n)| (r, n.load(Ordering::Relaxed))),
+    );
     #[expect(clippy::cast_precision_loss, reason = "microseconds")]
     let last = reloads.last_us.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(out, "geodns_reload_last_seconds {last}");
-    let _ = writeln!(out, "# TYPE geodns_node_up gauge");
+    p.single(
+        "geodns_reload_last_seconds",
+        Kind::Gauge,
+        "Duration of the last successful reload.",
+        last,
+    );
+    p.family(
+        "geodns_node_up",
+        Kind::Gauge,
+        "Whether answers use the node (1), by node and state.",
+    );
     for (node, state) in control.engine().load().states().iter() {
         let up = u8::from(matches!(state, geodns_maps::NodeState::Up));
-        let _ = writeln!(
-            out,
-            "geodns_node_up{{node=\"{node}\",state=\"{state:?}\"}} {up}"
+        p.sample(
+            "geodns_node_up",
+            &[("node", node), ("state", &format!("{state:?}"))],
+            up,
         );
     }
-    out
+    p.finish()
 }

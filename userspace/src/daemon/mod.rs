@@ -14,7 +14,6 @@ use reload::Reloader;
 pub use reload::{compile, compile_config};
 
 use std::{
-    fmt::Write as _,
     net::SocketAddr,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},

@@ -62,7 +62,6 @@ pub mod probe;
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
@@ -424,55 +423,56 @@ impl HealthControl {
     /// Health lines for `/metrics` (Prometheus text format).
     #[must_use]
     pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
+        use crate::prom::{Kind, Page};
+        let mut p = Page::new();
         let status = self.status();
-        let _ = writeln!(out, "# TYPE geodns_health_checks_total counter");
+        p.family(
+            "geodns_health_checks_total",
+            Kind::Counter,
+            "Health checks by node and result.",
+        );
         for s in status.iter().filter(|s| s.check.is_some()) {
-            let _ = writeln!(
-                out,
-                "geodns_health_checks_total{{node=\"{}\",result=\"ok\"}} {}",
-                s.node,
-                s.checks - s.failed_checks
+            let ok = s.checks - s.failed_checks;
+            p.sample(
+                "geodns_health_checks_total",
+                &[("node", &s.node), ("result", "ok")],
+                ok,
             );
-            let _ = writeln!(
-                out,
-                "geodns_health_checks_total{{node=\"{}\",result=\"failed\"}} {}",
-                s.node, s.failed_checks
+            p.sample(
+                "geodns_health_checks_total",
+                &[("node", &s.node), ("result", "failed")],
+                s.failed_checks,
             );
         }
-        let _ = writeln!(out, "# TYPE geodns_node_healthy gauge");
+        p.family(
+            "geodns_node_healthy",
+            Kind::Gauge,
+            "Whether a checked node passes its checks (1).",
+        );
         for s in status.iter().filter(|s| s.health.is_some()) {
-            let _ = writeln!(
-                out,
-                "geodns_node_healthy{{node=\"{}\"}} {}",
-                s.node,
-                u8::from(s.health == Some(NodeState::Up))
-            );
+            let up = u8::from(s.health == Some(NodeState::Up));
+            p.sample("geodns_node_healthy", &[("node", &s.node)], up);
         }
         let engine = self.0.control.engine().load();
-        let _ = writeln!(
-            out,
-            "# HELP geodns_fail_open_total Answers from [fallback] nodes down by health, because none was up."
+        p.single(
+            "geodns_fail_open_total",
+            Kind::Counter,
+            "Answers from [fallback] nodes down by health, because none was up.",
+            engine.fail_open_count(),
         );
-        let _ = writeln!(out, "# TYPE geodns_fail_open_total counter");
-        let _ = writeln!(out, "geodns_fail_open_total {}", engine.fail_open_count());
-        let _ = writeln!(
-            out,
-            "# HELP geodns_fail_open_sets (record, region) answers failing open: every candidate down by health, all answered."
+        p.single(
+            "geodns_fail_open_sets",
+            Kind::Gauge,
+            "(record, region) answers failing open: every candidate down by health, all answered.",
+            engine.fail_open_sets(),
         );
-        let _ = writeln!(out, "# TYPE geodns_fail_open_sets gauge");
-        let _ = writeln!(out, "geodns_fail_open_sets {}", engine.fail_open_sets());
-        let _ = writeln!(
-            out,
-            "# HELP geodns_health_suspect Whether health is ignored (1) because more nodes are down than --max-down-share allows."
+        p.single(
+            "geodns_health_suspect",
+            Kind::Gauge,
+            "Whether health is ignored (1) because more nodes are down than --max-down-share allows.",
+            u8::from(self.0.book.suspect()),
         );
-        let _ = writeln!(out, "# TYPE geodns_health_suspect gauge");
-        let _ = writeln!(
-            out,
-            "geodns_health_suspect {}",
-            u8::from(self.0.book.suspect())
-        );
-        out
+        p.finish()
     }
 
     /// Stops every check and the reconcile task; the engine keeps its last states.

@@ -77,6 +77,7 @@ pub mod diff;
 pub mod engine;
 pub mod fastpath;
 mod geo;
+pub mod image;
 #[cfg(feature = "testkit")]
 pub mod mmdb;
 pub mod name;

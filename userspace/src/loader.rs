@@ -21,7 +21,7 @@ use geodns_common::{
     FAST_PAGE_WORDS, STATE_FLAG_ALIASES,
 };
 use geodns_maps::{
-    fastpath::FastTable,
+    image::{ImageSizes, KernelImage},
     slots::{self, AnswerTable},
     KernelMaps,
 };
@@ -400,49 +400,31 @@ impl KernelProgram {
             v6,
             stats,
         )?;
-        // Names and answers: built whole, then copied in (the generation is idle).
-        let names = slots::build_names(&c.names, table_slots(self.sizes.names) as usize)?;
-        let name = gen_name("NAMES", generation);
-        fill_mmap(self.map(name)?, name, &names)?;
-        let answers = AnswerTable::build(
-            &c.answers,
-            table_slots(self.sizes.answers) as usize,
-            self.sizes.answer_sets.max(1) as usize + 1,
+        // The arrays: computed whole by maps/ (the generation is idle), copied in.
+        let image = KernelImage::build(
+            c,
+            ImageSizes {
+                name_slots: table_slots(self.sizes.names) as usize,
+                answer_slots: table_slots(self.sizes.answers) as usize,
+                set_slots: self.sizes.answer_sets.max(1) as usize + 1,
+                fast_words: self.sizes.fast_words as usize,
+            },
         )?;
+        let name = gen_name("NAMES", generation);
+        fill_mmap(self.map(name)?, name, &image.names)?;
         let name = gen_name("ANSWERS", generation);
-        fill_mmap(self.map(name)?, name, &answers.keys)?;
+        fill_mmap(self.map(name)?, name, &image.answers.keys)?;
         let name = gen_name("ANSWER_SETS", generation);
-        fill_mmap(self.map(name)?, name, &answers.sets)?;
-        mirror.answers = Some(answers);
-        self.write_fast(generation, c, stats)
-    }
-
-    /// Computes the fast-path blocks (maps/ does) and copies them into the idle
-    /// generation's memory-mapped arrays.
-    fn write_fast(
-        &mut self,
-        generation: u32,
-        c: &KernelMaps,
-        stats: &mut InstallStats,
-    ) -> Result<(), LoaderError> {
+        fill_mmap(self.map(name)?, name, &image.answers.sets)?;
         let started = std::time::Instant::now();
-        let table = FastTable::build(
-            &c.prefixes_v4,
-            &c.prefixes_v6,
-            self.sizes.fast_words as usize,
-        );
         let name = gen_name("FAST_TOP", generation);
-        fill_mmap(self.map(name)?, name, &table.top_words())?;
+        fill_mmap(self.map(name)?, name, &image.fast_top)?;
         let name = gen_name("FAST_BLOCKS", generation);
-        let pages: Vec<[u64; FAST_PAGE_WORDS as usize]> = table
-            .pages()
-            .map(|p| p.try_into().unwrap_or([0; FAST_PAGE_WORDS as usize]))
-            .collect();
-        fill_mmap(self.map(name)?, name, &pages)?;
-        stats.fast_blocks_v4 = table.v4.blocks;
-        stats.fast_blocks_v6 = table.v6.blocks;
-        stats.fast_words = table.blocks.len();
-        stats.fast_overflow = table.v4.overflow + table.v6.overflow;
+        fill_mmap(self.map(name)?, name, &image.fast_pages)?;
+        stats.fast_blocks_v4 = image.fast.blocks_v4;
+        stats.fast_blocks_v6 = image.fast.blocks_v6;
+        stats.fast_words = image.fast.words;
+        stats.fast_overflow = image.fast.overflow;
         if stats.fast_overflow > 0 {
             // Still answered right, by the trie, at several times the cost.
             tracing::warn!(
@@ -451,7 +433,8 @@ impl KernelProgram {
                 "fast path full: the slots of blocks that did not fit ask the LPM trie"
             );
         }
-        stats.fast_seconds = started.elapsed().as_secs_f64();
+        stats.fast_seconds = image.fast.seconds + started.elapsed().as_secs_f64();
+        mirror.answers = Some(image.answers);
         Ok(())
     }
 

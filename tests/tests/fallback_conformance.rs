@@ -1221,6 +1221,27 @@ fn tcp_idle_timeout(server: SocketAddr) {
     assert!(waited >= IDLE / 2, "closed too early: {waited:?}");
 }
 
+/// `geodns run --no-xdp` on a loopback port with TCP limits for the hold tests: a 300 ms
+/// idle (and write) timeout, 3 connections, and `extra`.
+fn tcp_daemon(dir: &TempDir, extra: &[&str]) -> (Daemon, SocketAddr) {
+    let config = write_config(dir.path());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let listen = server.to_string();
+    let mut args = vec![
+        "--no-xdp",
+        "--listen",
+        &listen,
+        "--tcp-idle-timeout",
+        "300ms",
+        "--tcp-max-connections",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start_local(&config, &metrics, &args, Duration::from_secs(30));
+    (daemon, server)
+}
+
 /// A TCP connection from `source` (a loopback address) to `server`.
 fn tcp_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
     let s =
@@ -1257,21 +1278,9 @@ fn served(s: &mut TcpStream, q: &[u8]) -> bool {
 #[test]
 fn tcp_connections_cannot_be_held() {
     let dir = TempDir::new("tcp-limits");
-    let config = write_config(dir.path());
-    let port = free_port();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let server: SocketAddr = ([127, 0, 0, 1], port).into();
-    let daemon = Daemon::start_local(
-        &config,
-        &metrics,
+    let (daemon, server) = tcp_daemon(
+        &dir,
         &[
-            "--no-xdp",
-            "--listen",
-            &server.to_string(),
-            "--tcp-idle-timeout",
-            "300ms",
-            "--tcp-max-connections",
-            "3",
             "--tcp-max-per-source",
             "2",
             "--tcp-max-queries",
@@ -1279,7 +1288,6 @@ fn tcp_connections_cannot_be_held() {
             "--tcp-max-lifetime",
             "2s",
         ],
-        Duration::from_secs(30),
     );
     let query = Query::new(ZONE, SOA).build();
 
@@ -1346,31 +1354,12 @@ fn tcp_connections_cannot_be_held() {
 #[test]
 fn a_client_that_does_not_read_cannot_hold_a_connection() {
     let dir = TempDir::new("tcp-unread");
-    let config = write_config(dir.path());
     let query = Query::new(ZONE, SOA).build();
     // A client that pipelines and never reads: the server's writes stall, the write
     // timeout closes it, and the slots it held serve others while it still holds its
     // end open. No query limit this time, so only the write timeout can end it. Up to
     // 20 MB of queries, written until the server stops reading.
-    let port = free_port();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let server: SocketAddr = ([127, 0, 0, 1], port).into();
-    let daemon = Daemon::start_local(
-        &config,
-        &metrics,
-        &[
-            "--no-xdp",
-            "--listen",
-            &server.to_string(),
-            "--tcp-idle-timeout",
-            "300ms",
-            "--tcp-max-connections",
-            "3",
-            "--tcp-max-queries",
-            "100000000",
-        ],
-        Duration::from_secs(30),
-    );
+    let (daemon, server) = tcp_daemon(&dir, &["--tcp-max-queries", "100000000"]);
     let hog = tcp_from([127, 0, 0, 5], server);
     hog.set_write_timeout(Some(Duration::from_millis(500)))
         .expect("write timeout");

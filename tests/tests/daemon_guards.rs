@@ -247,3 +247,32 @@ fn idle_connections_cannot_hold_the_metrics_server() {
     }
     assert!(closed >= 64, "only {closed} idle connections were closed");
 }
+
+/// A token file that cannot be written (an unprivileged `--no-xdp` run) does not stop
+/// the daemon: it serves DNS and `/metrics`, and the admin API says it is off.
+#[test]
+fn without_a_token_the_daemon_serves_and_the_admin_api_is_off() {
+    let dir = TempDir::new("no-token");
+    let config = demo_without_checks(dir.path());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let _daemon = Daemon::start_local(
+        &config,
+        &metrics,
+        &[
+            "--no-xdp",
+            "--listen",
+            &dns.to_string(),
+            "--admin-token",
+            "/proc/geodns-cannot-be-here/token",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status(&metrics, "GET", "/metrics", &[]), 200);
+    assert_eq!(status(&metrics, "GET", "/v1/nodes", &[]), 503);
+    let q = Query::new("www.cdn.example.net.", 1);
+    assert!(
+        query_udp(dns, &q, Duration::from_secs(2)).is_ok(),
+        "DNS is served"
+    );
+}

@@ -81,7 +81,7 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
                 redirect: None,
                 dns: None,
             },
-            token,
+            Some(token),
         ))
         .expect("metrics");
     let generation = control.counts().generation;

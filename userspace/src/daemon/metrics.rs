@@ -17,7 +17,7 @@ pub struct MetricsSources {
 pub async fn start_metrics(
     addr: SocketAddr,
     sources: MetricsSources,
-    token: AdminToken,
+    token: Option<AdminToken>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
@@ -45,6 +45,13 @@ pub async fn start_metrics(
             if !path.starts_with("/v1/") {
                 return crate::http::text(StatusCode::NOT_FOUND, "not found\n".to_owned());
             }
+            let Some(token) = token else {
+                return crate::http::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the admin API is off: the daemon has no admin token (see its log)\n"
+                        .to_owned(),
+                );
+            };
             if let Some(refused) = crate::http::admin_refusal(&token, req.headers()) {
                 return refused;
             }

@@ -284,7 +284,15 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     );
     let engine = compile(parts.config, Some(&|c: &Config| book.effective(c)))?;
     let handle = EngineHandle::new(engine);
-    let token = AdminToken::load_or_create(&common.token.admin_token)?;
+    // Without a token (a user who cannot write the token file's directory, e.g. an
+    // unprivileged `--no-xdp` run) the daemon still serves; only the admin API is off.
+    let token = match AdminToken::load_or_create(&common.token.admin_token) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the admin API is off: no admin token (--admin-token)");
+            None
+        }
+    };
     // Bound before the kernel is touched: a port in use fails the start cleanly.
     let listeners = match parts.dns {
         Some((dns, port)) => Some(crate::authoritative::bind(dns, port, parts.xdp.is_some())?),

@@ -487,6 +487,43 @@ pub const ANSWER_PROBES: u32 = 32;
 /// free `ANSWER_SETS_*` entry.
 pub const ANSWER_SLOT_USED: u64 = 1 << 63;
 
+/// An `ANSWERS_*` slot for `packed` key and set index `set` (see [`ANSWER_SLOT_USED`]).
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+#[must_use]
+pub const fn answer_slot(packed: u32, set: u32) -> u64 {
+    ANSWER_SLOT_USED | ((set as u64) << 32) | packed as u64
+}
+
+/// An `ANSWERS_*` slot's packed key and set index: what [`answer_slot`] packed. The
+/// kernel and userspace read slots with this one function.
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+#[must_use]
+#[expect(clippy::cast_possible_truncation, reason = "the low 32 bits, then 31")]
+pub const fn answer_slot_parts(slot: u64) -> (u32, u32) {
+    (slot as u32, ((slot >> 32) as u32) & 0x7FFF_FFFF)
+}
+
+/// The slot a weighted pick lands on: the first of the first `n` cumulative weights
+/// `cum` above `r` (`r` below the total), 0 when none. The kernel draws `r` from
+/// `bpf_get_prandom_u32`, userspace from its picker; both select with this function.
+/// Bound: [`MAX_ANSWER_ADDRS`] slots.
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+#[must_use]
+pub fn weighted_slot(cum: &[u32; MAX_ANSWER_ADDRS], n: usize, r: u32) -> usize {
+    for (i, c) in cum.iter().enumerate() {
+        if i >= n {
+            break;
+        }
+        if *c > r {
+            return i;
+        }
+    }
+    0
+}
+
 /// Slot hash of a packed answer key (a 32-bit mixer; the table size is a power of two
 /// and the low bits are used).
 #[must_use]

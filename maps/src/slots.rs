@@ -18,8 +18,7 @@ use std::{
 };
 
 use geodns_common::{
-    answer_hash, AnswerKey, AnswerSet, NameEntry, NameKey, NameValue, ANSWER_PROBES,
-    ANSWER_SLOT_USED, NAME_PROBES,
+    answer_hash, AnswerKey, AnswerSet, NameEntry, NameKey, NameValue, ANSWER_PROBES, NAME_PROBES,
 };
 
 /// A set slot freed by an update is not written again for this long.
@@ -112,11 +111,9 @@ pub fn find_name(table: &[NameEntry], key: &NameKey) -> Option<u16> {
     None
 }
 
-/// An `ANSWERS_*` slot's packed key and set index.
+/// An `ANSWERS_*` slot's packed key and set index (the kernel's reading).
 fn unpack(slot: u64) -> (u32, u32) {
-    let key = u32::try_from(slot & 0xFFFF_FFFF).unwrap_or(0);
-    let set = u32::try_from((slot >> 32) & 0x7FFF_FFFF).unwrap_or(0);
-    (key, set)
+    geodns_common::answer_slot_parts(slot)
 }
 
 /// One write to the kernel arrays, in the order given: sets before the keys that
@@ -248,7 +245,7 @@ impl AnswerTable {
         };
         let old_set = self.set_of_slot(slot);
         if old_set != new_set || self.keys[slot as usize] == 0 {
-            let value = ANSWER_SLOT_USED | (u64::from(new_set) << 32) | u64::from(packed);
+            let value = geodns_common::answer_slot(packed, new_set);
             self.keys[slot as usize] = value;
             writes.push(Write::Key { slot, value });
             if new_set != 0 {
@@ -437,7 +434,7 @@ mod tests {
         let u = t.update(k, Some(set(4)), t0).expect("update");
         assert!(u.left_to_userspace);
         // ... and the kernel is told: the key's slot switches to the empty set (0).
-        let no_answer = ANSWER_SLOT_USED | u64::from(k.packed());
+        let no_answer = geodns_common::answer_slot(k.packed(), 0);
         assert!(matches!(u.writes[..], [Write::Key { value, .. }] if value == no_answer));
         assert_eq!(t.find(k), None);
         // Later, a freed slot is used again.

@@ -124,9 +124,8 @@ pub(crate) fn answer_set(g: &Gen, record: u16, region: u16) -> Result<&'static A
         if slot == 0 {
             break;
         }
-        #[expect(clippy::cast_possible_truncation, reason = "the low 32 bits")]
-        if slot as u32 == packed {
-            let set = ((slot >> 32) as u32) & 0x7FFF_FFFF;
+        let (key, set) = geodns_common::answer_slot_parts(slot);
+        if key == packed {
             return g.sets.get(set).ok_or(counter::PASS_NO_ANSWER);
         }
         at = at.wrapping_add(1);
@@ -320,14 +319,5 @@ pub(crate) fn pick_weighted(cum: &[u32; MAX_ANSWER_ADDRS], n: usize) -> usize {
     }
     // SAFETY: helper call without arguments.
     let r = unsafe { bpf_get_prandom_u32() } % total;
-    // Bound: MAX_ANSWER_ADDRS slots.
-    for (i, c) in cum.iter().enumerate() {
-        if i >= n {
-            break;
-        }
-        if *c > r {
-            return i;
-        }
-    }
-    0
+    geodns_common::weighted_slot(cum, n, r)
 }

@@ -693,7 +693,7 @@ impl Engine {
                     } else {
                         self.picker.below(total)
                     };
-                    cum[..n].iter().position(|c| *c > r).unwrap_or(0)
+                    geodns_common::weighted_slot(cum, n, r)
                 } else {
                     0
                 };

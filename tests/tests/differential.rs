@@ -11,6 +11,7 @@
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
     time::Duration,
 };
 
@@ -204,6 +205,41 @@ fn normalize(b: &[u8], spread: bool) -> Normal {
     }
 }
 
+/// The two paths side by side on the server of `pair`, from `config`: `geodns run` with
+/// XDP (port 53, metrics on `metrics[0]`) and `geodns run --no-xdp` on port 5353
+/// (`metrics[1]`); and `xdp_pass` on the client, without which veth drops `XDP_TX`
+/// replies.
+fn both_paths(
+    pair: &NetnsPair,
+    config: &Path,
+    tag: &str,
+    metrics: [u16; 2],
+) -> (Daemon, Daemon, aya::Ebpf) {
+    let pin = format!("/sys/fs/bpf/{tag}-{}", std::process::id());
+    let xdp = Daemon::start(
+        pair,
+        config,
+        &format!("127.0.0.1:{}", metrics[0]),
+        &pin,
+        &[],
+        Duration::from_mins(1),
+    );
+    let v4 = SocketAddr::from((pair.server_v4, 5353)).to_string();
+    let v6 = SocketAddr::from((pair.server_v6, 5353)).to_string();
+    let user = Daemon::start(
+        pair,
+        config,
+        &format!("127.0.0.1:{}", metrics[1]),
+        &format!("{pin}-user"),
+        &["--no-xdp", "--listen", &v4, "--listen", &v6],
+        Duration::from_mins(1),
+    );
+    let pass = pair
+        .attach_pass(Side::Client)
+        .expect("xdp_pass on the client");
+    (xdp, user, pass)
+}
+
 #[test]
 fn xdp_and_fallback_give_the_same_answers() {
     if !require_bpf() {
@@ -212,28 +248,7 @@ fn xdp_and_fallback_give_the_same_answers() {
     let pair = NetnsPair::new().expect("namespaces");
     let dir = TempDir::new("differential");
     let config = demo_without_checks(dir.path());
-    let pin = format!("/sys/fs/bpf/geodns-diff-{}", std::process::id());
-    let xdp = Daemon::start(
-        &pair,
-        &config,
-        "127.0.0.1:19171",
-        &pin,
-        &[],
-        Duration::from_mins(1),
-    );
-    let v4 = SocketAddr::from((pair.server_v4, 5353)).to_string();
-    let v6 = SocketAddr::from((pair.server_v6, 5353)).to_string();
-    let user = Daemon::start(
-        &pair,
-        &config,
-        "127.0.0.1:19172",
-        &format!("{pin}-user"),
-        &["--no-xdp", "--listen", &v4, "--listen", &v6],
-        Duration::from_mins(1),
-    );
-    let _pass = pair
-        .attach_pass(Side::Client)
-        .expect("xdp_pass on the client");
+    let (xdp, user, _pass) = both_paths(&pair, &config, "geodns-diff", [19171, 19172]);
     let answered = |d: &Daemon| {
         let m = d.scrape(&pair).expect("metrics");
         metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
@@ -362,28 +377,7 @@ fn rate_limit_decisions_are_the_same() {
     let pair = NetnsPair::new().expect("namespaces");
     let dir = TempDir::new("differential-rrl");
     let config = rrl_config(dir.path());
-    let pin = format!("/sys/fs/bpf/geodns-diff-rrl-{}", std::process::id());
-    let xdp = Daemon::start(
-        &pair,
-        &config,
-        "127.0.0.1:19173",
-        &pin,
-        &[],
-        Duration::from_mins(1),
-    );
-    let v4 = SocketAddr::from((pair.server_v4, 5353)).to_string();
-    let v6 = SocketAddr::from((pair.server_v6, 5353)).to_string();
-    let user = Daemon::start(
-        &pair,
-        &config,
-        "127.0.0.1:19174",
-        &format!("{pin}-user"),
-        &["--no-xdp", "--listen", &v4, "--listen", &v6],
-        Duration::from_mins(1),
-    );
-    let _pass = pair
-        .attach_pass(Side::Client)
-        .expect("xdp_pass on the client");
+    let (xdp, user, _pass) = both_paths(&pair, &config, "geodns-diff-rrl", [19173, 19174]);
     let (server_v4, server_v6) = (IpAddr::V4(pair.server_v4), IpAddr::V6(pair.server_v6));
     let bursts: Vec<(&str, Vec<Vec<u8>>)> = vec![
         (

@@ -3,6 +3,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use geodns_maps::AnswerSource;
 
+use crate::prom::{Kind, Page};
+
 use super::{
     parse::Drop,
     respond::{rcode, Outcome, Transport},
@@ -197,7 +199,7 @@ impl ServerStats {
     #[expect(clippy::too_many_lines, reason = "one family after another")]
     pub fn metrics_text(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
+        let mut p = Page::new();
         let answered: u64 = self.queries.iter().map(get).sum();
         let with_qtype: u64 = self.qtypes.iter().map(get).sum();
         let qtypes = self
@@ -206,18 +208,16 @@ impl ServerStats {
             .enumerate()
             .map(|(i, c)| (QTYPES.get(i).map_or("other", |(_, n)| n), get(c)))
             .chain([("none", answered.saturating_sub(with_qtype))]);
-        family(
-            &mut out,
+        p.by_label(
             "geodns_server_queries_total",
-            "counter",
+            Kind::Counter,
             "Queries the userspace server answered, by QTYPE (none: no question parsed).",
             "qtype",
             qtypes,
         );
-        family(
-            &mut out,
+        p.by_label(
             "geodns_server_responses_total",
-            "counter",
+            Kind::Counter,
             "Responses the userspace server sent, by RCODE.",
             "rcode",
             self.rcodes
@@ -225,26 +225,23 @@ impl ServerStats {
                 .enumerate()
                 .map(|(i, c)| (RCODES.get(i).map_or("other", |r| rcode::name(*r)), get(c))),
         );
-        family(
-            &mut out,
+        p.by_label(
             "geodns_server_transport_queries_total",
-            "counter",
+            Kind::Counter,
             "Queries the userspace server answered, by transport.",
             "transport",
             ["udp", "tcp"].into_iter().zip(self.queries.iter().map(get)),
         );
-        family(
-            &mut out,
+        p.by_label(
             "geodns_server_answers_total",
-            "counter",
+            Kind::Counter,
             "Address answers by where they came from: the region (geo), the fallback round robin, NS glue.",
             "source",
             SOURCES.into_iter().zip(self.sources.iter().map(get)),
         );
-        family(
-            &mut out,
+        p.by_label(
             "geodns_server_dropped_total",
-            "counter",
+            Kind::Counter,
             "Messages dropped without a response, by reason.",
             "reason",
             Drop::ALL
@@ -252,10 +249,9 @@ impl ServerStats {
                 .map(|d| d.name())
                 .zip(self.dropped.iter().map(get)),
         );
-        family(
-            &mut out,
+        p.by_label(
             "geodns_server_tcp_connections_total",
-            "counter",
+            Kind::Counter,
             "TCP connections: accepted, or refused (closed at once) by --tcp-max-connections or --tcp-max-per-source.",
             "result",
             [
@@ -264,10 +260,9 @@ impl ServerStats {
                 ("refused_per_source", get(&self.tcp_refused_source)),
             ],
         );
-        family(
-            &mut out,
+        p.by_label(
             "geodns_server_tcp_closed_total",
-            "counter",
+            Kind::Counter,
             "TCP connections the server closed, by reason.",
             "reason",
             TcpClose::ALL
@@ -278,58 +273,32 @@ impl ServerStats {
         for (name, kind, help, value) in [
             (
                 "geodns_server_truncated_total",
-                "counter",
+                Kind::Counter,
                 "UDP responses sent with TC=1 because the answer exceeded the client's size.",
                 get(&self.truncated),
             ),
             (
                 "geodns_server_rrl_slipped_total",
-                "counter",
+                Kind::Counter,
                 "UDP responses over the rate limit sent empty with TC=1 (the slip); the dropped ones are dropped_total{reason=\"rate_limited\"}.",
                 get(&self.slipped),
             ),
             (
                 "geodns_server_tcp_idle_timeouts_total",
-                "counter",
+                Kind::Counter,
                 "TCP connections closed by --tcp-idle-timeout.",
                 get(&self.tcp_timeouts),
             ),
             (
                 "geodns_server_tcp_open_connections",
-                "gauge",
+                Kind::Gauge,
                 "TCP connections open now.",
                 get(&self.tcp_open),
             ),
         ] {
-            let kind = if kind == "gauge" {
-                crate::prom::Kind::Gauge
-            } else {
-                crate::prom::Kind::Counter
-            };
-            let mut p = crate::prom::Page::new();
             p.single(name, kind, help, value);
-            out.push_str(&p.finish());
         }
-        out.push_str(&super::update::metrics_text());
-        out
+        p.append(&super::update::metrics_text());
+        p.finish()
     }
-}
-
-/// One metric family with one label (the shared writer, `crate::prom`).
-fn family<'a>(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    label: &str,
-    values: impl IntoIterator<Item = (&'a str, u64)>,
-) {
-    let kind = if kind == "gauge" {
-        crate::prom::Kind::Gauge
-    } else {
-        crate::prom::Kind::Counter
-    };
-    let mut p = crate::prom::Page::new();
-    p.by_label(name, kind, help, label, values);
-    out.push_str(&p.finish());
 }

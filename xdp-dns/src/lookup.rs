@@ -65,7 +65,9 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
     // packet's source address.
     let use_ecs = v.ecs && v.ecs_source > 0;
     let lookup_v6 = if use_ecs { v.ecs_family == 2 } else { v.v6 };
-    let prefix = if lookup_v6 {
+    // The client's sticky key (its /24 or /56) is taken with the address: a few ALU
+    // instructions, used only by `sticky` sets.
+    let (prefix, key) = if lookup_v6 {
         let addr = if use_ecs {
             *ecs_addr
         } else {
@@ -74,7 +76,10 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
             let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
             (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
         };
-        lookup_v6_prefix(&addr, g, fast, flags)
+        (
+            lookup_v6_prefix(&addr, g, fast, flags),
+            sticky_key_v6(&addr),
+        )
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
@@ -83,22 +88,29 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
             // SAFETY: ptr_at checked the 4 bytes are in the packet.
             unsafe { pkt::ld32(p.cast()) }.to_le_bytes()
         };
-        lookup_v4_prefix(&addr, g, fast)
-    }
-    .ok_or(counter::PASS_NO_REGION)?;
+        (lookup_v4_prefix(&addr, g, fast), sticky_key_v4(addr))
+    };
+    let prefix = prefix.ok_or(counter::PASS_NO_REGION)?;
 
     let set = answer_set(g, record, prefix.region)?;
     let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
     if n == 0 || n > MAX_ANSWER_ADDRS {
         return Err(counter::PASS_NO_ANSWER);
     }
+    let mut scope = if use_ecs { prefix.prefix_len } else { 0 };
+    let cum = if v.aaaa { &set.cum_v6 } else { &set.cum_v4 };
     let first = if set.policy == POLICY_SPREAD {
-        let cum = if v.aaaa { &set.cum_v6 } else { &set.cum_v4 };
         pick_weighted(cum, n)
+    } else if set.policy == POLICY_STICKY {
+        // The node depends on the whole hashed prefix: the scope covers it.
+        if use_ecs {
+            scope = sticky_scope(scope, lookup_v6);
+        }
+        let tags = if v.aaaa { &set.tag_v6 } else { &set.tag_v4 };
+        sticky_slot(key, cum, tags, n)
     } else {
         0
     };
-    let scope = if use_ecs { prefix.prefix_len } else { 0 };
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     unsafe {
         store(&raw mut (*q).record, usize::from(record));

@@ -371,7 +371,7 @@ impl Config {
                         ConfigProblem::MaxAnswersWithBest,
                     ));
                 }
-                (Some(m), Policy::Spread) => u8::try_from(*m.get_ref())
+                (Some(m), Policy::Spread | Policy::Sticky) => u8::try_from(*m.get_ref())
                     .ok()
                     .filter(|n| (1..=u8::try_from(MAX_ANSWER_ADDRS).unwrap_or(u8::MAX)).contains(n))
                     .ok_or_else(|| {

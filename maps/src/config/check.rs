@@ -380,6 +380,7 @@ impl std::fmt::Display for Policy {
         f.write_str(match self {
             Self::Best => "best",
             Self::Spread => "spread",
+            Self::Sticky => "sticky",
         })
     }
 }

@@ -277,7 +277,7 @@ pub struct Record {
     pub map: usize,
     pub ttl: u32,
     pub policy: Policy,
-    /// Addresses per answer for `spread` (1 for `best`).
+    /// Addresses per answer for `spread` and `sticky` (1 for `best`).
     pub max_answers: u8,
 }
 
@@ -289,6 +289,10 @@ pub enum Policy {
     Best,
     /// All up candidates, chosen per query by weight.
     Spread,
+    /// All up candidates, chosen per client network by weight: weighted rendezvous
+    /// hashing of the client's /24 or /56 (`geodns_common::sticky_slot`), so a network
+    /// keeps its node and a node that goes down moves only its own clients.
+    Sticky,
 }
 
 /// Largest weight: eight of them still fit the kernel's u32 cumulative weights.

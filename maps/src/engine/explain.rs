@@ -1,7 +1,7 @@
 //! Why a client gets what it gets: `geodns lookup` and the admin API's `/v1/lookup`.
 use super::{
     node_addrs, AddressFacts, Candidate, Cidr, Engine, FallbackNode, IpAddr, Ipv4Addr, Ipv6Addr,
-    NodeState, Policy, RegionKey, RuleSet, MAX_ANSWER_ADDRS, POLICY_SPREAD,
+    NodeState, Policy, RegionKey, RuleSet, MAX_ANSWER_ADDRS, POLICY_SPREAD, POLICY_STICKY,
 };
 
 /// Why one decision was made; `geodns lookup` prints it.
@@ -85,10 +85,22 @@ pub struct FamilyAnswer {
     /// `geo`: the answer set's addresses (for `spread`, every slot); `fallback`: the
     /// nodes' addresses that round robin would cycle through.
     pub addresses: Vec<IpAddr>,
-    /// `spread`: each slot's weight.
+    /// `spread` and `sticky`: each slot's weight.
     pub weights: Vec<u32>,
     /// Addresses per answer.
     pub count: u8,
+    /// `sticky`: the client prefix that was hashed and the slot (index into
+    /// `addresses`) it draws, the first address of the answer.
+    pub sticky: Option<StickyPick>,
+}
+
+/// The draw of a `sticky` record for the explained client.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct StickyPick {
+    /// The client's /24 or /56: every address in it gets the same node.
+    pub prefix: Cidr,
+    pub slot: usize,
 }
 
 impl Engine {
@@ -186,8 +198,8 @@ impl Engine {
                     ttl: rec.ttl,
                     candidates,
                     kernel: rs.is_some(),
-                    a: self.family_answer(rs.as_ref(), false),
-                    aaaa: self.family_answer(rs.as_ref(), true),
+                    a: self.family_answer(rs.as_ref(), false, client),
+                    aaaa: self.family_answer(rs.as_ref(), true, client),
                 }
             })
             .collect();
@@ -205,7 +217,7 @@ impl Engine {
         }
     }
 
-    fn family_answer(&self, rs: Option<&RuleSet>, v6: bool) -> FamilyAnswer {
+    fn family_answer(&self, rs: Option<&RuleSet>, v6: bool, client: IpAddr) -> FamilyAnswer {
         if let Some(rs) = rs {
             let set = &rs.set;
             let n = usize::from(if v6 { set.n_v6 } else { set.n_v4 });
@@ -230,7 +242,7 @@ impl Engine {
                             }
                         })
                         .collect(),
-                    weights: if set.policy == POLICY_SPREAD {
+                    weights: if set.policy == POLICY_SPREAD || set.policy == POLICY_STICKY {
                         cum.iter()
                             .scan(0, |prev, c| {
                                 let w = c - *prev;
@@ -242,6 +254,25 @@ impl Engine {
                         Vec::new()
                     },
                     count: set.count.min(u8::try_from(n).unwrap_or(u8::MAX)),
+                    sticky: (set.policy == POLICY_STICKY).then(|| {
+                        let tags = if v6 { &set.tag_v6 } else { &set.tag_v4 };
+                        let (whole, len) = if client.is_ipv6() {
+                            (128, geodns_common::STICKY_PREFIX_V6)
+                        } else {
+                            (32, geodns_common::STICKY_PREFIX_V4)
+                        };
+                        let prefix = Cidr::new(client, len.min(whole));
+                        let cum = if v6 { &set.cum_v6 } else { &set.cum_v4 };
+                        StickyPick {
+                            prefix,
+                            slot: geodns_common::sticky_slot(
+                                super::sticky_key(client),
+                                cum,
+                                tags,
+                                n,
+                            ),
+                        }
+                    }),
                 };
             }
         }
@@ -261,6 +292,7 @@ impl Engine {
             addresses,
             weights: Vec::new(),
             count: 1,
+            sticky: None,
         }
     }
 
@@ -295,11 +327,18 @@ impl Engine {
                 };
                 let mut label = String::new();
                 let mut shares: Vec<(usize, f64)> = Vec::new();
-                if set.policy == POLICY_SPREAD {
+                if set.policy == POLICY_SPREAD || set.policy == POLICY_STICKY {
+                    // A sticky set sends each node the share of client networks its
+                    // weight gives it, as spread does with queries.
                     let total = f64::from(cum[n - 1].max(1));
                     let _ = write!(
                         label,
-                        "spread {} of",
+                        "{} {} of",
+                        if set.policy == POLICY_STICKY {
+                            "sticky"
+                        } else {
+                            "spread"
+                        },
                         set.count.min(u8::try_from(n).unwrap_or(u8::MAX))
                     );
                     let mut prev = 0;

@@ -5,6 +5,7 @@ mod resolve;
 
 pub use explain::{
     AliasLookup, CandidateState, Explanation, FamilyAnswer, MapChoice, RecordExplanation,
+    StickyPick,
 };
 pub use kernel::kernel_lookup;
 use std::{
@@ -18,7 +19,7 @@ use std::{
 
 use geodns_common::{
     AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, POLICY_BEST,
-    POLICY_SPREAD,
+    POLICY_SPREAD, POLICY_STICKY,
 };
 
 use crate::{
@@ -360,15 +361,22 @@ fn rule_set_of(
                 }
                 cum = cum.saturating_add(c.weight);
                 let node = u16::try_from(*i).unwrap_or(u16::MAX);
+                let tag = if record.policy == Policy::Sticky {
+                    geodns_common::sticky_tag(&c.node)
+                } else {
+                    0
+                };
                 match a {
                     IpAddr::V4(a) => {
                         rs.set.v4[n] = a.octets();
                         rs.set.cum_v4[n] = cum;
+                        rs.set.tag_v4[n] = tag;
                         rs.nodes_v4[n] = node;
                     }
                     IpAddr::V6(a) => {
                         rs.set.v6[n] = a.octets();
                         rs.set.cum_v6[n] = cum;
+                        rs.set.tag_v6[n] = tag;
                         rs.nodes_v6[n] = node;
                     }
                 }
@@ -393,6 +401,7 @@ fn rule_set_of(
     (rs.set.policy, rs.set.count) = match record.policy {
         Policy::Best => (POLICY_BEST, most),
         Policy::Spread => (POLICY_SPREAD, record.max_answers.clamp(1, most)),
+        Policy::Sticky => (POLICY_STICKY, record.max_answers.clamp(1, most)),
     };
     Some(rs)
 }
@@ -676,7 +685,7 @@ impl Engine {
     fn pick(&self, record: usize, v6: bool, client: IpAddr) -> Option<Picked> {
         let rec = &self.config.records[record];
         let m = self.compiled.lookup(client);
-        let scope = m.prefix.len();
+        let mut scope = m.prefix.len();
         let rs = self
             .compiled
             .choice(m.region, rec.map)
@@ -694,6 +703,10 @@ impl Engine {
                         self.picker.below(total)
                     };
                     geodns_common::weighted_slot(cum, n, r)
+                } else if set.policy == POLICY_STICKY {
+                    scope = geodns_common::sticky_scope(scope, client.is_ipv6());
+                    let tags = if v6 { &set.tag_v6 } else { &set.tag_v4 };
+                    geodns_common::sticky_slot(sticky_key(client), cum, tags, n)
                 } else {
                     0
                 };
@@ -753,6 +766,16 @@ impl Engine {
                 fail_open,
             },
         })
+    }
+}
+
+/// The sticky key of a client address, as the kernel computes it from the ECS address
+/// or the packet's source.
+#[must_use]
+pub fn sticky_key(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(a) => geodns_common::sticky_key_v4(a.octets()),
+        IpAddr::V6(a) => geodns_common::sticky_key_v6(&a.octets()),
     }
 }
 

@@ -82,9 +82,7 @@ pub fn sticky_tag(node: &str) -> u32 {
     let h = node
         .bytes()
         .fold(0x6E6F_6465_u64, |h, b| sticky_mix(h ^ u64::from(b)));
-    #[expect(clippy::cast_possible_truncation, reason = "the high half")]
-    let t = (h >> 32) as u32;
-    t | 1
+    ((h >> 32) as u32) | 1
 }
 
 /// `-log2(u)` for `u = (h | 1) / 2^32`, in 16.16 fixed point (at most `32 << 16`,
@@ -94,29 +92,29 @@ pub fn sticky_tag(node: &str) -> u32 {
 #[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
 #[inline(always)]
 pub const fn neg_log2_q16(h: u32) -> u64 {
-    let x = (h | 1) as u64;
-    let mut s = x | (x >> 1);
-    s |= s >> 2;
-    s |= s >> 4;
-    s |= s >> 8;
-    s |= s >> 16;
-    // floor(log2 x), 0..=31.
-    let k = popcount(s) as u64 - 1;
+    let value = (h | 1) as u64;
+    let mut smear = value | (value >> 1);
+    smear |= smear >> 2;
+    smear |= smear >> 4;
+    smear |= smear >> 8;
+    smear |= smear >> 16;
+    // floor(log2 value), 0..=31.
+    let whole = popcount(smear) as u64 - 1;
     // The mantissa in [2^31, 2^32): 1.f in Q31.
-    let mut m = x << (31 - k);
+    let mut mant = value << (31 - whole);
     let mut frac = 0u64;
-    let mut i = 0;
+    let mut step = 0;
     // Bound: 16 fraction bits.
-    while i < 16 {
-        // m < 2^32, so m * m < 2^64; squared, 1.f lies in [1, 4).
-        m = (m * m) >> 31;
-        let bit = m >> 32;
-        m >>= bit;
+    while step < 16 {
+        // mant < 2^32, so its square < 2^64; squared, 1.f lies in [1, 4).
+        mant = (mant * mant) >> 31;
+        let bit = mant >> 32;
+        mant >>= bit;
         frac = (frac << 1) | bit;
-        i += 1;
+        step += 1;
     }
-    // log2(x) = k + 0.frac, and -log2(x / 2^32) = 32 - k - 0.frac.
-    ((32 - k) << 16) - frac
+    // log2(value) = whole + 0.frac, and -log2(value / 2^32) = 32 - whole - 0.frac.
+    ((32 - whole) << 16) - frac
 }
 
 /// The draw of one slot: `u` (as 32 bits) for the client key and the slot's node tag.
@@ -124,9 +122,7 @@ pub const fn neg_log2_q16(h: u32) -> u64 {
 #[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
 #[inline(always)]
 pub const fn sticky_draw(key: u64, tag: u32) -> u32 {
-    #[expect(clippy::cast_possible_truncation, reason = "the high half")]
-    let u = (sticky_mix(key ^ (tag as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 32) as u32;
-    u
+    (sticky_mix(key ^ (tag as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 32) as u32
 }
 
 /// The slot of a sticky answer set that client `key` ([`sticky_key_v4`],
@@ -178,7 +174,7 @@ mod tests {
         for _ in 0..100_000 {
             h = h.wrapping_mul(0x9E37_79B1).wrapping_add(0x7F4A_7C15);
             let want = -((f64::from(h | 1)) / 4_294_967_296.0).log2();
-            let got = neg_log2_q16(h) as f64 / 65536.0;
+            let got = f64::from(u32::try_from(neg_log2_q16(h)).expect("small")) / 65536.0;
             assert!((got - want).abs() < 3.0 / 65536.0, "h {h}: {got} vs {want}");
         }
         assert_eq!(neg_log2_q16(0), 32 << 16);

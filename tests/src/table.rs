@@ -87,9 +87,12 @@ pub fn spread_v4() -> [Ipv4Addr; 3] {
     ]
 }
 
-/// The sticky set's nodes: (name, IPv4 addresses, IPv6 address, weight). `b` has two
-/// IPv4 addresses (its slots share its tag), `c` no IPv6.
-pub const STICKY_NODES: [(&str, &[[u8; 4]], Option<[u8; 16]>, u32); 3] = [
+/// A node of the sticky set: name, IPv4 addresses, IPv6 address, weight.
+pub type StickyNode = (&'static str, &'static [[u8; 4]], Option<[u8; 16]>, u32);
+
+/// The sticky set's nodes. `b` has two IPv4 addresses (its slots share its tag), `c`
+/// no IPv6.
+pub const STICKY_NODES: [StickyNode; 3] = [
     (
         "a",
         &[[203, 0, 113, 11]],
@@ -137,6 +140,7 @@ pub fn sticky_set() -> AnswerSet {
 }
 
 #[must_use]
+#[expect(clippy::too_many_lines, reason = "one table, written out")]
 pub fn contents() -> KernelMaps {
     let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("v4").octets();
     let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("v6").octets();

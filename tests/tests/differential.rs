@@ -45,12 +45,15 @@ const NAMES: &[&str] = &[
     "video.cdn.example.net.",
     "a.lab.cdn.example.net.",
     "dl.cdn.example.net.",
+    "cache.cdn.example.net.",
+    "cache.cdn.example.net.",
     "cdn.example.net.",
     "ns1.cdn.example.net.",
     "nope.cdn.example.net.",
     "www.example.com.",
 ];
 /// Records with the `spread` policy: their addresses are picked at random per query.
+/// (`cache` is `sticky`: both paths must pick the same node, compared as is.)
 const SPREAD: &[&str] = &["dl.cdn.example.net."];
 const QTYPES: &[u16] = &[1, 1, 1, 1, 1, 1, 28, 28, 28, 16, 2, 6, 15, 257, 65280];
 

@@ -1,7 +1,8 @@
 //! The kernel answers exactly what `geodns_maps::Engine` decides: the demo config and
 //! its `GeoIP` databases are compiled by maps/, installed into the XDP program, and the
 //! same questions go to both, from random clients (EDNS Client Subnet, IPv4 and IPv6,
-//! several prefix lengths) for every served name and for A and AAAA. Where the kernel
+//! several prefix lengths) for every served name and for A and AAAA (the sticky record's
+//! node compared exactly, the spread record's count). Where the kernel
 //! answers, the userspace authoritative server's reply to the same query is the same bytes.
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -88,7 +89,7 @@ fn kernel_answers_what_the_engine_decides() {
     let known4: Vec<_> = v4.iter().filter(|p| p.2 != 0).copied().collect();
     let known6: Vec<_> = v6.iter().filter(|p| p.2 != 0).copied().collect();
     let mut rng = Rng(0xD1FF);
-    let (mut by_kernel, mut passed, mut checked) = (0, 0, 0);
+    let (mut by_kernel, mut passed, mut checked, mut sticky) = (0, 0, 0, 0);
     for i in 0..3000 {
         let raw = rng.next_u64();
         let pick = usize::try_from(rng.next_u64() % 1_000_003).expect("index");
@@ -137,6 +138,8 @@ fn kernel_answers_what_the_engine_decides() {
         match run.action {
             XDP_TX => {
                 by_kernel += 1;
+                // `cache` is sticky: the node of the client network, compared exactly.
+                sticky += usize::from(name.starts_with("cache."));
                 let reply = frame::parse(&run.output).expect("reply parses");
                 let r = parse_reply(&reply.payload).expect("reply decodes");
                 let Resolution::Addresses {
@@ -199,7 +202,11 @@ fn kernel_answers_what_the_engine_decides() {
             other => panic!("unexpected action {other}"),
         }
     }
-    println!("{checked} questions: {by_kernel} answered by the kernel, {passed} passed to userspace (origin {origin})");
+    println!("{checked} questions: {by_kernel} answered by the kernel ({sticky} sticky), {passed} passed to userspace (origin {origin})");
+    assert!(
+        sticky > 50,
+        "the kernel answers the sticky record: {sticky}"
+    );
     assert!(
         by_kernel > checked / 3,
         "the kernel should answer most: {by_kernel}/{checked}"

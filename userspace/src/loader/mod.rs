@@ -254,7 +254,7 @@ impl KernelProgram {
         })
     }
 
-    /// The program's XDP handle (`xdp_dns` or `xdp_pass`), e.g. to attach it.
+    /// The handle of one of the object's XDP programs (`xdp_dns`, a stage), e.g. to attach it.
     pub fn program_mut(&mut self, name: &'static str) -> Result<&mut Xdp, LoaderError> {
         xdp_program(&mut self.ebpf, name)
     }
@@ -286,7 +286,7 @@ impl KernelProgram {
         self.attach_program("xdp_dns", if_index, mode)
     }
 
-    /// Attaches one of the object's programs (`xdp_dns` or `xdp_pass`) to an interface.
+    /// Attaches one of the object's programs (normally `xdp_dns`) to an interface.
     pub fn attach_program(
         &mut self,
         name: &'static str,

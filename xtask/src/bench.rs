@@ -25,6 +25,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_500k_rrl",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
+    "xdp_ns_v4_sticky_hot",
+    "xdp_ns_v4_sticky_500k",
     "xdp_ns_v4_500k_trie_only",
     "xdp_ns_v4_500k_zipf",
     "xdp_ns_v4_ecs_500k",
@@ -145,6 +147,10 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "real_xdp_ns_v6" => {
             get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
         }
+        "xdp_ns_v4_sticky_hot" => get("xdp_ns_v4_hot")
+            .map(|b| format!("{:.2} x xdp_ns_v4_hot (best: no draw)", value / b)),
+        "xdp_ns_v4_sticky_500k" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.2} x xdp_ns_v4_500k (best: no draw)", value / b)),
         "xdp_ns_parse_pass" => {
             get("xdp_ns_empty").map(|b| format!("{:.2} x the empty program", value / b))
         }

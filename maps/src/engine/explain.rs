@@ -47,6 +47,20 @@ pub struct MapChoice {
     /// `None`: no rule applies (no default either), or region 0.
     pub key: Option<RegionKey>,
     pub why: String,
+    /// For a `nearest` key: the network's ranking, nearest first.
+    pub nearest: Vec<NearestCandidate>,
+}
+
+/// A candidate of a `nearest` ranking, as seen from the network's location.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct NearestCandidate {
+    pub node: String,
+    /// Great-circle distance from the network's location.
+    pub distance_km: f64,
+    /// The node's `bias`: the ranking orders by `distance_km / bias`.
+    pub bias: f64,
+    pub state: NodeState,
 }
 
 /// A candidate with its current state.
@@ -148,7 +162,16 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, map)| {
-                let key = self.compiled.choice(m.region, i).map(|k| map.rules[k].key);
+                let rule = self
+                    .compiled
+                    .choice(m.region, i)
+                    .and_then(|k| self.compiled.rule(&self.config, i, k));
+                let key = rule.map(|r| r.key);
+                let location = facts.as_ref().and_then(|f| f.location);
+                let nearest = match (rule, location) {
+                    (Some(r), Some(loc)) if r.key == RegionKey::Nearest => self.ranked(r, loc),
+                    _ => Vec::new(),
+                };
                 let why = match (key, m.region) {
                     (_, 0) => {
                         "the address is in no database and no config CIDR: the fallback answers"
@@ -165,7 +188,37 @@ impl Engine {
                         format!("{k} from the country database's continent field")
                     }
                     (Some(RegionKey::Default), _) => {
-                        "no CIDR, ASN, country or continent key of this map applies".to_owned()
+                        "no CIDR, ASN, country, continent or nearest key of this map applies"
+                            .to_owned()
+                    }
+                    (Some(RegionKey::Nearest), _) => {
+                        let (lat, lon) = location.unwrap_or_default();
+                        let first_up = nearest
+                            .iter()
+                            .find(|c| c.state == NodeState::Up)
+                            .map_or("none: the fallback answers", |c| c.node.as_str());
+                        format!(
+                            "nearest to the network's location {lat:.4}, {lon:.4} (City database): \
+                             {}; the first up one answers `best` ({first_up}), `spread` and \
+                             `sticky` draw by weight x closeness rank",
+                            nearest
+                                .iter()
+                                .enumerate()
+                                .map(|(n, c)| format!(
+                                    "{}. {} {:.0} km{} ({})",
+                                    n + 1,
+                                    c.node,
+                                    c.distance_km,
+                                    if (c.bias - 1.0).abs() > f64::EPSILON {
+                                        format!(" / bias {} = {:.0} km", c.bias, c.distance_km / c.bias)
+                                    } else {
+                                        String::new()
+                                    },
+                                    c.state
+                                ))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     }
                     (None, _) => {
                         "no key applies and the map has no default: the fallback answers".to_owned()
@@ -175,6 +228,7 @@ impl Engine {
                     map: map.name.clone(),
                     key,
                     why,
+                    nearest,
                 }
             })
             .collect();
@@ -187,9 +241,8 @@ impl Engine {
                 let rule = self.compiled.choice(m.region, rec.map);
                 let rs = rule.and_then(|k| self.sets[i].get(k).copied().flatten());
                 let candidates = rule
-                    .map(|k| {
-                        self.candidate_states(self.config.maps[rec.map].rules[k].candidates.iter())
-                    })
+                    .and_then(|k| self.compiled.rule(&self.config, rec.map, k))
+                    .map(|r| self.candidate_states(r.candidates.iter()))
                     .unwrap_or_default();
                 RecordExplanation {
                     name: rec.name.clone(),
@@ -215,6 +268,25 @@ impl Engine {
             records,
             fallback: self.candidate_states(self.config.fallback.iter()),
         }
+    }
+
+    /// The candidates of a ranking rule with their distances from `loc`.
+    fn ranked(&self, rule: &crate::config::Rule, loc: (f64, f64)) -> Vec<NearestCandidate> {
+        rule.candidates
+            .iter()
+            .filter_map(|c| {
+                let n = self.config.node(&c.node)?;
+                Some(NearestCandidate {
+                    node: c.node.clone(),
+                    distance_km: crate::compile::nearest::distance_km(
+                        loc,
+                        (n.lat.unwrap_or(0.0), n.lon.unwrap_or(0.0)),
+                    ),
+                    bias: n.bias,
+                    state: self.states.get(&c.node),
+                })
+            })
+            .collect()
     }
 
     fn family_answer(&self, rs: Option<&RuleSet>, v6: bool, client: IpAddr) -> FamilyAnswer {

@@ -276,9 +276,8 @@ impl Engine {
             .records
             .iter()
             .map(|r| {
-                config.maps[r.map]
-                    .rules
-                    .iter()
+                compiled
+                    .rules(&config, r.map)
                     .map(|rule| rule_set(&config, r, rule, states))
                     .collect()
             })

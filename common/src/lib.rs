@@ -154,6 +154,23 @@ pub const STAGES: [(u32, &str); STAGE_COUNT as usize] = [
     (STAGE_SHADOW_0 + 1, "xdp_dns_shadow_1"),
 ];
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_keys_round_trip() {
+        for (aaaa, live, candidate) in [
+            (false, (0, 0), (0, 0)),
+            (true, (0x7FFF, 0xFFFF), (SHADOW_NO_ANSWER, 0)),
+            (false, (12, 40_000), (13, 1)),
+        ] {
+            let key = shadow_key(aaaa, live, candidate);
+            assert_eq!(shadow_key_parts(key), (aaaa, live, candidate));
+        }
+    }
+}
+
 /// Which generation of the double-buffered maps the program reads, and run-time flags.
 /// Stored at index 0 of the `STATE` array.
 #[repr(C)]
@@ -218,6 +235,7 @@ pub const fn shadow_key(aaaa: bool, live: (u16, u16), candidate: (u16, u16)) -> 
 
 /// The parts of a [`shadow_key`]: `(aaaa, live, candidate)`.
 #[must_use]
+#[expect(clippy::cast_possible_truncation, reason = "16-bit fields of the key")]
 pub const fn shadow_key_parts(key: u64) -> (bool, (u16, u16), (u16, u16)) {
     (
         key >> 63 != 0,

@@ -305,7 +305,7 @@ pub fn request(
             format!("connecting to {api} (is `geodns run` or `geodns redirect` running with --metrics {api}?)")
         })?;
     // Long enough for a shadow run's compile of a large table on the daemon's side.
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    s.set_read_timeout(Some(Duration::from_mins(2)))?;
     // One write: `write!` on the socket would send each piece in a segment of its own.
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {api}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"

@@ -104,7 +104,7 @@ pub fn report(snapshot: &ShadowSnapshot) -> Report {
             queries,
         })
         .collect();
-    moves.sort_by(|a, b| b.queries.cmp(&a.queries));
+    moves.sort_by_key(|m| std::cmp::Reverse(m.queries));
     Report {
         candidate: snapshot.source.clone(),
         sample_exp: snapshot.sample_exp,

@@ -38,12 +38,12 @@ use geodns_common::{
     STAGE_REPLY_0, STATE_FLAG_ALIASES, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
-    shadow_key, SHADOW_ALIAS_SHIFT, SHADOW_MAX_PAIRS, SHADOW_NO_ANSWER, SHADOW_SAMPLE_MASK,
-    SHADOW_SAMPLE_SHIFT, STAGE_SHADOW_0, STATE_FLAG_SHADOW,
-};
-use geodns_common::{
     fast_block_lane, fast_leaf, ipv6_alias, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
     FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP,
+};
+use geodns_common::{
+    shadow_key, SHADOW_ALIAS_SHIFT, SHADOW_MAX_PAIRS, SHADOW_NO_ANSWER, SHADOW_SAMPLE_MASK,
+    SHADOW_SAMPLE_SHIFT, STAGE_SHADOW_0, STATE_FLAG_SHADOW,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).

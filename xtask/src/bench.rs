@@ -134,7 +134,10 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "xdp_ns_v4_500k_rrl" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.3} x xdp_ns_v4_500k (target <= 1.15)", value / b)),
         "xdp_ns_v4_500k_shadow" => get("xdp_ns_v4_500k").map(|b| {
-            format!("{:.3} x xdp_ns_v4_500k (target <= 1.2; one query in 8 shadowed)", value / b)
+            format!(
+                "{:.3} x xdp_ns_v4_500k (target <= 1.2; one query in 8 shadowed)",
+                value / b
+            )
         }),
         "xdp_ns_v4_500k_shadow_all" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.3} x xdp_ns_v4_500k (every query shadowed)", value / b)),

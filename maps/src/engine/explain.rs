@@ -269,12 +269,7 @@ impl Engine {
     /// not the TTL), and the nodes it sends clients to with their shares (by weight;
     /// empty for NODATA).
     #[must_use]
-    pub fn answer_of(
-        &self,
-        record: usize,
-        region: u16,
-        v6: bool,
-    ) -> (String, Vec<(usize, f64)>) {
+    pub fn answer_of(&self, record: usize, region: u16, v6: bool) -> (String, Vec<(usize, f64)>) {
         use std::fmt::Write as _;
         let rec = &self.config.records[record];
         let rs = self

@@ -246,7 +246,12 @@ fn main() {
             if want(name) {
                 xdp.stage_shadow(&shifted, exp).expect("stage the shadow");
                 out.insert(name.into(), measure(&xdp, fd, &frames, 3));
-                let counted: u64 = xdp.shadow_counts().expect("counts").iter().map(|c| c.1).sum();
+                let counted: u64 = xdp
+                    .shadow_counts()
+                    .expect("counts")
+                    .iter()
+                    .map(|c| c.1)
+                    .sum();
                 assert!(counted > 0, "{name}: the shadow stage counted nothing");
                 xdp.end_shadow().expect("end the shadow");
             }

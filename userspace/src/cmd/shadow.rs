@@ -7,6 +7,10 @@ use anyhow::{bail, Context as _};
 use crate::{http::percent_encode, shadow::Report};
 
 #[derive(clap::Args, Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per action, as clap wants them"
+)]
 #[command(group(clap::ArgGroup::new("action").args(["config", "report", "promote", "abort"]).required(true)))]
 pub struct Args {
     /// Start a shadow run of this config (read by the daemon, so a path on its box).

@@ -176,7 +176,10 @@ async fn shadow_request(
             }
         }
         ("POST", "/v1/shadow/promote") => match control.shadow_promote().await {
-            Ok(()) => (StatusCode::OK, "promoted: the candidate answers now\n".to_owned()),
+            Ok(()) => (
+                StatusCode::OK,
+                "promoted: the candidate answers now\n".to_owned(),
+            ),
             Err(e) => failed(&e),
         },
         ("POST", "/v1/shadow/abort") => match control.shadow_abort().await {
@@ -184,7 +187,10 @@ async fn shadow_request(
             Ok(false) => (StatusCode::NOT_FOUND, "no shadow run\n".to_owned()),
             Err(e) => failed(&e),
         },
-        _ => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".to_owned()),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".to_owned(),
+        ),
     }
 }
 

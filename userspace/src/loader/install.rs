@@ -59,7 +59,8 @@ impl KernelProgram {
         let stats = self.write_idle(target, contents)?;
         self.clear_shadow_counts()?;
         let mut next = self.state;
-        next.flags = next.flags & !(SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT)
+        next.flags = next.flags
+            & !(SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT)
             & !(STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT)
             | STATE_FLAG_SHADOW
             | (u32::from(sample_exp) & SHADOW_SAMPLE_MASK) << SHADOW_SAMPLE_SHIFT
@@ -111,14 +112,16 @@ impl KernelProgram {
 
     /// The shadow counts: per `shadow_key`, the queries over every CPU.
     pub fn shadow_counts(&self) -> Result<Vec<(u64, u64)>, LoaderError> {
-        let map = PerCpuHashMap::<_, u64, u64>::try_from(self.map("SHADOW")?)
-            .map_err(|source| LoaderError::Map {
-                map: "SHADOW",
-                op: "open",
-                source,
+        let map =
+            PerCpuHashMap::<_, u64, u64>::try_from(self.map("SHADOW")?).map_err(|source| {
+                LoaderError::Map {
+                    map: "SHADOW",
+                    op: "open",
+                    source,
+                }
             })?;
         let mut out = Vec::new();
-        for entry in map.iter() {
+        for entry in &map {
             let (key, values) = entry.map_err(|source| LoaderError::Map {
                 map: "SHADOW",
                 op: "read",
@@ -132,11 +135,13 @@ impl KernelProgram {
 
     /// Empties `SHADOW`.
     fn clear_shadow_counts(&mut self) -> Result<(), LoaderError> {
-        let mut map = PerCpuHashMap::<_, u64, u64>::try_from(self.map_mut("SHADOW")?)
-            .map_err(|source| LoaderError::Map {
-                map: "SHADOW",
-                op: "open",
-                source,
+        let mut map =
+            PerCpuHashMap::<_, u64, u64>::try_from(self.map_mut("SHADOW")?).map_err(|source| {
+                LoaderError::Map {
+                    map: "SHADOW",
+                    op: "open",
+                    source,
+                }
             })?;
         let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
         for key in keys {

@@ -166,10 +166,10 @@ pub(crate) fn shadow_count(ctx: &XdpContext, g: &Gen) -> Result<(), Pass> {
         (candidate_record as u16, candidate_region as u16),
     );
     count(counter::SHADOW_LOOKUPS);
-    if let Some(n) = SHADOW.get_ptr_mut(&key) {
+    if let Some(n) = SHADOW.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the entry; only this CPU writes it.
         unsafe { *n += 1 };
-    } else if SHADOW.insert(&key, &1, 0).is_err() {
+    } else if SHADOW.insert(key, 1, 0).is_err() {
         count(counter::SHADOW_FULL);
     }
     Ok(())

@@ -20,3 +20,4 @@ pub mod loader;
 pub mod object_check;
 pub mod prom;
 pub mod redirect;
+pub mod shadow;

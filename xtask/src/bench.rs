@@ -23,6 +23,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
     "xdp_ns_v4_500k_rrl",
+    "xdp_ns_v4_500k_shadow",
+    "xdp_ns_v4_500k_shadow_all",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_sticky_hot",
@@ -150,6 +152,14 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "xdp_ns_v6_500k" => probe_note(value, figures),
         "xdp_ns_v4_500k_rrl" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.3} x xdp_ns_v4_500k (target <= 1.15)", value / b)),
+        "xdp_ns_v4_500k_shadow" => get("xdp_ns_v4_500k").map(|b| {
+            format!(
+                "{:.3} x xdp_ns_v4_500k (target <= 1.2; one query in 8 shadowed)",
+                value / b
+            )
+        }),
+        "xdp_ns_v4_500k_shadow_all" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.3} x xdp_ns_v4_500k (every query shadowed)", value / b)),
         "xdp_ns_rrl_over_limit" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.2} x xdp_ns_v4_500k (the drop path)", value / b)),
         "xdp_ns_probe_slot24" => get("xdp_ns_v4_500k_trie_only").map(|t| {

@@ -67,6 +67,8 @@ pub enum LoaderError {
         max: u32,
         needed: usize,
     },
+    #[error("shadow run: {0}")]
+    Shadow(&'static str),
 }
 
 /// Capacity of each map; fixed at load time, so size them for the biggest table a
@@ -163,6 +165,8 @@ pub struct KernelProgram {
     mirrors: [Mirror; 2],
     sizes: MapSizes,
     installed_once: bool,
+    /// A shadow run's candidate is in the idle generation, with these aliases.
+    shadow_aliases: Option<u32>,
 }
 
 /// The name of a generation's copy of a map (`PREFIX_V4` -> `PREFIX_V4_1`), as listed
@@ -239,6 +243,7 @@ impl KernelProgram {
             mirrors: [Mirror::default(), Mirror::default()],
             sizes,
             installed_once: false,
+            shadow_aliases: None,
         })
     }
 

@@ -27,7 +27,9 @@ pub struct Args {
     /// With --report: the report as JSON.
     #[arg(long, requires = "report")]
     pub json: bool,
-    /// Switch to the candidate (one atomic flip, as a reload) and end the run.
+    /// Switch to the candidate (one atomic flip, as a reload) and end the run. The
+    /// daemon's --config still names the old file: copy the candidate over it, or the
+    /// next reload or restart serves the old table again.
     #[arg(long)]
     pub promote: bool,
     /// End the run without switching.

@@ -242,6 +242,19 @@ fn reload_drops_the_run(
     );
 }
 
+/// Table A (the demo) and table B (fra1's IPv4 address changed), as config files.
+fn configs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let config_a = demo_without_checks(dir);
+    let text = std::fs::read_to_string(&config_a).expect("read");
+    assert!(
+        text.contains(FRA1_A),
+        "the demo config names fra1's address"
+    );
+    let config_b = dir.join("candidate.toml");
+    std::fs::write(&config_b, text.replace(FRA1_A, FRA1_B)).expect("write B");
+    (config_a, config_b)
+}
+
 #[test]
 fn shadow_counts_exactly_and_promote_loses_nothing() {
     if !require_bpf() {
@@ -249,14 +262,7 @@ fn shadow_counts_exactly_and_promote_loses_nothing() {
     }
     let pair = NetnsPair::new().expect("namespaces");
     let tmp = TempDir::new("shadow");
-    let config_a = demo_without_checks(tmp.path());
-    let text = std::fs::read_to_string(&config_a).expect("read");
-    assert!(
-        text.contains(FRA1_A),
-        "the demo config names fra1's address"
-    );
-    let config_b = tmp.path().join("candidate.toml");
-    std::fs::write(&config_b, text.replace(FRA1_A, FRA1_B)).expect("write B");
+    let (config_a, config_b) = configs(tmp.path());
     let token = tmp.path().join("admin.token");
     let pin_dir = format!("/sys/fs/bpf/geodns-shadow-{}", std::process::id());
     let daemon = Daemon::start(
@@ -332,8 +338,7 @@ fn shadow_counts_exactly_and_promote_loses_nothing() {
         "shadow: {} queries, {expected_changed} with an answer B changes",
         queries.len()
     );
-    let json = shadow_cmd(&pair, &token, &["--report", "--json"]);
-    let report: Report = serde_json::from_str(json.trim()).expect("report JSON");
+    let report = report(&pair, &token);
     assert_eq!(report.queries, queries.len() as u64, "{report:?}");
     assert_eq!(report.changed, expected_changed, "{report:?}");
     let moved: u64 = report.moves.iter().map(|m| m.queries).sum();

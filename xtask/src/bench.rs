@@ -305,15 +305,19 @@ fn build_bins(path: &OsString, dir: &Path, target: Option<&Path>) -> Result<()> 
             "e2e_bench",
             "--bin",
             "real_bench",
-            "-p",
-            "geodns",
         ],
     );
-    cmd.current_dir(dir);
-    if let Some(t) = target {
-        cmd.env("CARGO_TARGET_DIR", t);
+    // The daemon the benchmarks start, in a build of its own: `--bin` selects binaries
+    // of every package named, so one command would leave `geodns` out.
+    let mut daemon = cargo(path, &["build", "--release", "-p", "geodns"]);
+    for c in [&mut cmd, &mut daemon] {
+        c.current_dir(dir);
+        if let Some(t) = target {
+            c.env("CARGO_TARGET_DIR", t);
+        }
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    run(&mut daemon)
 }
 
 /// Runs the benchmark binaries in `bins` (a target/release dir) for `names` (all when

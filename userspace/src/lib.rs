@@ -15,3 +15,4 @@ pub mod loader;
 pub mod object_check;
 pub mod prom;
 pub mod redirect;
+pub mod version;

@@ -5,7 +5,13 @@
 //! held; the arrays: whole, through memory mappings), then
 //! flips `STATE.generation` with one array update: a packet sees the whole old table or
 //! the whole new one, never a mix, and answering never pauses.
+mod link;
 mod mmap;
+
+pub use link::{
+    monotonic_ns, read_pinned_daemon, read_pinned_no_daemon, AttachHow, Attachment, Heartbeat,
+    Previous, LINK_PIN,
+};
 
 use mmap::{fill_mmap, Mapping};
 use std::{
@@ -50,6 +56,12 @@ pub enum LoaderError {
         op: &'static str,
         #[source]
         source: Box<aya::programs::ProgramError>,
+    },
+    #[error("the pinned XDP link: {op}: {source}")]
+    Link {
+        op: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
     },
     #[error("map {map}: mmap: {source}")]
     Mmap {
@@ -165,6 +177,9 @@ pub struct KernelProgram {
     mirrors: [Mirror; 2],
     sizes: MapSizes,
     installed_once: bool,
+    /// The pinned link `xdp_dns` is attached through ([`KernelProgram::attach_pinned`]);
+    /// dropping it closes our fd only, the pin keeps the program attached.
+    link: Option<aya::programs::links::FdLink>,
 }
 
 /// The name of a generation's copy of a map (`PREFIX_V4` -> `PREFIX_V4_1`), as listed
@@ -234,14 +249,18 @@ impl KernelProgram {
             })?;
         }
         let jump = link_stages(&mut ebpf)?;
-        Ok(Self {
+        let program = Self {
             ebpf,
             _jump: jump,
             state: RuntimeState::default(),
             mirrors: [Mirror::default(), Mirror::default()],
             sizes,
             installed_once: false,
-        })
+            link: None,
+        };
+        // The stamp and a first beat before anything can attach it.
+        program.heartbeat()?;
+        Ok(program)
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, LoaderError> {

@@ -171,8 +171,8 @@ pub struct InstallStats {
 /// The loaded program and its maps.
 pub struct KernelProgram {
     ebpf: Ebpf,
-    /// Taken out of `ebpf` to fill it; held so the stages stay linked.
-    _jump: ProgramArray<MapData>,
+    /// Taken out of `ebpf` to fill it; held (and pinned) so the stages stay linked.
+    jump: Map,
     state: RuntimeState,
     mirrors: [Mirror; 2],
     sizes: MapSizes,
@@ -251,7 +251,7 @@ impl KernelProgram {
         let jump = link_stages(&mut ebpf)?;
         let program = Self {
             ebpf,
-            _jump: jump,
+            jump,
             state: RuntimeState::default(),
             mirrors: [Mirror::default(), Mirror::default()],
             sizes,
@@ -527,6 +527,16 @@ impl KernelProgram {
                 })?;
             }
         }
+        // The kernel empties a program array when its last user reference goes: without
+        // this pin the stages would be unlinked when the process dies, and the program
+        // would pass everything.
+        let path = dir.join("JUMP");
+        if let Some(data) = map_data(&self.jump) {
+            data.pin(&path).map_err(|e| LoaderError::Pin {
+                path,
+                source: std::io::Error::other(e),
+            })?;
+        }
         Ok(())
     }
 
@@ -667,12 +677,12 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
 
 /// Puts the lookup and reply stages into the `JUMP` program array the first stage
 /// tail-calls through.
-fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
-    let map = ebpf.take_map("JUMP").ok_or(LoaderError::Missing {
+fn link_stages(ebpf: &mut Ebpf) -> Result<Map, LoaderError> {
+    let mut map = ebpf.take_map("JUMP").ok_or(LoaderError::Missing {
         kind: "map",
         name: "JUMP".to_string(),
     })?;
-    let mut jump = ProgramArray::try_from(map).map_err(|source| LoaderError::Map {
+    let mut jump = ProgramArray::try_from(&mut map).map_err(|source| LoaderError::Map {
         map: "JUMP",
         op: "open",
         source,
@@ -690,7 +700,8 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
             source,
         })?;
     }
-    Ok(jump)
+    drop(jump);
+    Ok(map)
 }
 
 fn sync_lpm<K: Pod + Eq + Hash>(

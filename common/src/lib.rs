@@ -316,7 +316,7 @@ const _: () = assert!(size_of::<DaemonState>() == 24);
 pub const DAEMON_DEAD_NS: u64 = 3_000_000_000;
 
 /// Raise when a map's meaning changes without its name or size changing.
-const CONTRACT_REVISION: u64 = 1;
+const CONTRACT_REVISION: usize = 1;
 
 /// The layout of the kernel contract in one number: the map and program names, the
 /// sizes of every key and value, the counters. A pinned program whose `DAEMON` stamp
@@ -353,7 +353,7 @@ pub const CONTRACT_STAMP: u64 = {
         size_of::<RrlSlot>(),
         size_of::<Scratch>(),
         counter::COUNT as usize,
-        CONTRACT_REVISION as usize,
+        CONTRACT_REVISION,
     ];
     i = 0;
     while i < sizes.len() {

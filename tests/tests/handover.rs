@@ -94,7 +94,7 @@ enum Kind {
 impl Kind {
     fn of(i: usize) -> Self {
         match i % 20 {
-            0..=17 => Self::Geo(if i % 2 == 0 { 1 } else { 28 }),
+            0..=17 => Self::Geo(if i.is_multiple_of(2) { 1 } else { 28 }),
             18 => Self::Soa,
             _ => Self::NxDomain,
         }
@@ -191,9 +191,13 @@ impl Drop for PinGuard {
     }
 }
 
+/// A reply as a receiver saw it: (query index, arrival, RCODE, addresses).
+type Received = (usize, Instant, u8, Vec<IpAddr>);
+
 /// The UDP stream: `SOCKETS` sockets, query `i` on socket `i % SOCKETS` with id
 /// `(i / SOCKETS) % 65536`; a receiver per socket matches a reply to the latest query
 /// of its id.
+#[expect(clippy::too_many_lines, reason = "senders and receivers of one stream")]
 fn udp_stream(server: SocketAddr, stop: &AtomicBool) -> Vec<Sample> {
     let sockets: Vec<UdpSocket> = (0..SOCKETS)
         .map(|_| {
@@ -226,8 +230,7 @@ fn udp_stream(server: SocketAddr, stop: &AtomicBool) -> Vec<Sample> {
     .collect();
     let sent = AtomicUsize::new(0);
     let samples: Mutex<Vec<Sample>> = Mutex::new(Vec::with_capacity(4_000_000));
-    let replies: Vec<Mutex<Vec<(usize, Instant, u8, Vec<IpAddr>)>>> =
-        (0..SOCKETS).map(|_| Mutex::new(Vec::new())).collect();
+    let replies: Vec<Mutex<Vec<Received>>> = (0..SOCKETS).map(|_| Mutex::new(Vec::new())).collect();
     let sending = AtomicBool::new(true);
     std::thread::scope(|s| {
         for (k, sock) in sockets.iter().enumerate() {
@@ -666,6 +669,93 @@ fn restarts_upgrades_and_crashes_lose_no_kernel_answer() {
         !Path::new(&pin).exists(),
         "SIGTERM removes the pins and the pin directory"
     );
+    let link = pair
+        .exec(Side::Server, &["ip", "link", "show", &pair.server_if])
+        .expect("ip link");
+    let link = String::from_utf8_lossy(&link.stdout).into_owned();
+    assert!(!link.contains("xdp"), "detached: {link}");
+}
+
+/// The kernel's counter `name` of the program pinned under `pin`, through `geodns stats`.
+fn pinned_counter(pair: &NetnsPair, pin: &str, name: &str) -> u64 {
+    stats_counter(&stats(pair, pin), name)
+}
+
+/// `--keep-on-exit`: SIGTERM leaves the program answering from its pinned maps, with
+/// nobody behind it (`geodns stats` says so). A pin whose contract stamp is another
+/// build's is not updated in place but detached and attached anew; a plain SIGTERM
+/// then detaches and unpins.
+#[test]
+fn keep_on_exit_then_a_stale_pin_is_reattached() {
+    if !require_bpf() {
+        return;
+    }
+    let pair = NetnsPair::new().expect("namespaces");
+    let dir = TempDir::new("handover-stale");
+    let config = Table::Germany.config(dir.path());
+    let pin = format!("/sys/fs/bpf/geodns-stale-{}", std::process::id());
+    let _pins = PinGuard(PathBuf::from(&pin));
+    let _pass = pair
+        .attach_pass(Side::Client)
+        .expect("xdp_pass on the client");
+    let metrics = "127.0.0.1:19192";
+    let attached = |d: &Daemon, how: &str| {
+        let want = format!("geodns_xdp_attach_info{{how=\"{how}\"}}");
+        wait_for(&format!("attach {how}"), Duration::from_mins(1), || {
+            d.scrape(&pair).is_some_and(|m| metric(&m, &want) == 1)
+        });
+    };
+    let geo = Kind::Geo(1).query();
+    let daemon = Daemon::start(
+        &pair,
+        &config,
+        metrics,
+        &pin,
+        &["--keep-on-exit"],
+        Duration::from_mins(1),
+    );
+    attached(&daemon, "attached");
+    assert_eq!(
+        geodns_tests::client::answer_in(&pair, &geo),
+        Table::Germany.answer(1)
+    );
+    // SIGTERM and wait.
+    drop(daemon);
+    assert!(
+        Path::new(&pin).join("link").exists(),
+        "--keep-on-exit leaves the link pinned"
+    );
+    let before = pinned_counter(&pair, &pin, "answered_v4");
+    assert_eq!(
+        geodns_tests::client::answer_in(&pair, &geo),
+        Table::Germany.answer(1),
+        "the kernel answers without a daemon"
+    );
+    assert_eq!(
+        pinned_counter(&pair, &pin, "answered_v4"),
+        before + 1,
+        "and it was the kernel"
+    );
+
+    // Another build's program: its stamp differs.
+    {
+        use aya::maps::{Array, Map, MapData};
+        let data = MapData::from_pin(Path::new(&pin).join("DAEMON")).expect("the DAEMON pin");
+        let mut daemon_map: Array<MapData, geodns_common::DaemonState> =
+            Array::try_from(Map::Array(data)).expect("DAEMON");
+        let mut state = daemon_map.get(&0, 0).expect("read DAEMON");
+        state.stamp ^= 1;
+        daemon_map.set(0, state, 0).expect("write DAEMON");
+    }
+    let daemon = Daemon::start(&pair, &config, metrics, &pin, &[], Duration::from_mins(1));
+    attached(&daemon, "reattached");
+    assert_eq!(
+        geodns_tests::client::answer_in(&pair, &geo),
+        Table::Germany.answer(1),
+        "answered after the re-attach"
+    );
+    drop(daemon);
+    assert!(!Path::new(&pin).exists(), "a plain SIGTERM unpins");
     let link = pair
         .exec(Side::Server, &["ip", "link", "show", &pair.server_if])
         .expect("ip link");

@@ -37,6 +37,7 @@ fn scrape(addr: SocketAddr) -> String {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, in order")]
 fn metrics_answer_within_50_ms_during_a_500k_install() {
     if !require_bpf() {
         return;

@@ -252,7 +252,7 @@ pub fn listen(
                         tracing::warn!("the new daemon gave up before taking over; still serving");
                     }
                     Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "handover failed; still serving")
+                        tracing::warn!(error = %format!("{e:#}"), "handover failed; still serving");
                     }
                 }
                 handing_over.store(false, Ordering::SeqCst);
@@ -300,6 +300,10 @@ fn offer(
     Ok(true)
 }
 
+/// Bytes of one descriptor in a control message.
+const FD_LEN: u32 = 4;
+const _: () = assert!(std::mem::size_of::<RawFd>() == FD_LEN as usize);
+
 /// Sends one descriptor with one byte of data.
 fn send_fd(conn: &UnixStream, fd: RawFd) -> io::Result<()> {
     // SAFETY: every pointer points into a live local of the stated length; the control
@@ -310,7 +314,7 @@ fn send_fd(conn: &UnixStream, fd: RawFd) -> io::Result<()> {
             iov_base: byte.as_mut_ptr().cast(),
             iov_len: 1,
         };
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let space = libc::CMSG_SPACE(FD_LEN) as usize;
         let mut control = vec![0u64; space.div_ceil(8)];
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &raw mut iov;
@@ -320,7 +324,7 @@ fn send_fd(conn: &UnixStream, fd: RawFd) -> io::Result<()> {
         let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(FD_LEN) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
         if libc::sendmsg(conn.as_raw_fd(), &raw const msg, 0) != 1 {
             return Err(io::Error::last_os_error());
@@ -339,7 +343,7 @@ fn recv_fd(conn: &UnixStream) -> io::Result<OwnedFd> {
             iov_base: byte.as_mut_ptr().cast(),
             iov_len: 1,
         };
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let space = libc::CMSG_SPACE(FD_LEN) as usize;
         let mut control = vec![0u64; space.div_ceil(8)];
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &raw mut iov;

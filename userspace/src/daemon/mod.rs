@@ -321,12 +321,12 @@ fn start_heartbeat(mut beat: crate::loader::Heartbeat) -> anyhow::Result<()> {
 /// The redirector's listeners: those handed over, else new ones.
 async fn redirect_listeners(
     addrs: &[SocketAddr],
-    taken: Option<&mut handover::Taken>,
+    handed: Option<&mut handover::Taken>,
 ) -> anyhow::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
-    let mut taken = taken;
+    let mut handed = handed;
     for a in addrs {
-        let inherited = taken
+        let inherited = handed
             .as_deref_mut()
             .and_then(|t| t.take(handover::Role::Redirect, Some(*a)).pop());
         out.push(match inherited {
@@ -346,9 +346,9 @@ async fn redirect_listeners(
 /// The metrics listener: the one handed over, else a new one.
 async fn metrics_listener(
     addr: SocketAddr,
-    taken: Option<&mut handover::Taken>,
+    handed: Option<&mut handover::Taken>,
 ) -> anyhow::Result<TcpListener> {
-    if let Some((_, fd)) = taken.and_then(|t| t.take(handover::Role::Metrics, Some(addr)).pop()) {
+    if let Some((_, fd)) = handed.and_then(|t| t.take(handover::Role::Metrics, Some(addr)).pop()) {
         let l = std::net::TcpListener::from(fd);
         l.set_nonblocking(true)?;
         return Ok(TcpListener::from_std(l)?);
@@ -369,7 +369,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     // A daemon serving on the same pin directory hands over its sockets and node states
     // (it keeps serving until this one is ready; if this one fails, it goes on).
     let handover_path = parts.xdp.as_ref().map(|x| handover::socket_path(x.pin_dir));
-    let mut taken = match &handover_path {
+    let mut handed = match &handover_path {
         Some(path) => handover::take(path)?,
         None => None,
     };
@@ -379,7 +379,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         common.health.state_file.as_deref(),
         common.health.max_down_share,
     );
-    if let Some(t) = &taken {
+    if let Some(t) = &handed {
         book.adopt(&t.states);
     }
     let engine = compile(parts.config, Some(&|c: &Config| book.effective(c)))?;
@@ -395,9 +395,9 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     };
     // Every listening socket is kept (a copy) for the next daemon.
     let kept = handover::Kept::default();
-    // Bound (or taken over) before the kernel is touched: a port in use fails the start
+    // Bound (or handed over) before the kernel is touched: a port in use fails the start
     // cleanly.
-    let listeners = match (parts.dns, taken.as_mut()) {
+    let listeners = match (parts.dns, handed.as_mut()) {
         (Some(_), Some(t)) => Some(t.dns_listeners()?),
         (Some((dns, port)), None) => {
             Some(crate::authoritative::bind(dns, port, parts.xdp.is_some())?)
@@ -445,12 +445,12 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
             None => None,
         };
         let (addrs, redirect_args) = parts.redirect;
-        let redirect_listeners = redirect_listeners(addrs, taken.as_mut()).await?;
+        let redirect_listeners = redirect_listeners(addrs, handed.as_mut()).await?;
         for l in &redirect_listeners {
             kept.keep_dup(handover::Role::Redirect, l.local_addr()?, l)?;
         }
         let redirect = crate::redirect::start_on(redirect_listeners, redirect_args, &handle)?;
-        let metrics_listener = metrics_listener(common.metrics, taken.as_mut()).await?;
+        let metrics_listener = metrics_listener(common.metrics, handed.as_mut()).await?;
         kept.keep_dup(
             handover::Role::Metrics,
             metrics_listener.local_addr()?,
@@ -499,7 +499,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     if let Some(beat) = heartbeat {
         start_heartbeat(beat)?;
     }
-    if let Some(t) = taken.take() {
+    if let Some(t) = handed.take() {
         let (pid, version) = (t.pid, t.version.clone());
         let took = tokio::task::spawn_blocking(move || t.finish()).await??;
         tracing::info!(
@@ -590,7 +590,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP, SIGUSR1, SIGINT and SIGTERM, taken over first thing at start: a signal that
+/// SIGHUP, SIGUSR1, SIGINT and SIGTERM, handed over first thing at start: a signal that
 /// comes while the daemon is still starting waits for the loop and stops it cleanly,
 /// rather than killing the process half set up.
 pub(crate) struct Signals {

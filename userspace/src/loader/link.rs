@@ -137,6 +137,7 @@ pub fn read_pinned_daemon(dir: &Path) -> Result<DaemonState, String> {
 }
 
 /// The `pass_no_daemon` counter of a pinned `COUNTERS` map (of our layout), summed.
+#[must_use]
 pub fn read_pinned_no_daemon(dir: &Path) -> Option<u64> {
     let data = MapData::from_pin(dir.join("COUNTERS")).ok()?;
     let array: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(data)).ok()?;
@@ -229,13 +230,13 @@ impl KernelProgram {
         let mut previous = None;
         if path.exists() {
             let pinned = PinnedLink::from_pin(&path).map_err(link_err("open the pinned link"))?;
-            let ifindex = pinned_link_ifindex(&path).map_err(pin_err)?;
-            let state = if ifindex != 0 && ifindex != if_index {
+            let pinned_if = pinned_link_ifindex(&path).map_err(pin_err)?;
+            let state = if pinned_if != 0 && pinned_if != if_index {
                 return Err(pin_err(std::io::Error::other(format!(
-                    "the pinned link is attached to interface index {ifindex}, not {if_index}: \
+                    "the pinned link is attached to interface index {pinned_if}, not {if_index}: \
                      one --pin-dir per interface"
                 ))));
-            } else if ifindex == 0 {
+            } else if pinned_if == 0 {
                 Err("its interface is gone".to_owned())
             } else {
                 read_pinned_daemon(dir)

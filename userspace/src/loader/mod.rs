@@ -700,7 +700,6 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<Map, LoaderError> {
             source,
         })?;
     }
-    drop(jump);
     Ok(map)
 }
 

@@ -8,23 +8,20 @@
 //! userspace-answered, none in a handover, and in a crash at most what the restart gap
 //! can hold (reported).
 use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Mutex,
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use geodns_maps::mmdb::{demo, Value};
 use geodns_tests::{
-    client::{exchange, Transport},
     daemon::{geodns_bin, metric, wait_for, Daemon},
     files::{demo_without_checks, TempDir},
     frame::Query,
-    require_bpf, NetnsPair, Side,
+    require_bpf,
+    stream::{self, Pace},
+    NetnsPair, Side,
 };
 
 /// UDP queries a second, in bursts every millisecond.
@@ -35,7 +32,6 @@ const TCP_RATE: u64 = 100;
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds of the stream.
 const MAX_TIME: Duration = Duration::from_mins(3);
-const SOCKETS: usize = 8;
 const METRICS: &str = "127.0.0.1:19191";
 
 /// The two tables: the demo database puts 192.0.2.0/24 in Germany (fra1); the other in
@@ -92,14 +88,6 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(i: usize) -> Self {
-        match i % 20 {
-            0..=17 => Self::Geo(if i.is_multiple_of(2) { 1 } else { 28 }),
-            18 => Self::Soa,
-            _ => Self::NxDomain,
-        }
-    }
-
     fn xdp(self) -> bool {
         matches!(self, Self::Geo(_))
     }
@@ -114,6 +102,18 @@ impl Kind {
     }
 }
 
+/// The UDP queries of the stream, by `stream::Sample::kind`.
+const UDP_KINDS: [Kind; 4] = [Kind::Geo(1), Kind::Geo(28), Kind::Soa, Kind::NxDomain];
+
+/// Which of [`UDP_KINDS`] query `i` is: 90% geo (A and AAAA), 5% SOA, 5% NXDOMAIN.
+fn pick(i: usize) -> usize {
+    match i % 20 {
+        0..=17 => i % 2,
+        18 => 2,
+        _ => 3,
+    }
+}
+
 /// One query of the stream.
 #[derive(Clone, Debug)]
 struct Sample {
@@ -121,6 +121,16 @@ struct Sample {
     sent: Instant,
     /// When the reply came, its RCODE and its A/AAAA addresses.
     reply: Option<(Instant, u8, Vec<IpAddr>)>,
+}
+
+impl Sample {
+    fn from(kind: Kind, s: stream::Sample) -> Self {
+        Self {
+            kind,
+            sent: s.sent,
+            reply: s.reply,
+        }
+    }
 }
 
 /// A daemon of the scenario: the table it serves, from its start until the next one
@@ -139,42 +149,6 @@ enum Change {
     Kill,
 }
 
-/// RCODE and A/AAAA addresses of a reply (a small parser: the client must keep up with
-/// 20,000 replies a second in a debug build).
-fn read_reply(b: &[u8]) -> Option<(u16, u8, Vec<IpAddr>)> {
-    let id = u16::from_be_bytes([*b.first()?, *b.get(1)?]);
-    let rcode = b.get(3)? & 0x0f;
-    let an = u16::from_be_bytes([*b.get(6)?, *b.get(7)?]);
-    let mut at = 12;
-    // The question name, uncompressed as sent.
-    while *b.get(at)? != 0 {
-        at += usize::from(*b.get(at)?) + 1;
-    }
-    at += 5;
-    let mut addrs = Vec::new();
-    for _ in 0..an {
-        // Owner: a pointer or a name.
-        if b.get(at)? & 0xc0 == 0xc0 {
-            at += 2;
-        } else {
-            while *b.get(at)? != 0 {
-                at += usize::from(*b.get(at)?) + 1;
-            }
-            at += 1;
-        }
-        let rtype = u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]);
-        let len = usize::from(u16::from_be_bytes([*b.get(at + 8)?, *b.get(at + 9)?]));
-        let data = b.get(at + 10..at + 10 + len)?;
-        match (rtype, len) {
-            (1, 4) => addrs.push(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?))),
-            (28, 16) => addrs.push(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?))),
-            _ => {}
-        }
-        at += 10 + len;
-    }
-    Some((id, rcode, addrs))
-}
-
 /// Removes what a failed run leaves: the pins (a killed daemon's link keeps its
 /// program attached until its namespace goes) and the handover socket.
 struct PinGuard(PathBuf);
@@ -189,161 +163,6 @@ impl Drop for PinGuard {
         let _ = std::fs::remove_dir(&self.0);
         let _ = std::fs::remove_file(geodns::daemon::handover::socket_path(&self.0));
     }
-}
-
-/// A reply as a receiver saw it: (query index, arrival, RCODE, addresses).
-type Received = (usize, Instant, u8, Vec<IpAddr>);
-
-/// The UDP stream: `SOCKETS` sockets, query `i` on socket `i % SOCKETS` with id
-/// `(i / SOCKETS) % 65536`; a receiver per socket matches a reply to the latest query
-/// of its id.
-#[expect(clippy::too_many_lines, reason = "senders and receivers of one stream")]
-fn udp_stream(server: SocketAddr, stop: &AtomicBool) -> Vec<Sample> {
-    let sockets: Vec<UdpSocket> = (0..SOCKETS)
-        .map(|_| {
-            let s = UdpSocket::bind("0.0.0.0:0").expect("client socket");
-            // Room for the replies of a second: the receivers of a debug build may
-            // stall while a daemon starts on the same CPUs.
-            let bytes: libc::c_int = 16 << 20;
-            // SAFETY: setsockopt on our own socket with an int of its size.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&s),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&raw const bytes).cast(),
-                    4,
-                );
-            }
-            s.set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("timeout");
-            s
-        })
-        .collect();
-    let templates: HashMap<&str, Vec<u8>> = [
-        ("a", Kind::Geo(1).query().build()),
-        ("aaaa", Kind::Geo(28).query().build()),
-        ("soa", Kind::Soa.query().build()),
-        ("nx", Kind::NxDomain.query().build()),
-    ]
-    .into_iter()
-    .collect();
-    let sent = AtomicUsize::new(0);
-    let samples: Mutex<Vec<Sample>> = Mutex::new(Vec::with_capacity(4_000_000));
-    let replies: Vec<Mutex<Vec<Received>>> = (0..SOCKETS).map(|_| Mutex::new(Vec::new())).collect();
-    let sending = AtomicBool::new(true);
-    std::thread::scope(|s| {
-        for (k, sock) in sockets.iter().enumerate() {
-            let (sent, replies, sending) = (&sent, &replies[k], &sending);
-            s.spawn(move || {
-                let mut buf = [0u8; 2048];
-                let mut quiet_since: Option<Instant> = None;
-                loop {
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, _)) => {
-                            let now = Instant::now();
-                            quiet_since = None;
-                            let Some((id, rcode, addrs)) = read_reply(&buf[..n]) else {
-                                continue;
-                            };
-                            // The latest query of this socket with this id.
-                            let total = sent.load(Ordering::Acquire);
-                            let mut i = k + SOCKETS * usize::from(id);
-                            while i + SOCKETS * 65_536 < total {
-                                i += SOCKETS * 65_536;
-                            }
-                            replies.lock().expect("lock").push((i, now, rcode, addrs));
-                        }
-                        Err(_) => {
-                            if !sending.load(Ordering::Relaxed) {
-                                let since = *quiet_since.get_or_insert_with(Instant::now);
-                                if since.elapsed() > TIMEOUT {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        // The sender: bursts every millisecond to keep RATE on average.
-        let started = Instant::now();
-        let mut out = Vec::new();
-        let mut i = 0usize;
-        while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_TIME {
-            let due = usize::try_from(
-                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) * RATE / 1_000_000,
-            )
-            .unwrap_or(usize::MAX);
-            while i < due {
-                let kind = Kind::of(i);
-                let name = match kind {
-                    Kind::Geo(1) => "a",
-                    Kind::Geo(_) => "aaaa",
-                    Kind::Soa => "soa",
-                    _ => "nx",
-                };
-                let mut q = templates[name].clone();
-                let id = u16::try_from((i / SOCKETS) % 65_536).expect("id");
-                q[..2].copy_from_slice(&id.to_be_bytes());
-                out.push(Sample {
-                    kind,
-                    sent: Instant::now(),
-                    reply: None,
-                });
-                sent.store(i + 1, Ordering::Release);
-                if let Err(e) = sockets[i % SOCKETS].send_to(&q, server) {
-                    // A full send buffer: the query is lost on our side, not the
-                    // server's; it must not count against the server.
-                    panic!("sending query {i}: {e}");
-                }
-                i += 1;
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        sending.store(false, Ordering::Relaxed);
-        *samples.lock().expect("lock") = out;
-    });
-    let mut samples = samples.into_inner().expect("samples");
-    for r in replies {
-        for (i, at, rcode, addrs) in r.into_inner().expect("replies") {
-            if let Some(s) = samples.get_mut(i) {
-                if at.duration_since(s.sent) <= TIMEOUT {
-                    s.reply = Some((at, rcode, addrs));
-                }
-            }
-        }
-    }
-    samples
-}
-
-/// One `A` query per connection, `TCP_RATE` a second.
-fn tcp_stream(server: SocketAddr, stop: &AtomicBool) -> Vec<Sample> {
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let pace = Duration::from_micros(1_000_000 / TCP_RATE);
-    let mut next = Instant::now();
-    let q = Kind::Tcp.query();
-    for i in 0u32.. {
-        if stop.load(Ordering::Relaxed) || started.elapsed() > MAX_TIME {
-            break;
-        }
-        let sent = Instant::now();
-        let bytes = q.clone().id(u16::try_from(i % 65_536).expect("id")).build();
-        let reply = exchange(Transport::Tcp, server, &bytes, TIMEOUT)
-            .ok()
-            .flatten()
-            .and_then(|b| read_reply(&b))
-            .map(|(_, rcode, addrs)| (Instant::now(), rcode, addrs));
-        out.push(Sample {
-            kind: Kind::Tcp,
-            sent,
-            reply,
-        });
-        next += pace;
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
-    out
 }
 
 /// `geodns stats` in the server namespace.
@@ -428,12 +247,32 @@ fn restarts_upgrades_and_crashes_lose_no_kernel_answer() {
     let mut changes: Vec<(Change, Instant, Instant)> = Vec::new();
     let (udp, tcp, current) = std::thread::scope(|s| {
         let udp = s.spawn(|| {
-            pair.in_ns(Side::Client, || udp_stream(server, &stop))
-                .expect("client namespace")
+            let templates: Vec<Vec<u8>> = UDP_KINDS.iter().map(|k| k.query().build()).collect();
+            let pace = Pace {
+                rate: RATE,
+                timeout: TIMEOUT,
+                max_time: MAX_TIME,
+            };
+            pair.in_ns(Side::Client, || {
+                stream::udp(server, &templates, pick, pace, &stop)
+            })
+            .expect("client namespace")
+            .into_iter()
+            .map(|s| Sample::from(UDP_KINDS[s.kind], s))
+            .collect::<Vec<_>>()
         });
         let tcp = s.spawn(|| {
-            pair.in_ns(Side::Client, || tcp_stream(server, &stop))
+            let pace = Pace {
+                rate: TCP_RATE,
+                timeout: TIMEOUT,
+                max_time: MAX_TIME,
+            };
+            let query = Kind::Tcp.query().build();
+            pair.in_ns(Side::Client, || stream::tcp(server, &query, pace, &stop))
                 .expect("client namespace")
+                .into_iter()
+                .map(|s| Sample::from(Kind::Tcp, s))
+                .collect::<Vec<_>>()
         });
         std::thread::sleep(Duration::from_secs(1));
         let plan = [

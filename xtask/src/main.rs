@@ -3,6 +3,8 @@
 //! Every command that builds runs `setup` first (idempotent, fast when done), so a
 //! newcomer on a fresh machine needs nothing but `cargo xtask demo` / `cargo xtask test`.
 mod bench;
+mod deploy;
+mod install;
 mod setup;
 
 use std::{
@@ -60,6 +62,42 @@ enum Task {
     },
     /// Benchmarks; figures go to target/bench/results.json. Names select a subset.
     Bench { names: Vec<String> },
+    /// Build the release binary and install it on this machine with a systemd unit
+    /// (`geodns.service`), its environment file and, if there is none, an example
+    /// config. An existing config or environment file is never overwritten.
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        #[arg(long, default_value = "/etc/geodns")]
+        config_dir: PathBuf,
+        /// The interface for a new environment file.
+        #[arg(long, default_value = "eth0")]
+        iface: String,
+        /// Install under this directory instead of / (staging, packaging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Build once, copy the binary (and --config) to a box over ssh, check the config
+    /// there, and replace the running daemon through its handover (no query lost).
+    /// The box needs `cargo xtask install` once. Prints the new daemon's version and
+    /// map generation; a failed check or start leaves the old daemon serving.
+    Deploy {
+        /// `[user@]HOST`.
+        target: String,
+        /// A new config for the box (its databases must be there already).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Start on this interface instead of the box's `GEODNS_IFACE`.
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        #[arg(long, default_value = "/etc/geodns")]
+        config_dir: PathBuf,
+        /// An ssh option (`-o Name=value`, `-i KEY`, ...), for ssh and scp; repeatable.
+        #[arg(long = "ssh-option", allow_hyphen_values = true)]
+        ssh_options: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -98,6 +136,76 @@ fn main() -> Result<()> {
             let tc = setup()?;
             require_root("the benchmarks run BPF programs")?;
             bench::bench(&tc.path, &root, &names)
+        }
+        Task::Install {
+            prefix,
+            config_dir,
+            iface,
+            root: dest,
+        } => {
+            let tc = setup()?;
+            run(&mut cargo(
+                &tc.path,
+                &["build", "--release", "-p", "geodns"],
+            ))?;
+            let layout = install::Layout {
+                root: dest.clone(),
+                prefix,
+                config_dir,
+                unit_dir: PathBuf::from("/etc/systemd/system"),
+            };
+            let binary = root.join("target/release/geodns");
+            for line in install::install_files(&layout, &binary, &root.join("examples"), &iface)? {
+                println!("{line}");
+            }
+            if dest == Path::new("/") {
+                println!(
+                    "next: edit {} and {}, then `systemctl daemon-reload && systemctl enable --now geodns`",
+                    layout.config().display(),
+                    layout.env_file().display()
+                );
+            }
+            Ok(())
+        }
+        Task::Deploy {
+            target,
+            config,
+            iface,
+            prefix,
+            config_dir,
+            ssh_options,
+        } => {
+            let tc = setup()?;
+            run(&mut cargo(
+                &tc.path,
+                &["build", "--release", "-p", "geodns"],
+            ))?;
+            let mut ssh: Vec<OsString> = vec!["ssh".into(), "-o".into(), "BatchMode=yes".into()];
+            let mut scp: Vec<OsString> = vec!["scp".into(), "-o".into(), "BatchMode=yes".into()];
+            // "-i KEY", "-o Name=value": an option and its value.
+            for o in ssh_options.iter().flat_map(|o| o.splitn(2, ' ')) {
+                ssh.push(o.into());
+                scp.push(o.into());
+            }
+            let remote = deploy::Remote { target, ssh, scp };
+            let layout = install::Layout {
+                root: PathBuf::from("/"),
+                prefix,
+                config_dir,
+                unit_dir: PathBuf::from("/etc/systemd/system"),
+            };
+            let done = deploy::deploy(
+                &remote,
+                &layout,
+                &root.join("target/release/geodns"),
+                config.as_deref(),
+                iface.as_deref(),
+            )?;
+            println!(
+                "{}: geodns {} (pid {}) serves map generation {}",
+                remote.target, done.version, done.pid, done.generation
+            );
+            Ok(())
         }
     }
 }

@@ -535,6 +535,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         listen = %listen.join(","),
         metrics = %metrics,
         redirect = ?parts.redirect.0,
+        generation = control.counts().generation,
         seconds = started.elapsed().as_secs_f64(),
         "geodns ready"
     );

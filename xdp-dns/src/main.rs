@@ -392,60 +392,6 @@ fn try_grow(ctx: &XdpContext) -> Result<u32, Pass> {
     Ok(u32::from(generation != 0))
 }
 
-/// A trivial responder for the end-to-end benchmark's ceiling: any IPv4/UDP frame to
-/// the DNS port goes straight back (addresses and ports swapped, QR set, UDP checksum
-/// cleared, which IPv4 allows). No lookup, no reply building.
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] entry point signature"
-)]
-pub fn xdp_echo(ctx: XdpContext) -> u32 {
-    try_echo(&ctx).unwrap_or(xdp_action::XDP_PASS)
-}
-
-#[inline(always)]
-fn try_echo(ctx: &XdpContext) -> Result<u32, Pass> {
-    if read_u16(ctx, 12)? != ETH_P_IP || read_u8(ctx, ETH_HLEN)? != 0x45 {
-        return Err(counter::PASS_NOT_IP);
-    }
-    let l4 = ETH_HLEN + IPV4_HLEN;
-    if read_u8(ctx, ETH_HLEN + 9)? != IPPROTO_UDP {
-        return Err(counter::PASS_NOT_UDP);
-    }
-    // SAFETY: reading a loader-set constant.
-    let port = unsafe { core::ptr::read_volatile(&raw const DNS_PORT) };
-    if read_u16(ctx, l4 + 2)? != port {
-        return Err(counter::PASS_NOT_OUR_PORT);
-    }
-    let flags = read_u8(ctx, l4 + UDP_HLEN + 2)?;
-    write_bytes(ctx, l4 + UDP_HLEN + 2, [flags | 0x80])?;
-    let macs = ptr_at::<[u8; 12]>(ctx, 0)?;
-    // SAFETY: ptr_at checked 12 bytes.
-    unsafe {
-        let m = macs.read_unaligned();
-        macs.write_unaligned([
-            m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5],
-        ]);
-    }
-    swap_addrs::<4>(ctx, ETH_HLEN + 12)?;
-    let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
-    // SAFETY: ptr_at checked 4 bytes.
-    unsafe {
-        let p = ports.read_unaligned();
-        ports.write_unaligned([p[2], p[3], p[0], p[1]]);
-    }
-    write_bytes(ctx, l4 + 6, [0, 0])?;
-    Ok(xdp_action::XDP_TX)
-}
-
-/// Attached to the client side of a veth pair: `XDP_TX` replies over veth are only
-/// received when the peer has an XDP program too.
-#[xdp]
-pub fn xdp_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
 mod checksum;
 mod defence;
 mod lookup;

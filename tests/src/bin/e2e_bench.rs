@@ -186,6 +186,10 @@ fn reload_swap(data: &Path) -> f64 {
 
 /// The first daemon's cold start, then a handover under load on the 500k table in
 /// `data`: (`handover_cold_start_seconds`, `handover_seconds`, `handover_lost_queries`).
+fn first_sent(samples: &[stream::Sample]) -> Instant {
+    samples.first().map_or_else(Instant::now, |s| s.sent)
+}
+
 fn handover(data: &Path) -> (f64, f64, f64) {
     // The stream comes from one address: no rate limit.
     let text = std::fs::read_to_string(data.join("bench.toml")).expect("bench.toml");
@@ -223,6 +227,15 @@ fn handover(data: &Path) -> (f64, f64, f64) {
         max_time: Duration::from_mins(3),
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let veth_drops = || {
+        let out = pair
+            .exec(Side::Server, &["ip", "-s", "link", "show", &pair.server_if])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines().skip(2).collect::<Vec<_>>().join(" | ")
+    };
+    eprintln!("server veth before: {}", veth_drops());
+    let mut began_at = Instant::now();
     let (seconds, samples, new) = std::thread::scope(|s| {
         let samples = s.spawn(|| {
             pair.in_ns(Side::Client, || {
@@ -238,6 +251,7 @@ fn handover(data: &Path) -> (f64, f64, f64) {
         });
         std::thread::sleep(Duration::from_secs(1));
         let began = Instant::now();
+        began_at = began;
         let mut new = Daemon::spawn(&geodns_bin(), &pair, &config, metrics, &pin, &[]);
         while !old.exited() {
             assert!(!new.exited(), "the new daemon exited");
@@ -250,7 +264,19 @@ fn handover(data: &Path) -> (f64, f64, f64) {
         (seconds, samples.join().expect("stream"), new)
     });
     drop(new);
+    eprintln!("server veth after: {}", veth_drops());
     let lost = samples.iter().filter(|s| s.reply.is_none()).count();
+    // Where the losses fall, by quarter second from the new daemon's start, and kind.
+    let mut at = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.reply.is_none()) {
+        #[expect(clippy::cast_possible_truncation, reason = "quarter seconds")]
+        let q = ((s.sent.duration_since(first_sent(&samples)).as_secs_f64()
+            - began_at.duration_since(first_sent(&samples)).as_secs_f64())
+            * 4.0)
+            .floor() as i64;
+        *at.entry((q, s.kind)).or_insert(0usize) += 1;
+    }
+    eprintln!("lost by (quarter second from the new daemon's start, kind): {at:?}");
     eprintln!(
         "handover of the 500k table: cold start {cold:.2} s, handover {seconds:.2} s, {lost} of {} queries lost",
         samples.len()

@@ -26,6 +26,9 @@
 //!   `handover_lost_queries`: queries of that stream without a reply (2 s).
 //!   `handover_cold_start_seconds` (the baseline): the first daemon's start on the same
 //!   table, from the process start to the program attached.
+//!   `handover_baseline_lost_queries` (the baseline): the same stream as long again,
+//!   nothing changing: what this host loses anyway (on a loaded 2-CPU VM a stalled
+//!   softirq overflows a veth ring).
 //!
 //! In all three runs the server's veth gets a receive thread of its own (threaded NAPI,
 //! pinned to the last CPU: [`NetnsPair::receive_thread`]); kxdpgun pins itself to CPU
@@ -184,13 +187,15 @@ fn reload_swap(data: &Path) -> f64 {
     seconds
 }
 
-/// The first daemon's cold start, then a handover under load on the 500k table in
-/// `data`: (`handover_cold_start_seconds`, `handover_seconds`, `handover_lost_queries`).
+/// When a stream's first query left.
 fn first_sent(samples: &[stream::Sample]) -> Instant {
     samples.first().map_or_else(Instant::now, |s| s.sent)
 }
 
-fn handover(data: &Path) -> (f64, f64, f64) {
+/// The first daemon's cold start, then a handover under load on the 500k table in
+/// `data`: (`handover_cold_start_seconds`, `handover_seconds`, `handover_lost_queries`,
+/// `handover_baseline_lost_queries`).
+fn handover(data: &Path) -> (f64, f64, f64, f64) {
     // The stream comes from one address: no rate limit.
     let text = std::fs::read_to_string(data.join("bench.toml")).expect("bench.toml");
     let config = data.join("handover.toml");
@@ -227,12 +232,29 @@ fn handover(data: &Path) -> (f64, f64, f64) {
         max_time: Duration::from_mins(3),
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // Drops and errors the veths count (`ethtool -S`), both ends: where a loss happened.
     let veth_drops = || {
-        let out = pair
-            .exec(Side::Server, &["ip", "-s", "link", "show", &pair.server_if])
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        out.lines().skip(2).collect::<Vec<_>>().join(" | ")
+        let mut out = String::new();
+        for side in [Side::Server, Side::Client] {
+            let text = pair
+                .exec(side, &["ethtool", "-S", pair.ifname(side)])
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let snmp = pair
+                .exec(side, &["sh", "-c", "grep '^Udp:' /proc/net/snmp | tail -1"])
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
+            out += &format!("{side:?} Udp {snmp}; ");
+            for l in text.lines() {
+                let l = l.trim();
+                if (l.contains("drop") || l.contains("err") || l.contains("full"))
+                    && !l.ends_with(": 0")
+                {
+                    out += &format!("{side:?} {l}; ");
+                }
+            }
+        }
+        out
     };
     eprintln!("server veth before: {}", veth_drops());
     let mut began_at = Instant::now();
@@ -263,6 +285,30 @@ fn handover(data: &Path) -> (f64, f64, f64) {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (seconds, samples.join().expect("stream"), new)
     });
+    // The baseline: the same stream for as long, on the new daemon, nothing changing
+    // (this machine's own losses: a loaded host stalls softirqs).
+    let span = samples.last().map_or(Duration::ZERO, |l| {
+        l.sent.duration_since(first_sent(&samples))
+    });
+    let quiet = std::sync::atomic::AtomicBool::new(false);
+    let steady = std::thread::scope(|s| {
+        let steady = s.spawn(|| {
+            pair.in_ns(Side::Client, || {
+                stream::udp(
+                    server,
+                    &templates,
+                    |i| usize::from(i % 10 == 9),
+                    pace,
+                    &quiet,
+                )
+            })
+            .expect("client namespace")
+        });
+        std::thread::sleep(span);
+        quiet.store(true, std::sync::atomic::Ordering::Relaxed);
+        steady.join().expect("stream")
+    });
+    let steady_lost = steady.iter().filter(|s| s.reply.is_none()).count();
     drop(new);
     eprintln!("server veth after: {}", veth_drops());
     let lost = samples.iter().filter(|s| s.reply.is_none()).count();
@@ -277,12 +323,21 @@ fn handover(data: &Path) -> (f64, f64, f64) {
         *at.entry((q, s.kind)).or_insert(0usize) += 1;
     }
     eprintln!("lost by (quarter second from the new daemon's start, kind): {at:?}");
+    let lost_at: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.reply.is_none())
+        .map(|s| s.sent.saturating_duration_since(began_at).as_secs_f64() - seconds)
+        .collect();
+    if let (Some(a), Some(b)) = (lost_at.first(), lost_at.last()) {
+        eprintln!("lost from {a:+.3} s to {b:+.3} s around the old daemon's exit");
+    }
     eprintln!(
-        "handover of the 500k table: cold start {cold:.2} s, handover {seconds:.2} s, {lost} of {} queries lost",
-        samples.len()
+        "handover of the 500k table: cold start {cold:.2} s, handover {seconds:.2} s, {lost} of {} queries lost; {steady_lost} of {} without a handover",
+        samples.len(),
+        steady.len()
     );
-    #[expect(clippy::cast_precision_loss, reason = "a count")]
-    (cold, seconds, lost as f64)
+    #[expect(clippy::cast_precision_loss, reason = "counts")]
+    (cold, seconds, lost as f64, steady_lost as f64)
 }
 
 fn main() {
@@ -382,12 +437,14 @@ fn main() {
     if want("handover_seconds")
         || want("handover_lost_queries")
         || want("handover_cold_start_seconds")
+        || want("handover_baseline_lost_queries")
     {
         let data = data.expect("--data DIR with the 500k-network database (compile_bench gen)");
-        let (cold, seconds, lost) = handover(&data);
+        let (cold, seconds, lost, steady) = handover(&data);
         out.insert("handover_cold_start_seconds".to_string(), cold);
         out.insert("handover_seconds".to_string(), seconds);
         out.insert("handover_lost_queries".to_string(), lost);
+        out.insert("handover_baseline_lost_queries".to_string(), steady);
     }
     println!("{}", serde_json::to_string(&out).expect("json"));
 }

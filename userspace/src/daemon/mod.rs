@@ -501,13 +501,21 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     }
     if let Some(t) = handed.take() {
         let (pid, version) = (t.pid, t.version.clone());
-        let took = tokio::task::spawn_blocking(move || t.finish()).await??;
-        tracing::info!(
-            pid,
-            version = %version,
-            seconds = took.as_secs_f64(),
-            "handover done: the previous daemon has exited"
-        );
+        // This daemon serves already: a previous daemon that went away on its own (a
+        // SIGTERM during the handover) is no reason to stop.
+        match tokio::task::spawn_blocking(move || t.finish()).await? {
+            Ok(took) => tracing::info!(
+                pid,
+                version = %version,
+                seconds = took.as_secs_f64(),
+                "handover done: the previous daemon has exited"
+            ),
+            Err(e) => tracing::warn!(
+                pid,
+                error = %format!("{e:#}"),
+                "the previous daemon did not take part in the end of the handover"
+            ),
+        }
     }
     let handing_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -563,6 +571,15 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         Some(_) if handed_over => {
             tracing::info!(
                 "handed over: exiting, the program and pins now belong to the new daemon"
+            );
+            // Emptied before the process lets go of the maps (see `empty_tries`).
+            let started = Instant::now();
+            if let Some(Err(e)) = control.with_kernel(KernelProgram::empty_tries).await {
+                tracing::warn!(error = %e, "the old tries were not emptied before exit");
+            }
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "old tries emptied"
             );
             control.stop().await;
         }

@@ -108,15 +108,15 @@ fn deploy_over_ssh_replaces_the_daemon_without_a_lost_query() {
     install::install_files(&layout, &geodns_bin(), &examples(), &pair.server_if)
         .expect("install on the box");
     // The operator's config (no health checks: their targets are not here) and tables.
-    let ops = d.join("ops");
-    std::fs::create_dir_all(&ops).expect("ops dir");
-    let germany = demo_without_checks(&ops);
+    let operator = d.join("operator");
+    std::fs::create_dir_all(&operator).expect("operator dir");
+    let germany = demo_without_checks(&operator);
     std::fs::copy(&germany, layout.config()).expect("the box's config");
     us_database(&layout.config_dir);
-    let us = ops.join("us.toml");
+    let us = operator.join("us.toml");
     let text = std::fs::read_to_string(&germany).expect("config");
     std::fs::write(&us, text.replace("demo-country.mmdb", "us-country.mmdb")).expect("us.toml");
-    let broken = ops.join("broken.toml");
+    let broken = operator.join("broken.toml");
     std::fs::write(
         &broken,
         "[zone]\norigin = \"cdn.example.net.\"\nbogus = 1\n",

@@ -20,4 +20,5 @@ pub mod loader;
 pub mod object_check;
 pub mod prom;
 pub mod redirect;
+pub mod shadow;
 pub mod version;

@@ -23,6 +23,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
     "xdp_ns_v4_500k_rrl",
+    "xdp_ns_v4_500k_shadow",
+    "xdp_ns_v4_500k_shadow_all",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
@@ -60,6 +62,11 @@ const E2E_FIGURES: &[&str] = &[
     "e2e_qps_userspace_many_1worker",
     "e2e_userspace_reply_share_many",
     "reload_swap_seconds_500k",
+];
+
+/// Figures of the handover benchmark (`handover_bench`, a new daemon taking over the
+/// 500k table under a stream).
+const HANDOVER_FIGURES: &[&str] = &[
     "handover_seconds",
     "handover_lost_queries",
     "handover_cold_start_seconds",
@@ -80,11 +87,12 @@ const REAL_FIGURES: &[&str] = &[
 ];
 
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 5] = [
+const GROUPS: [&[&str]; 6] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
     E2E_FIGURES,
+    HANDOVER_FIGURES,
     REAL_FIGURES,
 ];
 
@@ -135,6 +143,14 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "xdp_ns_v6_500k" => probe_note(value, figures),
         "xdp_ns_v4_500k_rrl" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.3} x xdp_ns_v4_500k (target <= 1.15)", value / b)),
+        "xdp_ns_v4_500k_shadow" => get("xdp_ns_v4_500k").map(|b| {
+            format!(
+                "{:.3} x xdp_ns_v4_500k (target <= 1.2; one query in 8 shadowed)",
+                value / b
+            )
+        }),
+        "xdp_ns_v4_500k_shadow_all" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.3} x xdp_ns_v4_500k (every query shadowed)", value / b)),
         "xdp_ns_rrl_over_limit" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.2} x xdp_ns_v4_500k (the drop path)", value / b)),
         "xdp_ns_probe_slot24" => get("xdp_ns_v4_500k_trie_only").map(|t| {
@@ -268,6 +284,8 @@ fn build_bins(path: &OsString, dir: &Path, target: Option<&Path>) -> Result<()> 
             "e2e_bench",
             "--bin",
             "real_bench",
+            "--bin",
+            "handover_bench",
             "-p",
             "geodns",
         ],
@@ -299,7 +317,10 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
     }
     // A 500k-network synthetic database, generated once and kept under target/.
     let data = root.join("target/bench/compile-500k");
-    if (wants(COMPILE_FIGURES) || wants(E2E_FIGURES) || wants(DIFF_FIGURES))
+    if (wants(COMPILE_FIGURES)
+        || wants(E2E_FIGURES)
+        || wants(DIFF_FIGURES)
+        || wants(HANDOVER_FIGURES))
         && !data.join("bench.mmdb").exists()
     {
         run(Command::new(bin("compile_bench"))
@@ -319,6 +340,10 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         let mut cmd = Command::new(bin("e2e_bench"));
         cmd.args(selected(E2E_FIGURES)).arg("--data").arg(&data);
         figures.extend(json_figures(&mut cmd)?);
+    }
+    if wants(HANDOVER_FIGURES) {
+        let mut cmd = Command::new(bin("handover_bench"));
+        figures.extend(json_figures(cmd.arg("--data").arg(&data))?);
     }
     if wants(REAL_FIGURES) {
         let dir = root.join("target/bench/geolite2");

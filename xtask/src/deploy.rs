@@ -17,6 +17,7 @@
 //! a real sshd.
 use std::{
     ffi::OsString,
+    fmt::Write as _,
     io::Write as _,
     path::Path,
     process::{Command, Stdio},
@@ -49,7 +50,7 @@ pub struct Deployed {
 }
 
 /// How long the new daemon may take to be ready (compile, load, handover).
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_mins(2);
 
 impl Remote {
     fn command(base: &[OsString]) -> Result<Command> {
@@ -162,7 +163,8 @@ pub fn deploy(
         bn = q(&bin_new)
     );
     if config.is_some() {
-        swap += &format!(
+        let _ = write!(
+            swap,
             "; if [ -f {c} ]; then cp -p {c} {c}.prev; fi; mv {cn} {c}",
             c = q(&conf),
             cn = q(&conf_new)
@@ -172,7 +174,8 @@ pub fn deploy(
     let restore = || {
         let mut script = format!("if [ -f {b}.prev ]; then mv {b}.prev {b}; fi", b = q(&bin));
         if config.is_some() {
-            script += &format!(
+            let _ = write!(
+                script,
                 "; if [ -f {c}.prev ]; then mv {c}.prev {c}; fi",
                 c = q(&conf)
             );
@@ -202,6 +205,16 @@ pub fn deploy(
         .split_once(' ')
         .context("the box did not say the new daemon's pid")?;
     let pid: u32 = pid.parse().context("the new daemon's pid")?;
+    let ready = wait_ready(remote, pid, log);
+    if ready.is_err() {
+        restore();
+    }
+    ready
+}
+
+/// Waits for the "geodns ready" line of the daemon `pid` in `log` on the box; an error
+/// (with the log's tail) when it exits first or takes too long, after stopping it.
+fn wait_ready(remote: &Remote, pid: u32, log: &str) -> Result<Deployed> {
     let since = Instant::now();
     loop {
         let state = remote.sh(&format!(
@@ -219,14 +232,14 @@ pub fn deploy(
                 generation,
             });
         }
-        if state.starts_with("dead") || since.elapsed() > READY_TIMEOUT {
+        let dead = state.starts_with("dead");
+        if dead || since.elapsed() > READY_TIMEOUT {
             let tail = remote
                 .sh(&format!("tail -n 20 {}", quote(log)))
                 .unwrap_or_default();
-            if !state.starts_with("dead") {
+            if !dead {
                 let _ = remote.sh(&format!("kill {pid}"));
             }
-            restore();
             bail!(
                 "the new daemon did not start (log {log} on the box); the previous files are back and the running daemon serves on:\n{tail}"
             );

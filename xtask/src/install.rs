@@ -55,7 +55,7 @@ pub fn unit_text(layout: &Layout) -> String {
     let bin = layout.binary();
     let env = layout.env_file();
     format!(
-        r#"# geodns: GeoDNS responder; the XDP program answers in the kernel, the rest in userspace.
+        r"# geodns: GeoDNS responder; the XDP program answers in the kernel, the rest in userspace.
 # Written by `cargo xtask install`. Arguments live in {env}.
 [Unit]
 Description=geodns GeoDNS responder (XDP)
@@ -99,7 +99,7 @@ LockPersonality=yes
 
 [Install]
 WantedBy=multi-user.target
-"#,
+",
         env = env.display(),
         bin = bin.display(),
     )

@@ -162,31 +162,7 @@ fn main() -> Result<()> {
             config_dir,
             iface,
             root: dest,
-        } => {
-            let tc = setup()?;
-            run(&mut cargo(
-                &tc.path,
-                &["build", "--release", "-p", "geodns"],
-            ))?;
-            let layout = install::Layout {
-                root: dest.clone(),
-                prefix,
-                config_dir,
-                unit_dir: PathBuf::from("/etc/systemd/system"),
-            };
-            let binary = root.join("target/release/geodns");
-            for line in install::install_files(&layout, &binary, &root.join("examples"), &iface)? {
-                println!("{line}");
-            }
-            if dest == Path::new("/") {
-                println!(
-                    "next: edit {} and {}, then `systemctl daemon-reload && systemctl enable --now geodns`",
-                    layout.config().display(),
-                    layout.env_file().display()
-                );
-            }
-            Ok(())
-        }
+        } => install_task(&root, &dest, prefix, config_dir, &iface),
         Task::Deploy {
             target,
             config,
@@ -195,39 +171,91 @@ fn main() -> Result<()> {
             config_dir,
             ssh_options,
         } => {
-            let tc = setup()?;
-            run(&mut cargo(
-                &tc.path,
-                &["build", "--release", "-p", "geodns"],
-            ))?;
-            let mut ssh: Vec<OsString> = vec!["ssh".into(), "-o".into(), "BatchMode=yes".into()];
-            let mut scp: Vec<OsString> = vec!["scp".into(), "-o".into(), "BatchMode=yes".into()];
-            // "-i KEY", "-o Name=value": an option and its value.
-            for o in ssh_options.iter().flat_map(|o| o.splitn(2, ' ')) {
-                ssh.push(o.into());
-                scp.push(o.into());
-            }
-            let remote = deploy::Remote { target, ssh, scp };
             let layout = install::Layout {
                 root: PathBuf::from("/"),
                 prefix,
                 config_dir,
                 unit_dir: PathBuf::from("/etc/systemd/system"),
             };
-            let done = deploy::deploy(
-                &remote,
+            deploy_task(
+                &root,
+                target,
                 &layout,
-                &root.join("target/release/geodns"),
                 config.as_deref(),
                 iface.as_deref(),
-            )?;
-            println!(
-                "{}: geodns {} (pid {}) serves map generation {}",
-                remote.target, done.version, done.pid, done.generation
-            );
-            Ok(())
+                &ssh_options,
+            )
         }
     }
+}
+
+/// `cargo xtask install`: build, then [`install::install_files`].
+fn install_task(
+    root: &Path,
+    dest: &Path,
+    prefix: PathBuf,
+    config_dir: PathBuf,
+    iface: &str,
+) -> Result<()> {
+    let tc = setup()?;
+    run(&mut cargo(
+        &tc.path,
+        &["build", "--release", "-p", "geodns"],
+    ))?;
+    let layout = install::Layout {
+        root: dest.to_path_buf(),
+        prefix,
+        config_dir,
+        unit_dir: PathBuf::from("/etc/systemd/system"),
+    };
+    let binary = root.join("target/release/geodns");
+    for line in install::install_files(&layout, &binary, &root.join("examples"), iface)? {
+        println!("{line}");
+    }
+    if dest == Path::new("/") {
+        println!(
+            "next: edit {} and {}, then `systemctl daemon-reload && systemctl enable --now geodns`",
+            layout.config().display(),
+            layout.env_file().display()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask deploy`: build once, then [`deploy::deploy`].
+fn deploy_task(
+    root: &Path,
+    target: String,
+    layout: &install::Layout,
+    config: Option<&Path>,
+    iface: Option<&str>,
+    ssh_options: &[String],
+) -> Result<()> {
+    let tc = setup()?;
+    run(&mut cargo(
+        &tc.path,
+        &["build", "--release", "-p", "geodns"],
+    ))?;
+    let mut ssh: Vec<OsString> = vec!["ssh".into(), "-o".into(), "BatchMode=yes".into()];
+    let mut scp: Vec<OsString> = vec!["scp".into(), "-o".into(), "BatchMode=yes".into()];
+    // "-i KEY", "-o Name=value": an option and its value.
+    for o in ssh_options.iter().flat_map(|o| o.splitn(2, ' ')) {
+        ssh.push(o.into());
+        scp.push(o.into());
+    }
+    let remote = deploy::Remote { target, ssh, scp };
+    let done = deploy::deploy(
+        &remote,
+        layout,
+        &root.join("target/release/geodns"),
+        config,
+        iface,
+    )?;
+    println!(
+        "{}: geodns {} (pid {}) serves map generation {}",
+        remote.target, done.version, done.pid, done.generation
+    );
+    Ok(())
 }
 
 fn workspace_root() -> Result<PathBuf> {

@@ -19,17 +19,6 @@
 //!   `compile_bench gen` into the directory given as `--data DIR`); the database file is
 //!   replaced and the figure is the time until `/metrics` counts the swapped reload.
 //!
-//! - `handover_seconds`: `geodns run` serving that 500k-network database is replaced
-//!   by a new `geodns run` (a handover, see `daemon::handover`) while a paced stream
-//!   (20,000 queries a second, 90% `A` the XDP program answers, 10% SOA userspace
-//!   answers) runs; from the start of the new process to the old one's exit.
-//!   `handover_lost_queries`: queries of that stream without a reply (2 s).
-//!   `handover_cold_start_seconds` (the baseline): the first daemon's start on the same
-//!   table, from the process start to the program attached.
-//!   `handover_baseline_lost_queries` (the baseline): the same stream as long again,
-//!   nothing changing: what this host loses anyway (on a loaded 2-CPU VM a stalled
-//!   softirq overflows a veth ring).
-//!
 //! In all three runs the server's veth gets a receive thread of its own (threaded NAPI,
 //! pinned to the last CPU: [`NetnsPair::receive_thread`]); kxdpgun pins itself to CPU
 //! 0. Without it veth does the server's receive work, and so the XDP program, in the
@@ -56,10 +45,8 @@ use geodns_maps::{
     Compiled, Config, Engine, NodeStates,
 };
 use geodns_tests::{
-    daemon::{geodns_bin, metric, Daemon},
+    daemon::{metric, Daemon},
     files::{demo_without_checks, TempDir},
-    frame::Query,
-    stream::{self, Pace},
     NetnsPair, Side,
 };
 
@@ -187,159 +174,6 @@ fn reload_swap(data: &Path) -> f64 {
     seconds
 }
 
-/// When a stream's first query left.
-fn first_sent(samples: &[stream::Sample]) -> Instant {
-    samples.first().map_or_else(Instant::now, |s| s.sent)
-}
-
-/// The first daemon's cold start, then a handover under load on the 500k table in
-/// `data`: (`handover_cold_start_seconds`, `handover_seconds`, `handover_lost_queries`,
-/// `handover_baseline_lost_queries`).
-fn handover(data: &Path) -> (f64, f64, f64, f64) {
-    // The stream comes from one address: no rate limit.
-    let text = std::fs::read_to_string(data.join("bench.toml")).expect("bench.toml");
-    let config = data.join("handover.toml");
-    std::fs::write(&config, text + "\n[rrl]\nrate = 0\n").expect("handover.toml");
-    let pair = NetnsPair::new().expect("namespaces");
-    let pin = format!("/sys/fs/bpf/geodns-bench-handover-{}", std::process::id());
-    let metrics = "127.0.0.1:19155";
-    let attached = |d: &mut Daemon| {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_mins(2) {
-            assert!(!d.exited(), "the daemon exited");
-            if d.scrape(&pair)
-                .is_some_and(|m| m.contains("geodns_xdp_attach_info{"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the daemon did not attach");
-    };
-    let started = Instant::now();
-    let mut old = Daemon::spawn(&geodns_bin(), &pair, &config, metrics, &pin, &[]);
-    attached(&mut old);
-    let cold = started.elapsed().as_secs_f64();
-    let _pass = pair.attach_pass(Side::Client).expect("xdp_pass");
-    let server = std::net::SocketAddr::new(IpAddr::V4(pair.server_v4), 53);
-    let templates = vec![
-        Query::new("www.cdn.example.net.", 1).build(),
-        Query::new("cdn.example.net.", 6).build(),
-    ];
-    let pace = Pace {
-        rate: 20_000,
-        timeout: Duration::from_secs(2),
-        max_time: Duration::from_mins(3),
-    };
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    // Drops and errors the veths count (`ethtool -S`), both ends: where a loss happened.
-    let veth_drops = || {
-        let mut out = String::new();
-        for side in [Side::Server, Side::Client] {
-            let text = pair
-                .exec(side, &["ethtool", "-S", pair.ifname(side)])
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            let snmp = pair
-                .exec(side, &["sh", "-c", "grep '^Udp:' /proc/net/snmp | tail -1"])
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .unwrap_or_default();
-            out += &format!("{side:?} Udp {snmp}; ");
-            for l in text.lines() {
-                let l = l.trim();
-                if (l.contains("drop") || l.contains("err") || l.contains("full"))
-                    && !l.ends_with(": 0")
-                {
-                    out += &format!("{side:?} {l}; ");
-                }
-            }
-        }
-        out
-    };
-    eprintln!("server veth before: {}", veth_drops());
-    let mut began_at = Instant::now();
-    let (seconds, samples, new) = std::thread::scope(|s| {
-        let samples = s.spawn(|| {
-            pair.in_ns(Side::Client, || {
-                stream::udp(
-                    server,
-                    &templates,
-                    |i| usize::from(i % 10 == 9),
-                    pace,
-                    &stop,
-                )
-            })
-            .expect("client namespace")
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        let began = Instant::now();
-        began_at = began;
-        let mut new = Daemon::spawn(&geodns_bin(), &pair, &config, metrics, &pin, &[]);
-        while !old.exited() {
-            assert!(!new.exited(), "the new daemon exited");
-            assert!(began.elapsed() < Duration::from_mins(2), "no handover");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let seconds = began.elapsed().as_secs_f64();
-        std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (seconds, samples.join().expect("stream"), new)
-    });
-    // The baseline: the same stream for as long, on the new daemon, nothing changing
-    // (this machine's own losses: a loaded host stalls softirqs).
-    let span = samples.last().map_or(Duration::ZERO, |l| {
-        l.sent.duration_since(first_sent(&samples))
-    });
-    let quiet = std::sync::atomic::AtomicBool::new(false);
-    let steady = std::thread::scope(|s| {
-        let steady = s.spawn(|| {
-            pair.in_ns(Side::Client, || {
-                stream::udp(
-                    server,
-                    &templates,
-                    |i| usize::from(i % 10 == 9),
-                    pace,
-                    &quiet,
-                )
-            })
-            .expect("client namespace")
-        });
-        std::thread::sleep(span);
-        quiet.store(true, std::sync::atomic::Ordering::Relaxed);
-        steady.join().expect("stream")
-    });
-    let steady_lost = steady.iter().filter(|s| s.reply.is_none()).count();
-    drop(new);
-    eprintln!("server veth after: {}", veth_drops());
-    let lost = samples.iter().filter(|s| s.reply.is_none()).count();
-    // Where the losses fall, by quarter second from the new daemon's start, and kind.
-    let mut at = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.reply.is_none()) {
-        #[expect(clippy::cast_possible_truncation, reason = "quarter seconds")]
-        let q = ((s.sent.duration_since(first_sent(&samples)).as_secs_f64()
-            - began_at.duration_since(first_sent(&samples)).as_secs_f64())
-            * 4.0)
-            .floor() as i64;
-        *at.entry((q, s.kind)).or_insert(0usize) += 1;
-    }
-    eprintln!("lost by (quarter second from the new daemon's start, kind): {at:?}");
-    let lost_at: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.reply.is_none())
-        .map(|s| s.sent.saturating_duration_since(began_at).as_secs_f64() - seconds)
-        .collect();
-    if let (Some(a), Some(b)) = (lost_at.first(), lost_at.last()) {
-        eprintln!("lost from {a:+.3} s to {b:+.3} s around the old daemon's exit");
-    }
-    eprintln!(
-        "handover of the 500k table: cold start {cold:.2} s, handover {seconds:.2} s, {lost} of {} queries lost; {steady_lost} of {} without a handover",
-        samples.len(),
-        steady.len()
-    );
-    #[expect(clippy::cast_precision_loss, reason = "counts")]
-    (cold, seconds, lost as f64, steady_lost as f64)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let data = args
@@ -429,22 +263,8 @@ fn main() {
     }
     let _ = std::fs::remove_file(&queries);
     if want("reload_swap_seconds_500k") {
-        let data = data
-            .clone()
-            .expect("--data DIR with the 500k-network database (compile_bench gen)");
-        out.insert("reload_swap_seconds_500k".to_string(), reload_swap(&data));
-    }
-    if want("handover_seconds")
-        || want("handover_lost_queries")
-        || want("handover_cold_start_seconds")
-        || want("handover_baseline_lost_queries")
-    {
         let data = data.expect("--data DIR with the 500k-network database (compile_bench gen)");
-        let (cold, seconds, lost, steady) = handover(&data);
-        out.insert("handover_cold_start_seconds".to_string(), cold);
-        out.insert("handover_seconds".to_string(), seconds);
-        out.insert("handover_lost_queries".to_string(), lost);
-        out.insert("handover_baseline_lost_queries".to_string(), steady);
+        out.insert("reload_swap_seconds_500k".to_string(), reload_swap(&data));
     }
     println!("{}", serde_json::to_string(&out).expect("json"));
 }

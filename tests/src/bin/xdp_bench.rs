@@ -59,6 +59,8 @@ const NAMES: &[&str] = &[
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
     "xdp_ns_v4_500k_rrl",
+    "xdp_ns_v4_500k_shadow",
+    "xdp_ns_v4_500k_shadow_all",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
@@ -232,6 +234,28 @@ fn main() {
     let frames = frames_v4((0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)), dst4);
     if want("xdp_ns_v4_500k") {
         out.insert("xdp_ns_v4_500k".into(), measure(&xdp, fd, &frames, 3));
+    }
+    if want("xdp_ns_v4_500k_shadow") || want("xdp_ns_v4_500k_shadow_all") {
+        // A shadow run of the same 500k table in the idle generation: the daemon's
+        // default sample (one answered query in 2^3) and every query.
+        let shifted = contents(v4.clone(), v6.clone());
+        for (name, exp) in [
+            ("xdp_ns_v4_500k_shadow", geodns::shadow::DEFAULT_SAMPLE_EXP),
+            ("xdp_ns_v4_500k_shadow_all", 0),
+        ] {
+            if want(name) {
+                xdp.stage_shadow(&shifted, exp).expect("stage the shadow");
+                out.insert(name.into(), measure(&xdp, fd, &frames, 3));
+                let counted: u64 = xdp
+                    .shadow_counts()
+                    .expect("counts")
+                    .iter()
+                    .map(|c| c.1)
+                    .sum();
+                assert!(counted > 0, "{name}: the shadow stage counted nothing");
+                xdp.end_shadow().expect("end the shadow");
+            }
+        }
     }
     if want("xdp_ns_v4_500k_rrl") || want("xdp_ns_rrl_over_limit") {
         rrl_figures(

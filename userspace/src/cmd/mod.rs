@@ -3,4 +3,5 @@ pub mod compile;
 pub mod diff;
 pub mod lookup;
 pub mod node;
+pub mod shadow;
 pub mod stats;

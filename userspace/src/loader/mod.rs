@@ -78,6 +78,8 @@ pub enum LoaderError {
         max: u32,
         needed: usize,
     },
+    #[error("shadow run: {0}")]
+    Shadow(&'static str),
 }
 
 /// Capacity of each map; fixed at load time, so size them for the biggest table a
@@ -172,6 +174,8 @@ pub struct KernelProgram {
     mirrors: [Mirror; 2],
     sizes: MapSizes,
     installed_once: bool,
+    /// A shadow run's candidate is in the idle generation, with these aliases.
+    shadow_aliases: Option<u32>,
     /// The pinned link `xdp_dns` is attached through ([`KernelProgram::attach_pinned`]);
     /// dropping it closes our fd only, the pin keeps the program attached.
     link: Option<aya::programs::links::FdLink>,
@@ -251,6 +255,7 @@ impl KernelProgram {
             mirrors: [Mirror::default(), Mirror::default()],
             sizes,
             installed_once: false,
+            shadow_aliases: None,
             link: None,
         };
         // The stamp and a first beat before anything can attach it.

@@ -289,5 +289,21 @@ fn deploy_over_ssh_replaces_the_daemon_without_a_lost_query() {
         std::fs::read_to_string(&us).expect("us.toml"),
         "the config on the box is unchanged"
     );
+
+    // 4. A start that fails (no such interface on the box): the old files come back and
+    // the running daemon serves on.
+    let err = deploy::deploy(&remote, &layout, &geodns_bin(), None, Some("nosuchif0"))
+        .expect_err("a daemon that cannot start must not replace the running one");
+    eprintln!("fourth deploy: {err:#}");
+    assert!(format!("{err:#}").contains("did not start"), "{err:#}");
+    assert!(
+        Path::new(&format!("/proc/{}", second.pid)).exists(),
+        "the running daemon serves on"
+    );
+    assert_eq!(answer_in(&pair, &geo), us_answer);
+    assert!(
+        layout.binary().exists() && !layout.binary().with_extension("prev").exists(),
+        "the previous binary is back in place"
+    );
     drop(daemon);
 }

@@ -601,3 +601,73 @@ fn keep_on_exit_then_a_stale_pin_is_reattached() {
     let link = String::from_utf8_lossy(&link.stdout).into_owned();
     assert!(!link.contains("xdp"), "detached: {link}");
 }
+
+/// Node states set at run time (`geodns node NAME drain`, no state file) survive a
+/// handover: the old daemon sends them with its sockets.
+#[test]
+fn admin_states_carry_over_a_handover() {
+    if !require_bpf() {
+        return;
+    }
+    let pair = NetnsPair::new().expect("namespaces");
+    let dir = TempDir::new("handover-states");
+    let config = Table::Germany.config(dir.path());
+    let pin = format!("/sys/fs/bpf/geodns-states-{}", std::process::id());
+    let _pins = PinGuard(PathBuf::from(&pin));
+    let _pass = pair
+        .attach_pass(Side::Client)
+        .expect("xdp_pass on the client");
+    let metrics = "127.0.0.1:19195";
+    let token = dir.path().join("token").display().to_string();
+    let extra = ["--admin-token", token.as_str()];
+    let node = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--admin-token", token.as_str()]);
+        geodns_tests::daemon::node_cmd(Some(&pair.server_ns), metrics, &all)
+    };
+    let mut old = Daemon::start(
+        &pair,
+        &config,
+        metrics,
+        &pin,
+        &extra,
+        Duration::from_mins(1),
+    );
+    let geo = Kind::Geo(1).query();
+    wait_for("the first daemon's answer", Duration::from_secs(30), || {
+        geodns_tests::client::answer_in(&pair, &geo) == Table::Germany.answer(1)
+    });
+    let (ok, out) = node(&["fra1", "drain"]);
+    assert!(ok, "geodns node fra1 drain: {out}");
+    wait_for(
+        "fra1 drained in the answers",
+        Duration::from_secs(10),
+        || geodns_tests::client::answer_in(&pair, &geo) != Table::Germany.answer(1),
+    );
+    let drained = geodns_tests::client::answer_in(&pair, &geo);
+    let mut new = Daemon::spawn(&geodns_bin(), &pair, &config, metrics, &pin, &extra);
+    wait_for(
+        "the old daemon to hand over and exit",
+        Duration::from_mins(1),
+        || {
+            assert!(!new.exited(), "the new daemon died");
+            old.exited()
+        },
+    );
+    let (ok, out) = node(&[]);
+    assert!(ok, "geodns node: {out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("fra1"))
+        .unwrap_or_else(|| panic!("fra1 in {out}"));
+    assert!(
+        line.to_lowercase().contains("drain"),
+        "fra1 still drained after the handover: {out}"
+    );
+    assert_eq!(
+        geodns_tests::client::answer_in(&pair, &geo),
+        drained,
+        "the new daemon answers with the drained state from its first install"
+    );
+    drop(new);
+}

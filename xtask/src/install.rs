@@ -113,6 +113,9 @@ pub fn env_text(layout: &Layout, iface: &str) -> String {
          GEODNS_CONFIG={}\n\
          GEODNS_IFACE={iface}\n\
          # e.g. --xdp-mode skb --metrics 127.0.0.1:9153 --state-file /var/lib/geodns/states.json\n\
+         # --keep-on-exit: `systemctl stop/restart` leaves the XDP program answering (the\n\
+         # next start adopts it); without it a stop detaches. Upgrades: `cargo xtask deploy`\n\
+         # (or starting the new binary by hand) hand over with no gap at all.\n\
          GEODNS_ARGS=--state-file /var/lib/geodns/states.json\n",
         layout.config().display()
     )

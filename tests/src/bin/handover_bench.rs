@@ -137,7 +137,10 @@ fn main() {
     let cold = started.elapsed().as_secs_f64();
     let _pass = pair.attach_pass(Side::Client).expect("xdp_pass");
     let templates = vec![
-        Query::new("www.cdn.example.net.", 1).build(),
+        // A client the table answers in the kernel (1.2.0.0/18 has a region of its own).
+        Query::new("www.cdn.example.net.", 1)
+            .ecs("1.2.3.0", 24)
+            .build(),
         Query::new("cdn.example.net.", 6).build(),
     ];
     eprintln!("before: {}", drops(&pair));
@@ -171,6 +174,12 @@ fn main() {
         steady.join().expect("stream")
     });
     eprintln!("after the baseline: {}", drops(&pair));
+    let page = new.scrape(&pair).unwrap_or_default();
+    let outcomes: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("geodns_xdp_packets_total") && !l.ends_with(" 0"))
+        .collect();
+    eprintln!("the new daemon's XDP outcomes: {outcomes:?}");
     drop(new);
     let lost = samples.iter().filter(|s| s.reply.is_none()).count();
     let steady_lost = steady.iter().filter(|s| s.reply.is_none()).count();

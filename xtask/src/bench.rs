@@ -98,7 +98,7 @@ const CITY_FIGURES: &[&str] = &[
 ];
 
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 6] = [
+const GROUPS: [&[&str]; 7] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,

@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
         bail!("bpf-linker not found: run `cargo xtask setup` (it builds bpf-linker against nightly's LLVM)");
     }
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    commit_stamp(&root);
     let ebpf_dir = root.join("../xdp-dns");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
@@ -67,6 +68,30 @@ fn main() -> anyhow::Result<()> {
         check_object(out, programs, maps)?;
     }
     Ok(())
+}
+
+/// `GEODNS_COMMIT` for `geodns --version` and `geodns_build_info`: the environment's
+/// (a build from a tarball), else git's HEAD, else "unknown".
+fn commit_stamp(root: &std::path::Path) {
+    println!("cargo:rerun-if-env-changed=GEODNS_COMMIT");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = env::var("GEODNS_COMMIT")
+        .ok()
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_owned());
+    // A new commit or checkout moves HEAD's log.
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/logs/HEAD");
+    }
+    println!("cargo:rustc-env=GEODNS_COMMIT={commit}");
 }
 
 fn which_bpf_linker() -> Option<PathBuf> {

@@ -119,6 +119,7 @@ pub const MAP_NAMES: &[&str] = &[
     "ANSWER_SETS_1",
     "RRL",
     "SHADOW",
+    "DAEMON",
 ];
 /// Names of the programs the loader expects in the object.
 pub const PROGRAM_NAMES: &[&str] = &[
@@ -184,6 +185,74 @@ pub struct RuntimeState {
     pub flags: u32,
 }
 const _: () = assert!(size_of::<RuntimeState>() == 8);
+
+/// The daemon behind the program, at index 0 of the `DAEMON` array: the contract's
+/// stamp (so a later daemon can tell a pin of its own layout from another build's) and
+/// a heartbeat. The kernel reads `beat_ns` only for a query it passes: older than
+/// [`DAEMON_DEAD_NS`], nobody answers it (`counter::PASS_NO_DAEMON`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DaemonState {
+    /// [`CONTRACT_STAMP`] of the build that loaded the program.
+    pub stamp: u64,
+    /// `CLOCK_MONOTONIC` (the kernel's `bpf_ktime_get_coarse_ns` clock) of the last beat.
+    pub beat_ns: u64,
+    /// The daemon's process id.
+    pub pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<DaemonState>() == 24);
+
+/// A heartbeat older than this: the daemon is gone (it beats every second).
+pub const DAEMON_DEAD_NS: u64 = 3_000_000_000;
+
+/// Raise when a map's meaning changes without its name or size changing.
+const CONTRACT_REVISION: usize = 1;
+
+/// The layout of the kernel contract in one number: the map and program names, the
+/// sizes of every key and value, the counters. A pinned program whose `DAEMON` stamp
+/// differs was built against another layout: its maps cannot be read as ours.
+pub const CONTRACT_STAMP: u64 = {
+    const fn mix(mut h: u64, bytes: &[u8]) -> u64 {
+        let mut i = 0;
+        while i < bytes.len() {
+            h ^= bytes[i] as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        h ^ 0xff
+    }
+    let mut h = 0xcbf2_9ce4_8422_2325_u64;
+    let mut i = 0;
+    while i < MAP_NAMES.len() {
+        h = mix(h, MAP_NAMES[i].as_bytes());
+        i += 1;
+    }
+    i = 0;
+    while i < PROGRAM_NAMES.len() {
+        h = mix(h, PROGRAM_NAMES[i].as_bytes());
+        i += 1;
+    }
+    let sizes = [
+        size_of::<RuntimeState>(),
+        size_of::<DaemonState>(),
+        size_of::<PrefixValue>(),
+        size_of::<NameEntry>(),
+        size_of::<AnswerKey>(),
+        size_of::<AnswerSet>(),
+        size_of::<Defence>(),
+        size_of::<RrlSlot>(),
+        size_of::<Scratch>(),
+        counter::COUNT as usize,
+        CONTRACT_REVISION,
+    ];
+    i = 0;
+    while i < sizes.len() {
+        h = mix(h, &(sizes[i] as u64).to_le_bytes());
+        i += 1;
+    }
+    h
+};
 
 /// When set, the kernel skips its flat first step and asks the LPM trie directly
 /// (bench and debugging).
@@ -349,8 +418,11 @@ pub mod counter {
     pub const SHADOW_LOOKUPS: u32 = 30;
     /// Shadowed queries whose pair found no room in `SHADOW` (not counted there).
     pub const SHADOW_FULL: u32 = 31;
+    /// A query to the DNS port passed to userspace while the daemon's heartbeat was
+    /// stale (`DaemonState`): nobody answered it.
+    pub const PASS_NO_DAEMON: u32 = 32;
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 33;
 
     /// Metric label of each counter, indexed by its value.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -386,6 +458,7 @@ pub mod counter {
         "rrl_slipped",
         "shadow_lookups",
         "shadow_full",
+        "pass_no_daemon",
     ];
 }
 
@@ -394,6 +467,7 @@ mod pod {
     // SAFETY: all of these are repr(C), Copy, with explicit padding and no pointers:
     // every bit pattern is a valid value.
     unsafe impl aya::Pod for super::RuntimeState {}
+    unsafe impl aya::Pod for super::DaemonState {}
     unsafe impl aya::Pod for super::PrefixValue {}
     unsafe impl aya::Pod for super::NameKey {}
     unsafe impl aya::Pod for super::NameValue {}

@@ -50,9 +50,25 @@ impl Daemon {
         extra: &[&str],
         timeout: Duration,
     ) -> Self {
+        let mut daemon = Self::spawn(&geodns_bin(), pair, config, metrics, pin_dir, extra);
+        daemon.wait_ready(timeout, |d| d.scrape(pair));
+        daemon
+    }
+
+    /// As [`Daemon::start`] with the binary `bin`, not waited for (e.g. a new daemon
+    /// taking over from one that still answers `/metrics` on the same address).
+    #[must_use]
+    pub fn spawn(
+        bin: &Path,
+        pair: &NetnsPair,
+        config: &Path,
+        metrics: &str,
+        pin_dir: &str,
+        extra: &[&str],
+    ) -> Self {
         let child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
-            .arg(geodns_bin())
+            .arg(bin)
             .args(["run", "--config"])
             .arg(config)
             .args([
@@ -71,12 +87,21 @@ impl Daemon {
             )
             .spawn()
             .expect("start geodns run");
-        let mut daemon = Self {
+        Self {
             child,
             metrics: metrics.to_owned(),
-        };
-        daemon.wait_ready(timeout, |d| d.scrape(pair));
-        daemon
+        }
+    }
+
+    /// Whether the process has exited (and is reaped).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// SIGKILL, as the OOM killer would, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Starts `geodns run --config CONFIG --metrics METRICS EXTRA...` in this process's

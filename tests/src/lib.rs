@@ -7,6 +7,7 @@ pub mod frame;
 pub mod http;
 pub mod netns;
 pub mod probe;
+pub mod stream;
 pub mod synth;
 pub mod table;
 

@@ -37,6 +37,7 @@ fn scrape(addr: SocketAddr) -> String {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, in order")]
 fn metrics_answer_within_50_ms_during_a_500k_install() {
     if !require_bpf() {
         return;
@@ -80,6 +81,7 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
                 health: health.clone(),
                 redirect: None,
                 dns: None,
+                xdp: Arc::default(),
             },
             Some(token),
         ))

@@ -21,3 +21,4 @@ pub mod object_check;
 pub mod prom;
 pub mod redirect;
 pub mod shadow;
+pub mod version;

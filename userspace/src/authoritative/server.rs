@@ -7,7 +7,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter},
     net::{TcpListener, TcpStream, UdpSocket},
     sync::Semaphore,
     task::{JoinHandle, JoinSet},
@@ -172,6 +172,31 @@ impl Listener {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// A listener on sockets another process bound (a handover): the UDP sockets of
+    /// its workers and its TCP listener, served as they are.
+    pub fn from_sockets(
+        addr: SocketAddr,
+        udp: Vec<std::net::UdpSocket>,
+        tcp: std::net::TcpListener,
+    ) -> io::Result<Self> {
+        for u in &udp {
+            u.set_nonblocking(true)?;
+        }
+        tcp.set_nonblocking(true)?;
+        Ok(Self { udp, tcp, addr })
+    }
+
+    /// Copies (dup) of the sockets, to hand them over: (TCP?, fd).
+    pub fn dup_sockets(&self) -> io::Result<Vec<(bool, std::os::fd::OwnedFd)>> {
+        use std::os::fd::AsFd as _;
+        let mut out = Vec::new();
+        for u in &self.udp {
+            out.push((false, u.as_fd().try_clone_to_owned()?));
+        }
+        out.push((true, self.tcp.as_fd().try_clone_to_owned()?));
+        Ok(out)
+    }
 }
 
 fn socket(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
@@ -187,9 +212,35 @@ fn socket(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
 fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = socket(addr, socket2::Type::DGRAM)?;
     s.set_reuse_port(true)?;
+    receive_buffer(&s);
     super::udp::enable_pktinfo(&s, addr.is_ipv6())?;
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Bytes a UDP socket may queue: a few thousand queries. The kernel default (about 200
+/// KiB, a few hundred queries) overflowed at 20,000 queries a second to userspace
+/// while a new daemon compiled a 500k table beside the old one (a handover) on two CPUs.
+const UDP_RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
+/// Sets [`UDP_RECEIVE_BUFFER`]: past `net.core.rmem_max` with `CAP_NET_ADMIN`
+/// (`SO_RCVBUFFORCE`), else as far as `rmem_max` allows; never fails the bind.
+fn receive_buffer(s: &socket2::Socket) {
+    use std::os::fd::AsRawFd as _;
+    let bytes = UDP_RECEIVE_BUFFER;
+    // SAFETY: setsockopt on our own socket with an int of its size.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const bytes).cast(),
+            4,
+        )
+    } == 0;
+    if !forced {
+        let _ = s.set_recv_buffer_size(4 << 20);
+    }
 }
 
 fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -207,7 +258,15 @@ pub struct DnsServer {
     addrs: Vec<SocketAddr>,
     stats: Arc<ServerStats>,
     tasks: Vec<JoinHandle<()>>,
+    /// Set to stop reading ([`DnsServer::drain`]).
+    stop: tokio::sync::watch::Sender<bool>,
 }
+
+/// After [`DnsServer::drain`], how long an open TCP connection still waits for a query
+/// its client may have sent before it saw the handover.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// The longest [`DnsServer::drain`] waits for connections to finish.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 impl DnsServer {
     /// Serves `listeners`, answering every query with the engine `control` holds at
@@ -224,6 +283,7 @@ impl DnsServer {
         let limit = Arc::new(Semaphore::new(tcp.max_connections));
         let per_source = Arc::new(PerSource::default());
         let guard = Arc::new(UdpGuard::new(control.engine().load().config()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         for l in listeners {
             addrs.push(l.addr);
             for udp in l.udp {
@@ -233,6 +293,7 @@ impl DnsServer {
                     control.clone(),
                     stats.clone(),
                     guard.clone(),
+                    stopped.clone(),
                 )));
             }
             let listener = TcpListener::from_std(l.tcp)?;
@@ -243,13 +304,30 @@ impl DnsServer {
                 tcp,
                 limit.clone(),
                 per_source.clone(),
+                stopped.clone(),
             )));
         }
         Ok(Self {
             addrs,
             stats,
             tasks,
+            stop,
         })
+    }
+
+    /// Stops reading new queries and waits (at most a few seconds) for the ones in
+    /// flight: a UDP task finishes the datagram it holds, a TCP connection answers
+    /// what its client sent. The sockets themselves stay open in the process they
+    /// were handed to, which reads what is queued in them from then on.
+    pub async fn drain(mut self) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + DRAIN_MAX;
+        for task in std::mem::take(&mut self.tasks) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+            }
+        }
     }
 
     /// The addresses served (UDP and TCP each).
@@ -277,10 +355,17 @@ async fn serve_udp(
     control: Control,
     stats: Arc<ServerStats>,
     guard: Arc<UdpGuard>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let (n, peer, local) = match super::udp::recv(&sock, &mut buf).await {
+        // `recv` is cancel-safe: a datagram is taken only when it returns.
+        let received = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            r = super::udp::recv(&sock, &mut buf) => r,
+        };
+        let (n, peer, local) = match received {
             Ok(x) => x,
             Err(e) => {
                 // E.g. ICMP errors reported on the socket: nothing to do but go on.
@@ -320,13 +405,23 @@ async fn serve_tcp(
     options: TcpOptions,
     limit: Arc<Semaphore>,
     per_source: Arc<PerSource>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     // Connections live in this set: stopping this task stops them.
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            a = listener.accept() => Some(a),
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Some(accepted) = accepted else {
+            // Draining: no new connection (the listener's queue is the next
+            // process's); the open ones finish what their clients sent.
+            drop(listener);
+            while conns.join_next().await.is_some() {}
+            return;
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -350,9 +445,10 @@ async fn serve_tcp(
         stats.tcp_accepted();
         let control = control.clone();
         let stats = stats.clone();
+        let stop = stop.clone();
         conns.spawn(async move {
             let life = options.max_lifetime;
-            let served = connection(stream, peer.ip(), &control, &stats, options);
+            let served = connection(stream, peer.ip(), &control, &stats, options, stop);
             match tokio::time::timeout(life, served).await {
                 Ok(Ok(Some(why))) => stats.tcp_close(why),
                 Ok(Ok(None)) => {}
@@ -375,6 +471,7 @@ async fn connection(
     control: &Control,
     stats: &ServerStats,
     options: TcpOptions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<Option<TcpClose>> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
@@ -385,6 +482,25 @@ async fn connection(
     let idle = options.idle_timeout;
     let mut answered = 0u32;
     loop {
+        // The next query's first bytes (`fill_buf` is cancel-safe: what it read stays
+        // in the buffer). While the server drains, a connection waits only
+        // `DRAIN_GRACE` for a query its client sent before it saw the handover.
+        while r.buffer().is_empty() {
+            let draining = *stop.borrow();
+            let wait = if draining { DRAIN_GRACE } else { idle };
+            let got = tokio::select! {
+                got = tokio::time::timeout(wait, r.fill_buf()) => Some(got.map(|g| g.map(<[u8]>::is_empty))),
+                _ = stop.wait_for(|s| *s), if !draining => None,
+            };
+            match got {
+                None => {}
+                Some(Ok(Ok(true))) => return Ok(None),
+                Some(Ok(Ok(false))) => break,
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(_)) if draining => return Ok(None),
+                Some(Err(_)) => return Ok(Some(TcpClose::Idle)),
+            }
+        }
         let len = match tokio::time::timeout(idle, r.read_u16()).await {
             Ok(Ok(n)) => usize::from(n),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),

@@ -34,6 +34,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let total: u64 = values.iter().sum();
         println!("{name:<30} {total}");
     }
+    // The heartbeat: a daemon killed or crashed leaves the program answering alone.
+    match crate::loader::read_pinned_daemon(&args.pin_dir) {
+        Ok(d) => {
+            let age_ns = crate::loader::monotonic_ns().saturating_sub(d.beat_ns);
+            #[expect(clippy::cast_precision_loss, reason = "seconds for display")]
+            let age = age_ns as f64 / 1e9;
+            let alive = age_ns <= geodns_common::DAEMON_DEAD_NS;
+            println!(
+                "{:<30} pid {} heartbeat {age:.1} s ago: {}",
+                "daemon",
+                d.pid,
+                if alive {
+                    "alive"
+                } else {
+                    "DEAD (the kernel answers what it can from the last maps; pass_no_daemon counts the queries nobody answered)"
+                }
+            );
+        }
+        Err(e) => println!("{:<30} unknown: {e}", "daemon"),
+    }
     match crate::http::request(args.api, "GET", "/metrics", None) {
         Ok(text) => {
             println!();

@@ -9,6 +9,16 @@ pub struct MetricsSources {
     pub health: HealthControl,
     pub redirect: Option<Arc<crate::redirect::RedirectStats>>,
     pub dns: Option<Arc<crate::authoritative::ServerStats>>,
+    /// How the XDP program was attached, once it is.
+    pub xdp: Arc<std::sync::Mutex<Option<XdpInfo>>>,
+}
+
+/// How the XDP program came to be attached, for `/metrics`.
+#[derive(Clone, Copy, Debug)]
+pub struct XdpInfo {
+    pub how: crate::loader::AttachHow,
+    /// Queries the previous daemon's program passed while no daemon was alive.
+    pub previous_passed_no_daemon: u64,
 }
 
 /// Binds the metrics address and serves `/metrics` and the admin API there (on the
@@ -22,13 +32,24 @@ pub async fn start_metrics(
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics address {addr}"))?;
-    let bound = listener.local_addr().unwrap_or(addr);
+    Ok(serve_metrics(listener, sources, token)?.0)
+}
+
+/// Serves `/metrics` and the admin API on a bound listener; returns its address and
+/// the sources the page is written from.
+pub fn serve_metrics(
+    listener: TcpListener,
+    sources: MetricsSources,
+    token: Option<AdminToken>,
+) -> anyhow::Result<(SocketAddr, Arc<MetricsSources>)> {
+    let bound = listener.local_addr()?;
     let limits = Limits {
         max_connections: METRICS_MAX_CONNECTIONS,
         header_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(10),
     };
     let sources = Arc::new(sources);
+    let shared = sources.clone();
     crate::http::serve(vec![listener], limits, move |req, peer| {
         let sources = sources.clone();
         let token = token.clone();
@@ -100,7 +121,7 @@ pub async fn start_metrics(
             crate::http::text(status, body)
         }
     });
-    Ok(bound)
+    Ok((bound, shared))
 }
 
 /// The shadow-run API (`geodns shadow`):
@@ -200,6 +221,27 @@ impl MetricsSources {
     #[must_use]
     pub fn text(&self) -> String {
         let mut out = metrics_text(&self.control, &self.reloads);
+        let xdp = *self
+            .xdp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(info) = xdp {
+            use crate::prom::{Kind, Page};
+            let mut p = Page::new();
+            p.family(
+                "geodns_xdp_attach_info",
+                Kind::Gauge,
+                "How this daemon attached the XDP program: attached (new link), updated (an earlier daemon's pinned link, its program replaced in one update), reattached (a pinned link of another layout, detached first).",
+            );
+            p.sample("geodns_xdp_attach_info", &[("how", info.how.as_str())], 1);
+            p.single(
+                "geodns_xdp_previous_pass_no_daemon",
+                Kind::Gauge,
+                "Queries the previous daemon's program passed to userspace while no daemon was alive (unanswered), read when this one adopted it.",
+                info.previous_passed_no_daemon,
+            );
+            out.push_str(&p.finish());
+        }
         out.push_str(&self.health.metrics_text());
         if let Some(r) = &self.redirect {
             out.push_str(&r.metrics_text());
@@ -216,6 +258,19 @@ impl MetricsSources {
 pub fn metrics_text(control: &Control, reloads: &ReloadStats) -> String {
     use crate::prom::{Kind, Page};
     let mut p = Page::new();
+    p.family(
+        "geodns_build_info",
+        Kind::Gauge,
+        "What runs: the version and the commit it was built from.",
+    );
+    p.sample(
+        "geodns_build_info",
+        &[
+            ("version", crate::version::VERSION),
+            ("commit", crate::version::COMMIT),
+        ],
+        1,
+    );
     let counts = control.counts();
     if let Some(counters) = control.xdp_counters() {
         if let Ok(counters) = counters {

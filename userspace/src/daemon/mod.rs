@@ -6,12 +6,13 @@
 //! either of them may add the HTTP redirector. A reload compiles on a blocking thread
 //! while the old maps serve and hands the engine to the control thread, which installs
 //! it into the idle generation and flips: a bad file changes nothing and is counted.
+pub mod handover;
 mod metrics;
 mod reload;
 
-pub use metrics::{metrics_text, start_metrics, MetricsSources};
-use reload::Reloader;
+pub use metrics::{metrics_text, serve_metrics, start_metrics, MetricsSources, XdpInfo};
 pub use reload::{compile, compile_config};
+use reload::{Reloader, Stop};
 
 use std::{
     net::SocketAddr,
@@ -78,6 +79,11 @@ pub struct Args {
     /// names geodns pins there are ever removed.
     #[arg(long, default_value = "/sys/fs/bpf/geodns")]
     pub pin_dir: PathBuf,
+    /// On SIGTERM/SIGINT, leave the XDP program attached and its maps pinned: the kernel
+    /// keeps answering what it can from the last table until the next `geodns run`
+    /// adopts it (without this, a stop detaches and unpins).
+    #[arg(long)]
+    pub keep_on_exit: bool,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Also serve the HTTP redirector (as `geodns redirect` does) on ADDR, from the
@@ -193,6 +199,7 @@ struct XdpPart<'a> {
     mode: XdpModeArg,
     dns_port: u16,
     pin_dir: &'a Path,
+    keep_on_exit: bool,
 }
 
 /// Which parts a daemon runs.
@@ -217,6 +224,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             mode: args.xdp_mode,
             dns_port: args.dns_port,
             pin_dir: &args.pin_dir,
+            keep_on_exit: args.keep_on_exit,
         })
     };
     runtime()?.block_on(serve(Parts {
@@ -245,9 +253,8 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Loads, fills, attaches and pins the XDP program.
-fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<KernelProgram> {
-    let if_index = if_index(part.iface)?;
+/// Loads and fills the XDP program; nothing is attached yet ([`attach_kernel`]).
+fn load_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<KernelProgram> {
     let options = LoadOptions {
         dns_port: part.dns_port,
         ..LoadOptions::default()
@@ -256,16 +263,99 @@ fn start_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<KernelPro
         .with_context(|| format!("reading the addresses of {}", part.iface))?;
     let mut xdp = KernelProgram::load(&options)?;
     xdp.install(&engine.kernel_maps())?;
-    xdp.attach(if_index, xdp_mode(part.mode == XdpModeArg::Skb))
-        .with_context(|| format!("attaching to {}", part.iface))?;
-    ensure_bpffs()?;
-    // A crashed run may have left pins: they would stop this one.
-    remove_pins(part.pin_dir);
-    if let Err(e) = xdp.pin(part.pin_dir) {
-        remove_pins(part.pin_dir);
-        return Err(e).with_context(|| format!("pinning maps under {}", part.pin_dir.display()));
-    }
     Ok(xdp)
+}
+
+/// Attaches the loaded program through the pinned link (a new link, or the program of
+/// an earlier daemon's link replaced in one update) and pins the maps in place of the
+/// earlier daemon's: the last step of a start that can fail.
+async fn attach_kernel(control: &Control, part: &XdpPart<'_>) -> anyhow::Result<XdpInfo> {
+    let if_index = if_index(part.iface)?;
+    ensure_bpffs()?;
+    std::fs::create_dir_all(part.pin_dir)
+        .with_context(|| format!("creating the pin directory {}", part.pin_dir.display()))?;
+    let dir = part.pin_dir.to_path_buf();
+    let mode = xdp_mode(part.mode == XdpModeArg::Skb);
+    let attached = control
+        .with_kernel(move |k| {
+            let attachment = k.attach_pinned(if_index, mode, &dir)?;
+            // The earlier daemon's map pins (or a crashed run's) make way for ours; only
+            // `geodns stats` and the next daemon read them.
+            remove_pins(&dir);
+            if let Err(e) = k.pin(&dir) {
+                tracing::error!(error = %e, dir = %dir.display(), "maps not pinned: `geodns stats` and the next daemon cannot read them");
+            }
+            anyhow::Ok(attachment)
+        })
+        .await
+        .context("the control thread stopped")?
+        .with_context(|| format!("attaching to {}", part.iface))?;
+    if let Some(p) = attached.previous {
+        tracing::info!(
+            pid = p.pid,
+            heartbeat_age_seconds = p.beat_age.as_secs_f64(),
+            passed_without_daemon = p.passed_no_daemon,
+            "adopted the pinned XDP link (its program replaced in one update)"
+        );
+    }
+    Ok(XdpInfo {
+        how: attached.how,
+        previous_passed_no_daemon: attached.previous.map_or(0, |p| p.passed_no_daemon),
+    })
+}
+
+/// Beats into the program's `DAEMON` map every second, on a thread of its own (an
+/// install on the control thread takes seconds).
+fn start_heartbeat(mut beat: crate::loader::Heartbeat) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("geodns-heartbeat".to_owned())
+        .spawn(move || loop {
+            if let Err(e) = beat.beat() {
+                tracing::warn!(error = %e, "heartbeat not written");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        })?;
+    Ok(())
+}
+
+/// The redirector's listeners: those handed over, else new ones.
+async fn redirect_listeners(
+    addrs: &[SocketAddr],
+    handed: Option<&mut handover::Taken>,
+) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    let mut handed = handed;
+    for a in addrs {
+        let inherited = handed
+            .as_deref_mut()
+            .and_then(|t| t.take(handover::Role::Redirect, Some(*a)).pop());
+        out.push(match inherited {
+            Some((_, fd)) => {
+                let l = std::net::TcpListener::from(fd);
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)?
+            }
+            None => TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the redirector address {a}"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// The metrics listener: the one handed over, else a new one.
+async fn metrics_listener(
+    addr: SocketAddr,
+    handed: Option<&mut handover::Taken>,
+) -> anyhow::Result<TcpListener> {
+    if let Some((_, fd)) = handed.and_then(|t| t.take(handover::Role::Metrics, Some(addr)).pop()) {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        return Ok(TcpListener::from_std(l)?);
+    }
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics address {addr}"))
 }
 
 #[expect(
@@ -276,12 +366,22 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     let started = Instant::now();
     let common = parts.common;
     let signals = Signals::install()?;
+    // A daemon serving on the same pin directory hands over its sockets and node states
+    // (it keeps serving until this one is ready; if this one fails, it goes on).
+    let handover_path = parts.xdp.as_ref().map(|x| handover::socket_path(x.pin_dir));
+    let mut handed = match &handover_path {
+        Some(path) => handover::take(path)?,
+        None => None,
+    };
     // The state file first: the first install already answers with the remembered
-    // states, never with the config's alone.
+    // states, never with the config's alone. A handing-over daemon's are newer.
     let book = NodeBook::open(
         common.health.state_file.as_deref(),
         common.health.max_down_share,
     );
+    if let Some(t) = &handed {
+        book.adopt(&t.states);
+    }
     let engine = compile(parts.config, Some(&|c: &Config| book.effective(c)))?;
     let handle = EngineHandle::new(engine);
     // Without a token (a user who cannot write the token file's directory, e.g. an
@@ -293,33 +393,44 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
             None
         }
     };
-    // Bound before the kernel is touched: a port in use fails the start cleanly.
-    let listeners = match parts.dns {
-        Some((dns, port)) => Some(crate::authoritative::bind(dns, port, parts.xdp.is_some())?),
-        None => None,
-    };
-    let kernel = match &parts.xdp {
-        Some(part) => Some(start_kernel(part, &handle.load())?),
-        None => None,
-    };
-    let pins = parts.xdp.as_ref().map(|p| p.pin_dir);
-    let stop_kernel = |control: Control| async move {
-        control.stop().await;
-        if let Some(dir) = pins {
-            remove_pins(dir);
+    // Every listening socket is kept (a copy) for the next daemon.
+    let kept = handover::Kept::default();
+    // Bound (or handed over) before the kernel is touched: a port in use fails the start
+    // cleanly.
+    let listeners = match (parts.dns, handed.as_mut()) {
+        (Some(_), Some(t)) => Some(t.dns_listeners()?),
+        (Some((dns, port)), None) => {
+            Some(crate::authoritative::bind(dns, port, parts.xdp.is_some())?)
         }
+        (None, _) => None,
     };
+    for l in listeners.iter().flatten() {
+        for (tcp, fd) in l.dup_sockets()? {
+            let role = if tcp {
+                handover::Role::DnsTcp
+            } else {
+                handover::Role::DnsUdp
+            };
+            kept.keep(role, l.local_addr(), fd);
+        }
+    }
+    let kernel = match &parts.xdp {
+        Some(part) => Some(load_kernel(part, &handle.load())?),
+        None => None,
+    };
+    let heartbeat = kernel.as_ref().map(KernelProgram::heartbeat).transpose()?;
     let control = Control::start(handle.clone(), kernel, book.states_fn())?;
     let reloads = Arc::new(ReloadStats::default());
+    let snapshot_book = book.clone();
     let health = match crate::health::spawn(&common.health, &control, book).await {
         Ok(h) => h,
         Err(e) => {
-            stop_kernel(control).await;
+            control.stop().await;
             return Err(e.into());
         }
     };
-    // The listeners, before "ready": a port that cannot be bound stops the start, and
-    // leaves no pins behind.
+    // The listeners, before "ready": a port that cannot be bound stops the start. Nothing
+    // is attached or pinned yet, so a failed start leaves an earlier daemon serving.
     let listening = async {
         let dns = match listeners {
             Some(l) => {
@@ -334,41 +445,105 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
             None => None,
         };
         let (addrs, redirect_args) = parts.redirect;
-        let redirect = crate::redirect::start(addrs, redirect_args, &handle).await?;
-        let metrics = start_metrics(
-            common.metrics,
+        let redirect_listeners = redirect_listeners(addrs, handed.as_mut()).await?;
+        for l in &redirect_listeners {
+            kept.keep_dup(handover::Role::Redirect, l.local_addr()?, l)?;
+        }
+        let redirect = crate::redirect::start_on(redirect_listeners, redirect_args, &handle)?;
+        let metrics_listener = metrics_listener(common.metrics, handed.as_mut()).await?;
+        kept.keep_dup(
+            handover::Role::Metrics,
+            metrics_listener.local_addr()?,
+            &metrics_listener,
+        )?;
+        let metrics = serve_metrics(
+            metrics_listener,
             MetricsSources {
                 control: control.clone(),
                 reloads: reloads.clone(),
                 health: health.clone(),
                 redirect,
                 dns: dns.as_ref().map(|d| d.stats().clone()),
+                xdp: Arc::default(),
             },
             token,
-        )
-        .await?;
+        )?;
         anyhow::Ok((dns, metrics))
     }
     .await;
-    let (dns, metrics) = match listening {
+    let (dns, (metrics, sources)) = match listening {
         Ok(x) => x,
         Err(e) => {
             health.stop();
-            stop_kernel(control).await;
+            control.stop().await;
             return Err(e);
         }
     };
+    // Attach last: from here on the kernel runs this daemon's program.
+    if let Some(part) = &parts.xdp {
+        match attach_kernel(&control, part).await {
+            Ok(info) => {
+                *sources
+                    .xdp
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(info);
+            }
+            Err(e) => {
+                drop(dns);
+                health.stop();
+                control.stop().await;
+                return Err(e);
+            }
+        }
+    }
+    if let Some(beat) = heartbeat {
+        start_heartbeat(beat)?;
+    }
+    if let Some(t) = handed.take() {
+        let (pid, version) = (t.pid, t.version.clone());
+        // This daemon serves already: a previous daemon that went away on its own (a
+        // SIGTERM during the handover) is no reason to stop.
+        match tokio::task::spawn_blocking(move || t.finish()).await? {
+            Ok(took) => tracing::info!(
+                pid,
+                version = %version,
+                seconds = took.as_secs_f64(),
+                "handover done: the previous daemon has exited"
+            ),
+            Err(e) => tracing::warn!(
+                pid,
+                error = %format!("{e:#}"),
+                "the previous daemon did not take part in the end of the handover"
+            ),
+        }
+    }
+    let handing_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    if let Some(path) = &handover_path {
+        let book = snapshot_book.clone();
+        if let Err(e) = handover::listen(
+            path,
+            kept.clone(),
+            move || book.snapshot(),
+            handing_over.clone(),
+            done_tx,
+        ) {
+            tracing::warn!(error = %format!("{e:#}"), "no handover socket: a restart will not be seamless");
+        }
+    }
     let listen: Vec<String> = dns
         .as_ref()
         .map(|d| d.local_addrs().iter().map(ToString::to_string).collect())
         .unwrap_or_default();
     tracing::info!(
+        version = crate::version::LONG,
         config = %parts.config.display(),
         xdp = parts.xdp.is_some(),
         iface = parts.xdp.as_ref().map_or("-", |x| x.iface),
         listen = %listen.join(","),
         metrics = %metrics,
         redirect = ?parts.redirect.0,
+        generation = control.counts().generation,
         seconds = started.elapsed().as_secs_f64(),
         "geodns ready"
     );
@@ -380,19 +555,60 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         counts: &reloads,
         guard: common.reload,
     };
-    let stopped = reloader.until_stopped(signals, common.watch_interval).await;
-    drop(dns);
-    health.stop();
-    if parts.xdp.is_some() {
-        tracing::info!("stopping: detaching the XDP program and removing pins");
-    } else {
-        tracing::info!("stopping");
+    let stopped = reloader
+        .until_stopped(signals, common.watch_interval, done_rx)
+        .await?;
+    let handed_over =
+        stopped == Stop::HandedOver || handing_over.load(std::sync::atomic::Ordering::SeqCst);
+    match dns {
+        // The next daemon reads the same sockets: answer what is in flight, then go.
+        Some(d) if handed_over => d.drain().await,
+        d => drop(d),
     }
-    stop_kernel(control).await;
-    stopped
+    health.stop();
+    snapshot_book.save_if_dirty();
+    match &parts.xdp {
+        Some(_) if handed_over => {
+            tracing::info!(
+                "handed over: exiting, the program and pins now belong to the new daemon"
+            );
+            // Emptied before the process lets go of the maps (see `empty_tries`).
+            let started = Instant::now();
+            if let Some(Err(e)) = control.with_kernel(KernelProgram::empty_tries).await {
+                tracing::warn!(error = %e, "the old tries were not emptied before exit");
+            }
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "old tries emptied"
+            );
+            control.stop().await;
+        }
+        Some(part) if part.keep_on_exit => {
+            tracing::info!("stopping (--keep-on-exit): the XDP program stays attached and answers from the last maps");
+            control.stop().await;
+            if let Some(path) = &handover_path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Some(part) => {
+            tracing::info!("stopping: detaching the XDP program and removing pins");
+            let dir = part.pin_dir.to_path_buf();
+            control.with_kernel(move |k| k.detach_pinned(&dir)).await;
+            control.stop().await;
+            remove_pins(part.pin_dir);
+            if let Some(path) = &handover_path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        None => {
+            tracing::info!("stopping");
+            control.stop().await;
+        }
+    }
+    Ok(())
 }
 
-/// SIGHUP, SIGUSR1, SIGINT and SIGTERM, taken over first thing at start: a signal that
+/// SIGHUP, SIGUSR1, SIGINT and SIGTERM, handed over first thing at start: a signal that
 /// comes while the daemon is still starting waits for the loop and stops it cleanly,
 /// rather than killing the process half set up.
 pub(crate) struct Signals {

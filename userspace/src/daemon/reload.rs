@@ -81,11 +81,14 @@ pub(super) struct Reloader<'a> {
 impl Reloader<'_> {
     /// Reloads on SIGHUP (SIGUSR1: without the shrink guard) and when the config or one
     /// of its databases changes, until SIGINT or SIGTERM.
+    /// Reloads on signals and file changes until SIGINT/SIGTERM or a new daemon has
+    /// taken over (`handed_over` turns true); says which.
     pub(super) async fn until_stopped(
         &self,
         signals: Signals,
         every: Duration,
-    ) -> anyhow::Result<()> {
+        mut handed_over: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Stop> {
         let Signals {
             mut hup,
             mut usr1,
@@ -105,12 +108,12 @@ impl Reloader<'_> {
                     }
                     ("file changed", false)
                 }
-                _ = int.recv() => break,
-                _ = term.recv() => break,
+                _ = int.recv() => return Ok(Stop::Signal),
+                _ = term.recv() => return Ok(Stop::Signal),
+                _ = handed_over.wait_for(|h| *h) => return Ok(Stop::HandedOver),
             };
             watch = self.reload(why, force).await;
         }
-        Ok(())
     }
 
     /// Compiles in the background; on success hands the engine to the control thread;
@@ -219,4 +222,13 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Why the daemon stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// A new daemon has the sockets and the link: leave both.
+    HandedOver,
 }

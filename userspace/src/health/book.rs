@@ -312,6 +312,31 @@ impl NodeBook {
         self.0.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// What the state file would hold now (health and admin states, JSON), for the
+    /// daemon that takes over from this one.
+    #[must_use]
+    pub fn snapshot(&self) -> String {
+        serde_json::to_string(&self.lock().file()).unwrap_or_default()
+    }
+
+    /// Takes the states a handing-over daemon sent ([`Self::snapshot`]) instead of the
+    /// state file's: they are newer. Unreadable text is logged and ignored.
+    pub fn adopt(&self, snapshot: &str) {
+        match serde_json::from_str::<StateFile>(snapshot) {
+            Ok(file) => {
+                tracing::info!(
+                    health = file.health.len(),
+                    admin = file.admin.len(),
+                    "node states taken over from the previous daemon"
+                );
+                let mut desired = self.lock();
+                desired.remembered = file.health;
+                desired.admin = file.admin;
+            }
+            Err(e) => tracing::warn!(error = %e, "node states of the previous daemon ignored"),
+        }
+    }
+
     /// Rewrites the state file if something changed since the last write.
     pub fn save_if_dirty(&self) {
         if !self.0.dirty.swap(false, Ordering::Relaxed) {

@@ -6,9 +6,14 @@
 //! flips `STATE.generation` with one array update: a packet sees the whole old table or
 //! the whole new one, never a mix, and answering never pauses.
 mod install;
+mod link;
 mod mmap;
 
 use install::table_slots;
+pub use link::{
+    monotonic_ns, read_pinned_daemon, read_pinned_no_daemon, AttachHow, Attachment, Heartbeat,
+    Previous, LINK_PIN,
+};
 use std::{
     collections::HashMap as StdHashMap,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -46,6 +51,12 @@ pub enum LoaderError {
         op: &'static str,
         #[source]
         source: Box<aya::programs::ProgramError>,
+    },
+    #[error("the pinned XDP link: {op}: {source}")]
+    Link {
+        op: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
     },
     #[error("map {map}: mmap: {source}")]
     Mmap {
@@ -159,14 +170,17 @@ pub struct InstallStats {
 /// The loaded program and its maps.
 pub struct KernelProgram {
     ebpf: Ebpf,
-    /// Taken out of `ebpf` to fill it; held so the stages stay linked.
-    _jump: ProgramArray<MapData>,
+    /// Taken out of `ebpf` to fill it; held (and pinned) so the stages stay linked.
+    jump: Map,
     state: RuntimeState,
     mirrors: [Mirror; 2],
     sizes: MapSizes,
     installed_once: bool,
     /// A shadow run's candidate is in the idle generation, with these aliases.
     shadow_aliases: Option<u32>,
+    /// The pinned link `xdp_dns` is attached through ([`KernelProgram::attach_pinned`]);
+    /// dropping it closes our fd only, the pin keeps the program attached.
+    link: Option<aya::programs::links::FdLink>,
 }
 
 /// The name of a generation's copy of a map (`PREFIX_V4` -> `PREFIX_V4_1`), as listed
@@ -236,15 +250,19 @@ impl KernelProgram {
             })?;
         }
         let jump = link_stages(&mut ebpf)?;
-        Ok(Self {
+        let program = Self {
             ebpf,
-            _jump: jump,
+            jump,
             state: RuntimeState::default(),
             mirrors: [Mirror::default(), Mirror::default()],
             sizes,
             installed_once: false,
             shadow_aliases: None,
-        })
+            link: None,
+        };
+        // The stamp and a first beat before anything can attach it.
+        program.heartbeat()?;
+        Ok(program)
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, LoaderError> {
@@ -366,6 +384,16 @@ impl KernelProgram {
                     source: std::io::Error::other(e),
                 })?;
             }
+        }
+        // The kernel empties a program array when its last user reference goes: without
+        // this pin the stages would be unlinked when the process dies, and the program
+        // would pass everything.
+        let path = dir.join("JUMP");
+        if let Some(data) = map_data(&self.jump) {
+            data.pin(&path).map_err(|e| LoaderError::Pin {
+                path,
+                source: std::io::Error::other(e),
+            })?;
         }
         Ok(())
     }
@@ -501,12 +529,12 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
 
 /// Puts the lookup and reply stages into the `JUMP` program array the first stage
 /// tail-calls through.
-fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
-    let map = ebpf.take_map("JUMP").ok_or(LoaderError::Missing {
+fn link_stages(ebpf: &mut Ebpf) -> Result<Map, LoaderError> {
+    let mut map = ebpf.take_map("JUMP").ok_or(LoaderError::Missing {
         kind: "map",
         name: "JUMP".to_string(),
     })?;
-    let mut jump = ProgramArray::try_from(map).map_err(|source| LoaderError::Map {
+    let mut jump = ProgramArray::try_from(&mut map).map_err(|source| LoaderError::Map {
         map: "JUMP",
         op: "open",
         source,
@@ -524,7 +552,7 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, LoaderError> {
             source,
         })?;
     }
-    Ok(jump)
+    Ok(map)
 }
 
 /// XDP attach mode from the CLI's `--xdp-mode`.

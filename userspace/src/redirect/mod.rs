@@ -427,5 +427,24 @@ pub async fn start(
     Ok(Some(stats))
 }
 
+/// [`start`] on listeners already bound (or handed over); `None` without any.
+pub fn start_on(
+    listeners: Vec<TcpListener>,
+    args: &RedirectArgs,
+    handle: &EngineHandle,
+) -> anyhow::Result<Option<Arc<RedirectStats>>> {
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    let stats = Arc::new(RedirectStats::default());
+    let redirector = Arc::new(Redirector::new(
+        handle.clone(),
+        args.clone(),
+        stats.clone(),
+    )?);
+    spawn(listeners, &redirector);
+    Ok(Some(stats))
+}
+
 #[cfg(test)]
 mod tests;

@@ -80,6 +80,7 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
                 health: health.clone(),
                 redirect: None,
                 dns: None,
+                fleet: None,
             },
             Some(token),
         ))

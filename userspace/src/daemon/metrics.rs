@@ -9,6 +9,8 @@ pub struct MetricsSources {
     pub health: HealthControl,
     pub redirect: Option<Arc<crate::redirect::RedirectStats>>,
     pub dns: Option<Arc<crate::authoritative::ServerStats>>,
+    /// The fleet this daemon is in (`--fleet`).
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 /// Binds the metrics address and serves `/metrics` and the admin API there (on the
@@ -102,6 +104,9 @@ impl MetricsSources {
             out.push_str(&r.metrics_text());
         }
         if let Some(f) = &self.dns {
+            out.push_str(&f.metrics_text());
+        }
+        if let Some(f) = &self.fleet {
             out.push_str(&f.metrics_text());
         }
         out

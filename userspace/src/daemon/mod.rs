@@ -35,6 +35,7 @@ use tokio::{
 
 use crate::{
     control::{Control, EngineHandle},
+    fleet::ConfigPush,
     health::{HealthControl, NodeBook},
     http::{AdminToken, Limits},
     loader::{xdp_mode, KernelProgram, LoadOptions},
@@ -121,6 +122,8 @@ pub struct CommonArgs {
     pub health: crate::health::HealthArgs,
     #[command(flatten)]
     pub token: crate::http::TokenArgs,
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
 }
 
 /// The guard against a valid but empty or truncated database.
@@ -311,13 +314,19 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     };
     let control = Control::start(handle.clone(), kernel, book.states_fn())?;
     let reloads = Arc::new(ReloadStats::default());
-    let health = match crate::health::spawn(&common.health, &control, book).await {
+    let mut health_args = common.health.clone();
+    health_args.box_name.clone_from(&common.fleet.box_name);
+    let fleet_book = book.clone();
+    let health = match crate::health::spawn(&health_args, &control, book).await {
         Ok(h) => h,
         Err(e) => {
             stop_kernel(control).await;
             return Err(e.into());
         }
     };
+    // New config revisions of the fleet go to the reloader below.
+    let (push_tx, push_rx) = tokio::sync::mpsc::channel::<ConfigPush>(4);
+    let fleet = crate::fleet::start(&common.fleet, parts.config, &control, &fleet_book, push_tx);
     // The listeners, before "ready": a port that cannot be bound stops the start, and
     // leaves no pins behind.
     let listening = async {
@@ -343,6 +352,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
                 health: health.clone(),
                 redirect,
                 dns: dns.as_ref().map(|d| d.stats().clone()),
+                fleet: fleet.clone(),
             },
             token,
         )
@@ -353,11 +363,15 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     let (dns, metrics) = match listening {
         Ok(x) => x,
         Err(e) => {
+            if let Some(f) = &fleet {
+                f.stop();
+            }
             health.stop();
             stop_kernel(control).await;
             return Err(e);
         }
     };
+
     let listen: Vec<String> = dns
         .as_ref()
         .map(|d| d.local_addrs().iter().map(ToString::to_string).collect())
@@ -380,8 +394,14 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         counts: &reloads,
         guard: common.reload,
     };
-    let stopped = reloader.until_stopped(signals, common.watch_interval).await;
+    let pushes = fleet.is_some().then_some(push_rx);
+    let stopped = reloader
+        .until_stopped(signals, common.watch_interval, pushes)
+        .await;
     drop(dns);
+    if let Some(f) = &fleet {
+        f.stop();
+    }
     health.stop();
     if parts.xdp.is_some() {
         tracing::info!("stopping: detaching the XDP program and removing pins");

@@ -586,8 +586,7 @@ fn fleet_quorum_and_database_pins() {
         "{msg}"
     );
     assert!(msg.contains("`c.mmdb`"), "{msg}");
-    let text =
-        base_config("[geoip]\ncountry = \"c.mmdb\"\n[geoip.sha256]\n\"c.mmdb\" = \"abc\"\n");
+    let text = base_config("[geoip]\ncountry = \"c.mmdb\"\n[geoip.sha256]\n\"c.mmdb\" = \"abc\"\n");
     let (err, msg) = expect_error(&text, "\"abc\"", "geoip.sha256.\"c.mmdb\"");
     assert!(
         matches!(problem(&err), ConfigProblem::BadDigest { .. }),

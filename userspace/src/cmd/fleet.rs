@@ -103,7 +103,12 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
         Client::connect(&args.fleet.0, Some(options)),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("connecting to etcd at {}: timed out", args.fleet.0.join(",")))?
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "connecting to etcd at {}: timed out",
+            args.fleet.0.join(",")
+        )
+    })?
     .with_context(|| format!("connecting to etcd at {}", args.fleet.0.join(",")))
 }
 
@@ -144,19 +149,16 @@ async fn push(
     top: usize,
 ) -> anyhow::Result<i32> {
     let keys = Keys::new(&args.fleet_prefix);
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut client = connect(args).await?;
     let current = client.get(keys.config(), None).await?;
-    let (old_revision, old_text) = current
-        .kvs()
-        .first()
-        .map_or((0, None), |kv| {
-            (
-                kv.mod_revision(),
-                Some(String::from_utf8_lossy(kv.value()).into_owned()),
-            )
-        });
+    let (old_revision, old_text) = current.kvs().first().map_or((0, None), |kv| {
+        (
+            kv.mod_revision(),
+            Some(String::from_utf8_lossy(kv.value()).into_owned()),
+        )
+    });
     if old_text.as_deref() == Some(text.as_str()) {
         println!("the fleet already has this config (revision {old_revision}): nothing to push");
         return Ok(0);
@@ -212,7 +214,9 @@ async fn push(
     if !resp.succeeded() {
         bail!("the fleet's config changed while this ran (it was revision {old_revision}): run again to see the new diff");
     }
-    let revision = resp.header().map_or(0, etcd_client::ResponseHeader::revision);
+    let revision = resp
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
     println!(
         "pushed {} as config revision {revision}; `geodns fleet status` shows where it applied",
         path.display()
@@ -301,13 +305,17 @@ fn line(r: &Row<'_>) -> Result<String, std::fmt::Error> {
             format!("{file}={}", d.get(..12).unwrap_or(d))
         })
         .collect();
-    write!(out, "  databases {}", if dbs.is_empty() { "-".to_owned() } else { dbs.join(",") })?;
-    let states: Vec<String> = s.states.iter().map(|(n, st)| format!("{n}={st}")).collect();
-    write!(out, "  states {}", states.join(","))?;
     write!(
         out,
-        "  error {}",
-        s.last_error.as_deref().unwrap_or("-")
+        "  databases {}",
+        if dbs.is_empty() {
+            "-".to_owned()
+        } else {
+            dbs.join(",")
+        }
     )?;
+    let states: Vec<String> = s.states.iter().map(|(n, st)| format!("{n}={st}")).collect();
+    write!(out, "  states {}", states.join(","))?;
+    write!(out, "  error {}", s.last_error.as_deref().unwrap_or("-"))?;
     Ok(out)
 }

@@ -206,7 +206,8 @@ impl Reloader<'_> {
 
     async fn push_inner(&self, text: &str, why: &str) -> Result<(), String> {
         let name = self.config.display().to_string();
-        let config = Config::from_str_named(text, &name).map_err(|e| self.failed(why, e.to_string()))?;
+        let config =
+            Config::from_str_named(text, &name).map_err(|e| self.failed(why, e.to_string()))?;
         // Written aside first: a file that cannot be written fails before anything
         // changes; renamed over the config once the maps are in.
         let tmp = self.config.with_extension("fleet-new");

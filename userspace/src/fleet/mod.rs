@@ -36,9 +36,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions,
-};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use geodns_maps::{Config, NodeState};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
@@ -308,7 +306,9 @@ async fn session(shared: &Arc<Shared>) -> Result<(), FleetError> {
     )
     .await?;
     let mut mirror = Mirror {
-        revision: snapshot.header().map_or(0, etcd_client::ResponseHeader::revision),
+        revision: snapshot
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision),
         ..Mirror::default()
     };
     for kv in snapshot.kvs() {
@@ -434,12 +434,16 @@ impl Shared {
             let quorum = self.control.engine().load().config().fleet.quorum;
             (st.mirror.agreed(quorum, None), st.mirror.revision)
         };
-        self.book.set_fleet(Some(agreed));
+        let changed = self.book.set_fleet(Some(agreed));
         self.control
             .apply_states()
             .await
             .map_err(|_| FleetError::Stopped)?;
         self.applied.send_replace(revision);
+        if changed {
+            // The states answers use are part of the status.
+            self.status_dirty.notify_one();
+        }
         Ok(())
     }
 
@@ -534,12 +538,9 @@ impl Shared {
         };
         let key = self.keys.admin(node);
         let header = match state {
-            Some(s) => timed(
-                "put admin",
-                client.put(key, view::admin_value(s), None),
-            )
-            .await
-            .map(|r| r.header().cloned()),
+            Some(s) => timed("put admin", client.put(key, view::admin_value(s), None))
+                .await
+                .map(|r| r.header().cloned()),
             None => timed("delete admin", client.delete(key, None))
                 .await
                 .map(|r| r.header().cloned()),
@@ -547,13 +548,14 @@ impl Shared {
         .map_err(|e| e.to_string())?;
         let revision = header.map_or(0, |h| h.revision());
         let mut applied = self.applied.subscribe();
-        let seen = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            applied.wait_for(|r| *r >= revision),
-        )
-        .await;
+        let seen =
+            tokio::time::timeout(REQUEST_TIMEOUT, applied.wait_for(|r| *r >= revision)).await;
         if seen.is_err() {
-            tracing::warn!(node, revision, "fleet: admin state written, not yet seen back from etcd");
+            tracing::warn!(
+                node,
+                revision,
+                "fleet: admin state written, not yet seen back from etcd"
+            );
         }
         Ok(())
     }
@@ -614,7 +616,11 @@ impl Shared {
                 .map(|(p, (_, d))| (p.display().to_string(), d.clone()))
                 .collect(),
             last_error: st.last_error.clone(),
-            states: engine.states().iter().map(|(n, s)| (n.to_owned(), s)).collect(),
+            states: engine
+                .states()
+                .iter()
+                .map(|(n, s)| (n.to_owned(), s))
+                .collect(),
             connected: st.connected,
             heartbeat_unix_ms: unix_ms(),
         }
@@ -723,8 +729,7 @@ pub fn check_pins(config: &Config) -> Result<(), String> {
         return Ok(());
     };
     for (path, want) in &g.sha256 {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("database {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("database {}: {e}", path.display()))?;
         let got = sha256(&bytes);
         if &got != want {
             return Err(format!(
@@ -767,7 +772,13 @@ mod tests {
             parse_endpoints("etcd://[::1]:2379"),
             Ok(Endpoints(vec!["http://[::1]:2379".to_owned()]))
         );
-        for bad in ["etcd://", "etcd://host", "etcd://host:0", "etcd://:2379", "etcd://h:p/x"] {
+        for bad in [
+            "etcd://",
+            "etcd://host",
+            "etcd://host:0",
+            "etcd://:2379",
+            "etcd://h:p/x",
+        ] {
             assert!(parse_endpoints(bad).is_err(), "{bad}");
         }
         assert!(parse_box_name("fra-dns1.example").is_ok());

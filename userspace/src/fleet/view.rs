@@ -256,12 +256,7 @@ mod tests {
         let k = Keys::new("/g");
         let mut m = Mirror::default();
         let put = |m: &mut Mirror, b: &str, v: &HealthView| {
-            m.put(
-                &k,
-                &k.health(b),
-                &serde_json::to_vec(v).expect("json"),
-                1,
-            );
+            m.put(&k, &k.health(b), &serde_json::to_vec(v).expect("json"), 1);
         };
         put(&mut m, "a", &view(&[("fra1", Down), ("ams1", Up)]));
         put(&mut m, "b", &view(&[("fra1", Up), ("ams1", Up)]));
@@ -283,7 +278,10 @@ mod tests {
         assert!(m.agreed(Quorum::Boxes(2), None).down.is_empty());
         // This box's own view replaces its entry (etcd unreachable).
         let own = view(&[("fra1", Up)]);
-        assert!(m.agreed(Quorum::Majority, Some(("a", &own))).down.is_empty());
+        assert!(m
+            .agreed(Quorum::Majority, Some(("a", &own)))
+            .down
+            .is_empty());
     }
 
     #[test]

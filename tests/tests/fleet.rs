@@ -406,6 +406,19 @@ fn with_etcd_stopped_for_ten_seconds_every_box_keeps_answering_then_reconverges(
                 .iter()
                 .all(|b| metric(&b.metrics(), "geodns_fleet_connected ") == 0)
         });
+        // `geodns stats` says so too (a `--no-xdp` box pins no counters).
+        let stats = std::process::Command::new(geodns_tests::daemon::geodns_bin())
+            .args(["stats", "--api", &boxes[0].api, "--pin-dir"])
+            .arg(boxes[0].dir.join("no-pins"))
+            .output()
+            .expect("geodns stats");
+        let said = String::from_utf8_lossy(&stats.stdout);
+        assert!(
+            stats.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stats.stderr)
+        );
+        assert!(said.contains("fleet: etcd UNREACHABLE"), "{said}");
         // Fail-static: the drain stays; an admin change cannot be made now, and says so.
         let out = boxes[1].node(&["fra1", "auto"]);
         assert!(!out.status.success(), "admin change without etcd");

@@ -206,7 +206,7 @@ impl Target {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 // Bounded: the test stops it on drop; at most 10 minutes anyway.
-                let deadline = Instant::now() + Duration::from_secs(600);
+                let deadline = Instant::now() + Duration::from_mins(10);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let Ok((mut s, _)) = listener.accept() else {
                         std::thread::sleep(Duration::from_millis(5));
@@ -504,6 +504,14 @@ fn push(fleet: &Fleet, config: &Path, extra: &[&str]) -> std::process::Output {
 fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
     let _serial = lock();
     let mut fleet = Fleet::start("fleet-push", |t| t);
+    let (text1, rev1) = first_pushes_apply_everywhere(&fleet);
+    let text2 = a_pinned_database_that_differs_keeps_the_old_config(&fleet, &text1, rev1);
+    a_box_restarted_mid_rollout_comes_up_on_the_newest(&mut fleet, &text2);
+}
+
+/// Revision 0 (the config every box has), then revision 1, refused above
+/// --max-change, then pushed: every box answers from it. Returns its text and revision.
+fn first_pushes_apply_everywhere(fleet: &Fleet) -> (String, i64) {
     let us = nyc1_query();
     let before = answers(&fleet.boxes[0], &us);
     assert!(!before.is_empty(), "a US answer");
@@ -520,7 +528,7 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
     assert_ne!(text, text1, "the edit applies");
     std::fs::write(&v1, &text1).expect("v1");
     // The fleet's first revision: the config every box has (nothing to apply).
-    let out = push(&fleet, &source.join("demo.toml"), &[]);
+    let out = push(fleet, &source.join("demo.toml"), &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -528,7 +536,7 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
     );
     let rev0 = wait_revision(&endpoint, |r| r.is_some());
     // Every US client moves: above --max-change 0, refused, nothing stored.
-    let out = push(&fleet, &v1, &["--max-change", "0"]);
+    let out = push(fleet, &v1, &["--max-change", "0"]);
     assert_eq!(out.status.code(), Some(1), "refused");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("answer changes for"), "the diff: {said}");
@@ -540,7 +548,7 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
     assert!(fleet_status(None, &endpoint)
         .iter()
         .all(|s| s["config_revision"].as_i64() == rev0));
-    let out = push(&fleet, &v1, &["--max-change", "100"]);
+    let out = push(fleet, &v1, &["--max-change", "100"]);
     assert!(
         out.status.success(),
         "{}",
@@ -573,7 +581,19 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
         );
     }
 
-    // Revision 2 pins the country database; box c has another release of it.
+    (text1, rev1)
+}
+
+/// Revision 2 pins the country database; box c has another release of it: a and b
+/// apply it, c keeps revision 1 and says why. Returns revision 2's text.
+fn a_pinned_database_that_differs_keeps_the_old_config(
+    fleet: &Fleet,
+    text1: &str,
+    rev1: i64,
+) -> String {
+    let us = nyc1_query();
+    let endpoint = fleet.etcd.endpoint();
+    let source = fleet.dir.path().join("source");
     let country = source.join("demo-country.mmdb");
     let digest = geodns::fleet::hex(&geodns::fleet::sha256(
         &std::fs::read(&country).expect("country db"),
@@ -594,7 +614,7 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
     assert!(text2.contains("[geoip.sha256]"), "the pin applies");
     let v2 = source.join("v2.toml");
     std::fs::write(&v2, &text2).expect("v2");
-    let out = push(&fleet, &v2, &["--force"]);
+    let out = push(fleet, &v2, &["--force"]);
     assert!(
         out.status.success(),
         "{}",
@@ -650,12 +670,19 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
     assert!(line.contains("SHA-256"), "{text}");
     println!("{text}");
 
-    // Box b is down while revision 3 is pushed; it comes up on revision 3.
+    text2
+}
+
+/// Box b is down while revision 3 is pushed; it comes up on revision 3.
+fn a_box_restarted_mid_rollout_comes_up_on_the_newest(fleet: &mut Fleet, text2: &str) {
+    let us = nyc1_query();
+    let endpoint = fleet.etcd.endpoint();
+    let source = fleet.dir.path().join("source");
     fleet.boxes[1].stop();
     let text3 = text2.replace("198.18.3.30", "198.18.3.40");
     let v3 = source.join("v3.toml");
     std::fs::write(&v3, &text3).expect("v3");
-    let out = push(&fleet, &v3, &["--force"]);
+    let out = push(fleet, &v3, &["--force"]);
     assert!(
         out.status.success(),
         "{}",
@@ -675,6 +702,16 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
         std::fs::read_to_string(fleet.boxes[1].config()).expect("b's config"),
         text3
     );
+}
+
+/// Kills a child process on drop.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The XDP program in a namespace follows the fleet: etcd and two boxes run in the
@@ -732,13 +769,6 @@ fn a_drain_through_another_box_reaches_the_kernel_answers() {
         ])
         .spawn()
         .expect("start box y");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _y = Kill(y);
     wait_for("both boxes in the fleet", Duration::from_secs(20), || {
         xdp.scrape(&pair)

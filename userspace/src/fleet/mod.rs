@@ -278,6 +278,30 @@ async fn timed<T>(
         .map_err(FleetError::from)
 }
 
+/// Every key of the fleet as it is now, and the revision it is at.
+async fn snapshot(shared: &Shared, client: &mut Client) -> Result<Mirror, FleetError> {
+    let snapshot = timed(
+        "get",
+        client.get(shared.keys.all(), Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
+    let mut mirror = Mirror {
+        revision: snapshot
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision),
+        ..Mirror::default()
+    };
+    for kv in snapshot.kvs() {
+        mirror.put(
+            &shared.keys,
+            &String::from_utf8_lossy(kv.key()),
+            kv.value(),
+            kv.mod_revision(),
+        );
+    }
+    Ok(mirror)
+}
+
 /// One connection to etcd, until something fails.
 async fn session(shared: &Arc<Shared>) -> Result<(), FleetError> {
     let options = ConnectOptions::new()
@@ -300,25 +324,7 @@ async fn session(shared: &Arc<Shared>) -> Result<(), FleetError> {
         ),
     )
     .await?;
-    let snapshot = timed(
-        "get",
-        client.get(shared.keys.all(), Some(GetOptions::new().with_prefix())),
-    )
-    .await?;
-    let mut mirror = Mirror {
-        revision: snapshot
-            .header()
-            .map_or(0, etcd_client::ResponseHeader::revision),
-        ..Mirror::default()
-    };
-    for kv in snapshot.kvs() {
-        mirror.put(
-            &shared.keys,
-            &String::from_utf8_lossy(kv.key()),
-            kv.value(),
-            kv.mod_revision(),
-        );
-    }
+    let mirror = snapshot(shared, &mut client).await?;
     let mut watch = timed(
         "watch",
         client.watch(
@@ -331,19 +337,7 @@ async fn session(shared: &Arc<Shared>) -> Result<(), FleetError> {
         ),
     )
     .await?;
-    {
-        let mut st = lock(&shared.state);
-        st.mirror = mirror;
-        st.client = Some(client.clone());
-        st.connected = true;
-        if let Some(since) = st.unreachable_since.take() {
-            tracing::info!(
-                name = %shared.name,
-                unreachable_seconds = since.elapsed().as_secs_f64(),
-                "fleet: connected to etcd"
-            );
-        }
-    }
+    shared.connected(mirror, &client);
     shared.apply().await?;
     shared.rollout();
     shared.put_status(&mut client).await?;
@@ -370,26 +364,7 @@ async fn session(shared: &Arc<Shared>) -> Result<(), FleetError> {
                 let Some(resp) = msg? else {
                     return Err(FleetError::Lost("the watch ended"));
                 };
-                if resp.canceled() {
-                    return Err(FleetError::Lost("the watch was cancelled (compacted?)"));
-                }
-                let revision = resp.header().map(etcd_client::ResponseHeader::revision);
-                {
-                    let mut st = lock(&shared.state);
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let key = String::from_utf8_lossy(kv.key());
-                        match ev.event_type() {
-                            EventType::Put => {
-                                st.mirror.put(&shared.keys, &key, kv.value(), kv.mod_revision());
-                            }
-                            EventType::Delete => st.mirror.delete(&shared.keys, &key),
-                        }
-                    }
-                    if let Some(r) = revision {
-                        st.mirror.revision = st.mirror.revision.max(r);
-                    }
-                }
+                shared.fold(&resp)?;
                 shared.apply().await?;
                 shared.rollout();
             }
@@ -415,6 +390,44 @@ async fn session(shared: &Arc<Shared>) -> Result<(), FleetError> {
 }
 
 impl Shared {
+    /// Folds the events of one watch response into the mirror.
+    fn fold(&self, resp: &etcd_client::WatchResponse) -> Result<(), FleetError> {
+        if resp.canceled() {
+            return Err(FleetError::Lost("the watch was cancelled (compacted?)"));
+        }
+        let mut st = lock(&self.state);
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key());
+            match ev.event_type() {
+                EventType::Put => {
+                    st.mirror
+                        .put(&self.keys, &key, kv.value(), kv.mod_revision());
+                }
+                EventType::Delete => st.mirror.delete(&self.keys, &key),
+            }
+        }
+        if let Some(h) = resp.header() {
+            st.mirror.revision = st.mirror.revision.max(h.revision());
+        }
+        Ok(())
+    }
+
+    /// Marks etcd reachable, with what it holds now.
+    fn connected(&self, mirror: Mirror, client: &Client) {
+        let mut st = lock(&self.state);
+        st.mirror = mirror;
+        st.client = Some(client.clone());
+        st.connected = true;
+        if let Some(since) = st.unreachable_since.take() {
+            tracing::info!(
+                name = %self.name,
+                unreachable_seconds = since.elapsed().as_secs_f64(),
+                "fleet: connected to etcd"
+            );
+        }
+    }
+
     /// Marks etcd unreachable; `true` when it was reachable until now.
     fn disconnected(&self) -> bool {
         let mut st = lock(&self.state);

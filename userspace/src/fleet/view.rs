@@ -162,15 +162,14 @@ impl Mirror {
                 let text = String::from_utf8_lossy(value).into_owned();
                 self.config = Some((mod_revision, text));
             }
-            Key::Admin(node) => match parse_admin(value) {
-                Some(s) => {
+            Key::Admin(node) => {
+                if let Some(s) = parse_admin(value) {
                     self.admin.insert(node.to_owned(), s);
-                }
-                None => {
+                } else {
                     tracing::warn!(key, "fleet: admin value is not up, down or drain; ignored");
                     self.admin.remove(node);
                 }
-            },
+            }
             Key::Health(name) => match serde_json::from_slice::<HealthView>(value) {
                 Ok(view) => {
                     self.health.insert(name.to_owned(), view);
@@ -211,7 +210,7 @@ impl Mirror {
         let needed = quorum.needed(views.len()).max(1);
         let mut seen_down: BTreeMap<&str, usize> = BTreeMap::new();
         for view in views.values() {
-            for (node, state) in view.iter() {
+            for (node, state) in *view {
                 if *state == NodeState::Down {
                     *seen_down.entry(node.as_str()).or_default() += 1;
                 }

@@ -344,6 +344,7 @@ impl NodeBook {
 
     /// Replaces what the fleet agreed on (`None`: this box decides alone). `true` when
     /// it changed.
+    #[must_use]
     pub fn set_fleet(&self, fleet: Option<FleetStates>) -> bool {
         let mut d = self.lock();
         if d.fleet == fleet {

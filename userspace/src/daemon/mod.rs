@@ -285,7 +285,12 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         common.health.state_file.as_deref(),
         common.health.max_down_share,
     );
-    let engine = compile(parts.config, Some(&|c: &Config| book.effective(c)))?;
+    let states = |c: &Config| book.effective(c);
+    // A fleet box starts on the fleet's newest config when it compiles here.
+    let engine = match crate::fleet::first_engine(&common.fleet, parts.config, &states).await {
+        Some(engine) => engine,
+        None => compile(parts.config, Some(&states))?,
+    };
     let handle = EngineHandle::new(engine);
     // Without a token (a user who cannot write the token file's directory, e.g. an
     // unprivileged `--no-xdp` run) the daemon still serves; only the admin API is off.

@@ -237,6 +237,65 @@ pub fn start(
     })
 }
 
+/// How long a starting box waits for etcd to give it the fleet's config.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At start: the engine of the fleet's newest config, when etcd answers within
+/// [`BOOT_TIMEOUT`], the config differs from the file at `path` and it compiles here
+/// (it is then written over `path`). `None` otherwise: the daemon starts from its
+/// file, and the fleet task tries the revision again (and reports why it fails).
+pub async fn first_engine(
+    args: &FleetArgs,
+    path: &Path,
+    states: &dyn Fn(&Config) -> geodns_maps::NodeStates,
+) -> Option<geodns_maps::Engine> {
+    let endpoints = args.fleet.as_ref()?;
+    let keys = Keys::new(&args.fleet_prefix);
+    let fetch = async {
+        let options = ConnectOptions::new().with_connect_timeout(BOOT_TIMEOUT);
+        let mut client = Client::connect(&endpoints.0, Some(options)).await?;
+        client.get(keys.config(), None).await
+    };
+    let resp = match tokio::time::timeout(BOOT_TIMEOUT, fetch).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "fleet: no config from etcd at start; starting from the file");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!("fleet: etcd did not answer at start; starting from the file");
+            return None;
+        }
+    };
+    let kv = resp.kvs().first()?;
+    let text = String::from_utf8_lossy(kv.value()).into_owned();
+    if std::fs::read(path).is_ok_and(|b| b == text.as_bytes()) {
+        return None;
+    }
+    let name = path.display().to_string();
+    let engine = Config::from_str_named(&text, &name)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| crate::daemon::compile_config(c, Some(states)));
+    match engine {
+        Ok(engine) => {
+            let tmp = path.with_extension("fleet-new");
+            let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                tracing::error!(error = %e, path = %path.display(), "fleet: the config in use is not written over the file");
+            }
+            tracing::info!(
+                revision = kv.mod_revision(),
+                "fleet: starting on the fleet's config"
+            );
+            Some(engine)
+        }
+        Err(e) => {
+            tracing::error!(revision = kv.mod_revision(), error = %format!("{e:#}"), "fleet: the fleet's config does not compile here; starting from the file");
+            None
+        }
+    }
+}
+
 async fn run(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
     loop {

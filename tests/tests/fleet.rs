@@ -507,6 +507,7 @@ fn a_pushed_config_applies_on_every_box_or_changes_nothing_where_it_cannot() {
     let (text1, rev1) = first_pushes_apply_everywhere(&fleet);
     let text2 = a_pinned_database_that_differs_keeps_the_old_config(&fleet, &text1, rev1);
     a_box_restarted_mid_rollout_comes_up_on_the_newest(&mut fleet, &text2);
+    a_config_that_does_not_compile_on_one_box_changes_nothing_there(&fleet, &text1);
 }
 
 /// Revision 0 (the config every box has), then revision 1, refused above
@@ -709,6 +710,65 @@ fn a_box_restarted_mid_rollout_comes_up_on_the_newest(fleet: &mut Fleet, text2: 
     assert_eq!(
         std::fs::read_to_string(fleet.boxes[1].config()).expect("b's config"),
         text3
+    );
+}
+
+/// Revision 4 reads a country database that only boxes a and b have: it does not
+/// compile on c, which keeps what it answers and reports the error.
+fn a_config_that_does_not_compile_on_one_box_changes_nothing_there(fleet: &Fleet, text1: &str) {
+    let us = nyc1_query();
+    let endpoint = fleet.etcd.endpoint();
+    let source = fleet.dir.path().join("source");
+    for dir in [&source, &fleet.boxes[0].dir, &fleet.boxes[1].dir] {
+        std::fs::copy(
+            source.join("demo-country.mmdb"),
+            dir.join("demo-country-4.mmdb"),
+        )
+        .expect("the new database");
+    }
+    let c_before = answers(&fleet.boxes[2], &us);
+    let c_revision = |st: &[serde_json::Value]| {
+        st.iter()
+            .find(|s| s["name"] == "c")
+            .and_then(|s| s["config_revision"].as_i64())
+    };
+    let c_rev = c_revision(&fleet_status(None, &endpoint));
+    let text4 = text1
+        .replace("198.18.3.20", "198.18.3.50")
+        .replace("\"demo-country.mmdb\"", "\"demo-country-4.mmdb\"");
+    assert!(text4.contains("demo-country-4.mmdb"), "the edit applies");
+    let v4 = source.join("v4.toml");
+    std::fs::write(&v4, &text4).expect("v4");
+    let out = push(fleet, &v4, &["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("revision 4 on a and b", Duration::from_secs(10), || {
+        fleet.boxes[..2].iter().all(|b| {
+            answers(b, &us)
+                .iter()
+                .any(|a| a.to_string() == "198.18.3.50")
+        })
+    });
+    wait_for("c's error", Duration::from_secs(10), || {
+        fleet_status(None, &endpoint).iter().any(|s| {
+            s["name"] == "c"
+                && s["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("demo-country-4.mmdb"))
+        })
+    });
+    assert_eq!(
+        answers(&fleet.boxes[2], &us),
+        c_before,
+        "c answers as before"
+    );
+    assert_eq!(
+        c_revision(&fleet_status(None, &endpoint)),
+        c_rev,
+        "c's revision"
     );
 }
 

@@ -40,16 +40,33 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )?;
-    let out = PathBuf::from(env::var("OUT_DIR")?).join("xdp-dns");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let objects = [
+        (
+            out_dir.join("xdp-dns"),
+            common::PROGRAM_NAMES,
+            common::MAP_NAMES,
+        ),
+        (
+            out_dir.join("xdp-bench"),
+            common::BENCH_PROGRAM_NAMES,
+            &[][..],
+        ),
+    ];
     if env::var_os("AYA_BUILD_SKIP").is_some() {
-        // Host-only builds (e.g. clippy on a machine without the eBPF toolchain) get an
-        // empty object; loading it fails with a clear error at run time.
-        if !out.exists() {
-            std::fs::write(&out, [])?;
+        // Host-only builds (e.g. clippy on a machine without the eBPF toolchain) get
+        // empty objects; loading one fails with a clear error at run time.
+        for (out, ..) in &objects {
+            if !out.exists() {
+                std::fs::write(out, [])?;
+            }
         }
         return Ok(());
     }
-    check_object(&out)
+    for (out, programs, maps) in &objects {
+        check_object(out, programs, maps)?;
+    }
+    Ok(())
 }
 
 fn which_bpf_linker() -> Option<PathBuf> {
@@ -63,9 +80,9 @@ fn which_bpf_linker() -> Option<PathBuf> {
 mod object_check;
 
 /// Fails the build if a program or map the loader expects is missing from the object.
-fn check_object(path: &std::path::Path) -> anyhow::Result<()> {
+fn check_object(path: &std::path::Path, programs: &[&str], maps: &[&str]) -> anyhow::Result<()> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let missing = object_check::missing(&data, common::MAP_NAMES, common::PROGRAM_NAMES)
+    let missing = object_check::missing(&data, maps, programs)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if !missing.is_empty() {
         bail!(
@@ -77,8 +94,8 @@ fn check_object(path: &std::path::Path) -> anyhow::Result<()> {
     println!(
         "cargo:warning=eBPF object checked: {} bytes, {} maps, {} programs",
         data.len(),
-        common::MAP_NAMES.len(),
-        common::PROGRAM_NAMES.len()
+        maps.len(),
+        programs.len()
     );
     Ok(())
 }

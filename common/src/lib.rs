@@ -116,6 +116,7 @@ pub const MAP_NAMES: &[&str] = &[
     "ANSWER_SETS_0",
     "ANSWER_SETS_1",
     "RRL",
+    "SHADOW",
 ];
 /// Names of the programs the loader expects in the object.
 pub const PROGRAM_NAMES: &[&str] = &[
@@ -125,9 +126,11 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "xdp_dns_reply_0",
     "xdp_dns_reply_1",
     "xdp_dns_grow",
-    "xdp_echo",
-    "xdp_pass",
+    "xdp_dns_shadow_0",
+    "xdp_dns_shadow_1",
 ];
+/// Names of the programs in the benchmarks' and tests' baseline object (`xdp-bench`).
+pub const BENCH_PROGRAM_NAMES: &[&str] = &["xdp_echo", "xdp_pass"];
 
 /// Indexes in the `JUMP` program array: the lookup and reply stages exist once per
 /// generation (`STAGE_LOOKUP_0 + generation`), so each reads its maps as constants.
@@ -135,8 +138,10 @@ pub const STAGE_LOOKUP_0: u32 = 0;
 pub const STAGE_REPLY_0: u32 = 2;
 /// The grow stage (`xdp_dns_grow`).
 pub const STAGE_GROW: u32 = 4;
+/// The shadow stage of generation 0 (`xdp_dns_shadow_0`); generation 1's is next.
+pub const STAGE_SHADOW_0: u32 = 5;
 /// Entries of the `JUMP` program array.
-pub const STAGE_COUNT: u32 = 5;
+pub const STAGE_COUNT: u32 = 7;
 /// The stage table: each `JUMP` index and the program the loader puts there. The one
 /// place that pairs them; the kernel tail-calls by index, the loader links by name.
 pub const STAGES: [(u32, &str); STAGE_COUNT as usize] = [
@@ -145,7 +150,26 @@ pub const STAGES: [(u32, &str); STAGE_COUNT as usize] = [
     (STAGE_REPLY_0, "xdp_dns_reply_0"),
     (STAGE_REPLY_0 + 1, "xdp_dns_reply_1"),
     (STAGE_GROW, "xdp_dns_grow"),
+    (STAGE_SHADOW_0, "xdp_dns_shadow_0"),
+    (STAGE_SHADOW_0 + 1, "xdp_dns_shadow_1"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_keys_round_trip() {
+        for (aaaa, live, candidate) in [
+            (false, (0, 0), (0, 0)),
+            (true, (0x7FFF, 0xFFFF), (SHADOW_NO_ANSWER, 0)),
+            (false, (12, 40_000), (13, 1)),
+        ] {
+            let key = shadow_key(aaaa, live, candidate);
+            assert_eq!(shadow_key_parts(key), (aaaa, live, candidate));
+        }
+    }
+}
 
 /// Which generation of the double-buffered maps the program reads, and run-time flags.
 /// Stored at index 0 of the `STATE` array.
@@ -175,6 +199,50 @@ pub const STATE_FLAG_ALIAS_6TO4: u32 = 16;
 /// Every alias flag.
 pub const STATE_FLAG_ALIASES: u32 =
     STATE_FLAG_ALIAS_MAPPED | STATE_FLAG_ALIAS_TEREDO | STATE_FLAG_ALIAS_6TO4;
+/// A shadow run: the idle generation holds a candidate table, and the lookup stage
+/// sends a sample of the queries it answers through the shadow stage of the idle
+/// generation, which looks the same query up there and counts the pair of decisions
+/// in `SHADOW` (see [`shadow_key`]) before the reply goes out from the table in use.
+pub const STATE_FLAG_SHADOW: u32 = 32;
+/// The candidate's alias flags, shifted left by this (bits 6..9), so the shadow
+/// lookup follows the candidate's aliases, not the live table's.
+pub const SHADOW_ALIAS_SHIFT: u32 = 4;
+/// Bits 12..16 of the flags: one answered query in `2^k` is shadowed (0: every one).
+pub const SHADOW_SAMPLE_SHIFT: u32 = 12;
+/// The mask of the sample exponent, after the shift.
+pub const SHADOW_SAMPLE_MASK: u32 = 0xF;
+/// The record of a [`shadow_key`] whose candidate has no answer for the query (a name
+/// it does not serve, no region, or no address of the family).
+pub const SHADOW_NO_ANSWER: u16 = u16::MAX;
+/// Most distinct (live, candidate) decision pairs counted in `SHADOW`; a query whose
+/// pair finds no room is counted in `counter::SHADOW_FULL` instead.
+pub const SHADOW_MAX_PAIRS: u32 = 1 << 16;
+
+/// A `SHADOW` key: the live decision (record, region) and the candidate's (record,
+/// region, or [`SHADOW_NO_ANSWER`]) for an `A` (`aaaa` false) or `AAAA` query. The
+/// records are indexes of each table's own config, the regions of its own compile;
+/// userspace turns them into answers with each side's engine.
+#[expect(clippy::inline_always, reason = "the BPF program needs it inlined")]
+#[inline(always)]
+#[must_use]
+pub const fn shadow_key(aaaa: bool, live: (u16, u16), candidate: (u16, u16)) -> u64 {
+    ((aaaa as u64) << 63)
+        | ((live.0 as u64 & 0x7FFF) << 48)
+        | ((live.1 as u64) << 32)
+        | ((candidate.0 as u64) << 16)
+        | candidate.1 as u64
+}
+
+/// The parts of a [`shadow_key`]: `(aaaa, live, candidate)`.
+#[must_use]
+#[expect(clippy::cast_possible_truncation, reason = "16-bit fields of the key")]
+pub const fn shadow_key_parts(key: u64) -> (bool, (u16, u16), (u16, u16)) {
+    (
+        key >> 63 != 0,
+        (((key >> 48) & 0x7FFF) as u16, (key >> 32) as u16),
+        ((key >> 16) as u16, key as u16),
+    )
+}
 
 /// The IPv6 ranges a `MaxMind` DB aliases onto its IPv4 tree: (flag, first address,
 /// prefix length = offset of the embedded IPv4 address).
@@ -275,8 +343,12 @@ pub mod counter {
     pub const RRL_DROPPED: u32 = 28;
     /// Over the response rate limit, answered with an empty TC=1 reply (the slip).
     pub const RRL_SLIPPED: u32 = 29;
+    /// Answered queries also looked up in a shadow run's candidate (`SHADOW`).
+    pub const SHADOW_LOOKUPS: u32 = 30;
+    /// Shadowed queries whose pair found no room in `SHADOW` (not counted there).
+    pub const SHADOW_FULL: u32 = 31;
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 30;
+    pub const COUNT: u32 = 32;
 
     /// Metric label of each counter, indexed by its value.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -310,6 +382,8 @@ pub mod counter {
         "pass_not_our_address",
         "rrl_dropped",
         "rrl_slipped",
+        "shadow_lookups",
+        "shadow_full",
     ];
 }
 

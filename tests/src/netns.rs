@@ -195,21 +195,26 @@ impl NetnsPair {
 
     /// Attaches `xdp_pass` natively on `side`'s veth: veth delivers an `XDP_TX` reply
     /// only to a peer that has an XDP program, so the client side of a test that
-    /// expects replies from the kernel needs this. Only `xdp_pass` is loaded (the
-    /// object's maps keep their small built-in sizes), so it costs no verification of
-    /// the responder. The program stays attached until the returned object is dropped.
+    /// expects replies from the kernel needs this. The program stays attached until the
+    /// returned object is dropped.
     #[must_use = "the program is detached when the returned object is dropped"]
     pub fn attach_pass(&self, side: Side) -> io::Result<Ebpf> {
-        let mut ebpf = Ebpf::load(geodns::XDP_OBJECT).map_err(io::Error::other)?;
-        let program: &mut Xdp = ebpf
-            .program_mut("xdp_pass")
-            .ok_or_else(|| io::Error::other("the XDP object has no xdp_pass"))?
+        self.attach_baseline(side, "xdp_pass")
+    }
+
+    /// Attaches one program of the baseline object (`xdp_echo`, `xdp_pass`; see
+    /// [`load_baseline`]) natively on `side`'s veth, until the returned object is dropped.
+    #[must_use = "the program is detached when the returned object is dropped"]
+    pub fn attach_baseline(&self, side: Side, program: &'static str) -> io::Result<Ebpf> {
+        let mut ebpf = load_baseline(program)?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program)
+            .ok_or_else(|| io::Error::other(format!("the baseline object has no {program}")))?
             .try_into()
             .map_err(io::Error::other)?;
-        program.load().map_err(io::Error::other)?;
         let idx = self.ifindex(side)?;
-        self.in_ns(side, || program.attach_to_if_index(idx, XdpMode::Driver))?
-            .map_err(|e| io::Error::other(format!("xdp_pass on {}: {e}", self.ifname(side))))?;
+        self.in_ns(side, || xdp.attach_to_if_index(idx, XdpMode::Driver))?
+            .map_err(|e| io::Error::other(format!("{program} on {}: {e}", self.ifname(side))))?;
         Ok(ebpf)
     }
 
@@ -282,4 +287,20 @@ impl Drop for NetnsPair {
             }
         }
     }
+}
+
+/// Loads `program` of the baseline object (`geodns::XDP_BENCH_OBJECT`: `xdp_echo`, the
+/// end-to-end ceiling, and `xdp_pass`), with the DNS port at its default. Nothing of
+/// the responder is loaded or verified.
+pub fn load_baseline(program: &'static str) -> io::Result<Ebpf> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(geodns::XDP_BENCH_OBJECT)
+        .map_err(io::Error::other)?;
+    let xdp: &mut Xdp = ebpf
+        .program_mut(program)
+        .ok_or_else(|| io::Error::other(format!("the baseline object has no {program}")))?
+        .try_into()
+        .map_err(io::Error::other)?;
+    xdp.load().map_err(io::Error::other)?;
+    Ok(ebpf)
 }

@@ -20,14 +20,15 @@ use geodns_tests::{
 
 /// Loads the program, fills the demo table, attaches `xdp_dns` (native) on the server
 /// veth and `xdp_pass` on the client veth (veth delivers `XDP_TX` replies only then).
-fn attach(pair: &NetnsPair) -> KernelProgram {
+fn attach(pair: &NetnsPair) -> (KernelProgram, aya::Ebpf) {
     let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load XDP program");
     xdp.install(&contents()).expect("fill maps");
     pair.attach(Side::Server, &mut xdp, "xdp_dns", XdpMode::Driver)
         .expect("attach xdp_dns (native) on the server veth");
-    pair.attach(Side::Client, &mut xdp, "xdp_pass", XdpMode::Driver)
+    let pass = pair
+        .attach_pass(Side::Client)
         .expect("attach xdp_pass on the client veth");
-    xdp
+    (xdp, pass)
 }
 
 #[test]
@@ -36,7 +37,7 @@ fn udp_datagram_is_counted() {
         return;
     }
     let pair = NetnsPair::new().expect("create namespaces");
-    let xdp = attach(&pair);
+    let (xdp, _pass) = attach(&pair);
     let before = xdp.counters().expect("counters")[counter::RX as usize];
     let server = SocketAddr::new(IpAddr::V4(pair.server_v4), 9999);
     pair.in_ns(Side::Client, || {
@@ -65,7 +66,7 @@ fn kernel_answers_real_queries_v4_and_v6() {
         return;
     }
     let pair = NetnsPair::new().expect("create namespaces");
-    let xdp = attach(&pair);
+    let (xdp, _pass) = attach(&pair);
     let before = xdp.counters().expect("counters");
     let www = "www.cdn.example.net.";
     let cases = [

@@ -52,7 +52,8 @@ fn flood_from_one_source_is_limited_others_answered() {
     xdp.install(&contents()).expect("fill the maps");
     pair.attach(Side::Server, &mut xdp, "xdp_dns", XdpMode::Driver)
         .expect("attach xdp_dns on the server veth");
-    pair.attach(Side::Client, &mut xdp, "xdp_pass", XdpMode::Driver)
+    let _pass = pair
+        .attach_pass(Side::Client)
         .expect("attach xdp_pass on the client veth");
     let out = pair
         .exec(

@@ -46,8 +46,12 @@ impl EngineHandle {
 
     /// Only the control thread (and unit tests of what reads the handle) store.
     pub(crate) fn store(&self, engine: Engine) {
+        self.store_shared(Arc::new(engine));
+    }
+
+    fn store_shared(&self, engine: Arc<Engine>) {
         let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        *guard = Arc::new(engine);
+        *guard = engine;
     }
 }
 
@@ -63,6 +67,8 @@ pub enum ControlError {
     Loader(#[from] LoaderError),
     #[error("the control thread has stopped")]
     Stopped,
+    #[error("shadow run: {0}")]
+    Shadow(&'static str),
 }
 
 /// Sizes of what is live, published after every change so `/metrics` reads them without
@@ -94,8 +100,35 @@ type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 type KernelJob = Box<dyn FnOnce(&mut KernelProgram) + Send>;
 type EngineJob = Box<dyn FnOnce(&Engine) -> Option<Engine> + Send>;
 
+/// A shadow run as the control thread holds it (see [`Control::shadow_start`]).
+struct ShadowRun {
+    /// The candidate, with the node states in effect.
+    engine: Arc<Engine>,
+    source: String,
+    sample_exp: u8,
+    started: std::time::SystemTime,
+    /// How often a node-state change rebuilt the candidate (and cleared the counts).
+    restarts: u32,
+}
+
+/// What a shadow run has counted, with both engines to read the decisions.
+pub struct ShadowSnapshot {
+    pub live: Arc<Engine>,
+    pub candidate: Arc<Engine>,
+    /// Per `geodns_common::shadow_key`, the queries counted.
+    pub counts: Vec<(u64, u64)>,
+    pub source: String,
+    pub sample_exp: u8,
+    pub started: std::time::SystemTime,
+    pub restarts: u32,
+}
+
 enum Msg {
     Install(Box<Engine>, Reply<Option<InstallStats>>),
+    ShadowStart(Box<Engine>, String, u8, Reply<InstallStats>),
+    ShadowSnapshot(Reply<Option<ShadowSnapshot>>),
+    ShadowPromote(Reply<()>),
+    ShadowAbort(Reply<bool>),
     ApplyStates(Reply<usize>),
     Modify(EngineJob),
     WithKernel(KernelJob),
@@ -132,6 +165,7 @@ impl Control {
             kernel,
             states,
             counts: counts.clone(),
+            shadow: None,
         };
         std::thread::Builder::new()
             .name("geodns-control".to_owned())
@@ -160,6 +194,36 @@ impl Control {
     pub async fn install(&self, engine: Engine) -> Result<Option<InstallStats>, ControlError> {
         self.ask(|reply| Msg::Install(Box::new(engine), reply))
             .await
+    }
+
+    /// Starts a shadow run of `engine` (the candidate, from `source`): written into the
+    /// idle kernel generation without switching; one answered query in `2^sample_exp`
+    /// is also looked up there and counted. A shadow run already going is replaced.
+    /// Needs the kernel program.
+    pub async fn shadow_start(
+        &self,
+        engine: Engine,
+        source: String,
+        sample_exp: u8,
+    ) -> Result<InstallStats, ControlError> {
+        self.ask(|reply| Msg::ShadowStart(Box::new(engine), source, sample_exp, reply))
+            .await
+    }
+
+    /// The counts of the shadow run going (`None`: none is).
+    pub async fn shadow_snapshot(&self) -> Result<Option<ShadowSnapshot>, ControlError> {
+        self.ask(Msg::ShadowSnapshot).await
+    }
+
+    /// Switches to the shadow run's candidate (the kernel with one update, then the
+    /// engine userspace answers with) and ends the run.
+    pub async fn shadow_promote(&self) -> Result<(), ControlError> {
+        self.ask(Msg::ShadowPromote).await
+    }
+
+    /// Ends the shadow run without switching; false when none was going.
+    pub async fn shadow_abort(&self) -> Result<bool, ControlError> {
+        self.ask(Msg::ShadowAbort).await
     }
 
     /// Brings the node states of the engine in use (and the kernel's answer sets) to
@@ -237,6 +301,7 @@ struct Owner {
     kernel: Option<KernelProgram>,
     states: StatesFn,
     counts: Arc<Mutex<Counts>>,
+    shadow: Option<ShadowRun>,
 }
 
 impl Owner {
@@ -245,6 +310,18 @@ impl Owner {
             match msg {
                 Msg::Install(engine, reply) => {
                     let _ = reply.send(self.install(*engine));
+                }
+                Msg::ShadowStart(engine, source, exp, reply) => {
+                    let _ = reply.send(self.shadow_start(*engine, source, exp));
+                }
+                Msg::ShadowSnapshot(reply) => {
+                    let _ = reply.send(self.shadow_snapshot());
+                }
+                Msg::ShadowPromote(reply) => {
+                    let _ = reply.send(self.shadow_promote());
+                }
+                Msg::ShadowAbort(reply) => {
+                    let _ = reply.send(self.shadow_abort());
                 }
                 Msg::ApplyStates(reply) => {
                     let _ = reply.send(self.apply_states());
@@ -288,6 +365,16 @@ impl Owner {
         } else {
             engine.with_states(&wanted)
         };
+        if let Some(run) = self.shadow.take() {
+            // The install needs the idle generation the candidate is in.
+            tracing::warn!(
+                candidate = run.source,
+                "a reload during a shadow run: the shadow run is dropped"
+            );
+            if let Some(k) = self.kernel.as_mut() {
+                k.end_shadow()?;
+            }
+        }
         let stats = match self.kernel.as_mut() {
             Some(k) => Some(k.install(&engine.kernel_maps())?),
             None => None,
@@ -316,7 +403,98 @@ impl Owner {
         }
         self.handle.store(new);
         self.publish();
+        self.restage_shadow()?;
         Ok(changes.len())
+    }
+
+    /// After a node-state change: the candidate answers with the new states too, so
+    /// the shadow counts compare like with like. It is rewritten into the idle
+    /// generation and the counts start again.
+    fn restage_shadow(&mut self) -> Result<(), ControlError> {
+        let (Some(run), Some(k)) = (self.shadow.as_mut(), self.kernel.as_mut()) else {
+            return Ok(());
+        };
+        let wanted = (self.states)(run.engine.config());
+        if &wanted == run.engine.states() {
+            return Ok(());
+        }
+        let candidate = run.engine.with_states(&wanted);
+        k.stage_shadow(&candidate.kernel_maps(), run.sample_exp)?;
+        run.engine = Arc::new(candidate);
+        run.restarts += 1;
+        run.started = std::time::SystemTime::now();
+        tracing::info!(
+            candidate = run.source,
+            "node states changed: the shadow candidate was rebuilt, its counts start again"
+        );
+        Ok(())
+    }
+
+    fn shadow_start(
+        &mut self,
+        engine: Engine,
+        source: String,
+        sample_exp: u8,
+    ) -> Result<InstallStats, ControlError> {
+        let k = self
+            .kernel
+            .as_mut()
+            .ok_or(ControlError::Shadow("a shadow run needs the XDP program"))?;
+        let wanted = (self.states)(engine.config());
+        let engine = if &wanted == engine.states() {
+            engine
+        } else {
+            engine.with_states(&wanted)
+        };
+        let stats = k.stage_shadow(&engine.kernel_maps(), sample_exp)?;
+        tracing::info!(candidate = source, sample_exp, "shadow run started");
+        self.shadow = Some(ShadowRun {
+            engine: Arc::new(engine),
+            source,
+            sample_exp,
+            started: std::time::SystemTime::now(),
+            restarts: 0,
+        });
+        Ok(stats)
+    }
+
+    fn shadow_snapshot(&self) -> Result<Option<ShadowSnapshot>, ControlError> {
+        let (Some(run), Some(k)) = (self.shadow.as_ref(), self.kernel.as_ref()) else {
+            return Ok(None);
+        };
+        Ok(Some(ShadowSnapshot {
+            live: self.handle.load(),
+            candidate: run.engine.clone(),
+            counts: k.shadow_counts()?,
+            source: run.source.clone(),
+            sample_exp: run.sample_exp,
+            started: run.started,
+            restarts: run.restarts,
+        }))
+    }
+
+    fn shadow_promote(&mut self) -> Result<(), ControlError> {
+        let (Some(run), Some(k)) = (self.shadow.as_ref(), self.kernel.as_mut()) else {
+            return Err(ControlError::Shadow("no shadow run to promote"));
+        };
+        k.promote()?;
+        let engine = run.engine.clone();
+        tracing::info!(candidate = run.source, "shadow candidate promoted");
+        self.shadow = None;
+        self.handle.store_shared(engine);
+        self.publish();
+        Ok(())
+    }
+
+    fn shadow_abort(&mut self) -> Result<bool, ControlError> {
+        let Some(run) = self.shadow.take() else {
+            return Ok(false);
+        };
+        if let Some(k) = self.kernel.as_mut() {
+            k.end_shadow()?;
+        }
+        tracing::info!(candidate = run.source, "shadow run aborted");
+        Ok(true)
     }
 }
 

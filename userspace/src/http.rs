@@ -304,7 +304,8 @@ pub fn request(
         .with_context(|| {
             format!("connecting to {api} (is `geodns run` or `geodns redirect` running with --metrics {api}?)")
         })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Long enough for a shadow run's compile of a large table on the daemon's side.
+    s.set_read_timeout(Some(Duration::from_mins(2)))?;
     // One write: `write!` on the socket would send each piece in a segment of its own.
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {api}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"

@@ -39,6 +39,16 @@ enum Command {
     /// Show nodes, or set a node's admin state (up, down, drain, auto) in a running
     /// `geodns run` or `geodns redirect`.
     Node(cmd::node::Args),
+    /// Try a candidate config on live traffic before it goes live: the running daemon
+    /// loads it into its idle table without switching, and the XDP program looks a
+    /// sample of the answered queries up in it too, counting in the kernel the queries
+    /// whose answer would change and where they would go.
+    ///
+    /// `geodns shadow NEW.toml [--sample N]` starts, `geodns shadow --report` shows the
+    /// live-traffic-weighted diff, `--promote` switches to the candidate (one atomic
+    /// flip), `--abort` drops it. A reload during the run drops it; a node-state change
+    /// rebuilds the candidate with the new states and restarts the counts.
+    Shadow(cmd::shadow::Args),
     /// Serve the HTTP redirector: `302 Found` to the node the DNS decision picks for
     /// the client (with node health, the admin API and reloads; no XDP).
     ///
@@ -85,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Stats(args) => cmd::stats::run(&args),
         Command::Node(args) => cmd::node::run(&args),
+        Command::Shadow(args) => cmd::shadow::run(&args),
         Command::Redirect(args) => {
             init_tracing();
             geodns::daemon::run_redirect(&args)

@@ -59,33 +59,8 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
     let record = lookup_name(scratch, g, fp)?;
     rrl_prepare(ctx, q, record)?;
 
-    // SAFETY: `q` is the per-CPU QUERY value.
-    let ecs_addr = unsafe { &(*q).ecs_addr };
-    // Client address: the ECS address when a non-zero source prefix was sent, else the
-    // packet's source address.
+    let prefix = client_prefix(ctx, q, &v, g, fast, flags).ok_or(counter::PASS_NO_REGION)?;
     let use_ecs = v.ecs && v.ecs_source > 0;
-    let lookup_v6 = if use_ecs { v.ecs_family == 2 } else { v.v6 };
-    let prefix = if lookup_v6 {
-        let addr = if use_ecs {
-            *ecs_addr
-        } else {
-            let p = ptr_at::<[u8; 16]>(ctx, v.l3 + 8)?.cast::<u8>();
-            // SAFETY: ptr_at checked the 16 bytes are in the packet.
-            let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
-            (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
-        };
-        lookup_v6_prefix(&addr, g, fast, flags)
-    } else {
-        let addr = if use_ecs {
-            [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
-        } else {
-            let p = ptr_at::<[u8; 4]>(ctx, v.l3 + 12)?;
-            // SAFETY: ptr_at checked the 4 bytes are in the packet.
-            unsafe { pkt::ld32(p.cast()) }.to_le_bytes()
-        };
-        lookup_v4_prefix(&addr, g, fast)
-    }
-    .ok_or(counter::PASS_NO_REGION)?;
 
     let set = answer_set(g, record, prefix.region)?;
     let n = usize::from(if v.aaaa { set.n_v6 } else { set.n_v4 });
@@ -107,6 +82,97 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
         store(&raw mut (*q).first, first);
     }
     Ok(set)
+}
+
+/// The client's prefix in generation `g`: the ECS address when a non-zero source
+/// prefix was sent, else the packet's source address.
+#[inline(always)]
+pub(crate) fn client_prefix(
+    ctx: &XdpContext,
+    q: *const Query,
+    v: &View,
+    g: &Gen,
+    fast: bool,
+    flags: u32,
+) -> Option<PrefixValue> {
+    // SAFETY: `q` is the per-CPU QUERY value.
+    let ecs_addr = unsafe { &(*q).ecs_addr };
+    let use_ecs = v.ecs && v.ecs_source > 0;
+    let lookup_v6 = if use_ecs { v.ecs_family == 2 } else { v.v6 };
+    if lookup_v6 {
+        let addr = if use_ecs {
+            *ecs_addr
+        } else {
+            let p = ptr_at::<[u8; 16]>(ctx, v.l3 + 8).ok()?.cast::<u8>();
+            // SAFETY: ptr_at checked the 16 bytes are in the packet.
+            let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
+            (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
+        };
+        lookup_v6_prefix(&addr, g, fast, flags)
+    } else {
+        let addr = if use_ecs {
+            [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
+        } else {
+            let p = ptr_at::<[u8; 4]>(ctx, v.l3 + 12).ok()?;
+            // SAFETY: ptr_at checked the 4 bytes are in the packet.
+            unsafe { pkt::ld32(p.cast()) }.to_le_bytes()
+        };
+        lookup_v4_prefix(&addr, g, fast)
+    }
+}
+
+/// The shadow stage's work (see `STATE_FLAG_SHADOW`): the same query decided by the
+/// candidate in generation `g` (name, client prefix, answer set, as the lookup stage
+/// does), counted in `SHADOW` under the pair (live decision from `QUERY`, candidate
+/// decision). Changes nothing else: the reply goes out from the live table after.
+#[inline(always)]
+pub(crate) fn shadow_count(ctx: &XdpContext, g: &Gen) -> Result<(), Pass> {
+    let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
+    let v = view(q)?;
+    // SAFETY (field pointers): `q` is the per-CPU QUERY value.
+    let (flags, fp, live_record, live_region) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*q).flags),
+            core::ptr::read_volatile(&raw const (*q).fingerprint),
+            reload_internal(&raw const (*q).record, 0xFFFF)?,
+            reload_internal(&raw const (*q).region, 0xFFFF)?,
+        )
+    };
+    // The candidate's own aliases (see `SHADOW_ALIAS_SHIFT`).
+    let flags = flags & !STATE_FLAG_ALIASES | (flags >> SHADOW_ALIAS_SHIFT) & STATE_FLAG_ALIASES;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
+    // SAFETY: per-CPU scratch value; `exact` still holds the query name.
+    let scratch = unsafe { &mut *scratch };
+    // Plain locals with defined values on every path (an `Option` of a tuple leaves
+    // the payload of `None` undefined, and the verifier rejects reading it).
+    let mut candidate_record = u64::from(SHADOW_NO_ANSWER);
+    let mut candidate_region = 0u64;
+    if let Ok(record) = lookup_name(scratch, g, fp) {
+        let fast = flags & STATE_FLAG_TRIE_ONLY == 0;
+        if let Some(prefix) = client_prefix(ctx, q, &v, g, fast, flags) {
+            if let Ok(set) = answer_set(g, record, prefix.region) {
+                let n = if v.aaaa { set.n_v6 } else { set.n_v4 };
+                if n > 0 {
+                    candidate_record = u64::from(record);
+                    candidate_region = u64::from(prefix.region);
+                }
+            }
+        }
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
+    let key = shadow_key(
+        v.aaaa,
+        (live_record as u16, live_region as u16),
+        (candidate_record as u16, candidate_region as u16),
+    );
+    count(counter::SHADOW_LOOKUPS);
+    if let Some(n) = SHADOW.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of the entry; only this CPU writes it.
+        unsafe { *n += 1 };
+    } else if SHADOW.insert(key, 1, 0).is_err() {
+        count(counter::SHADOW_FULL);
+    }
+    Ok(())
 }
 
 #[inline(always)]

@@ -26,7 +26,7 @@ use aya_ebpf::{
         bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, ProgramArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::XdpContext,
 };
 use geodns_common::{
@@ -40,6 +40,10 @@ use geodns_common::{
 use geodns_common::{
     fast_block_lane, fast_leaf, ipv6_alias, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
     FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP,
+};
+use geodns_common::{
+    shadow_key, SHADOW_ALIAS_SHIFT, SHADOW_MAX_PAIRS, SHADOW_NO_ANSWER, SHADOW_SAMPLE_MASK,
+    SHADOW_SAMPLE_SHIFT, STAGE_SHADOW_0, STATE_FLAG_SHADOW,
 };
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
@@ -79,6 +83,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 static JUMP: ProgramArray = ProgramArray::with_max_entries(STAGE_COUNT, 0);
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+/// A shadow run's counts: per `shadow_key` (live decision, candidate decision), the
+/// queries seen on each CPU. Userspace sums and clears it.
+#[map]
+static SHADOW: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(SHADOW_MAX_PAIRS, 0);
 // Sizes below are placeholders: the loader sets every max_entries before load.
 #[map]
 static PREFIX_V4_0: LpmTrie<[u8; 4], PrefixValue> = LpmTrie::with_max_entries(1, 0);
@@ -284,9 +292,26 @@ fn gen1() -> Gen {
     }
 }
 
-/// Defines the lookup and reply stages of one generation (see [`Gen`]).
+/// Whether this answered query goes through the shadow stage: a shadow run is on and
+/// the sample (one in `2^k`) picks it. Without a shadow run, one predictable branch.
+#[inline(always)]
+fn shadow_sampled(q: *const Query) -> bool {
+    // SAFETY: `q` is the per-CPU QUERY value.
+    let flags = unsafe { core::ptr::read_volatile(&raw const (*q).flags) };
+    if flags & STATE_FLAG_SHADOW == 0 {
+        return false;
+    }
+    let k = (flags >> SHADOW_SAMPLE_SHIFT) & SHADOW_SAMPLE_MASK;
+    // SAFETY: helper call without arguments.
+    k == 0 || unsafe { bpf_get_prandom_u32() } & ((1 << k) - 1) == 0
+}
+
+/// Defines the lookup, reply and shadow stages of one generation (see [`Gen`]).
+/// `$to_shadow` is the shadow stage of the other generation (where a shadow run's
+/// candidate is), `$to_reply` the reply stage of the other generation (where the
+/// shadow stage's query came from).
 macro_rules! generation_stages {
-    ($lookup:ident, $reply:ident, $gen:expr) => {
+    ($lookup:ident, $reply:ident, $shadow:ident, $gen:expr, $to_shadow:expr, $to_reply:expr) => {
         /// Stage 2: name, client prefix and answer set, then the reply in the same
         /// program (one tail call fewer, and the answer set is looked up once).
         #[xdp]
@@ -295,9 +320,29 @@ macro_rules! generation_stages {
             let stage = try_lookup(&ctx, &g).and_then(|set| {
                 let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
                 rate_limit(q)?;
+                if shadow_sampled(q) {
+                    // Returns only if the call failed: then reply without the shadow.
+                    // SAFETY: `ctx` is this program's context.
+                    unsafe { tail_call_const!(&ctx, $to_shadow) };
+                }
                 reply_with(&ctx, q, set)
             });
             run_stage(&ctx, stage)
+        }
+
+        /// The shadow stage: this generation holds a shadow run's candidate. Counts
+        /// the candidate's decision for the query, then the reply stage of the live
+        /// generation answers it as if nothing happened.
+        #[xdp]
+        pub fn $shadow(ctx: XdpContext) -> u32 {
+            if let Err(reason) = shadow_count(&ctx, &$gen) {
+                count(reason & !DROP);
+            }
+            // SAFETY: `ctx` is this program's context.
+            unsafe { tail_call_const!(&ctx, $to_reply) };
+            // The lookup stage changed nothing in the packet: userspace can answer it.
+            count(counter::PASS_INTERNAL);
+            xdp_action::XDP_PASS
         }
 
         /// Stage 3: rewrite the query into the reply and send it back. Entered only
@@ -311,8 +356,22 @@ macro_rules! generation_stages {
     };
 }
 
-generation_stages!(xdp_dns_lookup_0, xdp_dns_reply_0, gen0());
-generation_stages!(xdp_dns_lookup_1, xdp_dns_reply_1, gen1());
+generation_stages!(
+    xdp_dns_lookup_0,
+    xdp_dns_reply_0,
+    xdp_dns_shadow_0,
+    gen0(),
+    STAGE_SHADOW_0 + 1,
+    STAGE_REPLY_0 + 1
+);
+generation_stages!(
+    xdp_dns_lookup_1,
+    xdp_dns_reply_1,
+    xdp_dns_shadow_1,
+    gen1(),
+    STAGE_SHADOW_0,
+    STAGE_REPLY_0
+);
 
 /// Stage 3b, only when the frame has no tailroom for the reply (veth hands XDP the
 /// skb's own buffer): make room at the front instead, move the headers and question
@@ -357,60 +416,6 @@ fn try_grow(ctx: &XdpContext) -> Result<u32, Pass> {
     // SAFETY: as above.
     let generation = unsafe { reload(&raw const (*q).generation, 1)? };
     Ok(u32::from(generation != 0))
-}
-
-/// A trivial responder for the end-to-end benchmark's ceiling: any IPv4/UDP frame to
-/// the DNS port goes straight back (addresses and ports swapped, QR set, UDP checksum
-/// cleared, which IPv4 allows). No lookup, no reply building.
-#[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] entry point signature"
-)]
-pub fn xdp_echo(ctx: XdpContext) -> u32 {
-    try_echo(&ctx).unwrap_or(xdp_action::XDP_PASS)
-}
-
-#[inline(always)]
-fn try_echo(ctx: &XdpContext) -> Result<u32, Pass> {
-    if read_u16(ctx, 12)? != ETH_P_IP || read_u8(ctx, ETH_HLEN)? != 0x45 {
-        return Err(counter::PASS_NOT_IP);
-    }
-    let l4 = ETH_HLEN + IPV4_HLEN;
-    if read_u8(ctx, ETH_HLEN + 9)? != IPPROTO_UDP {
-        return Err(counter::PASS_NOT_UDP);
-    }
-    // SAFETY: reading a loader-set constant.
-    let port = unsafe { core::ptr::read_volatile(&raw const DNS_PORT) };
-    if read_u16(ctx, l4 + 2)? != port {
-        return Err(counter::PASS_NOT_OUR_PORT);
-    }
-    let flags = read_u8(ctx, l4 + UDP_HLEN + 2)?;
-    write_bytes(ctx, l4 + UDP_HLEN + 2, [flags | 0x80])?;
-    let macs = ptr_at::<[u8; 12]>(ctx, 0)?;
-    // SAFETY: ptr_at checked 12 bytes.
-    unsafe {
-        let m = macs.read_unaligned();
-        macs.write_unaligned([
-            m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5],
-        ]);
-    }
-    swap_addrs::<4>(ctx, ETH_HLEN + 12)?;
-    let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
-    // SAFETY: ptr_at checked 4 bytes.
-    unsafe {
-        let p = ports.read_unaligned();
-        ports.write_unaligned([p[2], p[3], p[0], p[1]]);
-    }
-    write_bytes(ctx, l4 + 6, [0, 0])?;
-    Ok(xdp_action::XDP_TX)
-}
-
-/// Attached to the client side of a veth pair: `XDP_TX` replies over veth are only
-/// received when the peer has an XDP program too.
-#[xdp]
-pub fn xdp_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
 }
 
 mod checksum;

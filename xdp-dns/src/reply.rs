@@ -355,17 +355,3 @@ pub(crate) fn grow_at_head(
     }
     Ok(())
 }
-
-#[inline(always)]
-pub(crate) fn swap_addrs<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<(), Pass> {
-    let src = ptr_at::<[u8; N]>(ctx, offset)?;
-    let dst = ptr_at::<[u8; N]>(ctx, offset + N)?;
-    // SAFETY: ptr_at checked both ranges.
-    unsafe {
-        let s = src.read_unaligned();
-        let d = dst.read_unaligned();
-        src.write_unaligned(d);
-        dst.write_unaligned(s);
-    }
-    Ok(())
-}

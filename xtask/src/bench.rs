@@ -2,7 +2,14 @@
 //! each figure with its ratio to a baseline measured in the same run, and merges the
 //! figures into `target/bench/results.json` (one flat `{"name": number}` object, so a
 //! subset run keeps the other figures).
-use std::{collections::BTreeMap, ffi::OsString, fs, path::Path, process::Command, time::Instant};
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -16,6 +23,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
     "xdp_ns_v4_500k_rrl",
+    "xdp_ns_v4_500k_shadow",
+    "xdp_ns_v4_500k_shadow_all",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
@@ -132,6 +141,14 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "xdp_ns_v6_500k" => probe_note(value, figures),
         "xdp_ns_v4_500k_rrl" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.3} x xdp_ns_v4_500k (target <= 1.15)", value / b)),
+        "xdp_ns_v4_500k_shadow" => get("xdp_ns_v4_500k").map(|b| {
+            format!(
+                "{:.3} x xdp_ns_v4_500k (target <= 1.2; one query in 8 shadowed)",
+                value / b
+            )
+        }),
+        "xdp_ns_v4_500k_shadow_all" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.3} x xdp_ns_v4_500k (every query shadowed)", value / b)),
         "xdp_ns_rrl_over_limit" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.2} x xdp_ns_v4_500k (the drop path)", value / b)),
         "xdp_ns_probe_slot24" => get("xdp_ns_v4_500k_trie_only").map(|t| {
@@ -236,45 +253,51 @@ fn ensure_kxdpgun() -> Result<()> {
         .context("installing knot-dnsutils (kxdpgun) and ethtool")
 }
 
-/// Runs the benchmark binaries (all, or those that produce `names`) and merges their
-/// figures into target/bench/results.json.
-pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
+/// Checks figure names against the known ones.
+fn check_names(names: &[String]) -> Result<()> {
     let all = GROUPS.concat();
     for n in names {
         if !all.contains(&n.as_str()) {
             bail!("unknown figure {n}; known: {}", all.join(", "));
         }
     }
+    Ok(())
+}
+
+/// The benchmark binaries of `geodns-tests`.
+const BINS: [&str; 5] = [
+    "xdp_bench",
+    "compile_bench",
+    "e2e_bench",
+    "real_bench",
+    "fleet_bench",
+];
+
+/// Builds the benchmark binaries (and the daemon they start) of the tree at `dir`, with
+/// `target` as its target dir (None: the tree's own).
+fn build_bins(path: &OsString, dir: &Path, target: Option<&Path>) -> Result<()> {
+    let mut cmd = cargo(path, &["build", "--release", "-p", "geodns-tests"]);
+    // A reference tree older than a benchmark does not have its binary.
+    for bin in BINS {
+        if dir.join("tests/src/bin").join(format!("{bin}.rs")).exists() {
+            cmd.args(["--bin", bin]);
+        }
+    }
+    cmd.args(["-p", "geodns"]);
+    cmd.current_dir(dir);
+    if let Some(t) = target {
+        cmd.env("CARGO_TARGET_DIR", t);
+    }
+    run(&mut cmd)
+}
+
+/// Runs the benchmark binaries in `bins` (a target/release dir) for `names` (all when
+/// empty) and returns their figures. `root` holds the shared data under target/bench.
+fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String, f64>> {
     let wants =
         |group: &[&str]| names.is_empty() || names.iter().any(|n| group.contains(&n.as_str()));
-    let results_path = root.join("target/bench/results.json");
-    let mut results: BTreeMap<String, serde_json::Value> = fs::read_to_string(&results_path)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    run(&mut cargo(
-        path,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "geodns-tests",
-            "--bin",
-            "xdp_bench",
-            "--bin",
-            "compile_bench",
-            "--bin",
-            "e2e_bench",
-            "--bin",
-            "real_bench",
-            "--bin",
-            "fleet_bench",
-        ],
-    ))?;
-    run(&mut cargo(path, &["build", "--release", "-p", "geodns"]))?;
-    let started = Instant::now();
     let mut figures: BTreeMap<String, f64> = BTreeMap::new();
-    let bin = |name: &str| root.join("target/release").join(name);
+    let bin = |name: &str| bins.join(name);
     let selected = |group: &[&str]| -> Vec<String> {
         names
             .iter()
@@ -314,7 +337,8 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
         fetch_real_table(&dir)?;
         figures.extend(json_figures(Command::new(bin("real_bench")).arg(&dir))?);
     }
-    if wants(FLEET_FIGURES) {
+    // A reference tree from before the fleet has no fleet benchmark.
+    if wants(FLEET_FIGURES) && bin("fleet_bench").exists() {
         crate::setup::ensure_test_tools()?;
         figures.extend(json_figures(&mut Command::new(bin("fleet_bench")))?);
     }
@@ -323,10 +347,17 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
             || names.contains(k)
             || !(XDP_FIGURES.contains(&k.as_str()) || COMPILE_FIGURES.contains(&k.as_str()))
     });
-    println!("{:<30} {:>14}  ratio", "figure", "value");
-    for (name, value) in &figures {
-        let ratio = ratio_note(name, *value, &figures);
-        println!("{name:<30} {value:>14.2}  {ratio}");
+    Ok(figures)
+}
+
+/// Merges `figures` into target/bench/results.json.
+fn save(root: &Path, figures: &BTreeMap<String, f64>) -> Result<PathBuf> {
+    let results_path = root.join("target/bench/results.json");
+    let mut results: BTreeMap<String, serde_json::Value> = fs::read_to_string(&results_path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    for (name, value) in figures {
         results.insert(name.clone(), serde_json::json!(value));
     }
     fs::create_dir_all(results_path.parent().context("results dir")?)?;
@@ -334,11 +365,205 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
         &results_path,
         serde_json::to_string_pretty(&results)? + "\n",
     )?;
+    Ok(results_path)
+}
+
+/// Runs the benchmark binaries (all, or those that produce `names`) and merges their
+/// figures into target/bench/results.json.
+pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
+    check_names(names)?;
+    build_bins(path, root, None)?;
+    let started = Instant::now();
+    let figures = measure(&root.join("target/release"), root, names)?;
+    println!("{:<30} {:>14}  ratio", "figure", "value");
+    for (name, value) in &figures {
+        let ratio = ratio_note(name, *value, &figures);
+        println!("{name:<30} {value:>14.2}  {ratio}");
+    }
+    let results_path = save(root, &figures)?;
     println!(
         "wrote {} ({} figures) in {:.1}s",
         results_path.display(),
-        results.len(),
+        figures.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Whether a larger value of the figure is better (replies per second, shares).
+fn higher_is_better(name: &str) -> bool {
+    name.starts_with("e2e_qps") || name.contains("share") || name.ends_with("_probes")
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+/// The samples of one side of a comparison, by figure.
+type Samples = BTreeMap<String, Vec<f64>>;
+
+/// `cargo xtask bench --compare REF`: measures REF and this tree alternately (REF
+/// first in odd rounds, this tree first in even ones, so a drift of the machine hits
+/// both) and prints, per figure, both medians with their spread (min..max) and the
+/// new/old ratio. A change is "beyond noise" only when the two sides' ranges do not
+/// overlap. REF may be a saved results.json (one sample, not re-measured).
+pub fn compare(
+    path: &OsString,
+    root: &Path,
+    names: &[String],
+    reference: &str,
+    rounds: u32,
+) -> Result<()> {
+    check_names(names)?;
+    let saved = Path::new(reference);
+    let old_bins = if saved.is_file() {
+        None
+    } else {
+        Some(prepare_reference(path, root, reference)?)
+    };
+    build_bins(path, root, None)?;
+    let new_bins = root.join("target/release");
+    let started = Instant::now();
+    let mut old: Samples = BTreeMap::new();
+    let mut new: Samples = BTreeMap::new();
+    if old_bins.is_none() {
+        let text = fs::read_to_string(saved).with_context(|| format!("reading {reference}"))?;
+        let figures: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{reference}: not a flat JSON object of figures"))?;
+        for (k, v) in figures {
+            if let Some(x) = v.as_f64() {
+                old.entry(k).or_default().push(x);
+            }
+        }
+    }
+    let push = |into: &mut Samples, figures: BTreeMap<String, f64>| {
+        for (k, v) in figures {
+            into.entry(k).or_default().push(v);
+        }
+    };
+    for round in 0..rounds {
+        let sides: [(bool, &Path); 2] = match &old_bins {
+            Some(ob) if round % 2 == 0 => [(true, ob.as_path()), (false, new_bins.as_path())],
+            Some(ob) => [(false, new_bins.as_path()), (true, ob.as_path())],
+            None => [(false, new_bins.as_path()), (false, new_bins.as_path())],
+        };
+        let once = old_bins.is_none();
+        for (i, (is_old, bins)) in sides.into_iter().enumerate() {
+            if once && i == 1 {
+                break;
+            }
+            let side = if is_old { "old" } else { "new" };
+            eprintln!("bench --compare: round {} of {rounds}, {side}", round + 1);
+            let figures = measure(bins, root, names)?;
+            push(if is_old { &mut old } else { &mut new }, figures);
+        }
+    }
+    let (medians, report) = print_comparison(&mut old, &mut new);
+    let results_path = save(root, &medians)?;
+    let compare_path = root.join("target/bench/compare.json");
+    fs::write(
+        &compare_path,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "reference": reference, "rounds": rounds, "figures": report,
+        }))? + "\n",
+    )?;
+    println!(
+        "compared against {reference} in {:.1}s; new medians merged into {}, every sample in {}",
+        started.elapsed().as_secs_f64(),
+        results_path.display(),
+        compare_path.display()
+    );
+    Ok(())
+}
+
+/// Prints one line per figure measured on both sides and returns the new medians and
+/// the report of every sample.
+fn print_comparison(
+    old: &mut Samples,
+    new: &mut Samples,
+) -> (BTreeMap<String, f64>, BTreeMap<String, serde_json::Value>) {
+    let mut report: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut medians: BTreeMap<String, f64> = BTreeMap::new();
+    println!(
+        "{:<32} {:>12} {:>23} {:>12} {:>23} {:>8}  verdict",
+        "figure", "old median", "old range", "new median", "new range", "new/old"
+    );
+    for (name, samples) in new.iter_mut() {
+        let Some(before) = old.get_mut(name) else {
+            continue;
+        };
+        let range = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (lo, hi)
+        };
+        let (old_lo, old_hi) = range(before);
+        let (new_lo, new_hi) = range(samples);
+        let old_m = median(before);
+        let new_m = median(samples);
+        let ratio = new_m / old_m;
+        let verdict = if new_lo > old_hi || new_hi < old_lo {
+            let better = (new_m > old_m) == higher_is_better(name);
+            if better {
+                "better, beyond noise"
+            } else {
+                "WORSE, beyond noise"
+            }
+        } else {
+            "within noise"
+        };
+        println!(
+            "{name:<32} {old_m:>12.2} {:>23} {new_m:>12.2} {:>23} {ratio:>8.3}  {verdict}",
+            format!("{old_lo:.2}..{old_hi:.2}"),
+            format!("{new_lo:.2}..{new_hi:.2}"),
+        );
+        medians.insert(name.clone(), new_m);
+        report.insert(
+            name.clone(),
+            serde_json::json!({
+                "old": before, "new": samples, "old_median": old_m, "new_median": new_m,
+                "ratio": ratio, "verdict": verdict,
+            }),
+        );
+    }
+    (medians, report)
+}
+
+/// Checks out `reference` in a worktree under target/bench/compare and builds its
+/// benchmark binaries there (one target dir for every reference, so a second
+/// comparison rebuilds only what differs); returns their directory.
+fn prepare_reference(path: &OsString, root: &Path, reference: &str) -> Result<PathBuf> {
+    let commit = output(Command::new("git").args([
+        "rev-parse",
+        "--verify",
+        &format!("{reference}^{{commit}}"),
+    ]))
+    .with_context(|| format!("{reference} is neither a file nor a git ref"))?;
+    let commit = commit.trim().to_string();
+    let base = root.join("target/bench/compare");
+    let tree = base.join(&commit[..12]);
+    if !tree.join("Cargo.toml").exists() {
+        fs::create_dir_all(&base)?;
+        run(Command::new("git")
+            .args(["worktree", "add", "--detach", "-f"])
+            .arg(&tree)
+            .arg(&commit))?;
+    }
+    let target = base.join("target");
+    eprintln!(
+        "bench --compare: building {reference} ({}) in {}",
+        &commit[..12],
+        tree.display()
+    );
+    build_bins(path, &tree, Some(&target))?;
+    Ok(target.join("release"))
 }

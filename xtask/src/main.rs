@@ -59,7 +59,20 @@ enum Task {
         seconds: u32,
     },
     /// Benchmarks; figures go to target/bench/results.json. Names select a subset.
-    Bench { names: Vec<String> },
+    ///
+    /// With `--compare REF`, the same figures are measured for REF too (a git ref: its
+    /// benchmark binaries are built in a worktree under target/bench/compare; or a saved
+    /// results.json), alternating old and new for `--rounds` rounds, and each figure is
+    /// printed with both medians, their spreads and the new/old ratio.
+    Bench {
+        names: Vec<String>,
+        /// A git ref (commit, branch, tag) or a results.json to compare against.
+        #[arg(long, value_name = "REF")]
+        compare: Option<String>,
+        /// Rounds of each side with --compare (old and new alternate).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -94,10 +107,17 @@ fn main() -> Result<()> {
             demo(&tc.path)
         }
         Task::Fuzz { target, seconds } => fuzz(&setup()?, &root, &target, seconds),
-        Task::Bench { names } => {
+        Task::Bench {
+            names,
+            compare,
+            rounds,
+        } => {
             let tc = setup()?;
             require_root("the benchmarks run BPF programs")?;
-            bench::bench(&tc.path, &root, &names)
+            match compare {
+                None => bench::bench(&tc.path, &root, &names),
+                Some(reference) => bench::compare(&tc.path, &root, &names, &reference, rounds),
+            }
         }
     }
 }

@@ -268,12 +268,8 @@ impl Engine {
     /// label that identifies the answer (policy, answer count, addresses and weights;
     /// not the TTL), and the nodes it sends clients to with their shares (by weight;
     /// empty for NODATA).
-    pub(crate) fn answer_of(
-        &self,
-        record: usize,
-        region: u16,
-        v6: bool,
-    ) -> (String, Vec<(usize, f64)>) {
+    #[must_use]
+    pub fn answer_of(&self, record: usize, region: u16, v6: bool) -> (String, Vec<(usize, f64)>) {
         use std::fmt::Write as _;
         let rec = &self.config.records[record];
         let rs = self

@@ -217,8 +217,17 @@ fn main() {
         }
         let mut xdp = KernelProgram::load(&options).expect("load");
         xdp.install(&engine.kernel_maps()).expect("install");
-        pair.attach(Side::Server, &mut xdp, program, XdpMode::Driver)
-            .expect("attach on the server veth");
+        // The echo is in the baseline object; the responder's counters then stay 0.
+        let _echo = if program == "xdp_echo" {
+            Some(
+                pair.attach_baseline(Side::Server, program)
+                    .expect("attach the echo on the server veth"),
+            )
+        } else {
+            pair.attach(Side::Server, &mut xdp, program, XdpMode::Driver)
+                .expect("attach on the server veth");
+            None
+        };
         pair.receive_thread(Side::Server)
             .expect("a receive thread for the server veth");
         let extra: &[&str] = if rrl { &["-l", "198.18.0.0/15"] } else { &[] };

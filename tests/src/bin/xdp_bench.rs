@@ -15,6 +15,7 @@ use geodns::loader::{KernelProgram, LoadOptions};
 use geodns_common::{STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY};
 use geodns_tests::{
     frame::{Frame, Query, L3},
+    netns::load_baseline,
     probe::SlotProbe,
     prog_test_run,
     synth::{contents, pick_v4, pick_v6, table_v4, table_v6, Rng},
@@ -58,6 +59,8 @@ const NAMES: &[&str] = &[
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
     "xdp_ns_v4_500k_rrl",
+    "xdp_ns_v4_500k_shadow",
+    "xdp_ns_v4_500k_shadow_all",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
     "xdp_ns_v4_500k_trie_only",
@@ -232,6 +235,28 @@ fn main() {
     if want("xdp_ns_v4_500k") {
         out.insert("xdp_ns_v4_500k".into(), measure(&xdp, fd, &frames, 3));
     }
+    if want("xdp_ns_v4_500k_shadow") || want("xdp_ns_v4_500k_shadow_all") {
+        // A shadow run of the same 500k table in the idle generation: the daemon's
+        // default sample (one answered query in 2^3) and every query.
+        let shifted = contents(v4.clone(), v6.clone());
+        for (name, exp) in [
+            ("xdp_ns_v4_500k_shadow", geodns::shadow::DEFAULT_SAMPLE_EXP),
+            ("xdp_ns_v4_500k_shadow_all", 0),
+        ] {
+            if want(name) {
+                xdp.stage_shadow(&shifted, exp).expect("stage the shadow");
+                out.insert(name.into(), measure(&xdp, fd, &frames, 3));
+                let counted: u64 = xdp
+                    .shadow_counts()
+                    .expect("counts")
+                    .iter()
+                    .map(|c| c.1)
+                    .sum();
+                assert!(counted > 0, "{name}: the shadow stage counted nothing");
+                xdp.end_shadow().expect("end the shadow");
+            }
+        }
+    }
     if want("xdp_ns_v4_500k_rrl") || want("xdp_ns_rrl_over_limit") {
         rrl_figures(
             fd,
@@ -258,7 +283,8 @@ fn main() {
     if want("xdp_ns_empty") {
         // The floor of this measurement: a program that only returns XDP_PASS, run
         // on the same frames (the kernel's timer, dispatch and frame setup).
-        let pass = xdp.program_fd("xdp_pass").expect("fd");
+        let baseline = load_baseline("xdp_pass").expect("load the baseline object");
+        let pass = baseline_fd(&baseline, "xdp_pass");
         out.insert("xdp_ns_empty".into(), measure(&xdp, pass, &frames, 2));
     }
     if want("xdp_ns_parse_pass") {
@@ -325,4 +351,15 @@ fn main() {
     }
     out.retain(|k, _| want(k));
     println!("{}", serde_json::to_string(&out).expect("json"));
+}
+
+/// Raw fd of a loaded program of the baseline object, for `BPF_PROG_TEST_RUN`.
+fn baseline_fd(ebpf: &aya::Ebpf, name: &str) -> i32 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let program: &aya::programs::Xdp = ebpf
+        .program(name)
+        .expect("baseline program")
+        .try_into()
+        .expect("an XDP program");
+    program.fd().expect("fd").as_fd().as_raw_fd()
 }

@@ -4,4 +4,5 @@ pub mod diff;
 pub mod fleet;
 pub mod lookup;
 pub mod node;
+pub mod shadow;
 pub mod stats;

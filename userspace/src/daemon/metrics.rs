@@ -75,6 +75,18 @@ pub async fn start_metrics(
                     ),
                 };
             }
+            if path == "/v1/shadow" || path.starts_with("/v1/shadow/") {
+                let query = req.uri().query().unwrap_or("").to_owned();
+                let (code, body) = shadow_request(
+                    &sources.control,
+                    req.method().as_str(),
+                    path,
+                    &query,
+                    peer.ip(),
+                )
+                .await;
+                return crate::http::text(code, body);
+            }
             let full = req
                 .uri()
                 .path_and_query()
@@ -91,6 +103,97 @@ pub async fn start_metrics(
         }
     });
     Ok(bound)
+}
+
+/// The shadow-run API (`geodns shadow`):
+/// - `POST /v1/shadow?config=PATH[&sample=K]`: compiles the config at PATH (a file on
+///   the daemon's box) and starts a shadow run of it, one answered query in `2^K`
+///   shadowed (default [`crate::shadow::DEFAULT_SAMPLE_EXP`]);
+/// - `GET /v1/shadow`: the report, as JSON;
+/// - `POST /v1/shadow/promote`: switches to the candidate; `POST /v1/shadow/abort`:
+///   drops it.
+///
+/// Changes only from a loopback peer, as the node admin states.
+async fn shadow_request(
+    control: &Control,
+    method: &str,
+    path: &str,
+    query: &str,
+    peer: std::net::IpAddr,
+) -> (StatusCode, String) {
+    let failed = |e: &dyn std::fmt::Display| (StatusCode::CONFLICT, format!("{e}\n"));
+    if method == "POST" && !peer.to_canonical().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "admin requests only from loopback\n".to_owned(),
+        );
+    }
+    match (method, path) {
+        ("GET", "/v1/shadow") => match control.shadow_snapshot().await {
+            Ok(Some(snapshot)) => {
+                let report =
+                    tokio::task::spawn_blocking(move || crate::shadow::report(&snapshot)).await;
+                match report.map(|r| serde_json::to_string(&r)) {
+                    Ok(Ok(body)) => (StatusCode::OK, body),
+                    _ => failed(&"the report failed"),
+                }
+            }
+            Ok(None) => (StatusCode::NOT_FOUND, "no shadow run\n".to_owned()),
+            Err(e) => failed(&e),
+        },
+        ("POST", "/v1/shadow") => {
+            let Some(config) = crate::http::query_param(query, "config") else {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "POST /v1/shadow?config=PATH[&sample=K]\n".to_owned(),
+                );
+            };
+            let sample = match crate::http::query_param(query, "sample").map(|k| k.parse::<u8>()) {
+                None => crate::shadow::DEFAULT_SAMPLE_EXP,
+                Some(Ok(k)) if k <= 15 => k,
+                Some(_) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        "sample: an exponent 0..=15 (one query in 2^K)\n".to_owned(),
+                    )
+                }
+            };
+            let path = std::path::PathBuf::from(&config);
+            let engine =
+                tokio::task::spawn_blocking(move || super::reload::compile(&path, None)).await;
+            let engine = match engine {
+                Ok(Ok(engine)) => engine,
+                Ok(Err(e)) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}\n")),
+                Err(e) => return failed(&e),
+            };
+            match control.shadow_start(engine, config.clone(), sample).await {
+                Ok(_) => (
+                    StatusCode::OK,
+                    format!(
+                        "shadow run of {config} started: one answered query in {} is also looked up in it\n",
+                        1u32 << sample
+                    ),
+                ),
+                Err(e) => failed(&e),
+            }
+        }
+        ("POST", "/v1/shadow/promote") => match control.shadow_promote().await {
+            Ok(()) => (
+                StatusCode::OK,
+                "promoted: the candidate answers now\n".to_owned(),
+            ),
+            Err(e) => failed(&e),
+        },
+        ("POST", "/v1/shadow/abort") => match control.shadow_abort().await {
+            Ok(true) => (StatusCode::OK, "shadow run aborted\n".to_owned()),
+            Ok(false) => (StatusCode::NOT_FOUND, "no shadow run\n".to_owned()),
+            Err(e) => failed(&e),
+        },
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".to_owned(),
+        ),
+    }
 }
 
 impl MetricsSources {

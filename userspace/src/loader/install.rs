@@ -4,10 +4,13 @@
 use std::{collections::HashMap as StdHashMap, hash::Hash};
 
 use aya::{
-    maps::{lpm_trie::Key, LpmTrie, Map, MapData},
+    maps::{lpm_trie::Key, LpmTrie, Map, MapData, PerCpuHashMap},
     Pod,
 };
-use geodns_common::{AnswerKey, AnswerSet, PrefixValue, STATE_FLAG_ALIASES};
+use geodns_common::{
+    AnswerKey, AnswerSet, PrefixValue, SHADOW_ALIAS_SHIFT, SHADOW_SAMPLE_MASK, SHADOW_SAMPLE_SHIFT,
+    STATE_FLAG_ALIASES, STATE_FLAG_SHADOW,
+};
 use geodns_maps::{
     image::{ImageSizes, KernelImage},
     slots, KernelMaps,
@@ -31,6 +34,129 @@ impl KernelProgram {
         } else {
             self.state.generation
         };
+        let stats = self.write_idle(target, contents)?;
+        self.switch_to(target, contents.aliases)?;
+        self.installed_once = true;
+        Ok(stats)
+    }
+
+    /// A shadow run's first half: writes `contents` (the candidate) into the idle
+    /// generation without switching to it, and sets the shadow flag with the sample
+    /// (one answered query in `2^sample_exp`). The kernel keeps answering from the
+    /// generation in use. [`KernelProgram::promote`] switches, [`KernelProgram::end_shadow`]
+    /// drops the run.
+    pub fn stage_shadow(
+        &mut self,
+        contents: &KernelMaps,
+        sample_exp: u8,
+    ) -> Result<InstallStats, LoaderError> {
+        if !self.installed_once {
+            return Err(LoaderError::Shadow("nothing is installed yet"));
+        }
+        self.check_sizes(contents)?;
+        self.end_shadow()?;
+        let target = 1 - self.state.generation;
+        let stats = self.write_idle(target, contents)?;
+        self.clear_shadow_counts()?;
+        let mut next = self.state;
+        next.flags = next.flags
+            & !(SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT)
+            & !(STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT)
+            | STATE_FLAG_SHADOW
+            | (u32::from(sample_exp) & SHADOW_SAMPLE_MASK) << SHADOW_SAMPLE_SHIFT
+            | (contents.aliases & STATE_FLAG_ALIASES) << SHADOW_ALIAS_SHIFT;
+        self.write_state(next)?;
+        self.shadow_aliases = Some(contents.aliases);
+        Ok(stats)
+    }
+
+    /// Ends a shadow run without switching (the counts stay readable until the next
+    /// run clears them).
+    pub fn end_shadow(&mut self) -> Result<(), LoaderError> {
+        if self.state.flags & STATE_FLAG_SHADOW == 0 {
+            return Ok(());
+        }
+        let mut next = self.state;
+        next.flags &= !(STATE_FLAG_SHADOW
+            | SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT
+            | STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT);
+        self.write_state(next)?;
+        self.shadow_aliases = None;
+        Ok(())
+    }
+
+    /// Whether a shadow run's candidate is in the idle generation.
+    #[must_use]
+    pub fn shadow_running(&self) -> bool {
+        self.shadow_aliases.is_some()
+    }
+
+    /// Switches to the shadow run's candidate (one update of `STATE`, as an install's
+    /// switch) and ends the run.
+    pub fn promote(&mut self) -> Result<(), LoaderError> {
+        let Some(aliases) = self.shadow_aliases else {
+            return Err(LoaderError::Shadow("no shadow run to promote"));
+        };
+        let target = 1 - self.state.generation;
+        let mut next = self.state;
+        next.flags &= !(STATE_FLAG_SHADOW
+            | SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT
+            | STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT);
+        next.generation = target;
+        next.flags = next.flags & !STATE_FLAG_ALIASES | aliases & STATE_FLAG_ALIASES;
+        // One update: the switch and the end of the run together.
+        self.write_state(next)?;
+        self.shadow_aliases = None;
+        Ok(())
+    }
+
+    /// The shadow counts: per `shadow_key`, the queries over every CPU.
+    pub fn shadow_counts(&self) -> Result<Vec<(u64, u64)>, LoaderError> {
+        let map =
+            PerCpuHashMap::<_, u64, u64>::try_from(self.map("SHADOW")?).map_err(|source| {
+                LoaderError::Map {
+                    map: "SHADOW",
+                    op: "open",
+                    source,
+                }
+            })?;
+        let mut out = Vec::new();
+        for entry in &map {
+            let (key, values) = entry.map_err(|source| LoaderError::Map {
+                map: "SHADOW",
+                op: "read",
+                source,
+            })?;
+            out.push((key, values.iter().sum()));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Empties `SHADOW`.
+    fn clear_shadow_counts(&mut self) -> Result<(), LoaderError> {
+        let mut map =
+            PerCpuHashMap::<_, u64, u64>::try_from(self.map_mut("SHADOW")?).map_err(|source| {
+                LoaderError::Map {
+                    map: "SHADOW",
+                    op: "open",
+                    source,
+                }
+            })?;
+        let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            // A key already gone is what we want.
+            let _ = map.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Fills generation `target` (not in use) with `contents`.
+    fn write_idle(
+        &mut self,
+        target: u32,
+        contents: &KernelMaps,
+    ) -> Result<InstallStats, LoaderError> {
         let mut stats = InstallStats {
             generation: target,
             ..InstallStats::default()
@@ -39,13 +165,16 @@ impl KernelProgram {
         let result = self.write_generation(target, contents, &mut mirror, &mut stats);
         self.mirrors[target as usize] = mirror;
         result?;
+        Ok(stats)
+    }
+
+    /// Switches the kernel to generation `target` with its table's aliases.
+    fn switch_to(&mut self, target: u32, aliases: u32) -> Result<(), LoaderError> {
         let mut next = self.state;
         next.generation = target;
         // The aliases belong to the table: they switch with it, in the same update.
-        next.flags = next.flags & !STATE_FLAG_ALIASES | contents.aliases & STATE_FLAG_ALIASES;
-        self.write_state(next)?;
-        self.installed_once = true;
-        Ok(stats)
+        next.flags = next.flags & !STATE_FLAG_ALIASES | aliases & STATE_FLAG_ALIASES;
+        self.write_state(next)
     }
 
     fn check_sizes(&self, c: &KernelMaps) -> Result<(), LoaderError> {

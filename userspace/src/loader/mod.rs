@@ -67,6 +67,8 @@ pub enum LoaderError {
         max: u32,
         needed: usize,
     },
+    #[error("shadow run: {0}")]
+    Shadow(&'static str),
 }
 
 /// Capacity of each map; fixed at load time, so size them for the biggest table a
@@ -161,6 +163,8 @@ pub struct KernelProgram {
     mirrors: [Mirror; 2],
     sizes: MapSizes,
     installed_once: bool,
+    /// A shadow run's candidate is in the idle generation, with these aliases.
+    shadow_aliases: Option<u32>,
 }
 
 /// The name of a generation's copy of a map (`PREFIX_V4` -> `PREFIX_V4_1`), as listed
@@ -237,6 +241,7 @@ impl KernelProgram {
             mirrors: [Mirror::default(), Mirror::default()],
             sizes,
             installed_once: false,
+            shadow_aliases: None,
         })
     }
 
@@ -254,7 +259,7 @@ impl KernelProgram {
         })
     }
 
-    /// The program's XDP handle (`xdp_dns` or `xdp_pass`), e.g. to attach it.
+    /// The handle of one of the object's XDP programs (`xdp_dns`, a stage), e.g. to attach it.
     pub fn program_mut(&mut self, name: &'static str) -> Result<&mut Xdp, LoaderError> {
         xdp_program(&mut self.ebpf, name)
     }
@@ -286,7 +291,7 @@ impl KernelProgram {
         self.attach_program("xdp_dns", if_index, mode)
     }
 
-    /// Attaches one of the object's programs (`xdp_dns` or `xdp_pass`) to an interface.
+    /// Attaches one of the object's programs (normally `xdp_dns`) to an interface.
     pub fn attach_program(
         &mut self,
         name: &'static str,

@@ -1,0 +1,86 @@
+//! Baseline programs of the benchmarks and the tests, kept out of the responder's
+//! object so that `geodns run` neither loads nor verifies them:
+//! - `xdp_echo`, the end-to-end ceiling: every IPv4/UDP frame to the DNS port goes
+//!   straight back (addresses and ports swapped, QR set, UDP checksum cleared, which
+//!   IPv4 allows). No lookup, no reply building: what the NIC path costs on its own.
+//! - `xdp_pass`: the floor of `BPF_PROG_TEST_RUN` figures, and the program a test's
+//!   client veth needs (veth delivers an `XDP_TX` reply only to a peer that has an XDP
+//!   program too).
+#![no_std]
+#![no_main]
+// The swap helper is inlined into the entry point so the verifier sees constant offsets
+// from the one checked pointer.
+#![expect(clippy::inline_always, reason = "see above")]
+
+extern crate ebpf_panic;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use geodns_common::DEFAULT_DNS_PORT;
+
+/// UDP port of DNS queries; set by the loader, as in the responder.
+#[unsafe(no_mangle)]
+static DNS_PORT: u16 = DEFAULT_DNS_PORT;
+
+const ETH_HLEN: usize = 14;
+const IPV4_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// Ethernet, IPv4 without options, UDP, and the DNS header's first four bytes.
+const ECHO_LEN: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + 4;
+
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_echo(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + ECHO_LEN > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *mut u8;
+    // SAFETY: the frame holds at least ECHO_LEN bytes (checked above), and every
+    // offset below is a constant inside them.
+    unsafe {
+        let at = |i: usize| p.add(i);
+        if at(12).read() != 0x08 || at(13).read() != 0x00 || at(ETH_HLEN).read() != 0x45 {
+            return xdp_action::XDP_PASS;
+        }
+        if at(ETH_HLEN + 9).read() != 17 {
+            return xdp_action::XDP_PASS;
+        }
+        let l4 = ETH_HLEN + IPV4_HLEN;
+        let port = core::ptr::read_volatile(&raw const DNS_PORT).to_be_bytes();
+        if at(l4 + 2).read() != port[0] || at(l4 + 3).read() != port[1] {
+            return xdp_action::XDP_PASS;
+        }
+        let flags = at(l4 + UDP_HLEN + 2);
+        flags.write(flags.read() | 0x80);
+        swap(at(0), at(6), 6);
+        swap(at(ETH_HLEN + 12), at(ETH_HLEN + 16), 4);
+        swap(at(l4), at(l4 + 2), 2);
+        at(l4 + 6).write(0);
+        at(l4 + 7).write(0);
+    }
+    xdp_action::XDP_TX
+}
+
+/// Swaps `n` bytes at `a` and `b`.
+///
+/// # Safety
+/// Both ranges lie inside the packet and do not overlap.
+#[inline(always)]
+unsafe fn swap(a: *mut u8, b: *mut u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let x = a.add(i).read();
+            a.add(i).write(b.add(i).read());
+            b.add(i).write(x);
+        }
+    }
+}
+
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}

@@ -42,7 +42,7 @@ pub enum Command {
         config: PathBuf,
         /// The largest share (percent) of any record's IPv4 or IPv6 clients whose
         /// answer may change.
-        #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+        #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = percent)]
         max_change: f64,
         /// Push even above --max-change, or when the fleet's config does not compile
         /// here.
@@ -59,6 +59,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}`: expected a percentage from 0 to 100")),
+    }
 }
 
 /// Runs the command and returns the exit status (errors printed on stderr).

@@ -467,4 +467,78 @@ mod tests {
         assert!(h.record(true), "second success in a row");
         assert!(h.up);
     }
+
+    /// In a fleet, the agreed states replace the local admin states and the local
+    /// health verdicts; the config's own `admin` still wins over health.
+    #[test]
+    fn fleet_states_replace_the_local_admin_and_health() {
+        let config = Config::from_str_named(
+            r#"
+[zone]
+origin = "cdn.example.net."
+[[zone.ns]]
+name = "ns1.example.org."
+[nodes.a]
+ipv4 = "198.18.1.1"
+check = "198.18.1.1:80"
+[nodes.b]
+ipv4 = "198.18.1.2"
+check = "198.18.1.2:80"
+[nodes.c]
+ipv4 = "198.18.1.3"
+admin = "drain"
+[nodes.d]
+ipv4 = "198.18.1.4"
+[maps.m]
+default = ["a", "b", "c", "d"]
+[[records]]
+name = "www"
+map = "m"
+[fallback]
+d = 1
+"#,
+            "book-test.toml",
+        )
+        .expect("config");
+        let book = NodeBook::open(None, 100);
+        {
+            let mut d = book.lock();
+            d.admin.insert("a".to_owned(), NodeState::Down);
+            d.health.insert(
+                "b".to_owned(),
+                NodeHealth {
+                    target: "198.18.1.2:80".to_owned(),
+                    hysteresis: Hysteresis::new(false, 2, 3),
+                    checks: 3,
+                    failed: 3,
+                    last_error: None,
+                },
+            );
+        }
+        let alone = book.effective(&config);
+        assert_eq!(alone.get("a"), NodeState::Down, "local admin");
+        assert_eq!(alone.get("b"), NodeState::Down, "local health");
+        assert_eq!(book.own_health().get("b"), Some(&NodeState::Down));
+
+        let fleet = FleetStates {
+            admin: BTreeMap::from([("d".to_owned(), NodeState::Drain)]),
+            down: BTreeSet::from(["a".to_owned(), "c".to_owned()]),
+        };
+        assert!(book.set_fleet(Some(fleet.clone())));
+        assert!(!book.set_fleet(Some(fleet)), "unchanged");
+        let agreed = book.effective(&config);
+        assert_eq!(
+            agreed.get("a"),
+            NodeState::Down,
+            "down by the fleet's quorum"
+        );
+        assert_eq!(agreed.get("b"), NodeState::Up, "this box alone saw it down");
+        assert_eq!(agreed.get("c"), NodeState::Drain, "the config's admin wins");
+        assert_eq!(agreed.get("d"), NodeState::Drain, "the fleet's admin state");
+        let status = book.status(&config);
+        assert_eq!(status[3].admin, Some(NodeState::Drain), "{status:?}");
+        assert_eq!(status[0].admin, None, "the local admin state is not shown");
+        assert!(book.set_fleet(None));
+        assert_eq!(book.effective(&config).get("a"), NodeState::Down);
+    }
 }

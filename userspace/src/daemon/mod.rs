@@ -369,7 +369,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         Ok(x) => x,
         Err(e) => {
             if let Some(f) = &fleet {
-                f.stop();
+                f.stop().await;
             }
             health.stop();
             stop_kernel(control).await;
@@ -405,7 +405,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         .await;
     drop(dns);
     if let Some(f) = &fleet {
-        f.stop();
+        f.stop().await;
     }
     health.stop();
     if parts.xdp.is_some() {

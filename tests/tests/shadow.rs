@@ -18,7 +18,7 @@ use geodns::shadow::Report;
 use geodns_maps::{Compiled, Config, Engine, NodeStates, Question, Resolution};
 use geodns_tests::{
     client::query_udp,
-    daemon::{geodns_bin, metric, wait_for, Daemon},
+    daemon::{geodns_bin, metric, node_cmd, wait_for, Daemon},
     files::{demo_without_checks, TempDir},
     frame::Query,
     require_bpf, NetnsPair, Side,
@@ -182,6 +182,79 @@ fn promote_under_load(pair: &NetnsPair, token: &Path, server: SocketAddr, fra1_a
     });
 }
 
+/// The shadow report, read as JSON.
+fn report(pair: &NetnsPair, token: &Path) -> Report {
+    let json = shadow_cmd(pair, token, &["--report", "--json"]);
+    serde_json::from_str(json.trim()).expect("report JSON")
+}
+
+/// A node-state change during the run: the candidate is rebuilt with the new states
+/// and its counts start again (the report says so).
+fn node_change_restarts_the_counts(pair: &NetnsPair, token: &Path) {
+    let before = report(pair, token);
+    assert!(before.queries > 0 && before.restarts == 0, "{before:?}");
+    let token_arg = token.to_str().expect("utf-8");
+    for state in ["down", "auto"] {
+        let (ok, text) = node_cmd(
+            Some(&pair.server_ns),
+            API,
+            &["ams1", state, "--admin-token", token_arg],
+        );
+        assert!(ok, "geodns node ams1 {state}: {text}");
+    }
+    let after = report(pair, token);
+    assert_eq!(after.restarts, 2, "down, then auto: {after:?}");
+    assert_eq!(after.queries, 0, "the counts started again: {after:?}");
+}
+
+/// A reload (the daemon's config file changed) during a run drops the run: the reload
+/// needs the idle generation.
+fn reload_drops_the_run(
+    pair: &NetnsPair,
+    token: &Path,
+    config_a: &Path,
+    config_b: &Path,
+    daemon: &Daemon,
+) {
+    shadow_cmd(pair, token, &[config_b.to_str().expect("utf-8")]);
+    assert_eq!(report(pair, token).queries, 0, "a new run starts at zero");
+    let reloads = |d: &Daemon| {
+        d.scrape(pair)
+            .map_or(0, |m| metric(&m, "geodns_reloads_total{result=\"ok\"}"))
+    };
+    let before = reloads(daemon);
+    let text = std::fs::read_to_string(config_a).expect("read A");
+    std::fs::write(config_a, text + "\n").expect("touch A");
+    wait_for("the reload", Duration::from_secs(10), || {
+        reloads(daemon) > before
+    });
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", pair.server_ns))
+        .arg(geodns_bin())
+        .args(["shadow", "--report", "--api", API, "--admin-token"])
+        .arg(token)
+        .output()
+        .expect("geodns shadow --report");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("no shadow run"),
+        "the reload dropped the run: {text}"
+    );
+}
+
+/// Table A (the demo) and table B (fra1's IPv4 address changed), as config files.
+fn configs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let config_a = demo_without_checks(dir);
+    let text = std::fs::read_to_string(&config_a).expect("read");
+    assert!(
+        text.contains(FRA1_A),
+        "the demo config names fra1's address"
+    );
+    let config_b = dir.join("candidate.toml");
+    std::fs::write(&config_b, text.replace(FRA1_A, FRA1_B)).expect("write B");
+    (config_a, config_b)
+}
+
 #[test]
 fn shadow_counts_exactly_and_promote_loses_nothing() {
     if !require_bpf() {
@@ -189,14 +262,7 @@ fn shadow_counts_exactly_and_promote_loses_nothing() {
     }
     let pair = NetnsPair::new().expect("namespaces");
     let tmp = TempDir::new("shadow");
-    let config_a = demo_without_checks(tmp.path());
-    let text = std::fs::read_to_string(&config_a).expect("read");
-    assert!(
-        text.contains(FRA1_A),
-        "the demo config names fra1's address"
-    );
-    let config_b = tmp.path().join("candidate.toml");
-    std::fs::write(&config_b, text.replace(FRA1_A, FRA1_B)).expect("write B");
+    let (config_a, config_b) = configs(tmp.path());
     let token = tmp.path().join("admin.token");
     let pin_dir = format!("/sys/fs/bpf/geodns-shadow-{}", std::process::id());
     let daemon = Daemon::start(
@@ -204,7 +270,12 @@ fn shadow_counts_exactly_and_promote_loses_nothing() {
         &config_a,
         API,
         &pin_dir,
-        &["--admin-token", token.to_str().expect("utf-8")],
+        &[
+            "--admin-token",
+            token.to_str().expect("utf-8"),
+            "--watch-interval",
+            "200ms",
+        ],
         Duration::from_secs(30),
     );
     let _pass = pair
@@ -267,8 +338,7 @@ fn shadow_counts_exactly_and_promote_loses_nothing() {
         "shadow: {} queries, {expected_changed} with an answer B changes",
         queries.len()
     );
-    let json = shadow_cmd(&pair, &token, &["--report", "--json"]);
-    let report: Report = serde_json::from_str(json.trim()).expect("report JSON");
+    let report = report(&pair, &token);
     assert_eq!(report.queries, queries.len() as u64, "{report:?}");
     assert_eq!(report.changed, expected_changed, "{report:?}");
     let moved: u64 = report.moves.iter().map(|m| m.queries).sum();
@@ -286,7 +356,9 @@ fn shadow_counts_exactly_and_promote_loses_nothing() {
         "{text}"
     );
 
+    node_change_restarts_the_counts(&pair, &token);
     promote_under_load(&pair, &token, server, fra1_a);
+    reload_drops_the_run(&pair, &token, &config_a, &config_b, &daemon);
     drop(daemon);
     let _ = std::fs::remove_dir(&pin_dir);
 }

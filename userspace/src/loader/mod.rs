@@ -315,6 +315,12 @@ impl KernelProgram {
         self.state.generation
     }
 
+    /// The run-time flags in `STATE` now.
+    #[must_use]
+    pub fn flags(&self) -> u32 {
+        self.state.flags
+    }
+
     /// Sets run-time flags (`STATE_FLAG_*`) without touching the tables; the alias
     /// flags stay those of the installed table.
     pub fn set_flags(&mut self, flags: u32) -> Result<(), LoaderError> {

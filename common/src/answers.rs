@@ -100,7 +100,8 @@ impl AnswerKey {
 /// For `POLICY_BEST` userspace stores exactly the chosen address(es) and `count` equal
 /// to the number stored. For `POLICY_SPREAD` the kernel draws `r` uniformly in
 /// `[0, total weight)`, picks the first slot whose cumulative weight exceeds `r`, and
-/// returns `count` addresses starting there (wrapping). An entry with no address of the
+/// returns `count` addresses starting there (wrapping). For `POLICY_STICKY` the first
+/// slot is [`crate::sticky_slot`] of the client's prefix instead. An entry with no address of the
 /// asked family means "no answer here": the kernel passes the query to userspace.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -119,8 +120,13 @@ pub struct AnswerSet {
     pub cum_v4: [u32; MAX_ANSWER_ADDRS],
     pub v6: [[u8; 16]; MAX_ANSWER_ADDRS],
     pub cum_v6: [u32; MAX_ANSWER_ADDRS],
+    /// For `POLICY_STICKY`: the node tag of each slot of `v4` and `v6`
+    /// ([`crate::sticky_tag`]), so a client network draws the same node for `A` and
+    /// `AAAA`; 0 in sets of the other policies.
+    pub tag_v4: [u32; MAX_ANSWER_ADDRS],
+    pub tag_v6: [u32; MAX_ANSWER_ADDRS],
 }
-const _: () = assert!(size_of::<AnswerSet>() == 8 + 32 + 32 + 128 + 32);
+const _: () = assert!(size_of::<AnswerSet>() == 8 + 32 + 32 + 128 + 32 + 64);
 
 impl AnswerSet {
     pub const EMPTY: Self = Self {
@@ -133,5 +139,7 @@ impl AnswerSet {
         cum_v4: [0; MAX_ANSWER_ADDRS],
         v6: [[0; 16]; MAX_ANSWER_ADDRS],
         cum_v6: [0; MAX_ANSWER_ADDRS],
+        tag_v4: [0; MAX_ANSWER_ADDRS],
+        tag_v6: [0; MAX_ANSWER_ADDRS],
     };
 }

@@ -19,11 +19,13 @@ mod answers;
 mod defence;
 mod fast;
 mod names;
+mod sticky;
 
 pub use answers::*;
 pub use defence::*;
 pub use fast::*;
 pub use names::*;
+pub use sticky::*;
 
 /// Longest query name (wire format, including the root label) the kernel answers: 64
 /// bytes covers CDN host names (e.g. `img-eu-west-1.static.cdn.example-media.com.` is

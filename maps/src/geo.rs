@@ -20,6 +20,30 @@ pub(crate) struct Facts {
     pub country: Option<[u8; 2]>,
     pub continent: Option<[u8; 2]>,
     pub asn: Option<u32>,
+    /// Where a City database puts the network.
+    pub loc: Option<Loc>,
+}
+
+/// A location in units of 1e-4 degrees (about 11 m), so facts stay hashable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Loc {
+    pub lat: i32,
+    pub lon: i32,
+}
+
+impl Loc {
+    /// From degrees; `None` outside the globe or not finite.
+    #[expect(clippy::cast_possible_truncation, reason = "range checked first")]
+    pub fn from_degrees(lat: f64, lon: f64) -> Option<Self> {
+        ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)).then(|| Self {
+            lat: (lat * 1e4).round() as i32,
+            lon: (lon * 1e4).round() as i32,
+        })
+    }
+
+    pub fn degrees(self) -> (f64, f64) {
+        (f64::from(self.lat) / 1e4, f64::from(self.lon) / 1e4)
+    }
 }
 
 impl Facts {
@@ -29,6 +53,7 @@ impl Facts {
             country: self.country.or(other.country),
             continent: self.continent.or(other.continent),
             asn: self.asn.or(other.asn),
+            loc: self.loc.or(other.loc),
         }
     }
 }
@@ -39,6 +64,8 @@ pub(crate) struct Fields {
     pub country: Option<Vec<String>>,
     pub continent: Option<Vec<String>>,
     pub asn: Option<Vec<String>>,
+    pub latitude: Option<Vec<String>>,
+    pub longitude: Option<Vec<String>>,
 }
 
 impl Fields {
@@ -71,6 +98,7 @@ pub(crate) struct DbData {
 enum Scalar<'a> {
     Str(&'a str),
     Int(u64),
+    Float(f64),
     Other,
 }
 
@@ -91,14 +119,19 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
             fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
                 Ok(Scalar::Int(v))
             }
+            #[expect(clippy::cast_precision_loss, reason = "a coordinate")]
             fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Int))
+                // A negative integer is only ever a coordinate here.
+                Ok(u64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
             }
             fn visit_u128<E>(self, v: u128) -> Result<Self::Value, E> {
                 Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Int))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Scalar::Other)
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_f32<E>(self, v: f32) -> Result<Self::Value, E> {
+                Ok(Scalar::Float(f64::from(v)))
             }
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(Scalar::Other)
@@ -157,8 +190,21 @@ fn asn(s: &Scalar<'_>) -> Option<u32> {
                 .unwrap_or(s);
             digits.parse().ok()
         }
+        Scalar::Float(_) | Scalar::Other => None,
+    }
+}
+
+/// A coordinate in degrees: a double or float (`MaxMind`), an integer, or a decimal
+/// string (some flattened databases).
+#[expect(clippy::cast_precision_loss, reason = "a coordinate")]
+fn degrees(s: &Scalar<'_>) -> Option<f64> {
+    match s {
+        Scalar::Float(v) => Some(*v),
+        Scalar::Int(n) => Some(*n as f64),
+        Scalar::Str(s) => s.trim().parse().ok(),
         Scalar::Other => None,
     }
+    .filter(|v: &f64| v.is_finite())
 }
 
 /// An opened database.
@@ -252,7 +298,7 @@ impl Db {
     fn decode(
         &self,
         result: &maxminddb::LookupResult<'_, Vec<u8>>,
-        paths: &[Option<Vec<PathElement<'_>>>; 3],
+        paths: &[Option<Vec<PathElement<'_>>>; 5],
     ) -> Result<Facts, CompileError> {
         let get = |p: &Option<Vec<PathElement<'_>>>| -> Result<Option<Scalar<'_>>, CompileError> {
             match p {
@@ -266,15 +312,28 @@ impl Db {
             country: get(&paths[0])?.as_ref().and_then(code),
             continent: get(&paths[1])?.as_ref().and_then(code),
             asn: get(&paths[2])?.as_ref().and_then(asn),
+            loc: match (
+                get(&paths[3])?.as_ref().and_then(degrees),
+                get(&paths[4])?.as_ref().and_then(degrees),
+            ) {
+                (Some(lat), Some(lon)) => Loc::from_degrees(lat, lon),
+                _ => None,
+            },
         })
     }
 
-    fn paths<'f>(fields: &'f Fields) -> [Option<Vec<PathElement<'f>>>; 3] {
+    fn paths<'f>(fields: &'f Fields) -> [Option<Vec<PathElement<'f>>>; 5] {
         let p = |f: &'f Option<Vec<String>>| {
             f.as_ref()
                 .map(|keys| keys.iter().map(|k| PathElement::Key(k.as_str())).collect())
         };
-        [p(&fields.country), p(&fields.continent), p(&fields.asn)]
+        [
+            p(&fields.country),
+            p(&fields.continent),
+            p(&fields.asn),
+            p(&fields.latitude),
+            p(&fields.longitude),
+        ]
     }
 
     /// The facts for one address (`None`: the address is in no network with data).
@@ -311,7 +370,7 @@ impl Db {
         let mut out = DbData::default();
         let mut by_offset: HashMap<usize, u32> = HashMap::new();
         let mut by_facts: HashMap<Facts, u32> = HashMap::new();
-        let mut seen = [false; 3];
+        let mut seen = [false; 4];
         let report = |n: u64, progress: &mut dyn FnMut(Progress)| {
             progress(Progress {
                 stage: ProgressStage::Reading,
@@ -334,6 +393,7 @@ impl Db {
                 seen[0] |= f.country.is_some();
                 seen[1] |= f.continent.is_some();
                 seen[2] |= f.asn.is_some();
+                seen[3] |= f.loc.is_some();
                 let next = u32::try_from(out.facts.len()).unwrap_or(u32::MAX);
                 let i = *by_facts.entry(f).or_insert(next);
                 if i == next {
@@ -378,6 +438,7 @@ impl Db {
             (&fields.country, "country"),
             (&fields.continent, "continent"),
             (&fields.asn, "asn"),
+            (&fields.latitude, "location"),
         ]
         .into_iter()
         .enumerate()

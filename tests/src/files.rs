@@ -83,3 +83,16 @@ pub fn demo_with_rrl(dir: &Path) -> PathBuf {
     std::fs::write(&config, text).expect("write the config");
     config
 }
+
+/// Copies `examples/route.toml` (`nearest` and `sticky`) and its databases into `dir`
+/// with response rate limiting off, and returns the config's path.
+#[must_use]
+pub fn route_without_rrl(dir: &Path) -> PathBuf {
+    for f in ["route-city.mmdb", "demo-asn.mmdb"] {
+        std::fs::copy(examples().join(f), dir.join(f)).expect("copy a route database");
+    }
+    let text = std::fs::read_to_string(examples().join("route.toml")).expect("read route.toml");
+    let config = dir.join("route.toml");
+    std::fs::write(&config, rrl_off(&text)).expect("write the config");
+    config
+}

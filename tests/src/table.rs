@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use geodns_common::{
     AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, MAX_NAME_WIRE_LEN,
-    NAME_BLOCK, POLICY_BEST, POLICY_SPREAD, STATE_FLAG_ALIASES,
+    NAME_BLOCK, POLICY_BEST, POLICY_SPREAD, POLICY_STICKY, STATE_FLAG_ALIASES,
 };
 use geodns_maps::KernelMaps;
 
@@ -62,6 +62,7 @@ pub fn answer_set(
 pub const EU: u16 = 1; // 192.0.2.0/24, 2001:db8::/32
 pub const LAB: u16 = 2; // 198.18.0.0/15, 2001:2::/48 (the test hosts themselves)
 pub const SPREAD: u16 = 3; // 203.0.113.128/25, 2001:db8:abcd:1200::/56
+pub const STICKY: u16 = 4; // 100.64.0.0/16, 2001:db8:5700::/40
 pub const WWW: u16 = 0;
 pub const IMG: u16 = 1;
 
@@ -86,7 +87,60 @@ pub fn spread_v4() -> [Ipv4Addr; 3] {
     ]
 }
 
+/// A node of the sticky set: name, IPv4 addresses, IPv6 address, weight.
+pub type StickyNode = (&'static str, &'static [[u8; 4]], Option<[u8; 16]>, u32);
+
+/// The sticky set's nodes. `b` has two IPv4 addresses (its slots share its tag), `c`
+/// no IPv6.
+pub const STICKY_NODES: [StickyNode; 3] = [
+    (
+        "a",
+        &[[203, 0, 113, 11]],
+        Some([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11]),
+        1,
+    ),
+    (
+        "b",
+        &[[203, 0, 113, 12], [203, 0, 113, 13]],
+        Some([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12]),
+        2,
+    ),
+    ("c", &[[203, 0, 113, 14]], None, 3),
+];
+
+/// The `sticky` answer set of region [`STICKY`] (as maps/ builds it: every address of
+/// a node with the node's weight and its tag).
 #[must_use]
+pub fn sticky_set() -> AnswerSet {
+    let mut s = AnswerSet::EMPTY;
+    s.ttl = 60;
+    s.policy = POLICY_STICKY;
+    s.count = 1;
+    let (mut n4, mut n6, mut cum4, mut cum6) = (0usize, 0usize, 0u32, 0u32);
+    for (name, v4, v6, w) in STICKY_NODES {
+        let tag = geodns_common::sticky_tag(name);
+        for a in v4 {
+            cum4 += w;
+            s.v4[n4] = *a;
+            s.cum_v4[n4] = cum4;
+            s.tag_v4[n4] = tag;
+            n4 += 1;
+        }
+        if let Some(a) = v6 {
+            cum6 += w;
+            s.v6[n6] = a;
+            s.cum_v6[n6] = cum6;
+            s.tag_v6[n6] = tag;
+            n6 += 1;
+        }
+    }
+    s.n_v4 = u8::try_from(n4).expect("count");
+    s.n_v6 = u8::try_from(n6).expect("count");
+    s
+}
+
+#[must_use]
+#[expect(clippy::too_many_lines, reason = "one table, written out")]
 pub fn contents() -> KernelMaps {
     let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("v4").octets();
     let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("v6").octets();
@@ -98,6 +152,7 @@ pub fn contents() -> KernelMaps {
             (v4("192.0.2.0"), 24, pv(EU, 24)),
             (v4("198.18.0.0"), 15, pv(LAB, 15)),
             (v4("203.0.113.128"), 25, pv(SPREAD, 25)),
+            (v4("100.64.0.0"), 16, pv(STICKY, 16)),
         ],
         prefixes_v6: vec![
             (v6("::"), 1, pv(0, 1)),
@@ -105,6 +160,7 @@ pub fn contents() -> KernelMaps {
             (v6("2001:db8::"), 32, pv(EU, 32)),
             (v6("2001:2::"), 48, pv(LAB, 48)),
             (v6("2001:db8:abcd:1200::"), 56, pv(SPREAD, 56)),
+            (v6("2001:db8:5700::"), 40, pv(STICKY, 40)),
         ],
         names: vec![
             (
@@ -172,6 +228,13 @@ pub fn contents() -> KernelMaps {
                     &[(s[0], 1), (s[1], 2), (s[2], 3)],
                     &[(eu_v6(), 1)],
                 ),
+            ),
+            (
+                AnswerKey {
+                    record: WWW,
+                    region: STICKY,
+                },
+                sticky_set(),
             ),
             (
                 AnswerKey {

@@ -45,12 +45,15 @@ const NAMES: &[&str] = &[
     "video.cdn.example.net.",
     "a.lab.cdn.example.net.",
     "dl.cdn.example.net.",
+    "cache.cdn.example.net.",
+    "cache.cdn.example.net.",
     "cdn.example.net.",
     "ns1.cdn.example.net.",
     "nope.cdn.example.net.",
     "www.example.com.",
 ];
 /// Records with the `spread` policy: their addresses are picked at random per query.
+/// (`cache` is `sticky`: both paths must pick the same node, compared as is.)
 const SPREAD: &[&str] = &["dl.cdn.example.net."];
 const QTYPES: &[u16] = &[1, 1, 1, 1, 1, 1, 28, 28, 28, 16, 2, 6, 15, 257, 65280];
 
@@ -127,8 +130,8 @@ fn ecs_v6(rng: &mut Rng) -> (IpAddr, u8) {
     (IpAddr::V6(Ipv6Addr::from(addr & mask)), source)
 }
 
-fn random_query(rng: &mut Rng, id: u16) -> (Query, &'static str) {
-    let name = pick(rng, NAMES);
+fn random_query(rng: &mut Rng, id: u16, names: &[&'static str]) -> (Query, &'static str) {
+    let name = pick(rng, names);
     let mut q = Query::new(name, pick(rng, QTYPES)).id(id);
     if rng.below(4) == 0 {
         q = q.flags(0); // RD clear
@@ -245,10 +248,51 @@ fn xdp_and_fallback_give_the_same_answers() {
     if !require_bpf() {
         return;
     }
-    let pair = NetnsPair::new().expect("namespaces");
     let dir = TempDir::new("differential");
     let config = demo_without_checks(dir.path());
-    let (xdp, user, _pass) = both_paths(&pair, &config, "geodns-diff", [19171, 19172]);
+    same_answers(&config, NAMES, QUERIES, "geodns-diff", [19171, 19172]);
+}
+
+/// Names of `examples/route.toml`: `nearest` rankings (best, spread, sticky).
+const ROUTE_NAMES: &[&str] = &[
+    "www.cdn.example.net.",
+    "www.cdn.example.net.",
+    "a.img.cdn.example.net.",
+    "dl.cdn.example.net.",
+    "cache.cdn.example.net.",
+    "cache.cdn.example.net.",
+    "nope.cdn.example.net.",
+    "cdn.example.net.",
+];
+
+/// The same for `examples/route.toml`: clients ranked by the coordinates of their
+/// network in a City database, through both paths.
+#[test]
+fn xdp_and_fallback_agree_by_coordinates() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("differential-route");
+    let config = geodns_tests::files::route_without_rrl(dir.path());
+    same_answers(
+        &config,
+        ROUTE_NAMES,
+        4000,
+        "geodns-diff-route",
+        [19175, 19176],
+    );
+}
+
+/// `queries` random queries for `names` to both paths; the replies must be equal.
+fn same_answers(
+    config: &Path,
+    names: &[&'static str],
+    queries: usize,
+    tag: &str,
+    metrics: [u16; 2],
+) {
+    let pair = NetnsPair::new().expect("namespaces");
+    let (xdp, user, _pass) = both_paths(&pair, config, tag, metrics);
     let answered = |d: &Daemon| {
         let m = d.scrape(&pair).expect("metrics");
         metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
@@ -261,8 +305,9 @@ fn xdp_and_fallback_give_the_same_answers() {
         .in_ns(Side::Client, || {
             let mut rng = Rng(0x5EED_D1FF);
             let mut spread = 0;
-            for i in 0..QUERIES {
-                let (q, name) = random_query(&mut rng, u16::try_from(i % 65_536).expect("id"));
+            for i in 0..queries {
+                let (q, name) =
+                    random_query(&mut rng, u16::try_from(i % 65_536).expect("id"), names);
                 let server = if rng.below(3) == 0 {
                     server_v6
                 } else {
@@ -288,7 +333,7 @@ fn xdp_and_fallback_give_the_same_answers() {
                     "query {i} ({q:?}) to {server}: XDP path (left) vs --no-xdp (right)"
                 );
             }
-            (QUERIES, spread)
+            (queries, spread)
         })
         .expect("client namespace");
     let by_xdp = answered(&xdp) - before;
@@ -298,7 +343,7 @@ fn xdp_and_fallback_give_the_same_answers() {
     );
     assert_eq!(answered(&user), 0, "--no-xdp loads no program");
     assert!(
-        by_xdp >= u64::try_from(QUERIES / 5).expect("count"),
+        by_xdp >= u64::try_from(queries / 5).expect("count"),
         "the kernel path must carry a good share of the queries: {by_xdp}"
     );
     drop(user);

@@ -1,7 +1,8 @@
 //! The kernel answers exactly what `geodns_maps::Engine` decides: the demo config and
 //! its `GeoIP` databases are compiled by maps/, installed into the XDP program, and the
 //! same questions go to both, from random clients (EDNS Client Subnet, IPv4 and IPv6,
-//! several prefix lengths) for every served name and for A and AAAA. Where the kernel
+//! several prefix lengths) for every served name and for A and AAAA (the sticky record's
+//! node compared exactly, the spread record's count). Where the kernel
 //! answers, the userspace authoritative server's reply to the same query is the same bytes.
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -24,10 +25,12 @@ use geodns_tests::{
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
-fn demo_engine() -> Engine {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml");
-    let config = Config::from_path(&path).expect("parse examples/demo.toml");
-    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile the demo databases");
+fn example_engine(name: &str) -> Engine {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let config = Config::from_path(&path).expect("parse the example config");
+    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile the example databases");
     let states = NodeStates::from_config(&config);
     Engine::new(Arc::new(config), Arc::new(compiled), &states)
 }
@@ -56,12 +59,30 @@ fn ecs_query(name: &str, qtype: u16, ip: IpAddr, source: u8) -> Query {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one differential loop")]
 fn kernel_answers_what_the_engine_decides() {
     if !require_bpf() {
         return;
     }
-    let engine = demo_engine();
+    compare(&example_engine("demo.toml"));
+}
+
+/// The same for `examples/route.toml`: `nearest` rankings as regions (best, spread and
+/// sticky over them), from its City database.
+#[test]
+fn kernel_answers_what_the_engine_decides_by_coordinates() {
+    if !require_bpf() {
+        return;
+    }
+    let engine = example_engine("route.toml");
+    assert!(
+        engine.compiled().ranking_count() > 5,
+        "the route example ranks by coordinates"
+    );
+    compare(&engine);
+}
+
+#[expect(clippy::too_many_lines, reason = "one differential loop")]
+fn compare(engine: &Engine) {
     assert_eq!(
         engine.compiled().aliases(),
         geodns_common::STATE_FLAG_ALIASES,
@@ -88,7 +109,7 @@ fn kernel_answers_what_the_engine_decides() {
     let known4: Vec<_> = v4.iter().filter(|p| p.2 != 0).copied().collect();
     let known6: Vec<_> = v6.iter().filter(|p| p.2 != 0).copied().collect();
     let mut rng = Rng(0xD1FF);
-    let (mut by_kernel, mut passed, mut checked) = (0, 0, 0);
+    let (mut by_kernel, mut passed, mut checked, mut sticky) = (0, 0, 0, 0);
     for i in 0..3000 {
         let raw = rng.next_u64();
         let pick = usize::try_from(rng.next_u64() % 1_000_003).expect("index");
@@ -137,6 +158,8 @@ fn kernel_answers_what_the_engine_decides() {
         match run.action {
             XDP_TX => {
                 by_kernel += 1;
+                // `cache` is sticky: the node of the client network, compared exactly.
+                sticky += usize::from(name.starts_with("cache."));
                 let reply = frame::parse(&run.output).expect("reply parses");
                 let r = parse_reply(&reply.payload).expect("reply decodes");
                 let Resolution::Addresses {
@@ -160,7 +183,7 @@ fn kernel_answers_what_the_engine_decides() {
                 } else {
                     assert_eq!(&r.addrs, addrs, "{name} {qtype} from {client}/{source}");
                     let user = handle(
-                        &engine,
+                        engine,
                         &query.build(),
                         IpAddr::V4(Ipv4Addr::new(198, 18, 9, 1)),
                         Transport::Udp,
@@ -177,7 +200,7 @@ fn kernel_answers_what_the_engine_decides() {
                 // What the kernel passes, the authoritative server answers.
                 let q = query.build();
                 let user = handle(
-                    &engine,
+                    engine,
                     &q,
                     IpAddr::V4(Ipv4Addr::new(198, 18, 9, 1)),
                     Transport::Udp,
@@ -199,7 +222,11 @@ fn kernel_answers_what_the_engine_decides() {
             other => panic!("unexpected action {other}"),
         }
     }
-    println!("{checked} questions: {by_kernel} answered by the kernel, {passed} passed to userspace (origin {origin})");
+    println!("{checked} questions: {by_kernel} answered by the kernel ({sticky} sticky), {passed} passed to userspace (origin {origin})");
+    assert!(
+        sticky > 50,
+        "the kernel answers the sticky record: {sticky}"
+    );
     assert!(
         by_kernel > checked / 3,
         "the kernel should answer most: {by_kernel}/{checked}"

@@ -10,7 +10,7 @@ use geodns_maps::defence::kernel_defence;
 use geodns_tests::{
     frame::{self, wire_name, Frame, L3},
     prog_test_run, require_bpf,
-    table::{contents, eu_v4, eu_v6, lab_v4, spread_v4, EU, WWW},
+    table::{contents, eu_v4, eu_v6, lab_v4, spread_v4, sticky_set, EU, WWW},
 };
 use hickory_proto::{
     op::{Message, ResponseCode},
@@ -323,6 +323,56 @@ fn rows() -> Vec<Row> {
                 q(www, 1),
             ),
             expect: answer(&[lab4], None),
+        },
+        // `sticky` (table region 100.64.0.0/16, 2001:db8:5700::/40): the node of the
+        // client's /24 or /56 by weighted rendezvous hashing, scope at least that
+        // prefix. Expected slots from the same helper userspace answers with.
+        Row {
+            desc: "sticky: ECS /32 in a /16 region, scope widened to the hashed /24",
+            frame: f(v4_client(), q(www, 1).ecs("100.64.1.7", 32)),
+            expect: answer(&[sticky_expect("100.64.1.7", false)], Some(24)),
+        },
+        Row {
+            desc: "sticky: another address of the same /24 gets the same node",
+            frame: f(v4_client(), q(www, 1).ecs("100.64.1.200", 32)),
+            expect: answer(&[sticky_expect("100.64.1.7", false)], Some(24)),
+        },
+        Row {
+            desc: "sticky: an ECS /20 is hashed as its /24 of zeros",
+            frame: f(v4_client(), q(www, 1).ecs("100.64.16.0", 20)),
+            expect: answer(&[sticky_expect("100.64.16.0", false)], Some(24)),
+        },
+        Row {
+            desc: "sticky: AAAA for an IPv4 ECS client draws among the IPv6 slots",
+            frame: f(v4_client(), q(www, 28).ecs("100.64.1.7", 32)),
+            expect: answer(&[sticky_expect("100.64.1.7", true)], Some(24)),
+        },
+        Row {
+            desc: "sticky: ECS IPv6 /64, scope widened to the hashed /56",
+            frame: f(v4_client(), q(www, 28).ecs("2001:db8:5700:1234::", 64)),
+            expect: answer(&[sticky_expect("2001:db8:5700:1234::", true)], Some(56)),
+        },
+        Row {
+            desc: "sticky: IPv4 packet source in the region, no ECS",
+            frame: f(
+                L3::V4 {
+                    src: Ipv4Addr::new(100, 64, 77, 9),
+                    dst: Ipv4Addr::new(198, 18, 7, 2),
+                },
+                q(www, 1),
+            ),
+            expect: answer(&[sticky_expect("100.64.77.9", false)], None),
+        },
+        Row {
+            desc: "sticky: IPv6 packet source in the region, no ECS, EDNS: scope 0",
+            frame: f(
+                L3::V6 {
+                    src: "2001:db8:5700:ab00::9".parse().expect("v6"),
+                    dst: "2001:2::7:2".parse().expect("v6"),
+                },
+                q(www, 1).edns(1232).ecs("::", 0),
+            ),
+            expect: answer(&[sticky_expect("2001:db8:5700:ab00::9", false)], Some(0)),
         },
         Row {
             desc: "ECS in a region without answer passes",
@@ -932,6 +982,94 @@ fn check_reply(
         other => return Err(format!("EDNS presence mismatch {other:?}")),
     }
     Ok(())
+}
+
+/// The address the table's sticky set gives `client` (its A or AAAA slot), computed
+/// by the helper userspace uses.
+fn sticky_expect(client: &str, v6: bool) -> IpAddr {
+    let client: IpAddr = client.parse().expect("client address");
+    let set = sticky_set();
+    let key = geodns_maps::engine::sticky_key(client);
+    if v6 {
+        let i = geodns_common::sticky_slot(key, &set.cum_v6, &set.tag_v6, usize::from(set.n_v6));
+        IpAddr::from(set.v6[i])
+    } else {
+        let i = geodns_common::sticky_slot(key, &set.cum_v4, &set.tag_v4, usize::from(set.n_v4));
+        IpAddr::from(set.v4[i])
+    }
+}
+
+/// Sticky answers: for 4,000 client /24s (ECS, random host bits) and 1,000 /56s the
+/// kernel's node is the userspace helper's, the same /24 always gets the same node
+/// (asked twice with other host bits), and the nodes' shares of the networks follow
+/// their weights (1:2:3 for IPv4, 1:2 for IPv6; within 3 points at these counts).
+#[test]
+fn sticky_answers_follow_the_client_network() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let ask = |ecs: &str, source: u8, qtype: u16| -> (IpAddr, u8) {
+        let frame = Frame::new(
+            v4_client(),
+            &q("www.cdn.example.net.", qtype).ecs(ecs, source),
+        )
+        .build();
+        let run = prog_test_run(fd, &frame, 1).expect("test run");
+        assert_eq!(run.action, XDP_TX, "{ecs}/{source}");
+        let reply = frame::parse(&run.output).expect("reply parses");
+        let r = geodns_tests::client::parse_reply(&reply.payload).expect("reply decodes");
+        (r.addrs[0], r.ecs_scope.expect("ECS echoed"))
+    };
+    let node_of = |a: IpAddr| match a {
+        IpAddr::V4(a) => match a.octets()[3] {
+            11 => 0,
+            12 | 13 => 1,
+            _ => 2,
+        },
+        IpAddr::V6(a) => usize::from(a.octets()[15] - 0x11),
+    };
+    let mut shares = [0u32; 3];
+    let mut rng = geodns_tests::synth::Rng(0x5717);
+    let runs = 4000u32;
+    for _ in 0..runs {
+        let r = rng.next_u64();
+        let [b2, h1, h2, ..] = r.to_le_bytes();
+        let (a, scope) = ask(&format!("100.64.{b2}.{h1}"), 32, 1);
+        assert_eq!(scope, 24);
+        assert_eq!(
+            a,
+            sticky_expect(&format!("100.64.{b2}.0"), false),
+            "100.64.{b2}.{h1}"
+        );
+        let (again, _) = ask(&format!("100.64.{b2}.{h2}"), 32, 1);
+        assert_eq!(again, a, "the same /24 keeps its node");
+        shares[node_of(a)] += 1;
+    }
+    for (i, w) in [1.0, 2.0, 3.0].iter().enumerate() {
+        let share = f64::from(shares[i]) / f64::from(runs);
+        assert!(
+            (share - w / 6.0).abs() < 0.03,
+            "node {i}: {share:.3} of the /24s, expected {:.3}: {shares:?}",
+            w / 6.0
+        );
+    }
+    let mut shares6 = [0u32; 2];
+    for _ in 0..1000 {
+        let [b5, b6, h7, ..] = rng.next_u64().to_le_bytes();
+        let mut net = [0x20, 1, 0xd, 0xb8, 0x57, b5, b6, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let net_str = std::net::Ipv6Addr::from(net).to_string();
+        net[7] = h7;
+        net[15] = 1;
+        let host = std::net::Ipv6Addr::from(net).to_string();
+        let (a, scope) = ask(&host, 128, 28);
+        assert_eq!(scope, 56);
+        assert_eq!(a, sticky_expect(&net_str, true), "{host}");
+        shares6[node_of(a)] += 1;
+    }
+    let share = f64::from(shares6[0]) / 1000.0;
+    assert!((share - 1.0 / 3.0).abs() < 0.05, "IPv6 shares {shares6:?}");
 }
 
 /// Spread answers follow the weights (1:2:3) over many runs.

@@ -59,7 +59,7 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
     let record = lookup_name(scratch, g, fp)?;
     rrl_prepare(ctx, q, record)?;
 
-    let prefix = client_prefix(ctx, q, &v, g, fast, flags).ok_or(counter::PASS_NO_REGION)?;
+    let (prefix, key) = client_prefix(ctx, q, &v, g, fast, flags).ok_or(counter::PASS_NO_REGION)?;
     let use_ecs = v.ecs && v.ecs_source > 0;
 
     let set = answer_set(g, record, prefix.region)?;
@@ -67,13 +67,21 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
     if n == 0 || n > MAX_ANSWER_ADDRS {
         return Err(counter::PASS_NO_ANSWER);
     }
+    let mut scope = if use_ecs { prefix.prefix_len } else { 0 };
+    let cum = if v.aaaa { &set.cum_v6 } else { &set.cum_v4 };
     let first = if set.policy == POLICY_SPREAD {
-        let cum = if v.aaaa { &set.cum_v6 } else { &set.cum_v4 };
         pick_weighted(cum, n)
+    } else if set.policy == POLICY_STICKY {
+        // The node depends on the whole hashed prefix: the scope covers it.
+        if use_ecs {
+            let lookup_v6 = v.ecs_family == 2;
+            scope = sticky_scope(scope, lookup_v6);
+        }
+        let tags = if v.aaaa { &set.tag_v6 } else { &set.tag_v4 };
+        sticky_slot(key, cum, tags, n)
     } else {
         0
     };
-    let scope = if use_ecs { prefix.prefix_len } else { 0 };
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     unsafe {
         store(&raw mut (*q).record, usize::from(record));
@@ -84,7 +92,8 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
     Ok(set)
 }
 
-/// The client's prefix in generation `g`: the ECS address when a non-zero source
+/// The client's prefix in generation `g` and its sticky key (its /24 or /56, a few ALU
+/// instructions, used only by `sticky` sets): the ECS address when a non-zero source
 /// prefix was sent, else the packet's source address.
 #[inline(always)]
 pub(crate) fn client_prefix(
@@ -94,7 +103,7 @@ pub(crate) fn client_prefix(
     g: &Gen,
     fast: bool,
     flags: u32,
-) -> Option<PrefixValue> {
+) -> Option<(PrefixValue, u64)> {
     // SAFETY: `q` is the per-CPU QUERY value.
     let ecs_addr = unsafe { &(*q).ecs_addr };
     let use_ecs = v.ecs && v.ecs_source > 0;
@@ -108,7 +117,10 @@ pub(crate) fn client_prefix(
             let (hi, lo) = unsafe { (pkt::ld64(p), pkt::ld64(p.add(8))) };
             (u128::from(hi) | (u128::from(lo) << 64)).to_le_bytes()
         };
-        lookup_v6_prefix(&addr, g, fast, flags)
+        Some((
+            lookup_v6_prefix(&addr, g, fast, flags)?,
+            sticky_key_v6(&addr),
+        ))
     } else {
         let addr = if use_ecs {
             [ecs_addr[0], ecs_addr[1], ecs_addr[2], ecs_addr[3]]
@@ -117,7 +129,7 @@ pub(crate) fn client_prefix(
             // SAFETY: ptr_at checked the 4 bytes are in the packet.
             unsafe { pkt::ld32(p.cast()) }.to_le_bytes()
         };
-        lookup_v4_prefix(&addr, g, fast)
+        Some((lookup_v4_prefix(&addr, g, fast)?, sticky_key_v4(addr)))
     }
 }
 
@@ -149,7 +161,7 @@ pub(crate) fn shadow_count(ctx: &XdpContext, g: &Gen) -> Result<(), Pass> {
     let mut candidate_region = 0u64;
     if let Ok(record) = lookup_name(scratch, g, fp) {
         let fast = flags & STATE_FLAG_TRIE_ONLY == 0;
-        if let Some(prefix) = client_prefix(ctx, q, &v, g, fast, flags) {
+        if let Some((prefix, _)) = client_prefix(ctx, q, &v, g, fast, flags) {
             if let Ok(set) = answer_set(g, record, prefix.region) {
                 let n = if v.aaaa { set.n_v6 } else { set.n_v4 };
                 if n > 0 {

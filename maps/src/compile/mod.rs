@@ -26,11 +26,12 @@ use std::{
 pub use crate::report::{CompileError, Progress, ProgressStage};
 use crate::{
     cidr::Cidr,
-    config::Config,
+    config::{Config, RegionKey, Rule},
     geo::{code_text, letter_code, Db, DbData, Facts, Fields},
 };
 
 mod aliases;
+pub mod nearest;
 mod rules;
 mod stats;
 
@@ -51,6 +52,7 @@ struct MapIndex {
     country: HashMap<[u8; 2], u16>,
     continent: HashMap<[u8; 2], u16>,
     default: Option<u16>,
+    nearest: Option<nearest::NearestRule>,
 }
 
 /// One database file and the fields read from it.
@@ -85,6 +87,11 @@ pub struct Compiled {
     /// Per region: the facts of the first piece that produced it (for warnings).
     examples: Vec<(Facts, Option<u32>)>,
     rules: Rules,
+    /// The `nearest` rankings met (their ids, to find a region again).
+    ranks: nearest::Ranks,
+    /// Per map: the rules of its rankings, after its config rules (see
+    /// [`Compiled::rule`]).
+    ranked: Vec<Vec<Rule>>,
     sources: Vec<Source>,
     /// Databases opened again, lazily, to explain a decision.
     explain_dbs: Mutex<Option<Arc<Vec<Db>>>>,
@@ -112,7 +119,7 @@ fn sources(config: &Config) -> Vec<Source> {
     let country = Fields {
         country: Some(Fields::split(&g.country_field)),
         continent: g.continent_field.as_deref().map(Fields::split),
-        asn: None,
+        ..Fields::default()
     };
     let mut out: Vec<Source> = g
         .country
@@ -135,12 +142,31 @@ fn sources(config: &Config) -> Vec<Source> {
             });
         }
     }
+    // Coordinates only when a map ranks by them: each location is a distinct fact,
+    // which costs memory and time for nothing otherwise.
+    let nearest = config
+        .maps
+        .iter()
+        .any(|m| m.rules.iter().any(|r| r.key == RegionKey::Nearest));
     for p in &g.city {
-        if !out.iter().any(|s| same_file(&s.path, p)) {
+        let (latitude, longitude) = if nearest {
+            (
+                Some(Fields::split(&g.latitude_field)),
+                Some(Fields::split(&g.longitude_field)),
+            )
+        } else {
+            (None, None)
+        };
+        if let Some(s) = out.iter_mut().find(|s| same_file(&s.path, p)) {
+            s.fields.latitude = latitude;
+            s.fields.longitude = longitude;
+        } else {
             out.push(Source {
                 path: p.clone(),
                 fields: Fields {
                     asn: None,
+                    latitude,
+                    longitude,
                     ..country.clone()
                 },
             });
@@ -181,7 +207,7 @@ impl Compiled {
         });
         let rules = Rules::new(config);
         let (aliases, mut alias_warnings) = live_aliases(&sources, &db_aliases, &rules);
-        let mut interner = Interner::new(config.maps.len());
+        let mut interner = Interner::new(config);
         let (v4, v4_stats) = compile_family(32, &data, &rules, &mut interner);
         let (mut v6, mut v6_stats) = compile_family(128, &data, &rules, &mut interner);
         let unsplit = v6.len();
@@ -190,7 +216,7 @@ impl Compiled {
         v6_stats.prefixes_before += (v6.len() - unsplit) as u64;
         v6_stats.prefixes_after = v6.len() as u64;
         drop(data);
-        if interner.too_many {
+        if interner.too_many || interner.ranks.too_many {
             return Err(CompileError::TooManyRegions {
                 regions: interner.tuples.len() + 1,
                 max: usize::from(u16::MAX),
@@ -220,6 +246,8 @@ impl Compiled {
             region_ids: interner.ids,
             examples: interner.examples,
             rules,
+            ranked: interner.ranks.rules(config),
+            ranks: interner.ranks,
             sources,
             explain_dbs: Mutex::new(None),
             stats,
@@ -348,7 +376,31 @@ impl Compiled {
             .map(|p| (p.start.to_be_bytes(), p.len, p.region))
     }
 
-    /// The rule index (into `config.maps[map].rules`) that `map` chooses in `region`;
+    /// The rule of `map` with index `k` (a [`Compiled::choice`]): a config rule, or
+    /// past them a ranking of the map's `nearest` key (its candidates nearest first).
+    #[must_use]
+    pub fn rule<'a>(&'a self, config: &'a Config, map: usize, k: usize) -> Option<&'a Rule> {
+        let own = &config.maps.get(map)?.rules;
+        own.get(k)
+            .or_else(|| self.ranked.get(map)?.get(k.checked_sub(own.len())?))
+    }
+
+    /// Every rule of `map`: its config rules, then its rankings (indexes as in
+    /// [`Compiled::choice`]).
+    pub fn rules<'a>(&'a self, config: &'a Config, map: usize) -> impl Iterator<Item = &'a Rule> {
+        config.maps[map]
+            .rules
+            .iter()
+            .chain(self.ranked.get(map).into_iter().flatten())
+    }
+
+    /// The `nearest` rankings per map (regions with one of them in a map).
+    #[must_use]
+    pub fn ranking_count(&self) -> usize {
+        self.ranked.iter().map(Vec::len).sum()
+    }
+
+    /// The rule index that `map` chooses in `region` (see [`Compiled::rule`]);
     /// `None` when the map has no rule for it (and always for region 0).
     #[must_use]
     pub fn choice(&self, region: u16, map: usize) -> Option<usize> {
@@ -368,12 +420,18 @@ impl Compiled {
             country: facts.country.as_deref().and_then(letter_code),
             continent: facts.continent.as_deref().and_then(letter_code),
             asn: facts.asn,
+            loc: facts
+                .location
+                .and_then(|(lat, lon)| crate::geo::Loc::from_degrees(lat, lon)),
         };
         let cidr = facts
             .cidr
             .and_then(|c| self.rules.cidrs.binary_search(&c).ok())
             .and_then(|i| u32::try_from(i).ok());
-        self.region_ids.get(&self.rules.tuple(&f, cidr)).copied()
+        let t = self
+            .rules
+            .tuple(&f, cidr, &mut |map, ranking| self.ranks.find(map, &ranking));
+        self.region_ids.get(&t).copied()
     }
 
     /// What the databases (read again now) and the config's CIDRs say about `ip`. An
@@ -436,6 +494,7 @@ impl Compiled {
         out.country = facts.country.map(code_text);
         out.continent = facts.continent.map(code_text);
         out.asn = facts.asn;
+        out.location = facts.loc.map(crate::geo::Loc::degrees);
         Ok(out)
     }
 }

@@ -3,7 +3,10 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use super::{FamilyStats, MapIndex, MAX_DATABASES, NO_RULE};
+use super::{
+    nearest::{NearestRule, Ranks},
+    FamilyStats, MapIndex, MAX_DATABASES, NO_RULE,
+};
 use crate::{
     cidr::Cidr,
     config::{Config, RegionKey},
@@ -56,8 +59,12 @@ impl Rules {
         let maps = config
             .maps
             .iter()
-            .map(|m| {
-                let mut ix = MapIndex::default();
+            .enumerate()
+            .map(|(map, m)| {
+                let mut ix = MapIndex {
+                    nearest: NearestRule::of(config, map),
+                    ..MapIndex::default()
+                };
                 for (i, r) in m.rules.iter().enumerate() {
                     let i = u16::try_from(i).unwrap_or(NO_RULE);
                     match r.key {
@@ -76,6 +83,8 @@ impl Rules {
                             ix.continent.insert(c, i);
                         }
                         RegionKey::Default => ix.default = Some(i),
+                        // Chosen through its rankings (`ix.nearest`).
+                        RegionKey::Nearest => {}
                     }
                 }
                 ix
@@ -88,8 +97,16 @@ impl Rules {
         }
     }
 
-    /// The rule `m` picks: CIDR > ASN > country > continent > default.
-    pub(super) fn choose(&self, m: &MapIndex, facts: &Facts, cidr: Option<u32>) -> u16 {
+    /// The rule `m` (map number `map`) picks: CIDR > ASN > country > continent >
+    /// nearest (a network with a location; `rank` gives its ranking's rule) > default.
+    pub(super) fn choose(
+        &self,
+        map: usize,
+        m: &MapIndex,
+        facts: &Facts,
+        cidr: Option<u32>,
+        rank: &mut dyn FnMut(usize, Box<[u16]>) -> u16,
+    ) -> u16 {
         let mut c = cidr;
         while let Some(id) = c {
             if let Some(r) = m.cidr.get(&id) {
@@ -97,21 +114,31 @@ impl Rules {
             }
             c = self.cidr_parent[id as usize];
         }
-        facts
+        if let Some(r) = facts
             .asn
             .and_then(|a| m.asn.get(&a))
             .or_else(|| facts.country.and_then(|c| m.country.get(&c)))
             .or_else(|| facts.continent.and_then(|c| m.continent.get(&c)))
-            .copied()
-            .or(m.default)
-            .unwrap_or(NO_RULE)
+        {
+            return *r;
+        }
+        if let (Some(nearest), Some(loc)) = (&m.nearest, facts.loc) {
+            return rank(map, nearest.rank(loc));
+        }
+        m.default.unwrap_or(NO_RULE)
     }
 
-    /// The rule every map picks.
-    pub(super) fn tuple(&self, facts: &Facts, cidr: Option<u32>) -> Box<[u16]> {
+    /// The rule every map picks; `rank` interns (or finds) a `nearest` ranking.
+    pub(super) fn tuple(
+        &self,
+        facts: &Facts,
+        cidr: Option<u32>,
+        rank: &mut dyn FnMut(usize, Box<[u16]>) -> u16,
+    ) -> Box<[u16]> {
         self.maps
             .iter()
-            .map(|m| self.choose(m, facts, cidr))
+            .enumerate()
+            .map(|(i, m)| self.choose(i, m, facts, cidr, rank))
             .collect()
     }
 
@@ -139,15 +166,18 @@ pub(super) struct Interner {
     pub(super) ids: HashMap<Box<[u16]>, u16>,
     pub(super) examples: Vec<(Facts, Option<u32>)>,
     pub(super) too_many: bool,
+    /// The `nearest` rankings met.
+    pub(super) ranks: Ranks,
 }
 
 impl Interner {
-    pub(super) fn new(maps: usize) -> Self {
+    pub(super) fn new(config: &Config) -> Self {
         Self {
-            tuples: vec![vec![NO_RULE; maps].into_boxed_slice()],
+            tuples: vec![vec![NO_RULE; config.maps.len()].into_boxed_slice()],
             ids: HashMap::new(),
             examples: vec![(Facts::default(), None)],
             too_many: false,
+            ranks: Ranks::new(config),
         }
     }
 
@@ -161,7 +191,8 @@ impl Interner {
         if !in_db && cidr.is_none() {
             return 0;
         }
-        let t = rules.tuple(facts, cidr);
+        let ranks = &mut self.ranks;
+        let t = rules.tuple(facts, cidr, &mut |map, ranking| ranks.intern(map, ranking));
         if let Some(id) = self.ids.get(&t) {
             return *id;
         }

@@ -82,7 +82,7 @@ pub struct PrefixMatch {
 }
 
 /// What the databases and the config's CIDR keys say about one address.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct AddressFacts {
     /// Some database has a network with data for it.
@@ -90,6 +90,9 @@ pub struct AddressFacts {
     pub country: Option<String>,
     pub continent: Option<String>,
     pub asn: Option<u32>,
+    /// Latitude and longitude in degrees (from a City database), as compiled (to
+    /// 1e-4 degrees).
+    pub location: Option<(f64, f64)>,
     /// The innermost config CIDR key (of any map) containing it.
     pub cidr: Option<Cidr>,
     /// Each database that has it, with the network that matched.

@@ -222,11 +222,30 @@ impl Config {
                     }
                 }
             }
+            let bias = match &n.bias {
+                Some(b) if (0.01..=100.0).contains(b.get_ref()) => *b.get_ref(),
+                Some(b) => {
+                    #[expect(clippy::cast_possible_truncation, reason = "only shown")]
+                    let value = *b.get_ref() as i64;
+                    return Err(ctx.err(
+                        &b.span(),
+                        format!("{key}.bias"),
+                        ConfigProblem::OutOfRange {
+                            what: "bias (0.01 to 100)",
+                            value,
+                            min: 0,
+                            max: 100,
+                        },
+                    ));
+                }
+                None => 1.0,
+            };
             nodes.push(NodeConfig {
                 name: name.get_ref().clone(),
                 ipv4,
                 ipv6,
                 weight,
+                bias,
                 check: check_target(ctx, n.check.as_ref(), &format!("{key}.check"), true)?,
                 lat: n.lat.as_ref().map(|v| *v.get_ref()),
                 lon: n.lon.as_ref().map(|v| *v.get_ref()),
@@ -241,6 +260,22 @@ impl Config {
         }
 
         // [geoip]
+        if let Some(g) = &raw.geoip {
+            let k = &g.get_ref().nearest_k;
+            let max = i64::try_from(MAX_ANSWER_ADDRS).unwrap_or(8);
+            if !(1..=max).contains(k.get_ref()) {
+                return Err(ctx.err(
+                    &k.span(),
+                    "geoip.nearest_k",
+                    ConfigProblem::OutOfRange {
+                        what: "nearest_k",
+                        value: *k.get_ref(),
+                        min: 1,
+                        max,
+                    },
+                ));
+            }
+        }
         let geoip = match &raw.geoip {
             Some(g) => Some(geoip(ctx, g.get_ref(), &base_dir)?),
             None => None,
@@ -264,6 +299,9 @@ impl Config {
                     (RegionKey::Asn(_), g) if g.as_ref().is_none_or(|g| g.asn.is_empty()) => {
                         Some(("ASN", "asn"))
                     }
+                    (RegionKey::Nearest, g) if g.as_ref().is_none_or(|g| g.city.is_empty()) => {
+                        Some(("nearest", "city"))
+                    }
                     _ => None,
                 };
                 if let Some((kind, needs)) = needs {
@@ -285,6 +323,23 @@ impl Config {
                     ));
                 }
                 let candidates = candidates(ctx, cands, &nodes, &key)?;
+                if region == RegionKey::Nearest {
+                    let unplaced = candidates.iter().find(|c| {
+                        nodes
+                            .iter()
+                            .find(|n| n.name == c.node)
+                            .is_none_or(|n| n.lat.is_none() || n.lon.is_none())
+                    });
+                    if let Some(c) = unplaced {
+                        return Err(ctx.err(
+                            &cands.span(),
+                            key,
+                            ConfigProblem::NoLocation {
+                                node: c.node.clone(),
+                            },
+                        ));
+                    }
+                }
                 rules.push((
                     line,
                     Rule {
@@ -352,7 +407,7 @@ impl Config {
                         ConfigProblem::MaxAnswersWithBest,
                     ));
                 }
-                (Some(m), Policy::Spread) => u8::try_from(*m.get_ref())
+                (Some(m), Policy::Spread | Policy::Sticky) => u8::try_from(*m.get_ref())
                     .ok()
                     .filter(|n| (1..=u8::try_from(MAX_ANSWER_ADDRS).unwrap_or(u8::MAX)).contains(n))
                     .ok_or_else(|| {
@@ -576,6 +631,9 @@ fn geoip(ctx: &Ctx<'_>, g: &RawGeoIp, base_dir: &Path) -> Result<GeoIp, ConfigEr
         country_field: g.country_field.clone(),
         continent_field,
         asn_field: g.asn_field.clone(),
+        latitude_field: g.latitude_field.clone(),
+        longitude_field: g.longitude_field.clone(),
+        nearest_k: usize::try_from(*g.nearest_k.get_ref()).unwrap_or(DEFAULT_NEAREST_K),
         sha256: Vec::new(),
     };
     for (file, digest) in &g.sha256 {

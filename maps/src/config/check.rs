@@ -319,6 +319,9 @@ pub(super) fn parse_region_key(text: &str) -> Result<RegionKey, ConfigProblem> {
     if t == "default" {
         return Ok(RegionKey::Default);
     }
+    if t == "nearest" {
+        return Ok(RegionKey::Nearest);
+    }
     if t.contains('/') {
         return t
             .parse()
@@ -371,6 +374,7 @@ impl std::fmt::Display for RegionKey {
             Self::Country(c) => f.write_str(&code(c)),
             Self::Continent(c) => write!(f, "continent:{}", code(c)),
             Self::Default => f.write_str("default"),
+            Self::Nearest => f.write_str("nearest"),
         }
     }
 }
@@ -380,6 +384,7 @@ impl std::fmt::Display for Policy {
         f.write_str(match self {
             Self::Best => "best",
             Self::Spread => "spread",
+            Self::Sticky => "sticky",
         })
     }
 }

@@ -77,10 +77,14 @@ pub enum ConfigProblem {
     #[error("bad AS number `{value}`: expected AS followed by a number, e.g. AS13335")]
     BadAsn { value: String },
     #[error(
-        "unknown region key `{value}`: expected `default`, a country (`US`), `continent:EU`, \
-         `AS13335` or a CIDR (`198.51.100.0/24`)"
+        "unknown region key `{value}`: expected `default`, `nearest`, a country (`US`), \
+         `continent:EU`, `AS13335` or a CIDR (`198.51.100.0/24`)"
     )]
     BadRegionKey { value: String },
+    #[error(
+        "node `{node}` has no `lat` and `lon`: a `nearest` key needs both for each of its nodes"
+    )]
+    NoLocation { node: String },
     #[error("`{value}` is not a valid domain name: {reason}")]
     BadName { value: String, reason: String },
     #[error("`{name}` is not inside the zone `{origin}`")]

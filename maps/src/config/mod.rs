@@ -217,6 +217,9 @@ pub struct NodeConfig {
     pub check: Option<String>,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
+    /// Geoproximity bias for `nearest` keys: distances to this node count divided by
+    /// it (a node with bias 2 wins clients up to twice as far). Default 1.
+    pub bias: f64,
     /// Administrative state; when set it overrides health checks.
     pub admin: Option<NodeState>,
     /// Base URL of the node for the HTTP redirector.
@@ -243,6 +246,12 @@ pub struct GeoIp {
     pub continent_field: Option<String>,
     /// Dotted path of the AS number in the ASN database.
     pub asn_field: String,
+    /// Dotted paths of a network's coordinates in the City databases (`nearest` keys).
+    pub latitude_field: String,
+    pub longitude_field: String,
+    /// How many of the nearest candidates each network ranks (`nearest` keys): its
+    /// clients move down this list as nodes go down.
+    pub nearest_k: usize,
     /// `[geoip.sha256]`: databases pinned by content (resolved path, digest). A box
     /// whose file differs refuses the config rather than answer from another release.
     pub sha256: Vec<(PathBuf, [u8; 32])>,
@@ -262,8 +271,21 @@ pub struct Map {
 #[non_exhaustive]
 pub struct Rule {
     pub key: RegionKey,
-    /// Sorted by weight (highest first), then node name.
+    /// Sorted by weight (highest first), then node name; a ranking of a `nearest` key
+    /// nearest first.
     pub candidates: Vec<Candidate>,
+}
+
+impl Rule {
+    /// A `nearest` ranking as a rule of its own: its candidates nearest first (the
+    /// compile makes one per ranking it meets, see `Compiled::rule`).
+    #[must_use]
+    pub fn ranked(candidates: Vec<Candidate>) -> Self {
+        Self {
+            key: RegionKey::Nearest,
+            candidates,
+        }
+    }
 }
 
 /// A node with its weight in a map or in `[fallback]`.
@@ -297,6 +319,9 @@ pub enum RegionKey {
     Continent([u8; 2]),
     /// `"default"`
     Default,
+    /// `"nearest"`: the candidates nearest to the network's location (City database),
+    /// ranked by great-circle distance divided by the node's `bias`.
+    Nearest,
 }
 
 /// `[[records]]`: a served name.
@@ -310,7 +335,7 @@ pub struct Record {
     pub map: usize,
     pub ttl: u32,
     pub policy: Policy,
-    /// Addresses per answer for `spread` (1 for `best`).
+    /// Addresses per answer for `spread` and `sticky` (1 for `best`).
     pub max_answers: u8,
 }
 
@@ -322,6 +347,10 @@ pub enum Policy {
     Best,
     /// All up candidates, chosen per query by weight.
     Spread,
+    /// All up candidates, chosen per client network by weight: weighted rendezvous
+    /// hashing of the client's /24 or /56 (`geodns_common::sticky_slot`), so a network
+    /// keeps its node and a node that goes down moves only its own clients.
+    Sticky,
 }
 
 /// Largest weight: eight of them still fit the kernel's u32 cumulative weights.
@@ -355,6 +384,19 @@ fn default_country_field() -> String {
 fn default_asn_field() -> String {
     "autonomous_system_number".to_owned()
 }
+fn default_latitude_field() -> String {
+    "location.latitude".to_owned()
+}
+fn default_longitude_field() -> String {
+    "location.longitude".to_owned()
+}
+fn default_nearest_k() -> Spanned<i64> {
+    Spanned::new(0..0, 4)
+}
+
+/// Default `[geoip] nearest_k`: a network's clients can fall back three times before
+/// the `[fallback]` nodes answer.
+pub const DEFAULT_NEAREST_K: usize = 4;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -451,6 +493,7 @@ struct RawNode {
     check: Option<Spanned<String>>,
     lat: Option<Spanned<f64>>,
     lon: Option<Spanned<f64>>,
+    bias: Option<Spanned<f64>>,
     admin: Option<NodeState>,
     http_base: Option<Spanned<String>>,
 }
@@ -466,6 +509,12 @@ struct RawGeoIp {
     continent_field: Option<String>,
     #[serde(default = "default_asn_field")]
     asn_field: String,
+    #[serde(default = "default_latitude_field")]
+    latitude_field: String,
+    #[serde(default = "default_longitude_field")]
+    longitude_field: String,
+    #[serde(default = "default_nearest_k")]
+    nearest_k: Spanned<i64>,
     #[serde(default)]
     sha256: BTreeMap<Spanned<String>, Spanned<String>>,
 }

@@ -108,12 +108,22 @@ impl Table {
             .iter()
             .enumerate()
             .map(|(i, rec)| {
-                let map = &cfg.maps[rec.map];
                 let mut key = Vec::with_capacity(usize::from(regions));
                 let mut fam = [Vec::new(), Vec::new()];
                 for region in 0..regions {
                     let label = match compiled.choice(region, rec.map) {
-                        Some(k) => map.rules[k].key.to_string(),
+                        Some(k) => compiled
+                            .rule(cfg, rec.map, k)
+                            .map_or_else(String::new, |r| {
+                                if r.key == crate::config::RegionKey::Nearest {
+                                    // A ranking: which nodes, in which order.
+                                    let order: Vec<&str> =
+                                        r.candidates.iter().map(|c| c.node.as_str()).collect();
+                                    format!("nearest {}", order.join(">"))
+                                } else {
+                                    r.key.to_string()
+                                }
+                            }),
                         None if region == 0 => "(in no database)".to_owned(),
                         None => "(no key)".to_owned(),
                     };

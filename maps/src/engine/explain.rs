@@ -1,7 +1,7 @@
 //! Why a client gets what it gets: `geodns lookup` and the admin API's `/v1/lookup`.
 use super::{
     node_addrs, AddressFacts, Candidate, Cidr, Engine, FallbackNode, IpAddr, Ipv4Addr, Ipv6Addr,
-    NodeState, Policy, RegionKey, RuleSet, MAX_ANSWER_ADDRS, POLICY_SPREAD,
+    NodeState, Policy, RegionKey, RuleSet, MAX_ANSWER_ADDRS, POLICY_SPREAD, POLICY_STICKY,
 };
 
 /// Why one decision was made; `geodns lookup` prints it.
@@ -47,6 +47,20 @@ pub struct MapChoice {
     /// `None`: no rule applies (no default either), or region 0.
     pub key: Option<RegionKey>,
     pub why: String,
+    /// For a `nearest` key: the network's ranking, nearest first.
+    pub nearest: Vec<NearestCandidate>,
+}
+
+/// A candidate of a `nearest` ranking, as seen from the network's location.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct NearestCandidate {
+    pub node: String,
+    /// Great-circle distance from the network's location.
+    pub distance_km: f64,
+    /// The node's `bias`: the ranking orders by `distance_km / bias`.
+    pub bias: f64,
+    pub state: NodeState,
 }
 
 /// A candidate with its current state.
@@ -85,10 +99,22 @@ pub struct FamilyAnswer {
     /// `geo`: the answer set's addresses (for `spread`, every slot); `fallback`: the
     /// nodes' addresses that round robin would cycle through.
     pub addresses: Vec<IpAddr>,
-    /// `spread`: each slot's weight.
+    /// `spread` and `sticky`: each slot's weight.
     pub weights: Vec<u32>,
     /// Addresses per answer.
     pub count: u8,
+    /// `sticky`: the client prefix that was hashed and the slot (index into
+    /// `addresses`) it draws, the first address of the answer.
+    pub sticky: Option<StickyPick>,
+}
+
+/// The draw of a `sticky` record for the explained client.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct StickyPick {
+    /// The client's /24 or /56: every address in it gets the same node.
+    pub prefix: Cidr,
+    pub slot: usize,
 }
 
 impl Engine {
@@ -130,41 +156,9 @@ impl Engine {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let maps = self
-            .config
-            .maps
-            .iter()
-            .enumerate()
-            .map(|(i, map)| {
-                let key = self.compiled.choice(m.region, i).map(|k| map.rules[k].key);
-                let why = match (key, m.region) {
-                    (_, 0) => {
-                        "the address is in no database and no config CIDR: the fallback answers"
-                            .to_owned()
-                    }
-                    (Some(RegionKey::Cidr(c)), _) => {
-                        format!("config CIDR {c} contains the address")
-                    }
-                    (Some(RegionKey::Asn(a)), _) => format!("AS{a} from the ASN database"),
-                    (Some(k @ RegionKey::Country(_)), _) => {
-                        format!("country {k} from the country database")
-                    }
-                    (Some(k @ RegionKey::Continent(_)), _) => {
-                        format!("{k} from the country database's continent field")
-                    }
-                    (Some(RegionKey::Default), _) => {
-                        "no CIDR, ASN, country or continent key of this map applies".to_owned()
-                    }
-                    (None, _) => {
-                        "no key applies and the map has no default: the fallback answers".to_owned()
-                    }
-                };
-                MapChoice {
-                    map: map.name.clone(),
-                    key,
-                    why,
-                }
-            })
+        let location = facts.as_ref().and_then(|f| f.location);
+        let maps = (0..self.config.maps.len())
+            .map(|i| self.map_choice(i, m.region, location))
             .collect();
         let records = self
             .config
@@ -175,9 +169,8 @@ impl Engine {
                 let rule = self.compiled.choice(m.region, rec.map);
                 let rs = rule.and_then(|k| self.sets[i].get(k).copied().flatten());
                 let candidates = rule
-                    .map(|k| {
-                        self.candidate_states(self.config.maps[rec.map].rules[k].candidates.iter())
-                    })
+                    .and_then(|k| self.compiled.rule(&self.config, rec.map, k))
+                    .map(|r| self.candidate_states(r.candidates.iter()))
                     .unwrap_or_default();
                 RecordExplanation {
                     name: rec.name.clone(),
@@ -186,8 +179,8 @@ impl Engine {
                     ttl: rec.ttl,
                     candidates,
                     kernel: rs.is_some(),
-                    a: self.family_answer(rs.as_ref(), false),
-                    aaaa: self.family_answer(rs.as_ref(), true),
+                    a: self.family_answer(rs.as_ref(), false, client),
+                    aaaa: self.family_answer(rs.as_ref(), true, client),
                 }
             })
             .collect();
@@ -205,7 +198,67 @@ impl Engine {
         }
     }
 
-    fn family_answer(&self, rs: Option<&RuleSet>, v6: bool) -> FamilyAnswer {
+    /// The key map `i` picked in `region`, and why.
+    fn map_choice(&self, i: usize, region: u16, location: Option<(f64, f64)>) -> MapChoice {
+        let rule = self
+            .compiled
+            .choice(region, i)
+            .and_then(|k| self.compiled.rule(&self.config, i, k));
+        let key = rule.map(|r| r.key);
+        let nearest = match (rule, location) {
+            (Some(r), Some(loc)) if r.key == RegionKey::Nearest => self.ranked(r, loc),
+            _ => Vec::new(),
+        };
+        let why = match (key, region) {
+            (_, 0) => {
+                "the address is in no database and no config CIDR: the fallback answers".to_owned()
+            }
+            (Some(RegionKey::Cidr(c)), _) => {
+                format!("config CIDR {c} contains the address")
+            }
+            (Some(RegionKey::Asn(a)), _) => format!("AS{a} from the ASN database"),
+            (Some(k @ RegionKey::Country(_)), _) => {
+                format!("country {k} from the country database")
+            }
+            (Some(k @ RegionKey::Continent(_)), _) => {
+                format!("{k} from the country database's continent field")
+            }
+            (Some(RegionKey::Default), _) => {
+                "no CIDR, ASN, country, continent or nearest key of this map applies".to_owned()
+            }
+            (Some(RegionKey::Nearest), _) => nearest_why(location.unwrap_or_default(), &nearest),
+            (None, _) => {
+                "no key applies and the map has no default: the fallback answers".to_owned()
+            }
+        };
+        MapChoice {
+            map: self.config.maps[i].name.clone(),
+            key,
+            why,
+            nearest,
+        }
+    }
+
+    /// The candidates of a ranking rule with their distances from `loc`.
+    fn ranked(&self, rule: &crate::config::Rule, loc: (f64, f64)) -> Vec<NearestCandidate> {
+        rule.candidates
+            .iter()
+            .filter_map(|c| {
+                let n = self.config.node(&c.node)?;
+                Some(NearestCandidate {
+                    node: c.node.clone(),
+                    distance_km: crate::compile::nearest::distance_km(
+                        loc,
+                        (n.lat.unwrap_or(0.0), n.lon.unwrap_or(0.0)),
+                    ),
+                    bias: n.bias,
+                    state: self.states.get(&c.node),
+                })
+            })
+            .collect()
+    }
+
+    fn family_answer(&self, rs: Option<&RuleSet>, v6: bool, client: IpAddr) -> FamilyAnswer {
         if let Some(rs) = rs {
             let set = &rs.set;
             let n = usize::from(if v6 { set.n_v6 } else { set.n_v4 });
@@ -230,7 +283,7 @@ impl Engine {
                             }
                         })
                         .collect(),
-                    weights: if set.policy == POLICY_SPREAD {
+                    weights: if set.policy == POLICY_SPREAD || set.policy == POLICY_STICKY {
                         cum.iter()
                             .scan(0, |prev, c| {
                                 let w = c - *prev;
@@ -242,6 +295,25 @@ impl Engine {
                         Vec::new()
                     },
                     count: set.count.min(u8::try_from(n).unwrap_or(u8::MAX)),
+                    sticky: (set.policy == POLICY_STICKY).then(|| {
+                        let tags = if v6 { &set.tag_v6 } else { &set.tag_v4 };
+                        let (whole, len) = if client.is_ipv6() {
+                            (128, geodns_common::STICKY_PREFIX_V6)
+                        } else {
+                            (32, geodns_common::STICKY_PREFIX_V4)
+                        };
+                        let prefix = Cidr::new(client, len.min(whole));
+                        let cum = if v6 { &set.cum_v6 } else { &set.cum_v4 };
+                        StickyPick {
+                            prefix,
+                            slot: geodns_common::sticky_slot(
+                                super::sticky_key(client),
+                                cum,
+                                tags,
+                                n,
+                            ),
+                        }
+                    }),
                 };
             }
         }
@@ -261,6 +333,7 @@ impl Engine {
             addresses,
             weights: Vec::new(),
             count: 1,
+            sticky: None,
         }
     }
 
@@ -291,11 +364,18 @@ impl Engine {
                 };
                 let mut label = String::new();
                 let mut shares: Vec<(usize, f64)> = Vec::new();
-                if set.policy == POLICY_SPREAD {
+                if set.policy == POLICY_SPREAD || set.policy == POLICY_STICKY {
+                    // A sticky set sends each node the share of client networks its
+                    // weight gives it, as spread does with queries.
                     let total = f64::from(cum[n - 1].max(1));
                     let _ = write!(
                         label,
-                        "spread {} of",
+                        "{} {} of",
+                        if set.policy == POLICY_STICKY {
+                            "sticky"
+                        } else {
+                            "spread"
+                        },
                         set.count.min(u8::try_from(n).unwrap_or(u8::MAX))
                     );
                     let mut prev = 0;
@@ -350,4 +430,37 @@ impl Engine {
         }
         (label, shares)
     }
+}
+
+/// Why a `nearest` ranking answers: the location, each ranked node's distance (and
+/// bias) and state, and which one `best` takes.
+fn nearest_why((lat, lon): (f64, f64), ranked: &[NearestCandidate]) -> String {
+    let first_up = ranked
+        .iter()
+        .find(|c| c.state == NodeState::Up)
+        .map_or("none: the fallback answers", |c| c.node.as_str());
+    let list: Vec<String> = ranked
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let bias = if (c.bias - 1.0).abs() > f64::EPSILON {
+                format!(" / bias {} = {:.0} km", c.bias, c.distance_km / c.bias)
+            } else {
+                String::new()
+            };
+            format!(
+                "{}. {} {:.0} km{bias} ({})",
+                n + 1,
+                c.node,
+                c.distance_km,
+                c.state
+            )
+        })
+        .collect();
+    format!(
+        "nearest to the network's location {lat:.4}, {lon:.4} (City database): {}; the first \
+         up one answers `best` ({first_up}), `spread` and `sticky` draw by weight x closeness \
+         rank",
+        list.join(", ")
+    )
 }

@@ -6,6 +6,7 @@ mod sets;
 
 pub use explain::{
     AliasLookup, CandidateState, Explanation, FamilyAnswer, MapChoice, RecordExplanation,
+    StickyPick,
 };
 pub use kernel::kernel_lookup;
 use std::{
@@ -19,6 +20,7 @@ use std::{
 
 use geodns_common::{
     AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, POLICY_SPREAD,
+    POLICY_STICKY,
 };
 
 use crate::{
@@ -274,9 +276,8 @@ impl Engine {
             .records
             .iter()
             .map(|r| {
-                config.maps[r.map]
-                    .rules
-                    .iter()
+                compiled
+                    .rules(&config, r.map)
                     .map(|rule| rule_set(&config, r, rule, states))
                     .collect()
             })
@@ -530,7 +531,7 @@ impl Engine {
     fn pick(&self, record: usize, v6: bool, client: IpAddr) -> Option<Picked> {
         let rec = &self.config.records[record];
         let m = self.compiled.lookup(client);
-        let scope = m.prefix.len();
+        let mut scope = m.prefix.len();
         let rs = self
             .compiled
             .choice(m.region, rec.map)
@@ -548,6 +549,10 @@ impl Engine {
                         self.picker.below(total)
                     };
                     geodns_common::weighted_slot(cum, n, r)
+                } else if set.policy == POLICY_STICKY {
+                    scope = geodns_common::sticky_scope(scope, client.is_ipv6());
+                    let tags = if v6 { &set.tag_v6 } else { &set.tag_v4 };
+                    geodns_common::sticky_slot(sticky_key(client), cum, tags, n)
                 } else {
                     0
                 };
@@ -607,6 +612,16 @@ impl Engine {
                 fail_open,
             },
         })
+    }
+}
+
+/// The sticky key of a client address, as the kernel computes it from the ECS address
+/// or the packet's source.
+#[must_use]
+pub fn sticky_key(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(a) => geodns_common::sticky_key_v4(a.octets()),
+        IpAddr::V6(a) => geodns_common::sticky_key_v6(&a.octets()),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use geodns_common::{AnswerSet, MAX_ANSWER_ADDRS, POLICY_BEST, POLICY_SPREAD};
+use geodns_common::{AnswerSet, MAX_ANSWER_ADDRS, POLICY_BEST, POLICY_SPREAD, POLICY_STICKY};
 
 use crate::{
     config::{Candidate, Config, NodeConfig, Policy, Record, Rule},
@@ -126,15 +126,22 @@ pub(super) fn rule_set_of(
                 }
                 cum = cum.saturating_add(c.weight);
                 let node = u16::try_from(*i).unwrap_or(u16::MAX);
+                let tag = if record.policy == Policy::Sticky {
+                    geodns_common::sticky_tag(&c.node)
+                } else {
+                    0
+                };
                 match a {
                     IpAddr::V4(a) => {
                         rs.set.v4[n] = a.octets();
                         rs.set.cum_v4[n] = cum;
+                        rs.set.tag_v4[n] = tag;
                         rs.nodes_v4[n] = node;
                     }
                     IpAddr::V6(a) => {
                         rs.set.v6[n] = a.octets();
                         rs.set.cum_v6[n] = cum;
+                        rs.set.tag_v6[n] = tag;
                         rs.nodes_v6[n] = node;
                     }
                 }
@@ -159,6 +166,7 @@ pub(super) fn rule_set_of(
     (rs.set.policy, rs.set.count) = match record.policy {
         Policy::Best => (POLICY_BEST, most),
         Policy::Spread => (POLICY_SPREAD, record.max_answers.clamp(1, most)),
+        Policy::Sticky => (POLICY_STICKY, record.max_answers.clamp(1, most)),
     };
     Some(rs)
 }

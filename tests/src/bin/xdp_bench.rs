@@ -73,6 +73,8 @@ const NAMES: &[&str] = &[
     "xdp_ns_v4_500k_shadow_all_base",
     "xdp_ns_rrl_over_limit",
     "xdp_ns_v4_hot",
+    "xdp_ns_v4_sticky_hot",
+    "xdp_ns_v4_sticky_500k",
     "xdp_ns_v4_500k_trie_only",
     "xdp_ns_v4_500k_zipf",
     "xdp_ns_v4_ecs_500k",
@@ -360,6 +362,34 @@ fn main() {
             "xdp_ns_probe_slot24".into(),
             measure(&xdp, probe.fd(), &frames, 2),
         );
+    }
+    if want("xdp_ns_v4_sticky_hot") || want("xdp_ns_v4_sticky_500k") {
+        // Every region answers by `sticky` over four nodes (a draw per node: the
+        // rendezvous hash's whole cost), hot and across the 500k table.
+        let mut sticky = contents(v4.clone(), v6.clone());
+        for (_, set) in &mut sticky.answers {
+            set.policy = geodns_common::POLICY_STICKY;
+            set.n_v4 = 4;
+            set.n_v6 = 4;
+            for i in 0..4u8 {
+                let slot = usize::from(i);
+                set.v4[slot] = [198, 18, 1, i];
+                set.v6[slot] = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, u16::from(i)).octets();
+                set.cum_v4[slot] = u32::from(i + 1) * 10;
+                set.cum_v6[slot] = u32::from(i + 1) * 10;
+                set.tag_v4[slot] = geodns_common::sticky_tag(&format!("node{i}"));
+                set.tag_v6[slot] = set.tag_v4[slot];
+            }
+        }
+        xdp.install(&sticky).expect("install");
+        let hot = vec![frames[0].clone(); SAMPLES];
+        out.insert("xdp_ns_v4_sticky_hot".into(), measure(&xdp, fd, &hot, 3));
+        out.insert(
+            "xdp_ns_v4_sticky_500k".into(),
+            measure(&xdp, fd, &frames, 3),
+        );
+        xdp.install(&contents(v4.clone(), v6.clone()))
+            .expect("install");
     }
     if want("maps_memlock_mib") {
         // Fill the other generation too: a running daemon holds two full tables.

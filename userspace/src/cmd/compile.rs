@@ -104,6 +104,7 @@ impl Report<'_> {
             "prefixes_v4": s.v4.prefixes_after,
             "prefixes_v6": s.v6.prefixes_after,
             "regions": s.regions,
+            "nearest_rankings": self.compiled.ranking_count(),
             "ipv6_aliases": aliases(self.compiled),
             "records": self.config.records.len(),
             "kernel_names": self.maps.names.len(),
@@ -132,10 +133,16 @@ impl Report<'_> {
             "prefixes      IPv4 {:>9} -> {:<9} IPv6 {:>9} -> {:<9} (before -> after merging)",
             s.v4.prefixes_before, s.v4.prefixes_after, s.v6.prefixes_before, s.v6.prefixes_after
         )?;
+        let rankings = self.compiled.ranking_count();
         writeln!(
             out,
-            "regions       {} (region 0: in no database)",
-            s.regions
+            "regions       {} (region 0: in no database){}",
+            s.regions,
+            if rankings > 0 {
+                format!("; {rankings} nearest rankings over all maps")
+            } else {
+                String::new()
+            }
         )?;
         let live = aliases(self.compiled);
         writeln!(

@@ -335,6 +335,16 @@ fn answer(a: &FamilyAnswer) -> String {
         })
         .collect();
     match a.source {
+        "geo" if a.sticky.is_some() => {
+            let pick = a.sticky.as_ref().map_or(0, |p| p.slot);
+            format!(
+                "geo, sticky: client network {} draws {} (weighted rendezvous hash; {} per answer from there) among: {}",
+                a.sticky.as_ref().map_or_else(String::new, |p| p.prefix.to_string()),
+                a.addresses.get(pick).map_or_else(String::new, ToString::to_string),
+                a.count,
+                addrs.join(", ")
+            )
+        }
         "geo" if !a.weights.is_empty() => format!(
             "geo, {} per answer picked by weight from: {}",
             a.count,

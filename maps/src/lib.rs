@@ -94,8 +94,8 @@ pub use compile::{
     Progress, ProgressStage, Shrink,
 };
 pub use config::{
-    Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, GeoIp, Map, NodeConfig, NsHost,
-    Policy, Record, RegionKey, Rule, Zone,
+    Candidate, Config, ConfigError, ConfigProblem, ConfigWarning, Fleet, GeoIp, Map, NodeConfig,
+    NsHost, Policy, Quorum, Record, RegionKey, Rule, Zone,
 };
 pub use engine::{
     AliasLookup, AnswerSource, Engine, Explanation, KernelMaps, KernelSizes, NodeState, NodeStates,

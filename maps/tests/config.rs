@@ -550,3 +550,46 @@ fn bad_rrl_and_guard_settings_name_line_and_key() {
     let (err, _) = expect_error(&text, "served_addresses", "guard.served_addresses");
     assert!(matches!(problem(&err), ConfigProblem::TooManyServed { .. }));
 }
+
+#[test]
+fn fleet_quorum_and_database_pins() {
+    let s = Scratch::new("fleet");
+    let digest = "ab".repeat(32);
+    let c = s.config(&base_config(&format!(
+        "[fleet]\nquorum = 2\n[geoip]\ncountry = \"c.mmdb\"\n[geoip.sha256]\n\"c.mmdb\" = \"{digest}\"\n"
+    )));
+    assert_eq!(c.fleet.quorum, geodns_maps::Quorum::Boxes(2));
+    let g = c.geoip.as_ref().expect("geoip");
+    assert_eq!(g.sha256, [(s.path("c.mmdb"), [0xab; 32])]);
+    let c = s.config(&base_config("[fleet]\nquorum = \"majority\"\n"));
+    assert_eq!(c.fleet.quorum, geodns_maps::Quorum::Majority);
+    assert_eq!(c.fleet.quorum.needed(3), 2);
+    assert_eq!(c.fleet.quorum.needed(4), 3);
+    assert_eq!(geodns_maps::Quorum::Boxes(2).needed(5), 2);
+    let c = s.config(&base_config(""));
+    assert_eq!(c.fleet.quorum, geodns_maps::Quorum::Majority, "the default");
+
+    for bad in ["0", "-1", "\"most\""] {
+        let text = base_config(&format!("[fleet]\nquorum = {bad}\n"));
+        let (err, msg) = expect_error(&text, "quorum =", "fleet.quorum");
+        assert!(
+            matches!(problem(&err), ConfigProblem::BadQuorum { .. }),
+            "{msg}"
+        );
+    }
+    let text = base_config(&format!(
+        "[geoip]\ncountry = \"c.mmdb\"\n[geoip.sha256]\n\"other.mmdb\" = \"{digest}\"\n"
+    ));
+    let (err, msg) = expect_error(&text, "other.mmdb", "geoip.sha256.\"other.mmdb\"");
+    assert!(
+        matches!(problem(&err), ConfigProblem::UnknownDatabase { .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("`c.mmdb`"), "{msg}");
+    let text = base_config("[geoip]\ncountry = \"c.mmdb\"\n[geoip.sha256]\n\"c.mmdb\" = \"abc\"\n");
+    let (err, msg) = expect_error(&text, "\"abc\"", "geoip.sha256.\"c.mmdb\"");
+    assert!(
+        matches!(problem(&err), ConfigProblem::BadDigest { .. }),
+        "{msg}"
+    );
+}

@@ -3,6 +3,7 @@ pub mod bpf;
 pub mod client;
 pub mod daemon;
 pub mod files;
+pub mod fleet;
 pub mod frame;
 pub mod http;
 pub mod netns;

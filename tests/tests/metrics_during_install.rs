@@ -71,7 +71,6 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
             Some(xdp),
         ))
         .expect("control");
-    let token = AdminToken::load_or_create(&dir.path().join("token")).expect("token");
     let addr = rt
         .block_on(start_metrics(
             "127.0.0.1:0".parse().expect("addr"),
@@ -82,8 +81,9 @@ fn metrics_answer_within_50_ms_during_a_500k_install() {
                 redirect: None,
                 dns: None,
                 xdp: Arc::default(),
+                fleet: None,
             },
-            Some(token),
+            Some(AdminToken::load_or_create(&dir.path().join("token")).expect("token")),
         ))
         .expect("metrics");
     let generation = control.counts().generation;

@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod defence;
 pub mod duration;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod loader;

@@ -68,6 +68,10 @@ enum Command {
     /// `geodns lookup --json` does, with the live node states. `geodns run
     /// --redirect-listen ADDR` serves the same inside the DNS daemon.
     Redirect(geodns::daemon::RedirectDaemonArgs),
+    /// A fleet of boxes (`geodns run --fleet etcd://HOST:PORT --box NAME`): push a new
+    /// config to every box (`push CONFIG`, with the answer diff first), or show each
+    /// box's config revision, generation, databases, errors and node states (`status`).
+    Fleet(cmd::fleet::Args),
 }
 
 fn init_tracing() {
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             init_tracing();
             geodns::daemon::run_redirect(&args)
         }
+        Command::Fleet(args) => std::process::exit(cmd::fleet::main(&args)),
     }
 }
 
@@ -156,6 +161,7 @@ mod tests {
             "run --check_timeout",
             "redirect --watch_interval",
             "redirect --http_timeout",
+            "run --fleet_lease",
         ] {
             assert!(
                 checked.iter().any(|c| c == known),

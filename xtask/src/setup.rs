@@ -54,6 +54,7 @@ pub fn setup() -> Result<Toolchain> {
         root: root.clone(),
         path,
     };
+    ensure_protoc()?;
     let lib = nightly_with_rust_src()?;
     let llvm = nightly_llvm(&lib)?;
     let major = llvm_major(&llvm)?;
@@ -188,11 +189,31 @@ fn linker_version(linker: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// `protoc` (Debian's protobuf-compiler): the etcd client's build compiles etcd's
+/// gRPC definitions with it. Installed when missing and running as root; otherwise
+/// the build says what is missing.
+fn ensure_protoc() -> Result<()> {
+    if Command::new("protoc").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    if !crate::is_root()? {
+        eprintln!("setup: protoc missing and this is not root: install protobuf-compiler");
+        return Ok(());
+    }
+    eprintln!("setup: installing protobuf-compiler (protoc, for the etcd client's build)");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "protobuf-compiler"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing protobuf-compiler")
+}
+
 /// Debian packages the tests drive as real clients and servers: `nsupdate`
 /// (bind9-dnsutils) for the RFC 2136 test; `pebble` (Let's Encrypt's test ACME server),
 /// `lego` and `openssl` for the offline DNS-01 certificate test; `systemd-analyze` (the
 /// unit check of `cargo xtask install`) and `sshd`/`ssh` (the box of `cargo xtask
-/// deploy`'s test; systemd itself need not run). Installed when missing
+/// deploy`'s test; systemd itself need not run); `etcd` (etcd-server) for the fleet
+/// tests and benchmark. Installed when missing
 /// and running as root (the privileged tests need root anyway); otherwise those tests
 /// say what is missing.
 pub fn ensure_test_tools() -> Result<()> {
@@ -205,6 +226,7 @@ pub fn ensure_test_tools() -> Result<()> {
         ("systemd-analyze", "--version", "systemd"),
         ("/usr/sbin/sshd", "-?", "openssh-server"),
         ("ssh", "-V", "openssh-client"),
+        ("etcd", "--version", "etcd-server"),
     ];
     let missing: Vec<&str> = wanted
         .iter()

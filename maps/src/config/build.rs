@@ -276,32 +276,10 @@ impl Config {
                 ));
             }
         }
-        let geoip = raw.geoip.as_ref().map(|g| {
-            let g = g.get_ref();
-            let paths = |s: Option<&Spanned<OneOrMany>>| -> Vec<PathBuf> {
-                items(s)
-                    .iter()
-                    .map(|p| base_dir.join(p.get_ref()))
-                    .collect()
-            };
-            let continent_field = match &g.continent_field {
-                Some(f) if f.is_empty() => None,
-                Some(f) => Some(f.clone()),
-                None if g.country_field == "country.iso_code" => Some("continent.code".to_owned()),
-                None => None,
-            };
-            GeoIp {
-                country: paths(Some(&g.country)),
-                asn: paths(g.asn.as_ref()),
-                city: paths(g.city.as_ref()),
-                country_field: g.country_field.clone(),
-                continent_field,
-                asn_field: g.asn_field.clone(),
-                latitude_field: g.latitude_field.clone(),
-                longitude_field: g.longitude_field.clone(),
-                nearest_k: usize::try_from(*g.nearest_k.get_ref()).unwrap_or(DEFAULT_NEAREST_K),
-            }
-        });
+        let geoip = match &raw.geoip {
+            Some(g) => Some(geoip(ctx, g.get_ref(), &base_dir)?),
+            None => None,
+        };
 
         // [maps.NAME]
         let mut maps = Vec::new();
@@ -488,6 +466,10 @@ impl Config {
             .map_or(Ok(Guard::default()), |g| guard(ctx, g.get_ref()))?;
 
         let update = update_policy(ctx, raw.update.as_ref(), &base_dir)?;
+        let fleet = raw
+            .fleet
+            .as_ref()
+            .map_or(Ok(Fleet::default()), |f| fleet(ctx, f.get_ref()))?;
         Ok(Self {
             file: ctx.file.to_owned(),
             base_dir,
@@ -501,6 +483,7 @@ impl Config {
             guard,
             statics,
             update,
+            fleet,
         })
         .and_then(|c| {
             zone::check_against_records(
@@ -626,4 +609,102 @@ impl Config {
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.iter().find(|m| m.name == name)
     }
+}
+
+fn geoip(ctx: &Ctx<'_>, g: &RawGeoIp, base_dir: &Path) -> Result<GeoIp, ConfigError> {
+    let paths = |s: Option<&Spanned<OneOrMany>>| -> Vec<PathBuf> {
+        items(s)
+            .iter()
+            .map(|p| base_dir.join(p.get_ref()))
+            .collect()
+    };
+    let continent_field = match &g.continent_field {
+        Some(f) if f.is_empty() => None,
+        Some(f) => Some(f.clone()),
+        None if g.country_field == "country.iso_code" => Some("continent.code".to_owned()),
+        None => None,
+    };
+    let mut geoip = GeoIp {
+        country: paths(Some(&g.country)),
+        asn: paths(g.asn.as_ref()),
+        city: paths(g.city.as_ref()),
+        country_field: g.country_field.clone(),
+        continent_field,
+        asn_field: g.asn_field.clone(),
+        latitude_field: g.latitude_field.clone(),
+        longitude_field: g.longitude_field.clone(),
+        nearest_k: usize::try_from(*g.nearest_k.get_ref()).unwrap_or(DEFAULT_NEAREST_K),
+        sha256: Vec::new(),
+    };
+    for (file, digest) in &g.sha256 {
+        let key = format!("geoip.sha256.\"{}\"", file.get_ref());
+        let path = base_dir.join(file.get_ref());
+        let known: Vec<&PathBuf> = geoip
+            .country
+            .iter()
+            .chain(&geoip.asn)
+            .chain(&geoip.city)
+            .collect();
+        if !known.contains(&&path) {
+            let known = known
+                .iter()
+                .map(|p| {
+                    let p = p.strip_prefix(base_dir).unwrap_or(p);
+                    format!("`{}`", p.display())
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ctx.err(
+                &file.span(),
+                &key,
+                ConfigProblem::UnknownDatabase {
+                    value: file.get_ref().clone(),
+                    known,
+                },
+            ));
+        }
+        let bad = || {
+            ctx.err(
+                &digest.span(),
+                &key,
+                ConfigProblem::BadDigest {
+                    value: digest.get_ref().clone(),
+                },
+            )
+        };
+        let hex = digest.get_ref().trim();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        geoip.sha256.push((path, bytes));
+    }
+    Ok(geoip)
+}
+
+fn fleet(ctx: &Ctx<'_>, f: &RawFleet) -> Result<Fleet, ConfigError> {
+    let Some(q) = &f.quorum else {
+        return Ok(Fleet::default());
+    };
+    let quorum = match q.get_ref() {
+        toml::Value::String(s) if s == "majority" => Some(Quorum::Majority),
+        toml::Value::Integer(n) => u32::try_from(*n)
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Quorum::Boxes),
+        _ => None,
+    };
+    let quorum = quorum.ok_or_else(|| {
+        ctx.err(
+            &q.span(),
+            "fleet.quorum",
+            ConfigProblem::BadQuorum {
+                value: q.get_ref().to_string(),
+            },
+        )
+    })?;
+    Ok(Fleet { quorum })
 }

@@ -115,6 +115,12 @@ pub enum ConfigProblem {
     TooManyServed { max: usize },
     #[error("{reason}")]
     BadKey { reason: String },
+    #[error("`{value}` is not a database of [geoip]: expected one of {known}")]
+    UnknownDatabase { value: String, known: String },
+    #[error("`{value}`: expected a SHA-256 digest (64 hex digits)")]
+    BadDigest { value: String },
+    #[error("`{value}`: expected \"majority\" or a number of boxes of at least 1")]
+    BadQuorum { value: String },
     #[error("`{value}`: expected {expected}")]
     BadTarget {
         value: String,

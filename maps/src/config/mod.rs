@@ -52,6 +52,36 @@ pub struct Config {
     pub statics: StaticZone,
     /// `[update]`: who may change what through RFC 2136 updates.
     pub update: UpdatePolicy,
+    /// `[fleet]`: how boxes that share node states through etcd agree.
+    pub fleet: Fleet,
+}
+
+/// `[fleet]`: read by `geodns run --fleet` only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fleet {
+    pub quorum: Quorum,
+}
+
+/// How many of the live boxes must see a node down for it to be down fleet-wide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quorum {
+    /// More than half of the live boxes.
+    #[default]
+    Majority,
+    /// At least this many boxes (never fewer than 1).
+    Boxes(u32),
+}
+
+impl Quorum {
+    /// How many boxes must see a node down, out of `live` boxes.
+    #[must_use]
+    pub fn needed(self, live: usize) -> usize {
+        match self {
+            Self::Majority => live / 2 + 1,
+            Self::Boxes(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// `[update]`: TSIG keys and what each may change.
@@ -222,6 +252,9 @@ pub struct GeoIp {
     /// How many of the nearest candidates each network ranks (`nearest` keys): its
     /// clients move down this list as nodes go down.
     pub nearest_k: usize,
+    /// `[geoip.sha256]`: databases pinned by content (resolved path, digest). A box
+    /// whose file differs refuses the config rather than answer from another release.
+    pub sha256: Vec<(PathBuf, [u8; 32])>,
 }
 
 /// `[maps.NAME]`: region key -> weighted candidates.
@@ -380,6 +413,13 @@ struct RawConfig {
     rrl: Option<Spanned<RawRrl>>,
     guard: Option<Spanned<RawGuard>>,
     update: Option<Spanned<RawUpdate>>,
+    fleet: Option<Spanned<RawFleet>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    quorum: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -475,6 +515,8 @@ struct RawGeoIp {
     longitude_field: String,
     #[serde(default = "default_nearest_k")]
     nearest_k: Spanned<i64>,
+    #[serde(default)]
+    sha256: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -292,7 +292,7 @@ fn nodes(out: &mut String, s: &SpaceDiff) -> std::fmt::Result {
     Ok(())
 }
 
-fn text(d: &Diff) -> Result<String, std::fmt::Error> {
+pub(crate) fn text(d: &Diff) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     writeln!(out, "old  {}", d.old)?;
     writeln!(out, "new  {}", d.new)?;

@@ -19,6 +19,55 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    // A `--no-xdp` daemon pins nothing: its /metrics still tell the rest.
+    let counters = print_counters(args);
+    if let Err(e) = &counters {
+        eprintln!("(no XDP counters: {e:#})");
+    }
+    match crate::http::request(args.api, "GET", "/metrics", None) {
+        Ok(text) => {
+            println!();
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("geodns_xdp_packets_total"))
+            {
+                println!("{line}");
+            }
+            if let Some(line) = fleet_line(&text) {
+                println!();
+                println!("{line}");
+            }
+        }
+        Err(e) if counters.is_err() => return Err(e.context("no pinned counters and no /metrics")),
+        Err(e) => eprintln!("(the rest of /metrics: {e:#})"),
+    }
+    Ok(())
+}
+
+/// One line on the daemon's fleet, from its `/metrics`: connected, or how long etcd
+/// has been unreachable (the box then serves fail-static).
+fn fleet_line(metrics: &str) -> Option<String> {
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let connected = value("geodns_fleet_connected")?;
+    let boxes = value("geodns_fleet_boxes").unwrap_or(0.0);
+    let revision = value("geodns_fleet_config_revision").unwrap_or(0.0);
+    Some(if connected > 0.0 {
+        format!("fleet: connected to etcd; {boxes} live boxes; config revision {revision}")
+    } else {
+        format!(
+            "fleet: etcd UNREACHABLE for {:.0} s: serving fail-static with the last agreed node states and this box's own checks ({boxes} boxes as last seen; config revision {revision})",
+            value("geodns_fleet_unreachable_seconds").unwrap_or(0.0)
+        )
+    })
+}
+
+/// The XDP outcome counters from the pinned `COUNTERS` map.
+fn print_counters(args: &Args) -> anyhow::Result<()> {
     let path = args.pin_dir.join("COUNTERS");
     let data = MapData::from_pin(&path).with_context(|| {
         format!(
@@ -53,18 +102,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             );
         }
         Err(e) => println!("{:<30} unknown: {e}", "daemon"),
-    }
-    match crate::http::request(args.api, "GET", "/metrics", None) {
-        Ok(text) => {
-            println!();
-            for line in text
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.starts_with("geodns_xdp_packets_total"))
-            {
-                println!("{line}");
-            }
-        }
-        Err(e) => eprintln!("(the rest of /metrics: {e:#})"),
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ pub struct MetricsSources {
     pub dns: Option<Arc<crate::authoritative::ServerStats>>,
     /// How the XDP program was attached, once it is.
     pub xdp: Arc<std::sync::Mutex<Option<XdpInfo>>>,
+    /// The fleet this daemon is in (`--fleet`).
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 /// How the XDP program came to be attached, for `/metrics`.
@@ -247,6 +249,9 @@ impl MetricsSources {
             out.push_str(&r.metrics_text());
         }
         if let Some(f) = &self.dns {
+            out.push_str(&f.metrics_text());
+        }
+        if let Some(f) = &self.fleet {
             out.push_str(&f.metrics_text());
         }
         out

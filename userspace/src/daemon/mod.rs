@@ -36,6 +36,7 @@ use tokio::{
 
 use crate::{
     control::{Control, EngineHandle},
+    fleet::ConfigPush,
     health::{HealthControl, NodeBook},
     http::{AdminToken, Limits},
     loader::{xdp_mode, KernelProgram, LoadOptions},
@@ -127,6 +128,8 @@ pub struct CommonArgs {
     pub health: crate::health::HealthArgs,
     #[command(flatten)]
     pub token: crate::http::TokenArgs,
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
 }
 
 /// The guard against a valid but empty or truncated database.
@@ -382,7 +385,12 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     if let Some(t) = &handed {
         book.adopt(&t.states);
     }
-    let engine = compile(parts.config, Some(&|c: &Config| book.effective(c)))?;
+    let states = |c: &Config| book.effective(c);
+    // A fleet box starts on the fleet's newest config when it compiles here.
+    let engine = match crate::fleet::first_engine(&common.fleet, parts.config, &states).await {
+        Some(engine) => engine,
+        None => compile(parts.config, Some(&states))?,
+    };
     let handle = EngineHandle::new(engine);
     // Without a token (a user who cannot write the token file's directory, e.g. an
     // unprivileged `--no-xdp` run) the daemon still serves; only the admin API is off.
@@ -422,13 +430,19 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     let control = Control::start(handle.clone(), kernel, book.states_fn())?;
     let reloads = Arc::new(ReloadStats::default());
     let snapshot_book = book.clone();
-    let health = match crate::health::spawn(&common.health, &control, book).await {
+    let mut health_args = common.health.clone();
+    health_args.box_name.clone_from(&common.fleet.box_name);
+    let fleet_book = book.clone();
+    let health = match crate::health::spawn(&health_args, &control, book).await {
         Ok(h) => h,
         Err(e) => {
             control.stop().await;
             return Err(e.into());
         }
     };
+    // New config revisions of the fleet go to the reloader below.
+    let (push_tx, push_rx) = tokio::sync::mpsc::channel::<ConfigPush>(4);
+    let fleet = crate::fleet::start(&common.fleet, parts.config, &control, &fleet_book, push_tx);
     // The listeners, before "ready": a port that cannot be bound stops the start. Nothing
     // is attached or pinned yet, so a failed start leaves an earlier daemon serving.
     let listening = async {
@@ -465,6 +479,7 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
                 redirect,
                 dns: dns.as_ref().map(|d| d.stats().clone()),
                 xdp: Arc::default(),
+                fleet: fleet.clone(),
             },
             token,
         )?;
@@ -474,6 +489,9 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
     let (dns, (metrics, sources)) = match listening {
         Ok(x) => x,
         Err(e) => {
+            if let Some(f) = &fleet {
+                f.stop().await;
+            }
             health.stop();
             control.stop().await;
             return Err(e);
@@ -490,6 +508,9 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
             }
             Err(e) => {
                 drop(dns);
+                if let Some(f) = &fleet {
+                    f.stop().await;
+                }
                 health.stop();
                 control.stop().await;
                 return Err(e);
@@ -555,8 +576,9 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         counts: &reloads,
         guard: common.reload,
     };
+    let pushes = fleet.is_some().then_some(push_rx);
     let stopped = reloader
-        .until_stopped(signals, common.watch_interval, done_rx)
+        .until_stopped(signals, common.watch_interval, done_rx, pushes)
         .await?;
     let handed_over =
         stopped == Stop::HandedOver || handing_over.load(std::sync::atomic::Ordering::SeqCst);
@@ -564,6 +586,9 @@ async fn serve(parts: Parts<'_>) -> anyhow::Result<()> {
         // The next daemon reads the same sockets: answer what is in flight, then go.
         Some(d) if handed_over => d.drain().await,
         d => drop(d),
+    }
+    if let Some(f) = &fleet {
+        f.stop().await;
     }
     health.stop();
     snapshot_book.save_if_dirty();

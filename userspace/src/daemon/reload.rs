@@ -8,6 +8,7 @@ pub fn compile_config(
     config: Config,
     states: Option<&dyn Fn(&Config) -> NodeStates>,
 ) -> anyhow::Result<Engine> {
+    crate::fleet::check_pins(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.file))?;
     let compiled = Compiled::build(&config, &mut |_| {})
         .with_context(|| format!("compiling {}", config.file))?;
     let states = states.map_or_else(|| NodeStates::from_config(&config), |f| f(&config));
@@ -88,6 +89,7 @@ impl Reloader<'_> {
         signals: Signals,
         every: Duration,
         mut handed_over: tokio::sync::watch::Receiver<bool>,
+        mut pushes: Option<tokio::sync::mpsc::Receiver<ConfigPush>>,
     ) -> anyhow::Result<Stop> {
         let Signals {
             mut hup,
@@ -108,6 +110,12 @@ impl Reloader<'_> {
                     }
                     ("file changed", false)
                 }
+                Some(push) = next_push(&mut pushes) => {
+                    if let Some(w) = self.push(push).await {
+                        watch = w;
+                    }
+                    continue;
+                }
                 _ = int.recv() => return Ok(Stop::Signal),
                 _ = term.recv() => return Ok(Stop::Signal),
                 _ = handed_over.wait_for(|h| *h) => return Ok(Stop::HandedOver),
@@ -116,23 +124,31 @@ impl Reloader<'_> {
         }
     }
 
-    /// Compiles in the background; on success hands the engine to the control thread;
-    /// on failure leaves everything as it was and counts it. Returns the files as
+    /// Reads the config file and applies it ([`Self::apply`]). Returns the files as
     /// they were read.
     async fn reload(&self, why: &str, force: bool) -> Watch {
-        let started = Instant::now();
         let (config, watch) = Watch::read(self.config);
-        let failed = |error: String| {
-            self.counts.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(trigger = why, error = %error, "reload failed; the running maps stay");
-        };
-        let config = match config {
-            Ok(c) => c,
-            Err(e) => {
-                failed(format!("{e:#}"));
-                return watch;
+        match config {
+            Ok(c) => {
+                let _ = self.apply(c, why, force).await;
             }
-        };
+            Err(e) => {
+                self.failed(why, format!("{e:#}"));
+            }
+        }
+        watch
+    }
+
+    fn failed(&self, why: &str, error: String) -> String {
+        self.counts.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(trigger = why, error = %error, "reload failed; the running maps stay");
+        error
+    }
+
+    /// Compiles in the background; on success hands the engine to the control thread;
+    /// on failure leaves everything as it was, counts it and returns why.
+    async fn apply(&self, config: Config, why: &str, force: bool) -> Result<(), String> {
+        let started = Instant::now();
         let health = self.health.clone();
         let compiled = tokio::task::spawn_blocking(move || {
             compile_config(config, Some(&|c: &Config| health.states_for(c)))
@@ -142,14 +158,8 @@ impl Reloader<'_> {
             Ok(Ok(engine)) => {
                 crate::authoritative::update::carry_serial(&self.control.engine().load(), engine)
             }
-            Ok(Err(e)) => {
-                failed(format!("{e:#}"));
-                return watch;
-            }
-            Err(e) => {
-                failed(e.to_string());
-                return watch;
-            }
+            Ok(Err(e)) => return Err(self.failed(why, format!("{e:#}"))),
+            Err(e) => return Err(self.failed(why, e.to_string())),
         };
         let max_drop = f64::from(self.guard.max_shrink) / 100.0;
         let current = self.control.engine().load();
@@ -167,11 +177,13 @@ impl Reloader<'_> {
                 max_shrink_percent = self.guard.max_shrink,
                 "reload refused: {shrink}, more than --max-shrink allows; the running maps stay (SIGUSR1 reloads once without this check)"
             );
-            return watch;
+            return Err(format!(
+                "refused: {shrink}, more than --max-shrink {}% allows",
+                self.guard.max_shrink
+            ));
         }
         if let Err(e) = self.control.install(engine).await {
-            failed(format!("installing the maps: {e}"));
-            return watch;
+            return Err(self.failed(why, format!("installing the maps: {e}")));
         }
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.counts.last_us.store(us, Ordering::Relaxed);
@@ -181,7 +193,49 @@ impl Reloader<'_> {
             seconds = started.elapsed().as_secs_f64(),
             "reloaded"
         );
-        watch
+        Ok(())
+    }
+
+    /// Applies a config revision of the fleet: compiled from its text against the
+    /// local files, then written over the config file (so a restart starts from it).
+    /// The answer goes back to the fleet; the watched files, when it applied.
+    async fn push(&self, push: ConfigPush) -> Option<Watch> {
+        let why = "fleet config";
+        let result = self.push_inner(&push.text, why).await;
+        let applied = result.is_ok();
+        let _ = push.reply.send(result);
+        applied.then(|| Watch::read(self.config).1)
+    }
+
+    async fn push_inner(&self, text: &str, why: &str) -> Result<(), String> {
+        let name = self.config.display().to_string();
+        let config =
+            Config::from_str_named(text, &name).map_err(|e| self.failed(why, e.to_string()))?;
+        // Written aside first: a file that cannot be written fails before anything
+        // changes; renamed over the config once the maps are in.
+        let tmp = self.config.with_extension("fleet-new");
+        std::fs::write(&tmp, text)
+            .map_err(|e| self.failed(why, format!("writing {}: {e}", tmp.display())))?;
+        if let Err(e) = self.apply(config, why, false).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, self.config).map_err(|e| {
+            format!(
+                "in use, but not written over {}: {e}",
+                self.config.display()
+            )
+        })
+    }
+}
+
+/// The next config revision from the fleet; never, without one.
+async fn next_push(
+    pushes: &mut Option<tokio::sync::mpsc::Receiver<ConfigPush>>,
+) -> Option<ConfigPush> {
+    match pushes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

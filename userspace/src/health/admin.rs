@@ -43,10 +43,11 @@ pub async fn admin_request(
                     format!("`{state}`: expected up, down, drain or auto\n"),
                 );
             };
-            control
-                .set_admin(&name, state)
-                .await
-                .map_or_else(|| not_found(&name), |msg| (200, msg))
+            match control.set_admin(&name, state).await {
+                Ok(msg) => (200, msg),
+                Err(super::AdminError::UnknownNode(_)) => not_found(&name),
+                Err(e) => (503, format!("{name}: {e}\n")),
+            }
         }
         ("GET", ["v1", "lookup"]) => lookup(control, query),
         (_, ["v1", "nodes" | "lookup"] | ["v1", "node", ..]) => {

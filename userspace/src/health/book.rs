@@ -2,9 +2,11 @@
 //! states, the state file that remembers both across restarts, and the node states
 //! answers use ([`NodeBook::effective`]).
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
     io::Write as _,
     path::{Path, PathBuf},
+    pin::Pin,
     str::FromStr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -140,6 +142,24 @@ struct StateFile {
     admin: BTreeMap<String, NodeState>,
 }
 
+/// What a fleet of boxes agreed on (`crate::fleet`): it replaces the local admin states
+/// and the local health verdicts in [`NodeBook::effective`], so every box answers alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetStates {
+    /// Admin states set for the whole fleet.
+    pub admin: BTreeMap<String, NodeState>,
+    /// Nodes down fleet-wide: seen down by a quorum of the live boxes.
+    pub down: BTreeSet<String>,
+}
+
+/// Where admin states go instead of the local book (the fleet's etcd): `None` clears the
+/// node's admin state (`auto`). Resolves once the state is in effect here.
+pub type AdminWriter = Arc<
+    dyn Fn(String, Option<NodeState>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// What the operator and the checks want.
 #[derive(Debug, Default)]
 pub(super) struct Desired {
@@ -147,6 +167,8 @@ pub(super) struct Desired {
     pub(super) admin: BTreeMap<String, NodeState>,
     /// Health remembered by the state file for nodes not yet (re)checked.
     pub(super) remembered: BTreeMap<String, NodeState>,
+    /// What the fleet agreed on, when this box is in one.
+    pub(super) fleet: Option<FleetStates>,
 }
 
 impl Desired {
@@ -156,7 +178,12 @@ impl Desired {
     /// own uplink failing looks like every node failing): health is ignored and the
     /// second value says so.
     pub(super) fn effective(&self, config: &Config, max_down_percent: u8) -> (NodeStates, bool) {
-        let health = |node: &str| self.health.get(node).map(NodeHealth::state);
+        let health = |node: &str| match &self.fleet {
+            Some(f) if f.down.contains(node) => Some(NodeState::Down),
+            Some(_) => None,
+            None => self.health.get(node).map(NodeHealth::state),
+        };
+        let admin = self.fleet.as_ref().map_or(&self.admin, |f| &f.admin);
         let down = config
             .nodes
             .iter()
@@ -165,7 +192,7 @@ impl Desired {
         let suspect = down * 100 > config.nodes.len() * usize::from(max_down_percent);
         let mut states = NodeStates::default();
         for n in &config.nodes {
-            match self.admin.get(&n.name).copied().or(n.admin) {
+            match admin.get(&n.name).copied().or(n.admin) {
                 Some(admin) => {
                     states.set(&n.name, admin);
                 }
@@ -183,6 +210,7 @@ impl Desired {
     /// Every node of `config`, in config order.
     pub(super) fn status(&self, config: &Config, max_down_percent: u8) -> Vec<NodeStatus> {
         let (states, _) = self.effective(config, max_down_percent);
+        let admin = self.fleet.as_ref().map_or(&self.admin, |f| &f.admin);
         config
             .nodes
             .iter()
@@ -191,7 +219,7 @@ impl Desired {
                 NodeStatus {
                     node: n.name.clone(),
                     state: states.get(&n.name),
-                    admin: self.admin.get(&n.name).copied(),
+                    admin: admin.get(&n.name).copied(),
                     config_admin: n.admin,
                     health: h.map(NodeHealth::state),
                     check: n.check.clone(),
@@ -231,6 +259,8 @@ struct BookInner {
     max_down_percent: u8,
     /// The checker is suspect now (see [`Desired::effective`]).
     suspect: AtomicBool,
+    /// Admin states go there (the fleet), not into this book.
+    admin_writer: Mutex<Option<AdminWriter>>,
 }
 
 impl NodeBook {
@@ -261,6 +291,7 @@ impl NodeBook {
             dirty: AtomicBool::new(false),
             max_down_percent,
             suspect: AtomicBool::new(false),
+            admin_writer: Mutex::new(None),
         }))
     }
 
@@ -299,6 +330,45 @@ impl NodeBook {
     pub fn states_fn(&self) -> crate::control::StatesFn {
         let book = self.clone();
         Arc::new(move |c: &Config| book.effective(c))
+    }
+
+    /// This box's own health verdicts: every checked node, up or down.
+    #[must_use]
+    pub fn own_health(&self) -> BTreeMap<String, NodeState> {
+        self.lock()
+            .health
+            .iter()
+            .map(|(node, h)| (node.clone(), h.state()))
+            .collect()
+    }
+
+    /// Replaces what the fleet agreed on (`None`: this box decides alone). `true` when
+    /// it changed.
+    #[must_use]
+    pub fn set_fleet(&self, fleet: Option<FleetStates>) -> bool {
+        let mut d = self.lock();
+        if d.fleet == fleet {
+            return false;
+        }
+        d.fleet = fleet;
+        true
+    }
+
+    /// Sends admin states to `writer` from now on (the fleet's store).
+    pub fn set_admin_writer(&self, writer: AdminWriter) {
+        *self
+            .0
+            .admin_writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(writer);
+    }
+
+    pub(super) fn admin_writer(&self) -> Option<AdminWriter> {
+        self.0
+            .admin_writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Desired> {
@@ -421,5 +491,79 @@ mod tests {
         assert!(!h.record(true));
         assert!(h.record(true), "second success in a row");
         assert!(h.up);
+    }
+
+    /// In a fleet, the agreed states replace the local admin states and the local
+    /// health verdicts; the config's own `admin` still wins over health.
+    #[test]
+    fn fleet_states_replace_the_local_admin_and_health() {
+        let config = Config::from_str_named(
+            r#"
+[zone]
+origin = "cdn.example.net."
+[[zone.ns]]
+name = "ns1.example.org."
+[nodes.a]
+ipv4 = "198.18.1.1"
+check = "198.18.1.1:80"
+[nodes.b]
+ipv4 = "198.18.1.2"
+check = "198.18.1.2:80"
+[nodes.c]
+ipv4 = "198.18.1.3"
+admin = "drain"
+[nodes.d]
+ipv4 = "198.18.1.4"
+[maps.m]
+default = ["a", "b", "c", "d"]
+[[records]]
+name = "www"
+map = "m"
+[fallback]
+d = 1
+"#,
+            "book-test.toml",
+        )
+        .expect("config");
+        let book = NodeBook::open(None, 100);
+        {
+            let mut d = book.lock();
+            d.admin.insert("a".to_owned(), NodeState::Down);
+            d.health.insert(
+                "b".to_owned(),
+                NodeHealth {
+                    target: "198.18.1.2:80".to_owned(),
+                    hysteresis: Hysteresis::new(false, 2, 3),
+                    checks: 3,
+                    failed: 3,
+                    last_error: None,
+                },
+            );
+        }
+        let alone = book.effective(&config);
+        assert_eq!(alone.get("a"), NodeState::Down, "local admin");
+        assert_eq!(alone.get("b"), NodeState::Down, "local health");
+        assert_eq!(book.own_health().get("b"), Some(&NodeState::Down));
+
+        let fleet = FleetStates {
+            admin: BTreeMap::from([("d".to_owned(), NodeState::Drain)]),
+            down: BTreeSet::from(["a".to_owned(), "c".to_owned()]),
+        };
+        assert!(book.set_fleet(Some(fleet.clone())));
+        assert!(!book.set_fleet(Some(fleet)), "unchanged");
+        let agreed = book.effective(&config);
+        assert_eq!(
+            agreed.get("a"),
+            NodeState::Down,
+            "down by the fleet's quorum"
+        );
+        assert_eq!(agreed.get("b"), NodeState::Up, "this box alone saw it down");
+        assert_eq!(agreed.get("c"), NodeState::Drain, "the config's admin wins");
+        assert_eq!(agreed.get("d"), NodeState::Drain, "the fleet's admin state");
+        let status = book.status(&config);
+        assert_eq!(status[3].admin, Some(NodeState::Drain), "{status:?}");
+        assert_eq!(status[0].admin, None, "the local admin state is not shown");
+        assert!(book.set_fleet(None));
+        assert_eq!(book.effective(&config).get("a"), NodeState::Down);
     }
 }

@@ -68,7 +68,7 @@ use std::{
 };
 
 pub use admin::admin_request;
-pub use book::{AdminState, Hysteresis, NodeBook, NodeStatus};
+pub use book::{AdminState, AdminWriter, FleetStates, Hysteresis, NodeBook, NodeStatus};
 use geodns_maps::NodeState;
 pub use probe::{Probe, ProbeError, StatusRange, Target};
 use tokio::{sync::Notify, task::AbortHandle};
@@ -111,6 +111,16 @@ pub enum HealthError {
     Apply(#[from] ControlError),
 }
 
+/// Why an admin state was not set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    #[error("no node named `{0}` in the config")]
+    UnknownNode(String),
+    #[error("not set: {0}")]
+    Fleet(String),
+}
+
 fn at_least_one(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -148,6 +158,9 @@ pub struct HealthArgs {
     /// Remembers health and admin states across restarts (JSON, rewritten on change).
     #[arg(long)]
     pub state_file: Option<PathBuf>,
+    /// The fleet box name (`--box`), named in HTTP checks' `User-Agent`.
+    #[arg(skip)]
+    pub box_name: Option<String>,
 }
 
 impl Default for HealthArgs {
@@ -161,6 +174,7 @@ impl Default for HealthArgs {
             check_ca: None,
             max_down_share: 50,
             state_file: None,
+            box_name: None,
         }
     }
 }
@@ -197,11 +211,14 @@ pub async fn spawn(
     control: &Control,
     book: NodeBook,
 ) -> Result<HealthControl, HealthError> {
-    let probe = Probe::new(
+    let mut probe = Probe::new(
         args.check_timeout,
         args.check_status,
         args.check_ca.as_deref(),
     )?;
+    if let Some(name) = &args.box_name {
+        probe = probe.with_box(name);
+    }
     let shared = Arc::new(Shared {
         control: control.clone(),
         book,
@@ -367,22 +384,31 @@ impl Shared {
 }
 
 impl HealthControl {
-    /// Sets or clears (`auto`) the runtime admin state of `node` and applies it at once.
-    /// Returns a one-line description; `None` for a node the config does not have.
-    pub async fn set_admin(&self, node: &str, state: AdminState) -> Option<String> {
+    /// Sets or clears (`auto`) the runtime admin state of `node` and applies it at once
+    /// (in a fleet: writes it to the fleet's store and waits until it is in effect
+    /// here). Returns a one-line description.
+    pub async fn set_admin(&self, node: &str, state: AdminState) -> Result<String, AdminError> {
         let engine = self.0.control.engine().load();
         let config = engine.config();
-        let n = config.node(node)?;
+        let n = config
+            .node(node)
+            .ok_or_else(|| AdminError::UnknownNode(node.to_owned()))?;
         let before = self.0.book.effective(config).get(node);
-        let previous = {
-            let mut d = self.0.book.lock();
-            match state.node_state() {
-                Some(s) => d.admin.insert(node.to_owned(), s),
-                None => d.admin.remove(node),
+        if let Some(writer) = self.0.book.admin_writer() {
+            writer(node.to_owned(), state.node_state())
+                .await
+                .map_err(AdminError::Fleet)?;
+        } else {
+            let previous = {
+                let mut d = self.0.book.lock();
+                match state.node_state() {
+                    Some(s) => d.admin.insert(node.to_owned(), s),
+                    None => d.admin.remove(node),
+                }
+            };
+            if previous != state.node_state() {
+                self.0.book.mark_dirty();
             }
-        };
-        if previous != state.node_state() {
-            self.0.book.mark_dirty();
         }
         let after = self.0.book.effective(config).get(node);
         self.0.reconcile().await;
@@ -397,7 +423,7 @@ impl HealthControl {
             None => "auto".to_owned(),
         };
         tracing::info!(node, admin = %admin, from = %before, to = %after, "admin state set");
-        Some(format!("{node}: admin {admin}: {before} -> {after}{why}\n"))
+        Ok(format!("{node}: admin {admin}: {before} -> {after}{why}\n"))
     }
 
     /// Every node of the config in use, in config order.

@@ -160,6 +160,8 @@ pub struct Probe {
     pub timeout: Duration,
     pub status: StatusRange,
     tls: tokio_rustls::TlsConnector,
+    /// The `User-Agent` of HTTP checks.
+    agent: String,
 }
 
 impl std::fmt::Debug for Probe {
@@ -212,7 +214,16 @@ impl Probe {
             timeout,
             status,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            agent: "geodns-health".to_owned(),
         })
+    }
+
+    /// HTTP checks name the box in their `User-Agent` (`geodns-health (box NAME)`), so
+    /// a node's logs tell which box of a fleet saw it fail.
+    #[must_use]
+    pub fn with_box(mut self, name: &str) -> Self {
+        self.agent = format!("geodns-health (box {name})");
+        self
     }
 
     /// One check of `target`, within the timeout.
@@ -241,7 +252,8 @@ impl Probe {
                     .await
                     .map_err(ProbeError::Connect)?;
                 let request = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: geodns-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+                    "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+                    self.agent
                 );
                 let status = if *tls {
                     let name = rustls::pki_types::ServerName::try_from(host.clone())

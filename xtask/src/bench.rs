@@ -105,7 +105,7 @@ const FLEET_FIGURES: &[&str] = &[
 ];
 
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 7] = [
+const GROUPS: [&[&str]; 8] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
@@ -227,24 +227,6 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "e2e_qps_xdp_rrl" => {
             get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }
-        "handover_seconds" => get("handover_cold_start_seconds").map(|c| {
-            format!(
-                "{:.2} x a cold start of the same table (serving all along)",
-                value / c
-            )
-        }),
-        "handover_lost_queries" => get("handover_baseline_lost_queries").map(|b| {
-            format!("target 0; {b:.0} lost by the same stream as long without a handover")
-        }),
-        "fleet_admin_propagation_ms_p50" | "fleet_admin_propagation_ms_max" => {
-            get("fleet_admin_local_ms_p50").map(|l| {
-                format!(
-                    "{:.1} x the same drain on a lone box ({:.3} of the 1 s target)",
-                    value / l,
-                    value / 1000.0
-                )
-            })
-        }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
         "compile_peak_rss_mib_city_nearest" => {
@@ -265,9 +247,35 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "compile_peak_rss_mib" => Some(format!("{:.3} of the 500 MiB target", value / 500.0)),
         "maps_memlock_mib" => Some(format!("{:.2} of the 200 MiB target", value / 200.0)),
         "fastpath_fill_seconds" => Some(format!("{value:.2} of the 1 s target")),
-        _ => None,
+        _ => service_note(name, value, figures),
     }
     .unwrap_or_default()
+}
+
+/// [`ratio_note`] for the daemon-level figures (handover, fleet).
+fn service_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<String> {
+    let get = |k: &str| figures.get(k).copied();
+    match name {
+        "handover_seconds" => get("handover_cold_start_seconds").map(|c| {
+            format!(
+                "{:.2} x a cold start of the same table (serving all along)",
+                value / c
+            )
+        }),
+        "handover_lost_queries" => get("handover_baseline_lost_queries").map(|b| {
+            format!("target 0; {b:.0} lost by the same stream as long without a handover")
+        }),
+        "fleet_admin_propagation_ms_p50" | "fleet_admin_propagation_ms_max" => {
+            get("fleet_admin_local_ms_p50").map(|l| {
+                format!(
+                    "{:.1} x the same drain on a lone box ({:.3} of the 1 s target)",
+                    value / l,
+                    value / 1000.0
+                )
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Two notes, either or both, as one.

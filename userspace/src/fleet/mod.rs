@@ -24,7 +24,14 @@
 //! states and the other boxes' last views, with its own checks going on; `/metrics`
 //! says `geodns_fleet_connected 0`. It retries on its own and rejoins with a fresh
 //! lease, snapshot and watch.
+mod args;
+mod pins;
+#[cfg(test)]
+mod tests;
 pub mod view;
+
+pub use args::{parse_endpoints, Endpoints, FleetArgs};
+pub use pins::{check_pins, database_files, hex, sha256};
 
 use std::{
     collections::BTreeMap,
@@ -67,66 +74,6 @@ pub enum FleetError {
     Lost(&'static str),
     #[error("the control thread has stopped")]
     Stopped,
-}
-
-/// `--fleet etcd://HOST:PORT[,HOST:PORT...]`: the etcd endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoints(pub Vec<String>);
-
-/// Parses `etcd://HOST:PORT[,HOST:PORT...]` (also `http://`, or none) into gRPC URLs.
-pub fn parse_endpoints(s: &str) -> Result<Endpoints, String> {
-    let rest = s
-        .strip_prefix("etcd://")
-        .or_else(|| s.strip_prefix("http://"))
-        .unwrap_or(s);
-    let mut out = Vec::new();
-    for part in rest.split(',').map(str::trim) {
-        let part = part.strip_prefix("etcd://").unwrap_or(part);
-        let ok = part.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !ok {
-            return Err(format!(
-                "`{part}`: expected etcd://HOST:PORT[,HOST:PORT...]"
-            ));
-        }
-        out.push(format!("http://{part}"));
-    }
-    Ok(Endpoints(out))
-}
-
-fn parse_box_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "`{s}`: expected 1 to 63 letters, digits, `-`, `_` or `.`"
-        ))
-    }
-}
-
-/// Joining a fleet (flattened into the daemon's arguments).
-#[derive(clap::Args, Clone, Debug)]
-pub struct FleetArgs {
-    /// Join a fleet whose node states and config live in etcd (v3 API):
-    /// `etcd://HOST:PORT[,HOST:PORT...]`. Admin states, health verdicts (by quorum) and
-    /// pushed configs (`geodns fleet push`) then apply on every box. Requires --box.
-    #[arg(long, value_name = "etcd://HOST:PORT", value_parser = parse_endpoints, requires = "box_name")]
-    pub fleet: Option<Endpoints>,
-    /// This box's name in the fleet (unique per box).
-    #[arg(long = "box", value_name = "NAME", value_parser = parse_box_name, requires = "fleet")]
-    pub box_name: Option<String>,
-    /// The fleet's key prefix in etcd.
-    #[arg(long, default_value = "/geodns", value_name = "PREFIX")]
-    pub fleet_prefix: String,
-    /// How long the box's health views outlive it in etcd (its lease): a box that dies
-    /// or loses etcd stops counting toward the quorum after this.
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = crate::duration::parse)]
-    pub fleet_lease: Duration,
 }
 
 /// A config revision for the daemon's reloader to apply; it answers whether it did.
@@ -773,60 +720,6 @@ impl Fleet {
     }
 }
 
-/// Every database file of `config`.
-#[must_use]
-pub fn database_files(config: &Config) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = config
-        .geoip
-        .iter()
-        .flat_map(|g| g.country.iter().chain(&g.asn).chain(&g.city))
-        .cloned()
-        .collect();
-    files.sort();
-    files.dedup();
-    files
-}
-
-/// SHA-256 of `bytes`.
-#[must_use]
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// Lowercase hex.
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// Checks the databases `config` pins (`[geoip.sha256]`) against the files: a file
-/// that differs is an error naming it and both digests.
-pub fn check_pins(config: &Config) -> Result<(), String> {
-    let Some(g) = &config.geoip else {
-        return Ok(());
-    };
-    for (path, want) in &g.sha256 {
-        let bytes = std::fs::read(path).map_err(|e| format!("database {}: {e}", path.display()))?;
-        let got = sha256(&bytes);
-        if &got != want {
-            return Err(format!(
-                "database {}: its SHA-256 is {}, the config pins {}",
-                path.display(),
-                hex(&got),
-                hex(want)
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -837,45 +730,4 @@ fn unix_ms() -> u64 {
 #[must_use]
 pub fn now_unix_ms() -> u64 {
     unix_ms()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_and_box_names() {
-        assert_eq!(
-            parse_endpoints("etcd://127.0.0.1:2379,10.0.0.2:2379"),
-            Ok(Endpoints(vec![
-                "http://127.0.0.1:2379".to_owned(),
-                "http://10.0.0.2:2379".to_owned()
-            ]))
-        );
-        assert_eq!(
-            parse_endpoints("etcd://[::1]:2379"),
-            Ok(Endpoints(vec!["http://[::1]:2379".to_owned()]))
-        );
-        for bad in [
-            "etcd://",
-            "etcd://host",
-            "etcd://host:0",
-            "etcd://:2379",
-            "etcd://h:p/x",
-        ] {
-            assert!(parse_endpoints(bad).is_err(), "{bad}");
-        }
-        assert!(parse_box_name("fra-dns1.example").is_ok());
-        for bad in ["", "a/b", "a b", &"x".repeat(64)] {
-            assert!(parse_box_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn digests() {
-        assert_eq!(
-            hex(&sha256(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 }

@@ -69,6 +69,34 @@ pub enum ControlError {
     Stopped,
     #[error("shadow run: {0}")]
     Shadow(&'static str),
+    /// An RFC 2136 update was journaled after the engine to install read the journal:
+    /// installing it would take the update back out of the answers. Compile again.
+    #[error("an update arrived while the table was compiled")]
+    Stale,
+}
+
+/// The zone journal's length when a reload is about to read the config (and with it
+/// the journal). Updates append to the journal on the control thread, so a journal of
+/// another length at install time means the compiled engine misses an update.
+#[derive(Clone, Debug)]
+pub struct JournalMark {
+    pub path: std::path::PathBuf,
+    pub len: u64,
+}
+
+impl JournalMark {
+    /// The journal's length now (0 when it does not exist).
+    #[must_use]
+    pub fn take(path: &std::path::Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            len: std::fs::metadata(path).map_or(0, |m| m.len()),
+        }
+    }
+
+    fn moved(&self) -> bool {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len()) != self.len
+    }
 }
 
 /// Sizes of what is live, published after every change so `/metrics` reads them without
@@ -124,7 +152,11 @@ pub struct ShadowSnapshot {
 }
 
 enum Msg {
-    Install(Box<Engine>, Reply<Option<InstallStats>>),
+    Install(
+        Box<Engine>,
+        Option<JournalMark>,
+        Reply<Option<InstallStats>>,
+    ),
     ShadowStart(Box<Engine>, String, u8, Reply<InstallStats>),
     ShadowSnapshot(Reply<Option<ShadowSnapshot>>),
     ShadowPromote(Reply<()>),
@@ -192,7 +224,18 @@ impl Control {
     /// generation, flips to it and swaps the engine. On error nothing changed. `None`
     /// without a kernel program.
     pub async fn install(&self, engine: Engine) -> Result<Option<InstallStats>, ControlError> {
-        self.ask(|reply| Msg::Install(Box::new(engine), reply))
+        self.install_marked(engine, None).await
+    }
+
+    /// [`Control::install`] of an engine compiled from a journal of `mark`'s length:
+    /// refused with [`ControlError::Stale`], changing nothing, when an update has been
+    /// journaled since.
+    pub async fn install_marked(
+        &self,
+        engine: Engine,
+        mark: Option<JournalMark>,
+    ) -> Result<Option<InstallStats>, ControlError> {
+        self.ask(|reply| Msg::Install(Box::new(engine), mark, reply))
             .await
     }
 
@@ -308,8 +351,13 @@ impl Owner {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                Msg::Install(engine, reply) => {
-                    let _ = reply.send(self.install(*engine));
+                Msg::Install(engine, mark, reply) => {
+                    let stale = mark.as_ref().is_some_and(JournalMark::moved);
+                    let _ = reply.send(if stale {
+                        Err(ControlError::Stale)
+                    } else {
+                        self.install(*engine)
+                    });
                 }
                 Msg::ShadowStart(engine, source, exp, reply) => {
                     let _ = reply.send(self.shadow_start(*engine, source, exp));
@@ -533,6 +581,42 @@ mod tests {
 
     fn key(record: u16, region: u16) -> AnswerKey {
         AnswerKey { record, region }
+    }
+
+    fn demo_engine() -> Engine {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.toml");
+        let config = Config::from_path(std::path::Path::new(path)).expect("demo config");
+        let compiled = geodns_maps::Compiled::build(&config, &mut |_| {}).expect("compiles");
+        let states = NodeStates::from_config(&config);
+        Engine::new(Arc::new(config), Arc::new(compiled), &states)
+    }
+
+    #[tokio::test]
+    async fn an_install_compiled_before_an_update_is_refused() {
+        let states: StatesFn = Arc::new(NodeStates::from_config);
+        let control =
+            Control::start(EngineHandle::new(demo_engine()), None, states).expect("control thread");
+        let dir = std::env::temp_dir().join(format!("geodns-mark-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let journal = dir.join("journal");
+        let before = JournalMark::take(&journal);
+        assert!(control
+            .install_marked(demo_engine(), Some(before.clone()))
+            .await
+            .is_ok());
+        // An update journaled after the compile read the journal.
+        std::fs::write(&journal, "add www.cdn.example.net. 60 TXT \"x\"\n").expect("append");
+        assert!(matches!(
+            control.install_marked(demo_engine(), Some(before)).await,
+            Err(ControlError::Stale)
+        ));
+        let after = JournalMark::take(&journal);
+        assert!(control
+            .install_marked(demo_engine(), Some(after))
+            .await
+            .is_ok());
+        control.stop().await;
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tokio::{
 };
 
 use crate::{
-    control::{Control, EngineHandle},
+    control::{Control, ControlError, EngineHandle, JournalMark},
     fleet::ConfigPush,
     health::{HealthControl, NodeBook},
     http::{AdminToken, Limits},

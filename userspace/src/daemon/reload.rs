@@ -2,6 +2,18 @@
 //! the control thread.
 use super::*;
 
+/// Reads of the config in one reload when RFC 2136 updates keep arriving during its
+/// compile (each read then installs nothing).
+const RELOAD_ATTEMPTS: usize = 3;
+
+/// Why [`Reloader::apply`] changed nothing.
+enum ApplyError {
+    /// Counted and logged as a failed or refused reload.
+    Failed(String),
+    /// An update was journaled during the compile: read and compile again.
+    Stale,
+}
+
 /// Compiles the config `config` with the node states `states` gives for it (the
 /// config's own without it).
 pub fn compile_config(
@@ -127,16 +139,29 @@ impl Reloader<'_> {
     /// Reads the config file and applies it ([`Self::apply`]). Returns the files as
     /// they were read.
     async fn reload(&self, why: &str, force: bool) -> Watch {
-        let (config, watch) = Watch::read(self.config);
-        match config {
-            Ok(c) => {
-                let _ = self.apply(c, why, force).await;
+        // An update journaled while this reload compiles would be taken back out of the
+        // answers by its install: the control thread refuses that install, and the
+        // reload reads and compiles again (updates come one at a time, so this ends).
+        for _ in 0..RELOAD_ATTEMPTS {
+            let mark = JournalMark::take(&self.control.engine().load().config().zone.journal);
+            let (config, watch) = Watch::read(self.config);
+            match config {
+                Ok(c) => {
+                    if let Err(ApplyError::Stale) = self.apply(c, why, force, Some(mark)).await {
+                        tracing::info!(
+                            trigger = why,
+                            "an update arrived during the reload: compiling again"
+                        );
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    self.failed(why, format!("{e:#}"));
+                }
             }
-            Err(e) => {
-                self.failed(why, format!("{e:#}"));
-            }
+            return watch;
         }
-        watch
+        Watch::read(self.config).1
     }
 
     fn failed(&self, why: &str, error: String) -> String {
@@ -147,19 +172,34 @@ impl Reloader<'_> {
 
     /// Compiles in the background; on success hands the engine to the control thread;
     /// on failure leaves everything as it was, counts it and returns why.
-    async fn apply(&self, config: Config, why: &str, force: bool) -> Result<(), String> {
+    async fn apply(
+        &self,
+        config: Config,
+        why: &str,
+        force: bool,
+        mark: Option<JournalMark>,
+    ) -> Result<(), ApplyError> {
         let started = Instant::now();
         let health = self.health.clone();
         let compiled = tokio::task::spawn_blocking(move || {
             compile_config(config, Some(&|c: &Config| health.states_for(c)))
         })
         .await;
+        let mut mark = mark;
         let engine = match compiled {
             Ok(Ok(engine)) => {
-                crate::authoritative::update::carry_serial(&self.control.engine().load(), engine)
+                let (engine, appended) = crate::authoritative::update::carry_serial(
+                    &self.control.engine().load(),
+                    engine,
+                );
+                // This reload's own journal line is no update it missed.
+                if let Some(m) = mark.as_mut() {
+                    m.len += appended;
+                }
+                engine
             }
-            Ok(Err(e)) => return Err(self.failed(why, format!("{e:#}"))),
-            Err(e) => return Err(self.failed(why, e.to_string())),
+            Ok(Err(e)) => return Err(ApplyError::Failed(self.failed(why, format!("{e:#}")))),
+            Err(e) => return Err(ApplyError::Failed(self.failed(why, e.to_string()))),
         };
         let max_drop = f64::from(self.guard.max_shrink) / 100.0;
         let current = self.control.engine().load();
@@ -177,13 +217,19 @@ impl Reloader<'_> {
                 max_shrink_percent = self.guard.max_shrink,
                 "reload refused: {shrink}, more than --max-shrink allows; the running maps stay (SIGUSR1 reloads once without this check)"
             );
-            return Err(format!(
+            return Err(ApplyError::Failed(format!(
                 "refused: {shrink}, more than --max-shrink {}% allows",
                 self.guard.max_shrink
-            ));
+            )));
         }
-        if let Err(e) = self.control.install(engine).await {
-            return Err(self.failed(why, format!("installing the maps: {e}")));
+        match self.control.install_marked(engine, mark).await {
+            Ok(_) => {}
+            Err(ControlError::Stale) => return Err(ApplyError::Stale),
+            Err(e) => {
+                return Err(ApplyError::Failed(
+                    self.failed(why, format!("installing the maps: {e}")),
+                ))
+            }
         }
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.counts.last_us.store(us, Ordering::Relaxed);
@@ -216,9 +262,13 @@ impl Reloader<'_> {
         let tmp = self.config.with_extension("fleet-new");
         std::fs::write(&tmp, text)
             .map_err(|e| self.failed(why, format!("writing {}: {e}", tmp.display())))?;
-        if let Err(e) = self.apply(config, why, false).await {
+        if let Err(e) = self.apply(config, why, false, None).await {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            return Err(match e {
+                ApplyError::Failed(e) => e,
+                // Not without a journal mark.
+                ApplyError::Stale => "an update arrived while the table was compiled".to_owned(),
+            });
         }
         std::fs::rename(&tmp, self.config).map_err(|e| {
             format!(

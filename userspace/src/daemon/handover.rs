@@ -304,23 +304,47 @@ fn offer(
 const FD_LEN: u32 = 4;
 const _: () = assert!(std::mem::size_of::<RawFd>() == FD_LEN as usize);
 
+/// The buffers of a one-byte message carrying one descriptor: the byte, the control
+/// buffer (8-aligned, `CMSG_SPACE` of one descriptor) and the iovec over the byte.
+struct FdMessage {
+    byte: [u8; 1],
+    iov: libc::iovec,
+    control: Vec<u64>,
+}
+
+impl FdMessage {
+    fn new() -> Self {
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(FD_LEN) } as usize;
+        Self {
+            byte: [0],
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 1,
+            },
+            control: vec![0u64; space.div_ceil(8)],
+        }
+    }
+
+    /// A `msghdr` over these buffers; valid while `self` stays where it is.
+    fn header(&mut self) -> libc::msghdr {
+        self.iov.iov_base = self.byte.as_mut_ptr().cast();
+        // SAFETY: an all-zero msghdr is a valid empty one; CMSG_SPACE only computes.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut self.iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = self.control.as_mut_ptr().cast();
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(FD_LEN) } as usize;
+        msg
+    }
+}
+
 /// Sends one descriptor with one byte of data.
 fn send_fd(conn: &UnixStream, fd: RawFd) -> io::Result<()> {
-    // SAFETY: every pointer points into a live local of the stated length; the control
-    // buffer is sized and aligned for one descriptor by CMSG_SPACE.
+    let mut buffers = FdMessage::new();
+    let msg = buffers.header();
+    // SAFETY: `msg` points into `buffers`, alive here, with room for one descriptor.
     unsafe {
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let space = libc::CMSG_SPACE(FD_LEN) as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
         let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -335,21 +359,11 @@ fn send_fd(conn: &UnixStream, fd: RawFd) -> io::Result<()> {
 
 /// Receives one descriptor sent by [`send_fd`].
 fn recv_fd(conn: &UnixStream) -> io::Result<OwnedFd> {
+    let mut buffers = FdMessage::new();
+    let mut msg = buffers.header();
     // SAFETY: as in `send_fd`; the descriptor read from the control message is a new
     // one the kernel installed in this process.
     unsafe {
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let space = libc::CMSG_SPACE(FD_LEN) as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
         let n = libc::recvmsg(conn.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC);
         if n < 0 {
             return Err(io::Error::last_os_error());

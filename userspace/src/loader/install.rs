@@ -22,6 +22,12 @@ use super::{
     InstallStats, KernelProgram, LoaderError, Mirror,
 };
 
+/// Every `STATE` bit of a shadow run: the flag, the sample exponent and the
+/// candidate's aliases.
+const SHADOW_BITS: u32 = STATE_FLAG_SHADOW
+    | SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT
+    | STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT;
+
 impl KernelProgram {
     /// Writes `contents` into the idle generation and switches the kernel to it with one
     /// update. On error the kernel keeps reading the old generation, untouched.
@@ -59,9 +65,7 @@ impl KernelProgram {
         let stats = self.write_idle(target, contents)?;
         self.clear_shadow_counts()?;
         let mut next = self.state;
-        next.flags = next.flags
-            & !(SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT)
-            & !(STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT)
+        next.flags = next.flags & !SHADOW_BITS
             | STATE_FLAG_SHADOW
             | (u32::from(sample_exp) & SHADOW_SAMPLE_MASK) << SHADOW_SAMPLE_SHIFT
             | (contents.aliases & STATE_FLAG_ALIASES) << SHADOW_ALIAS_SHIFT;
@@ -77,18 +81,10 @@ impl KernelProgram {
             return Ok(());
         }
         let mut next = self.state;
-        next.flags &= !(STATE_FLAG_SHADOW
-            | SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT
-            | STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT);
+        next.flags &= !SHADOW_BITS;
         self.write_state(next)?;
         self.shadow_aliases = None;
         Ok(())
-    }
-
-    /// Whether a shadow run's candidate is in the idle generation.
-    #[must_use]
-    pub fn shadow_running(&self) -> bool {
-        self.shadow_aliases.is_some()
     }
 
     /// Switches to the shadow run's candidate (one update of `STATE`, as an install's
@@ -99,9 +95,7 @@ impl KernelProgram {
         };
         let target = 1 - self.state.generation;
         let mut next = self.state;
-        next.flags &= !(STATE_FLAG_SHADOW
-            | SHADOW_SAMPLE_MASK << SHADOW_SAMPLE_SHIFT
-            | STATE_FLAG_ALIASES << SHADOW_ALIAS_SHIFT);
+        next.flags &= !SHADOW_BITS;
         next.generation = target;
         next.flags = next.flags & !STATE_FLAG_ALIASES | aliases & STATE_FLAG_ALIASES;
         // One update: the switch and the end of the run together.

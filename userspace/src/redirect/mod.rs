@@ -407,27 +407,8 @@ pub fn spawn(listeners: Vec<TcpListener>, redirector: &Arc<Redirector>) {
     });
 }
 
-/// Binds `addrs` and serves the redirector from `handle`; `None` when `addrs` is empty.
-pub async fn start(
-    addrs: &[SocketAddr],
-    args: &RedirectArgs,
-    handle: &EngineHandle,
-) -> anyhow::Result<Option<Arc<RedirectStats>>> {
-    if addrs.is_empty() {
-        return Ok(None);
-    }
-    let stats = Arc::new(RedirectStats::default());
-    let redirector = Arc::new(Redirector::new(
-        handle.clone(),
-        args.clone(),
-        stats.clone(),
-    )?);
-    let listeners = bind(addrs).await?;
-    spawn(listeners, &redirector);
-    Ok(Some(stats))
-}
-
-/// [`start`] on listeners already bound (or handed over); `None` without any.
+/// Serves the redirector from `handle` on listeners already bound (see [`bind`]) or
+/// handed over; `None` without any.
 pub fn start_on(
     listeners: Vec<TcpListener>,
     args: &RedirectArgs,

@@ -99,5 +99,5 @@ pub use config::{
 };
 pub use engine::{
     AliasLookup, AnswerSource, Engine, Explanation, KernelMaps, KernelSizes, NodeState, NodeStates,
-    Picker, Question, Resolution, SplitMix,
+    Picker, Question, Quick, QuickAddrs, Resolution, SplitMix,
 };

@@ -135,6 +135,29 @@ pub fn labels(wire: &[u8]) -> Option<Vec<&[u8]>> {
     }
 }
 
+/// Whether `wire` is a well-formed plain wire name: what [`labels`] accepts, without
+/// collecting the labels.
+#[must_use]
+pub fn is_plain(wire: &[u8]) -> bool {
+    if wire.len() > MAX_WIRE_LEN {
+        return false;
+    }
+    let mut i = 0;
+    loop {
+        let Some(&len) = wire.get(i) else {
+            return false;
+        };
+        let len = usize::from(len);
+        if len == 0 {
+            return i + 1 == wire.len();
+        }
+        if len > 63 || i + 1 + len > wire.len() {
+            return false;
+        }
+        i += 1 + len;
+    }
+}
+
 /// ASCII-lowercased copy of a wire name (length bytes are never letters).
 #[must_use]
 pub fn lowercase(wire: &[u8]) -> Vec<u8> {

@@ -16,7 +16,10 @@
 //! handle of their own ([`Counters`]).
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, RwLock,
+    },
 };
 
 use geodns_common::{counter, AnswerKey, AnswerSet};
@@ -28,20 +31,44 @@ use crate::loader::{Counters, InstallStats, KernelProgram, LoaderError};
 /// The engine in use, shared by everything that answers in userspace. Only the control
 /// thread stores into it.
 #[derive(Clone)]
-pub struct EngineHandle(Arc<RwLock<Arc<Engine>>>);
+pub struct EngineHandle(Arc<Shared>);
+
+struct Shared {
+    engine: RwLock<Arc<Engine>>,
+    /// Bumped after every store: a reader holding a [`EngineCache`] takes the lock
+    /// only when it moved.
+    generation: AtomicU64,
+}
 
 impl EngineHandle {
     #[must_use]
     pub fn new(engine: Engine) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(engine))))
+        Self(Arc::new(Shared {
+            engine: RwLock::new(Arc::new(engine)),
+            generation: AtomicU64::new(0),
+        }))
     }
 
     /// The current engine (cheap: an `Arc` clone).
     #[must_use]
     pub fn load(&self) -> Arc<Engine> {
         self.0
+            .engine
             .read()
             .map_or_else(|e| e.into_inner().clone(), |g| g.clone())
+    }
+
+    /// A reader's own copy of the current engine, for a loop that answers many
+    /// queries: [`EngineCache::get`] costs one shared atomic load while nothing is
+    /// stored, no lock and no write to memory other readers use.
+    #[must_use]
+    pub fn cache(&self) -> EngineCache {
+        let generation = self.0.generation.load(Ordering::Acquire);
+        EngineCache {
+            handle: self.clone(),
+            generation,
+            engine: self.load(),
+        }
     }
 
     /// Only the control thread (and unit tests of what reads the handle) store.
@@ -50,8 +77,37 @@ impl EngineHandle {
     }
 
     fn store_shared(&self, engine: Arc<Engine>) {
-        let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        *guard = engine;
+        let old = {
+            let mut guard = self
+                .0
+                .engine
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *guard, engine)
+        };
+        // After the store: a reader that sees the new number finds the new engine.
+        self.0.generation.fetch_add(1, Ordering::Release);
+        drop(old);
+    }
+}
+
+/// A per-reader cache of the [`EngineHandle`]'s engine, refreshed when the handle's
+/// generation moves.
+pub struct EngineCache {
+    handle: EngineHandle,
+    generation: u64,
+    engine: Arc<Engine>,
+}
+
+impl EngineCache {
+    /// The engine in use now (a store is seen by the next call after it).
+    pub fn get(&mut self) -> &Arc<Engine> {
+        let now = self.handle.0.generation.load(Ordering::Acquire);
+        if now != self.generation {
+            self.generation = now;
+            self.engine = self.handle.load();
+        }
+        &self.engine
     }
 }
 

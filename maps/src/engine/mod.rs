@@ -9,6 +9,7 @@ pub use explain::{
     StickyPick,
 };
 pub use kernel::kernel_lookup;
+pub use resolve::{Quick, QuickAddrs};
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -219,9 +220,37 @@ impl Picker for SplitMix {
     }
 }
 
+/// At most [`MAX_ANSWER_ADDRS`] addresses, held inline (an answer picked per query
+/// allocates nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrList {
+    addrs: [IpAddr; MAX_ANSWER_ADDRS],
+    len: usize,
+}
+
+impl AddrList {
+    const EMPTY: Self = Self {
+        addrs: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_ANSWER_ADDRS],
+        len: 0,
+    };
+
+    /// Appends `a`; beyond [`MAX_ANSWER_ADDRS`] it is left out.
+    fn push(&mut self, a: IpAddr) {
+        if let Some(slot) = self.addrs.get_mut(self.len) {
+            *slot = a;
+            self.len += 1;
+        }
+    }
+
+    #[must_use]
+    pub fn as_slice(&self) -> &[IpAddr] {
+        self.addrs.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// Address answer for one family: the addresses, their node, and where they came from.
 struct Picked {
-    addrs: Vec<IpAddr>,
+    addrs: AddrList,
     node: usize,
     ttl: u32,
     scope: u8,
@@ -246,6 +275,10 @@ pub struct Engine {
     existing: HashSet<Vec<u8>>,
     /// In-zone NS names with glue.
     glue: HashMap<Vec<u8>, (Vec<IpAddr>, Vec<IpAddr>)>,
+    /// `[zone]` names in wire format (responses write them per query): the SOA's
+    /// MNAME and RNAME, and every NS name in order.
+    soa_names: (Vec<u8>, Vec<u8>),
+    ns_names: Vec<Vec<u8>>,
     /// Per family (0: IPv4, 1: IPv6).
     fallback: [Vec<FallbackNode>; 2],
     rr: Mutex<[Swrr; 2]>,
@@ -347,7 +380,19 @@ impl Engine {
                 })
                 .collect()
         });
+        let soa_names = (
+            name::to_wire(&config.zone.mname),
+            name::to_wire(&config.zone.rname),
+        );
+        let ns_names = config
+            .zone
+            .ns
+            .iter()
+            .map(|n| name::to_wire(&n.name))
+            .collect();
         Self {
+            soa_names,
+            ns_names,
             config,
             compiled,
             states: states.clone(),
@@ -469,6 +514,18 @@ impl Engine {
         &self.origin
     }
 
+    /// The SOA's MNAME and RNAME in wire format.
+    #[must_use]
+    pub fn soa_names(&self) -> (&[u8], &[u8]) {
+        (&self.soa_names.0, &self.soa_names.1)
+    }
+
+    /// The zone's NS names in wire format, in `[zone]` order.
+    #[must_use]
+    pub fn ns_names(&self) -> &[Vec<u8>] {
+        &self.ns_names
+    }
+
     /// Glue (IPv4, IPv6) of an in-zone NS name given in lowercase wire format, for the
     /// additional section of NS answers; `None` for a name outside the zone.
     #[must_use]
@@ -489,9 +546,14 @@ impl Engine {
     /// hash of the name with the top bit set.
     #[must_use]
     pub fn rrl_name(&self, name: &[u8]) -> u64 {
+        self.rrl_name_lowercase(&name::lowercase(name))
+    }
+
+    /// [`Engine::rrl_name`] of a name already in lowercase wire format.
+    #[must_use]
+    pub fn rrl_name_lowercase(&self, wire: &[u8]) -> u64 {
         use std::hash::{Hash as _, Hasher as _};
-        let wire = name::lowercase(name);
-        if let Some(rec) = self.record_for(&wire) {
+        if let Some(rec) = self.record_for(wire) {
             return rec as u64;
         }
         // Fixed keys: the same name maps to the same bucket in every run.
@@ -523,7 +585,11 @@ impl Engine {
         let wire = name::lowercase(&question.name);
         let rec = self.record_for(&wire)?;
         let p = self.pick(rec, v6, question.client)?;
-        Some((self.config.nodes.get(p.node)?, p.addrs, p.source))
+        Some((
+            self.config.nodes.get(p.node)?,
+            p.addrs.as_slice().to_vec(),
+            p.source,
+        ))
     }
 
     /// Addresses of one family for a record and a client: the region's answer set like
@@ -557,16 +623,15 @@ impl Engine {
                     0
                 };
                 let want = usize::from(set.count).max(1).min(n);
-                let addrs = (0..want)
-                    .map(|j| {
-                        let i = (first + j) % n;
-                        if v6 {
-                            IpAddr::V6(Ipv6Addr::from(set.v6[i]))
-                        } else {
-                            IpAddr::V4(Ipv4Addr::from(set.v4[i]))
-                        }
-                    })
-                    .collect();
+                let mut addrs = AddrList::EMPTY;
+                for j in 0..want {
+                    let i = (first + j) % n;
+                    addrs.push(if v6 {
+                        IpAddr::V6(Ipv6Addr::from(set.v6[i]))
+                    } else {
+                        IpAddr::V4(Ipv4Addr::from(set.v4[i]))
+                    });
+                }
                 let nodes = if v6 { &rs.nodes_v6 } else { &rs.nodes_v4 };
                 return Some(Picked {
                     addrs,
@@ -599,11 +664,15 @@ impl Engine {
             self.fail_open.fetch_add(1, Ordering::Relaxed);
         }
         let node = fam[i].node;
+        let mut addrs = AddrList::EMPTY;
+        let n = &self.config.nodes[node];
+        if v6 {
+            n.ipv6.iter().for_each(|a| addrs.push(IpAddr::V6(*a)));
+        } else {
+            n.ipv4.iter().for_each(|a| addrs.push(IpAddr::V4(*a)));
+        }
         Some(Picked {
-            addrs: node_addrs(&self.config.nodes[node], v6)
-                .into_iter()
-                .take(MAX_ANSWER_ADDRS)
-                .collect(),
+            addrs,
             node,
             ttl: rec.ttl,
             scope,

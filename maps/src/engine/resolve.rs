@@ -1,9 +1,79 @@
 //! The DNS decision for one question: geo records, static data, CNAME chains, RFC 4592
 //! wildcards and referrals.
 use super::{
-    name, zone, AnswerSource, Engine, GeoAnswer, IpAddr, Question, Records, Resolution, Rrset,
-    StaticRr, MAX_CNAME_CHAIN, QTYPE_A, QTYPE_AAAA, QTYPE_NS, QTYPE_SOA, TYPE_CNAME,
+    name, zone, AddrList, AnswerSource, Engine, GeoAnswer, IpAddr, Question, Records, Resolution,
+    Rrset, StaticRr, MAX_CNAME_CHAIN, QTYPE_A, QTYPE_AAAA, QTYPE_NS, QTYPE_SOA, TYPE_CNAME,
 };
+
+/// The answer to a question that static data does not make
+/// ([`Engine::resolve_quick`]), borrowed from the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quick<'e> {
+    Refused,
+    NxDomain,
+    NoData,
+    Soa,
+    Ns,
+    Addresses {
+        addrs: QuickAddrs<'e>,
+        ttl: u32,
+        scope: u8,
+        source: AnswerSource,
+    },
+}
+
+/// The addresses of a [`Quick`] answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuickAddrs<'e> {
+    /// Picked for this client.
+    Picked(AddrList),
+    /// An in-zone name server's own addresses.
+    Glue(&'e [IpAddr]),
+}
+
+impl QuickAddrs<'_> {
+    #[must_use]
+    pub fn as_slice(&self) -> &[IpAddr] {
+        match self {
+            Self::Picked(a) => a.as_slice(),
+            Self::Glue(a) => a,
+        }
+    }
+}
+
+impl Quick<'_> {
+    /// The same decision as a [`Resolution`].
+    #[must_use]
+    pub fn to_resolution(&self) -> Resolution {
+        match self {
+            Self::Refused => Resolution::Refused,
+            Self::NxDomain => Resolution::NxDomain,
+            Self::NoData => Resolution::NoData,
+            Self::Soa => Resolution::Soa,
+            Self::Ns => Resolution::Ns,
+            Self::Addresses {
+                addrs,
+                ttl,
+                scope,
+                source,
+            } => Resolution::Addresses {
+                addrs: addrs.as_slice().to_vec(),
+                ttl: *ttl,
+                scope: *scope,
+                source: *source,
+            },
+        }
+    }
+}
+
+/// What one name holds, before anything is copied.
+enum Found<'e, 'w> {
+    Done(Quick<'e>),
+    /// Static record sets at the name (answered with the name asked as owner).
+    Static(&'e [Rrset]),
+    /// The delegation at or above the name (a suffix of it).
+    Referral(&'w [u8]),
+}
 
 /// What one name of a chain gives.
 enum Step {
@@ -51,12 +121,7 @@ impl Engine {
         if self.existing.contains(wire) || wire == self.origin {
             return None;
         }
-        if self
-            .config
-            .statics
-            .cut_at_or_above(wire, &self.origin)
-            .is_some()
-        {
+        if self.config.statics.cut_in(wire, &self.origin).is_some() {
             return None;
         }
         self.wildcard.get(self.closest_encloser(wire)).copied()
@@ -139,75 +204,122 @@ impl Engine {
 
     /// One name of a lookup: the data there, a CNAME to follow, or a referral.
     fn step(&self, wire: &[u8], qtype: u16, client: IpAddr) -> Step {
+        match self.find(wire, qtype, client) {
+            Found::Done(q) => Step::Plain(q.to_resolution()),
+            Found::Static(sets) => Self::static_step(sets, wire, qtype),
+            Found::Referral(cut) => Step::Referral(cut.to_vec()),
+        }
+    }
+
+    /// The decision for a question answered without static records (what most queries
+    /// get: geo addresses, SOA, NS, glue, NODATA, NXDOMAIN, REFUSED), without copying
+    /// or allocating; `None` where static data, a CNAME or a referral answers (then
+    /// [`Engine::resolve`] does). `wire` is the name in lowercase wire format. Where it
+    /// answers, [`Quick::to_resolution`] is what [`Engine::resolve`] returns.
+    #[must_use]
+    pub fn resolve_quick(&self, wire: &[u8], qtype: u16, client: IpAddr) -> Option<Quick<'_>> {
+        if !name::is_plain(wire) || !name::in_zone(wire, &self.origin) {
+            return Some(Quick::Refused);
+        }
+        match self.find(wire, qtype, client) {
+            Found::Done(q) => Some(q),
+            // Static sets without this type or a CNAME: NODATA (as `static_step`).
+            Found::Static(sets)
+                if !sets
+                    .iter()
+                    .any(|s| s.rtype == qtype || s.rtype == TYPE_CNAME) =>
+            {
+                Some(Quick::NoData)
+            }
+            Found::Static(_) | Found::Referral(_) => None,
+        }
+    }
+
+    /// What is at one (lowercase wire) name of a lookup, borrowed from the engine.
+    fn find<'e, 'w>(&'e self, wire: &'w [u8], qtype: u16, client: IpAddr) -> Found<'e, 'w> {
         let apex = wire == self.origin.as_slice();
         if apex && qtype == QTYPE_SOA {
-            return Step::Plain(Resolution::Soa);
+            return Found::Done(Quick::Soa);
         }
         if apex && qtype == QTYPE_NS {
-            return Step::Plain(Resolution::Ns);
+            return Found::Done(Quick::Ns);
         }
         let statics = &self.config.statics;
-        if let Some(cut) = statics.cut_at_or_above(wire, &self.origin) {
-            return Step::Referral(cut);
+        if let Some(cut) = statics.cut_in(wire, &self.origin) {
+            return Found::Referral(cut);
         }
         if let Some(rec) = self.exact_geo(wire) {
-            return self.geo_step(rec, wire, wire, qtype, client);
+            return self.geo_find(rec, wire, qtype, client);
         }
         if let Some(sets) = statics.names.get(wire) {
-            return Self::static_step(sets, wire, qtype);
+            return Found::Static(sets);
         }
         if let Some((g4, g6)) = self.glue.get(wire) {
             let addrs = match qtype {
                 QTYPE_A => g4,
                 QTYPE_AAAA => g6,
-                _ => return Step::Plain(Resolution::NoData),
+                _ => return Found::Done(Quick::NoData),
             };
             if addrs.is_empty() {
-                return Step::Plain(Resolution::NoData);
+                return Found::Done(Quick::NoData);
             }
-            return Step::Plain(Resolution::Addresses {
-                addrs: addrs.clone(),
+            return Found::Done(Quick::Addresses {
+                addrs: QuickAddrs::Glue(addrs),
                 ttl: self.config.zone.ttl,
                 scope: 0,
                 source: AnswerSource::Glue,
             });
         }
         if apex || self.existing.contains(wire) {
-            return Step::Plain(Resolution::NoData);
+            return Found::Done(Quick::NoData);
         }
         // RFC 4592: the wildcard at the closest encloser, if there is one.
         let ce = self.closest_encloser(wire);
-        let mut star = vec![1, b'*'];
-        star.extend_from_slice(ce);
+        // `*.` and the encloser (at most 255 bytes): the owner of its static data.
+        let mut star = [0u8; 2 + name::MAX_WIRE_LEN];
+        let star_len = 2 + ce.len();
+        let Some(star) = star.get_mut(..star_len) else {
+            return Found::Done(Quick::NxDomain);
+        };
+        star[0] = 1;
+        star[1] = b'*';
+        star[2..].copy_from_slice(ce);
         if let Some(&rec) = self.wildcard.get(ce) {
-            return self.geo_step(rec, &star, wire, qtype, client);
+            return self.geo_find(rec, star, qtype, client);
         }
-        if let Some(sets) = statics.names.get(&star) {
-            return Self::static_step(sets, wire, qtype);
+        if let Some(sets) = statics.names.get(&star[..]) {
+            return Found::Static(sets);
         }
-        Step::Plain(Resolution::NxDomain)
+        Found::Done(Quick::NxDomain)
     }
 
-    /// A geo name (`node`: where its static data sits; `owner`: the name asked).
-    fn geo_step(&self, rec: usize, node: &[u8], owner: &[u8], qtype: u16, client: IpAddr) -> Step {
+    /// A geo name (`node`: where its static data sits).
+    fn geo_find<'e, 'w>(
+        &'e self,
+        rec: usize,
+        node: &[u8],
+        qtype: u16,
+        client: IpAddr,
+    ) -> Found<'e, 'w> {
         let v6 = match qtype {
             QTYPE_A => false,
             QTYPE_AAAA => true,
             _ => {
                 return match self.config.statics.names.get(node) {
-                    Some(sets) => Self::static_step(sets, owner, qtype),
-                    None => Step::Plain(Resolution::NoData),
+                    Some(sets) => Found::Static(sets),
+                    None => Found::Done(Quick::NoData),
                 }
             }
         };
-        Step::Plain(self.pick(rec, v6, client).map_or(Resolution::NoData, |p| {
-            Resolution::Addresses {
-                addrs: p.addrs,
-                ttl: p.ttl,
-                scope: p.scope,
-                source: p.source,
-            }
-        }))
+        Found::Done(
+            self.pick(rec, v6, client)
+                .map_or(Quick::NoData, |p| Quick::Addresses {
+                    addrs: QuickAddrs::Picked(p.addrs),
+                    ttl: p.ttl,
+                    scope: p.scope,
+                    source: p.source,
+                }),
+        )
     }
 
     /// Static record sets at a name, answered with `owner` (the name asked, for wildcards).

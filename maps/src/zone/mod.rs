@@ -220,6 +220,15 @@ impl StaticZone {
     /// The highest delegation (a static NS below the apex) at or above `wire`.
     #[must_use]
     pub fn cut_at_or_above(&self, wire: &[u8], origin: &[u8]) -> Option<Vec<u8>> {
+        self.cut_in(wire, origin).map(<[u8]>::to_vec)
+    }
+
+    /// [`StaticZone::cut_at_or_above`] as a suffix of `wire` (no copy).
+    #[must_use]
+    pub fn cut_in<'a>(&self, wire: &'a [u8], origin: &[u8]) -> Option<&'a [u8]> {
+        if self.names.is_empty() {
+            return None;
+        }
         let mut found = None;
         let mut cur = Some(wire);
         while let Some(c) = cur {
@@ -227,7 +236,7 @@ impl StaticZone {
                 break;
             }
             if self.rrset(c, TYPE_NS).is_some() {
-                found = Some(c.to_vec());
+                found = Some(c);
             }
             cur = name::parent(c);
         }

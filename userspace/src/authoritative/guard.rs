@@ -16,7 +16,7 @@ use geodns_maps::{
 
 use super::{
     parse::Drop,
-    respond::{self, Outcome, Transport},
+    respond::{Outcome, Responder, Summary, Transport},
 };
 
 /// Decides for one UDP datagram; shared by the server's UDP tasks (one table of
@@ -42,15 +42,28 @@ impl UdpGuard {
 
     /// Answers a UDP datagram from `peer`, or drops it.
     pub fn handle(&self, engine: &Engine, msg: &[u8], peer: SocketAddr) -> Outcome {
+        let mut r = Responder::default();
+        let s = self.answer(&mut r, engine, msg, peer);
+        Outcome::from_summary(s, s.respond.then(|| r.response().to_vec()))
+    }
+
+    /// [`UdpGuard::handle`] into the buffer of `r` (a worker's own).
+    pub fn answer(
+        &self,
+        r: &mut Responder,
+        engine: &Engine,
+        msg: &[u8],
+        peer: SocketAddr,
+    ) -> Summary {
         let port = peer.port();
         if port == 0 {
-            return Outcome::dropped(Drop::PortZero);
+            return Summary::dropped(Drop::PortZero);
         }
         if self.defence.denies_port(port) {
-            return Outcome::dropped(Drop::ReflectorPort);
+            return Summary::dropped(Drop::ReflectorPort);
         }
         if self.defence.rrl_interval_ns == 0 {
-            return respond::handle(engine, msg, peer.ip(), Transport::Udp);
+            return r.answer(engine, msg, peer.ip(), Transport::Udp, None);
         }
         let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut limit = |class, name| {
@@ -59,6 +72,6 @@ impl UdpGuard {
                 .unwrap_or_else(PoisonError::into_inner)
                 .check(peer.ip(), class, name, now)
         };
-        respond::handle_limited(engine, msg, peer.ip(), Transport::Udp, Some(&mut limit))
+        r.answer(engine, msg, peer.ip(), Transport::Udp, Some(&mut limit))
     }
 }

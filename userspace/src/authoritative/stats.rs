@@ -7,7 +7,7 @@ use crate::prom::{Kind, Page};
 
 use super::{
     parse::Drop,
-    respond::{rcode, Outcome, Transport},
+    respond::{rcode, Outcome, Summary, Transport},
 };
 
 /// Why a connection ended on the server's side.
@@ -79,6 +79,80 @@ const QTYPES: [(u16, &str); 20] = [
 
 const SOURCES: [&str; 3] = ["geo", "fallback", "glue"];
 
+/// One worker's counts since its last [`Tally::flush`]: plain integers, so counting a
+/// query writes no memory another worker uses.
+#[derive(Default)]
+pub struct Tally {
+    any: bool,
+    queries: [u64; 2],
+    rcodes: [u64; RCODES.len() + 1],
+    qtypes: [u64; QTYPES.len() + 1],
+    sources: [u64; SOURCES.len()],
+    truncated: u64,
+    slipped: u64,
+    dropped: [u64; Drop::ALL.len()],
+}
+
+impl Tally {
+    pub fn record(&mut self, transport: Transport, o: &Summary) {
+        self.any = true;
+        if let Some(d) = o.dropped {
+            if let Some(i) = Drop::ALL.iter().position(|x| *x == d) {
+                self.dropped[i] += 1;
+            }
+            return;
+        }
+        self.queries[usize::from(transport == Transport::Tcp)] += 1;
+        if let Some(r) = o.rcode {
+            let i = RCODES.iter().position(|x| *x == r).unwrap_or(RCODES.len());
+            self.rcodes[i] += 1;
+        }
+        if let Some(t) = o.qtype {
+            let i = QTYPES
+                .iter()
+                .position(|(x, _)| *x == t)
+                .unwrap_or(QTYPES.len());
+            self.qtypes[i] += 1;
+        }
+        if let Some(s) = o.source {
+            self.sources[match s {
+                AnswerSource::Geo { .. } => 0,
+                AnswerSource::Fallback { .. } => 1,
+                AnswerSource::Glue => 2,
+            }] += 1;
+        }
+        self.truncated += u64::from(o.truncated);
+        self.slipped += u64::from(o.slipped);
+    }
+
+    /// Adds the counts to `stats` and starts again from zero.
+    pub fn flush(&mut self, stats: &ServerStats) {
+        if !std::mem::take(&mut self.any) {
+            return;
+        }
+        let add = |into: &[AtomicU64], from: &mut [u64]| {
+            for (c, n) in into.iter().zip(from.iter_mut()) {
+                if *n != 0 {
+                    c.fetch_add(std::mem::take(n), Ordering::Relaxed);
+                }
+            }
+        };
+        add(&stats.queries, &mut self.queries);
+        add(&stats.rcodes, &mut self.rcodes);
+        add(&stats.qtypes, &mut self.qtypes);
+        add(&stats.sources, &mut self.sources);
+        add(&stats.dropped, &mut self.dropped);
+        add(
+            std::slice::from_ref(&stats.truncated),
+            std::slice::from_mut(&mut self.truncated),
+        );
+        add(
+            std::slice::from_ref(&stats.slipped),
+            std::slice::from_mut(&mut self.slipped),
+        );
+    }
+}
+
 /// Everything the authoritative server counts; shared by its tasks.
 #[derive(Default)]
 pub struct ServerStats {
@@ -104,37 +178,9 @@ fn inc(c: &AtomicU64) {
 
 impl ServerStats {
     pub fn record(&self, transport: Transport, o: &Outcome) {
-        if let Some(d) = o.dropped {
-            if let Some(i) = Drop::ALL.iter().position(|x| *x == d) {
-                inc(&self.dropped[i]);
-            }
-            return;
-        }
-        inc(&self.queries[usize::from(transport == Transport::Tcp)]);
-        if let Some(r) = o.rcode {
-            let i = RCODES.iter().position(|x| *x == r).unwrap_or(RCODES.len());
-            inc(&self.rcodes[i]);
-        }
-        if let Some(t) = o.qtype {
-            let i = QTYPES
-                .iter()
-                .position(|(x, _)| *x == t)
-                .unwrap_or(QTYPES.len());
-            inc(&self.qtypes[i]);
-        }
-        if let Some(s) = o.source {
-            inc(&self.sources[match s {
-                AnswerSource::Geo { .. } => 0,
-                AnswerSource::Fallback { .. } => 1,
-                AnswerSource::Glue => 2,
-            }]);
-        }
-        if o.truncated {
-            inc(&self.truncated);
-        }
-        if o.slipped {
-            inc(&self.slipped);
-        }
+        let mut t = Tally::default();
+        t.record(transport, &o.summary());
+        t.flush(self);
     }
 
     pub(crate) fn tcp_accepted(&self) {

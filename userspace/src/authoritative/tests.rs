@@ -956,6 +956,106 @@ fn reparsed_by_an_independent_decoder_under_mutation() {
     );
 }
 
+/// The demo config (static records from its zone file: TXT, MX, CNAME, a delegation).
+fn demo_engine() -> Engine {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml");
+    let config = Config::from_path(&path).expect("demo config");
+    let compiled = Compiled::build(&config, &mut |_| {}).expect("demo compiles");
+    let states = NodeStates::from_config(&config);
+    Engine::new(Arc::new(config), Arc::new(compiled), &states)
+        .with_picker(Box::new(SplitMix::seeded(7)))
+}
+
+#[test]
+fn quick_answers_are_the_general_ones_byte_for_byte() {
+    // Two engines from the same config and seed answer the same queries in the same
+    // order (spread picks and fallback rotation stay in step): one through
+    // `Engine::resolve_quick` where it answers, one always through `Engine::resolve`.
+    let names = [
+        WWW,
+        "WwW.CdN.eXaMpLe.NeT.",
+        "cdn.example.net.",
+        "CDN.example.net.",
+        "ns1.cdn.example.net.",
+        "ns1.lab.cdn.example.net.",
+        "x.lab.cdn.example.net.",
+        "lab.cdn.example.net.",
+        "mail.cdn.example.net.",
+        "video.cdn.example.net.",
+        "static.img.cdn.example.net.",
+        "x.static.img.cdn.example.net.",
+        "a.img.cdn.example.net.",
+        "a.b.img.cdn.example.net.",
+        "img.cdn.example.net.",
+        "deep.cdn.example.net.",
+        "a.deep.cdn.example.net.",
+        "big.cdn.example.net.",
+        "dl.cdn.example.net.",
+        "cache.cdn.example.net.",
+        "nope.cdn.example.net.",
+        "a.b.nope.cdn.example.net.",
+        "*.img.cdn.example.net.",
+        "www.example.com.",
+        "net.",
+        ".",
+    ];
+    let qtypes = [A, AAAA, NS, SOA, TXT, 15, 5, 65, 257, 255, 99];
+    let peers = [
+        EU,
+        "198.51.100.7",
+        "203.0.113.9",
+        "2001:db8::1",
+        "10.1.2.3",
+        "::ffff:192.0.2.1",
+    ];
+    let mut queries = Vec::new();
+    for name in names {
+        for qtype in qtypes {
+            queries.push(Q::new(name, qtype).build());
+            queries.push(Q::new(name, qtype).edns().build());
+            queries.push(Q::new(name, qtype).opt_full(512, 0, 0x8000, &[]).build());
+            queries.push(Q::new(name, qtype).ecs("198.51.100.0", 24).build());
+            queries.push(Q::new(name, qtype).ecs("2001:db8::", 48).build());
+            queries.push(Q::new(name, qtype).ecs("192.0.2.0", 0).build());
+        }
+    }
+    queries.extend(cases().iter().map(|(_, q, _, _)| q.build()));
+    let engines: [fn() -> Engine; 3] = [engine, many_ns_engine, demo_engine];
+    let mut quick_answers = 0;
+    for make in engines {
+        // A third to count what the quick way answers (asking it moves a rotation).
+        let (a, b, c) = (make(), make(), make());
+        let mut quick = super::respond::Responder::default();
+        let mut general = super::respond::Responder::general();
+        for (i, q) in queries.iter().enumerate() {
+            let peer = ip(peers[i % peers.len()]);
+            for t in [Transport::Udp, Transport::Tcp] {
+                let x = quick.answer(&a, q, peer, t, None);
+                let y = general.answer(&b, q, peer, t, None);
+                assert_eq!(x, y, "query {q:02x?} from {peer}");
+                if x.respond {
+                    assert_eq!(
+                        quick.response(),
+                        general.response(),
+                        "query {q:02x?} from {peer} over {t:?}"
+                    );
+                }
+                if let Ok(m) = super::parse::parse(q) {
+                    if let Some(question) = m.question.filter(|_| m.error.is_none()) {
+                        let lower = question.name.to_ascii_lowercase();
+                        quick_answers +=
+                            usize::from(c.resolve_quick(&lower, question.qtype, peer).is_some());
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        quick_answers > queries.len(),
+        "the quick way answers most: {quick_answers}"
+    );
+}
+
 /// Where the seed corpus goes: `target/fuzz-seeds/query` (or under `CARGO_TARGET_DIR`).
 fn seed_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(

@@ -104,8 +104,12 @@ const FLEET_FIGURES: &[&str] = &[
     "fleet_admin_local_ms_p50",
 ];
 
+/// Figures of the userspace server on a query mix (`userspace_bench`, loopback).
+const USERSPACE_FIGURES: &[&str] = &["userspace_qps_mixed"];
+
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 8] = [
+const GROUPS: [&[&str]; 9] = [
+    USERSPACE_FIGURES,
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
@@ -332,7 +336,8 @@ fn check_names(names: &[String]) -> Result<()> {
 }
 
 /// The benchmark binaries of `geodns-tests`.
-const BINS: [&str; 6] = [
+const BINS: [&str; 7] = [
+    "userspace_bench",
     "xdp_bench",
     "compile_bench",
     "e2e_bench",
@@ -408,6 +413,13 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         let mut cmd = Command::new(bin("e2e_bench"));
         cmd.args(selected(E2E_FIGURES)).arg("--data").arg(&data);
         figures.extend(json_figures(&mut cmd)?);
+    }
+    // This tree's generator against the daemon of the side measured (`--compare REF`:
+    // REF's server, asked the same way).
+    if wants(USERSPACE_FIGURES) {
+        let own = root.join("target/release/userspace_bench");
+        let mut cmd = Command::new(own);
+        figures.extend(json_figures(cmd.arg("--geodns").arg(bin("geodns")))?);
     }
     // An older tree (`--compare REF`) may not have it.
     if wants(HANDOVER_FIGURES) && bin("handover_bench").exists() {
@@ -487,7 +499,10 @@ pub fn bench(path: &OsString, root: &Path, names: &[String]) -> Result<()> {
 
 /// Whether a larger value of the figure is better (replies per second, shares).
 fn higher_is_better(name: &str) -> bool {
-    name.starts_with("e2e_qps") || name.contains("share") || name.ends_with("_probes")
+    name.starts_with("e2e_qps")
+        || name.starts_with("userspace_qps")
+        || name.contains("share")
+        || name.ends_with("_probes")
 }
 
 /// The median of `v` (sorted in place).

@@ -63,8 +63,8 @@ pub struct ServerArgs {
     /// to, also on a wildcard address.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
-    /// UDP sockets per listen address, each served by its own task (`SO_REUSEPORT`:
-    /// the kernel spreads clients over them). 0: one per CPU.
+    /// UDP sockets per listen address, each served by its own thread (`SO_REUSEPORT`:
+    /// the kernel spreads clients over them). 0: one per CPU, each thread pinned to its CPU.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// Close a TCP connection after this long without a complete query.

@@ -65,6 +65,12 @@ const E2E_FIGURES: &[&str] = &[
     "e2e_qps_userspace_many",
     "e2e_qps_userspace_many_1worker",
     "e2e_userspace_reply_share_many",
+    "e2e_qps_echo_ceiling_many",
+    "e2e_qps_xdp_many",
+    "e2e_qps_xdp_mixed",
+    "e2e_xdp_answered_share_mixed",
+    "e2e_qps_userspace_mixed",
+    "e2e_userspace_reply_share_mixed",
     "reload_swap_seconds_500k",
 ];
 
@@ -218,6 +224,18 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
                 .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
             joined(ceiling, user)
         }
+        "e2e_qps_xdp_many" => spread_note(name, figures).zip(get("e2e_qps_echo_ceiling_many")).map(
+            |(spread, e)| format!("{:.2} of e2e_qps_echo_ceiling_many (target >= 0.85); {spread}", value / e),
+        ),
+        "e2e_qps_xdp_mixed" => spread_note(name, figures).zip(get("e2e_qps_echo_ceiling_many")).map(
+            |(spread, e)| format!("{:.2} of e2e_qps_echo_ceiling_many (target >= 0.8); {spread}", value / e),
+        ),
+        "e2e_qps_userspace_mixed" => spread_note(name, figures).zip(get("e2e_qps_echo_ceiling_many")).map(
+            |(spread, e)| format!("{:.2} of e2e_qps_echo_ceiling_many; {spread}", value / e),
+        ),
+        "e2e_xdp_answered_share_mixed" => spread_note(name, figures)
+            .map(|spread| format!("{:.1}% of the replies from XDP (target >= 95%); {spread}", value * 100.0)),
+        "e2e_qps_echo_ceiling_many" | "e2e_userspace_reply_share_mixed" => spread_note(name, figures),
         "e2e_qps_userspace_many" => get("e2e_qps_userspace_many_1worker")
             .map(|o| format!("{:.2} x one worker (many sources, --workers 1)", value / o)),
         "e2e_userspace_reply_share_many" => Some(format!(
@@ -276,6 +294,19 @@ fn service_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Opti
         }
         _ => None,
     }
+}
+
+/// The smallest and largest round of a figure measured in rounds (`NAME_min`,
+/// `NAME_max`), as a share of its median.
+fn spread_note(name: &str, figures: &BTreeMap<String, f64>) -> Option<String> {
+    let median = figures.get(name)?;
+    let min = figures.get(&format!("{name}_min"))?;
+    let max = figures.get(&format!("{name}_max"))?;
+    Some(format!(
+        "rounds from {:.2} to {:.2} of the median",
+        min / median,
+        max / median
+    ))
 }
 
 /// Two notes, either or both, as one.

@@ -119,7 +119,7 @@ const FLEET_FIGURES: &[&str] = &[
 ];
 
 /// Figures of the userspace server on a query mix (`userspace_bench`, loopback).
-const USERSPACE_FIGURES: &[&str] = &["userspace_qps_mixed"];
+const USERSPACE_FIGURES: &[&str] = &["userspace_qps_mixed", "userspace_qps_mixed_knot"];
 
 /// Every figure, by the binary that measures it.
 const GROUPS: [&[&str]; 9] = [
@@ -334,6 +334,12 @@ fn e2e_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<S
         "e2e_qps_echo_ceiling_many" | "e2e_userspace_reply_share_mixed" => {
             spread_note(name, figures)
         }
+        "userspace_qps_mixed" => get("userspace_qps_mixed_knot").map(|k| {
+            format!(
+                "{:.2} x Knot (static records, same generator, same run)",
+                value / k
+            )
+        }),
         "e2e_qps_userspace_many" => get("e2e_qps_userspace_many_1worker")
             .map(|o| format!("{:.2} x one worker (many sources, --workers 1)", value / o)),
         "e2e_userspace_reply_share_many" => Some(format!(
@@ -400,6 +406,17 @@ fn ensure_kxdpgun() -> Result<()> {
     run(Command::new("apt-get").args(["update", "-q"]))?;
     run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils", "ethtool"]))
         .context("installing knot-dnsutils (kxdpgun) and ethtool")
+}
+
+/// Installs Knot DNS (Debian's knot: `knotd`, the peer of `userspace_bench`) when it is
+/// missing. The package's own service is not started by the bench.
+fn ensure_knot() -> Result<()> {
+    if Command::new("knotd").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("bench: installing knot (knotd, the peer server of userspace_bench)");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-q", "knot"])).context("installing knot")
 }
 
 /// Checks figure names against the known ones.
@@ -495,6 +512,7 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
     // This tree's generator against the daemon of the side measured (`--compare REF`:
     // REF's server, asked the same way).
     if wants(USERSPACE_FIGURES) {
+        ensure_knot()?;
         let own = root.join("target/release/userspace_bench");
         let mut cmd = Command::new(own);
         figures.extend(json_figures(cmd.arg("--geodns").arg(bin("geodns")))?);

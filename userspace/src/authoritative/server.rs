@@ -208,12 +208,17 @@ fn socket(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
     Ok(s)
 }
 
-/// One UDP socket of a worker: port shared with the others, destination reported.
+/// One UDP socket of a worker: port shared with the others, destination reported
+/// (on a wildcard address).
 fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = socket(addr, socket2::Type::DGRAM)?;
     s.set_reuse_port(true)?;
     receive_buffer(&s);
-    super::udp::enable_pktinfo(&s, addr.is_ipv6())?;
+    // Only a wildcard address needs each datagram's destination: a socket bound to one
+    // address replies from it anyway, and skips a control message each way.
+    if addr.ip().is_unspecified() {
+        super::udp::enable_pktinfo(&s, addr.is_ipv6())?;
+    }
     s.bind(&addr.into())?;
     Ok(s.into())
 }

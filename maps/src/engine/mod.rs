@@ -275,10 +275,8 @@ pub struct Engine {
     existing: HashSet<Vec<u8>>,
     /// In-zone NS names with glue.
     glue: HashMap<Vec<u8>, (Vec<IpAddr>, Vec<IpAddr>)>,
-    /// `[zone]` names in wire format (responses write them per query): the SOA's
-    /// MNAME and RNAME, and every NS name in order.
-    soa_names: (Vec<u8>, Vec<u8>),
-    ns_names: Vec<Vec<u8>>,
+    /// `[zone]` names in wire format (responses write them per query).
+    zone_wire: ZoneWire,
     /// Per family (0: IPv4, 1: IPv6).
     fallback: [Vec<FallbackNode>; 2],
     rr: Mutex<[Swrr; 2]>,
@@ -380,19 +378,8 @@ impl Engine {
                 })
                 .collect()
         });
-        let soa_names = (
-            name::to_wire(&config.zone.mname),
-            name::to_wire(&config.zone.rname),
-        );
-        let ns_names = config
-            .zone
-            .ns
-            .iter()
-            .map(|n| name::to_wire(&n.name))
-            .collect();
         Self {
-            soa_names,
-            ns_names,
+            zone_wire: ZoneWire::of(&config.zone),
             config,
             compiled,
             states: states.clone(),
@@ -517,13 +504,13 @@ impl Engine {
     /// The SOA's MNAME and RNAME in wire format.
     #[must_use]
     pub fn soa_names(&self) -> (&[u8], &[u8]) {
-        (&self.soa_names.0, &self.soa_names.1)
+        (&self.zone_wire.mname, &self.zone_wire.rname)
     }
 
     /// The zone's NS names in wire format, in `[zone]` order.
     #[must_use]
     pub fn ns_names(&self) -> &[Vec<u8>] {
-        &self.ns_names
+        &self.zone_wire.ns
     }
 
     /// Glue (IPv4, IPv6) of an in-zone NS name given in lowercase wire format, for the
@@ -681,6 +668,25 @@ impl Engine {
                 fail_open,
             },
         })
+    }
+}
+
+/// The `[zone]` names responses write, in wire format.
+#[derive(Debug)]
+struct ZoneWire {
+    mname: Vec<u8>,
+    rname: Vec<u8>,
+    /// Every NS name, in order.
+    ns: Vec<Vec<u8>>,
+}
+
+impl ZoneWire {
+    fn of(zone: &crate::config::Zone) -> Self {
+        Self {
+            mname: name::to_wire(&zone.mname),
+            rname: name::to_wire(&zone.rname),
+            ns: zone.ns.iter().map(|n| name::to_wire(&n.name)).collect(),
+        }
     }
 }
 

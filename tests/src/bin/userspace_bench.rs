@@ -76,7 +76,7 @@ fn pool(rng: &mut Rng) -> Vec<Vec<u8>> {
                 68..77 => Query::new("ns1.cdn.example.net.", 1).edns(1232),
                 77..85 => Query::new("mail.cdn.example.net.", 28).edns(1232),
                 _ => Query::new(
-                    &format!("x{:08x}.cdn.example.net.", rng.next_u64() as u32),
+                    &format!("x{:08x}.cdn.example.net.", rng.next_u64() >> 32),
                     1,
                 )
                 .edns(1232),
@@ -189,7 +189,7 @@ fn generate(server: SocketAddr, queries: &[Vec<u8>]) -> (f64, [u64; 16]) {
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!("userspace_bench: sent {sent}, replies {replies} in {secs:.2}s");
-    (replies as f64 / secs, rcodes)
+    (float(replies) / secs, rcodes)
 }
 
 /// Knot DNS (Debian's `knot`, which `cargo xtask bench` installs) serving the demo zone
@@ -278,6 +278,17 @@ impl Drop for Knot {
     }
 }
 
+/// A count as a float (counts here stay far below 2^52).
+#[expect(clippy::cast_precision_loss, reason = "counts of queries in seconds")]
+fn float(n: u64) -> f64 {
+    n as f64
+}
+
+/// `n` in percent of `total`.
+fn percent(n: u64, total: u64) -> f64 {
+    100.0 * float(n) / float(total.max(1))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bin = args
@@ -314,8 +325,8 @@ fn main() {
     eprintln!(
         "userspace_qps_mixed: {qps:.0} replies/s ({}), NOERROR {:.1}%, NXDOMAIN {:.1}%",
         bin.display(),
-        100.0 * rcodes[0] as f64 / total.max(1) as f64,
-        100.0 * rcodes[3] as f64 / total.max(1) as f64,
+        percent(rcodes[0], total),
+        percent(rcodes[3], total),
     );
     drop(daemon);
     let mut out = BTreeMap::new();
@@ -328,8 +339,8 @@ fn main() {
         let total: u64 = rcodes.iter().sum();
         eprintln!(
             "userspace_qps_mixed_knot: {knot_qps:.0} replies/s (knotd, static records), NOERROR {:.1}%, NXDOMAIN {:.1}%",
-            100.0 * rcodes[0] as f64 / total.max(1) as f64,
-            100.0 * rcodes[3] as f64 / total.max(1) as f64,
+            percent(rcodes[0], total),
+            percent(rcodes[3], total),
         );
         drop(knot);
         out.insert("userspace_qps_mixed_knot".to_string(), knot_qps);

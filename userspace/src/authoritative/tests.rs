@@ -1024,16 +1024,16 @@ fn quick_answers_are_the_general_ones_byte_for_byte() {
     let mut quick_answers = 0;
     for make in engines {
         // A third to count what the quick way answers (asking it moves a rotation).
-        let (a, b, c) = (make(), make(), make());
+        let (fast, slow, counter) = (make(), make(), make());
         let mut quick = super::respond::Responder::default();
         let mut general = super::respond::Responder::general();
         for (i, q) in queries.iter().enumerate() {
             let peer = ip(peers[i % peers.len()]);
             for t in [Transport::Udp, Transport::Tcp] {
-                let x = quick.answer(&a, q, peer, t, None);
-                let y = general.answer(&b, q, peer, t, None);
-                assert_eq!(x, y, "query {q:02x?} from {peer}");
-                if x.respond {
+                let got = quick.answer(&fast, q, peer, t, None);
+                let want = general.answer(&slow, q, peer, t, None);
+                assert_eq!(got, want, "query {q:02x?} from {peer}");
+                if got.respond {
                     assert_eq!(
                         quick.response(),
                         general.response(),
@@ -1043,8 +1043,11 @@ fn quick_answers_are_the_general_ones_byte_for_byte() {
                 if let Ok(m) = super::parse::parse(q) {
                     if let Some(question) = m.question.filter(|_| m.error.is_none()) {
                         let lower = question.name.to_ascii_lowercase();
-                        quick_answers +=
-                            usize::from(c.resolve_quick(&lower, question.qtype, peer).is_some());
+                        quick_answers += usize::from(
+                            counter
+                                .resolve_quick(&lower, question.qtype, peer)
+                                .is_some(),
+                        );
                     }
                 }
             }

@@ -230,7 +230,7 @@ fn pod_into<T: Copy>(v: &T, out: &mut PktinfoBytes) -> u32 {
     // SAFETY: `T` is one of the libc pktinfo structs: plain data, read as bytes; at
     // most `out.len()` of them are copied.
     unsafe {
-        std::ptr::copy_nonoverlapping(std::ptr::from_ref(v).cast::<u8>(), out.as_mut_ptr(), n)
+        std::ptr::copy_nonoverlapping(std::ptr::from_ref(v).cast::<u8>(), out.as_mut_ptr(), n);
     };
     u32::try_from(n).unwrap_or(0)
 }

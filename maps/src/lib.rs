@@ -69,6 +69,7 @@
 //! all fallback nodes when none is up. Names: the exact name first, then the wildcard
 //! `*.` of the name minus its first label (one level, as the kernel does).
 
+pub mod bgp;
 mod cidr;
 pub mod compile;
 pub mod config;
@@ -80,6 +81,8 @@ mod geo;
 pub mod image;
 #[cfg(feature = "testkit")]
 pub mod mmdb;
+#[cfg(feature = "testkit")]
+pub mod mrt;
 pub mod name;
 mod partition;
 mod report;

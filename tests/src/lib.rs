@@ -8,6 +8,7 @@ pub mod frame;
 pub mod http;
 pub mod netns;
 pub mod probe;
+pub mod rib;
 pub mod stream;
 pub mod synth;
 pub mod table;

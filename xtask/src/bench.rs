@@ -97,6 +97,16 @@ const CITY_FIGURES: &[&str] = &[
     "compile_peak_rss_mib_city_nearest",
 ];
 
+/// Figures of `compile_bench bgp` (a full-size BGP RIB dump as `[bgp]`, merged with
+/// the 500k database).
+const BGP_FIGURES: &[&str] = &[
+    "bgp_parse_seconds",
+    "bgp_prefixes",
+    "bgp_compile_seconds",
+    "bgp_compile_base_seconds",
+    "bgp_peak_rss_mib",
+];
+
 /// Figures of the fleet benchmark (`fleet_bench`: a real etcd and three boxes).
 const FLEET_FIGURES: &[&str] = &[
     "fleet_admin_propagation_ms_p50",
@@ -105,7 +115,7 @@ const FLEET_FIGURES: &[&str] = &[
 ];
 
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 8] = [
+const GROUPS: [&[&str]; 9] = [
     XDP_FIGURES,
     COMPILE_FIGURES,
     DIFF_FIGURES,
@@ -113,6 +123,7 @@ const GROUPS: [&[&str]; 8] = [
     HANDOVER_FIGURES,
     REAL_FIGURES,
     CITY_FIGURES,
+    BGP_FIGURES,
     FLEET_FIGURES,
 ];
 
@@ -229,6 +240,13 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
+        "bgp_parse_seconds" => Some(format!("{:.3} of the 10 s target", value / 10.0)),
+        "bgp_compile_seconds" => {
+            let base = get("bgp_compile_base_seconds")
+                .map(|b| format!("{:.2} x the same compile without BGP", value / b));
+            joined(Some(format!("{:.3} of the 10 s target", value / 10.0)), base)
+        }
+        "bgp_peak_rss_mib" => Some(format!("{:.3} of the 1 GiB target", value / 1024.0)),
         "compile_peak_rss_mib_city_nearest" => {
             Some(format!("{:.3} of the 1 GiB target", value / 1024.0))
         }
@@ -388,7 +406,8 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
     if (wants(COMPILE_FIGURES)
         || wants(E2E_FIGURES)
         || wants(DIFF_FIGURES)
-        || wants(HANDOVER_FIGURES))
+        || wants(HANDOVER_FIGURES)
+        || wants(BGP_FIGURES))
         && !data.join("bench.mmdb").exists()
     {
         run(Command::new(bin("compile_bench"))
@@ -430,6 +449,13 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         let mut cmd = Command::new(bin("compile_bench"));
         figures.extend(json_figures(cmd.arg("city").arg(&dir))?);
     }
+    // The RIB dump generated once, then compiled in a process of its own (peak RSS).
+    // (A reference tree from before `[bgp]` has a compile_bench without it.)
+    if wants(BGP_FIGURES) && binary_mentions(&bin("compile_bench"), b"compile_bench bgp-gen") {
+        run(Command::new(bin("compile_bench")).arg("bgp-gen").arg(&data))?;
+        let mut cmd = Command::new(bin("compile_bench"));
+        figures.extend(json_figures(cmd.arg("bgp").arg(&data))?);
+    }
     // A reference tree from before the fleet has no fleet benchmark.
     if wants(FLEET_FIGURES) && bin("fleet_bench").exists() {
         crate::setup::ensure_test_tools()?;
@@ -443,6 +469,12 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
             || !(XDP_FIGURES.contains(&k.as_str()) || COMPILE_FIGURES.contains(&k.as_str()))
     });
     Ok(figures)
+}
+
+/// Whether the file `bin` holds `text` (a subcommand's usage string: what an older
+/// benchmark binary of `--compare REF` can do).
+fn binary_mentions(bin: &Path, text: &[u8]) -> bool {
+    fs::read(bin).is_ok_and(|b| b.windows(text.len()).any(|w| w == text))
 }
 
 /// Merges `figures` into target/bench/results.json.

@@ -141,6 +141,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         if let Some(c) = f.cidr {
             parts.push(format!("config CIDR {c}"));
         }
+        if let Some(b) = &f.bgp {
+            parts.push(format!("BGP origin AS{}", b.origin));
+        }
         if let Some(a) = f.asn {
             parts.push(format!("AS{a}"));
         }
@@ -154,6 +157,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             parts.push("in no database".to_owned());
         }
         writeln!(out, "facts       {}", parts.join(", "))?;
+        if let Some(b) = &f.bgp {
+            writeln!(
+                out,
+                "            BGP {} originated by AS{} ({} of {} peers agree)",
+                b.prefix, b.origin, b.agree, b.peers
+            )?;
+        }
         for (db, net) in &f.networks {
             writeln!(out, "            {} has {net}", db.display())?;
         }

@@ -32,10 +32,16 @@ fn moved_dump() -> Vec<u8> {
     }];
     let mut out = Vec::new();
     let mut w = mrt::RibWriter::new(&mut out, &peers).expect("writer");
+    // The example's prefixes (so the shrink guard lets it through), one moved.
     for (a, len, origin) in [
+        ("100.64.0.0", 10, 64_530),
+        ("100.100.0.0", 16, 64_531),
         ("192.0.2.0", 24, 64_540),
         ("192.0.2.128", 25, 64_531),
-        ("100.100.0.0", 16, 64_531),
+        ("198.51.100.0", 24, 64_501),
+        ("203.0.113.0", 24, 64_510),
+        ("203.0.113.128", 25, 64_500),
+        ("2001:db8::", 32, 64_540),
         ("2001:db8:8000::", 33, 64_520),
     ] {
         w.prefix(

@@ -87,6 +87,8 @@ pub struct BgpStats {
 }
 
 impl BgpStats {
+    /// Prefixes with an origin, both families.
+    #[must_use]
     pub fn prefixes(&self) -> u64 {
         self.prefixes_v4 + self.prefixes_v6
     }

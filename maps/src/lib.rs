@@ -32,14 +32,16 @@
 //!
 //! 1. a CIDR written in the config (`"198.51.100.0/24"`, `"2001:db8::/32"`); among nested
 //!    CIDRs of the same map the most specific wins;
-//! 2. an AS number (`"AS13335"`), from the ASN database;
+//! 2. an AS number (`"AS13335"`): the BGP origin of the longest prefix holding the
+//!    address in the `[bgp]` RIB dumps ([`bgp`]), then the ASN database's number (not
+//!    with `as_keys = "bgp-only"`);
 //! 3. a country (`"US"`, or `"country:US"`), ISO 3166-1 alpha-2, from the country database;
 //! 4. a continent (`"continent:EU"`), from the continent field of the country database;
 //! 5. `"default"`.
 //!
 //! Continents need the `continent:` prefix because their codes collide with countries
 //! (`AS` is American Samoa and Asia, `AF` Afghanistan and Africa, `NA`, `SA`, ...).
-//! An address in no database (and in no config CIDR) is region 0: no map applies, and the
+//! An address in no database, no BGP prefix and no config CIDR is region 0: no map applies, and the
 //! `[fallback]` nodes answer.
 //!
 //! # Regions and prefixes

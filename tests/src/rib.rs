@@ -62,7 +62,7 @@ fn origin(rng: &mut Rng) -> u32 {
     // Skewed: a few networks announce many prefixes.
     let u = rng.below(1 << 20);
     let x = (u * u) >> 20; // 0..2^20, squared towards 0
-    1 + u32::try_from(x * 75_000 >> 20).unwrap_or(0)
+    1 + u32::try_from((x * 75_000) >> 20).unwrap_or(0)
 }
 
 fn routes(rng: &mut Rng, origin: u32) -> Vec<Route> {

@@ -455,6 +455,22 @@ impl Config {
         }
 
         // [fallback]
+        if let Some((name, _)) = raw.fallback.as_ref().and_then(|f| {
+            f.get_ref().0.iter().find(|(n, _)| {
+                n.get_ref() == "nearest" && !nodes.iter().any(|x| x.name == "nearest")
+            })
+        }) {
+            return Err(ctx.err(
+                &name.span(),
+                "fallback.nearest",
+                ConfigProblem::BadValue {
+                    value: "nearest".to_owned(),
+                    expected: "node names: `nearest` is a map key (it ranks every network a City \
+                               database locates, before `default`); the fallback answers \
+                               addresses in no database, which have no location",
+                },
+            ));
+        }
         let fallback = match &raw.fallback {
             Some(f) if !f.get_ref().0.is_empty() => candidates(ctx, f, &nodes, "fallback")?,
             Some(f) => return Err(ctx.err(&f.span(), "fallback", ConfigProblem::EmptyFallback)),

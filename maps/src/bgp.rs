@@ -196,39 +196,46 @@ fn origin_of(attrs: &bgpkit_parser::models::Attributes) -> Origin {
     }
 }
 
-/// Reads one file's RIB records into `out`: `(start, len, origin)` per usable route.
-fn read_file(path: &Path, stats: &mut BgpStats, out: &mut Vec<Raw>) -> Result<(), BgpError> {
-    let mut r = Counting {
-        inner: open(path)?,
-        taken: 0,
-    };
-    let corrupt = |offset: u64, what: String| BgpError::Corrupt {
+fn corrupt(path: &Path, offset: u64, what: String) -> BgpError {
+    BgpError::Corrupt {
         path: path.to_owned(),
         offset,
         what,
-    };
-    let io_err = |offset: u64, e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            corrupt(offset, format!("truncated ({e})"))
-        } else {
-            corrupt(offset, format!("unreadable: {e}"))
-        }
-    };
-    let mut rib_records = 0u64;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let at = r.taken;
+    }
+}
+
+fn io_error(path: &Path, offset: u64, e: &std::io::Error) -> BgpError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        corrupt(path, offset, format!("truncated ({e})"))
+    } else {
+        corrupt(path, offset, format!("unreadable: {e}"))
+    }
+}
+
+/// One framed MRT record.
+struct Frame {
+    /// Its offset in the (decompressed) stream.
+    at: u64,
+    kind: u16,
+    subtype: u16,
+}
+
+impl<R: Read> Counting<R> {
+    /// The next record, header and body, into `buf`; `None` at a clean end.
+    fn record(&mut self, path: &Path, buf: &mut Vec<u8>) -> Result<Option<Frame>, BgpError> {
+        let at = self.taken;
         let mut header = [0u8; 12];
-        match r.fill(&mut header) {
-            Ok(false) => break,
+        match self.fill(&mut header) {
+            Ok(false) => return Ok(None),
             Ok(true) => {}
-            Err(e) => return Err(io_err(at, e)),
+            Err(e) => return Err(io_error(path, at, &e)),
         }
         let kind = u16::from_be_bytes([header[4], header[5]]);
         let subtype = u16::from_be_bytes([header[6], header[7]]);
         let length = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
         if length > MAX_RECORD {
             return Err(corrupt(
+                path,
                 at,
                 format!("a record of {length} bytes (type {kind}): not an MRT stream, or corrupt"),
             ));
@@ -236,108 +243,140 @@ fn read_file(path: &Path, stats: &mut BgpStats, out: &mut Vec<Raw>) -> Result<()
         buf.clear();
         buf.extend_from_slice(&header);
         buf.resize(12 + length as usize, 0);
-        match r.fill(&mut buf[12..]) {
+        match self.fill(&mut buf[12..]) {
             Ok(true) => {}
             Ok(false) if length == 0 => {}
             Ok(false) => {
                 return Err(corrupt(
+                    path,
                     at,
                     "truncated (a record header without its body)".into(),
                 ))
             }
-            Err(e) => return Err(io_err(at, e)),
+            Err(e) => return Err(io_error(path, at, &e)),
         }
-        let unicast = matches!(subtype, 2 | 4 | 8 | 10);
-        let peer_index = subtype == 1;
-        if kind != TABLE_DUMP_V2 || !(unicast || peer_index) {
+        Ok(Some(Frame { at, kind, subtype }))
+    }
+}
+
+/// The entry count a RIB record's body gives: the library stops early at a bad
+/// entry, which must not pass for a shorter route list.
+fn entry_count(body: &[u8]) -> Option<u16> {
+    let prefix_len = body.get(4).copied().unwrap_or(0);
+    let count_at = 5 + usize::from(prefix_len).div_ceil(8);
+    body.get(count_at..count_at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// The unicast RIB entries of one framed record; `None` for records to skip.
+fn rib_of(
+    path: &Path,
+    frame: &Frame,
+    buf: &[u8],
+) -> Result<Option<bgpkit_parser::models::RibAfiEntries>, BgpError> {
+    let parsed = std::panic::catch_unwind(|| {
+        bgpkit_parser::parse_mrt_record(&mut &buf[..]).map_err(|e| e.error.to_string())
+    })
+    .unwrap_or_else(|_| Err("the parser failed on it".to_owned()));
+    let record = parsed.map_err(|e| corrupt(path, frame.at, format!("a bad record ({e})")))?;
+    let MrtMessage::TableDumpV2Message(msg) = record.message else {
+        return Err(corrupt(
+            path,
+            frame.at,
+            "a record of another type than its header".into(),
+        ));
+    };
+    let TableDumpV2Message::RibAfi(rib) = msg else {
+        return Ok(None);
+    };
+    if !matches!(
+        rib.rib_type,
+        TableDumpV2Type::RibIpv4Unicast
+            | TableDumpV2Type::RibIpv4UnicastAddPath
+            | TableDumpV2Type::RibIpv6Unicast
+            | TableDumpV2Type::RibIpv6UnicastAddPath
+    ) {
+        return Ok(None);
+    }
+    let entries = entry_count(&buf[12..]);
+    if entries != Some(u16::try_from(rib.rib_entries.len()).unwrap_or(u16::MAX)) {
+        return Err(corrupt(
+            path,
+            frame.at,
+            format!(
+                "a RIB record whose entries do not parse ({} of {})",
+                rib.rib_entries.len(),
+                entries.unwrap_or(0)
+            ),
+        ));
+    }
+    Ok(Some(rib))
+}
+
+/// Each route's origin of one RIB record into `out`.
+fn routes_of(rib: &bgpkit_parser::models::RibAfiEntries, stats: &mut BgpStats, out: &mut Vec<Raw>) {
+    let net = rib.prefix.prefix;
+    let (v6, start) = match net.network() {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    };
+    let len = net.prefix_len();
+    let mut usable = false;
+    for entry in &rib.rib_entries {
+        stats.routes += 1;
+        match origin_of(&entry.attributes) {
+            Origin::As(origin) => {
+                usable = true;
+                out.push(Raw {
+                    v6,
+                    start,
+                    len,
+                    origin: Some(origin),
+                });
+            }
+            Origin::AsSet => stats.as_set_routes += 1,
+            Origin::NoPath => stats.no_path_routes += 1,
+        }
+    }
+    if !usable {
+        out.push(Raw {
+            v6,
+            start,
+            len,
+            origin: None,
+        });
+    }
+}
+
+/// Reads one file's RIB records into `out`: one [`Raw`] per usable route.
+fn read_file(path: &Path, stats: &mut BgpStats, out: &mut Vec<Raw>) -> Result<(), BgpError> {
+    let mut reader = Counting {
+        inner: open(path)?,
+        taken: 0,
+    };
+    let mut rib_records = 0u64;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = reader.record(path, &mut buf)? {
+        let (kind, subtype) = (frame.kind, frame.subtype);
+        // PEER_INDEX_TABLE (1) and the unicast RIBs (2, 4; ADD-PATH 8, 10).
+        if kind != TABLE_DUMP_V2 || !matches!(subtype, 1 | 2 | 4 | 8 | 10) {
             if kind > 64 || (kind == TABLE_DUMP_V2 && subtype > 10) {
                 return Err(corrupt(
-                    at,
+                    path,
+                    frame.at,
                     format!("an unknown MRT record type {kind}/{subtype}"),
                 ));
             }
             stats.skipped_records += 1;
             continue;
         }
-        // The entry count as the record gives it: the library stops early at a bad
-        // entry, which must not pass for a shorter route list.
-        let entries = {
-            let body = &buf[12..];
-            let plen = body.get(4).copied().unwrap_or(0);
-            let at = 5 + usize::from(plen).div_ceil(8);
-            body.get(at..at + 2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        };
-        let parsed = std::panic::catch_unwind(|| {
-            bgpkit_parser::parse_mrt_record(&mut &buf[..]).map_err(|e| e.error.to_string())
-        })
-        .unwrap_or_else(|_| Err("the parser failed on it".to_owned()));
-        let record = parsed.map_err(|e| corrupt(at, format!("a bad record ({e})")))?;
-        let MrtMessage::TableDumpV2Message(msg) = record.message else {
-            return Err(corrupt(
-                at,
-                "a record of another type than its header".into(),
-            ));
-        };
-        let rib = match msg {
-            TableDumpV2Message::PeerIndexTable(_) => continue,
-            TableDumpV2Message::RibAfi(rib) => rib,
-            TableDumpV2Message::RibGeneric(_) => {
-                stats.skipped_records += 1;
-                continue;
+        match rib_of(path, &frame, &buf)? {
+            Some(rib) => {
+                rib_records += 1;
+                routes_of(&rib, stats, out);
             }
-        };
-        if !matches!(
-            rib.rib_type,
-            TableDumpV2Type::RibIpv4Unicast
-                | TableDumpV2Type::RibIpv4UnicastAddPath
-                | TableDumpV2Type::RibIpv6Unicast
-                | TableDumpV2Type::RibIpv6UnicastAddPath
-        ) {
-            stats.skipped_records += 1;
-            continue;
-        }
-        if entries != Some(u16::try_from(rib.rib_entries.len()).unwrap_or(u16::MAX)) {
-            return Err(corrupt(
-                at,
-                format!(
-                    "a RIB record whose entries do not parse ({} of {})",
-                    rib.rib_entries.len(),
-                    entries.unwrap_or(0)
-                ),
-            ));
-        }
-        rib_records += 1;
-        let net = rib.prefix.prefix;
-        let (v6, start) = match net.network() {
-            IpAddr::V4(a) => (false, u128::from(u32::from(a))),
-            IpAddr::V6(a) => (true, u128::from(a)),
-        };
-        let len = net.prefix_len();
-        let mut usable = false;
-        for e in &rib.rib_entries {
-            stats.routes += 1;
-            match origin_of(&e.attributes) {
-                Origin::As(origin) => {
-                    usable = true;
-                    out.push(Raw {
-                        v6,
-                        start,
-                        len,
-                        origin: Some(origin),
-                    });
-                }
-                Origin::AsSet => stats.as_set_routes += 1,
-                Origin::NoPath => stats.no_path_routes += 1,
-            }
-        }
-        if !usable {
-            out.push(Raw {
-                v6,
-                start,
-                len,
-                origin: None,
-            });
+            None if subtype == 1 => {}
+            None => stats.skipped_records += 1,
         }
     }
     stats.records += rib_records;
@@ -358,6 +397,52 @@ struct Raw {
     origin: Option<u32>,
 }
 
+/// The origin of one prefix.
+struct Choice {
+    origin: u32,
+    agree: u32,
+    peers: u32,
+    /// Distinct origins seen.
+    distinct: u32,
+    /// Another origin had as many peers (the lowest AS number won).
+    tie: bool,
+}
+
+/// The origin most routes of `group` (one prefix, sorted by origin) see; `None` when
+/// none has one.
+fn choose(group: &[Raw]) -> Option<Choice> {
+    let mut best: Option<Choice> = None;
+    let mut peers = 0u32;
+    let mut distinct = 0u32;
+    for run in group.chunk_by(|a, b| a.origin == b.origin) {
+        let Some(origin) = run[0].origin else {
+            continue;
+        };
+        let count = u32::try_from(run.len()).unwrap_or(u32::MAX);
+        peers = peers.saturating_add(count);
+        distinct += 1;
+        match &mut best {
+            // Ascending origins: a later one wins only with more peers.
+            Some(b) if b.agree > count => {}
+            Some(b) if b.agree == count => b.tie = true,
+            _ => {
+                best = Some(Choice {
+                    origin,
+                    agree: count,
+                    peers: 0,
+                    distinct: 0,
+                    tie: false,
+                });
+            }
+        }
+    }
+    best.map(|b| Choice {
+        peers,
+        distinct,
+        ..b
+    })
+}
+
 impl BgpTable {
     /// Reads every file (in order; the same prefix in several files counts the peers
     /// of all of them) and picks each prefix's origin.
@@ -373,67 +458,30 @@ impl BgpTable {
         }
         raw.sort_unstable();
         let mut table = Self::default();
-        let mut i = 0;
-        while i < raw.len() {
-            let first = raw[i];
-            let mut j = i;
-            while j < raw.len()
-                && (raw[j].v6, raw[j].start, raw[j].len) == (first.v6, first.start, first.len)
-            {
-                j += 1;
+        for group in raw.chunk_by(|a, b| (a.v6, a.start, a.len) == (b.v6, b.start, b.len)) {
+            let first = group[0];
+            let Some(choice) = choose(group) else {
+                stats.prefixes_without_origin += 1;
+                continue;
+            };
+            if choice.distinct > 1 {
+                stats.disagreeing_prefixes += 1;
             }
-            // Within the group, origins sorted (None first): count runs.
-            let mut best: Option<(u32, u32)> = None; // (count, origin)
-            let mut peers = 0u32;
-            let mut distinct = 0u32;
-            let mut tie = false;
-            let mut k = i;
-            while k < j {
-                let o = raw[k].origin;
-                let mut e = k;
-                while e < j && raw[e].origin == o {
-                    e += 1;
-                }
-                if let Some(origin) = o {
-                    let n = u32::try_from(e - k).unwrap_or(u32::MAX);
-                    peers = peers.saturating_add(n);
-                    distinct += 1;
-                    match best {
-                        // Ascending origins: a later one wins only with more peers.
-                        Some((c, _)) if c > n => {}
-                        Some((c, _)) if c == n => tie = true,
-                        _ => {
-                            best = Some((n, origin));
-                            tie = false;
-                        }
-                    }
-                }
-                k = e;
+            if choice.tie {
+                stats.tied_prefixes += 1;
             }
-            match best {
-                None => stats.prefixes_without_origin += 1,
-                Some((agree, origin)) => {
-                    if distinct > 1 {
-                        stats.disagreeing_prefixes += 1;
-                    }
-                    if tie {
-                        stats.tied_prefixes += 1;
-                    }
-                    let route = BgpRoute {
-                        start: first.start,
-                        len: first.len,
-                        origin,
-                        agree,
-                        peers,
-                    };
-                    if first.v6 {
-                        table.v6.push(route);
-                    } else {
-                        table.v4.push(route);
-                    }
-                }
+            let route = BgpRoute {
+                start: first.start,
+                len: first.len,
+                origin: choice.origin,
+                agree: choice.agree,
+                peers: choice.peers,
+            };
+            if first.v6 {
+                table.v6.push(route);
+            } else {
+                table.v4.push(route);
             }
-            i = j;
         }
         drop(raw);
         stats.prefixes_v4 = table.v4.len() as u64;

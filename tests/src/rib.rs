@@ -102,7 +102,7 @@ pub fn generate(dir: &Path) {
     }
     std::fs::create_dir_all(dir).expect("create dir");
     let started = Instant::now();
-    let mut rng = Rng(0xB6_B6_0001);
+    let mut rng = Rng(0xB6B6_0001);
     let mut v4: HashSet<(u32, u8)> = HashSet::with_capacity(PREFIXES_V4);
     while v4.len() < PREFIXES_V4 {
         let len = pick(&MIX_V4, &mut rng);
@@ -137,7 +137,7 @@ pub fn generate(dir: &Path) {
             ip: IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 13)),
         },
     ];
-    let mut origin_rng = Rng(0xB6_B6_0002);
+    let mut origin_rng = Rng(0xB6B6_0002);
     let all = v4
         .iter()
         .map(|&(a, l)| (IpAddr::V4(Ipv4Addr::from(a)), l))

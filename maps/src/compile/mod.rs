@@ -227,7 +227,7 @@ impl Compiled {
         let rules = Rules::new(config);
         let (aliases, mut alias_warnings) = live_aliases(&sources, &db_aliases, &rules);
         let mut interner = Interner::new(config);
-        let bgp_source = bgp.as_deref().map(BgpSource::new);
+        let bgp_source = bgp.as_deref().map(|t| BgpSource::new(t, &rules));
         let (v4, v4_stats) = compile_family(32, &data, bgp_source.as_ref(), &rules, &mut interner);
         let (mut v6, mut v6_stats) =
             compile_family(128, &data, bgp_source.as_ref(), &rules, &mut interner);

@@ -217,24 +217,28 @@ impl Interner {
     }
 }
 
-/// The BGP table as a source of the overlay: origins interned, so the pieces of one
-/// origin share a value.
+/// The BGP table as a source of the overlay. Origins are interned, so the pieces of one
+/// origin share a value; an origin that no map has an `AS` key for decides nothing but
+/// "announced" (the region is the same whatever the number), so all such origins share
+/// value 0 and the region cache stays small.
 pub(super) struct BgpSource<'a> {
     pub(super) table: &'a crate::bgp::BgpTable,
-    /// Distinct origin AS numbers; a segment's value indexes this.
-    pub(super) origins: Vec<u32>,
+    /// Per value: the origin AS number, `None` for value 0 (origins without a key).
+    pub(super) origins: Vec<Option<u32>>,
     ids: HashMap<u32, u32>,
 }
 
 impl<'a> BgpSource<'a> {
-    pub(super) fn new(table: &'a crate::bgp::BgpTable) -> Self {
-        let mut origins = Vec::new();
+    pub(super) fn new(table: &'a crate::bgp::BgpTable, rules: &Rules) -> Self {
+        let mut origins = vec![None];
         let mut ids = HashMap::new();
         for r in table.v4.iter().chain(&table.v6) {
-            ids.entry(r.origin).or_insert_with(|| {
-                origins.push(r.origin);
-                u32::try_from(origins.len() - 1).unwrap_or(u32::MAX)
-            });
+            if rules.maps.iter().any(|m| m.asn.contains_key(&r.origin)) {
+                ids.entry(r.origin).or_insert_with(|| {
+                    origins.push(Some(r.origin));
+                    u32::try_from(origins.len() - 1).unwrap_or(0)
+                });
+            }
         }
         Self {
             table,
@@ -249,7 +253,13 @@ impl<'a> BgpSource<'a> {
         let routes = self.table.family(width);
         let prefixes: Vec<(u128, u8, u32)> = routes
             .iter()
-            .map(|r| (r.start, r.len, self.ids[&r.origin]))
+            .map(|r| {
+                (
+                    r.start,
+                    r.len,
+                    self.ids.get(&r.origin).copied().unwrap_or(0),
+                )
+            })
             .collect();
         partition::innermost(&prefixes, width)
     }
@@ -317,7 +327,7 @@ pub(super) fn compile_family(
             if let (Some(b), v) = (bgp, vals[ndb]) {
                 if v != NONE {
                     in_db = true;
-                    facts.bgp_asn = Some(b.origins[v as usize]);
+                    facts.bgp_asn = b.origins[v as usize];
                 }
             }
             let cidr = Some(vals[ndb + 1]).filter(|v| *v != NONE);

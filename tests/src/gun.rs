@@ -311,6 +311,23 @@ fn send_loop(
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        // Room for every frame in flight, and sends that never sleep: a sender that
+        // waits for its buffer to drain is woken by each frame the receiving CPU frees,
+        // which costs that CPU more than the frame itself.
+        let sndbuf: libc::c_int = 64 << 20;
+        // SAFETY: an int option by pointer with its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&raw const sndbuf).cast(),
+                u32::try_from(size_of::<libc::c_int>()).unwrap_or(4),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
         // SAFETY: zeroed sockaddr_ll, filled below.
         let mut ll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         ll.sll_family = u16::try_from(libc::AF_PACKET).unwrap_or(17);
@@ -364,7 +381,7 @@ fn send_loop(
                     fd,
                     msgs.as_mut_ptr().add(at),
                     u32::try_from(n).unwrap_or(1),
-                    0,
+                    libc::MSG_DONTWAIT,
                 )
             };
             if rc > 0 {

@@ -268,6 +268,36 @@ fn pool(
     Ok(frames)
 }
 
+/// Pins every thread of process `pid` to `cpu` (threads it starts later inherit it):
+/// the server under test shares the second CPU with its receive thread, as in the
+/// peers' measurements, and leaves the first to the generator.
+///
+/// # Errors
+/// The process is gone or the affinity call failed.
+pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The CPU the server side runs on in the end-to-end benchmarks: the last one.
+#[must_use]
+pub fn server_cpu() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) - 1
+}
+
 /// Pins the calling thread to `cpu`.
 fn pin(cpu: usize) -> io::Result<()> {
     // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.

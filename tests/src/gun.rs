@@ -230,11 +230,23 @@ fn pool(
     seed: u64,
 ) -> io::Result<Vec<Vec<u8>>> {
     let macs = (mac_of(pair, Side::Client)?, mac_of(pair, Side::Server)?);
+    frames(macs, (pair.client_v4, pair.server_v4), mix, sources, seed)
+}
+
+/// [`POOL`] frames from `hosts.0`'s side (or the many sources, never `hosts.0`'s /30)
+/// to `hosts.1`, port 53, with queries drawn from `mix` by weight.
+fn frames(
+    macs: ([u8; 6], [u8; 6]),
+    hosts: (Ipv4Addr, Ipv4Addr),
+    mix: &[Template],
+    sources: Sources,
+    seed: u64,
+) -> io::Result<Vec<Vec<u8>>> {
     let total: u64 = mix.iter().map(|t| u64::from(t.weight)).sum();
     if total == 0 {
         return Err(io::Error::other("a query mix without weight"));
     }
-    let own = u32::from(pair.client_v4) & !3;
+    let own = u32::from(hosts.0) & !3;
     let mut rng = Rng(seed | 1);
     let mut frames = Vec::with_capacity(POOL);
     for i in 0..POOL {
@@ -252,7 +264,7 @@ fn pool(
             })
             .unwrap_or(&mix[0]);
         let src = match sources {
-            Sources::One => (pair.client_v4, 40_000),
+            Sources::One => (hosts.0, 40_000),
             Sources::Many => loop {
                 let a = 0xc612_0000 | u32::try_from(rng.below(1 << 17)).unwrap_or(0);
                 if a & !3 != own {
@@ -263,7 +275,7 @@ fn pool(
         };
         let id = u16::try_from(i & 0xffff).unwrap_or(0);
         let dns = query(t, id, &mut rng);
-        frames.push(frame(macs, src, (pair.server_v4, 53), &dns));
+        frames.push(frame(macs, src, (hosts.1, 53), &dns));
     }
     Ok(frames)
 }
@@ -500,6 +512,44 @@ mod tests {
         assert_eq!(dns[12], 8);
         assert!(dns[13..21].iter().all(u8::is_ascii_hexdigit));
         assert_eq!(&dns[21..25], b"\x03cdn");
+    }
+
+    #[test]
+    fn many_sources_are_many_clients_and_the_mix_holds() {
+        let client = Ipv4Addr::new(198, 19, 0, 2);
+        let mix = [
+            Template::new("www.cdn.example.net", 1, 85),
+            Template::new("{rand}.cdn.example.net", 1, 15),
+        ];
+        let f = frames(
+            ([2; 6], [4; 6]),
+            (client, Ipv4Addr::new(198, 19, 0, 1)),
+            &mix,
+            Sources::Many,
+            7,
+        )
+        .unwrap();
+        assert_eq!(f.len(), POOL);
+        let sources: std::collections::HashSet<[u8; 4]> =
+            f.iter().map(|f| f[26..30].try_into().unwrap()).collect();
+        // 65,536 draws from 2^17 addresses: about 51,000 distinct ones.
+        assert!(sources.len() > 45_000, "{} distinct sources", sources.len());
+        assert!(sources.iter().all(|a| {
+            let a = u32::from_be_bytes(*a);
+            a >> 17 == 0xc612_0000 >> 17 && a & !3 != u32::from(client)
+        }));
+        let random = f.iter().filter(|f| f[54] == 8).count();
+        #[expect(clippy::cast_precision_loss, reason = "a share")]
+        let share = random as f64 / POOL as f64;
+        assert!((0.14..0.16).contains(&share), "random names {share}");
+        let mut names: Vec<&[u8]> = f
+            .iter()
+            .filter(|f| f[54] == 8)
+            .map(|f| &f[55..63])
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > random * 99 / 100, "random labels repeat");
     }
 
     #[test]

@@ -291,9 +291,19 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
         u64::from(QPS),
     )
     .expect("fire");
+    // Geo answers count by family, the zone's static answers by class.
     let answered = daemon.scrape(&pair).map_or(0, |m| {
-        metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
-            + metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v6\"}")
+        [
+            "answered_v4",
+            "answered_v6",
+            "answered_static",
+            "answered_nodata",
+            "answered_nxdomain",
+            "answered_refused",
+        ]
+        .iter()
+        .map(|o| metric(&m, &format!("geodns_xdp_packets_total{{outcome=\"{o}\"}}")))
+        .sum::<u64>()
     });
     #[expect(clippy::cast_precision_loss, reason = "a share")]
     let share = answered as f64 / shot.replies().max(1) as f64;

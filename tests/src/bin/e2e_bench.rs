@@ -89,6 +89,20 @@ fn kxdpgun_share(pair: &NetnsPair, queries: &std::path::Path, extra: &[&str]) ->
     (field(1), field(2) / 100.0)
 }
 
+/// Routes 198.18.0.0/15 from the server namespace back through the client veth: a
+/// server's replies to the many sources go back to where the generator sends from.
+fn route_sources(pair: &NetnsPair) {
+    let via = pair.client_v4.to_string();
+    let route = pair.exec(
+        Side::Server,
+        &["ip", "route", "add", "198.18.0.0/15", "via", &via],
+    );
+    assert!(
+        route.is_ok_and(|o| o.status.success()),
+        "route to the sources"
+    );
+}
+
 /// Replies per second from `geodns run --no-xdp` listening on the server's address.
 fn userspace(config: &Path, queries: &Path) -> f64 {
     userspace_with(config, queries, &[], false).0
@@ -114,21 +128,7 @@ fn userspace_with(config: &Path, queries: &Path, extra: &[&str], many: bool) -> 
     pair.receive_thread(Side::Server)
         .expect("a receive thread for the server veth");
     if many {
-        let route = pair.exec(
-            Side::Server,
-            &[
-                "ip",
-                "route",
-                "add",
-                "198.18.0.0/15",
-                "via",
-                &pair.client_v4.to_string(),
-            ],
-        );
-        assert!(
-            route.is_ok_and(|o| o.status.success()),
-            "route to the sources"
-        );
+        route_sources(&pair);
     }
     let sources: &[&str] = if many { &["-l", "198.18.0.0/15"] } else { &[] };
     let (qps, share) = kxdpgun_share(&pair, queries, sources);
@@ -268,21 +268,7 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
         .expect("a receive thread for the server veth");
     gun::pin_process(daemon.pid(), gun::server_cpu()).expect("pin the daemon");
     // Replies from the userspace server go back to the many sources through the client.
-    let route = pair.exec(
-        Side::Server,
-        &[
-            "ip",
-            "route",
-            "add",
-            "198.18.0.0/15",
-            "via",
-            &pair.client_v4.to_string(),
-        ],
-    );
-    assert!(
-        route.is_ok_and(|o| o.status.success()),
-        "route to the sources"
-    );
+    route_sources(&pair);
     let shot = gun::fire(
         &pair,
         mix,
@@ -373,21 +359,7 @@ fn knot_gun(mix: &[Template]) -> Shot {
     gun::pin_process(knotd.id(), gun::server_cpu()).expect("pin knotd");
     pair.receive_thread(Side::Server)
         .expect("a receive thread for the server veth");
-    let route = pair.exec(
-        Side::Server,
-        &[
-            "ip",
-            "route",
-            "add",
-            "198.18.0.0/15",
-            "via",
-            &pair.client_v4.to_string(),
-        ],
-    );
-    assert!(
-        route.is_ok_and(|o| o.status.success()),
-        "route to the sources"
-    );
+    route_sources(&pair);
     let shot = gun::fire(
         &pair,
         mix,

@@ -74,6 +74,7 @@ const E2E_FIGURES: &[&str] = &[
     "e2e_xdp_answered_share_mixed",
     "e2e_qps_userspace_mixed",
     "e2e_userspace_reply_share_mixed",
+    "e2e_qps_knot_mixed",
     "reload_swap_seconds_500k",
 ];
 
@@ -336,9 +337,20 @@ fn e2e_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<S
                     value / e
                 )
             }),
-        "e2e_qps_userspace_mixed" => spread_note(name, figures)
+        "e2e_qps_knot_mixed" => spread_note(name, figures)
             .zip(get("e2e_qps_echo_ceiling_many"))
             .map(|(spread, e)| format!("{:.2} of e2e_qps_echo_ceiling_many; {spread}", value / e)),
+        "e2e_qps_userspace_mixed" => spread_note(name, figures)
+            .zip(get("e2e_qps_echo_ceiling_many"))
+            .map(|(spread, e)| {
+                let knot = get("e2e_qps_knot_mixed")
+                    .map(|k| format!("; {:.2} x Knot", value / k))
+                    .unwrap_or_default();
+                format!(
+                    "{:.2} of e2e_qps_echo_ceiling_many{knot}; {spread}",
+                    value / e
+                )
+            }),
         "e2e_xdp_answered_share_mixed" => spread_note(name, figures).map(|spread| {
             format!(
                 "{:.1}% of the replies from XDP (target >= 95%); {spread}",
@@ -401,19 +413,22 @@ fn json_figures(cmd: &mut Command) -> Result<BTreeMap<String, f64>> {
         .with_context(|| format!("{cmd:?} printed no JSON object: {out}"))
 }
 
-/// Installs kxdpgun (Debian's knot-dnsutils) when it is missing.
+/// Installs kxdpgun and kdig (Debian's knot-dnsutils), Knot itself (a peer server) and
+/// ethtool when they are missing.
 fn ensure_kxdpgun() -> Result<()> {
     let has = |tool: &str, arg: &str| Command::new(tool).arg(arg).output().is_ok();
-    if has("kxdpgun", "--version") && has("ethtool", "--version") {
+    if has("kxdpgun", "--version") && has("ethtool", "--version") && has("knotd", "--version") {
         return Ok(());
     }
     eprintln!(
-        "bench: installing knot-dnsutils (kxdpgun, the AF_XDP load generator) and ethtool \
-         (threaded NAPI on the server veth)"
+        "bench: installing knot-dnsutils (kxdpgun, the AF_XDP load generator), knot (a peer \
+         server) and ethtool (threaded NAPI on the server veth)"
     );
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils", "ethtool"]))
-        .context("installing knot-dnsutils (kxdpgun) and ethtool")
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "knot-dnsutils", "knot", "ethtool"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing knot-dnsutils (kxdpgun), knot and ethtool")
 }
 
 /// Checks figure names against the known ones.

@@ -363,3 +363,45 @@ fn config_errors_name_the_bgp_section() {
         Some(RegionKey::Asn(64500))
     );
 }
+
+/// `examples/route.toml` (BGP + nearest) compiles with its committed RIB dump (the
+/// committed bytes are checked against their generator in `compile.rs`), and the
+/// explanation of a decision names the BGP prefix, its origin and the peers.
+#[test]
+fn the_example_compiles_and_explains_its_bgp_decisions() {
+    let path = common::repo_root().join("examples/route.toml");
+    let config = Config::from_path(&path).expect("the example parses");
+    let e = common::engine(config);
+    let b = e.compiled().stats().bgp.clone().expect("BGP stats");
+    assert_eq!((b.records, b.prefixes_v4, b.prefixes_v6), (10, 7, 2));
+    assert_eq!(
+        (
+            b.disagreeing_prefixes,
+            b.as_set_routes,
+            b.prefixes_without_origin
+        ),
+        (1, 1, 1)
+    );
+    let x = e.explain(ip("192.0.2.200"), None);
+    let m = x.facts.as_ref().and_then(|f| f.bgp).expect("a BGP match");
+    assert_eq!(
+        (m.prefix.to_string(), m.origin, m.agree, m.peers),
+        ("192.0.2.128/25".to_owned(), 64520, 3, 3)
+    );
+    let edge = x.maps.iter().find(|m| m.map == "edge").expect("map edge");
+    assert_eq!(edge.key, Some(RegionKey::Asn(64520)));
+    assert!(
+        edge.why
+            .contains("BGP origin of 192.0.2.128/25 (3 of 3 peers)"),
+        "{}",
+        edge.why
+    );
+    // The peers disagree on 203.0.113.0/24: 2 of 3 see AS64510.
+    let x = e.explain(ip("203.0.113.5"), None);
+    let m = x.facts.as_ref().and_then(|f| f.bgp).expect("a BGP match");
+    assert_eq!((m.origin, m.agree, m.peers), (64510, 2, 3));
+    // 100.100.0.0/16: no coordinates, the BGP origin's key decides.
+    let x = e.explain(ip("100.100.7.7"), None);
+    let edge = x.maps.iter().find(|m| m.map == "edge").expect("map edge");
+    assert_eq!(edge.key, Some(RegionKey::Asn(64531)));
+}

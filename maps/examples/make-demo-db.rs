@@ -1,4 +1,4 @@
-//! Writes the demo `GeoIP` databases into `examples/` at the workspace root.
+//! Writes the demo `GeoIP` databases and BGP RIB dump into `examples/` at the workspace root.
 //! `cargo run -p geodns-maps --example make-demo-db`
 use std::path::Path;
 

@@ -22,6 +22,8 @@ pub(crate) struct Facts {
     pub asn: Option<u32>,
     /// Where a City database puts the network.
     pub loc: Option<Loc>,
+    /// The origin AS of the BGP route (`[bgp]`).
+    pub bgp_asn: Option<u32>,
 }
 
 /// A location in units of 1e-4 degrees (about 11 m), so facts stay hashable.
@@ -54,6 +56,7 @@ impl Facts {
             continent: self.continent.or(other.continent),
             asn: self.asn.or(other.asn),
             loc: self.loc.or(other.loc),
+            bgp_asn: self.bgp_asn.or(other.bgp_asn),
         }
     }
 }
@@ -319,6 +322,7 @@ impl Db {
                 (Some(lat), Some(lon)) => Loc::from_degrees(lat, lon),
                 _ => None,
             },
+            bgp_asn: None,
         })
     }
 

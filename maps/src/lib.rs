@@ -32,14 +32,16 @@
 //!
 //! 1. a CIDR written in the config (`"198.51.100.0/24"`, `"2001:db8::/32"`); among nested
 //!    CIDRs of the same map the most specific wins;
-//! 2. an AS number (`"AS13335"`), from the ASN database;
+//! 2. an AS number (`"AS13335"`): the BGP origin of the longest prefix holding the
+//!    address in the `[bgp]` RIB dumps ([`bgp`]), then the ASN database's number (not
+//!    with `as_keys = "bgp-only"`);
 //! 3. a country (`"US"`, or `"country:US"`), ISO 3166-1 alpha-2, from the country database;
 //! 4. a continent (`"continent:EU"`), from the continent field of the country database;
 //! 5. `"default"`.
 //!
 //! Continents need the `continent:` prefix because their codes collide with countries
 //! (`AS` is American Samoa and Asia, `AF` Afghanistan and Africa, `NA`, `SA`, ...).
-//! An address in no database (and in no config CIDR) is region 0: no map applies, and the
+//! An address in no database, no BGP prefix and no config CIDR is region 0: no map applies, and the
 //! `[fallback]` nodes answer.
 //!
 //! # Regions and prefixes
@@ -69,6 +71,7 @@
 //! all fallback nodes when none is up. Names: the exact name first, then the wildcard
 //! `*.` of the name minus its first label (one level, as the kernel does).
 
+pub mod bgp;
 mod cidr;
 pub mod compile;
 pub mod config;
@@ -80,6 +83,8 @@ mod geo;
 pub mod image;
 #[cfg(feature = "testkit")]
 pub mod mmdb;
+#[cfg(feature = "testkit")]
+pub mod mrt;
 pub mod name;
 mod partition;
 mod report;

@@ -48,6 +48,8 @@ pub enum CompileError {
         field: String,
         networks: u64,
     },
+    #[error(transparent)]
+    Bgp(#[from] crate::bgp::BgpError),
     #[error("{count} database files: at most {max} are supported")]
     TooManyDatabases { count: usize, max: usize },
     #[error("{regions} regions: more than the {max} a u16 region id can name")]

@@ -271,7 +271,10 @@ fn keys_that_need_a_database() {
     let (err, _) = expect_error(&text, "AS13335", "maps.main.\"AS13335\"");
     assert!(matches!(
         problem(&err),
-        ConfigProblem::NeedsDatabase { needs: "asn", .. }
+        ConfigProblem::NeedsDatabase {
+            needs: "asn` or `[bgp] rib",
+            ..
+        }
     ));
     let text = base_config(
         &MAP.replace("country = \"c.mmdb\"", "")

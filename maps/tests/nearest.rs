@@ -345,3 +345,40 @@ a = 1
     ));
     assert!(e.contains("bias"), "{e}");
 }
+
+/// `nearest` as the catch-all of a map (no `default`): every located network gets its
+/// ranking; a network without coordinates, an address in no database and a ranking
+/// whose nodes are all down get `[fallback]`. `[fallback]` itself cannot be
+/// `nearest` (its addresses have no location): the config says so.
+#[test]
+fn nearest_without_default_leaves_the_rest_to_the_fallback() {
+    let (_s, e) = setup(
+        "[maps.bare]\nnearest = [\"fra\", \"ams\", \"nyc\", \"sin\"]\n[[records]]\nname = \"bare\"\nmap = \"bare\"\n",
+        2,
+    );
+    assert_eq!(answer(&e, "bare", "198.51.100.1"), "fra", "Munich");
+    assert_eq!(answer(&e, "bare", "203.0.113.1"), "nyc", "Boston");
+    assert_eq!(answer(&e, "bare", "100.64.1.1"), "core", "no coordinates");
+    assert_eq!(answer(&e, "bare", "100.65.1.1"), "core", "in no database");
+    let mut states = e.states().clone();
+    states.set("fra", NodeState::Down);
+    states.set("ams", NodeState::Down);
+    let down = e.with_states(&states);
+    assert_eq!(
+        answer(&down, "bare", "198.51.100.1"),
+        "core",
+        "k = 2, both down"
+    );
+    assert_eq!(answer(&down, "bare", "203.0.113.1"), "nyc");
+
+    let s = Scratch::new("nearest-fallback");
+    let text = "[zone]\norigin = \"cdn.example.net.\"\n[[zone.ns]]\nname = \"ns1.example.org.\"\n\
+                [nodes.a]\nipv4 = \"198.18.1.1\"\n[fallback]\nnearest = 1\n";
+    let e = geodns_maps::Config::from_str_named(text, &s.path("c.toml").display().to_string())
+        .expect_err("nearest as the fallback")
+        .to_string();
+    assert!(
+        e.contains("fallback.nearest") && e.contains("no location"),
+        "{e}"
+    );
+}

@@ -88,7 +88,7 @@ pub fn demo_with_rrl(dir: &Path) -> PathBuf {
 /// with response rate limiting off, and returns the config's path.
 #[must_use]
 pub fn route_without_rrl(dir: &Path) -> PathBuf {
-    for f in ["route-city.mmdb", "demo-asn.mmdb"] {
+    for f in ["route-city.mmdb", "demo-asn.mmdb", "route-rib.mrt"] {
         std::fs::copy(examples().join(f), dir.join(f)).expect("copy a route database");
     }
     let text = std::fs::read_to_string(examples().join("route.toml")).expect("read route.toml");

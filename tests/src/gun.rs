@@ -230,11 +230,23 @@ fn pool(
     seed: u64,
 ) -> io::Result<Vec<Vec<u8>>> {
     let macs = (mac_of(pair, Side::Client)?, mac_of(pair, Side::Server)?);
+    frames(macs, (pair.client_v4, pair.server_v4), mix, sources, seed)
+}
+
+/// [`POOL`] frames from `hosts.0`'s side (or the many sources, never `hosts.0`'s /30)
+/// to `hosts.1`, port 53, with queries drawn from `mix` by weight.
+fn frames(
+    macs: ([u8; 6], [u8; 6]),
+    hosts: (Ipv4Addr, Ipv4Addr),
+    mix: &[Template],
+    sources: Sources,
+    seed: u64,
+) -> io::Result<Vec<Vec<u8>>> {
     let total: u64 = mix.iter().map(|t| u64::from(t.weight)).sum();
     if total == 0 {
         return Err(io::Error::other("a query mix without weight"));
     }
-    let own = u32::from(pair.client_v4) & !3;
+    let own = u32::from(hosts.0) & !3;
     let mut rng = Rng(seed | 1);
     let mut frames = Vec::with_capacity(POOL);
     for i in 0..POOL {
@@ -252,7 +264,7 @@ fn pool(
             })
             .unwrap_or(&mix[0]);
         let src = match sources {
-            Sources::One => (pair.client_v4, 40_000),
+            Sources::One => (hosts.0, 40_000),
             Sources::Many => loop {
                 let a = 0xc612_0000 | u32::try_from(rng.below(1 << 17)).unwrap_or(0);
                 if a & !3 != own {
@@ -263,9 +275,39 @@ fn pool(
         };
         let id = u16::try_from(i & 0xffff).unwrap_or(0);
         let dns = query(t, id, &mut rng);
-        frames.push(frame(macs, src, (pair.server_v4, 53), &dns));
+        frames.push(frame(macs, src, (hosts.1, 53), &dns));
     }
     Ok(frames)
+}
+
+/// Pins every thread of process `pid` to `cpu` (threads it starts later inherit it):
+/// the server under test shares the second CPU with its receive thread, as in the
+/// peers' measurements, and leaves the first to the generator.
+///
+/// # Errors
+/// The process is gone or the affinity call failed.
+pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The CPU the server side runs on in the end-to-end benchmarks: the last one.
+#[must_use]
+pub fn server_cpu() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) - 1
 }
 
 /// Pins the calling thread to `cpu`.
@@ -305,6 +347,23 @@ fn send_loop(
                 libc::SOL_PACKET,
                 libc::PACKET_QDISC_BYPASS,
                 (&raw const one).cast(),
+                u32::try_from(size_of::<libc::c_int>()).unwrap_or(4),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Room for every frame in flight, and sends that never sleep: a sender that
+        // waits for its buffer to drain is woken by each frame the receiving CPU frees,
+        // which costs that CPU more than the frame itself.
+        let sndbuf: libc::c_int = 64 << 20;
+        // SAFETY: an int option by pointer with its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&raw const sndbuf).cast(),
                 u32::try_from(size_of::<libc::c_int>()).unwrap_or(4),
             )
         };
@@ -364,7 +423,7 @@ fn send_loop(
                     fd,
                     msgs.as_mut_ptr().add(at),
                     u32::try_from(n).unwrap_or(1),
-                    0,
+                    libc::MSG_DONTWAIT,
                 )
             };
             if rc > 0 {
@@ -453,6 +512,44 @@ mod tests {
         assert_eq!(dns[12], 8);
         assert!(dns[13..21].iter().all(u8::is_ascii_hexdigit));
         assert_eq!(&dns[21..25], b"\x03cdn");
+    }
+
+    #[test]
+    fn many_sources_are_many_clients_and_the_mix_holds() {
+        let client = Ipv4Addr::new(198, 19, 0, 2);
+        let mix = [
+            Template::new("www.cdn.example.net", 1, 85),
+            Template::new("{rand}.cdn.example.net", 1, 15),
+        ];
+        let f = frames(
+            ([2; 6], [4; 6]),
+            (client, Ipv4Addr::new(198, 19, 0, 1)),
+            &mix,
+            Sources::Many,
+            7,
+        )
+        .unwrap();
+        assert_eq!(f.len(), POOL);
+        let sources: std::collections::HashSet<[u8; 4]> =
+            f.iter().map(|f| f[26..30].try_into().unwrap()).collect();
+        // 65,536 draws from 2^17 addresses: about 51,000 distinct ones.
+        assert!(sources.len() > 45_000, "{} distinct sources", sources.len());
+        assert!(sources.iter().all(|a| {
+            let a = u32::from_be_bytes(*a);
+            a >> 17 == 0xc612_0000 >> 17 && a & !3 != u32::from(client)
+        }));
+        let random = f.iter().filter(|f| f[54] == 8).count();
+        #[expect(clippy::cast_precision_loss, reason = "a share")]
+        let share = random as f64 / POOL as f64;
+        assert!((0.14..0.16).contains(&share), "random names {share}");
+        let mut names: Vec<&[u8]> = f
+            .iter()
+            .filter(|f| f[54] == 8)
+            .map(|f| &f[55..63])
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > random * 99 / 100, "random labels repeat");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod gun;
 pub mod http;
 pub mod netns;
 pub mod probe;
+pub mod rib;
 pub mod stream;
 pub mod synth;
 pub mod table;

@@ -266,7 +266,9 @@ const ROUTE_NAMES: &[&str] = &[
 ];
 
 /// The same for `examples/route.toml`: clients ranked by the coordinates of their
-/// network in a City database, through both paths.
+/// network in a City database, and clients whose `AS` key is the BGP origin of their
+/// prefix in the example's RIB dump (`192.0.2.128/25`, `100.100.0.0/16`,
+/// `2001:db8:8000::/33`, also through the aliases), through both paths.
 #[test]
 fn xdp_and_fallback_agree_by_coordinates() {
     if !require_bpf() {

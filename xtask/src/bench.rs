@@ -74,6 +74,7 @@ const E2E_FIGURES: &[&str] = &[
     "e2e_xdp_answered_share_mixed",
     "e2e_qps_userspace_mixed",
     "e2e_userspace_reply_share_mixed",
+    "e2e_qps_knot_mixed",
     "reload_swap_seconds_500k",
 ];
 
@@ -111,6 +112,16 @@ const CITY_FIGURES: &[&str] = &[
     "compile_peak_rss_mib_city_nearest",
 ];
 
+/// Figures of `compile_bench bgp` (a full-size BGP RIB dump as `[bgp]`, merged with
+/// the 500k database).
+const BGP_FIGURES: &[&str] = &[
+    "bgp_parse_seconds",
+    "bgp_prefixes",
+    "bgp_compile_seconds",
+    "bgp_compile_base_seconds",
+    "bgp_peak_rss_mib",
+];
+
 /// Figures of the fleet benchmark (`fleet_bench`: a real etcd and three boxes).
 const FLEET_FIGURES: &[&str] = &[
     "fleet_admin_propagation_ms_p50",
@@ -122,7 +133,7 @@ const FLEET_FIGURES: &[&str] = &[
 const USERSPACE_FIGURES: &[&str] = &["userspace_qps_mixed", "userspace_qps_mixed_knot"];
 
 /// Every figure, by the binary that measures it.
-const GROUPS: [&[&str]; 9] = [
+const GROUPS: [&[&str]; 10] = [
     USERSPACE_FIGURES,
     XDP_FIGURES,
     COMPILE_FIGURES,
@@ -131,6 +142,7 @@ const GROUPS: [&[&str]; 9] = [
     HANDOVER_FIGURES,
     REAL_FIGURES,
     CITY_FIGURES,
+    BGP_FIGURES,
     FLEET_FIGURES,
 ];
 
@@ -246,6 +258,13 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
+        "bgp_parse_seconds" => Some(format!("{:.3} of the 10 s target", value / 10.0)),
+        "bgp_compile_seconds" => {
+            let base = get("bgp_compile_base_seconds")
+                .map(|b| format!("{:.2} x the same compile without BGP", value / b));
+            joined(Some(format!("{:.3} of the 10 s target", value / 10.0)), base)
+        }
+        "bgp_peak_rss_mib" => Some(format!("{:.3} of the 1 GiB target", value / 1024.0)),
         "compile_peak_rss_mib_city_nearest" => {
             Some(format!("{:.3} of the 1 GiB target", value / 1024.0))
         }
@@ -322,9 +341,20 @@ fn e2e_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<S
                     value / e
                 )
             }),
-        "e2e_qps_userspace_mixed" => spread_note(name, figures)
+        "e2e_qps_knot_mixed" => spread_note(name, figures)
             .zip(get("e2e_qps_echo_ceiling_many"))
             .map(|(spread, e)| format!("{:.2} of e2e_qps_echo_ceiling_many; {spread}", value / e)),
+        "e2e_qps_userspace_mixed" => spread_note(name, figures)
+            .zip(get("e2e_qps_echo_ceiling_many"))
+            .map(|(spread, e)| {
+                let knot = get("e2e_qps_knot_mixed")
+                    .map(|k| format!("; {:.2} x Knot", value / k))
+                    .unwrap_or_default();
+                format!(
+                    "{:.2} of e2e_qps_echo_ceiling_many{knot}; {spread}",
+                    value / e
+                )
+            }),
         "e2e_xdp_answered_share_mixed" => spread_note(name, figures).map(|spread| {
             format!(
                 "{:.1}% of the replies from XDP (target >= 95%); {spread}",
@@ -393,30 +423,22 @@ fn json_figures(cmd: &mut Command) -> Result<BTreeMap<String, f64>> {
         .with_context(|| format!("{cmd:?} printed no JSON object: {out}"))
 }
 
-/// Installs kxdpgun (Debian's knot-dnsutils) when it is missing.
+/// Installs kxdpgun and kdig (Debian's knot-dnsutils), Knot itself (a peer server) and
+/// ethtool when they are missing.
 fn ensure_kxdpgun() -> Result<()> {
     let has = |tool: &str, arg: &str| Command::new(tool).arg(arg).output().is_ok();
-    if has("kxdpgun", "--version") && has("ethtool", "--version") {
+    if has("kxdpgun", "--version") && has("ethtool", "--version") && has("knotd", "--version") {
         return Ok(());
     }
     eprintln!(
-        "bench: installing knot-dnsutils (kxdpgun, the AF_XDP load generator) and ethtool \
-         (threaded NAPI on the server veth)"
+        "bench: installing knot-dnsutils (kxdpgun, the AF_XDP load generator), knot (a peer \
+         server) and ethtool (threaded NAPI on the server veth)"
     );
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils", "ethtool"]))
-        .context("installing knot-dnsutils (kxdpgun) and ethtool")
-}
-
-/// Installs Knot DNS (Debian's knot: `knotd`, the peer of `userspace_bench`) when it is
-/// missing. The package's own service is not started by the bench.
-fn ensure_knot() -> Result<()> {
-    if Command::new("knotd").arg("--version").output().is_ok() {
-        return Ok(());
-    }
-    eprintln!("bench: installing knot (knotd, the peer server of userspace_bench)");
-    run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "knot"])).context("installing knot")
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "knot-dnsutils", "knot", "ethtool"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing knot-dnsutils (kxdpgun), knot and ethtool")
 }
 
 /// Checks figure names against the known ones.
@@ -488,7 +510,8 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
     if (wants(COMPILE_FIGURES)
         || wants(E2E_FIGURES)
         || wants(DIFF_FIGURES)
-        || wants(HANDOVER_FIGURES))
+        || wants(HANDOVER_FIGURES)
+        || wants(BGP_FIGURES))
         && !data.join("bench.mmdb").exists()
     {
         run(Command::new(bin("compile_bench"))
@@ -512,7 +535,8 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
     // This tree's generator against the daemon of the side measured (`--compare REF`:
     // REF's server, asked the same way).
     if wants(USERSPACE_FIGURES) {
-        ensure_knot()?;
+        // Knot, the peer.
+        ensure_kxdpgun()?;
         let own = root.join("target/release/userspace_bench");
         let mut cmd = Command::new(own);
         figures.extend(json_figures(cmd.arg("--geodns").arg(bin("geodns")))?);
@@ -538,6 +562,13 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
         let mut cmd = Command::new(bin("compile_bench"));
         figures.extend(json_figures(cmd.arg("city").arg(&dir))?);
     }
+    // The RIB dump generated once, then compiled in a process of its own (peak RSS).
+    // (A reference tree from before `[bgp]` has a compile_bench without it.)
+    if wants(BGP_FIGURES) && binary_mentions(&bin("compile_bench"), b"compile_bench bgp-gen") {
+        run(Command::new(bin("compile_bench")).arg("bgp-gen").arg(&data))?;
+        let mut cmd = Command::new(bin("compile_bench"));
+        figures.extend(json_figures(cmd.arg("bgp").arg(&data))?);
+    }
     // A reference tree from before the fleet has no fleet benchmark.
     if wants(FLEET_FIGURES) && bin("fleet_bench").exists() {
         crate::setup::ensure_test_tools()?;
@@ -551,6 +582,12 @@ fn measure(bins: &Path, root: &Path, names: &[String]) -> Result<BTreeMap<String
             || !(XDP_FIGURES.contains(&k.as_str()) || COMPILE_FIGURES.contains(&k.as_str()))
     });
     Ok(figures)
+}
+
+/// Whether the file `bin` holds `text` (a subcommand's usage string: what an older
+/// benchmark binary of `--compare REF` can do).
+fn binary_mentions(bin: &Path, text: &[u8]) -> bool {
+    fs::read(bin).is_ok_and(|b| b.windows(text.len()).any(|w| w == text))
 }
 
 /// Merges `figures` into target/bench/results.json.

@@ -36,7 +36,7 @@ mod rules;
 mod stats;
 
 use aliases::{live_aliases, split_at_aliases};
-use rules::{compile_family, Interner, Rules};
+use rules::{compile_family, BgpSource, Interner, Rules};
 pub use stats::{AddressFacts, CompileStats, CompileWarning, FamilyStats, PrefixMatch, Shrink};
 
 /// "No rule" in a region's choices.
@@ -93,6 +93,8 @@ pub struct Compiled {
     /// [`Compiled::rule`]).
     ranked: Vec<Vec<Rule>>,
     sources: Vec<Source>,
+    /// The BGP origin table (`[bgp]`), kept to explain a decision.
+    bgp: Option<Arc<crate::bgp::BgpTable>>,
     /// Databases opened again, lazily, to explain a decision.
     explain_dbs: Mutex<Option<Arc<Vec<Db>>>>,
     stats: CompileStats,
@@ -200,6 +202,23 @@ impl Compiled {
             db_aliases.push(db.aliases);
             data.push(db.read(&s.fields, progress)?);
         }
+        let bgp = match &config.bgp {
+            Some(b) => {
+                progress(Progress {
+                    stage: ProgressStage::Reading,
+                    path: b.rib.first().cloned(),
+                    networks: 0,
+                });
+                let table = crate::bgp::BgpTable::read(&b.rib)?;
+                progress(Progress {
+                    stage: ProgressStage::Reading,
+                    path: b.rib.last().cloned(),
+                    networks: table.stats.prefixes(),
+                });
+                Some(Arc::new(table))
+            }
+            None => None,
+        };
         progress(Progress {
             stage: ProgressStage::Combining,
             path: None,
@@ -208,8 +227,11 @@ impl Compiled {
         let rules = Rules::new(config);
         let (aliases, mut alias_warnings) = live_aliases(&sources, &db_aliases, &rules);
         let mut interner = Interner::new(config);
-        let (v4, v4_stats) = compile_family(32, &data, &rules, &mut interner);
-        let (mut v6, mut v6_stats) = compile_family(128, &data, &rules, &mut interner);
+        let bgp_source = bgp.as_deref().map(|t| BgpSource::new(t, &rules));
+        let (v4, v4_stats) = compile_family(32, &data, bgp_source.as_ref(), &rules, &mut interner);
+        let (mut v6, mut v6_stats) =
+            compile_family(128, &data, bgp_source.as_ref(), &rules, &mut interner);
+        drop(bgp_source);
         let unsplit = v6.len();
         split_at_aliases(&mut v6, aliases);
         // The cuts are pieces of their own before merging too.
@@ -227,6 +249,7 @@ impl Compiled {
             v6: v6_stats,
             regions: interner.tuples.len(),
             databases: sources.iter().map(|s| s.path.clone()).collect(),
+            bgp: bgp.as_ref().map(|b| b.stats.clone()),
             elapsed: started.elapsed(),
         };
         let mut this = Self {
@@ -249,6 +272,7 @@ impl Compiled {
             ranked: interner.ranks.rules(config),
             ranks: interner.ranks,
             sources,
+            bgp,
             explain_dbs: Mutex::new(None),
             stats,
             warnings: Vec::new(),
@@ -413,7 +437,7 @@ impl Compiled {
     /// the compile is wrong: tests check this never happens).
     #[must_use]
     pub fn region_of(&self, facts: &AddressFacts) -> Option<u16> {
-        if !facts.in_database && facts.cidr.is_none() {
+        if !facts.in_database && facts.bgp.is_none() && facts.cidr.is_none() {
             return Some(0);
         }
         let f = Facts {
@@ -423,6 +447,7 @@ impl Compiled {
             loc: facts
                 .location
                 .and_then(|(lat, lon)| crate::geo::Loc::from_degrees(lat, lon)),
+            bgp_asn: facts.bgp.map(|b| b.origin),
         };
         let cidr = facts
             .cidr
@@ -491,6 +516,7 @@ impl Compiled {
                 facts = facts.or(f);
             }
         }
+        out.bgp = self.bgp.as_ref().and_then(|b| b.lookup(ip));
         out.country = facts.country.map(code_text);
         out.continent = facts.continent.map(code_text);
         out.asn = facts.asn;
@@ -504,6 +530,9 @@ fn describe(f: &Facts, cidr: Option<Cidr>) -> String {
     let mut parts = Vec::new();
     if let Some(c) = cidr {
         parts.push(format!("cidr={c}"));
+    }
+    if let Some(a) = f.bgp_asn {
+        parts.push(format!("BGP origin AS{a}"));
     }
     if let Some(a) = f.asn {
         parts.push(format!("AS{a}"));

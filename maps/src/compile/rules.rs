@@ -23,6 +23,8 @@ pub(super) struct Rules {
     /// The innermost other CIDR key containing each one.
     pub(super) cidr_parent: Vec<Option<u32>>,
     pub(super) maps: Vec<MapIndex>,
+    /// `[bgp] as_keys = "bgp-only"`: `AS` keys ignore the ASN database.
+    pub(super) bgp_only: bool,
 }
 
 impl Rules {
@@ -94,11 +96,13 @@ impl Rules {
             cidrs,
             cidr_parent,
             maps,
+            bgp_only: config.bgp.as_ref().is_some_and(|b| b.only),
         }
     }
 
-    /// The rule `m` (map number `map`) picks: CIDR > ASN > country > continent >
-    /// nearest (a network with a location; `rank` gives its ranking's rule) > default.
+    /// The rule `m` (map number `map`) picks: CIDR > AS (the BGP origin's key, then
+    /// the ASN database's unless `bgp_only`) > country > continent > nearest (a
+    /// network with a location; `rank` gives its ranking's rule) > default.
     pub(super) fn choose(
         &self,
         map: usize,
@@ -114,9 +118,11 @@ impl Rules {
             }
             c = self.cidr_parent[id as usize];
         }
+        let database_asn = if self.bgp_only { None } else { facts.asn };
         if let Some(r) = facts
-            .asn
+            .bgp_asn
             .and_then(|a| m.asn.get(&a))
+            .or_else(|| database_asn.and_then(|a| m.asn.get(&a)))
             .or_else(|| facts.country.and_then(|c| m.country.get(&c)))
             .or_else(|| facts.continent.and_then(|c| m.continent.get(&c)))
         {
@@ -211,11 +217,60 @@ impl Interner {
     }
 }
 
+/// The BGP table as a source of the overlay. Origins are interned, so the pieces of one
+/// origin share a value; an origin that no map has an `AS` key for decides nothing but
+/// "announced" (the region is the same whatever the number), so all such origins share
+/// value 0 and the region cache stays small.
+pub(super) struct BgpSource<'a> {
+    pub(super) table: &'a crate::bgp::BgpTable,
+    /// Per value: the origin AS number, `None` for value 0 (origins without a key).
+    pub(super) origins: Vec<Option<u32>>,
+    ids: HashMap<u32, u32>,
+}
+
+impl<'a> BgpSource<'a> {
+    pub(super) fn new(table: &'a crate::bgp::BgpTable, rules: &Rules) -> Self {
+        let mut origins = vec![None];
+        let mut ids = HashMap::new();
+        for r in table.v4.iter().chain(&table.v6) {
+            if rules.maps.iter().any(|m| m.asn.contains_key(&r.origin)) {
+                ids.entry(r.origin).or_insert_with(|| {
+                    origins.push(Some(r.origin));
+                    u32::try_from(origins.len() - 1).unwrap_or(0)
+                });
+            }
+        }
+        Self {
+            table,
+            origins,
+            ids,
+        }
+    }
+
+    /// Sorted disjoint segments, each labelled with the origin of the longest
+    /// announced prefix that holds it (prefixes nest or are disjoint).
+    fn segments(&self, width: u8) -> Vec<Seg> {
+        let routes = self.table.family(width);
+        let prefixes: Vec<(u128, u8, u32)> = routes
+            .iter()
+            .map(|r| {
+                (
+                    r.start,
+                    r.len,
+                    self.ids.get(&r.origin).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        partition::innermost(&prefixes, width)
+    }
+}
+
 /// Overlays one family's databases and CIDR keys, labels the pieces with regions,
 /// merges runs and cuts them into prefixes `(start, len, region)`.
 pub(super) fn compile_family(
     width: u8,
     data: &[DbData],
+    bgp: Option<&BgpSource>,
     rules: &Rules,
     interner: &mut Interner,
 ) -> (Vec<(u128, u8, u16)>, FamilyStats) {
@@ -244,11 +299,13 @@ pub(super) fn compile_family(
         })
         .collect();
     let cidr_segs = partition::innermost(&rules.family_cidrs(width), width);
+    let bgp_segs = bgp.map(|b| b.segments(width)).unwrap_or_default();
     let mut all: Vec<&[Seg]> = db_segs.iter().map(Vec::as_slice).collect();
+    all.push(&bgp_segs);
     all.push(&cidr_segs);
     let ndb = data.len();
     // The same combination of database records recurs: label it once.
-    let mut cache: HashMap<[u32; MAX_DATABASES + 1], u16> = HashMap::new();
+    let mut cache: HashMap<[u32; MAX_DATABASES + 2], u16> = HashMap::new();
     let mut run: Option<(u128, u128, u16)> = None;
     let mut out: Vec<(u128, u8, u16)> = Vec::new();
     let flush = |run: (u128, u128, u16), out: &mut Vec<(u128, u8, u16)>| {
@@ -256,7 +313,7 @@ pub(super) fn compile_family(
     };
     partition::overlay(&all, partition::max_addr(width), |start, end, vals| {
         stats.prefixes_before += partition::cover_count(start, end, width);
-        let mut key = [NONE; MAX_DATABASES + 1];
+        let mut key = [NONE; MAX_DATABASES + 2];
         key[..vals.len()].copy_from_slice(vals);
         let region = *cache.entry(key).or_insert_with(|| {
             let mut facts = Facts::default();
@@ -267,7 +324,13 @@ pub(super) fn compile_family(
                     facts = facts.or(d.facts[*v as usize]);
                 }
             }
-            let cidr = Some(vals[ndb]).filter(|v| *v != NONE);
+            if let (Some(b), v) = (bgp, vals[ndb]) {
+                if v != NONE {
+                    in_db = true;
+                    facts.bgp_asn = b.origins[v as usize];
+                }
+            }
+            let cidr = Some(vals[ndb + 1]).filter(|v| *v != NONE);
             interner.region(rules, in_db, &facts, cidr)
         });
         match &mut run {

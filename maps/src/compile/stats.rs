@@ -27,6 +27,8 @@ pub struct CompileStats {
     pub regions: usize,
     /// Database files read.
     pub databases: Vec<PathBuf>,
+    /// What the BGP RIB dumps gave (`[bgp]`).
+    pub bgp: Option<crate::bgp::BgpStats>,
     pub elapsed: Duration,
 }
 
@@ -48,8 +50,10 @@ impl CompileStats {
     pub fn shrink_from(&self, old: &Self, max_drop: f64) -> Option<Shrink> {
         let networks = |s: &Self| s.v4.networks + s.v6.networks;
         let regions = |s: &Self| s.regions as u64;
+        let bgp = |s: &Self| s.bgp.as_ref().map_or(0, crate::bgp::BgpStats::prefixes);
         [
             ("database networks", networks(old), networks(self)),
+            ("BGP prefixes", bgp(old), bgp(self)),
             ("regions", regions(old), regions(self)),
         ]
         .into_iter()
@@ -93,6 +97,8 @@ pub struct AddressFacts {
     /// Latitude and longitude in degrees (from a City database), as compiled (to
     /// 1e-4 degrees).
     pub location: Option<(f64, f64)>,
+    /// The longest BGP prefix holding it (`[bgp]`): its origin and how many peers agree.
+    pub bgp: Option<crate::bgp::BgpMatch>,
     /// The innermost config CIDR key (of any map) containing it.
     pub cidr: Option<Cidr>,
     /// Each database that has it, with the network that matched.

@@ -281,6 +281,12 @@ impl Config {
             None => None,
         };
 
+        // [bgp]
+        let bgp = match &raw.bgp {
+            Some(b) => Some(bgp(ctx, b, &base_dir)?),
+            None => None,
+        };
+
         // [maps.NAME]
         let mut maps = Vec::new();
         for (mname, table) in &raw.maps {
@@ -296,8 +302,10 @@ impl Config {
                     {
                         Some(("continent", "continent_field"))
                     }
-                    (RegionKey::Asn(_), g) if g.as_ref().is_none_or(|g| g.asn.is_empty()) => {
-                        Some(("ASN", "asn"))
+                    (RegionKey::Asn(_), g)
+                        if bgp.is_none() && g.as_ref().is_none_or(|g| g.asn.is_empty()) =>
+                    {
+                        Some(("ASN", "asn` or `[bgp] rib"))
                     }
                     (RegionKey::Nearest, g) if g.as_ref().is_none_or(|g| g.city.is_empty()) => {
                         Some(("nearest", "city"))
@@ -447,6 +455,22 @@ impl Config {
         }
 
         // [fallback]
+        if let Some((name, _)) = raw.fallback.as_ref().and_then(|f| {
+            f.get_ref().0.iter().find(|(n, _)| {
+                n.get_ref() == "nearest" && !nodes.iter().any(|x| x.name == "nearest")
+            })
+        }) {
+            return Err(ctx.err(
+                &name.span(),
+                "fallback.nearest",
+                ConfigProblem::BadValue {
+                    value: "nearest".to_owned(),
+                    expected: "node names: `nearest` is a map key (it ranks every network a City \
+                               database locates, before `default`); the fallback answers \
+                               addresses in no database, which have no location",
+                },
+            ));
+        }
         let fallback = match &raw.fallback {
             Some(f) if !f.get_ref().0.is_empty() => candidates(ctx, f, &nodes, "fallback")?,
             Some(f) => return Err(ctx.err(&f.span(), "fallback", ConfigProblem::EmptyFallback)),
@@ -476,6 +500,7 @@ impl Config {
             zone,
             nodes,
             geoip,
+            bgp,
             maps,
             records,
             fallback,
@@ -609,6 +634,44 @@ impl Config {
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.iter().find(|m| m.name == name)
     }
+}
+
+fn bgp(ctx: &Ctx<'_>, b: &Spanned<RawBgp>, base_dir: &Path) -> Result<Bgp, ConfigError> {
+    let raw = b.get_ref();
+    let rib: Vec<PathBuf> = items(Some(&raw.rib))
+        .iter()
+        .map(|p| base_dir.join(p.get_ref()))
+        .collect();
+    if rib.is_empty() {
+        return Err(ctx.err(
+            &raw.rib.span(),
+            "bgp.rib",
+            ConfigProblem::BadValue {
+                value: "[]".to_owned(),
+                expected: "at least one RIB dump (MRT TABLE_DUMP_V2 file)",
+            },
+        ));
+    }
+    let only = match raw
+        .as_keys
+        .as_ref()
+        .map(|s| (s.span(), s.get_ref().as_str()))
+    {
+        None | Some((_, "bgp-first")) => false,
+        Some((_, "bgp-only")) => true,
+        Some((span, other)) => {
+            return Err(ctx.err(
+                &span,
+                "bgp.as_keys",
+                ConfigProblem::BadValue {
+                    value: other.to_owned(),
+                    expected:
+                        "\"bgp-first\" (the BGP origin, then the ASN database) or \"bgp-only\"",
+                },
+            ))
+        }
+    };
+    Ok(Bgp { rib, only })
 }
 
 fn geoip(ctx: &Ctx<'_>, g: &RawGeoIp, base_dir: &Path) -> Result<GeoIp, ConfigError> {

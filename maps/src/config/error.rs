@@ -91,6 +91,11 @@ pub enum ConfigProblem {
     OutsideZone { name: String, origin: String },
     #[error("node `{node}` has no address: expected ipv4 and/or ipv6")]
     NoAddress { node: String },
+    #[error("`{value}`: expected {expected}")]
+    BadValue {
+        value: String,
+        expected: &'static str,
+    },
     #[error("{what}: expected a value from {min} to {max}, got {value}")]
     OutOfRange {
         what: &'static str,

@@ -37,6 +37,8 @@ pub struct Config {
     /// Sorted by name.
     pub nodes: Vec<NodeConfig>,
     pub geoip: Option<GeoIp>,
+    /// `[bgp]`: origin AS numbers from BGP RIB dumps.
+    pub bgp: Option<Bgp>,
     /// Sorted by name.
     pub maps: Vec<Map>,
     /// In file order; the index is the kernel's record number.
@@ -257,6 +259,18 @@ pub struct GeoIp {
     pub sha256: Vec<(PathBuf, [u8; 32])>,
 }
 
+/// `[bgp]`: BGP RIB dumps (MRT `TABLE_DUMP_V2`), the origin AS of every announced
+/// prefix for the `AS` keys.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Bgp {
+    /// The dumps (plain, `.gz` or `.bz2`), resolved against the config's directory;
+    /// a prefix in several counts the peers of all.
+    pub rib: Vec<PathBuf>,
+    /// `AS` keys match the BGP origin only, never the ASN database.
+    pub only: bool,
+}
+
 /// `[maps.NAME]`: region key -> weighted candidates.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -405,6 +419,7 @@ struct RawConfig {
     #[serde(default)]
     nodes: BTreeMap<Spanned<String>, RawNode>,
     geoip: Option<Spanned<RawGeoIp>>,
+    bgp: Option<Spanned<RawBgp>>,
     #[serde(default)]
     maps: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<RawCandidates>>>,
     #[serde(default)]
@@ -496,6 +511,15 @@ struct RawNode {
     bias: Option<Spanned<f64>>,
     admin: Option<NodeState>,
     http_base: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgp {
+    rib: Spanned<OneOrMany>,
+    /// `"bgp-first"` (default): an `AS` key matches the BGP origin, then the ASN
+    /// database's AS number; `"bgp-only"`: the BGP origin only.
+    as_keys: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -157,8 +157,9 @@ impl Engine {
             Err(e) => (None, Some(e.to_string())),
         };
         let location = facts.as_ref().and_then(|f| f.location);
+        let bgp = facts.as_ref().and_then(|f| f.bgp);
         let maps = (0..self.config.maps.len())
-            .map(|i| self.map_choice(i, m.region, location))
+            .map(|i| self.map_choice(i, m.region, location, bgp))
             .collect();
         let records = self
             .config
@@ -199,7 +200,13 @@ impl Engine {
     }
 
     /// The key map `i` picked in `region`, and why.
-    fn map_choice(&self, i: usize, region: u16, location: Option<(f64, f64)>) -> MapChoice {
+    fn map_choice(
+        &self,
+        i: usize,
+        region: u16,
+        location: Option<(f64, f64)>,
+        bgp: Option<crate::bgp::BgpMatch>,
+    ) -> MapChoice {
         let rule = self
             .compiled
             .choice(region, i)
@@ -216,7 +223,13 @@ impl Engine {
             (Some(RegionKey::Cidr(c)), _) => {
                 format!("config CIDR {c} contains the address")
             }
-            (Some(RegionKey::Asn(a)), _) => format!("AS{a} from the ASN database"),
+            (Some(RegionKey::Asn(a)), _) => match bgp {
+                Some(b) if b.origin == a => format!(
+                    "AS{a}: the BGP origin of {} ({} of {} peers)",
+                    b.prefix, b.agree, b.peers
+                ),
+                _ => format!("AS{a} from the ASN database"),
+            },
             (Some(k @ RegionKey::Country(_)), _) => {
                 format!("country {k} from the country database")
             }

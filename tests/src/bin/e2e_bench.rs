@@ -89,6 +89,20 @@ fn kxdpgun_share(pair: &NetnsPair, queries: &std::path::Path, extra: &[&str]) ->
     (field(1), field(2) / 100.0)
 }
 
+/// Routes 198.18.0.0/15 from the server namespace back through the client veth: a
+/// server's replies to the many sources go back to where the generator sends from.
+fn route_sources(pair: &NetnsPair) {
+    let via = pair.client_v4.to_string();
+    let route = pair.exec(
+        Side::Server,
+        &["ip", "route", "add", "198.18.0.0/15", "via", &via],
+    );
+    assert!(
+        route.is_ok_and(|o| o.status.success()),
+        "route to the sources"
+    );
+}
+
 /// Replies per second from `geodns run --no-xdp` listening on the server's address.
 fn userspace(config: &Path, queries: &Path) -> f64 {
     userspace_with(config, queries, &[], false).0
@@ -114,21 +128,7 @@ fn userspace_with(config: &Path, queries: &Path, extra: &[&str], many: bool) -> 
     pair.receive_thread(Side::Server)
         .expect("a receive thread for the server veth");
     if many {
-        let route = pair.exec(
-            Side::Server,
-            &[
-                "ip",
-                "route",
-                "add",
-                "198.18.0.0/15",
-                "via",
-                &pair.client_v4.to_string(),
-            ],
-        );
-        assert!(
-            route.is_ok_and(|o| o.status.success()),
-            "route to the sources"
-        );
+        route_sources(&pair);
     }
     let sources: &[&str] = if many { &["-l", "198.18.0.0/15"] } else { &[] };
     let (qps, share) = kxdpgun_share(&pair, queries, sources);
@@ -266,22 +266,9 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
     );
     pair.receive_thread(Side::Server)
         .expect("a receive thread for the server veth");
+    gun::pin_process(daemon.pid(), gun::server_cpu()).expect("pin the daemon");
     // Replies from the userspace server go back to the many sources through the client.
-    let route = pair.exec(
-        Side::Server,
-        &[
-            "ip",
-            "route",
-            "add",
-            "198.18.0.0/15",
-            "via",
-            &pair.client_v4.to_string(),
-        ],
-    );
-    assert!(
-        route.is_ok_and(|o| o.status.success()),
-        "route to the sources"
-    );
+    route_sources(&pair);
     let shot = gun::fire(
         &pair,
         mix,
@@ -290,9 +277,19 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
         u64::from(QPS),
     )
     .expect("fire");
+    // Geo answers count by family, the zone's static answers by class.
     let answered = daemon.scrape(&pair).map_or(0, |m| {
-        metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
-            + metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v6\"}")
+        [
+            "answered_v4",
+            "answered_v6",
+            "answered_static",
+            "answered_nodata",
+            "answered_nxdomain",
+            "answered_refused",
+        ]
+        .iter()
+        .map(|o| metric(&m, &format!("geodns_xdp_packets_total{{outcome=\"{o}\"}}")))
+        .sum::<u64>()
     });
     #[expect(clippy::cast_precision_loss, reason = "a share")]
     let share = answered as f64 / shot.replies().max(1) as f64;
@@ -308,6 +305,81 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
     (shot, share)
 }
 
+/// The demo zone as Knot serves it: the same SOA, NS and glue, the same static `A`
+/// records, and `www` as one fixed address (Knot without its geoip module: a peer doing
+/// less per query than geodns, which picks `www`'s node per client).
+const KNOT_ZONE: &str = "$ORIGIN cdn.example.net.
+$TTL 30
+@ SOA ns1 hostmaster.example.net. 2025010101 7200 3600 1209600 60
+@ NS ns1
+@ NS ns2.example.org.
+ns1 A 198.18.0.53
+ns1 AAAA 2001:2::53
+www A 198.18.1.10
+mail A 198.18.7.25
+";
+
+/// Knot (Debian's `knotd`, one UDP worker per CPU, its default) serving [`KNOT_ZONE`]
+/// on a fresh pair's server address, the mix fired at it from many sources.
+fn knot_gun(mix: &[Template]) -> Shot {
+    let pair = NetnsPair::new().expect("namespaces");
+    let dir = TempDir::new("e2e-knot");
+    let d = dir.path().display();
+    std::fs::write(dir.path().join("cdn.example.net.zone"), KNOT_ZONE).expect("zone");
+    let conf = format!(
+        "server:\n    listen: {}@53\n    rundir: {d}\nlog:\n  - target: stderr\n    any: warning\n\
+         database:\n    storage: {d}\ntemplate:\n  - id: default\n    storage: {d}\n\
+         zone:\n  - domain: cdn.example.net\n    file: cdn.example.net.zone\n",
+        pair.server_v4
+    );
+    let conf_path = dir.path().join("knot.conf");
+    std::fs::write(&conf_path, conf).expect("knot.conf");
+    let mut knotd = Command::new("ip")
+        .args(["netns", "exec", &pair.server_ns, "knotd", "-c"])
+        .arg(&conf_path)
+        .spawn()
+        .expect("start knotd (cargo xtask bench installs Debian's knot)");
+    let server = pair.server_v4.to_string();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        pair.exec(
+            Side::Server,
+            &[
+                "kdig",
+                "+short",
+                "+time=1",
+                &format!("@{server}"),
+                "www.cdn.example.net",
+            ],
+        )
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("198.18.1.10"))
+    });
+    assert!(ready, "knotd answers");
+    // `ip netns exec` execs knotd in place: the child is knotd.
+    gun::pin_process(knotd.id(), gun::server_cpu()).expect("pin knotd");
+    pair.receive_thread(Side::Server)
+        .expect("a receive thread for the server veth");
+    route_sources(&pair);
+    let shot = gun::fire(
+        &pair,
+        mix,
+        Sources::Many,
+        f64::from(SECONDS),
+        u64::from(QPS),
+    )
+    .expect("fire");
+    let _ = knotd.kill();
+    let _ = knotd.wait();
+    eprintln!(
+        "knotd, mixed: {:.0} replies/s of {:.0} sent/s ({:.1}% replied); rcodes {:?}",
+        shot.qps(),
+        shot.sent_qps(),
+        shot.reply_share() * 100.0,
+        &shot.rcodes[..6],
+    );
+    shot
+}
+
 /// Rounds of the many-sources figures; each round runs every one once, the order
 /// reversed every other round, and a figure is the median of its rounds (with its
 /// smallest and largest under `_min` and `_max`).
@@ -319,13 +391,15 @@ const ROUNDS: usize = 3;
 ///   range split over 64 regions and 8 nodes;
 /// - `e2e_qps_xdp_mixed`: `geodns run` with XDP, the realistic mix ([`mixed`]), and
 ///   `e2e_xdp_answered_share_mixed`, the share of its replies XDP gave;
-/// - `e2e_qps_userspace_mixed`: `geodns run --no-xdp`, the same mix.
+/// - `e2e_qps_userspace_mixed`: `geodns run --no-xdp`, the same mix;
+/// - `e2e_qps_knot_mixed`: Knot serving the same zone without geo answers, a peer.
 fn many_sources(want: &dyn Fn(&str) -> bool, out: &mut BTreeMap<String, f64>) {
     let names = [
         "e2e_qps_echo_ceiling_many",
         "e2e_qps_xdp_many",
         "e2e_qps_xdp_mixed",
         "e2e_qps_userspace_mixed",
+        "e2e_qps_knot_mixed",
     ];
     let run: Vec<&str> = names.iter().copied().filter(|n| want(n)).collect();
     if run.is_empty() {
@@ -351,6 +425,7 @@ fn many_sources(want: &dyn Fn(&str) -> bool, out: &mut BTreeMap<String, f64>) {
                 "e2e_qps_xdp_many" => {
                     (xdp_gun(&engine, "xdp_dns", &geo, Sources::Many).qps(), None)
                 }
+                "e2e_qps_knot_mixed" => (knot_gun(&mix).qps(), None),
                 "e2e_qps_xdp_mixed" => {
                     let (shot, share) = daemon_gun(&config, true, &mix);
                     (shot.qps(), Some(("e2e_xdp_answered_share_mixed", share)))

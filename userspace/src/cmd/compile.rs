@@ -104,6 +104,7 @@ impl Report<'_> {
             "prefixes_v4": s.v4.prefixes_after,
             "prefixes_v6": s.v6.prefixes_after,
             "regions": s.regions,
+            "bgp": s.bgp,
             "nearest_rankings": self.compiled.ranking_count(),
             "ipv6_aliases": aliases(self.compiled),
             "records": self.config.records.len(),
@@ -133,6 +134,30 @@ impl Report<'_> {
             "prefixes      IPv4 {:>9} -> {:<9} IPv6 {:>9} -> {:<9} (before -> after merging)",
             s.v4.prefixes_before, s.v4.prefixes_after, s.v6.prefixes_before, s.v6.prefixes_after
         )?;
+        if let Some(b) = &s.bgp {
+            for f in &b.files {
+                writeln!(out, "BGP RIB       {}", f.display())?;
+            }
+            writeln!(
+                out,
+                "BGP prefixes  IPv4 {:>9}   IPv6 {:>9}   ({} RIB records, {} routes, {:.2} s)",
+                b.prefixes_v4,
+                b.prefixes_v6,
+                b.records,
+                b.routes,
+                b.parse.as_secs_f64()
+            )?;
+            writeln!(
+                out,
+                "BGP origins   {} prefixes with peers disagreeing (the origin most peers see won; {} ties to the lowest AS); skipped: {} AS_SET-origin routes, {} routes without AS path, {} prefixes without an origin, {} other records",
+                b.disagreeing_prefixes,
+                b.tied_prefixes,
+                b.as_set_routes,
+                b.no_path_routes,
+                b.prefixes_without_origin,
+                b.skipped_records
+            )?;
+        }
         let rankings = self.compiled.ranking_count();
         writeln!(
             out,

@@ -137,26 +137,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     )?;
     alias_line(&mut out, &e)?;
     if let Some(f) = &e.facts {
-        let mut parts = Vec::new();
-        if let Some(c) = f.cidr {
-            parts.push(format!("config CIDR {c}"));
-        }
-        if let Some(a) = f.asn {
-            parts.push(format!("AS{a}"));
-        }
-        if let Some(c) = &f.country {
-            parts.push(format!("country {c}"));
-        }
-        if let Some(c) = &f.continent {
-            parts.push(format!("continent {c}"));
-        }
-        if !f.in_database {
-            parts.push("in no database".to_owned());
-        }
-        writeln!(out, "facts       {}", parts.join(", "))?;
-        for (db, net) in &f.networks {
-            writeln!(out, "            {} has {net}", db.display())?;
-        }
+        facts_lines(&mut out, f)?;
     }
     if let Some(err) = &e.facts_error {
         writeln!(out, "facts       unavailable: {err}")?;
@@ -354,6 +335,41 @@ fn answer(a: &FamilyAnswer) -> String {
         "fallback" => format!("fallback round robin over: {}", addrs.join(" ")),
         _ => "no address of this family: NODATA".to_owned(),
     }
+}
+
+/// The `facts` lines: what the databases, the BGP table and the config's CIDRs say.
+fn facts_lines(out: &mut String, f: &geodns_maps::AddressFacts) -> std::fmt::Result {
+    let mut parts = Vec::new();
+    if let Some(c) = f.cidr {
+        parts.push(format!("config CIDR {c}"));
+    }
+    if let Some(b) = &f.bgp {
+        parts.push(format!("BGP origin AS{}", b.origin));
+    }
+    if let Some(a) = f.asn {
+        parts.push(format!("AS{a}"));
+    }
+    if let Some(c) = &f.country {
+        parts.push(format!("country {c}"));
+    }
+    if let Some(c) = &f.continent {
+        parts.push(format!("continent {c}"));
+    }
+    if !f.in_database {
+        parts.push("in no database".to_owned());
+    }
+    writeln!(out, "facts       {}", parts.join(", "))?;
+    if let Some(b) = &f.bgp {
+        writeln!(
+            out,
+            "            BGP {} originated by AS{} ({} of {} peers agree)",
+            b.prefix, b.origin, b.agree, b.peers
+        )?;
+    }
+    for (db, net) in &f.networks {
+        writeln!(out, "            {} has {net}", db.display())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

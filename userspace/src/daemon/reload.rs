@@ -43,8 +43,8 @@ struct Watch {
 }
 
 impl Watch {
-    /// Reads the config at `path` and notes its files (the config, its databases, the
-    /// zone file and its journal)
+    /// Reads the config at `path` and notes its files (the config, its databases, its
+    /// BGP RIB dumps, the zone file and its journal)
     /// as they are *before* anything is compiled from them: a file replaced during the
     /// compile (geoipupdate replaces one database, then the next, seconds apart) then
     /// differs from what is noted, and the next look reloads again.
@@ -57,7 +57,8 @@ impl Watch {
                 .geoip
                 .iter()
                 .flat_map(|g| g.country.iter().chain(&g.asn).chain(&g.city));
-            for f in dbs.chain(&c.statics.files) {
+            let ribs = c.bgp.iter().flat_map(|b| &b.rib);
+            for f in dbs.chain(ribs).chain(&c.statics.files) {
                 if !files.contains(f) {
                     files.push(f.clone());
                 }

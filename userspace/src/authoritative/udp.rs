@@ -6,6 +6,7 @@
 //! management one) is often not the address the client asked, and the client drops the
 //! reply. `IP_PKTINFO`/`IPV6_RECVPKTINFO` report each datagram's destination address and
 //! interface; the reply is sent with the same `IP_PKTINFO`/`IPV6_PKTINFO` as source.
+//! A [`Batch`] takes and sends many datagrams per system call (`recvmmsg`/`sendmmsg`).
 use std::{
     io,
     mem::{size_of, zeroed},
@@ -13,20 +14,12 @@ use std::{
     os::fd::{AsRawFd as _, RawFd},
 };
 
-use tokio::{io::Interest, net::UdpSocket};
-
 /// Where a datagram arrived: its destination address and interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Local {
     pub addr: IpAddr,
     pub ifindex: u32,
 }
-
-// The address families as `sa_family_t` (2 and 10 fit any width).
-#[expect(clippy::cast_possible_truncation, reason = "small constants")]
-const AF_INET: libc::sa_family_t = libc::AF_INET as libc::sa_family_t;
-#[expect(clippy::cast_possible_truncation, reason = "small constants")]
-const AF_INET6: libc::sa_family_t = libc::AF_INET6 as libc::sa_family_t;
 
 /// Room for one `in6_pktinfo` control message (the larger of the two), aligned.
 #[repr(C, align(8))]
@@ -59,92 +52,6 @@ pub fn enable_pktinfo(socket: &socket2::Socket, v6: bool) -> io::Result<()> {
 
 fn socklen(n: usize) -> libc::socklen_t {
     libc::socklen_t::try_from(n).unwrap_or(libc::socklen_t::MAX)
-}
-
-/// Receives one datagram: its length, the sender, and where it arrived (when the
-/// kernel said).
-pub async fn recv(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<Local>)> {
-    let fd = sock.as_raw_fd();
-    sock.async_io(Interest::READABLE, || recvmsg(fd, buf)).await
-}
-
-/// Sends `buf` to `peer` from `local` (the address the query came to).
-pub async fn send(
-    sock: &UdpSocket,
-    buf: &[u8],
-    peer: SocketAddr,
-    local: Option<Local>,
-) -> io::Result<usize> {
-    let fd = sock.as_raw_fd();
-    sock.async_io(Interest::WRITABLE, || sendmsg(fd, buf, peer, local))
-        .await
-}
-
-fn recvmsg(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Local>)> {
-    // SAFETY: zeroed plain C structs; every pointer handed to the kernel points into
-    // a live local of the stated length.
-    unsafe {
-        let mut name: libc::sockaddr_storage = zeroed();
-        let mut control = Control([0; 64]);
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = zeroed();
-        msg.msg_name = std::ptr::from_mut(&mut name).cast();
-        msg.msg_namelen = socklen(size_of::<libc::sockaddr_storage>());
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = control.0.len();
-        let n = libc::recvmsg(fd, &raw mut msg, 0);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let peer = sockaddr(&name).ok_or_else(|| io::Error::other("unknown sender family"))?;
-        let mut local = None;
-        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
-        while !c.is_null() {
-            local = local.or_else(|| cmsg_local(c));
-            c = libc::CMSG_NXTHDR(&raw const msg, c);
-        }
-        Ok((usize::try_from(n).unwrap_or(0), peer, local))
-    }
-}
-
-fn sendmsg(fd: RawFd, buf: &[u8], peer: SocketAddr, local: Option<Local>) -> io::Result<usize> {
-    // SAFETY: as in `recvmsg`; the control buffer is large enough for one pktinfo
-    // message (CMSG_SPACE of in6_pktinfo is 32 bytes).
-    unsafe {
-        let (mut name, namelen) = to_sockaddr(peer);
-        let mut control = Control([0; 64]);
-        let mut iov = libc::iovec {
-            iov_base: buf.as_ptr().cast_mut().cast(),
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = zeroed();
-        msg.msg_name = std::ptr::from_mut(&mut name).cast();
-        msg.msg_namelen = namelen;
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        if let Some((level, ty, data, len)) = source_info(local, peer) {
-            msg.msg_control = control.0.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(len) as usize;
-            let c = libc::CMSG_FIRSTHDR(&raw const msg);
-            (*c).cmsg_level = level;
-            (*c).cmsg_type = ty;
-            (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
-            std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), len as usize);
-        }
-        let n = libc::sendmsg(fd, &raw const msg, 0);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(usize::try_from(n).unwrap_or(0))
-    }
 }
 
 /// Where a datagram arrived, from one control message (`None`: not a pktinfo one).
@@ -256,41 +163,6 @@ fn sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         _ => None,
-    }
-}
-
-fn to_sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: zeroed storage, then one sockaddr of the matching family written in.
-    unsafe {
-        let mut s: libc::sockaddr_storage = zeroed();
-        let len = match a {
-            SocketAddr::V4(v4) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: AF_INET,
-                    sin_port: v4.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*v4.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                std::ptr::write(std::ptr::from_mut(&mut s).cast(), sin);
-                size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(v6) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: AF_INET6,
-                    sin6_port: v6.port().to_be(),
-                    sin6_flowinfo: v6.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: v6.ip().octets(),
-                    },
-                    sin6_scope_id: v6.scope_id(),
-                };
-                std::ptr::write(std::ptr::from_mut(&mut s).cast(), sin6);
-                size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (s, socklen(len))
     }
 }
 

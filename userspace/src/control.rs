@@ -283,9 +283,11 @@ impl Control {
         self.install_marked(engine, None).await
     }
 
-    /// [`Control::install`] of an engine compiled from a journal of `mark`'s length:
-    /// refused with [`ControlError::Stale`], changing nothing, when an update has been
-    /// journaled since.
+    /// [`Control::install`] of an engine a reload compiled from a journal of `mark`'s
+    /// length: refused with [`ControlError::Stale`], changing nothing, when an update has
+    /// been journaled since; otherwise its zone serial is carried over the running one's
+    /// (`carry_serial`, which journals a bumped serial) on the control thread, then it
+    /// is installed.
     pub async fn install_marked(
         &self,
         engine: Engine,
@@ -411,6 +413,15 @@ impl Owner {
                     let stale = mark.as_ref().is_some_and(JournalMark::moved);
                     let _ = reply.send(if stale {
                         Err(ControlError::Stale)
+                    } else if mark.is_some() {
+                        // A reload's engine: its serial follows the running zone's.
+                        // Here, after the check and on the thread that applies
+                        // updates, so a refused install leaves no serial line in the
+                        // journal and no update comes between the two.
+                        let current = self.handle.load();
+                        let (engine, _) =
+                            crate::authoritative::update::carry_serial(&current, *engine);
+                        self.install(engine)
                     } else {
                         self.install(*engine)
                     });
@@ -671,6 +682,62 @@ mod tests {
             .install_marked(demo_engine(), Some(after))
             .await
             .is_ok());
+        control.stop().await;
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// The demo engine with its journal at `journal`, and `ttl` and `serial` for its
+    /// zone.
+    fn engine_with(journal: &std::path::Path, ttl: u32, serial: u32) -> Engine {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.toml");
+        let mut config = Config::from_path(std::path::Path::new(path)).expect("demo config");
+        config.zone.journal = journal.to_path_buf();
+        config.zone.ttl = ttl;
+        config.zone.serial = serial;
+        let compiled = geodns_maps::Compiled::build(&config, &mut |_| {}).expect("compiles");
+        let states = NodeStates::from_config(&config);
+        Engine::new(Arc::new(config), Arc::new(compiled), &states)
+    }
+
+    #[tokio::test]
+    async fn a_refused_install_journals_no_serial_and_an_accepted_one_carries_it() {
+        let dir = std::env::temp_dir().join(format!("geodns-carry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let journal = dir.join("journal");
+        // Running: an update already applied (another zone, serial 11).
+        let states: StatesFn = Arc::new(NodeStates::from_config);
+        let control = Control::start(
+            EngineHandle::new(engine_with(&journal, 31, 11)),
+            None,
+            states,
+        )
+        .expect("control thread");
+        // A reload compiled before that update's journal line: refused, and the
+        // journal holds only the update's line (no bumped serial of the stale zone).
+        let mark = JournalMark::take(&journal);
+        std::fs::write(&journal, "update line\n").expect("append");
+        assert!(matches!(
+            control
+                .install_marked(engine_with(&journal, 30, 10), Some(mark))
+                .await,
+            Err(ControlError::Stale)
+        ));
+        assert_eq!(
+            std::fs::read_to_string(&journal).expect("journal"),
+            "update line\n"
+        );
+        // A reload of another zone that saw the journal: installed with the serial
+        // after the running one, journaled.
+        let mark = JournalMark::take(&journal);
+        assert!(control
+            .install_marked(engine_with(&journal, 30, 10), Some(mark))
+            .await
+            .is_ok());
+        assert_eq!(control.engine().load().config().zone.serial, 12);
+        assert_eq!(
+            std::fs::read_to_string(&journal).expect("journal"),
+            "update line\nserial 12\n"
+        );
         control.stop().await;
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

@@ -186,19 +186,10 @@ impl Reloader<'_> {
             compile_config(config, Some(&|c: &Config| health.states_for(c)))
         })
         .await;
-        let mut mark = mark;
+        // The zone serial is carried on the control thread, at the install (see
+        // `Control::install_marked`).
         let engine = match compiled {
-            Ok(Ok(engine)) => {
-                let (engine, appended) = crate::authoritative::update::carry_serial(
-                    &self.control.engine().load(),
-                    engine,
-                );
-                // This reload's own journal line is no update it missed.
-                if let Some(m) = mark.as_mut() {
-                    m.len += appended;
-                }
-                engine
-            }
+            Ok(Ok(engine)) => engine,
             Ok(Err(e)) => return Err(ApplyError::Failed(self.failed(why, format!("{e:#}")))),
             Err(e) => return Err(ApplyError::Failed(self.failed(why, e.to_string()))),
         };

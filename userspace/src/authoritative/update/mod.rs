@@ -244,8 +244,9 @@ pub async fn handle(control: &Control, msg: &[u8], transport: Transport) -> Outc
 /// config's serial is not newer than the one served (the operator edited the zone file
 /// or the records and kept the serial), it becomes the served one plus one, and is
 /// recorded in the journal so a restart keeps it. Secondaries and caches see the change.
-/// Also returns the bytes it appended to the journal (0 or one `serial` line), so a
-/// reload can tell its own write from an update's.
+/// Also returns the bytes it appended to the journal (0 or one `serial` line). The
+/// control thread calls it at a reload's install, after checking that no update was
+/// journaled since the reload read the journal.
 #[must_use]
 pub fn carry_serial(old: &Engine, new: Engine) -> (Engine, u64) {
     let (was, now) = (old.config().zone.serial, new.config().zone.serial);

@@ -398,6 +398,14 @@ fn with_etcd_stopped_for_ten_seconds_every_box_keeps_answering_then_reconverges(
     // A fleet state from before the outage: fra1 drained.
     let out = fleet.boxes[0].node(&["fra1", "drain"]);
     assert!(out.status.success());
+    // The drain is the fleet's state once every box answers by it; only then does
+    // etcd go away (stopped sooner, a box may never have seen it).
+    wait_for("the drain on every box", Duration::from_secs(10), || {
+        fleet.all().iter().all(|b| {
+            b.query(&fra1_query(), Duration::from_secs(1))
+                .is_ok_and(|r| !answers_fra1(&r))
+        })
+    });
     fleet.etcd.stop();
     let boxes = fleet.all();
     let (sent, failed) = std::thread::scope(|s| {

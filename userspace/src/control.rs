@@ -23,6 +23,7 @@ use geodns_common::{counter, AnswerKey, AnswerSet};
 use geodns_maps::{Config, Engine, NodeStates};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::authoritative::kernel::kernel_maps;
 use crate::loader::{Counters, InstallStats, KernelProgram, LoaderError};
 
 /// The engine in use, shared by everything that answers in userspace. Only the control
@@ -424,7 +425,7 @@ impl Owner {
             }
         }
         let stats = match self.kernel.as_mut() {
-            Some(k) => Some(k.install(&engine.kernel_maps())?),
+            Some(k) => Some(k.install(&kernel_maps(&engine))?),
             None => None,
         };
         self.handle.store(engine);
@@ -467,7 +468,7 @@ impl Owner {
             return Ok(());
         }
         let candidate = run.engine.with_states(&wanted);
-        k.stage_shadow(&candidate.kernel_maps(), run.sample_exp)?;
+        k.stage_shadow(&kernel_maps(&candidate), run.sample_exp)?;
         run.engine = Arc::new(candidate);
         run.restarts += 1;
         run.started = std::time::SystemTime::now();
@@ -494,7 +495,7 @@ impl Owner {
         } else {
             engine.with_states(&wanted)
         };
-        let stats = k.stage_shadow(&engine.kernel_maps(), sample_exp)?;
+        let stats = k.stage_shadow(&kernel_maps(&engine), sample_exp)?;
         tracing::info!(candidate = source, sample_exp, "shadow run started");
         self.shadow = Some(ShadowRun {
             engine: Arc::new(engine),

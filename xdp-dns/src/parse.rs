@@ -170,7 +170,8 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     let [t0, t1, c0, c1] = unsafe { ptr_at::<[u8; 4]>(ctx, qtype_off)?.read_unaligned() };
     let qtype = u16::from_be_bytes([t0, t1]);
     let qclass = u16::from_be_bytes([c0, c1]);
-    if qtype != TYPE_A && qtype != TYPE_AAAA {
+    // OPT is no question (FORMERR), 128..=254 are meta types (NOTIMP): userspace's.
+    if qtype == TYPE_OPT || (128..=254).contains(&qtype) {
         return Err(counter::PASS_QTYPE);
     }
     if qclass != CLASS_IN {
@@ -180,6 +181,9 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     // SAFETY: `q` is the per-CPU QUERY value.
     unsafe {
         store(&raw mut (*q).aaaa, usize::from(qtype == TYPE_AAAA));
+        store(&raw mut (*q).qtype, usize::from(qtype));
+        store(&raw mut (*q).name_len, name_len);
+        store(&raw mut (*q).static_answer, 0);
         store(&raw mut (*q).question_end, question_end);
     }
     if arcount == 1 {

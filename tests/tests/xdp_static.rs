@@ -441,3 +441,79 @@ fn static_sweep_matches_userspace() {
         "the kernel answers most of the zone: {tx} of 4000"
     );
 }
+
+/// RRL over the static answers, as BIND and Knot class them: NXDOMAIN (and NODATA) by
+/// the zone, so a random-subdomain flood from one network shares one bucket however
+/// many names it makes up; a positive answer by its records, so the SOA has a bucket of
+/// its own. Over the limit: every `slip`-th an empty TC=1 reply (rcode kept), the
+/// others dropped, as the userspace server does.
+#[test]
+fn rate_limit_classes() {
+    if !require_bpf() {
+        return;
+    }
+    let engine = demo_engine();
+    let mut r = geodns_maps::config::Rrl::default();
+    // 1 answer a second, burst 2, slip 2: nothing refills while the test runs.
+    r.rate = 1;
+    r.burst = 2;
+    r.slip = 2;
+    let (defence, _) = geodns_maps::defence::kernel_defence(
+        &r,
+        &geodns_maps::config::Guard::default(),
+        None,
+    );
+    let mut xdp = KernelProgram::load(&LoadOptions {
+        defence,
+        ..LoadOptions::default()
+    })
+    .expect("load");
+    xdp.install(&kernel_maps(&engine)).expect("install");
+    let fd = xdp.program_fd("xdp_dns").expect("fd");
+    let send = |name: &str, qtype: u16| {
+        let f = Frame::new(l3(), &Query::new(name, qtype).edns(1232)).build();
+        prog_test_run(fd, &f, 1).expect("test run")
+    };
+    // Four different nonexistent names: one bucket (the zone's negative answers).
+    let outcomes: Vec<(u32, bool)> = (0..6)
+        .map(|i| {
+            let run = send(&format!("flood{i}.cdn.example.net."), 1);
+            let tc = run.action == XDP_TX && {
+                let p = frame::parse(&run.output).expect("reply").payload;
+                p[2] & 0x02 != 0
+            };
+            (run.action, tc)
+        })
+        .collect();
+    const XDP_DROP: u32 = 1;
+    assert_eq!(
+        outcomes,
+        vec![
+            (XDP_TX, false),
+            (XDP_TX, false),
+            (XDP_DROP, false),
+            (XDP_TX, true),
+            (XDP_DROP, false),
+            (XDP_TX, true)
+        ],
+        "NXDOMAIN of random names share the zone's bucket"
+    );
+    // A slipped NXDOMAIN keeps its rcode and carries no records (TC=1, question, OPT).
+    let run = send("flood9.cdn.example.net.", 1);
+    if run.action == XDP_TX {
+        let p = frame::parse(&run.output).expect("reply").payload;
+        assert_eq!(p[3] & 0x0F, 3, "slipped NXDOMAIN keeps RCODE 3");
+        assert_eq!(&p[6..10], &[0, 0, 0, 0], "no records in a slip");
+    }
+    // NODATA is negative too: the same bucket, over the limit.
+    assert_ne!(send("www.cdn.example.net.", 15).action, XDP_PASS);
+    let nodata = send("www.cdn.example.net.", 15);
+    assert!(nodata.action == XDP_DROP || nodata.action == XDP_TX, "NODATA limited");
+    // The SOA answer has its own bucket: answered in full.
+    let soa = send("cdn.example.net.", 6);
+    assert_eq!(soa.action, XDP_TX, "SOA answered");
+    let p = frame::parse(&soa.output).expect("reply").payload;
+    assert_eq!(p[2] & 0x02, 0, "SOA not slipped");
+    let c = xdp.counters().expect("counters");
+    assert!(c[counter::RRL_DROPPED as usize] >= 2 && c[counter::RRL_SLIPPED as usize] >= 2);
+}

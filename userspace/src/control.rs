@@ -383,6 +383,13 @@ impl Owner {
                         } else {
                             new.with_states(&wanted)
                         };
+                        // The kernel answers the zone's static data too: it gets the
+                        // change first, as with an install.
+                        if let (Some(k), None) = (self.kernel.as_mut(), self.shadow.as_ref()) {
+                            if let Err(e) = k.install(&kernel_maps(&new)) {
+                                tracing::warn!(error = %e, "the kernel keeps its static answers until the next reload");
+                            }
+                        }
                         self.handle.store(new);
                         self.publish();
                     }

@@ -23,7 +23,7 @@ use std::{
 
 use geodns_common::NAME_BLOCK as KERNEL_BLOCK;
 use geodns_common::{
-    dns::rtype, NameKey, NameValue, StaticAnswer, StaticNode, MAX_NAME_WIRE_LEN, RRL_CLASS_ANSWER,
+    dns::rtype, NameKey, NameValue, StaticAnswer, StaticNode, MAX_LABELS, MAX_NAME_WIRE_LEN, RRL_CLASS_ANSWER,
     RRL_CLASS_ERROR, RRL_CLASS_NEGATIVE, STATIC_ANSWERS, STATIC_FLAG_AA, STATIC_MAX_BLOB,
     STATIC_MAX_FIXUPS, STATIC_NODES, STATIC_NODE_TYPES, STATIC_REFUSED,
 };
@@ -79,7 +79,12 @@ pub fn compile(engine: &Engine, maps: &mut KernelMaps) {
     let statics = &engine.config().statics;
     let mut shared: HashMap<(bool, bool), u32> = HashMap::new();
     for (i, e, wild_record) in &existing {
+        // A wildcard below `e` is then one the kernel holds (its key fits), so the
+        // wildcard key's record tells whether there is one.
+        let fits = star(e).len() <= MAX_NAME_WIRE_LEN
+            && name::labels(e).is_some_and(|l| l.len() < MAX_LABELS);
         let plain = e != &origin
+            && fits
             && !e.starts_with(&[1, b'*'])
             && !statics.names.contains_key(e)
             && !statics.names.contains_key(&star(e))

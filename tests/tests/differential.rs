@@ -66,7 +66,9 @@ const NAMES: &[&str] = &[
 /// Records with the `spread` policy: their addresses are picked at random per query.
 /// (`cache` is `sticky`: both paths must pick the same node, compared as is.)
 const SPREAD: &[&str] = &["dl.cdn.example.net."];
-const QTYPES: &[u16] = &[1, 1, 1, 1, 1, 1, 28, 28, 28, 16, 2, 6, 15, 257, 65280, 65, 33, 255];
+const QTYPES: &[u16] = &[
+    1, 1, 1, 1, 1, 1, 28, 28, 28, 16, 2, 6, 15, 257, 65280, 65, 33, 255,
+];
 
 fn pick<T: Copy>(rng: &mut Rng, from: &[T]) -> T {
     from[usize::try_from(rng.below(from.len() as u64)).expect("an index")]
@@ -312,9 +314,13 @@ fn same_answers(
     // The static answers by class (SOA, NS, records; NODATA; NXDOMAIN; REFUSED).
     let classes = |d: &Daemon| -> [u64; 4] {
         let m = d.scrape(&pair).expect("metrics");
-        ["answered_static", "answered_nodata", "answered_nxdomain", "answered_refused"].map(
-            |c| metric(&m, &format!("geodns_xdp_packets_total{{outcome=\"{c}\"}}")),
-        )
+        [
+            "answered_static",
+            "answered_nodata",
+            "answered_nxdomain",
+            "answered_refused",
+        ]
+        .map(|c| metric(&m, &format!("geodns_xdp_packets_total{{outcome=\"{c}\"}}")))
     };
     let before = answered(&xdp);
     let classes_before = classes(&xdp);
@@ -365,7 +371,10 @@ fn same_answers(
          rest by the authoritative server behind it"
     );
     if names.iter().any(|n| n.starts_with("mail.")) {
-        for (class, n) in ["records", "NODATA", "NXDOMAIN", "REFUSED"].iter().zip(&by_class) {
+        for (class, n) in ["records", "NODATA", "NXDOMAIN", "REFUSED"]
+            .iter()
+            .zip(&by_class)
+        {
             assert!(*n > 0, "the kernel answered no {class} query");
         }
     }

@@ -42,7 +42,7 @@ pub(crate) fn grown_static() -> bool {
 /// (held in `scratch.exact`), and at which level (0: the name itself). `NOT_FOUND`
 /// when no ancestor is in any zone.
 #[inline(always)]
-pub(crate) fn find_node(scratch: &mut Scratch, g: &Gen, q: *mut Query) -> Result<u32, Pass> {
+pub(crate) fn find_node(scratch: &mut Scratch, g: &Gen, q: *mut Query) -> u32 {
     scratch.wildcard.wildcard = 1;
     let src = scratch.exact.name.as_ptr();
     let dst = scratch.wildcard.name.as_mut_ptr();
@@ -64,7 +64,7 @@ pub(crate) fn find_node(scratch: &mut Scratch, g: &Gen, q: *mut Query) -> Result
         if node != NOT_FOUND {
             // SAFETY: `q` is the per-CPU QUERY value.
             unsafe { store(&raw mut (*q).tmp, level) };
-            return Ok(node);
+            return node;
         }
         let len = usize::from(scratch.exact.name[masked(skip, MAX_NAME_WIRE_LEN - 1)]);
         if len == 0 {
@@ -72,7 +72,7 @@ pub(crate) fn find_node(scratch: &mut Scratch, g: &Gen, q: *mut Query) -> Result
         }
         skip = masked(skip + len + 1, MAX_NAME_WIRE_LEN - 1);
     }
-    Ok(NOT_FOUND)
+    NOT_FOUND
 }
 
 /// [`find_name`], returning the entry's static node (`NOT_FOUND` when absent).
@@ -116,7 +116,7 @@ pub(crate) fn choose(g: &Gen, q: *mut Query, reason: u32) -> Result<u32, Pass> {
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY: per-CPU scratch value; `exact` holds the query name since the parse.
     let scratch = unsafe { &mut *scratch };
-    let node = find_node(scratch, g, q)?;
+    let node = find_node(scratch, g, q);
     if node == NOT_FOUND {
         return Ok(STATIC_REFUSED);
     }
@@ -215,6 +215,10 @@ const MAX_STATIC_MESSAGE: usize = 512;
 /// scope 0, the header; then lengths and checksums. `Ok(false)`: the frame must grow
 /// at its head first.
 #[inline(always)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over the reply, in wire order, as write_reply"
+)]
 pub(crate) fn write_static(
     ctx: &XdpContext,
     qp: *mut Query,

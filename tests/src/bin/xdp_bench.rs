@@ -416,7 +416,11 @@ fn main() {
         let soa: Vec<Vec<u8>> = srcs
             .iter()
             .map(|&src| {
-                Frame::new(L3::V4 { src, dst: dst4 }, &Query::new("cdn.example.net.", 6)).build()
+                Frame::new(
+                    L3::V4 { src, dst: dst4 },
+                    &Query::new("cdn.example.net.", 6),
+                )
+                .build()
             })
             .collect();
         out.insert("xdp_ns_static_soa".into(), measure(&xdp, fd, &soa, 3));

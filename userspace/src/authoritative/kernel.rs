@@ -23,9 +23,9 @@ use std::{
 
 use geodns_common::NAME_BLOCK as KERNEL_BLOCK;
 use geodns_common::{
-    dns::rtype, NameKey, NameValue, StaticAnswer, StaticNode, MAX_LABELS, MAX_NAME_WIRE_LEN, RRL_CLASS_ANSWER,
-    RRL_CLASS_ERROR, RRL_CLASS_NEGATIVE, STATIC_ANSWERS, STATIC_FLAG_AA, STATIC_MAX_BLOB,
-    STATIC_MAX_FIXUPS, STATIC_NODES, STATIC_NODE_TYPES, STATIC_REFUSED,
+    dns::rtype, NameKey, NameValue, StaticAnswer, StaticNode, MAX_LABELS, MAX_NAME_WIRE_LEN,
+    RRL_CLASS_ANSWER, RRL_CLASS_ERROR, RRL_CLASS_NEGATIVE, STATIC_ANSWERS, STATIC_FLAG_AA,
+    STATIC_MAX_BLOB, STATIC_MAX_FIXUPS, STATIC_NODES, STATIC_NODE_TYPES, STATIC_REFUSED,
 };
 use geodns_maps::{name, AnswerSource, Engine, KernelMaps};
 
@@ -277,7 +277,6 @@ impl<'a> Compiler<'a> {
     /// The answers to `question` by type: the types whose answer differs from that of
     /// any other type, those answers, and the other types' answer. `None`: more types
     /// differ than a node holds.
-    #[expect(clippy::type_complexity, reason = "the three parts of a node's half")]
     fn answers_at(
         &mut self,
         question: &[u8],

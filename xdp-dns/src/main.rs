@@ -291,9 +291,16 @@ fn count_if_no_daemon(reason: u32) {
 pub fn xdp_dns(ctx: XdpContext) -> u32 {
     count(counter::RX);
     match try_parse(&ctx) {
-        Ok(generation) => {
-            // SAFETY: `ctx` is this program's context.
-            unsafe { tail_call_generation!(&ctx, STAGE_LOOKUP_0, generation) };
+        Ok(parsed) => {
+            let generation = parsed & 1;
+            if parsed & PARSED_STATIC == 0 {
+                // SAFETY: `ctx` is this program's context.
+                unsafe { tail_call_generation!(&ctx, STAGE_LOOKUP_0, generation) };
+            } else {
+                to_static(counter::PASS_QTYPE);
+                // SAFETY: `ctx` is this program's context.
+                unsafe { tail_call_generation!(&ctx, STAGE_STATIC_0, generation) };
+            }
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_PASS
         }
@@ -371,19 +378,12 @@ macro_rules! generation_stages {
         $to_shadow:expr, $to_reply:expr, $to_static:expr
     ) => {
         /// Stage 2: name, client prefix and answer set, then the reply in the same
-        /// program (one tail call fewer, and the answer set is looked up once). What
-        /// the geo tables do not answer (another type, a name without a geo record)
-        /// continues in the static stage.
+        /// program (one tail call fewer, and the answer set is looked up once). A name
+        /// without a geo record continues in the static stage (stage 1 sends other
+        /// types there directly).
         #[xdp]
         pub fn $lookup(ctx: XdpContext) -> u32 {
             let g = $gen;
-            if !geo_qtype() {
-                to_static(counter::PASS_QTYPE);
-                // Returns only if the call failed.
-                // SAFETY: `ctx` is this program's context.
-                unsafe { tail_call_const!(&ctx, $to_static) };
-                return run_stage(&ctx, Err(counter::PASS_INTERNAL));
-            }
             let stage = try_lookup(&ctx, &g);
             if let Err(counter::PASS_NOT_SERVED) = stage {
                 to_static(counter::PASS_NOT_SERVED);

@@ -2,6 +2,8 @@
 
 use crate::*;
 
+/// The generation to continue in, with [`PARSED_STATIC`] set for a type the geo
+/// tables do not hold.
 #[inline(always)]
 pub(crate) fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
     let state = match STATE.get(0) {
@@ -19,8 +21,14 @@ pub(crate) fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
         store(&raw mut (*q).flags, state.flags as usize);
         store(&raw mut (*q).grown, 0);
     }
-    Ok(state.generation & 1)
+    // SAFETY: `q` is the per-CPU QUERY value; stored by `parse` just now.
+    let qtype = unsafe { core::ptr::read_volatile(&raw const (*q).qtype) };
+    let geo = qtype == u32::from(TYPE_A) || qtype == u32::from(TYPE_AAAA);
+    Ok(state.generation & 1 | if geo { 0 } else { PARSED_STATIC })
 }
+
+/// Set in what [`try_parse`] returns: not a geo type, straight to the static stage.
+pub(crate) const PARSED_STATIC: u32 = 2;
 
 /// Parses and validates the query, recording what the reply needs in `*q`.
 #[inline(always)]

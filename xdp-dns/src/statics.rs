@@ -7,17 +7,6 @@ use crate::*;
 /// The answer for a name found in no zone's tree: REFUSED (see `STATIC_REFUSED`).
 const NOT_FOUND: u32 = u32::MAX;
 
-/// Whether the query is for `A` or `AAAA` (the geo tables' types).
-#[inline(always)]
-pub(crate) fn geo_qtype() -> bool {
-    let Some(q) = QUERY.get_ptr(0) else {
-        return false;
-    };
-    // SAFETY: `q` is the per-CPU QUERY value.
-    let qtype = unsafe { core::ptr::read_volatile(&raw const (*q).qtype) };
-    qtype == u32::from(TYPE_A) || qtype == u32::from(TYPE_AAAA)
-}
-
 /// Records why the query goes to the static stage: the reason it passes with when
 /// the static tables do not answer it either.
 #[inline(always)]

@@ -141,7 +141,11 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "xdp_dns_static_1",
 ];
 /// Names of the programs in the benchmarks' and tests' baseline object (`xdp-bench`).
-pub const BENCH_PROGRAM_NAMES: &[&str] = &["xdp_echo", "xdp_pass"];
+pub const BENCH_PROGRAM_NAMES: &[&str] = &["xdp_echo", "xdp_pass", "xdp_count"];
+
+/// Slots of the baseline object's `REPLIES` map (`xdp_count`): one per DNS rcode value
+/// of the header (four bits).
+pub const REPLY_COUNT_SLOTS: u32 = 16;
 
 /// Indexes in the `JUMP` program array: the lookup and reply stages exist once per
 /// generation (`STAGE_LOOKUP_0 + generation`), so each reads its maps as constants.

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod files;
 pub mod fleet;
 pub mod frame;
+pub mod gun;
 pub mod http;
 pub mod netns;
 pub mod probe;

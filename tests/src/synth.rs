@@ -153,3 +153,28 @@ pub fn pick_v6(table: &[([u8; 16], u8, PrefixValue)], rng: &mut Rng) -> Ipv6Addr
     let host = u128::from(rng.next_u64()) & (u128::MAX >> u32::from(len).min(127));
     Ipv6Addr::from(u128::from_be_bytes(a) | host)
 }
+
+/// The shares of IPv6 prefixes of length up to /32, /33 to /48 and /49 to /64 (the
+/// lengths the fast path resolves in 2, 3-4 and 5-6 strides), with their figure names
+/// after `prefix`.
+#[must_use]
+pub fn v6_length_mix(prefix: &str, lens: impl Iterator<Item = u8>) -> Vec<(String, f64)> {
+    let mut n = [0u64; 3];
+    let mut total = 0u64;
+    for len in lens {
+        total += 1;
+        match len {
+            0..=32 => n[0] += 1,
+            33..=48 => n[1] += 1,
+            49..=64 => n[2] += 1,
+            _ => {}
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "shares")]
+    let share = |k: u64| k as f64 / total.max(1) as f64;
+    vec![
+        (format!("{prefix}_share_len_upto_32"), share(n[0])),
+        (format!("{prefix}_share_len_33_48"), share(n[1])),
+        (format!("{prefix}_share_len_49_64"), share(n[2])),
+    ]
+}

@@ -6,6 +6,11 @@
 //! - `xdp_pass`: the floor of `BPF_PROG_TEST_RUN` figures, and the program a test's
 //!   client veth needs (veth delivers an `XDP_TX` reply only to a peer that has an XDP
 //!   program too).
+//! - `xdp_count`: the receiving half of the benchmarks' own load generator, on the
+//!   client veth: every IPv4/UDP frame from the DNS port is counted by its rcode in
+//!   `REPLIES` and dropped there (the generator sends from addresses its host does not
+//!   have, so its stack could not take the replies anyway); everything else (ARP)
+//!   passes.
 #![no_std]
 #![no_main]
 // The swap helper is inlined into the entry point so the verifier sees constant offsets
@@ -14,8 +19,13 @@
 
 extern crate ebpf_panic;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use geodns_common::DEFAULT_DNS_PORT;
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
+use geodns_common::{DEFAULT_DNS_PORT, REPLY_COUNT_SLOTS};
 
 /// UDP port of DNS queries; set by the loader, as in the responder.
 #[unsafe(no_mangle)]
@@ -26,6 +36,10 @@ const IPV4_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// Ethernet, IPv4 without options, UDP, and the DNS header's first four bytes.
 const ECHO_LEN: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + 4;
+
+/// `xdp_count`'s replies by rcode (the low four bits of the DNS header's fourth byte).
+#[map]
+static REPLIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(REPLY_COUNT_SLOTS, 0);
 
 #[xdp]
 #[expect(
@@ -78,6 +92,38 @@ unsafe fn swap(a: *mut u8, b: *mut u8, n: usize) {
             b.add(i).write(x);
         }
     }
+}
+
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_count(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + ECHO_LEN > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the frame holds at least ECHO_LEN bytes (checked above), and every
+    // offset below is a constant inside them.
+    let rcode = unsafe {
+        let at = |i: usize| p.add(i).read();
+        if at(12) != 0x08 || at(13) != 0x00 || at(ETH_HLEN) != 0x45 || at(ETH_HLEN + 9) != 17 {
+            return xdp_action::XDP_PASS;
+        }
+        let l4 = ETH_HLEN + IPV4_HLEN;
+        let port = core::ptr::read_volatile(&raw const DNS_PORT).to_be_bytes();
+        if at(l4) != port[0] || at(l4 + 1) != port[1] {
+            return xdp_action::XDP_PASS;
+        }
+        u32::from(at(l4 + UDP_HLEN + 3) & 0x0f)
+    };
+    if let Some(n) = REPLIES.get_ptr_mut(rcode) {
+        // SAFETY: a per-CPU slot, written by this CPU only.
+        unsafe { *n += 1 };
+    }
+    xdp_action::XDP_DROP
 }
 
 #[xdp]

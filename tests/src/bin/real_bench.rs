@@ -22,7 +22,7 @@ use geodns_tests::{
     client::parse_reply,
     frame::{self, Frame, Query, L3},
     prog_test_run,
-    synth::Rng,
+    synth::{v6_length_mix, Rng},
 };
 
 const XDP_TX: u32 = 3;
@@ -83,6 +83,40 @@ fn print_tail(ns: &[u32], flags: u32) {
     );
 }
 
+/// Probes: the first and last address of every 4th prefix and their neighbours (in
+/// address order), plus random IPv4 addresses; as ECS queries, IPv4 then IPv6.
+fn probes(maps: &geodns_maps::KernelMaps, rng: &mut Rng) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let src = L3::V4 {
+        src: Ipv4Addr::new(198, 18, 0, 1),
+        dst: Ipv4Addr::new(198, 18, 0, 2),
+    };
+    let mut frames4 = Vec::new();
+    for (a, len, _) in maps.prefixes_v4.iter().step_by(4) {
+        let first = u32::from_be_bytes(*a);
+        let last = first | u32::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
+        for x in [first, last, first.wrapping_sub(1), last.wrapping_add(1)] {
+            let q = Query::new("www.cdn.example.net.", 1).ecs_raw(1, 32, 0, &x.to_be_bytes());
+            frames4.push(Frame::new(src, &q).build());
+        }
+    }
+    let mut frames6 = Vec::new();
+    for (a, len, _) in maps.prefixes_v6.iter().step_by(4) {
+        let first = u128::from_be_bytes(*a);
+        let last = first | u128::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
+        for x in [first, last, first.wrapping_sub(1), last.wrapping_add(1)] {
+            let ip = Ipv6Addr::from(x);
+            let q = Query::new("www.cdn.example.net.", 1).ecs_raw(2, 128, 0, &ip.octets());
+            frames6.push(Frame::new(src, &q).build());
+        }
+    }
+    for _ in 0..20_000 {
+        let x = u32::try_from(rng.next_u64() >> 32).unwrap_or(0);
+        let q = Query::new("www.cdn.example.net.", 1).ecs_raw(1, 32, 0, &x.to_be_bytes());
+        frames4.push(Frame::new(src, &q).build());
+    }
+    (frames4, frames6)
+}
+
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).expect("usage: real_bench DIR"));
     let cfg = dir.join("real.toml");
@@ -108,36 +142,8 @@ fn main() {
         installed.fast_overflow
     );
     let fd = xdp.program_fd("xdp_dns").expect("fd");
-    let src = L3::V4 {
-        src: Ipv4Addr::new(198, 18, 0, 1),
-        dst: Ipv4Addr::new(198, 18, 0, 2),
-    };
     let mut rng = Rng(0x6E0_11E2);
-    // Probes: first/last address of every 4th prefix and their neighbours, plus random.
-    let mut frames4 = Vec::new();
-    for (a, len, _) in maps.prefixes_v4.iter().step_by(4) {
-        let first = u32::from_be_bytes(*a);
-        let last = first | u32::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
-        for x in [first, last, first.wrapping_sub(1), last.wrapping_add(1)] {
-            let q = Query::new("www.cdn.example.net.", 1).ecs_raw(1, 32, 0, &x.to_be_bytes());
-            frames4.push(Frame::new(src, &q).build());
-        }
-    }
-    let mut frames6 = Vec::new();
-    for (a, len, _) in maps.prefixes_v6.iter().step_by(4) {
-        let first = u128::from_be_bytes(*a);
-        let last = first | u128::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
-        for x in [first, last, first.wrapping_sub(1), last.wrapping_add(1)] {
-            let ip = Ipv6Addr::from(x);
-            let q = Query::new("www.cdn.example.net.", 1).ecs_raw(2, 128, 0, &ip.octets());
-            frames6.push(Frame::new(src, &q).build());
-        }
-    }
-    for _ in 0..20_000 {
-        let x = u32::try_from(rng.next_u64() >> 32).unwrap_or(0);
-        let q = Query::new("www.cdn.example.net.", 1).ecs_raw(1, 32, 0, &x.to_be_bytes());
-        frames4.push(Frame::new(src, &q).build());
-    }
+    let (frames4, frames6) = probes(&maps, &mut rng);
     // Median ns of one timed run per frame, then the answer of a second run (the
     // median: the machine is shared, a preempted run should not move the figure).
     let run_all = |xdp: &mut KernelProgram,
@@ -158,6 +164,19 @@ fn main() {
     let (trie4, ns_trie4) = run_all(&mut xdp, STATE_FLAG_TRIE_ONLY, &frames4);
     let (fast6, ns_fast6) = run_all(&mut xdp, 0, &frames6);
     let (trie6, ns_trie6) = run_all(&mut xdp, STATE_FLAG_TRIE_ONLY, &frames6);
+    // The probes above go through the table in address order, so each lookup finds
+    // its neighbour's blocks in cache. The same probes in a random order are what
+    // clients from everywhere cost (and what the synthetic 500k tables measure).
+    let shuffled = |frames: &[Vec<u8>], rng: &mut Rng| {
+        let mut f = frames.to_vec();
+        for i in (1..f.len()).rev() {
+            let j = usize::try_from(rng.below(i as u64 + 1)).unwrap_or(0);
+            f.swap(i, j);
+        }
+        f
+    };
+    let (_, ns_fast4_shuffled) = run_all(&mut xdp, 0, &shuffled(&frames4, &mut rng));
+    let (_, ns_fast6_shuffled) = run_all(&mut xdp, 0, &shuffled(&frames6, &mut rng));
     let differ4 = fast4.iter().zip(&trie4).filter(|(a, b)| a != b).count();
     let differ6 = fast6.iter().zip(&trie6).filter(|(a, b)| a != b).count();
     eprintln!(
@@ -185,6 +204,14 @@ fn main() {
     out.insert("real_xdp_ns_v4_trie_only", ns_trie4);
     out.insert("real_xdp_ns_v6", ns_fast6);
     out.insert("real_xdp_ns_v6_trie_only", ns_trie6);
+    out.insert("real_xdp_ns_v4_shuffled", ns_fast4_shuffled);
+    out.insert("real_xdp_ns_v6_shuffled", ns_fast6_shuffled);
     out.insert("real_fastpath_fill_seconds", installed.fast_seconds);
+    let mut out: BTreeMap<String, f64> = out.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    // The prefix-length mix of the IPv6 table, to hold the synthetic one against.
+    out.extend(v6_length_mix(
+        "real_v6",
+        maps.prefixes_v6.iter().map(|p| p.1),
+    ));
     println!("{}", serde_json::to_string(&out).expect("json"));
 }

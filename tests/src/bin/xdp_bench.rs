@@ -18,7 +18,7 @@ use geodns_tests::{
     netns::load_baseline,
     probe::SlotProbe,
     prog_test_run,
-    synth::{contents, pick_v4, pick_v6, table_v4, table_v6, Rng},
+    synth::{contents, pick_v4, pick_v6, table_v4, table_v6, v6_length_mix, Rng},
 };
 
 /// Frames measured per figure, each run once.
@@ -84,6 +84,9 @@ const NAMES: &[&str] = &[
     "xdp_ns_nxdomain",
     "fastpath_fill_seconds",
     "maps_memlock_mib",
+    "xdp_v6_500k_share_len_upto_32",
+    "xdp_v6_500k_share_len_33_48",
+    "xdp_v6_500k_share_len_49_64",
 ];
 
 fn frames_v4(addrs: impl Iterator<Item = Ipv4Addr>, dst: Ipv4Addr) -> Vec<Vec<u8>> {
@@ -358,6 +361,8 @@ fn main() {
             .collect();
         out.insert("xdp_ns_v4_ecs_500k".into(), measure(&xdp, fd, &ecs, 3));
     }
+    // The synthetic IPv6 table's prefix-length mix (real_bench prints GeoLite2's).
+    out.extend(v6_length_mix("xdp_v6_500k", v6.iter().map(|p| p.1)));
     if want("xdp_ns_v6_500k") {
         let frames: Vec<Vec<u8>> = (0..SAMPLES)
             .map(|_| {

@@ -206,7 +206,8 @@ fn many_regions(dir: &Path) -> PathBuf {
 fn xdp_gun(engine: &Engine, program: &'static str, mix: &[Template], sources: Sources) -> Shot {
     let pair = NetnsPair::new().expect("namespaces");
     let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load");
-    xdp.install(&engine.kernel_maps()).expect("install");
+    xdp.install(&geodns::authoritative::kernel::kernel_maps(engine))
+        .expect("install");
     let _echo = if program == "xdp_echo" {
         Some(
             pair.attach_baseline(Side::Server, program)
@@ -291,9 +292,19 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
         u64::from(QPS),
     )
     .expect("fire");
+    // Everything XDP answered: geo answers and the zone's static ones.
     let answered = daemon.scrape(&pair).map_or(0, |m| {
-        metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v4\"}")
-            + metric(&m, "geodns_xdp_packets_total{outcome=\"answered_v6\"}")
+        [
+            "answered_v4",
+            "answered_v6",
+            "answered_static",
+            "answered_nodata",
+            "answered_nxdomain",
+            "answered_refused",
+        ]
+        .iter()
+        .map(|o| metric(&m, &format!("geodns_xdp_packets_total{{outcome=\"{o}\"}}")))
+        .sum::<u64>()
     });
     #[expect(clippy::cast_precision_loss, reason = "a share")]
     let share = answered as f64 / shot.replies().max(1) as f64;

@@ -471,8 +471,9 @@ generation_stages!(
 )]
 pub fn xdp_dns_grow(ctx: XdpContext) -> u32 {
     match try_grow(&ctx) {
-        Ok(generation) => {
-            if grown_static() {
+        Ok(grown) => {
+            let generation = grown & 1;
+            if grown & GROW_STATIC != 0 {
                 // SAFETY: `ctx` is this program's context.
                 unsafe { tail_call_generation!(&ctx, STAGE_STATIC_0, generation) };
             } else {
@@ -496,11 +497,14 @@ fn try_grow(ctx: &XdpContext) -> Result<u32, Pass> {
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     let (grow, keep) = unsafe {
         (
-            reload(&raw const (*q).grow, 256)?,
+            reload(&raw const (*q).grow, GROW_STATIC as usize | 256)?,
             reload(&raw const (*q).question_end, MAX_KEEP)?,
         )
     };
-    if grow == 0 {
+    // The static stage marks its frames (see `GROW_STATIC`).
+    let to_static = grow & GROW_STATIC as usize != 0;
+    let grow = grow & 0x1FF;
+    if grow == 0 || grow > 256 {
         return Err(counter::PASS_TOO_BIG);
     }
     grow_at_head(ctx, q, grow, keep)?;
@@ -508,7 +512,7 @@ fn try_grow(ctx: &XdpContext) -> Result<u32, Pass> {
     unsafe { store(&raw mut (*q).grown, 1) };
     // SAFETY: as above.
     let generation = unsafe { reload(&raw const (*q).generation, 1)? };
-    Ok(u32::from(generation != 0))
+    Ok(u32::from(generation != 0) | if to_static { GROW_STATIC } else { 0 })
 }
 
 mod checksum;

@@ -11,7 +11,7 @@ pub(crate) fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
         None => RuntimeState::default(),
     };
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
-    parse(ctx, q)?;
+    let geo = parse(ctx, q)?;
     if state.flags & STATE_FLAG_PASS_ALL != 0 {
         return Err(counter::PASS_DISABLED);
     }
@@ -21,22 +21,20 @@ pub(crate) fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
         store(&raw mut (*q).flags, state.flags as usize);
         store(&raw mut (*q).grown, 0);
     }
-    // SAFETY: `q` is the per-CPU QUERY value; stored by `parse` just now.
-    let qtype = unsafe { core::ptr::read_volatile(&raw const (*q).qtype) };
-    let geo = qtype == u32::from(TYPE_A) || qtype == u32::from(TYPE_AAAA);
     Ok(state.generation & 1 | if geo { 0 } else { PARSED_STATIC })
 }
 
 /// Set in what [`try_parse`] returns: not a geo type, straight to the static stage.
 pub(crate) const PARSED_STATIC: u32 = 2;
 
-/// Parses and validates the query, recording what the reply needs in `*q`.
+/// Parses and validates the query, recording what the reply needs in `*q`; whether
+/// its type is one of the geo tables' (`A`, `AAAA`).
 #[inline(always)]
 #[expect(
     clippy::too_many_lines,
     reason = "one pass over the headers, in wire order"
 )]
-pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
+pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<bool, Pass> {
     // Ethernet, with up to two VLAN tags.
     let mut proto = read_u16(ctx, 12).map_err(|_| counter::PASS_NOT_IP)?;
     let mut l3 = ETH_HLEN;
@@ -189,15 +187,13 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     // SAFETY: `q` is the per-CPU QUERY value.
     unsafe {
         store(&raw mut (*q).aaaa, usize::from(qtype == TYPE_AAAA));
-        store(&raw mut (*q).qtype, usize::from(qtype));
-        store(&raw mut (*q).name_len, name_len);
-        store(&raw mut (*q).static_answer, 0);
         store(&raw mut (*q).question_end, question_end);
     }
+    let geo = qtype == TYPE_A || qtype == TYPE_AAAA;
     if arcount == 1 {
-        parse_opt(ctx, question_end, end, q)
+        parse_opt(ctx, question_end, end, q).map(|()| geo)
     } else if question_end == end {
-        Ok(())
+        Ok(geo)
     } else {
         Err(counter::PASS_HEADER)
     }

@@ -17,15 +17,9 @@ pub(crate) fn to_static(reason: u32) {
     }
 }
 
-/// Whether the frame the grow stage just made room in holds a static answer.
-#[inline(always)]
-pub(crate) fn grown_static() -> bool {
-    let Some(q) = QUERY.get_ptr(0) else {
-        return false;
-    };
-    // SAFETY: `q` is the per-CPU QUERY value.
-    unsafe { core::ptr::read_volatile(&raw const (*q).static_answer) != 0 }
-}
+/// Set in `Query::grow` by the static stage (and in what `try_grow` returns): the frame
+/// grown holds a static answer, and the grow stage goes back to the static stage.
+pub(crate) const GROW_STATIC: u32 = 0x200;
 
 /// The node of the first wildcard key found in `NAMES` walking up from the query name
 /// (held in `scratch.exact`), and at which level (0: the name itself). `NOT_FOUND`
@@ -101,7 +95,7 @@ pub(crate) fn find_entry_node(names: &Array<NameEntry>, key: &NameKey, fp: u64) 
 
 /// The answer index for the query: the node's exact or below answer for its type.
 #[inline(always)]
-pub(crate) fn choose(g: &Gen, q: *mut Query, reason: u32) -> Result<u32, Pass> {
+pub(crate) fn choose(ctx: &XdpContext, g: &Gen, q: *mut Query, reason: u32) -> Result<u32, Pass> {
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY: per-CPU scratch value; `exact` holds the query name since the parse.
     let scratch = unsafe { &mut *scratch };
@@ -110,12 +104,14 @@ pub(crate) fn choose(g: &Gen, q: *mut Query, reason: u32) -> Result<u32, Pass> {
         return Ok(STATIC_REFUSED);
     }
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
-    let (level, qtype) = unsafe {
+    let (level, question_end) = unsafe {
         (
             reload_internal(&raw const (*q).tmp, MAX_LABELS)?,
-            reload_internal(&raw const (*q).qtype, 0xFFFF)?,
+            reload_internal(&raw const (*q).question_end, MAX_PACKET)?,
         )
     };
+    // QTYPE, from the packet (stage 1 keeps only whether it is a geo type).
+    let qtype = usize::from(read_u16(ctx, question_end - 4)?);
     let n = g.static_nodes.get(node).ok_or(reason)?;
     let (types, answers, other) = if level == 0 {
         (&n.exact_types, &n.exact, n.exact_other)
@@ -149,7 +145,7 @@ pub(crate) fn try_static(ctx: &XdpContext, g: &Gen) -> Result<Option<u32>, Pass>
     #[expect(clippy::cast_possible_truncation, reason = "a counter index")]
     let reason = reason as u32;
     if !grown {
-        let answer = choose(g, q, reason)?;
+        let answer = choose(ctx, g, q, reason)?;
         let a = g.static_answers.get(answer).ok_or(reason)?;
         if a.valid == 0 {
             return Err(reason);
@@ -214,8 +210,12 @@ pub(crate) fn write_static(
     q: &View,
     a: &StaticAnswer,
 ) -> Result<bool, Pass> {
-    // SAFETY (field pointers): `qp` is the per-CPU QUERY value.
-    let name_len = unsafe { reload_internal(&raw const (*qp).name_len, MAX_NAME_WIRE_LEN)? };
+    // The question: header, name, QTYPE and QCLASS after the UDP header.
+    let name_len = q
+        .question_end
+        .checked_sub(q.l4 + UDP_HLEN + DNS_HLEN + 4)
+        .ok_or(counter::PASS_INTERNAL)?;
+    let name_len = launder(qp, name_len, MAX_NAME_WIRE_LEN)?;
     // The name's length minus the one the bytes were written for, modulo 2^16: an
     // answer shared by names of several lengths moves either way.
     let delta = u16::try_from(name_len).unwrap_or(0).wrapping_sub(a.base);
@@ -245,7 +245,7 @@ pub(crate) fn write_static(
             return Err(counter::PASS_TOO_BIG);
         }
         // SAFETY: as above.
-        unsafe { store(&raw mut (*qp).grow, grow) };
+        unsafe { store(&raw mut (*qp).grow, grow | GROW_STATIC as usize) };
         return Ok(false);
     }
 

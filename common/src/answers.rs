@@ -73,8 +73,10 @@ pub struct NameValue {
     /// Index of the record; with the region it forms the [`AnswerKey`].
     pub record: u16,
     pub _pad: u16,
+    /// The node of a wildcard key in `STATIC_NODES_*` (see [`crate::NameEntry::node`]).
+    pub node: u32,
 }
-const _: () = assert!(size_of::<NameValue>() == 4);
+const _: () = assert!(size_of::<NameValue>() == 8);
 
 /// Key of the `ANSWERS_*` table.
 #[repr(C)]

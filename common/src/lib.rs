@@ -19,12 +19,14 @@ mod answers;
 mod defence;
 mod fast;
 mod names;
+mod statics;
 mod sticky;
 
 pub use answers::*;
 pub use defence::*;
 pub use fast::*;
 pub use names::*;
+pub use statics::*;
 pub use sticky::*;
 
 /// Longest query name (wire format, including the root label) the kernel answers: 64
@@ -120,6 +122,10 @@ pub const MAP_NAMES: &[&str] = &[
     "RRL",
     "SHADOW",
     "DAEMON",
+    "STATIC_NODES_0",
+    "STATIC_NODES_1",
+    "STATIC_ANSWERS_0",
+    "STATIC_ANSWERS_1",
 ];
 /// Names of the programs the loader expects in the object.
 pub const PROGRAM_NAMES: &[&str] = &[
@@ -131,6 +137,8 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "xdp_dns_grow",
     "xdp_dns_shadow_0",
     "xdp_dns_shadow_1",
+    "xdp_dns_static_0",
+    "xdp_dns_static_1",
 ];
 /// Names of the programs in the benchmarks' and tests' baseline object (`xdp-bench`).
 pub const BENCH_PROGRAM_NAMES: &[&str] = &["xdp_echo", "xdp_pass", "xdp_count"];
@@ -147,8 +155,11 @@ pub const STAGE_REPLY_0: u32 = 2;
 pub const STAGE_GROW: u32 = 4;
 /// The shadow stage of generation 0 (`xdp_dns_shadow_0`); generation 1's is next.
 pub const STAGE_SHADOW_0: u32 = 5;
+/// The static-answer stage of generation 0 (`xdp_dns_static_0`); generation 1's is
+/// next. The lookup stage enters it for what the geo tables do not answer.
+pub const STAGE_STATIC_0: u32 = 7;
 /// Entries of the `JUMP` program array.
-pub const STAGE_COUNT: u32 = 7;
+pub const STAGE_COUNT: u32 = 9;
 /// The stage table: each `JUMP` index and the program the loader puts there. The one
 /// place that pairs them; the kernel tail-calls by index, the loader links by name.
 pub const STAGES: [(u32, &str); STAGE_COUNT as usize] = [
@@ -159,6 +170,8 @@ pub const STAGES: [(u32, &str); STAGE_COUNT as usize] = [
     (STAGE_GROW, "xdp_dns_grow"),
     (STAGE_SHADOW_0, "xdp_dns_shadow_0"),
     (STAGE_SHADOW_0 + 1, "xdp_dns_shadow_1"),
+    (STAGE_STATIC_0, "xdp_dns_static_0"),
+    (STAGE_STATIC_0 + 1, "xdp_dns_static_1"),
 ];
 
 #[cfg(test)]
@@ -211,7 +224,7 @@ const _: () = assert!(size_of::<DaemonState>() == 24);
 pub const DAEMON_DEAD_NS: u64 = 3_000_000_000;
 
 /// Raise when a map's meaning changes without its name or size changing.
-const CONTRACT_REVISION: usize = 1;
+const CONTRACT_REVISION: usize = 2;
 
 /// The layout of the kernel contract in one number: the map and program names, the
 /// sizes of every key and value, the counters. A pinned program whose `DAEMON` stamp
@@ -247,6 +260,8 @@ pub const CONTRACT_STAMP: u64 = {
         size_of::<Defence>(),
         size_of::<RrlSlot>(),
         size_of::<Scratch>(),
+        size_of::<StaticNode>(),
+        size_of::<StaticAnswer>(),
         counter::COUNT as usize,
         CONTRACT_REVISION,
     ];
@@ -425,8 +440,14 @@ pub mod counter {
     /// A query to the DNS port passed to userspace while the daemon's heartbeat was
     /// stale (`DaemonState`): nobody answered it.
     pub const PASS_NO_DAEMON: u32 = 32;
+    /// Answered from the static tables (`geodns_common::statics`): records (SOA, NS,
+    /// static data, glue, a wildcard's records), NODATA, NXDOMAIN, REFUSED.
+    pub const ANSWERED_STATIC: u32 = 33;
+    pub const ANSWERED_NODATA: u32 = 34;
+    pub const ANSWERED_NXDOMAIN: u32 = 35;
+    pub const ANSWERED_REFUSED: u32 = 36;
     /// Number of counters; the size of the `COUNTERS` array.
-    pub const COUNT: u32 = 33;
+    pub const COUNT: u32 = 37;
 
     /// Metric label of each counter, indexed by its value.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -463,6 +484,10 @@ pub mod counter {
         "shadow_lookups",
         "shadow_full",
         "pass_no_daemon",
+        "answered_static",
+        "answered_nodata",
+        "answered_nxdomain",
+        "answered_refused",
     ];
 }
 
@@ -482,4 +507,6 @@ mod pod {
     unsafe impl aya::Pod for super::RrlKey {}
     unsafe impl aya::Pod for super::RrlBucket {}
     unsafe impl aya::Pod for super::RrlSlot {}
+    unsafe impl aya::Pod for super::StaticNode {}
+    unsafe impl aya::Pod for super::StaticAnswer {}
 }

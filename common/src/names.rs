@@ -44,7 +44,8 @@ impl NameKey {
             fingerprint: self.fingerprint(),
             record: value.record,
             wildcard: self.wildcard,
-            _pad: [0; 5],
+            _pad: 0,
+            node: value.node,
             name: self.name,
         }
     }
@@ -99,7 +100,10 @@ pub struct NameEntry {
     pub record: u16,
     /// 1 for a wildcard key (the name is the wildcard's parent), else 0.
     pub wildcard: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// In a wildcard key: the name's node in `STATIC_NODES_*` (its static answers,
+    /// see `geodns_common::statics`); 0 passes. 0 in exact keys.
+    pub node: u32,
     /// The whole name key, compared by the kernel after the fingerprint matched.
     pub name: [u8; MAX_NAME_WIRE_LEN],
 }
@@ -111,7 +115,8 @@ impl NameEntry {
         fingerprint: 0,
         record: 0,
         wildcard: 0,
-        _pad: [0; 5],
+        _pad: 0,
+        node: 0,
         name: [0; MAX_NAME_WIRE_LEN],
     };
 }

@@ -348,7 +348,14 @@ mod tests {
         let names: Vec<(NameKey, NameValue)> = (0..2048u16)
             .map(|i| {
                 let k = key(&format!("n{i}.cdn.example.net."), i % 3 == 0);
-                (k, NameValue { record: i, _pad: 0 })
+                (
+                    k,
+                    NameValue {
+                        record: i,
+                        _pad: 0,
+                        node: 0,
+                    },
+                )
             })
             .collect();
         let table = build_names(&names, slots_for(names.len())).expect("build");

@@ -122,9 +122,18 @@ pub fn contents(
     KernelMaps {
         prefixes_v4: v4,
         prefixes_v6: v6,
-        names: vec![(key, NameValue { record: 0, _pad: 0 })],
+        names: vec![(
+            key,
+            NameValue {
+                record: 0,
+                _pad: 0,
+                node: 0,
+            },
+        )],
         answers,
         aliases: 0,
+        static_nodes: Vec::new(),
+        static_answers: Vec::new(),
     }
 }
 

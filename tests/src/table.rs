@@ -168,6 +168,7 @@ pub fn contents() -> KernelMaps {
                 NameValue {
                     record: WWW,
                     _pad: 0,
+                    node: 0,
                 },
             ),
             (
@@ -175,6 +176,7 @@ pub fn contents() -> KernelMaps {
                 NameValue {
                     record: IMG,
                     _pad: 0,
+                    node: 0,
                 },
             ),
         ]
@@ -197,6 +199,7 @@ pub fn contents() -> KernelMaps {
                     NameValue {
                         record: NAME_BLOCK,
                         _pad: 0,
+                        node: 0,
                     },
                 )
             }),
@@ -254,5 +257,7 @@ pub fn contents() -> KernelMaps {
         // Every alias, as in a MaxMind database: IPv4-mapped, Teredo and 6to4
         // clients are looked up as their embedded IPv4 address.
         aliases: STATE_FLAG_ALIASES,
+        static_nodes: Vec::new(),
+        static_answers: Vec::new(),
     }
 }

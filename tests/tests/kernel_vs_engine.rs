@@ -89,7 +89,8 @@ fn compare(engine: &Engine) {
         "the demo databases alias all three ranges, as MaxMind's do"
     );
     let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load");
-    xdp.install(&engine.kernel_maps())
+    // As `geodns run` installs it: the geo tables and the zone's static answers.
+    xdp.install(&geodns::authoritative::kernel::kernel_maps(engine))
         .expect("install the compiled demo maps");
     let fd = xdp.program_fd("xdp_dns").expect("fd");
     let origin = engine.config().zone.origin.clone();

@@ -26,6 +26,7 @@ use geodns_common::{counter, AnswerKey, AnswerSet};
 use geodns_maps::{Config, Engine, NodeStates};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::authoritative::kernel::kernel_maps;
 use crate::loader::{Counters, InstallStats, KernelProgram, LoaderError};
 
 /// The engine in use, shared by everything that answers in userspace. Only the control
@@ -449,6 +450,13 @@ impl Owner {
                         } else {
                             new.with_states(&wanted)
                         };
+                        // The kernel answers the zone's static data too: it gets the
+                        // change first, as with an install.
+                        if let (Some(k), None) = (self.kernel.as_mut(), self.shadow.as_ref()) {
+                            if let Err(e) = k.install(&kernel_maps(&new)) {
+                                tracing::warn!(error = %e, "the kernel keeps its static answers until the next reload");
+                            }
+                        }
                         self.handle.store(new);
                         self.publish();
                     }
@@ -491,7 +499,7 @@ impl Owner {
             }
         }
         let stats = match self.kernel.as_mut() {
-            Some(k) => Some(k.install(&engine.kernel_maps())?),
+            Some(k) => Some(k.install(&kernel_maps(&engine))?),
             None => None,
         };
         self.handle.store(engine);
@@ -534,7 +542,7 @@ impl Owner {
             return Ok(());
         }
         let candidate = run.engine.with_states(&wanted);
-        k.stage_shadow(&candidate.kernel_maps(), run.sample_exp)?;
+        k.stage_shadow(&kernel_maps(&candidate), run.sample_exp)?;
         run.engine = Arc::new(candidate);
         run.restarts += 1;
         run.started = std::time::SystemTime::now();
@@ -561,7 +569,7 @@ impl Owner {
         } else {
             engine.with_states(&wanted)
         };
-        let stats = k.stage_shadow(&engine.kernel_maps(), sample_exp)?;
+        let stats = k.stage_shadow(&kernel_maps(&engine), sample_exp)?;
         tracing::info!(candidate = source, sample_exp, "shadow run started");
         self.shadow = Some(ShadowRun {
             engine: Arc::new(engine),

@@ -37,6 +37,17 @@ pub(crate) fn served(v6: bool, lo: u64, hi: u64) -> bool {
 /// answer read at the end, measured).
 #[inline(always)]
 pub(crate) fn rrl_prepare(ctx: &XdpContext, q: *mut Query, record: u16) -> Result<(), Pass> {
+    rrl_prepare_as(ctx, q, u64::from(record), u64::from(RRL_CLASS_ANSWER))
+}
+
+/// [`rrl_prepare`] for any name number and `RRL_CLASS_*` (the static answers').
+#[inline(always)]
+pub(crate) fn rrl_prepare_as(
+    ctx: &XdpContext,
+    q: *mut Query,
+    name: u64,
+    class: u64,
+) -> Result<(), Pass> {
     if defence!(rrl_interval_ns) == 0 {
         return Ok(());
     }
@@ -59,11 +70,8 @@ pub(crate) fn rrl_prepare(ctx: &XdpContext, q: *mut Query, record: u16) -> Resul
         [u64::from(a & defence!(rrl_v4_mask)), 0]
     };
     // The words of `RrlKey`: prefix, record, class and family.
-    let tail = u64::from(RRL_CLASS_ANSWER) | if v6 { 6 << 8 } else { 4 << 8 };
-    let tag = rrl_tag(
-        defence!(rrl_seed),
-        [prefix[0], prefix[1], u64::from(record), tail],
-    );
+    let tail = class | if v6 { 6 << 8 } else { 4 << 8 };
+    let tag = rrl_tag(defence!(rrl_seed), [prefix[0], prefix[1], name, tail]);
     let pair = (tag >> 32) as u32 & defence!(rrl_slot_mask) & !1;
     let s0 = RRL.get_ptr(pair).ok_or(counter::PASS_INTERNAL)?;
     // SAFETY (field pointers): `q` is the per-CPU QUERY value; `s0` an array value.

@@ -47,6 +47,10 @@ use geodns_common::{
     shadow_key, SHADOW_ALIAS_SHIFT, SHADOW_MAX_PAIRS, SHADOW_NO_ANSWER, SHADOW_SAMPLE_MASK,
     SHADOW_SAMPLE_SHIFT, STAGE_SHADOW_0, STATE_FLAG_SHADOW,
 };
+use geodns_common::{
+    StaticAnswer, StaticNode, STAGE_STATIC_0, STATIC_ANSWERS, STATIC_MAX_BLOB, STATIC_MAX_FIXUPS,
+    STATIC_NODES, STATIC_NODE_TYPES, STATIC_REFUSED,
+};
 
 /// UDP port of DNS queries; set by the loader (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -129,6 +133,17 @@ static ANSWERS_1: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 static ANSWER_SETS_0: Array<AnswerSet> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 static ANSWER_SETS_1: Array<AnswerSet> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+// The zone's static answers (see `geodns_common::statics`): fixed sizes, few entries.
+#[map]
+static STATIC_NODES_0: Array<StaticNode> = Array::with_max_entries(STATIC_NODES, BPF_F_MMAPABLE);
+#[map]
+static STATIC_NODES_1: Array<StaticNode> = Array::with_max_entries(STATIC_NODES, BPF_F_MMAPABLE);
+#[map]
+static STATIC_ANSWERS_0: Array<StaticAnswer> =
+    Array::with_max_entries(STATIC_ANSWERS, BPF_F_MMAPABLE);
+#[map]
+static STATIC_ANSWERS_1: Array<StaticAnswer> =
+    Array::with_max_entries(STATIC_ANSWERS, BPF_F_MMAPABLE);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -276,9 +291,16 @@ fn count_if_no_daemon(reason: u32) {
 pub fn xdp_dns(ctx: XdpContext) -> u32 {
     count(counter::RX);
     match try_parse(&ctx) {
-        Ok(generation) => {
-            // SAFETY: `ctx` is this program's context.
-            unsafe { tail_call_generation!(&ctx, STAGE_LOOKUP_0, generation) };
+        Ok(parsed) => {
+            let generation = parsed & 1;
+            if parsed & PARSED_STATIC == 0 {
+                // SAFETY: `ctx` is this program's context.
+                unsafe { tail_call_generation!(&ctx, STAGE_LOOKUP_0, generation) };
+            } else {
+                to_static(counter::PASS_QTYPE);
+                // SAFETY: `ctx` is this program's context.
+                unsafe { tail_call_generation!(&ctx, STAGE_STATIC_0, generation) };
+            }
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_PASS
         }
@@ -298,6 +320,8 @@ struct Gen {
     prefix_v6: &'static LpmTrie<[u8; 16], PrefixValue>,
     fast_top: &'static Array<u64>,
     fast_blocks: &'static Array<Page>,
+    static_nodes: &'static Array<StaticNode>,
+    static_answers: &'static Array<StaticAnswer>,
 }
 
 #[inline(always)]
@@ -310,6 +334,8 @@ fn gen0() -> Gen {
         prefix_v6: &PREFIX_V6_0,
         fast_top: &FAST_TOP_0,
         fast_blocks: &FAST_BLOCKS_0,
+        static_nodes: &STATIC_NODES_0,
+        static_answers: &STATIC_ANSWERS_0,
     }
 }
 
@@ -323,6 +349,8 @@ fn gen1() -> Gen {
         prefix_v6: &PREFIX_V6_1,
         fast_top: &FAST_TOP_1,
         fast_blocks: &FAST_BLOCKS_1,
+        static_nodes: &STATIC_NODES_1,
+        static_answers: &STATIC_ANSWERS_1,
     }
 }
 
@@ -345,13 +373,26 @@ fn shadow_sampled(q: *const Query) -> bool {
 /// candidate is), `$to_reply` the reply stage of the other generation (where the
 /// shadow stage's query came from).
 macro_rules! generation_stages {
-    ($lookup:ident, $reply:ident, $shadow:ident, $gen:expr, $to_shadow:expr, $to_reply:expr) => {
+    (
+        $lookup:ident, $reply:ident, $shadow:ident, $statics:ident, $gen:expr,
+        $to_shadow:expr, $to_reply:expr, $to_static:expr
+    ) => {
         /// Stage 2: name, client prefix and answer set, then the reply in the same
-        /// program (one tail call fewer, and the answer set is looked up once).
+        /// program (one tail call fewer, and the answer set is looked up once). A name
+        /// without a geo record continues in the static stage (stage 1 sends other
+        /// types there directly).
         #[xdp]
         pub fn $lookup(ctx: XdpContext) -> u32 {
             let g = $gen;
-            let stage = try_lookup(&ctx, &g).and_then(|set| {
+            let stage = try_lookup(&ctx, &g);
+            if let Err(counter::PASS_NOT_SERVED) = stage {
+                to_static(counter::PASS_NOT_SERVED);
+                // Returns only if the call failed.
+                // SAFETY: `ctx` is this program's context.
+                unsafe { tail_call_const!(&ctx, $to_static) };
+                return run_stage(&ctx, Err(counter::PASS_INTERNAL));
+            }
+            let stage = stage.and_then(|set| {
                 let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
                 rate_limit(q)?;
                 if shadow_sampled(q) {
@@ -387,6 +428,15 @@ macro_rules! generation_stages {
             let stage = try_reply(&ctx, &$gen);
             run_stage(&ctx, stage)
         }
+
+        /// Stage 2b: the zone's static answers (SOA, NS, static records, NODATA,
+        /// NXDOMAIN, REFUSED), from the lookup stage, or from the grow stage with the
+        /// answer already chosen.
+        #[xdp]
+        pub fn $statics(ctx: XdpContext) -> u32 {
+            let stage = try_static(&ctx, &$gen);
+            run_stage(&ctx, stage)
+        }
     };
 }
 
@@ -394,17 +444,21 @@ generation_stages!(
     xdp_dns_lookup_0,
     xdp_dns_reply_0,
     xdp_dns_shadow_0,
+    xdp_dns_static_0,
     gen0(),
     STAGE_SHADOW_0 + 1,
-    STAGE_REPLY_0 + 1
+    STAGE_REPLY_0 + 1,
+    STAGE_STATIC_0
 );
 generation_stages!(
     xdp_dns_lookup_1,
     xdp_dns_reply_1,
     xdp_dns_shadow_1,
+    xdp_dns_static_1,
     gen1(),
     STAGE_SHADOW_0,
-    STAGE_REPLY_0
+    STAGE_REPLY_0,
+    STAGE_STATIC_0 + 1
 );
 
 /// Stage 3b, only when the frame has no tailroom for the reply (veth hands XDP the
@@ -417,9 +471,15 @@ generation_stages!(
 )]
 pub fn xdp_dns_grow(ctx: XdpContext) -> u32 {
     match try_grow(&ctx) {
-        Ok(generation) => {
-            // SAFETY: `ctx` is this program's context.
-            unsafe { tail_call_generation!(&ctx, STAGE_REPLY_0, generation) };
+        Ok(grown) => {
+            let generation = grown & 1;
+            if grown & GROW_STATIC != 0 {
+                // SAFETY: `ctx` is this program's context.
+                unsafe { tail_call_generation!(&ctx, STAGE_STATIC_0, generation) };
+            } else {
+                // SAFETY: `ctx` is this program's context.
+                unsafe { tail_call_generation!(&ctx, STAGE_REPLY_0, generation) };
+            }
             // The frame was already moved: it is no query any more.
             count(counter::PASS_INTERNAL);
             xdp_action::XDP_DROP
@@ -437,11 +497,14 @@ fn try_grow(ctx: &XdpContext) -> Result<u32, Pass> {
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     let (grow, keep) = unsafe {
         (
-            reload(&raw const (*q).grow, 256)?,
+            reload(&raw const (*q).grow, GROW_STATIC as usize | 256)?,
             reload(&raw const (*q).question_end, MAX_KEEP)?,
         )
     };
-    if grow == 0 {
+    // The static stage marks its frames (see `GROW_STATIC`).
+    let to_static = grow & GROW_STATIC as usize != 0;
+    let grow = grow & 0x1FF;
+    if grow == 0 || grow > 256 {
         return Err(counter::PASS_TOO_BIG);
     }
     grow_at_head(ctx, q, grow, keep)?;
@@ -449,7 +512,7 @@ fn try_grow(ctx: &XdpContext) -> Result<u32, Pass> {
     unsafe { store(&raw mut (*q).grown, 1) };
     // SAFETY: as above.
     let generation = unsafe { reload(&raw const (*q).generation, 1)? };
-    Ok(u32::from(generation != 0))
+    Ok(u32::from(generation != 0) | if to_static { GROW_STATIC } else { 0 })
 }
 
 mod checksum;
@@ -459,6 +522,7 @@ mod packet;
 mod parse;
 mod query;
 mod reply;
+mod statics;
 
 use checksum::*;
 use defence::*;
@@ -467,6 +531,7 @@ use packet::*;
 use parse::*;
 use query::*;
 use reply::*;
+use statics::*;
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

@@ -2,6 +2,8 @@
 
 use crate::*;
 
+/// The generation to continue in, with [`PARSED_STATIC`] set for a type the geo
+/// tables do not hold.
 #[inline(always)]
 pub(crate) fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
     let state = match STATE.get(0) {
@@ -9,7 +11,7 @@ pub(crate) fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
         None => RuntimeState::default(),
     };
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
-    parse(ctx, q)?;
+    let geo = parse(ctx, q)?;
     if state.flags & STATE_FLAG_PASS_ALL != 0 {
         return Err(counter::PASS_DISABLED);
     }
@@ -19,16 +21,20 @@ pub(crate) fn try_parse(ctx: &XdpContext) -> Result<u32, Pass> {
         store(&raw mut (*q).flags, state.flags as usize);
         store(&raw mut (*q).grown, 0);
     }
-    Ok(state.generation & 1)
+    Ok(state.generation & 1 | if geo { 0 } else { PARSED_STATIC })
 }
 
-/// Parses and validates the query, recording what the reply needs in `*q`.
+/// Set in what [`try_parse`] returns: not a geo type, straight to the static stage.
+pub(crate) const PARSED_STATIC: u32 = 2;
+
+/// Parses and validates the query, recording what the reply needs in `*q`; whether
+/// its type is one of the geo tables' (`A`, `AAAA`).
 #[inline(always)]
 #[expect(
     clippy::too_many_lines,
     reason = "one pass over the headers, in wire order"
 )]
-pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
+pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<bool, Pass> {
     // Ethernet, with up to two VLAN tags.
     let mut proto = read_u16(ctx, 12).map_err(|_| counter::PASS_NOT_IP)?;
     let mut l3 = ETH_HLEN;
@@ -170,7 +176,8 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
     let [t0, t1, c0, c1] = unsafe { ptr_at::<[u8; 4]>(ctx, qtype_off)?.read_unaligned() };
     let qtype = u16::from_be_bytes([t0, t1]);
     let qclass = u16::from_be_bytes([c0, c1]);
-    if qtype != TYPE_A && qtype != TYPE_AAAA {
+    // OPT is no question (FORMERR), 128..=254 are meta types (NOTIMP): userspace's.
+    if qtype == TYPE_OPT || (128..=254).contains(&qtype) {
         return Err(counter::PASS_QTYPE);
     }
     if qclass != CLASS_IN {
@@ -182,10 +189,11 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<(), Pass> {
         store(&raw mut (*q).aaaa, usize::from(qtype == TYPE_AAAA));
         store(&raw mut (*q).question_end, question_end);
     }
+    let geo = qtype == TYPE_A || qtype == TYPE_AAAA;
     if arcount == 1 {
-        parse_opt(ctx, question_end, end, q)
+        parse_opt(ctx, question_end, end, q).map(|()| geo)
     } else if question_end == end {
-        Ok(())
+        Ok(geo)
     } else {
         Err(counter::PASS_HEADER)
     }

@@ -48,6 +48,11 @@ pub(crate) struct Query {
     pub(crate) rrl_pair: u32,
     pub(crate) rrl_tag: u64,
     pub(crate) rrl_sink: u64,
+    /// The static stage's answer (an index of `STATIC_ANSWERS_*`), kept for its second
+    /// entry after the grow stage; the pass reason it falls back to (`PASS_QTYPE` or
+    /// `PASS_NOT_SERVED`). Written only on the static path.
+    pub(crate) static_answer: u32,
+    pub(crate) static_reason: u32,
     /// ECS address bytes as received (`ceil(source / 8)` of them), zero padded.
     pub(crate) ecs_addr: [u8; 16],
 }

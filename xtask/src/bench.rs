@@ -36,6 +36,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_ns_v4_ecs_500k",
     "xdp_ns_v6_500k",
     "xdp_ns_probe_slot24",
+    "xdp_ns_static_soa",
+    "xdp_ns_nxdomain",
     "fastpath_fill_seconds",
     "maps_memlock_mib",
     "xdp_v6_500k_share_len_upto_32",

@@ -209,8 +209,8 @@ fn ensure_protoc() -> Result<()> {
 }
 
 /// Debian packages the tests drive as real clients and servers: `nsupdate`
-/// (bind9-dnsutils) for the RFC 2136 test; `pebble` (Let's Encrypt's test ACME server),
-/// `lego` and `openssl` for the offline DNS-01 certificate test; `systemd-analyze` (the
+/// (bind9-dnsutils) for the RFC 2136 test; `kxdpgun` (knot-dnsutils) for the flood
+/// test; `pebble` (Let's Encrypt's test ACME server), `lego` and `openssl` for the offline DNS-01 certificate test; `systemd-analyze` (the
 /// unit check of `cargo xtask install`) and `sshd`/`ssh` (the box of `cargo xtask
 /// deploy`'s test; systemd itself need not run); `etcd` (etcd-server) for the fleet
 /// tests and benchmark. Installed when missing
@@ -220,6 +220,7 @@ pub fn ensure_test_tools() -> Result<()> {
     let has = |tool: &str, arg: &str| std::process::Command::new(tool).arg(arg).output().is_ok();
     let wanted = [
         ("nsupdate", "-V", "bind9-dnsutils"),
+        ("kxdpgun", "--version", "knot-dnsutils"),
         ("pebble", "-version", "pebble"),
         ("lego", "--version", "lego"),
         ("openssl", "version", "openssl"),

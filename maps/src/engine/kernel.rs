@@ -27,6 +27,8 @@ impl Engine {
             names: self.kernel_names(),
             answers: self.kernel_answers(),
             aliases: self.compiled.aliases(),
+            static_nodes: Vec::new(),
+            static_answers: Vec::new(),
         }
     }
 
@@ -54,6 +56,7 @@ impl Engine {
         let value = |i: usize| NameValue {
             record: u16::try_from(i).unwrap_or(KERNEL_BLOCK),
             _pad: 0,
+            node: 0,
         };
         let mut out: Vec<(NameKey, NameValue)> = self
             .config
@@ -83,7 +86,14 @@ impl Engine {
                     !under_cut && self.config.kernel_name(&self.config.records[i]).is_some()
                 })
                 .map_or(KERNEL_BLOCK, |&i| value(i).record);
-            out.push((key, NameValue { record, _pad: 0 }));
+            out.push((
+                key,
+                NameValue {
+                    record,
+                    _pad: 0,
+                    node: 0,
+                },
+            ));
         }
         out
     }

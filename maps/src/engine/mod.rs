@@ -20,8 +20,8 @@ use std::{
 };
 
 use geodns_common::{
-    AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, MAX_ANSWER_ADDRS, POLICY_SPREAD,
-    POLICY_STICKY,
+    AnswerKey, AnswerSet, NameKey, NameValue, PrefixValue, StaticAnswer, StaticNode,
+    MAX_ANSWER_ADDRS, POLICY_SPREAD, POLICY_STICKY,
 };
 
 use crate::{
@@ -169,6 +169,11 @@ pub struct KernelMaps {
     /// `STATE_FLAG_ALIAS_*`: the IPv6 ranges the kernel looks up as IPv4 with this
     /// generation ([`Compiled::aliases`]).
     pub aliases: u32,
+    /// The static answers' nodes and answers (`geodns_common::statics`), indexed as
+    /// the `node` of the wildcard keys in `names` name them. Empty: every static
+    /// answer passes. Written by the userspace server, whose bytes they are.
+    pub static_nodes: Vec<StaticNode>,
+    pub static_answers: Vec<StaticAnswer>,
 }
 
 /// How many entries each kernel map holds, without building them.

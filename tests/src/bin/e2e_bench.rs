@@ -206,7 +206,8 @@ fn many_regions(dir: &Path) -> PathBuf {
 fn xdp_gun(engine: &Engine, program: &'static str, mix: &[Template], sources: Sources) -> Shot {
     let pair = NetnsPair::new().expect("namespaces");
     let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load");
-    xdp.install(&engine.kernel_maps()).expect("install");
+    xdp.install(&geodns::authoritative::kernel::kernel_maps(engine))
+        .expect("install");
     let _echo = if program == "xdp_echo" {
         Some(
             pair.attach_baseline(Side::Server, program)
@@ -277,7 +278,7 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
         u64::from(QPS),
     )
     .expect("fire");
-    // Geo answers count by family, the zone's static answers by class.
+    // Everything XDP answered: geo answers and the zone's static ones.
     let answered = daemon.scrape(&pair).map_or(0, |m| {
         [
             "answered_v4",

@@ -80,6 +80,8 @@ const NAMES: &[&str] = &[
     "xdp_ns_v4_ecs_500k",
     "xdp_ns_v6_500k",
     "xdp_ns_probe_slot24",
+    "xdp_ns_static_soa",
+    "xdp_ns_nxdomain",
     "fastpath_fill_seconds",
     "maps_memlock_mib",
     "xdp_v6_500k_share_len_upto_32",
@@ -94,6 +96,17 @@ fn frames_v4(addrs: impl Iterator<Item = Ipv4Addr>, dst: Ipv4Addr) -> Vec<Vec<u8
 }
 
 const WWW: &str = "www.cdn.example.net.";
+
+/// The engine of `examples/demo.toml` and its databases.
+fn demo_engine() -> geodns_maps::Engine {
+    use std::sync::Arc;
+    let path = geodns_tests::files::examples().join("demo.toml");
+    let config = geodns_maps::Config::from_path(&path).expect("parse the demo config");
+    let compiled =
+        geodns_maps::Compiled::build(&config, &mut |_| {}).expect("compile the demo databases");
+    let states = geodns_maps::NodeStates::from_config(&config);
+    geodns_maps::Engine::new(Arc::new(config), Arc::new(compiled), &states)
+}
 
 /// Indexes `0..n` drawn with probability proportional to `1 / (k + 1)` (Zipf, s = 1).
 fn zipf(rng: &mut Rng, n: usize, count: usize) -> Vec<usize> {
@@ -393,6 +406,37 @@ fn main() {
             "xdp_ns_v4_sticky_500k".into(),
             measure(&xdp, fd, &frames, 3),
         );
+        xdp.install(&contents(v4.clone(), v6.clone()))
+            .expect("install");
+    }
+    if want("xdp_ns_static_soa") || want("xdp_ns_nxdomain") {
+        // The zone's static answers: the demo zone compiled as `geodns run` installs it
+        // (its static tables; the prefix tables play no part in these answers). SOA
+        // at the apex from sources across the 500k table, and a random-subdomain
+        // flood: every frame another name that does not exist (NXDOMAIN).
+        let engine = demo_engine();
+        xdp.install(&geodns::authoritative::kernel::kernel_maps(&engine))
+            .expect("install the demo zone");
+        let srcs: Vec<Ipv4Addr> = (0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)).collect();
+        let soa: Vec<Vec<u8>> = srcs
+            .iter()
+            .map(|&src| {
+                Frame::new(
+                    L3::V4 { src, dst: dst4 },
+                    &Query::new("cdn.example.net.", 6),
+                )
+                .build()
+            })
+            .collect();
+        out.insert("xdp_ns_static_soa".into(), measure(&xdp, fd, &soa, 3));
+        let nx: Vec<Vec<u8>> = srcs
+            .iter()
+            .map(|&src| {
+                let name = format!("r{:010x}.cdn.example.net.", rng.next_u64() >> 24);
+                Frame::new(L3::V4 { src, dst: dst4 }, &Query::new(&name, 1)).build()
+            })
+            .collect();
+        out.insert("xdp_ns_nxdomain".into(), measure(&xdp, fd, &nx, 3));
         xdp.install(&contents(v4.clone(), v6.clone()))
             .expect("install");
     }

@@ -40,6 +40,7 @@
 #[cfg(any(test, feature = "testkit"))]
 pub mod check;
 pub mod guard;
+pub mod kernel;
 pub mod parse;
 pub mod respond;
 pub mod server;

@@ -265,7 +265,7 @@ fn load_kernel(part: &XdpPart<'_>, engine: &Engine) -> anyhow::Result<KernelProg
     let options = crate::defence::load_options(options, engine.config(), part.iface)
         .with_context(|| format!("reading the addresses of {}", part.iface))?;
     let mut xdp = KernelProgram::load(&options)?;
-    xdp.install(&engine.kernel_maps())?;
+    xdp.install(&crate::authoritative::kernel::kernel_maps(engine))?;
     Ok(xdp)
 }
 

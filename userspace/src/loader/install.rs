@@ -11,6 +11,7 @@ use geodns_common::{
     AnswerKey, AnswerSet, PrefixValue, SHADOW_ALIAS_SHIFT, SHADOW_SAMPLE_MASK, SHADOW_SAMPLE_SHIFT,
     STATE_FLAG_ALIASES, STATE_FLAG_SHADOW,
 };
+use geodns_common::{StaticAnswer, StaticNode, STATIC_ANSWERS, STATIC_NODES};
 use geodns_maps::{
     image::{ImageSizes, KernelImage},
     slots, KernelMaps,
@@ -242,6 +243,15 @@ impl KernelProgram {
             );
         }
         stats.fast_seconds = image.fast.seconds + started.elapsed().as_secs_f64();
+        // The static answers: whole arrays, so nothing of an older image stays behind.
+        let mut nodes = c.static_nodes.clone();
+        nodes.resize(STATIC_NODES as usize, StaticNode::default());
+        let name = gen_name("STATIC_NODES", generation);
+        fill_mmap(self.map(name)?, name, &nodes)?;
+        let mut answers = c.static_answers.clone();
+        answers.resize(STATIC_ANSWERS as usize, StaticAnswer::EMPTY);
+        let name = gen_name("STATIC_ANSWERS", generation);
+        fill_mmap(self.map(name)?, name, &answers)?;
         mirror.answers = Some(image.answers);
         Ok(())
     }

@@ -52,14 +52,18 @@ pub fn read_reply(b: &[u8]) -> Option<(u16, u8, Vec<IpAddr>)> {
     at += 5;
     let mut addrs = Vec::new();
     for _ in 0..an {
-        // Owner: a pointer or a name.
-        if b.get(at)? & 0xc0 == 0xc0 {
-            at += 2;
-        } else {
-            while *b.get(at)? != 0 {
-                at += usize::from(*b.get(at)?) + 1;
+        // Owner: labels ending in the root or in a pointer (a CNAME's target owns the
+        // next record: its first label, then a pointer to the zone).
+        loop {
+            let len = *b.get(at)?;
+            if len & 0xc0 == 0xc0 {
+                at += 2;
+                break;
             }
-            at += 1;
+            at += usize::from(len) + 1;
+            if len == 0 {
+                break;
+            }
         }
         let rtype = u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]);
         let len = usize::from(u16::from_be_bytes([*b.get(at + 8)?, *b.get(at + 9)?]));

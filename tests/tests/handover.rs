@@ -79,9 +79,12 @@ impl Table {
 enum Kind {
     /// `A`/`AAAA` of a geo name with ECS: the kernel answers.
     Geo(u16),
-    /// SOA of the apex: the kernel passes, userspace answers.
-    Soa,
-    /// A name that does not exist: userspace answers NXDOMAIN.
+    /// `A` of a CNAME to a geo name (the answer depends on the client, so the kernel
+    /// passes it): userspace answers.
+    Cname,
+    /// `ANY` (a meta type the kernel passes) of a name that does not exist: userspace
+    /// answers NXDOMAIN. (The kernel answers the zone's static replies, SOA and plain
+    /// NXDOMAIN among them, itself.)
     NxDomain,
     /// `A` with ECS over TCP: userspace.
     Tcp,
@@ -95,17 +98,17 @@ impl Kind {
     fn query(self) -> Query {
         match self {
             Self::Geo(qtype) => Query::new("www.cdn.example.net.", qtype).ecs("192.0.2.0", 24),
-            Self::Soa => Query::new("cdn.example.net.", 6),
-            Self::NxDomain => Query::new("no-such-name.cdn.example.net.", 1),
+            Self::Cname => Query::new("video.cdn.example.net.", 1),
+            Self::NxDomain => Query::new("no-such-name.cdn.example.net.", 255),
             Self::Tcp => Query::new("www.cdn.example.net.", 1).ecs("192.0.2.0", 24),
         }
     }
 }
 
 /// The UDP queries of the stream, by `stream::Sample::kind`.
-const UDP_KINDS: [Kind; 4] = [Kind::Geo(1), Kind::Geo(28), Kind::Soa, Kind::NxDomain];
+const UDP_KINDS: [Kind; 4] = [Kind::Geo(1), Kind::Geo(28), Kind::Cname, Kind::NxDomain];
 
-/// Which of [`UDP_KINDS`] query `i` is: 90% geo (A and AAAA), 5% SOA, 5% NXDOMAIN.
+/// Which of [`UDP_KINDS`] query `i` is: 90% geo (A and AAAA), 5% CNAME, 5% NXDOMAIN.
 fn pick(i: usize) -> usize {
     match i % 20 {
         0..=17 => i % 2,
@@ -466,7 +469,7 @@ fn restarts_upgrades_and_crashes_lose_no_kernel_answer() {
             continue;
         };
         let ok = match s.kind {
-            Kind::Soa => *rcode == 0,
+            Kind::Cname => *rcode == 0,
             Kind::NxDomain => *rcode == 3,
             Kind::Geo(_) | Kind::Tcp => {
                 let qtype = if let Kind::Geo(t) = s.kind { t } else { 1 };

@@ -291,15 +291,7 @@ pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
         let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.
-        let rc = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set)
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::netns::pin_task(tid, cpu)?;
     }
     Ok(())
 }
@@ -308,21 +300,6 @@ pub fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
 #[must_use]
 pub fn server_cpu() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get) - 1
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin(cpu: usize) -> io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Sends `frames` in a loop on the interface `ifindex` of the calling thread's
@@ -460,7 +437,7 @@ pub fn fire(
     let mut counter = pair.attach_baseline(Side::Client, "xdp_count")?;
     let ifindex = pair.ifindex(Side::Client)?;
     let (sent, refused, secs) = pair.in_ns(Side::Client, || {
-        pin(0)?;
+        crate::netns::pin_task(0, 0)?;
         send_loop(ifindex, &frames, seconds, max_qps)
     })??;
     // Replies still in flight.

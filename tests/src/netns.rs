@@ -252,15 +252,7 @@ impl NetnsPair {
             if !comm.starts_with(&name) {
                 continue;
             }
-            // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.
-            let rc = unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &raw const set)
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            pin_task(pid, cpu)?;
             pinned += 1;
         }
         if pinned == 0 {
@@ -286,6 +278,24 @@ impl Drop for NetnsPair {
                 eprintln!("cleanup: {e}");
             }
         }
+    }
+}
+
+/// Pins the task `tid` (a thread or process id; 0: the calling thread) to `cpu`.
+///
+/// # Errors
+/// The affinity call failed (the task is gone, or the CPU does not exist).
+pub fn pin_task(tid: i32, cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer with its size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -201,14 +201,20 @@ fn many_regions(dir: &Path) -> PathBuf {
     config
 }
 
-/// Loads the responder with `config`'s maps (or the echo) on a fresh pair's server veth
-/// and fires `mix` at it with the benchmarks' generator.
-fn xdp_gun(engine: &Engine, program: &'static str, mix: &[Template], sources: Sources) -> Shot {
-    let pair = NetnsPair::new().expect("namespaces");
-    let mut xdp = KernelProgram::load(&LoadOptions::default()).expect("load");
+/// Loads the responder with `options` and `engine`'s maps (geo and static) and attaches
+/// `program` natively on `pair`'s server veth, or the echo of the baseline object (the
+/// responder's counters then stay 0), and gives that veth its receive thread. The
+/// program stays attached while the returned objects live.
+fn serve(
+    pair: &NetnsPair,
+    engine: &Engine,
+    program: &'static str,
+    options: &LoadOptions,
+) -> (KernelProgram, Option<aya::Ebpf>) {
+    let mut xdp = KernelProgram::load(options).expect("load");
     xdp.install(&geodns::authoritative::kernel::kernel_maps(engine))
         .expect("install");
-    let _echo = if program == "xdp_echo" {
+    let echo = if program == "xdp_echo" {
         Some(
             pair.attach_baseline(Side::Server, program)
                 .expect("attach the echo on the server veth"),
@@ -220,6 +226,14 @@ fn xdp_gun(engine: &Engine, program: &'static str, mix: &[Template], sources: So
     };
     pair.receive_thread(Side::Server)
         .expect("a receive thread for the server veth");
+    (xdp, echo)
+}
+
+/// Loads the responder with `config`'s maps (or the echo) on a fresh pair's server veth
+/// and fires `mix` at it with the benchmarks' generator.
+fn xdp_gun(engine: &Engine, program: &'static str, mix: &[Template], sources: Sources) -> Shot {
+    let pair = NetnsPair::new().expect("namespaces");
+    let (xdp, _echo) = serve(&pair, engine, program, &LoadOptions::default());
     let shot = gun::fire(&pair, mix, sources, f64::from(SECONDS), u64::from(QPS)).expect("fire");
     let c = xdp.counters().expect("counters");
     eprintln!(
@@ -503,21 +517,7 @@ fn main() {
             options.defence = kernel_defence(&r, &Guard::default(), Some(&served)).0;
             options.rrl_buckets = r.buckets;
         }
-        let mut xdp = KernelProgram::load(&options).expect("load");
-        xdp.install(&engine.kernel_maps()).expect("install");
-        // The echo is in the baseline object; the responder's counters then stay 0.
-        let _echo = if program == "xdp_echo" {
-            Some(
-                pair.attach_baseline(Side::Server, program)
-                    .expect("attach the echo on the server veth"),
-            )
-        } else {
-            pair.attach(Side::Server, &mut xdp, program, XdpMode::Driver)
-                .expect("attach on the server veth");
-            None
-        };
-        pair.receive_thread(Side::Server)
-            .expect("a receive thread for the server veth");
+        let (xdp, _echo) = serve(&pair, &engine, program, &options);
         let extra: &[&str] = if rrl { &["-l", "198.18.0.0/15"] } else { &[] };
         let qps = kxdpgun(&pair, &queries, extra);
         let c = xdp.counters().expect("counters");

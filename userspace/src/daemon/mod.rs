@@ -8,7 +8,7 @@
 //! it into the idle generation and flips: a bad file changes nothing and is counted.
 pub mod handover;
 mod metrics;
-mod reload;
+pub(crate) mod reload;
 
 pub use metrics::{metrics_text, serve_metrics, start_metrics, MetricsSources, XdpInfo};
 pub use reload::{compile, compile_config};

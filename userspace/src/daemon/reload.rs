@@ -20,7 +20,7 @@ pub fn compile_config(
     config: Config,
     states: Option<&dyn Fn(&Config) -> NodeStates>,
 ) -> anyhow::Result<Engine> {
-    crate::fleet::check_pins(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.file))?;
+    crate::fleet::pins::check_pins(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.file))?;
     let compiled = Compiled::build(&config, &mut |_| {})
         .with_context(|| format!("compiling {}", config.file))?;
     let states = states.map_or_else(|| NodeStates::from_config(&config), |f| f(&config));

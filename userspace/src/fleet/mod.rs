@@ -25,7 +25,7 @@
 //! says `geodns_fleet_connected 0`. It retries on its own and rejoins with a fresh
 //! lease, snapshot and watch.
 mod args;
-mod pins;
+pub(crate) mod pins;
 #[cfg(test)]
 mod tests;
 pub mod view;
@@ -224,7 +224,7 @@ pub async fn first_engine(
     let name = path.display().to_string();
     let engine = Config::from_str_named(&text, &name)
         .map_err(anyhow::Error::from)
-        .and_then(|c| crate::daemon::compile_config(c, Some(states)));
+        .and_then(|c| crate::daemon::reload::compile_config(c, Some(states)));
     match engine {
         Ok(engine) => {
             let tmp = path.with_extension("fleet-new");

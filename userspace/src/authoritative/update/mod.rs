@@ -240,35 +240,6 @@ pub async fn handle(control: &Control, msg: &[u8], transport: Transport) -> Outc
     }
 }
 
-/// The SOA serial across a reload: when the zone's content changed but the new
-/// config's serial is not newer than the one served (the operator edited the zone file
-/// or the records and kept the serial), it becomes the served one plus one, and is
-/// recorded in the journal so a restart keeps it. Secondaries and caches see the change.
-/// Also returns the bytes it appended to the journal (0 or one `serial` line). The
-/// control thread calls it at a reload's install, after checking that no update was
-/// journaled since the reload read the journal.
-#[must_use]
-pub fn carry_serial(old: &Engine, new: Engine) -> (Engine, u64) {
-    let (was, now) = (old.config().zone.serial, new.config().zone.serial);
-    if now.wrapping_sub(was).cast_signed() > 0 || !new.zone_differs(old) {
-        return (new, 0);
-    }
-    let serial = was.wrapping_add(1).max(1);
-    let journal = &new.config().zone.journal;
-    let entry = format!("serial {serial}\n");
-    let appended = match zone::journal_append(journal, &entry) {
-        Ok(()) => entry.len() as u64,
-        Err(e) => {
-            tracing::warn!(journal = %journal.display(), error = %e, "the new serial is not recorded; a restart goes back to the configured one");
-            0
-        }
-    };
-    (
-        new.with_zone(new.config().statics.clone(), serial),
-        appended,
-    )
-}
-
 fn respond(msg: &[u8], u: Option<&Update>, rcode: u16, sign: &Sign<'_>, now: u64) -> Vec<u8> {
     let mut out = msg
         .get(..HEADER)

@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod frame;
 pub mod gun;
 pub mod http;
+pub mod knot;
 pub mod netns;
 pub mod probe;
 pub mod rib;

@@ -327,36 +327,29 @@ fn e2e_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<S
                 .map(|u| format!("{:.1}x userspace (target 5x)", value / u));
             joined(ceiling, user)
         }
-        "e2e_qps_xdp_many" => spread_note(name, figures)
-            .zip(get("e2e_qps_echo_ceiling_many"))
-            .map(|(spread, e)| {
-                format!(
-                    "{:.2} of e2e_qps_echo_ceiling_many (target >= 0.85); {spread}",
-                    value / e
-                )
-            }),
-        "e2e_qps_xdp_mixed" => spread_note(name, figures)
-            .zip(get("e2e_qps_echo_ceiling_many"))
-            .map(|(spread, e)| {
-                format!(
-                    "{:.2} of e2e_qps_echo_ceiling_many (target >= 0.8); {spread}",
-                    value / e
-                )
-            }),
-        "e2e_qps_knot_mixed" => spread_note(name, figures)
-            .zip(get("e2e_qps_echo_ceiling_many"))
-            .map(|(spread, e)| format!("{:.2} of e2e_qps_echo_ceiling_many; {spread}", value / e)),
-        "e2e_qps_userspace_mixed" => spread_note(name, figures)
-            .zip(get("e2e_qps_echo_ceiling_many"))
-            .map(|(spread, e)| {
-                let knot = get("e2e_qps_knot_mixed")
-                    .map(|k| format!("; {:.2} x Knot", value / k))
-                    .unwrap_or_default();
-                format!(
-                    "{:.2} of e2e_qps_echo_ceiling_many{knot}; {spread}",
-                    value / e
-                )
-            }),
+        // Many-sources figures against the same generator's echo, over the rounds.
+        "e2e_qps_xdp_many"
+        | "e2e_qps_xdp_mixed"
+        | "e2e_qps_knot_mixed"
+        | "e2e_qps_userspace_mixed" => {
+            let target = match name {
+                "e2e_qps_xdp_many" => " (target >= 0.85)",
+                "e2e_qps_xdp_mixed" => " (target >= 0.8)",
+                _ => "",
+            };
+            let knot = get("e2e_qps_knot_mixed")
+                .filter(|_| name == "e2e_qps_userspace_mixed")
+                .map(|k| format!("; {:.2} x Knot", value / k))
+                .unwrap_or_default();
+            spread_note(name, figures)
+                .zip(get("e2e_qps_echo_ceiling_many"))
+                .map(|(spread, e)| {
+                    format!(
+                        "{:.2} of e2e_qps_echo_ceiling_many{target}{knot}; {spread}",
+                        value / e
+                    )
+                })
+        }
         "e2e_xdp_answered_share_mixed" => spread_note(name, figures).map(|spread| {
             format!(
                 "{:.1}% of the replies from XDP (target >= 95%); {spread}",

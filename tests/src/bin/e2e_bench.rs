@@ -31,7 +31,7 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     sync::Arc,
@@ -49,6 +49,7 @@ use geodns_tests::{
     daemon::{metric, Daemon},
     files::{demo_without_checks, TempDir},
     gun::{self, Shot, Sources, Template},
+    knot::Knot,
     NetnsPair, Side,
 };
 
@@ -103,6 +104,30 @@ fn route_sources(pair: &NetnsPair) {
     );
 }
 
+/// `geodns run --listen <server>:53 EXTRA...` serving `config` on a fresh pair, the
+/// server veth with its receive thread; with `many`, the server namespace routes
+/// 198.18.0.0/15 back through the client veth, where the many sources' replies go.
+fn daemon_pair(config: &Path, extra: &[&str], many: bool) -> (NetnsPair, Daemon) {
+    let pair = NetnsPair::new().expect("namespaces");
+    let listen = format!("{}:53", pair.server_v4);
+    let mut args = vec!["--listen", &listen];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start(
+        &pair,
+        config,
+        "127.0.0.1:19155",
+        &format!("/sys/fs/bpf/geodns-e2e-daemon-{}", std::process::id()),
+        &args,
+        Duration::from_mins(1),
+    );
+    pair.receive_thread(Side::Server)
+        .expect("a receive thread for the server veth");
+    if many {
+        route_sources(&pair);
+    }
+    (pair, daemon)
+}
+
 /// Replies per second from `geodns run --no-xdp` listening on the server's address.
 fn userspace(config: &Path, queries: &Path) -> f64 {
     userspace_with(config, queries, &[], false).0
@@ -113,23 +138,9 @@ fn userspace(config: &Path, queries: &Path) -> f64 {
 /// workers' sockets; the server namespace routes that subnet back through the client
 /// veth); also the share of the queries that got a reply.
 fn userspace_with(config: &Path, queries: &Path, extra: &[&str], many: bool) -> (f64, f64) {
-    let pair = NetnsPair::new().expect("namespaces");
-    let listen = format!("{}:53", pair.server_v4);
-    let mut args = vec!["--no-xdp", "--listen", &listen];
+    let mut args = vec!["--no-xdp"];
     args.extend_from_slice(extra);
-    let daemon = Daemon::start(
-        &pair,
-        config,
-        "127.0.0.1:19155",
-        &format!("/sys/fs/bpf/geodns-e2e-user-{}", std::process::id()),
-        &args,
-        Duration::from_mins(1),
-    );
-    pair.receive_thread(Side::Server)
-        .expect("a receive thread for the server veth");
-    if many {
-        route_sources(&pair);
-    }
+    let (pair, daemon) = daemon_pair(config, &args, many);
     let sources: &[&str] = if many { &["-l", "198.18.0.0/15"] } else { &[] };
     let (qps, share) = kxdpgun_share(&pair, queries, sources);
     let answered = daemon.scrape(&pair).map_or(0, |m| {
@@ -265,25 +276,9 @@ fn mixed() -> Vec<Template> {
 /// fresh pair, the mix fired at it from many sources; also the share of the replies
 /// that XDP gave.
 fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
-    let pair = NetnsPair::new().expect("namespaces");
-    let listen = format!("{}:53", pair.server_v4);
-    let mut args = vec!["--listen", &listen];
-    if !xdp {
-        args.push("--no-xdp");
-    }
-    let daemon = Daemon::start(
-        &pair,
-        config,
-        "127.0.0.1:19156",
-        &format!("/sys/fs/bpf/geodns-e2e-mix-{}", std::process::id()),
-        &args,
-        Duration::from_mins(1),
-    );
-    pair.receive_thread(Side::Server)
-        .expect("a receive thread for the server veth");
+    let args: &[&str] = if xdp { &[] } else { &["--no-xdp"] };
+    let (pair, daemon) = daemon_pair(config, args, true);
     gun::pin_process(daemon.pid(), gun::server_cpu()).expect("pin the daemon");
-    // Replies from the userspace server go back to the many sources through the client.
-    route_sources(&pair);
     let shot = gun::fire(
         &pair,
         mix,
@@ -320,58 +315,14 @@ fn daemon_gun(config: &Path, xdp: bool, mix: &[Template]) -> (Shot, f64) {
     (shot, share)
 }
 
-/// The demo zone as Knot serves it: the same SOA, NS and glue, the same static `A`
-/// records, and `www` as one fixed address (Knot without its geoip module: a peer doing
-/// less per query than geodns, which picks `www`'s node per client).
-const KNOT_ZONE: &str = "$ORIGIN cdn.example.net.
-$TTL 30
-@ SOA ns1 hostmaster.example.net. 2025010101 7200 3600 1209600 60
-@ NS ns1
-@ NS ns2.example.org.
-ns1 A 198.18.0.53
-ns1 AAAA 2001:2::53
-www A 198.18.1.10
-mail A 198.18.7.25
-";
-
-/// Knot (Debian's `knotd`, one UDP worker per CPU, its default) serving [`KNOT_ZONE`]
+/// Knot (Debian's `knotd`, one UDP worker per CPU, its default) serving [`geodns_tests::knot::ZONE`]
 /// on a fresh pair's server address, the mix fired at it from many sources.
 fn knot_gun(mix: &[Template]) -> Shot {
     let pair = NetnsPair::new().expect("namespaces");
     let dir = TempDir::new("e2e-knot");
-    let d = dir.path().display();
-    std::fs::write(dir.path().join("cdn.example.net.zone"), KNOT_ZONE).expect("zone");
-    let conf = format!(
-        "server:\n    listen: {}@53\n    rundir: {d}\nlog:\n  - target: stderr\n    any: warning\n\
-         database:\n    storage: {d}\ntemplate:\n  - id: default\n    storage: {d}\n\
-         zone:\n  - domain: cdn.example.net\n    file: cdn.example.net.zone\n",
-        pair.server_v4
-    );
-    let conf_path = dir.path().join("knot.conf");
-    std::fs::write(&conf_path, conf).expect("knot.conf");
-    let mut knotd = Command::new("ip")
-        .args(["netns", "exec", &pair.server_ns, "knotd", "-c"])
-        .arg(&conf_path)
-        .spawn()
-        .expect("start knotd (cargo xtask bench installs Debian's knot)");
-    let server = pair.server_v4.to_string();
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        pair.exec(
-            Side::Server,
-            &[
-                "kdig",
-                "+short",
-                "+time=1",
-                &format!("@{server}"),
-                "www.cdn.example.net",
-            ],
-        )
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("198.18.1.10"))
-    });
-    assert!(ready, "knotd answers");
-    // `ip netns exec` execs knotd in place: the child is knotd.
-    gun::pin_process(knotd.id(), gun::server_cpu()).expect("pin knotd");
+    let knot = Knot::start(&pair, dir.path(), SocketAddr::from((pair.server_v4, 53)))
+        .expect("knotd (cargo xtask bench installs Debian's knot)");
+    gun::pin_process(knot.pid(), gun::server_cpu()).expect("pin knotd");
     pair.receive_thread(Side::Server)
         .expect("a receive thread for the server veth");
     route_sources(&pair);
@@ -383,8 +334,7 @@ fn knot_gun(mix: &[Template]) -> Shot {
         u64::from(QPS),
     )
     .expect("fire");
-    let _ = knotd.kill();
-    let _ = knotd.wait();
+    drop(knot);
     eprintln!(
         "knotd, mixed: {:.0} replies/s of {:.0} sent/s ({:.1}% replied); rcodes {:?}",
         shot.qps(),

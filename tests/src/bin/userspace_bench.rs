@@ -33,6 +33,7 @@ use geodns_tests::{
     daemon::{geodns_bin, Daemon},
     files::{demo_without_checks, TempDir},
     frame::Query,
+    knot::Knot,
     synth::Rng,
     NetnsPair, Side,
 };
@@ -192,91 +193,8 @@ fn generate(server: SocketAddr, queries: &[Vec<u8>]) -> (f64, [u64; 16]) {
     (float(replies) / secs, rcodes)
 }
 
-/// Knot DNS (Debian's `knot`, which `cargo xtask bench` installs) serving the demo zone
-/// as plain static records on 127.0.0.1:`KNOT_PORT` of the server namespace: a peer
-/// figure for the same generator. `None` (with the reason printed) when there is no
-/// `knotd`.
-struct Knot {
-    child: std::process::Child,
-}
-
+/// Where Knot listens in the server namespace.
 const KNOT_PORT: u16 = 5300;
-
-/// The demo zone's SOA, NS and their addresses, the geo name as one static `A`, and
-/// the name with only an `A` (`AAAA` NODATA).
-const KNOT_ZONE: &str = "$ORIGIN cdn.example.net.
-$TTL 30
-@     SOA  ns1 hostmaster.example.net. 2025010101 7200 3600 1209600 60
-@     NS   ns1
-@     NS   ns2.example.org.
-ns1   A    198.18.0.53
-ns1   AAAA 2001:2::53
-www   A    198.18.1.10
-mail  A    198.18.7.25
-";
-
-impl Knot {
-    fn start(pair: &NetnsPair, dir: &std::path::Path) -> Option<Self> {
-        if std::process::Command::new("knotd")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("userspace_bench: no knotd (cargo xtask bench installs Debian's knot): no peer figure");
-            return None;
-        }
-        let dir = dir.join("knot");
-        std::fs::create_dir_all(dir.join("db")).expect("knot dir");
-        std::fs::write(dir.join("cdn.example.net.zone"), KNOT_ZONE).expect("knot zone");
-        let d = dir.display();
-        let conf = format!(
-            "server:\n    rundir: \"{d}\"\n    listen: 127.0.0.1@{KNOT_PORT}\n\
-             database:\n    storage: \"{d}/db\"\n\
-             log:\n  - target: stderr\n    any: warning\n\
-             zone:\n  - domain: cdn.example.net\n    file: \"{d}/cdn.example.net.zone\"\n    journal-content: none\n    zonefile-sync: -1\n"
-        );
-        let conf_path = dir.join("knot.conf");
-        std::fs::write(&conf_path, conf).expect("knot config");
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &pair.server_ns, "knotd", "-c"])
-            .arg(&conf_path)
-            .spawn()
-            .expect("start knotd");
-        let knot = Self { child };
-        // Ready when it answers SOA.
-        let probe = Query::new("cdn.example.net.", 6).build();
-        let server = SocketAddr::from((Ipv4Addr::LOCALHOST, KNOT_PORT));
-        let ready = pair
-            .in_ns(Side::Server, || {
-                let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("probe socket");
-                s.set_read_timeout(Some(Duration::from_millis(100)))
-                    .expect("timeout");
-                let mut buf = [0u8; 512];
-                (0..100).any(|_| {
-                    s.send_to(&probe, server).is_ok() && s.recv(&mut buf).is_ok_and(|n| n > 12)
-                })
-            })
-            .unwrap_or(false);
-        assert!(ready, "knotd did not answer on 127.0.0.1:{KNOT_PORT}");
-        Some(knot)
-    }
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child (`ip netns exec` execs knotd).
-        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap_or(0), libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A count as a float (counts here stay far below 2^52).
 #[expect(clippy::cast_precision_loss, reason = "counts of queries in seconds")]
@@ -331,8 +249,8 @@ fn main() {
     drop(daemon);
     let mut out = BTreeMap::new();
     out.insert("userspace_qps_mixed".to_string(), qps);
-    if let Some(knot) = Knot::start(&pair, dir.path()) {
-        let server = SocketAddr::from((Ipv4Addr::LOCALHOST, KNOT_PORT));
+    let server = SocketAddr::from((Ipv4Addr::LOCALHOST, KNOT_PORT));
+    if let Some(knot) = Knot::start(&pair, dir.path(), server) {
         let (knot_qps, rcodes) = pair
             .in_ns(Side::Server, || generate(server, &queries))
             .expect("generator in the server namespace");

@@ -15,12 +15,41 @@ use crate::{
 };
 
 /// A free TCP port on 127.0.0.1 (also free for UDP), released for the caller to bind.
+///
+/// Drawn below the kernel's ephemeral range (`ip_local_port_range`): a port the kernel
+/// handed out (bind to port 0) is where it also puts the next outgoing connection, so a
+/// box's own connection to etcd could take it between this check and the box's bind
+/// (seen once: "binding the metrics address"). Never the same port twice in a process.
 #[must_use]
 pub fn free_port() -> u16 {
+    use std::{
+        collections::HashSet,
+        hash::{BuildHasher, Hasher},
+        sync::Mutex,
+    };
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000u16;
+    let span = u64::from(first_ephemeral.saturating_sub(low).max(1));
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
     loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = low + u16::try_from(draw % span).unwrap_or(0);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            given.insert(port);
             return port;
         }
     }

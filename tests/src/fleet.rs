@@ -19,7 +19,8 @@ use crate::{
 /// Drawn below the kernel's ephemeral range (`ip_local_port_range`): a port the kernel
 /// handed out (bind to port 0) is where it also puts the next outgoing connection, so a
 /// box's own connection to etcd could take it between this check and the box's bind
-/// (seen once: "binding the metrics address"). Never the same port twice in a process.
+/// (seen once: "binding the metrics address"), and above the fixed ports of the tests.
+/// Never the same port twice in a process.
 #[must_use]
 pub fn free_port() -> u16 {
     use std::{
@@ -32,7 +33,8 @@ pub fn free_port() -> u16 {
         .ok()
         .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32_768);
-    let low = 10_000u16;
+    // Above the fixed ports the fleet tests use (5353, 1915x).
+    let low = 20_000u16;
     let span = u64::from(first_ephemeral.saturating_sub(low).max(1));
     let mut given = GIVEN
         .lock()

@@ -44,6 +44,19 @@ pub(crate) fn sum_words(ctx: &XdpContext, offset: usize, len: usize) -> Result<u
     Ok(sum)
 }
 
+/// The sum of bytes that lie `offset` bytes after the start of the summed range,
+/// from `sum`, their sum as little-endian words counted from their own first byte: at an
+/// odd offset each byte sits in the other half of its 16-bit word, which is the sum
+/// shifted by 8 bits (modulo 0xFFFF, 2^16 is 1). `sum` stays far below 2^56.
+#[inline(always)]
+pub(crate) fn at_parity(sum: u64, offset: usize) -> u64 {
+    if offset & 1 == 0 {
+        sum
+    } else {
+        sum << 8
+    }
+}
+
 /// Folds a one's-complement sum to 16 bits.
 #[inline(always)]
 pub(crate) fn fold(mut sum: u64) -> u16 {

@@ -184,10 +184,19 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<bool, Pass> {
         return Err(counter::PASS_QCLASS);
     }
     let question_end = qtype_off + 4;
+    // QTYPE and QCLASS join the name's sum, at the name's end: an odd name length puts
+    // them at an odd offset (see `at_parity`). The UDP header starts at an even offset
+    // of the frame (14, 18 or 22 + 20 or 40), so a frame offset has the same parity.
+    let type_class = u64::from(u32::from_le_bytes([t0, t1, c0, c1]));
     // SAFETY: `q` is the per-CPU QUERY value.
     unsafe {
         store(&raw mut (*q).aaaa, usize::from(qtype == TYPE_AAAA));
         store(&raw mut (*q).question_end, question_end);
+        let name_sum = core::ptr::read_volatile(&raw const (*q).question_sum);
+        core::ptr::write_volatile(
+            &raw mut (*q).question_sum,
+            name_sum + at_parity(type_class, qtype_off),
+        );
     }
     let geo = qtype == TYPE_A || qtype == TYPE_AAAA;
     if arcount == 1 {
@@ -236,6 +245,8 @@ pub(crate) fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Resul
     let key = unsafe { &mut (*scratch).exact };
     let dst = key.name.as_mut_ptr();
     let mut fp = FINGERPRINT_EXACT;
+    // The name's raw bytes (not lowercased) for the reply's checksum (`question_sum`).
+    let mut sum = 0u64;
     // Bound: MAX_NAME_WIRE_LEN / 8 words, always all of them (no exit that depends on
     // the name, so the verifier keeps one state); bytes past the name are zero.
     for w in 0..MAX_NAME_WIRE_LEN / 8 {
@@ -257,13 +268,18 @@ pub(crate) fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Resul
         } else {
             (1u64 << (8 * left)) - 1
         };
-        let word = to_lower(word & mask);
+        let raw = word & mask;
+        sum += halves(raw);
+        let word = to_lower(raw);
         fp = fingerprint_step(fp, word);
         // SAFETY: `at + 8 <= MAX_NAME_WIRE_LEN`: inside `key.name`, 8-aligned.
         unsafe { store_word(dst, w, word) };
     }
     // SAFETY: `q` is the per-CPU QUERY value.
-    unsafe { core::ptr::write_volatile(&raw mut (*q).fingerprint, fp) };
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*q).fingerprint, fp);
+        core::ptr::write_volatile(&raw mut (*q).question_sum, sum);
+    }
     Ok(name_len)
 }
 

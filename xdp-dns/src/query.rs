@@ -48,6 +48,14 @@ pub(crate) struct Query {
     pub(crate) rrl_pair: u32,
     pub(crate) rrl_tag: u64,
     pub(crate) rrl_sink: u64,
+    /// One's-complement sum (see `checksum`) of the question as it is in the packet:
+    /// the name's raw bytes, QTYPE and QCLASS, as 16-bit words from the name's start.
+    /// Summed while parsing, so the reply's UDP checksum needs no pass over the packet.
+    pub(crate) question_sum: u64,
+    /// The same sum of the whole DNS message of a geo reply (header, question, answers,
+    /// OPT), from its start: `write_reply` sums what it writes, `finish_reply` adds the
+    /// UDP header and the pseudo-header.
+    pub(crate) payload_sum: u64,
     /// The static stage's answer (an index of `STATIC_ANSWERS_*`), kept for its second
     /// entry after the grow stage; the pass reason it falls back to (`PASS_QTYPE` or
     /// `PASS_NOT_SERVED`). Written only on the static path.

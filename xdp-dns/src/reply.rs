@@ -124,6 +124,9 @@ pub(crate) fn write_reply(
     let [ttl0, ttl1, ttl2, ttl3] = set.ttl.to_be_bytes();
     let rr_head = u64::from_le_bytes([0xC0, 0x0C, t0, t1, 0, 1, ttl0, ttl1]);
     let rr_tail = u32::from_le_bytes([ttl2, ttl3, l0, l1]);
+    // The checksum's sum of everything written after the question, as words from the
+    // question's end (see `finish_reply`): every record starts at an even distance.
+    let mut tail = 0u64;
     // Bound: MAX_ANSWER_ADDRS records. No exit on `want` and the slot laundered: the
     // verifier then keeps one state whatever `want`, `first` and `n` are.
     for k in 0..MAX_ANSWER_ADDRS {
@@ -144,12 +147,14 @@ pub(crate) fn write_reply(
             let a = set.v6[slot].as_ptr().cast::<u32>();
             // SAFETY: ptr_at checked the 28 bytes; `a` is aligned, see above.
             unsafe {
+                let w = (a.read(), a.add(1).read(), a.add(2).read(), a.add(3).read());
                 pkt::st64(p, rr_head);
                 pkt::st32(p.add(8), rr_tail);
-                pkt::st32(p.add(12), a.read());
-                pkt::st32(p.add(16), a.add(1).read());
-                pkt::st32(p.add(20), a.add(2).read());
-                pkt::st32(p.add(24), a.add(3).read());
+                pkt::st32(p.add(12), w.0);
+                pkt::st32(p.add(16), w.1);
+                pkt::st32(p.add(20), w.2);
+                pkt::st32(p.add(24), w.3);
+                tail += u64::from(w.0) + u64::from(w.1) + u64::from(w.2) + u64::from(w.3);
             }
         } else {
             let p = ptr_at::<[u8; 12 + 4]>(ctx, off)?.cast::<u8>();
@@ -158,11 +163,14 @@ pub(crate) fn write_reply(
             let a = set.v4[slot].as_ptr().cast::<u32>();
             // SAFETY: ptr_at checked the 16 bytes; `a` is aligned, see above.
             unsafe {
+                let w = a.read();
                 pkt::st64(p, rr_head);
                 pkt::st32(p.add(8), rr_tail);
-                pkt::st32(p.add(12), a.read());
+                pkt::st32(p.add(12), w);
+                tail += u64::from(w);
             }
         }
+        tail += halves(rr_head) + u64::from(rr_tail);
     }
 
     if q.edns {
@@ -170,11 +178,18 @@ pub(crate) fn write_reply(
         let [r0, r1] = u16::try_from(ecs_opt_len).unwrap_or(0).to_be_bytes();
         // OPT: root name, type, payload size, TTL 0 (ext. RCODE, version, flags), RDLENGTH.
         let p = ptr_at::<[u8; 11]>(ctx, answers_end)?.cast::<u8>();
-        // SAFETY: ptr_at checked the 11 bytes (the two stores overlap in byte 7).
+        let (opt_head, opt_rdlen) = (
+            u64::from_le_bytes([0, 0, 41, p0, p1, 0, 0, 0]),
+            u32::from_le_bytes([0, 0, r0, r1]),
+        );
+        // SAFETY: ptr_at checked the 11 bytes (the two stores overlap in byte 7, 0 in
+        // both, so it is summed once).
         unsafe {
-            pkt::st64(p, u64::from_le_bytes([0, 0, 41, p0, p1, 0, 0, 0]));
-            pkt::st32(p.add(7), u32::from_le_bytes([0, 0, r0, r1]));
+            pkt::st64(p, opt_head);
+            pkt::st32(p.add(7), opt_rdlen);
         }
+        // The records' length is even: OPT starts at an even distance too.
+        tail += halves(opt_head) + at_parity(u64::from(opt_rdlen), 7);
         if q.ecs {
             let [o0, o1] = u16::try_from(4 + ecs_alen).unwrap_or(0).to_be_bytes();
             let [f0, f1] = q.ecs_family.to_be_bytes();
@@ -189,6 +204,13 @@ pub(crate) fn write_reply(
                     write_bytes(ctx, at + 8 + j, [*b])?;
                 }
             }
+            // The option at 11 bytes from OPT's start, its address at 19: odd. The
+            // address bytes past `ecs_alen` are 0 (see `parse_ecs`).
+            #[expect(clippy::cast_ptr_alignment, reason = "ecs_addr is 8-aligned in Query")]
+            let words = ecs_addr.as_ptr().cast::<u64>();
+            // SAFETY: the 16 bytes of `ecs_addr`, 8-aligned (see `parse_ecs`).
+            let address = unsafe { halves(words.read()) + halves(words.add(1).read()) };
+            tail += at_parity(halves(opt) + address, 11);
         }
     }
 
@@ -196,20 +218,40 @@ pub(crate) fn write_reply(
     // DNS header: QR=1 AA=1, TC for a slip, RD and CD copied, RA=AD=Z=0, RCODE=0; the
     // counts.
     let [a0, a1] = u16::try_from(want).unwrap_or(1).to_be_bytes();
-    let p = ptr_at::<[u8; 10]>(ctx, q.l4 + UDP_HLEN + 2)?.cast::<u8>();
-    // SAFETY: ptr_at checked the 10 bytes.
-    unsafe {
-        pkt::st64(
-            p,
-            u64::from_le_bytes([0x84 | q.tc | q.rd, q.cd, 0, 1, a0, a1, 0, 0]),
-        );
-        pkt::st16(p.add(8), u16::from_le_bytes([0, u8::from(q.edns)]));
-    }
+    let h = ptr_at::<[u8; DNS_HLEN]>(ctx, q.l4 + UDP_HLEN)?.cast::<u8>();
+    let flags_counts = u64::from_le_bytes([0x84 | q.tc | q.rd, q.cd, 0, 1, a0, a1, 0, 0]);
+    let arcount = u16::from_le_bytes([0, u8::from(q.edns)]);
+    // SAFETY: ptr_at checked the 12 bytes.
+    let id = unsafe {
+        pkt::st64(h.add(2), flags_counts);
+        pkt::st16(h.add(10), arcount);
+        pkt::ld16(h)
+    };
+    // The message's sum: the header, the question (summed by the parser) and the tail.
+    // SAFETY: `qp` is the per-CPU QUERY value.
+    let question = unsafe { core::ptr::read_volatile(&raw const (*qp).question_sum) };
+    let payload = u64::from(id)
+        + halves(flags_counts)
+        + u64::from(arcount)
+        + question
+        + at_parity(tail, q.question_end);
 
     // SAFETY: `qp` is the per-CPU QUERY value; `end` is free once the query is parsed.
-    unsafe { store(&raw mut (*qp).end, new_end) };
-    finish_reply(ctx, qp)?;
+    unsafe {
+        store(&raw mut (*qp).end, new_end);
+        core::ptr::write_volatile(&raw mut (*qp).payload_sum, payload);
+    }
+    finish_reply(ctx, qp, Payload::Summed)?;
     Ok(true)
+}
+
+/// Where `finish_reply` gets the DNS message's part of the UDP checksum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// `Query::payload_sum`, summed by the writer from what it wrote.
+    Summed,
+    /// Summed over the packet (the static stage copies its replies from a map).
+    Read,
 }
 
 /// Swaps addresses and ports, sets lengths and checksums. Every input is read back
@@ -221,7 +263,7 @@ pub(crate) fn write_reply(
 /// section 2), so the folded sum is stored back as it is, and constants added to it
 /// (protocol, lengths) are byte-swapped first.
 #[inline(always)]
-pub(crate) fn finish_reply(ctx: &XdpContext, qp: *mut Query) -> Result<(), Pass> {
+pub(crate) fn finish_reply(ctx: &XdpContext, qp: *mut Query, payload: Payload) -> Result<(), Pass> {
     // SAFETY (field pointers): `qp` is the per-CPU QUERY value.
     let (l3, l4, v6, new_end) = unsafe {
         (
@@ -248,10 +290,12 @@ pub(crate) fn finish_reply(ctx: &XdpContext, qp: *mut Query) -> Result<(), Pass>
     // UDP: swap ports, set length, zero the checksum before summing.
     let udp = ptr_at::<[u8; UDP_HLEN]>(ctx, l4)?.cast::<u8>();
     // SAFETY: ptr_at checked 8 bytes.
-    unsafe {
-        pkt::st32(udp, pkt::ld32(udp).rotate_left(16));
+    let ports = unsafe {
+        let ports = pkt::ld32(udp);
+        pkt::st32(udp, ports.rotate_left(16));
         pkt::st32(udp.add(4), u32::from(udp_len_be));
-    }
+        ports
+    };
 
     // Pseudo-header addresses (their sum does not change with the swap).
     let mut sum: u64 = if v6 {
@@ -294,7 +338,16 @@ pub(crate) fn finish_reply(ctx: &XdpContext, qp: *mut Query) -> Result<(), Pass>
     };
     // Pseudo-header: protocol and UDP length.
     sum += u64::from(u16::from(IPPROTO_UDP).to_be()) + u64::from(udp_len_be);
-    sum += sum_words(ctx, l4, udp_len)?;
+    sum += match payload {
+        // The UDP header (the ports' sum does not change with the swap; the checksum
+        // field is 0 while summing) and the message.
+        Payload::Summed => {
+            // SAFETY: `qp` is the per-CPU QUERY value.
+            let message = unsafe { core::ptr::read_volatile(&raw const (*qp).payload_sum) };
+            u64::from(ports) + u64::from(udp_len_be) + message
+        }
+        Payload::Read => sum_words(ctx, l4, udp_len)?,
+    };
     let mut csum = !fold(sum);
     if csum == 0 {
         csum = 0xFFFF;

@@ -343,7 +343,7 @@ pub(crate) fn write_static(
     }
     // SAFETY: `qp` is the per-CPU QUERY value; `end` is free once the query is parsed.
     unsafe { store(&raw mut (*qp).end, new_end) };
-    finish_reply(ctx, qp)?;
+    finish_reply(ctx, qp, Payload::Read)?;
     Ok(true)
 }
 

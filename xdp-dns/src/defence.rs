@@ -89,14 +89,14 @@ pub(crate) fn rrl_prepare_as(
 /// Response rate limiting: one token bucket per (source prefix, record), never the
 /// ECS address (anyone can write that). Over the limit the query is dropped, or every
 /// `slip`-th gets an empty TC=1 reply (`Query::tc`) so a real resolver retries over
-/// TCP, which is exempt.
+/// TCP, which is exempt. Returns the TC bit the reply carries (`Query::tc`, also stored).
 #[inline(always)]
-pub(crate) fn rate_limit(q: *mut Query) -> Result<(), Pass> {
+pub(crate) fn rate_limit(q: *mut Query) -> Result<u8, Pass> {
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     unsafe { store(&raw mut (*q).tc, 0) };
     let interval = defence!(rrl_interval_ns);
     if interval == 0 {
-        return Ok(());
+        return Ok(0);
     }
     // SAFETY: as above.
     let (tag, pair) = unsafe {
@@ -138,11 +138,11 @@ pub(crate) fn rate_limit(q: *mut Query) -> Result<(), Pass> {
     };
     let verdict = rrl_step(&mut slot.bucket, now, interval, burst, slip);
     match verdict {
-        RRL_ALLOW => Ok(()),
+        RRL_ALLOW => Ok(0),
         RRL_SLIP => {
             // SAFETY: as above.
             unsafe { store(&raw mut (*q).tc, 2) };
-            Ok(())
+            Ok(2)
         }
         _ => Err(DROP | counter::RRL_DROPPED),
     }

@@ -43,9 +43,10 @@ pub(crate) fn view(q: *const Query) -> Result<View, Pass> {
 
 /// Looks up the record, the client's region and the answer set; records what the
 /// reply stage needs in `QUERY` (it comes back to it after the grow stage), and returns
-/// the answer set so the reply in the same program need not look it up again.
+/// the answer set and the query's view so the reply in the same program need not read
+/// them again.
 #[inline(always)]
-pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet, Pass> {
+pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<(&'static AnswerSet, View), Pass> {
     let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
     let v = view(q)?;
     // SAFETY (field pointer): `q` is the per-CPU QUERY value.
@@ -89,7 +90,7 @@ pub(crate) fn try_lookup(ctx: &XdpContext, g: &Gen) -> Result<&'static AnswerSet
         store(&raw mut (*q).scope, usize::from(scope));
         store(&raw mut (*q).first, first);
     }
-    Ok(set)
+    Ok((set, v))
 }
 
 /// The client's prefix in generation `g` and its sticky key (its /24 or /56, a few ALU

@@ -392,15 +392,15 @@ macro_rules! generation_stages {
                 unsafe { tail_call_const!(&ctx, $to_static) };
                 return run_stage(&ctx, Err(counter::PASS_INTERNAL));
             }
-            let stage = stage.and_then(|set| {
+            let stage = stage.and_then(|(set, mut v)| {
                 let q = QUERY.get_ptr_mut(0).ok_or(counter::PASS_INTERNAL)?;
-                rate_limit(q)?;
+                v.tc = rate_limit(q)?;
                 if shadow_sampled(q) {
                     // Returns only if the call failed: then reply without the shadow.
                     // SAFETY: `ctx` is this program's context.
                     unsafe { tail_call_const!(&ctx, $to_shadow) };
                 }
-                reply_with(&ctx, q, set)
+                reply_with(&ctx, q, set, &v)
             });
             run_stage(&ctx, stage)
         }

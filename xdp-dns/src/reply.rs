@@ -16,7 +16,7 @@ pub(crate) fn try_reply(ctx: &XdpContext, g: &Gen) -> Result<Option<u32>, Pass> 
     };
     #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
     let set = answer_set(g, record as u16, region as u16)?;
-    reply_with(ctx, q, set)
+    reply_with(ctx, q, set, &view(q)?)
 }
 
 /// Rewrites the query into the reply from answer set `set` and what the lookup recorded
@@ -27,8 +27,8 @@ pub(crate) fn reply_with(
     ctx: &XdpContext,
     q: *mut Query,
     set: &AnswerSet,
+    v: &View,
 ) -> Result<Option<u32>, Pass> {
-    let v = view(q)?;
     // SAFETY (field pointers): `q` is the per-CPU QUERY value.
     let (scope, first) = unsafe {
         (
@@ -51,7 +51,7 @@ pub(crate) fn reply_with(
     // SAFETY: `q` is the per-CPU QUERY value.
     let ecs_addr = unsafe { &(*q).ecs_addr };
     #[expect(clippy::cast_possible_truncation, reason = "bounded by reload")]
-    if !write_reply(ctx, q, &v, ecs_addr, set, first, want, n, scope as u8)? {
+    if !write_reply(ctx, q, v, ecs_addr, set, first, want, n, scope as u8)? {
         return Ok(None);
     }
     if v.tc != 0 {

@@ -1348,3 +1348,98 @@ fn rate_limit_sequence() {
         rrl_step(&xdp, fd, &a, Dropped, &format!("slip 0: dropped {i}"));
     }
 }
+
+/// The geo reply's UDP checksum is summed from what the program writes and from the
+/// question as parsed (no pass over the packet): every shape of query must still
+/// get a reply whose checksums verify. Random names under the `*.img` wildcard (odd and
+/// even lengths, any case, 1..=3 labels above it), A and AAAA, over IPv4 and IPv6,
+/// without EDNS, with EDNS and with ECS of every source length (address bytes at odd
+/// and even offsets); every combination must be answered and verified at least once.
+#[test]
+fn reply_checksums_hold_for_every_query_shape() {
+    if !require_bpf() {
+        return;
+    }
+    let mut xdp = load();
+    // The wildcard's EU node gets an IPv6 address too, so AAAA is answered for names
+    // of every length.
+    let mut maps = contents();
+    for (key, set) in &mut maps.answers {
+        if key.record == geodns_tests::table::IMG && key.region == EU {
+            *set = geodns_tests::table::answer_set(
+                geodns_common::POLICY_BEST,
+                1,
+                &[(eu_v4(), 10)],
+                &[(eu_v6(), 10)],
+            );
+        }
+    }
+    xdp.install(&maps).expect("install");
+    let fd = xdp.program_fd("xdp_dns").expect("program fd");
+    let mut rng = geodns_tests::synth::Rng(0xC5E_0D);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut answered = 0;
+    let rounds = 3000;
+    for _ in 0..rounds {
+        let mut name = String::new();
+        // At most 3 x 25 + 21 wire bytes: within what the kernel answers.
+        for _ in 0..=rng.below(2) {
+            let len = 1 + rng.below(24);
+            for _ in 0..len {
+                let c = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
+                    [usize::try_from(rng.below(63)).expect("index")];
+                name.push(char::from(c));
+            }
+            name.push('.');
+        }
+        name.push_str("img.cdn.example.net.");
+        let qtype = if rng.below(2) == 0 { 1 } else { 28 };
+        let v6 = rng.below(2) == 0;
+        let l3 = if v6 { eu_client_v6() } else { eu_client_v4() };
+        let edns = rng.below(3);
+        let mut query = q(&name, qtype);
+        let mut ecs_len = None;
+        if edns == 1 {
+            query = query.edns(1232);
+        } else if edns == 2 {
+            // ECS from the EU networks, truncated to a random source length.
+            let (family, addr, max) = if rng.below(2) == 0 {
+                (1, vec![192, 0, 2, 77], 32)
+            } else {
+                let a: std::net::Ipv6Addr = "2001:db8:1::77".parse().expect("v6");
+                (2, a.octets().to_vec(), 128)
+            };
+            let source = u8::try_from(rng.below(max + 1)).expect("source");
+            let alen = usize::from(source).div_ceil(8);
+            let mut bytes = addr[..alen].to_vec();
+            if source % 8 != 0 {
+                bytes[alen - 1] &= 0xFF << (8 - source % 8);
+            }
+            query = query.edns(1232).ecs_raw(family, source, 0, &bytes);
+            ecs_len = Some(alen % 2);
+        }
+        let frame = Frame::new(l3, &query).build();
+        let run = prog_test_run(fd, &frame, 1).expect("BPF_PROG_TEST_RUN");
+        if run.action != XDP_TX {
+            continue;
+        }
+        answered += 1;
+        frame::verify_lengths_and_checksums(&run.output)
+            .unwrap_or_else(|e| panic!("{name} type {qtype} edns {edns}: {e}"));
+        let reply = frame::parse(&run.output).expect("reply parses");
+        Message::from_vec(&reply.payload).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let name_odd = wire_name(&name).len() % 2;
+        seen.insert((name_odd, qtype, v6, edns, ecs_len));
+    }
+    assert!(answered > rounds / 2, "{answered} of {rounds} answered");
+    for name_odd in 0..2 {
+        for qtype in [1, 28] {
+            for v6 in [false, true] {
+                for (edns, ecs) in [(0, None), (1, None), (2, Some(0)), (2, Some(1))] {
+                    let shape = (name_odd, qtype, v6, edns, ecs);
+                    assert!(seen.contains(&shape), "never answered: {shape:?}");
+                }
+            }
+        }
+    }
+}

@@ -138,7 +138,7 @@ pub(crate) fn write_reply(
         // division-by-zero check LLVM keeps as a panic call the verifier rejects).
         let at = first + k;
         let at = if at >= n { at - n } else { at };
-        let slot = masked(launder(qp, at, MAX_ANSWER_ADDRS - 1)?, MAX_ANSWER_ADDRS - 1);
+        let slot = masked(bounded(at, MAX_ANSWER_ADDRS - 1)?, MAX_ANSWER_ADDRS - 1);
         if q.aaaa {
             let p = ptr_at::<[u8; 12 + 16]>(ctx, off)?.cast::<u8>();
             // The address is 4-aligned in the map value (`AnswerSet` is 4-aligned, `v6`
@@ -284,7 +284,7 @@ pub(crate) fn finish_reply(ctx: &XdpContext, qp: *mut Query, payload: Payload) -
         pkt::st16(eth.add(10), d1);
     }
 
-    let udp_len = launder(qp, new_end - l4, MAX_PACKET)?;
+    let udp_len = bounded(new_end - l4, MAX_PACKET)?;
     let udp_len_be = u16::try_from(udp_len).unwrap_or(0).to_be();
     // UDP: swap ports, set length, zero the checksum before summing.
     let udp = ptr_at::<[u8; UDP_HLEN]>(ctx, l4)?.cast::<u8>();

@@ -147,14 +147,15 @@ pub(crate) fn write_reply(
             let a = set.v6[slot].as_ptr().cast::<u32>();
             // SAFETY: ptr_at checked the 28 bytes; `a` is aligned, see above.
             unsafe {
-                let w = (a.read(), a.add(1).read(), a.add(2).read(), a.add(3).read());
+                let addr = (a.read(), a.add(1).read(), a.add(2).read(), a.add(3).read());
                 pkt::st64(p, rr_head);
                 pkt::st32(p.add(8), rr_tail);
-                pkt::st32(p.add(12), w.0);
-                pkt::st32(p.add(16), w.1);
-                pkt::st32(p.add(20), w.2);
-                pkt::st32(p.add(24), w.3);
-                tail += u64::from(w.0) + u64::from(w.1) + u64::from(w.2) + u64::from(w.3);
+                pkt::st32(p.add(12), addr.0);
+                pkt::st32(p.add(16), addr.1);
+                pkt::st32(p.add(20), addr.2);
+                pkt::st32(p.add(24), addr.3);
+                tail +=
+                    u64::from(addr.0) + u64::from(addr.1) + u64::from(addr.2) + u64::from(addr.3);
             }
         } else {
             let p = ptr_at::<[u8; 12 + 4]>(ctx, off)?.cast::<u8>();
@@ -163,77 +164,21 @@ pub(crate) fn write_reply(
             let a = set.v4[slot].as_ptr().cast::<u32>();
             // SAFETY: ptr_at checked the 16 bytes; `a` is aligned, see above.
             unsafe {
-                let w = a.read();
+                let addr = a.read();
                 pkt::st64(p, rr_head);
                 pkt::st32(p.add(8), rr_tail);
-                pkt::st32(p.add(12), w);
-                tail += u64::from(w);
+                pkt::st32(p.add(12), addr);
+                tail += u64::from(addr);
             }
         }
         tail += halves(rr_head) + u64::from(rr_tail);
     }
 
     if q.edns {
-        let [p0, p1] = EDNS_UDP_PAYLOAD.to_be_bytes();
-        let [r0, r1] = u16::try_from(ecs_opt_len).unwrap_or(0).to_be_bytes();
-        // OPT: root name, type, payload size, TTL 0 (ext. RCODE, version, flags), RDLENGTH.
-        let p = ptr_at::<[u8; 11]>(ctx, answers_end)?.cast::<u8>();
-        let (opt_head, opt_rdlen) = (
-            u64::from_le_bytes([0, 0, 41, p0, p1, 0, 0, 0]),
-            u32::from_le_bytes([0, 0, r0, r1]),
-        );
-        // SAFETY: ptr_at checked the 11 bytes (the two stores overlap in byte 7, 0 in
-        // both, so it is summed once).
-        unsafe {
-            pkt::st64(p, opt_head);
-            pkt::st32(p.add(7), opt_rdlen);
-        }
-        // The records' length is even: OPT starts at an even distance too.
-        tail += halves(opt_head) + at_parity(u64::from(opt_rdlen), 7);
-        if q.ecs {
-            let [o0, o1] = u16::try_from(4 + ecs_alen).unwrap_or(0).to_be_bytes();
-            let [f0, f1] = q.ecs_family.to_be_bytes();
-            let at = answers_end + 11;
-            let p = ptr_at::<[u8; 8]>(ctx, at)?.cast::<u8>();
-            let opt = u64::from_le_bytes([0, 8, o0, o1, f0, f1, q.ecs_source, scope]);
-            // SAFETY: ptr_at checked the 8 bytes.
-            unsafe { pkt::st64(p, opt) };
-            // Bound: 16 address bytes at most.
-            for (j, b) in ecs_addr.iter().enumerate() {
-                if j < ecs_alen {
-                    write_bytes(ctx, at + 8 + j, [*b])?;
-                }
-            }
-            // The option at 11 bytes from OPT's start, its address at 19: odd. The
-            // address bytes past `ecs_alen` are 0 (see `parse_ecs`).
-            #[expect(clippy::cast_ptr_alignment, reason = "ecs_addr is 8-aligned in Query")]
-            let words = ecs_addr.as_ptr().cast::<u64>();
-            // SAFETY: the 16 bytes of `ecs_addr`, 8-aligned (see `parse_ecs`).
-            let address = unsafe { halves(words.read()) + halves(words.add(1).read()) };
-            tail += at_parity(halves(opt) + address, 11);
-        }
+        tail += write_opt(ctx, q, ecs_addr, answers_end, scope)?;
     }
 
-    // DNS header: QR=1 AA=1, TC for a slip, RD and CD copied, RA=AD=Z=0, RCODE=0; the
-    // counts.
-    let [a0, a1] = u16::try_from(want).unwrap_or(1).to_be_bytes();
-    let h = ptr_at::<[u8; DNS_HLEN]>(ctx, q.l4 + UDP_HLEN)?.cast::<u8>();
-    let flags_counts = u64::from_le_bytes([0x84 | q.tc | q.rd, q.cd, 0, 1, a0, a1, 0, 0]);
-    let arcount = u16::from_le_bytes([0, u8::from(q.edns)]);
-    // SAFETY: ptr_at checked the 12 bytes.
-    let id = unsafe {
-        pkt::st64(h.add(2), flags_counts);
-        pkt::st16(h.add(10), arcount);
-        pkt::ld16(h)
-    };
-    // The message's sum: the header, the question (summed by the parser) and the tail.
-    // SAFETY: `qp` is the per-CPU QUERY value.
-    let question = unsafe { core::ptr::read_volatile(&raw const (*qp).question_sum) };
-    let payload = u64::from(id)
-        + halves(flags_counts)
-        + u64::from(arcount)
-        + question
-        + at_parity(tail, q.question_end);
+    let payload = write_header(ctx, qp, q, want, tail)?;
 
     // SAFETY: `qp` is the per-CPU QUERY value; `end` is free once the query is parsed.
     unsafe {
@@ -251,6 +196,89 @@ pub(crate) enum Payload {
     Summed,
     /// Summed over the packet (the static stage copies its replies from a map).
     Read,
+}
+
+/// Writes the OPT record (and the ECS option, `scope` its scope) at `at`, the end of
+/// the answers; returns the checksum's sum of what it wrote, as words from the
+/// question's end (the answers' length is even: OPT starts at an even distance).
+#[inline(always)]
+pub(crate) fn write_opt(
+    ctx: &XdpContext,
+    q: &View,
+    ecs_addr: &[u8; 16],
+    at: usize,
+    scope: u8,
+) -> Result<u64, Pass> {
+    let ecs_alen = usize::from(q.ecs_source).div_ceil(8);
+    let ecs_opt_len = if q.ecs { 4 + 4 + ecs_alen } else { 0 };
+    let [p0, p1] = EDNS_UDP_PAYLOAD.to_be_bytes();
+    let [r0, r1] = u16::try_from(ecs_opt_len).unwrap_or(0).to_be_bytes();
+    // OPT: root name, type, payload size, TTL 0 (ext. RCODE, version, flags), RDLENGTH.
+    let opt = ptr_at::<[u8; 11]>(ctx, at)?.cast::<u8>();
+    let (opt_head, opt_rdlen) = (
+        u64::from_le_bytes([0, 0, 41, p0, p1, 0, 0, 0]),
+        u32::from_le_bytes([0, 0, r0, r1]),
+    );
+    // SAFETY: ptr_at checked the 11 bytes (the two stores overlap in byte 7, 0 in both,
+    // so it is summed once).
+    unsafe {
+        pkt::st64(opt, opt_head);
+        pkt::st32(opt.add(7), opt_rdlen);
+    }
+    let mut sum = halves(opt_head) + at_parity(u64::from(opt_rdlen), 7);
+    if q.ecs {
+        let [o0, o1] = u16::try_from(4 + ecs_alen).unwrap_or(0).to_be_bytes();
+        let [f0, f1] = q.ecs_family.to_be_bytes();
+        let ecs = ptr_at::<[u8; 8]>(ctx, at + 11)?.cast::<u8>();
+        let option = u64::from_le_bytes([0, 8, o0, o1, f0, f1, q.ecs_source, scope]);
+        // SAFETY: ptr_at checked the 8 bytes.
+        unsafe { pkt::st64(ecs, option) };
+        // Bound: 16 address bytes at most.
+        for (j, b) in ecs_addr.iter().enumerate() {
+            if j < ecs_alen {
+                write_bytes(ctx, at + 19 + j, [*b])?;
+            }
+        }
+        // The option at 11 bytes from OPT's start, its address at 19: odd. The address
+        // bytes past `ecs_alen` are 0 (see `parse_ecs`).
+        #[expect(clippy::cast_ptr_alignment, reason = "ecs_addr is 8-aligned in Query")]
+        let words = ecs_addr.as_ptr().cast::<u64>();
+        // SAFETY: the 16 bytes of `ecs_addr`, 8-aligned (see `parse_ecs`).
+        let address = unsafe { halves(words.read()) + halves(words.add(1).read()) };
+        sum += at_parity(halves(option) + address, 11);
+    }
+    Ok(sum)
+}
+
+/// Writes the DNS header's flags and counts (`want` answers); returns the checksum's
+/// sum of the whole message: the header, the question (summed by the parser) and
+/// `tail`, the sum of what follows the question, as words from its end.
+#[inline(always)]
+pub(crate) fn write_header(
+    ctx: &XdpContext,
+    qp: *mut Query,
+    q: &View,
+    want: usize,
+    tail: u64,
+) -> Result<u64, Pass> {
+    // QR=1 AA=1, TC for a slip, RD and CD copied, RA=AD=Z=0, RCODE=0; the counts.
+    let [a0, a1] = u16::try_from(want).unwrap_or(1).to_be_bytes();
+    let header = ptr_at::<[u8; DNS_HLEN]>(ctx, q.l4 + UDP_HLEN)?.cast::<u8>();
+    let flags_counts = u64::from_le_bytes([0x84 | q.tc | q.rd, q.cd, 0, 1, a0, a1, 0, 0]);
+    let arcount = u16::from_le_bytes([0, u8::from(q.edns)]);
+    // SAFETY: ptr_at checked the 12 bytes.
+    let id = unsafe {
+        pkt::st64(header.add(2), flags_counts);
+        pkt::st16(header.add(10), arcount);
+        pkt::ld16(header)
+    };
+    // SAFETY: `qp` is the per-CPU QUERY value.
+    let question = unsafe { core::ptr::read_volatile(&raw const (*qp).question_sum) };
+    Ok(u64::from(id)
+        + halves(flags_counts)
+        + u64::from(arcount)
+        + question
+        + at_parity(tail, q.question_end))
 }
 
 /// Swaps addresses and ports, sets lengths and checksums. Every input is read back

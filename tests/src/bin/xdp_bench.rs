@@ -27,14 +27,23 @@ const SAMPLES: usize = 20_000;
 /// Median kernel-measured ns per run over `frames`, one run each (the median, not the
 /// mean: this machine is shared, and a preempted run should not move the figure).
 fn measure(xdp: &KernelProgram, fd: i32, frames: &[Vec<u8>], want_action: u32) -> f64 {
+    measure_stats(xdp, fd, frames, want_action).0
+}
+
+/// [`measure`] of a headline figure into `out`: its median as `name`, and beside it
+/// `NAME_mean`, the mean of the middle 80% of the runs. The kernel's durations come in
+/// steps of about 10 ns here; the mean tells two builds apart by less (`cargo xtask
+/// bench --compare`).
+fn measure_into(
+    out: &mut BTreeMap<String, f64>,
+    name: &str,
+    (xdp, fd): (&KernelProgram, i32),
+    frames: &[Vec<u8>],
+    want_action: u32,
+) {
     let (median, _, trimmed) = measure_stats(xdp, fd, frames, want_action);
-    // The kernel's durations come in steps of about 10 ns here: to tell two builds
-    // apart by less, `GEODNS_BENCH_STAT=mean` reports the mean of the middle 80%.
-    if std::env::var("GEODNS_BENCH_STAT").is_ok_and(|s| s == "mean") {
-        trimmed
-    } else {
-        median
-    }
+    out.insert(name.to_owned(), median);
+    out.insert(format!("{name}_mean"), trimmed);
 }
 
 /// [`measure`]'s median, the mean and the mean of the middle 80%: the mean is the fair
@@ -277,7 +286,7 @@ fn main() {
     out.insert("fastpath_fill_seconds".into(), stats.fast_seconds);
     let frames = frames_v4((0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)), dst4);
     if want("xdp_ns_v4_500k") {
-        out.insert("xdp_ns_v4_500k".into(), measure(&xdp, fd, &frames, 3));
+        measure_into(&mut out, "xdp_ns_v4_500k", (&xdp, fd), &frames, 3);
     }
     if want("xdp_ns_v4_500k_shadow") || want("xdp_ns_v4_500k_shadow_all") {
         // A shadow run of the same 500k table in the idle generation: the daemon's
@@ -330,7 +339,7 @@ fn main() {
         // The same program and table with one client address, every run: all it
         // reads is in cache, so this is the program's own cost (compute, not memory).
         let hot = vec![frames[0].clone(); SAMPLES];
-        out.insert("xdp_ns_v4_hot".into(), measure(&xdp, fd, &hot, 3));
+        measure_into(&mut out, "xdp_ns_v4_hot", (&xdp, fd), &hot, 3);
     }
     if want("xdp_ns_v4_500k_trie_only") {
         xdp.set_flags(STATE_FLAG_TRIE_ONLY).expect("flags");
@@ -345,12 +354,12 @@ fn main() {
         // on the same frames (the kernel's timer, dispatch and frame setup).
         let baseline = load_baseline("xdp_pass").expect("load the baseline object");
         let pass = baseline_fd(&baseline, "xdp_pass");
-        out.insert("xdp_ns_empty".into(), measure(&xdp, pass, &frames, 2));
+        measure_into(&mut out, "xdp_ns_empty", (&xdp, pass), &frames, 2);
     }
     if want("xdp_ns_parse_pass") {
         // Same frames, same program, told to pass after parsing.
         xdp.set_flags(STATE_FLAG_PASS_ALL).expect("flags");
-        out.insert("xdp_ns_parse_pass".into(), measure(&xdp, fd, &frames, 2));
+        measure_into(&mut out, "xdp_ns_parse_pass", (&xdp, fd), &frames, 2);
         xdp.set_flags(0).expect("flags");
     }
     if want("xdp_ns_v4_500k_zipf") {
@@ -386,15 +395,18 @@ fn main() {
                 Frame::new(L3::V6 { src, dst: dst6 }, &Query::new(WWW, 1)).build()
             })
             .collect();
-        out.insert("xdp_ns_v6_500k".into(), measure(&xdp, fd, &frames, 3));
+        measure_into(&mut out, "xdp_ns_v6_500k", (&xdp, fd), &frames, 3);
     }
     if want("xdp_ns_probe_slot24") {
         // The reference: one slot of a 2^24 array at the client's /24, nothing
         // else (122 ns where the targets were set). Same frames as xdp_ns_v4_500k.
         let probe = SlotProbe::load().expect("load the slot probe");
-        out.insert(
-            "xdp_ns_probe_slot24".into(),
-            measure(&xdp, probe.fd(), &frames, 2),
+        measure_into(
+            &mut out,
+            "xdp_ns_probe_slot24",
+            (&xdp, probe.fd()),
+            &frames,
+            2,
         );
     }
     if want("xdp_ns_v4_sticky_hot") || want("xdp_ns_v4_sticky_500k") {
@@ -470,7 +482,11 @@ fn main() {
         }
         out.insert("maps_memlock_mib".into(), mib);
     }
-    out.retain(|k, _| want(k) || k.strip_suffix("_base").is_some_and(&want));
+    out.retain(|k, _| {
+        want(k)
+            || k.strip_suffix("_base").is_some_and(&want)
+            || k.strip_suffix("_mean").is_some_and(&want)
+    });
     println!("{}", serde_json::to_string(&out).expect("json"));
 }
 

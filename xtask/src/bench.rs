@@ -204,21 +204,7 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "xdp_ns_v6_500k" => probe_note(value, 1.8, figures),
         "xdp_ns_v4_hot" => get("xdp_ns_parse_pass")
             .map(|b| format!("{:.2} x parse-and-pass (target <= 1.4)", value / b)),
-        // The means of the middle 80% of the runs beside the headline medians: finer
-        // than the kernel's 10 ns steps, for `--compare`.
-        "xdp_ns_v4_hot_mean" => get("xdp_ns_parse_pass_mean")
-            .map(|b| format!("{:.2} x parse-and-pass, means (target <= 1.4)", value / b)),
-        "xdp_ns_parse_pass_mean" => get("xdp_ns_empty_mean")
-            .map(|b| format!("{:.2} x the empty program, means", value / b)),
-        "xdp_ns_v4_500k_mean" => get("xdp_ns_probe_slot24_mean").map(|p| {
-            format!("{:.2} x the one-slot probe, means (target <= 1.6)", value / p)
-        }),
-        "xdp_ns_v6_500k_mean" => get("xdp_ns_probe_slot24_mean").map(|p| {
-            format!("{:.2} x the one-slot probe, means (target <= 1.8)", value / p)
-        }),
-        "xdp_ns_empty_mean" | "xdp_ns_probe_slot24_mean" => {
-            Some("the mean of the middle 80% of the runs".to_owned())
-        }
+        n if n.starts_with("xdp_ns") && n.ends_with("_mean") => mean_note(n, value, figures),
         "xdp_ns_v4_500k_rrl" => get("xdp_ns_v4_500k")
             .map(|b| format!("{:.3} x xdp_ns_v4_500k (target <= 1.15)", value / b)),
         "xdp_ns_v4_500k_shadow" => get("xdp_ns_v4_500k_shadow_base").map(|b| {
@@ -412,6 +398,23 @@ fn spread_note(name: &str, figures: &BTreeMap<String, f64>) -> Option<String> {
 }
 
 /// Two notes, either or both, as one.
+/// The ratio of a kernel figure's `NAME_mean` (the mean of the middle 80% of its
+/// runs, beside the headline median: finer than the kernel's 10 ns steps, for
+/// `--compare`) against the mean of its baseline.
+fn mean_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<String> {
+    let (base, what, target) = match name {
+        "xdp_ns_v4_hot_mean" => ("xdp_ns_parse_pass_mean", "parse-and-pass", Some(1.4)),
+        "xdp_ns_parse_pass_mean" => ("xdp_ns_empty_mean", "the empty program", None),
+        "xdp_ns_v4_500k_mean" => ("xdp_ns_probe_slot24_mean", "the one-slot probe", Some(1.6)),
+        "xdp_ns_v6_500k_mean" => ("xdp_ns_probe_slot24_mean", "the one-slot probe", Some(1.8)),
+        _ => return Some("the mean of the middle 80% of the runs".to_owned()),
+    };
+    let target = target.map_or(String::new(), |t| format!(" (target <= {t})"));
+    figures
+        .get(base)
+        .map(|b| format!("{:.2} x {what}, means{target}", value / b))
+}
+
 fn joined(a: Option<String>, b: Option<String>) -> Option<String> {
     match (a, b) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),

@@ -54,7 +54,9 @@ pub(crate) struct Query {
     pub(crate) question_sum: u64,
     /// The same sum of the whole DNS message of a geo reply (header, question, answers,
     /// OPT), from its start: `write_reply` sums what it writes, `finish_reply` adds the
-    /// UDP header and the pseudo-header.
+    /// UDP header and the pseudo-header. Handed over here, not as an argument: a sum
+    /// kept in a register carries its bounds on each path, and the lookup stage then
+    /// verifies in 551k instructions instead of 165k.
     pub(crate) payload_sum: u64,
     /// The static stage's answer (an index of `STATIC_ANSWERS_*`), kept for its second
     /// entry after the grow stage; the pass reason it falls back to (`PASS_QTYPE` or

@@ -152,7 +152,7 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<bool, Pass> {
     if arcount > 1 {
         return Err(counter::PASS_EDNS);
     }
-    let name_len = parse_name(ctx, q, dns + DNS_HLEN)?;
+    let (name_len, name_sum) = parse_name(ctx, q, dns + DNS_HLEN)?;
 
     // SAFETY (all field pointers below): `q` is the per-CPU QUERY value.
     unsafe {
@@ -192,7 +192,6 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<bool, Pass> {
     unsafe {
         store(&raw mut (*q).aaaa, usize::from(qtype == TYPE_AAAA));
         store(&raw mut (*q).question_end, question_end);
-        let name_sum = core::ptr::read_volatile(&raw const (*q).question_sum);
         core::ptr::write_volatile(
             &raw mut (*q).question_sum,
             name_sum + at_parity(type_class, qtype_off),
@@ -208,14 +207,19 @@ pub(crate) fn parse(ctx: &XdpContext, q: *mut Query) -> Result<bool, Pass> {
     }
 }
 
-/// Copies QNAME, lowercased, into the per-CPU exact-name key and returns its wire length.
+/// Copies QNAME, lowercased, into the per-CPU exact-name key; returns its wire length
+/// and the checksum's sum of its raw bytes (see `Query::question_sum`).
 /// Only plain labels: a compression pointer or extended label type passes.
 ///
 /// Two passes keep the verifier's work linear: first hop from length byte to length
 /// byte (one path per label), then copy bytes with a branch-free lowercase. Length
 /// bytes (1..=63) are never in `A..=Z`, so lowercasing every byte is safe.
 #[inline(always)]
-pub(crate) fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Result<usize, Pass> {
+pub(crate) fn parse_name(
+    ctx: &XdpContext,
+    q: *mut Query,
+    qname: usize,
+) -> Result<(usize, u64), Pass> {
     let mut off = 0usize;
     let mut name_len = 0usize;
     // Bound: MAX_LABELS labels plus the root label.
@@ -276,11 +280,8 @@ pub(crate) fn parse_name(ctx: &XdpContext, q: *mut Query, qname: usize) -> Resul
         unsafe { store_word(dst, w, word) };
     }
     // SAFETY: `q` is the per-CPU QUERY value.
-    unsafe {
-        core::ptr::write_volatile(&raw mut (*q).fingerprint, fp);
-        core::ptr::write_volatile(&raw mut (*q).question_sum, sum);
-    }
-    Ok(name_len)
+    unsafe { core::ptr::write_volatile(&raw mut (*q).fingerprint, fp) };
+    Ok((name_len, sum))
 }
 
 /// Up to 8 bytes at `offset`, little-endian, zero past `left`.

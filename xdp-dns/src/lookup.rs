@@ -20,6 +20,35 @@ pub(crate) struct View {
     pub(crate) tc: u8,
 }
 
+impl View {
+    /// Address bytes of the ECS option: `ceil(source / 8)` (RFC 7871).
+    #[inline(always)]
+    pub(crate) fn ecs_alen(&self) -> usize {
+        usize::from(self.ecs_source).div_ceil(8)
+    }
+
+    /// The ECS option a reply echoes (code, length, family, prefixes, address), 0
+    /// without one.
+    #[inline(always)]
+    pub(crate) fn ecs_opt_len(&self) -> usize {
+        if self.ecs {
+            4 + 4 + self.ecs_alen()
+        } else {
+            0
+        }
+    }
+
+    /// The OPT record a reply ends with, its ECS option included; 0 without EDNS.
+    #[inline(always)]
+    pub(crate) fn opt_len(&self) -> usize {
+        if self.edns {
+            11 + self.ecs_opt_len()
+        } else {
+            0
+        }
+    }
+}
+
 #[inline(always)]
 pub(crate) fn view(q: *const Query) -> Result<View, Pass> {
     // SAFETY (all field pointers): `q` is the per-CPU QUERY value.

@@ -89,11 +89,8 @@ pub(crate) fn write_reply(
 ) -> Result<bool, Pass> {
     let rdlen: usize = if q.aaaa { 16 } else { 4 };
     let rr_len = 12 + rdlen;
-    let ecs_alen = usize::from(q.ecs_source).div_ceil(8);
-    let ecs_opt_len = if q.ecs { 4 + 4 + ecs_alen } else { 0 };
-    let opt_len = if q.edns { 11 + ecs_opt_len } else { 0 };
     let answers_end = bounded(q.question_end + want * rr_len, MAX_PACKET)?;
-    let new_end = answers_end + opt_len;
+    let new_end = answers_end + q.opt_len();
     let old_len = ctx.data_end() - ctx.data();
     #[expect(
         clippy::cast_possible_wrap,
@@ -127,7 +124,7 @@ pub(crate) fn write_reply(
     // The checksum's sum of everything written after the question, as words from the
     // question's end (see `finish_reply`): every record starts at an even distance.
     let mut tail = 0u64;
-    // Bound: MAX_ANSWER_ADDRS records. No exit on `want` and the slot laundered: the
+    // Bound: MAX_ANSWER_ADDRS records. No exit on `want`, and the slot masked: the
     // verifier then keeps one state whatever `want`, `first` and `n` are.
     for k in 0..MAX_ANSWER_ADDRS {
         if k >= want {
@@ -209,10 +206,9 @@ pub(crate) fn write_opt(
     at: usize,
     scope: u8,
 ) -> Result<u64, Pass> {
-    let ecs_alen = usize::from(q.ecs_source).div_ceil(8);
-    let ecs_opt_len = if q.ecs { 4 + 4 + ecs_alen } else { 0 };
+    let ecs_alen = q.ecs_alen();
     let [p0, p1] = EDNS_UDP_PAYLOAD.to_be_bytes();
-    let [r0, r1] = u16::try_from(ecs_opt_len).unwrap_or(0).to_be_bytes();
+    let [r0, r1] = u16::try_from(q.ecs_opt_len()).unwrap_or(0).to_be_bytes();
     // OPT: root name, type, payload size, TTL 0 (ext. RCODE, version, flags), RDLENGTH.
     let opt = ptr_at::<[u8; 11]>(ctx, at)?.cast::<u8>();
     let (opt_head, opt_rdlen) = (

@@ -221,11 +221,9 @@ pub(crate) fn write_static(
     let delta = u16::try_from(name_len).unwrap_or(0).wrapping_sub(a.base);
     let len = launder(qp, usize::from(a.len), STATIC_MAX_BLOB)?;
     let body = if q.tc == 0 { len } else { 0 };
-    let ecs_alen = usize::from(q.ecs_source).div_ceil(8);
-    let ecs_opt_len = if q.ecs { 4 + 4 + ecs_alen } else { 0 };
-    let opt_len = if q.edns { 11 + ecs_opt_len } else { 0 };
+    let (ecs_alen, ecs_opt_len) = (q.ecs_alen(), q.ecs_opt_len());
     let body_end = launder(qp, q.question_end + body, MAX_PACKET)?;
-    let new_end = body_end + opt_len;
+    let new_end = body_end + q.opt_len();
     if new_end > MAX_PACKET || new_end > q.l4 + UDP_HLEN + MAX_STATIC_MESSAGE {
         return Err(counter::PASS_TOO_BIG);
     }

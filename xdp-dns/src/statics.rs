@@ -200,10 +200,6 @@ const MAX_STATIC_MESSAGE: usize = 512;
 /// scope 0, the header; then lengths and checksums. `Ok(false)`: the frame must grow
 /// at its head first.
 #[inline(always)]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one pass over the reply, in wire order, as write_reply"
-)]
 pub(crate) fn write_static(
     ctx: &XdpContext,
     qp: *mut Query,
@@ -221,7 +217,6 @@ pub(crate) fn write_static(
     let delta = u16::try_from(name_len).unwrap_or(0).wrapping_sub(a.base);
     let len = launder(qp, usize::from(a.len), STATIC_MAX_BLOB)?;
     let body = if q.tc == 0 { len } else { 0 };
-    let (ecs_alen, ecs_opt_len) = (q.ecs_alen(), q.ecs_opt_len());
     let body_end = launder(qp, q.question_end + body, MAX_PACKET)?;
     let new_end = body_end + q.opt_len();
     if new_end > MAX_PACKET || new_end > q.l4 + UDP_HLEN + MAX_STATIC_MESSAGE {
@@ -284,32 +279,11 @@ pub(crate) fn write_static(
     }
 
     if q.edns {
-        let [p0, p1] = EDNS_UDP_PAYLOAD.to_be_bytes();
-        let [r0, r1] = u16::try_from(ecs_opt_len).unwrap_or(0).to_be_bytes();
-        let p = ptr_at::<[u8; 11]>(ctx, body_end)?.cast::<u8>();
-        // SAFETY: ptr_at checked the 11 bytes (the two stores overlap in byte 7).
-        unsafe {
-            pkt::st64(p, u64::from_le_bytes([0, 0, 41, p0, p1, 0, 0, 0]));
-            pkt::st32(p.add(7), u32::from_le_bytes([0, 0, r0, r1]));
-        }
-        if q.ecs {
-            // SAFETY: `qp` is the per-CPU QUERY value.
-            let ecs_addr = unsafe { &(*qp).ecs_addr };
-            let [o0, o1] = u16::try_from(4 + ecs_alen).unwrap_or(0).to_be_bytes();
-            let [f0, f1] = q.ecs_family.to_be_bytes();
-            let at = body_end + 11;
-            let p = ptr_at::<[u8; 8]>(ctx, at)?.cast::<u8>();
-            // The answer does not depend on the client: scope 0 (RFC 7871 section 7.2.1).
-            let opt = u64::from_le_bytes([0, 8, o0, o1, f0, f1, q.ecs_source, 0]);
-            // SAFETY: ptr_at checked the 8 bytes.
-            unsafe { pkt::st64(p, opt) };
-            // Bound: 16 address bytes at most.
-            for (j, b) in ecs_addr.iter().enumerate() {
-                if j < ecs_alen {
-                    write_bytes(ctx, at + 8 + j, [*b])?;
-                }
-            }
-        }
+        // SAFETY: `qp` is the per-CPU QUERY value.
+        let ecs_addr = unsafe { &(*qp).ecs_addr };
+        // The answer does not depend on the client: ECS scope 0 (RFC 7871 section
+        // 7.2.1). The sum it returns is for the geo reply: this stage sums the packet.
+        write_opt(ctx, q, ecs_addr, body_end, 0)?;
     }
 
     let new_end = launder(qp, new_end, MAX_PACKET)?;

@@ -141,7 +141,7 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "xdp_dns_static_1",
 ];
 /// Names of the programs in the benchmarks' and tests' baseline object (`xdp-bench`).
-pub const BENCH_PROGRAM_NAMES: &[&str] = &["xdp_echo", "xdp_pass", "xdp_count"];
+pub const BENCH_PROGRAM_NAMES: &[&str] = &["xdp_echo", "xdp_pass", "xdp_grow", "xdp_count"];
 
 /// Slots of the baseline object's `REPLIES` map (`xdp_count`): one per DNS rcode value
 /// of the header (four bits).

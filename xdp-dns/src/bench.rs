@@ -6,6 +6,10 @@
 //! - `xdp_pass`: the floor of `BPF_PROG_TEST_RUN` figures, and the program a test's
 //!   client veth needs (veth delivers an `XDP_TX` reply only to a peer that has an XDP
 //!   program too).
+//! - `xdp_grow`: what the kernel charges for a reply longer than its query. It grows
+//!   the frame's tail by one `A` record (16 bytes) with `bpf_xdp_adjust_tail`, the
+//!   helper every geo answer calls, and passes: over `xdp_pass`, the helper's price
+//!   (the call, the zeroing of the new bytes, the returns).
 //! - `xdp_count`: the receiving half of the benchmarks' own load generator, on the
 //!   client veth: every IPv4/UDP frame from the DNS port is counted by its rcode in
 //!   `REPLIES` and dropped there (the generator sends from addresses its host does not
@@ -21,6 +25,7 @@ extern crate ebpf_panic;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_xdp_adjust_tail,
     macros::{map, xdp},
     maps::PerCpuArray,
     programs::XdpContext,
@@ -76,6 +81,20 @@ pub fn xdp_echo(ctx: XdpContext) -> u32 {
         at(l4 + 7).write(0);
     }
     xdp_action::XDP_TX
+}
+
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] entry point signature"
+)]
+pub fn xdp_grow(ctx: XdpContext) -> u32 {
+    // SAFETY: the helper checks the new end against the frame; on failure nothing
+    // changed.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, 16) } != 0 {
+        return xdp_action::XDP_ABORTED;
+    }
+    xdp_action::XDP_PASS
 }
 
 /// Swaps `n` bytes at `a` and `b`.

@@ -88,6 +88,7 @@ fn measure_stats(
 const NAMES: &[&str] = &[
     "xdp_ns_empty",
     "xdp_ns_parse_pass",
+    "xdp_ns_grow_tail",
     "xdp_ns_v4_1k",
     "xdp_ns_v4_100k",
     "xdp_ns_v4_500k",
@@ -355,6 +356,13 @@ fn main() {
         let baseline = load_baseline("xdp_pass").expect("load the baseline object");
         let pass = baseline_fd(&baseline, "xdp_pass");
         measure_into(&mut out, "xdp_ns_empty", (&xdp, pass), &frames, 2);
+    }
+    if want("xdp_ns_grow_tail") {
+        // The price of the one helper a geo answer calls: the frame grown by a record
+        // with `bpf_xdp_adjust_tail`, then passed (read it against xdp_ns_empty).
+        let baseline = load_baseline("xdp_grow").expect("load the baseline object");
+        let grow = baseline_fd(&baseline, "xdp_grow");
+        measure_into(&mut out, "xdp_ns_grow_tail", (&xdp, grow), &frames, 2);
     }
     if want("xdp_ns_parse_pass") {
         // Same frames, same program, told to pass after parsing.

@@ -1443,3 +1443,28 @@ fn reply_checksums_hold_for_every_query_shape() {
         }
     }
 }
+
+/// `xdp_grow`, the baseline of `xdp_ns_grow_tail` (the price of the one helper call a
+/// geo answer makes), does what the figure says: the frame comes back one `A` record
+/// (16 bytes) longer, its bytes unchanged and the new ones zeroed by the helper, and
+/// passed.
+#[test]
+fn grow_baseline_adds_one_zeroed_record() {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    if !require_bpf() {
+        return;
+    }
+    let ebpf = geodns_tests::netns::load_baseline("xdp_grow").expect("load the baseline");
+    let program: &aya::programs::Xdp = ebpf
+        .program("xdp_grow")
+        .expect("xdp_grow in the baseline object")
+        .try_into()
+        .expect("an XDP program");
+    let fd = program.fd().expect("fd").as_fd().as_raw_fd();
+    let frame = Frame::new(v4_client(), &q("www.cdn.example.net.", 1)).build();
+    let run = prog_test_run(fd, &frame, 1).expect("test run");
+    assert_eq!(run.action, XDP_PASS);
+    assert_eq!(run.output.len(), frame.len() + 16);
+    assert_eq!(&run.output[..frame.len()], &frame[..]);
+    assert!(run.output[frame.len()..].iter().all(|b| *b == 0));
+}

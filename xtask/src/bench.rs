@@ -875,49 +875,63 @@ fn prepare_reference(path: &OsString, root: &Path, reference: &str) -> Result<Pa
 mod tests {
     use super::*;
 
-    fn figures(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
-    }
-
+    /// The notes that carry arithmetic: the hot answer without the helper, the floor of
+    /// one cold read, the synthetic table's IPv6 length shares; each also without the
+    /// figures its extra part needs.
     #[test]
-    fn hot_note_takes_the_helper_off() {
-        let f = figures(&[
+    fn notes_compute_from_the_same_run() {
+        let run = [
             ("xdp_ns_parse_pass", 125.0),
             ("xdp_ns_grow_tail", 80.0),
             ("xdp_ns_empty", 60.0),
-        ]);
-        assert_eq!(
-            ratio_note("xdp_ns_v4_hot", 200.0, &f),
-            "1.60 x parse-and-pass (target <= 1.4); 1.44 x without bpf_xdp_adjust_tail's 20 ns"
-        );
-        // Without the baselines, the plain ratio.
-        let f = figures(&[("xdp_ns_parse_pass", 125.0)]);
-        assert_eq!(
-            ratio_note("xdp_ns_v4_hot", 200.0, &f),
-            "1.60 x parse-and-pass (target <= 1.4)"
-        );
-    }
-
-    #[test]
-    fn probe_note_gives_the_floor() {
-        let f = figures(&[
             ("xdp_ns_probe_slot24", 200.0),
             ("xdp_ns_v4_hot", 190.0),
-            ("xdp_ns_empty", 60.0),
-        ]);
-        assert_eq!(
-            ratio_note("xdp_ns_v6_500k", 400.0, &f),
-            "2.00 x the one-slot probe (target <= 1.8); hot answer + one cold read = 1.65 x"
-        );
-    }
-
-    #[test]
-    fn real_v6_shares_name_the_synthetic_table() {
-        let f = figures(&[("xdp_v6_500k_share_len_33_48", 0.25)]);
-        assert_eq!(
-            ratio_note("real_v6_share_len_33_48", 0.31, &f),
-            "synthetic 500k table: 0.250"
-        );
-        assert_eq!(ratio_note("real_v6_share_len_49_64", 0.42, &f), "");
+            ("xdp_v6_500k_share_len_33_48", 0.25),
+        ];
+        let cases: [(&str, f64, usize, &str); 6] = [
+            (
+                "xdp_ns_v4_hot",
+                200.0,
+                3,
+                "1.60 x parse-and-pass (target <= 1.4); 1.44 x without bpf_xdp_adjust_tail's 20 ns",
+            ),
+            (
+                "xdp_ns_v4_hot",
+                200.0,
+                1,
+                "1.60 x parse-and-pass (target <= 1.4)",
+            ),
+            (
+                "xdp_ns_v6_500k",
+                400.0,
+                5,
+                "2.00 x the one-slot probe (target <= 1.8); hot answer + one cold read = 1.65 x",
+            ),
+            (
+                "xdp_ns_v6_500k",
+                400.0,
+                4,
+                "2.00 x the one-slot probe (target <= 1.8)",
+            ),
+            (
+                "real_v6_share_len_33_48",
+                0.31,
+                6,
+                "synthetic 500k table: 0.250",
+            ),
+            ("real_v6_share_len_49_64", 0.42, 6, ""),
+        ];
+        for (name, value, known, want) in cases {
+            // The first `known` figures of the run.
+            let figures = run[..known]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect();
+            assert_eq!(
+                ratio_note(name, value, &figures),
+                want,
+                "{name} with {known}"
+            );
+        }
     }
 }

@@ -119,36 +119,67 @@ impl FastTable {
     /// The kernel's walk for an IPv4 address: `None` means "ask the trie".
     #[must_use]
     pub fn lookup_v4(&self, a: [u8; 4]) -> Option<PrefixValue> {
-        let top = u32::from(u16::from_be_bytes([a[0], a[1]]));
-        self.walk(top, &a[2..2 + FAST_V4_STRIDES])
+        self.walk_v4(a).0
     }
 
     /// The kernel's walk for an IPv6 address: `None` means "ask the trie".
     #[must_use]
     pub fn lookup_v6(&self, a: [u8; 16]) -> Option<PrefixValue> {
+        self.walk_v6(a).0
+    }
+
+    /// How many blocks the kernel reads for an IPv4 address after its top slot: the
+    /// reads that miss the cache when clients come from everywhere (the top array is
+    /// 256 KiB per family and mostly cached; the blocks are megabytes).
+    #[must_use]
+    pub fn block_reads_v4(&self, a: [u8; 4]) -> usize {
+        self.walk_v4(a).1
+    }
+
+    /// [`Self::block_reads_v4`] for an IPv6 address.
+    #[must_use]
+    pub fn block_reads_v6(&self, a: [u8; 16]) -> usize {
+        self.walk_v6(a).1
+    }
+
+    fn walk_v4(&self, a: [u8; 4]) -> (Option<PrefixValue>, usize) {
+        let top = u32::from(u16::from_be_bytes([a[0], a[1]]));
+        self.walk(top, &a[2..2 + FAST_V4_STRIDES])
+    }
+
+    fn walk_v6(&self, a: [u8; 16]) -> (Option<PrefixValue>, usize) {
         let top = FAST_V6_TOP + u32::from(u16::from_be_bytes([a[0], a[1]]));
         self.walk(top, &a[2..2 + FAST_V6_STRIDES])
     }
 
-    /// `fast_walk` of xdp-dns, step for step, on the words the kernel holds.
-    fn walk(&self, top: u32, bytes: &[u8]) -> Option<PrefixValue> {
+    /// `fast_walk` of xdp-dns, step for step, on the words the kernel holds; with the
+    /// number of blocks it read.
+    fn walk(&self, top: u32, bytes: &[u8]) -> (Option<PrefixValue>, usize) {
         // The kernel reads half of a packed word: the same slot.
-        let mut value = *self.top.get(usize::try_from(top).ok()?)?;
+        let Some(&first) = usize::try_from(top).ok().and_then(|t| self.top.get(t)) else {
+            return (None, 0);
+        };
+        let mut value = first;
+        let mut reads = 0;
         for &byte in bytes {
             if value & FAST_BLOCK == 0 {
                 break;
             }
             let w = value & FAST_OFFSET;
-            let page = self
-                .pages()
-                .nth(usize::try_from(w / FAST_PAGE_WORDS).ok()?)?;
+            let Some(page) = usize::try_from(w / FAST_PAGE_WORDS)
+                .ok()
+                .and_then(|p| self.pages().nth(p))
+            else {
+                return (None, reads);
+            };
+            reads += 1;
             // Word `x` of the page, masked as the kernel masks it.
             let word = |x: u32| page[(x % FAST_PAGE_WORDS) as usize];
             let i = w % FAST_PAGE_WORDS;
             let lane = fast_block_lane(value & FAST_LIST != 0, i, byte, word);
             value = half(word(lane >> 1), lane);
         }
-        fast_leaf(value)
+        (fast_leaf(value), reads)
     }
 
     /// The elements of `FAST_BLOCKS_*`: [`FAST_PAGE_WORDS`] words each (`blocks` ends
@@ -624,6 +655,33 @@ mod tests {
         assert_eq!(fast_leaf(fast_leaf_value(pv(0, 0))), Some(pv(0, 0)));
         assert_eq!(fast_leaf(0), None);
         assert_eq!(fast_leaf(FAST_BLOCK | 5), None);
+    }
+
+    #[test]
+    fn block_reads_count_the_strides_walked() {
+        let v4 = [
+            ([10, 0, 0, 0], 16, pv(1, 16)),
+            ([10, 1, 0, 0], 16, pv(2, 16)),
+            ([10, 1, 7, 0], 24, pv(3, 24)),
+            ([10, 1, 7, 16], 28, pv(4, 28)),
+        ];
+        let v6 = [(
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            40,
+            pv(5, 40),
+        )];
+        let t = FastTable::build(&v4, &v6, ROOMY);
+        // A /16 is its top slot; a /24 under it one block; a /28 two.
+        assert_eq!(t.block_reads_v4([10, 0, 9, 9]), 0);
+        assert_eq!(t.block_reads_v4([10, 1, 8, 1]), 1);
+        assert_eq!(t.block_reads_v4([10, 1, 7, 1]), 2);
+        assert_eq!(t.block_reads_v4([10, 1, 7, 17]), 2);
+        assert_eq!(t.lookup_v4([10, 1, 7, 17]), Some(pv(4, 28)));
+        // A /40: the strides at /16, /24 and /32.
+        let mut a = v6[0].0;
+        assert_eq!(t.block_reads_v6(a), 3);
+        a[0] = 0x30;
+        assert_eq!(t.block_reads_v6(a), 0);
     }
 
     #[test]

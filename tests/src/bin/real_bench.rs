@@ -9,15 +9,15 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     sync::Arc,
     time::Instant,
 };
 
-use geodns::loader::{KernelProgram, LoadOptions};
+use geodns::loader::{KernelProgram, LoadOptions, MapSizes};
 use geodns_common::STATE_FLAG_TRIE_ONLY;
-use geodns_maps::{Compiled, Config, Engine, NodeStates};
+use geodns_maps::{fastpath::FastTable, Compiled, Config, Engine, NodeStates};
 use geodns_tests::{
     client::parse_reply,
     frame::{self, Frame, Query, L3},
@@ -85,36 +85,69 @@ fn print_tail(ns: &[u32], flags: u32) {
 
 /// Probes: the first and last address of every 4th prefix and their neighbours (in
 /// address order), plus random IPv4 addresses; as ECS queries, IPv4 then IPv6.
-fn probes(maps: &geodns_maps::KernelMaps, rng: &mut Rng) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let src = L3::V4 {
-        src: Ipv4Addr::new(198, 18, 0, 1),
-        dst: Ipv4Addr::new(198, 18, 0, 2),
-    };
-    let mut frames4 = Vec::new();
+/// The probe clients (as ECS addresses): the first and last address of every fourth
+/// prefix and their neighbours, and 20,000 random IPv4 addresses.
+fn probe_addrs(maps: &geodns_maps::KernelMaps, rng: &mut Rng) -> (Vec<[u8; 4]>, Vec<[u8; 16]>) {
+    let mut v4 = Vec::new();
     for (a, len, _) in maps.prefixes_v4.iter().step_by(4) {
         let first = u32::from_be_bytes(*a);
         let last = first | u32::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
         for x in [first, last, first.wrapping_sub(1), last.wrapping_add(1)] {
-            let q = Query::new("www.cdn.example.net.", 1).ecs_raw(1, 32, 0, &x.to_be_bytes());
-            frames4.push(Frame::new(src, &q).build());
+            v4.push(x.to_be_bytes());
         }
     }
-    let mut frames6 = Vec::new();
+    let mut v6 = Vec::new();
     for (a, len, _) in maps.prefixes_v6.iter().step_by(4) {
         let first = u128::from_be_bytes(*a);
         let last = first | u128::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
         for x in [first, last, first.wrapping_sub(1), last.wrapping_add(1)] {
-            let ip = Ipv6Addr::from(x);
-            let q = Query::new("www.cdn.example.net.", 1).ecs_raw(2, 128, 0, &ip.octets());
-            frames6.push(Frame::new(src, &q).build());
+            v6.push(x.to_be_bytes());
         }
     }
     for _ in 0..20_000 {
-        let x = u32::try_from(rng.next_u64() >> 32).unwrap_or(0);
-        let q = Query::new("www.cdn.example.net.", 1).ecs_raw(1, 32, 0, &x.to_be_bytes());
-        frames4.push(Frame::new(src, &q).build());
+        v4.push(
+            u32::try_from(rng.next_u64() >> 32)
+                .unwrap_or(0)
+                .to_be_bytes(),
+        );
     }
-    (frames4, frames6)
+    (v4, v6)
+}
+
+/// A query frame per probe client, the client in its ECS option.
+fn probes(v4: &[[u8; 4]], v6: &[[u8; 16]]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let src = L3::V4 {
+        src: Ipv4Addr::new(198, 18, 0, 1),
+        dst: Ipv4Addr::new(198, 18, 0, 2),
+    };
+    let frame = |family: u16, bits: u8, addr: &[u8]| {
+        let q = Query::new("www.cdn.example.net.", 1).ecs_raw(family, bits, 0, addr);
+        Frame::new(src, &q).build()
+    };
+    (
+        v4.iter().map(|a| frame(1, 32, a)).collect(),
+        v6.iter().map(|a| frame(2, 128, a)).collect(),
+    )
+}
+
+/// The mean number of blocks the probes read past their top slot, IPv4 and IPv6, in
+/// the fast path the loader builds from these maps.
+fn block_reads(maps: &geodns_maps::KernelMaps, v4: &[[u8; 4]], v6: &[[u8; 16]]) -> (f64, f64) {
+    let fast = FastTable::build(
+        &maps.prefixes_v4,
+        &maps.prefixes_v6,
+        MapSizes::default().fast_words as usize,
+    );
+    let mean = |total: usize, n: usize| {
+        #[expect(clippy::cast_precision_loss, reason = "counts")]
+        {
+            total as f64 / n.max(1) as f64
+        }
+    };
+    (
+        mean(v4.iter().map(|a| fast.block_reads_v4(*a)).sum(), v4.len()),
+        mean(v6.iter().map(|a| fast.block_reads_v6(*a)).sum(), v6.len()),
+    )
 }
 
 fn main() {
@@ -143,7 +176,9 @@ fn main() {
     );
     let fd = xdp.program_fd("xdp_dns").expect("fd");
     let mut rng = Rng(0x6E0_11E2);
-    let (frames4, frames6) = probes(&maps, &mut rng);
+    let (addrs4, addrs6) = probe_addrs(&maps, &mut rng);
+    let (frames4, frames6) = probes(&addrs4, &addrs6);
+    let (reads4, reads6) = block_reads(&maps, &addrs4, &addrs6);
     // Median ns of one timed run per frame, then the answer of a second run (the
     // median: the machine is shared, a preempted run should not move the figure).
     let run_all = |xdp: &mut KernelProgram,
@@ -207,6 +242,8 @@ fn main() {
     out.insert("real_xdp_ns_v4_shuffled", ns_fast4_shuffled);
     out.insert("real_xdp_ns_v6_shuffled", ns_fast6_shuffled);
     out.insert("real_fastpath_fill_seconds", installed.fast_seconds);
+    out.insert("real_v4_block_reads", reads4);
+    out.insert("real_v6_block_reads", reads6);
     let mut out: BTreeMap<String, f64> = out.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     // The prefix-length mix of the IPv6 table, to hold the synthetic one against.
     out.extend(v6_length_mix(

@@ -11,8 +11,9 @@ use std::{
     time::Instant,
 };
 
-use geodns::loader::{KernelProgram, LoadOptions};
+use geodns::loader::{KernelProgram, LoadOptions, MapSizes};
 use geodns_common::{STATE_FLAG_PASS_ALL, STATE_FLAG_TRIE_ONLY};
+use geodns_maps::fastpath::FastTable;
 use geodns_tests::{
     frame::{Frame, Query, L3},
     netns::load_baseline,
@@ -113,6 +114,8 @@ const NAMES: &[&str] = &[
     "xdp_v6_500k_share_len_upto_32",
     "xdp_v6_500k_share_len_33_48",
     "xdp_v6_500k_share_len_49_64",
+    "xdp_v4_500k_block_reads",
+    "xdp_v6_500k_block_reads",
 ];
 
 fn frames_v4(addrs: impl Iterator<Item = Ipv4Addr>, dst: Ipv4Addr) -> Vec<Vec<u8>> {
@@ -285,7 +288,14 @@ fn main() {
         stats.fast_overflow
     );
     out.insert("fastpath_fill_seconds".into(), stats.fast_seconds);
-    let frames = frames_v4((0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)), dst4);
+    let clients4: Vec<Ipv4Addr> = (0..SAMPLES).map(|_| pick_v4(&v4, &mut rng)).collect();
+    let frames = frames_v4(clients4.iter().copied(), dst4);
+    // The blocks each lookup reads past its top slot, as the loader lays them out.
+    let fast = FastTable::build(&v4, &v6, MapSizes::default().fast_words as usize);
+    out.insert(
+        "xdp_v4_500k_block_reads".into(),
+        mean_reads(clients4.iter().map(|c| fast.block_reads_v4(c.octets()))),
+    );
     if want("xdp_ns_v4_500k") {
         measure_into(&mut out, "xdp_ns_v4_500k", (&xdp, fd), &frames, 3);
     }
@@ -397,11 +407,14 @@ fn main() {
     // The synthetic IPv6 table's prefix-length mix (real_bench prints GeoLite2's).
     out.extend(v6_length_mix("xdp_v6_500k", v6.iter().map(|p| p.1)));
     if want("xdp_ns_v6_500k") {
-        let frames: Vec<Vec<u8>> = (0..SAMPLES)
-            .map(|_| {
-                let src = pick_v6(&v6, &mut rng);
-                Frame::new(L3::V6 { src, dst: dst6 }, &Query::new(WWW, 1)).build()
-            })
+        let clients6: Vec<Ipv6Addr> = (0..SAMPLES).map(|_| pick_v6(&v6, &mut rng)).collect();
+        out.insert(
+            "xdp_v6_500k_block_reads".into(),
+            mean_reads(clients6.iter().map(|c| fast.block_reads_v6(c.octets()))),
+        );
+        let frames: Vec<Vec<u8>> = clients6
+            .iter()
+            .map(|&src| Frame::new(L3::V6 { src, dst: dst6 }, &Query::new(WWW, 1)).build())
             .collect();
         measure_into(&mut out, "xdp_ns_v6_500k", (&xdp, fd), &frames, 3);
     }
@@ -496,6 +509,15 @@ fn main() {
             || k.strip_suffix("_mean").is_some_and(&want)
     });
     println!("{}", serde_json::to_string(&out).expect("json"));
+}
+
+/// The mean of per-lookup block reads.
+fn mean_reads(reads: impl Iterator<Item = usize>) -> f64 {
+    let (sum, n) = reads.fold((0usize, 0usize), |(s, n), r| (s + r, n + 1));
+    #[expect(clippy::cast_precision_loss, reason = "counts")]
+    {
+        sum as f64 / n.max(1) as f64
+    }
 }
 
 /// Raw fd of a loaded program of the baseline object, for `BPF_PROG_TEST_RUN`.

@@ -83,10 +83,8 @@ fn print_tail(ns: &[u32], flags: u32) {
     );
 }
 
-/// Probes: the first and last address of every 4th prefix and their neighbours (in
-/// address order), plus random IPv4 addresses; as ECS queries, IPv4 then IPv6.
-/// The probe clients (as ECS addresses): the first and last address of every fourth
-/// prefix and their neighbours, and 20,000 random IPv4 addresses.
+/// The probe clients (their ECS addresses): the first and last address of every fourth
+/// prefix and their neighbours (in address order), and 20,000 random IPv4 addresses.
 fn probe_addrs(maps: &geodns_maps::KernelMaps, rng: &mut Rng) -> (Vec<[u8; 4]>, Vec<[u8; 16]>) {
     let mut v4 = Vec::new();
     for (a, len, _) in maps.prefixes_v4.iter().step_by(4) {

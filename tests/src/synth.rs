@@ -154,6 +154,16 @@ pub fn pick_v6(table: &[([u8; 16], u8, PrefixValue)], rng: &mut Rng) -> Ipv6Addr
     Ipv6Addr::from(u128::from_be_bytes(a) | host)
 }
 
+/// The mean of per-lookup counts (the blocks each lookup reads), 0 for none.
+#[must_use]
+pub fn mean_count(counts: impl Iterator<Item = usize>) -> f64 {
+    let (sum, n) = counts.fold((0usize, 0usize), |(s, n), c| (s + c, n + 1));
+    #[expect(clippy::cast_precision_loss, reason = "counts")]
+    {
+        sum as f64 / n.max(1) as f64
+    }
+}
+
 /// The shares of IPv6 prefixes of length up to /32, /33 to /48 and /49 to /64 (the
 /// lengths the fast path resolves in 2, 3-4 and 5-6 strides), with their figure names
 /// after `prefix`.

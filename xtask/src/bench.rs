@@ -425,21 +425,27 @@ fn real_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<
 fn hot_note(value: f64, figures: &BTreeMap<String, f64>) -> Option<String> {
     let get = |k: &str| figures.get(k).copied();
     let base = get("xdp_ns_parse_pass")?;
-    let own = match (get("xdp_ns_grow_tail"), get("xdp_ns_empty")) {
-        (Some(g), Some(e)) => format!(
-            "; {:.2} x without bpf_xdp_adjust_tail's {:.0} ns",
-            (value - (g - e)) / base,
-            g - e
-        ),
-        _ => String::new(),
-    };
+    let own = helper_off(value, base, get("xdp_ns_grow_tail"), get("xdp_ns_empty"));
     Some(format!(
         "{:.2} x parse-and-pass (target <= 1.4){own}",
         value / base
     ))
 }
 
-/// Two notes, either or both, as one.
+/// The hot answer's ratio to `base` once the helper's price (`grow` - `empty`, the
+/// grow baseline over the empty program, both medians or both means) is taken off;
+/// empty without both.
+fn helper_off(value: f64, base: f64, grow: Option<f64>, empty: Option<f64>) -> String {
+    match (grow, empty) {
+        (Some(g), Some(e)) => format!(
+            "; {:.2} x without bpf_xdp_adjust_tail's {:.0} ns",
+            (value - (g - e)) / base,
+            g - e
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The ratio of a kernel figure's `NAME_mean` (the mean of the middle 80% of its
 /// runs, beside the headline median: finer than the kernel's 10 ns steps, for
 /// `--compare`) against the mean of its baseline.
@@ -453,18 +459,22 @@ fn mean_note(name: &str, value: f64, figures: &BTreeMap<String, f64>) -> Option<
     };
     let target = target.map_or(String::new(), |t| format!(" (target <= {t})"));
     let get = |k: &str| figures.get(k).copied();
-    let helper = match (name, get("xdp_ns_grow_tail_mean"), get("xdp_ns_empty_mean")) {
-        ("xdp_ns_v4_hot_mean", Some(g), Some(e)) => Some(g - e),
-        _ => None,
-    };
     get(base).map(|b| {
-        let own = helper.map_or(String::new(), |h| {
-            format!("; {:.2} x without the helper's {h:.0} ns", (value - h) / b)
-        });
+        let own = if name == "xdp_ns_v4_hot_mean" {
+            helper_off(
+                value,
+                b,
+                get("xdp_ns_grow_tail_mean"),
+                get("xdp_ns_empty_mean"),
+            )
+        } else {
+            String::new()
+        };
         format!("{:.2} x {what}, means{target}{own}", value / b)
     })
 }
 
+/// Two notes, either or both, as one.
 fn joined(a: Option<String>, b: Option<String>) -> Option<String> {
     match (a, b) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),

@@ -22,7 +22,7 @@ use geodns_tests::{
     client::parse_reply,
     frame::{self, Frame, Query, L3},
     prog_test_run,
-    synth::{v6_length_mix, Rng},
+    synth::{mean_count, v6_length_mix, Rng},
 };
 
 const XDP_TX: u32 = 3;
@@ -136,15 +136,9 @@ fn block_reads(maps: &geodns_maps::KernelMaps, v4: &[[u8; 4]], v6: &[[u8; 16]]) 
         &maps.prefixes_v6,
         MapSizes::default().fast_words as usize,
     );
-    let mean = |total: usize, n: usize| {
-        #[expect(clippy::cast_precision_loss, reason = "counts")]
-        {
-            total as f64 / n.max(1) as f64
-        }
-    };
     (
-        mean(v4.iter().map(|a| fast.block_reads_v4(*a)).sum(), v4.len()),
-        mean(v6.iter().map(|a| fast.block_reads_v6(*a)).sum(), v6.len()),
+        mean_count(v4.iter().map(|a| fast.block_reads_v4(*a))),
+        mean_count(v6.iter().map(|a| fast.block_reads_v6(*a))),
     )
 }
 
